@@ -1,0 +1,213 @@
+#include "comm/mpi_communicator.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace smoe::comm {
+namespace {
+
+int world_rank_for_errors() {
+  int init = 0, rank = -1;
+  MPI_Initialized(&init);
+  if (init) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+[[noreturn]] void mpi_fail(int rc, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  fail("MPI error in {} on rank {} ({}:{}): {}", call, world_rank_for_errors(), file, line,
+       std::string(text, static_cast<size_t>(len)));
+}
+
+}  // namespace
+}  // namespace smoe::comm
+
+#define SMOE_MPI_CHECK(call)                                              \
+  do {                                                                    \
+    int smoe_mpi_rc_ = (call);                                            \
+    if (smoe_mpi_rc_ != MPI_SUCCESS)                                      \
+      ::smoe::comm::mpi_fail(smoe_mpi_rc_, #call, __FILE__, __LINE__);    \
+  } while (0)
+
+namespace smoe::comm {
+namespace {
+
+MPI_Datatype mpi_type(DType t) {
+  switch (t) {
+    case DType::f32: return MPI_FLOAT;
+    case DType::f64: return MPI_DOUBLE;
+    case DType::i32: return MPI_INT32_T;
+    case DType::i64: return MPI_INT64_T;
+    case DType::u8: return MPI_UINT8_T;
+  }
+  return MPI_BYTE;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return MPI_SUM;
+    case ReduceOp::max: return MPI_MAX;
+    case ReduceOp::min: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+// MPI counts are ints: large buffers go in pieces of at most 1 GiB.
+constexpr size_t kMaxPiece = size_t{1} << 30;
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm parent) {
+    SMOE_MPI_CHECK(MPI_Comm_dup(parent, &comm_));
+    SMOE_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    SMOE_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    SMOE_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  void barrier() override { SMOE_MPI_CHECK(MPI_Barrier(comm_)); }
+
+  void broadcast(Buffer buf, int root) override {
+    check_host(buf, "broadcast");
+    for_pieces(buf, [&](char* p, int n) { SMOE_MPI_CHECK(MPI_Bcast(p, n, mpi_type(buf.dtype), root, comm_)); });
+  }
+
+  void allreduce(Buffer buf, ReduceOp op) override {
+    check_host(buf, "allreduce");
+    for_pieces(buf, [&](char* p, int n) {
+      SMOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p, n, mpi_type(buf.dtype), mpi_op(op), comm_));
+    });
+  }
+
+  void allgather(Buffer send, Buffer recv) override {
+    check_host(send, "allgather");
+    check_host(recv, "allgather");
+    SMOE_CHECK(recv.count == send.count * static_cast<size_t>(size_),
+               "allgather: receive buffer holds {} elements, expected {}", recv.count, send.count * size_);
+    SMOE_CHECK(send.bytes() <= kMaxPiece, "allgather: {} bytes per rank exceeds the 1 GiB limit", send.bytes());
+    SMOE_MPI_CHECK(MPI_Allgather(send.data, static_cast<int>(send.count), mpi_type(send.dtype), recv.data,
+                                 static_cast<int>(send.count), mpi_type(recv.dtype), comm_));
+  }
+
+  std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
+    SMOE_CHECK(bytes.size() <= kMaxPiece, "gather: {} bytes from one rank exceeds the 1 GiB limit", bytes.size());
+    int n = static_cast<int>(bytes.size());
+    std::vector<int> counts(rank_ == root ? size_ : 0);
+    SMOE_MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm_));
+    std::vector<int> displs(counts.size());
+    std::string all;
+    if (rank_ == root) {
+      size_t total = 0;
+      for (int r = 0; r < size_; ++r) {
+        SMOE_CHECK(total + counts[r] <= static_cast<size_t>(INT32_MAX), "gather: more than 2 GiB at the root");
+        displs[r] = static_cast<int>(total);
+        total += static_cast<size_t>(counts[r]);
+      }
+      all.resize(total);
+    }
+    SMOE_MPI_CHECK(MPI_Gatherv(bytes.data(), n, MPI_BYTE, all.data(), counts.data(), displs.data(), MPI_BYTE,
+                               root, comm_));
+    std::vector<std::string> out;
+    for (size_t r = 0; r < counts.size(); ++r) out.emplace_back(all.substr(displs[r], counts[r]));
+    return out;
+  }
+
+  void send(int dest, int tag, std::string_view payload) override {
+    SMOE_CHECK(payload.size() <= kMaxPiece, "send: message of {} bytes is too large", payload.size());
+    SMOE_MPI_CHECK(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_BYTE, dest, tag, comm_));
+  }
+
+  Message recv(int source, int tag) override {
+    // Matched probe: safe when several threads receive concurrently.
+    MPI_Message handle;
+    MPI_Status status;
+    SMOE_MPI_CHECK(MPI_Mprobe(source == kAnySource ? MPI_ANY_SOURCE : source, tag, comm_, &handle, &status));
+    int n = 0;
+    SMOE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &n));
+    Message m;
+    m.source = status.MPI_SOURCE;
+    m.tag = status.MPI_TAG;
+    m.payload.resize(static_cast<size_t>(n));
+    SMOE_MPI_CHECK(MPI_Mrecv(m.payload.data(), n, MPI_BYTE, &handle, MPI_STATUS_IGNORE));
+    return m;
+  }
+
+  [[noreturn]] void abort(int code, const std::string& why) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+  }
+
+ private:
+  static void check_host(const Buffer& b, const char* op) {
+    SMOE_CHECK(!b.device.cuda, "{}: CUDA buffers go through the NCCL communicator, not MPI", op);
+  }
+  template <typename Fn>
+  static void for_pieces(const Buffer& buf, Fn&& fn) {
+    size_t elem = dtype_size(buf.dtype);
+    size_t per = kMaxPiece / elem;
+    char* p = static_cast<char*>(buf.data);
+    for (size_t done = 0; done < buf.count; done += per) {
+      size_t n = std::min(per, buf.count - done);
+      fn(p + done * elem, static_cast<int>(n));
+    }
+  }
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+  int init = 0;
+  SMOE_MPI_CHECK(MPI_Initialized(&init));
+  if (!init) {
+    int provided = 0;
+    SMOE_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+    owns_ = true;
+    SMOE_CHECK(provided >= MPI_THREAD_MULTIPLE,
+               "this MPI provides thread level {} but smoe needs MPI_THREAD_MULTIPLE", provided);
+  }
+  SMOE_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  MPI_Comm node;
+  int world_rank = 0;
+  SMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  SMOE_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node));
+  int node_rank = 0, node_size = 1;
+  SMOE_MPI_CHECK(MPI_Comm_rank(node, &node_rank));
+  SMOE_MPI_CHECK(MPI_Comm_size(node, &node_size));
+  MPI_Comm_free(&node);
+  local_rank_ = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", node_rank));
+  local_size_ = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", node_size);
+}
+
+MpiRuntime::~MpiRuntime() {
+  if (owns_) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+}
+
+std::unique_ptr<Communicator> MpiRuntime::world() { return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD); }
+
+}  // namespace smoe::comm

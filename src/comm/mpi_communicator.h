@@ -1,0 +1,34 @@
+// The MPI communicator (OpenMPI, initialised with MPI_THREAD_MULTIPLE so the
+// coordinator's scheduler thread can talk while its main thread trains).
+// Every MPI return code is checked: errors name the call, rank, file and line.
+#pragma once
+
+#include <memory>
+
+#include "comm/communicator.h"
+
+namespace smoe::comm {
+
+// Owns MPI_Init_thread / MPI_Finalize. Works under mpirun, srun and as a
+// singleton (plain `smoe train` without a launcher).
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  // The world communicator.
+  std::unique_ptr<Communicator> world();
+  // Rank and number of ranks on this node: OMPI_COMM_WORLD_LOCAL_RANK /
+  // SLURM_LOCALID when set, else MPI_Comm_split_type(MPI_COMM_TYPE_SHARED).
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+
+ private:
+  bool owns_ = false;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+};
+
+}  // namespace smoe::comm

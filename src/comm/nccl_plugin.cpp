@@ -1,0 +1,142 @@
+// libsmoe_nccl.so: the NCCL communicator (see nccl.h). Handles CUDA buffers
+// only; control messages, barriers and byte gathers are delegated to the
+// bootstrap (MPI) communicator. Collectives run on the legacy default stream,
+// which is libtorch's current stream unless a caller changed it, and are
+// synchronised before returning. Every CUDA and NCCL return code is checked
+// and reported with rank, file and line.
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include "comm/nccl.h"
+#include "core/error.h"
+
+namespace smoe::comm {
+namespace {
+
+thread_local int g_rank = -1;
+
+}  // namespace
+}  // namespace smoe::comm
+
+#define SMOE_CUDA_CHECK(call)                                                                  \
+  do {                                                                                         \
+    cudaError_t smoe_rc_ = (call);                                                             \
+    if (smoe_rc_ != cudaSuccess)                                                               \
+      ::smoe::fail("CUDA error in {} on rank {} ({}:{}): {}", #call, ::smoe::comm::g_rank,     \
+                   __FILE__, __LINE__, cudaGetErrorString(smoe_rc_));                          \
+  } while (0)
+
+#define SMOE_NCCL_CHECK(call)                                                                  \
+  do {                                                                                         \
+    ncclResult_t smoe_rc_ = (call);                                                            \
+    if (smoe_rc_ != ncclSuccess)                                                               \
+      ::smoe::fail("NCCL error in {} on rank {} ({}:{}): {}", #call, ::smoe::comm::g_rank,     \
+                   __FILE__, __LINE__, ncclGetErrorString(smoe_rc_));                          \
+  } while (0)
+
+namespace smoe::comm {
+namespace {
+
+ncclDataType_t nccl_type(DType t) {
+  switch (t) {
+    case DType::f32: return ncclFloat32;
+    case DType::f64: return ncclFloat64;
+    case DType::i32: return ncclInt32;
+    case DType::i64: return ncclInt64;
+    case DType::u8: return ncclUint8;
+  }
+  return ncclUint8;
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return ncclSum;
+    case ReduceOp::max: return ncclMax;
+    case ReduceOp::min: return ncclMin;
+  }
+  return ncclSum;
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(Communicator& bootstrap, int device) : boot_(bootstrap), device_(device) {
+    g_rank = bootstrap.rank();
+    int count = 0;
+    cudaError_t rc = cudaGetDeviceCount(&count);
+    SMOE_CHECK(rc == cudaSuccess && count > 0,
+               "NCCL needs a CUDA device, but rank {} sees none ({})", bootstrap.rank(),
+               rc == cudaSuccess ? "cudaGetDeviceCount returned 0" : cudaGetErrorString(rc));
+    SMOE_CHECK(device >= 0 && device < count, "rank {}: CUDA device {} does not exist ({} visible)",
+               bootstrap.rank(), device, count);
+    SMOE_CUDA_CHECK(cudaSetDevice(device));
+    ncclUniqueId id;
+    if (bootstrap.rank() == 0) SMOE_NCCL_CHECK(ncclGetUniqueId(&id));
+    bootstrap.broadcast(Buffer{&id, sizeof id, DType::u8, Device{}}, 0);
+    SMOE_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank()));
+  }
+  ~NcclCommunicator() override {
+    if (comm_) ncclCommDestroy(comm_);
+  }
+
+  int rank() const override { return boot_.rank(); }
+  int size() const override { return boot_.size(); }
+  std::string name() const override { return "nccl"; }
+  void barrier() override { boot_.barrier(); }
+
+  void broadcast(Buffer buf, int root) override {
+    check_device(buf, "broadcast");
+    SMOE_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, buf.count, nccl_type(buf.dtype), root, comm_, nullptr));
+    SMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+  void allreduce(Buffer buf, ReduceOp op) override {
+    check_device(buf, "allreduce");
+    SMOE_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, buf.count, nccl_type(buf.dtype), nccl_op(op), comm_, nullptr));
+    SMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+  void allgather(Buffer send, Buffer recv) override {
+    check_device(send, "allgather");
+    check_device(recv, "allgather");
+    SMOE_CHECK(recv.count == send.count * static_cast<size_t>(size()), "allgather: receive buffer size");
+    SMOE_NCCL_CHECK(ncclAllGather(send.data, recv.data, send.count, nccl_type(send.dtype), comm_, nullptr));
+    SMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+  std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
+    return boot_.gather_bytes(bytes, root);
+  }
+  void send(int dest, int tag, std::string_view payload) override { boot_.send(dest, tag, payload); }
+  Message recv(int source, int tag) override { return boot_.recv(source, tag); }
+  [[noreturn]] void abort(int code, const std::string& why) override {
+    if (comm_) ncclCommAbort(comm_);
+    comm_ = nullptr;
+    boot_.abort(code, why);
+    std::abort();  // boot_.abort never returns
+  }
+
+ private:
+  void check_device(const Buffer& b, const char* op) const {
+    SMOE_CHECK(b.device.cuda, "{}: the NCCL communicator takes CUDA buffers; host buffers go through MPI", op);
+    SMOE_CHECK(b.device.index == device_, "{}: buffer on CUDA device {} but this rank uses device {}", op,
+               b.device.index, device_);
+  }
+
+  Communicator& boot_;
+  int device_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+}  // namespace smoe::comm
+
+extern "C" smoe::comm::Communicator* smoe_nccl_create(smoe::comm::Communicator* bootstrap, int device,
+                                                      char* error, size_t error_size) {
+  try {
+    return new smoe::comm::NcclCommunicator(*bootstrap, device);
+  } catch (const std::exception& e) {
+    std::snprintf(error, error_size, "%s", e.what());
+    return nullptr;
+  }
+}

@@ -1,0 +1,133 @@
+#include "comm/tensor_collectives.h"
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+
+namespace smoe::comm {
+namespace {
+
+DType dtype_for(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::f32;
+    case at::kDouble: return DType::f64;
+    case at::kInt: return DType::i32;
+    case at::kLong: return DType::i64;
+    case at::kByte: return DType::u8;
+    default: fail("communicator: tensors of dtype {} are not supported", c10::toString(t));
+  }
+}
+
+at::ScalarType scalar_type_for(DType t) {
+  switch (t) {
+    case DType::f32: return at::kFloat;
+    case DType::f64: return at::kDouble;
+    case DType::i32: return at::kInt;
+    case DType::i64: return at::kLong;
+    case DType::u8: return at::kByte;
+  }
+  return at::kByte;
+}
+
+}  // namespace
+
+Buffer buffer_of(const at::Tensor& t) {
+  SMOE_CHECK(t.defined(), "communicator: undefined tensor");
+  SMOE_CHECK(t.is_contiguous(), "communicator: tensor must be contiguous");
+  Device d;
+  if (t.is_cuda()) d = Device{true, t.get_device()};
+  return Buffer{t.data_ptr(), static_cast<size_t>(t.numel()), dtype_for(t.scalar_type()), d};
+}
+
+void allreduce(Communicator& comm, const at::Tensor& t, ReduceOp op) { comm.allreduce(buffer_of(t), op); }
+
+void broadcast(Communicator& comm, const at::Tensor& t, int root) { comm.broadcast(buffer_of(t), root); }
+
+at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& t, int root) {
+  std::vector<int64_t> header;  // dtype, ndim, dims...
+  if (comm.rank() == root) {
+    header.push_back(static_cast<int64_t>(dtype_for(t.scalar_type())));
+    header.push_back(t.dim());
+    for (auto s : t.sizes()) header.push_back(s);
+  }
+  int64_t n = static_cast<int64_t>(header.size());
+  comm.broadcast(host_buffer(&n, 1), root);
+  header.resize(static_cast<size_t>(n));
+  comm.broadcast(host_buffer(header), root);
+  at::Tensor out;
+  if (comm.rank() == root) {
+    out = t.contiguous();
+  } else {
+    std::vector<int64_t> sizes(header.begin() + 2, header.end());
+    out = at::empty(sizes, at::TensorOptions().dtype(scalar_type_for(static_cast<DType>(header[0]))));
+  }
+  if (out.numel() > 0) comm.broadcast(buffer_of(out), root);
+  return out;
+}
+
+at::Tensor gather_rows(Communicator& comm, const at::Tensor& local, int root) {
+  at::Tensor c = local.contiguous().cpu();
+  auto parts = comm.gather_bytes(
+      std::string_view(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.nbytes())), root);
+  if (comm.rank() != root) return at::Tensor();
+  SMOE_CHECK(c.dim() >= 1, "gather_rows: tensor needs at least one dimension");
+  int64_t row_numel = 1;
+  for (int64_t d = 1; d < c.dim(); ++d) row_numel *= c.size(d);
+  const int64_t row_bytes = row_numel * static_cast<int64_t>(c.element_size());
+  int64_t rows = 0;
+  for (const auto& p : parts) {
+    SMOE_ASSERT(row_bytes > 0 && static_cast<int64_t>(p.size()) % row_bytes == 0, "gather_rows: ragged rows");
+    rows += static_cast<int64_t>(p.size()) / row_bytes;
+  }
+  std::vector<int64_t> sizes = c.sizes().vec();
+  sizes[0] = rows;
+  at::Tensor out = at::empty(sizes, c.options());
+  char* dst = static_cast<char*>(out.data_ptr());
+  for (const auto& p : parts) {
+    std::memcpy(dst, p.data(), p.size());
+    dst += p.size();
+  }
+  return out;
+}
+
+ExactSum::ExactSum(const std::vector<at::Tensor>& like) {
+  int64_t total = 0;
+  for (const auto& t : like) {
+    offsets_.push_back(total);
+    numels_.push_back(t.numel());
+    total += t.numel();
+  }
+  // The accumulator lives where the terms live (CUDA terms reduce through NCCL).
+  auto options = at::TensorOptions().dtype(at::kLong);
+  if (!like.empty()) options = options.device(like[0].device());
+  flat_ = at::zeros({total}, options);
+}
+
+void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
+  SMOE_ASSERT(terms.size() == numels_.size(), "ExactSum::add: {} terms for {} accumulators", terms.size(),
+              numels_.size());
+  const double scale = std::ldexp(1.0, kFractionBits);
+  for (size_t i = 0; i < terms.size(); ++i) {
+    at::Tensor t = terms[i].detach().to(at::kDouble).reshape({-1});
+    double max_abs = t.numel() ? t.abs().max().item<double>() : 0.0;
+    SMOE_CHECK(std::isfinite(max_abs) && max_abs <= kMaxAbs,
+               "{} {} is {} (not finite or above {}): training diverged; lower the learning rate", what, i,
+               max_abs, kMaxAbs);
+    flat_.narrow(0, offsets_[i], numels_[i]).add_(t.mul(scale).round().to(at::kLong));
+  }
+}
+
+void ExactSum::allreduce(Communicator& comm) { comm.allreduce(buffer_of(flat_), ReduceOp::sum); }
+
+void ExactSum::result_into(const std::vector<at::Tensor>& out, double divisor) const {
+  SMOE_ASSERT(out.size() == numels_.size(), "ExactSum::result_into: size mismatch");
+  const double inv = std::ldexp(1.0, -kFractionBits) / divisor;
+  for (size_t i = 0; i < out.size(); ++i) {
+    at::Tensor v = flat_.narrow(0, offsets_[i], numels_[i]).to(at::kDouble).mul(inv);
+    out[i].copy_(v.view(out[i].sizes()));
+  }
+}
+
+void ExactSum::zero() { flat_.zero_(); }
+
+}  // namespace smoe::comm

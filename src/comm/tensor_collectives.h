@@ -1,0 +1,55 @@
+// libtorch adapters for the Communicator: tensors in, Buffers out. Host
+// tensors go through MPI (or threads), CUDA tensors through NCCL when the
+// communicator is a DeviceRouter.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace smoe::comm {
+
+// A view of a contiguous tensor as a Buffer (throws for other layouts/dtypes).
+Buffer buffer_of(const at::Tensor& t);
+
+void allreduce(Communicator& comm, const at::Tensor& t, ReduceOp op = ReduceOp::sum);
+void broadcast(Communicator& comm, const at::Tensor& t, int root);
+
+// Broadcasts a tensor whose dtype and shape only `root` knows: root passes
+// it, the others pass anything (ignored) and receive a new CPU tensor.
+at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& t, int root);
+
+// Concatenates every rank's rows ([n_r, ...], same trailing shape and dtype)
+// on `root` in rank order; other ranks get an undefined tensor.
+at::Tensor gather_rows(Communicator& comm, const at::Tensor& local, int root);
+
+// Exact, order-independent sums of float tensors across ranks (and across
+// several local additions): values are accumulated as 64-bit fixed point
+// (2^-40 resolution) so that the result does not depend on how the terms
+// were split among ranks — the basis of rank-count-invariant data-parallel
+// training (DESIGN.md, "Determinism").
+class ExactSum {
+ public:
+  static constexpr int kFractionBits = 40;
+  // Largest magnitude one term may have (keeps many terms far from int64 overflow).
+  static constexpr double kMaxAbs = 1 << 20;
+
+  // Shapes of the tensors to be summed (e.g. every parameter's gradient).
+  explicit ExactSum(const std::vector<at::Tensor>& like);
+  // Adds terms[i] into accumulator i. `what` names the terms in errors.
+  void add(const std::vector<at::Tensor>& terms, const char* what = "value");
+  // Sums the accumulators over all ranks.
+  void allreduce(Communicator& comm);
+  // Writes accumulator i / divisor into out[i] (float tensors of the same shape).
+  void result_into(const std::vector<at::Tensor>& out, double divisor) const;
+  void zero();
+
+ private:
+  at::Tensor flat_;                // int64 [total]
+  std::vector<int64_t> offsets_;   // start of each tensor in flat_
+  std::vector<int64_t> numels_;
+};
+
+}  // namespace smoe::comm

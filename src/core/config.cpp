@@ -1,0 +1,274 @@
+#include "core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <map>
+#include <sstream>
+
+#include "core/atomic_file.h"
+#include "core/config_schema.h"
+#include "core/error.h"
+
+namespace smoe {
+namespace {
+
+using detail::Field;
+
+std::string describe_node(const YAML::Node& n) {
+  if (n.IsScalar()) return "'" + n.Scalar() + "'";
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+[[noreturn]] void key_error(const Field& f, const std::string& origin, const std::string& what) {
+  fail("config key '{}' ({}): {}", f.key, origin, what);
+}
+
+std::string number_text(double v) { return fmt::format("{}", v); }
+
+template <typename T>
+T scalar_as(const Field& f, const YAML::Node& n, const std::string& origin, const char* expected) {
+  if (!n.IsScalar()) key_error(f, origin, fmt::format("expected {}, got {}", expected, describe_node(n)));
+  T value{};
+  if (!YAML::convert<T>::decode(n, value))
+    key_error(f, origin, fmt::format("expected {}, got {}", expected, describe_node(n)));
+  return value;
+}
+
+void check_range(const Field& f, double v, const std::string& origin) {
+  if (f.min && (f.min_exclusive ? !(v > *f.min) : !(v >= *f.min)))
+    key_error(f, origin, fmt::format("must be {} {}, got {}", f.min_exclusive ? ">" : ">=",
+                                     number_text(*f.min), number_text(v)));
+  if (f.max && !(v <= *f.max))
+    key_error(f, origin, fmt::format("must be <= {}, got {}", number_text(*f.max), number_text(v)));
+}
+
+template <typename T>
+std::vector<T> list_as(const Field& f, const YAML::Node& n, const std::string& origin, const char* expected) {
+  if (!n.IsSequence())
+    key_error(f, origin, fmt::format("expected a list of {}, got {}", expected, describe_node(n)));
+  std::vector<T> out;
+  for (const auto& item : n) {
+    T v = scalar_as<T>(f, item, origin, expected);
+    check_range(f, static_cast<double>(v), origin);
+    out.push_back(v);
+  }
+  return out;
+}
+
+// Assigns a YAML value to the field it names, checking type and range.
+void assign(const Field& f, const YAML::Node& n, const std::string& origin) {
+  std::visit(
+      [&](auto* ptr) {
+        using T = std::remove_pointer_t<decltype(ptr)>;
+        if constexpr (std::is_same_v<T, bool>) {
+          *ptr = scalar_as<bool>(f, n, origin, "true or false");
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          int64_t v = scalar_as<int64_t>(f, n, origin, "an integer");
+          check_range(f, static_cast<double>(v), origin);
+          *ptr = v;
+        } else if constexpr (std::is_same_v<T, double>) {
+          double v = scalar_as<double>(f, n, origin, "a number");
+          check_range(f, v, origin);
+          *ptr = v;
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          if (n.IsNull()) {
+            *ptr = "";
+            return;
+          }
+          std::string v = scalar_as<std::string>(f, n, origin, "a string");
+          if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), v) == f.choices.end())
+            key_error(f, origin, fmt::format("expected one of {}, got '{}'", fmt::join(f.choices, " | "), v));
+          *ptr = v;
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+          *ptr = list_as<int64_t>(f, n, origin, "integers");
+        } else {
+          *ptr = list_as<double>(f, n, origin, "numbers");
+        }
+      },
+      f.ptr);
+}
+
+void assign_default(const Field& f) {
+  std::visit(
+      [&](auto* ptr) {
+        using T = std::remove_pointer_t<decltype(ptr)>;
+        *ptr = std::get<T>(f.def);
+      },
+      f.ptr);
+}
+
+std::string scalar_yaml(const std::string& s) {
+  YAML::Emitter e;
+  e << YAML::DoubleQuoted << s;
+  return e.c_str();
+}
+
+std::string value_yaml(const detail::FieldPtr& ptr) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, bool>) {
+          return *p ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          return std::to_string(*p);
+        } else if constexpr (std::is_same_v<T, double>) {
+          return number_text(*p);
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          return scalar_yaml(*p);
+        } else {
+          std::vector<std::string> items;
+          for (auto v : *p) items.push_back(fmt::format("{}", v));
+          return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
+        }
+      },
+      ptr);
+}
+
+std::string type_name(const detail::FieldPtr& ptr) {
+  static const char* names[] = {"bool", "int", "float", "string", "list of int", "list of float"};
+  return names[ptr.index()];
+}
+
+std::map<std::string, const Field*> index_of(const std::vector<Field>& fields) {
+  std::map<std::string, const Field*> idx;
+  for (const auto& f : fields) idx[f.key] = &f;
+  return idx;
+}
+
+bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
+  for (const auto& f : fields)
+    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 &&
+        f.key[prefix.size()] == '.')
+      return true;
+  return false;
+}
+
+void merge_node(const std::vector<Field>& fields, const std::map<std::string, const Field*>& idx,
+                const YAML::Node& node, const std::string& prefix, const std::string& origin) {
+  for (const auto& kv : node) {
+    std::string name = kv.first.as<std::string>();
+    std::string key = prefix.empty() ? name : prefix + "." + name;
+    auto it = idx.find(key);
+    if (it != idx.end()) {
+      assign(*it->second, kv.second, origin);
+    } else if (is_section(fields, key)) {
+      if (!kv.second.IsMap())
+        fail("config key '{}' ({}): expected a mapping of keys, got {}", key, origin, describe_node(kv.second));
+      merge_node(fields, idx, kv.second, key, origin);
+    } else {
+      fail("config key '{}' ({}): unknown key", key, origin);
+    }
+  }
+}
+
+}  // namespace
+
+Config Config::defaults() {
+  Config c;
+  auto schema = detail::describe(c);
+  for (const auto& f : schema.fields()) assign_default(f);
+  return c;
+}
+
+void Config::merge(const YAML::Node& node, const std::string& origin) {
+  if (node.IsNull()) return;
+  SMOE_CHECK(node.IsMap(), "{}: expected a YAML mapping of config keys at the top level", origin);
+  auto schema = detail::describe(*this);
+  merge_node(schema.fields(), index_of(schema.fields()), node, "", origin);
+}
+
+void Config::set(const std::string& assignment) {
+  auto eq = assignment.find('=');
+  SMOE_CHECK(eq != std::string::npos && eq > 0, "--set '{}': expected key=value", assignment);
+  std::string key = assignment.substr(0, eq);
+  std::string text = assignment.substr(eq + 1);
+  auto schema = detail::describe(*this);
+  auto idx = index_of(schema.fields());
+  auto it = idx.find(key);
+  SMOE_CHECK(it != idx.end(), "config key '{}' (--set): unknown key", key);
+  YAML::Node value;
+  try {
+    value = text.empty() ? YAML::Node(YAML::NodeType::Null) : YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail("config key '{}' (--set): cannot parse value '{}': {}", key, text, e.msg);
+  }
+  assign(*it->second, value, "--set");
+}
+
+Config Config::from_yaml_text(const std::string& text, const std::string& origin,
+                              const std::vector<std::string>& overrides) {
+  Config c = defaults();
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail("{}: invalid YAML at line {}: {}", origin, e.mark.line + 1, e.msg);
+  }
+  c.merge(root, origin);
+  for (const auto& o : overrides) c.set(o);
+  c.validate();
+  return c;
+}
+
+Config Config::load(const std::string& yaml_path, const std::vector<std::string>& overrides) {
+  if (yaml_path.empty()) {
+    Config c = defaults();
+    for (const auto& o : overrides) c.set(o);
+    c.validate();
+    return c;
+  }
+  return from_yaml_text(read_file(yaml_path), yaml_path, overrides);
+}
+
+void Config::validate() const {
+  const int64_t depth = model.depth;
+  SMOE_CHECK(depth == 10 || depth == 18 || depth == 34,
+             "config key 'model.depth': expected 10, 18 or 34, got {}", depth);
+  for (const OptimConfig* o : {&base.optim, &gate.optim, &experts.optim, &ensembler.optim}) {
+    SMOE_CHECK(o->warmup_epochs <= std::max<int64_t>(o->epochs, 0) || o->epochs == 0,
+               "config: warmup_epochs ({}) exceeds epochs ({})", o->warmup_epochs, o->epochs);
+  }
+  SMOE_CHECK(!(cluster.method == "per_class" && experts.count < 1),
+             "config key 'experts.count': per_class needs at least one expert");
+  SMOE_CHECK(!(eval.class_oracle && cluster.method != "per_class"),
+             "config key 'eval.class_oracle': only meaningful with cluster.method: per_class");
+}
+
+std::string Config::to_yaml(bool with_docs) const {
+  Config copy = *this;
+  auto schema = detail::describe(copy);
+  std::ostringstream out;
+  std::vector<std::string> open;  // current section path
+  for (const auto& f : schema.fields()) {
+    std::vector<std::string> parts;
+    std::stringstream ss(f.key);
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
+    open.resize(common);
+    while (open.size() + 1 < parts.size()) {
+      out << std::string(2 * open.size(), ' ') << parts[open.size()] << ":\n";
+      open.push_back(parts[open.size()]);
+    }
+    out << std::string(2 * open.size(), ' ') << parts.back() << ": " << value_yaml(f.ptr);
+    if (with_docs) out << "  # " << f.doc;
+    out << "\n";
+  }
+  return out.str();
+}
+
+std::vector<KeyInfo> config_keys() {
+  Config c = Config::defaults();
+  std::vector<KeyInfo> keys;
+  auto schema = detail::describe(c);
+  for (const auto& f : schema.fields()) {
+    std::string doc = f.doc;
+    if (!f.choices.empty()) doc += fmt::format(" ({})", fmt::join(f.choices, " | "));
+    keys.push_back({f.key, type_name(f.ptr), value_yaml(f.ptr), doc});
+  }
+  return keys;
+}
+
+}  // namespace smoe

@@ -1,0 +1,148 @@
+// The run configuration: plain structs with one field per key. Every key's
+// name, default, allowed values and one-line doc are declared once, in
+// config_schema.cpp (LightGBM's config.h idea); the YAML reader, the
+// `--set key=value` overrides, `smoe config --print` and the key reference in
+// README are all driven by that one list.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace YAML {
+class Node;
+}
+
+namespace smoe {
+
+struct DataConfig {
+  std::string path;          // dataset folder (manifest.json + shards)
+  std::string train_split;   //
+  std::string test_split;    //
+  int64_t limit_train;       // 0 = every sample
+  int64_t limit_test;        // 0 = every sample
+  std::string storage;       // auto | memory | stream
+  int64_t memory_budget_mb;  // 'auto' loads a split in memory below this size
+  int64_t cache_mb;          // HDF5 chunk cache per shard when streaming
+  int64_t prefetch;          // batches prepared ahead on the loader thread
+  bool augment;              // random crop with padding + horizontal flip
+  int64_t crop_padding;      //
+  bool hflip;                //
+};
+
+struct ModelConfig {
+  std::string arch;  // tiny_resnet | plain_cnn
+  int64_t depth;     // tiny_resnet depth: 10 | 18 | 34
+  int64_t width;     // channels of the first stage
+};
+
+// Options shared by every SGD training loop (base, experts, ensemblers, gate).
+struct OptimConfig {
+  int64_t epochs;
+  int64_t batch_size;
+  double lr;
+  double momentum;
+  double weight_decay;
+  bool nesterov;
+  std::string schedule;              // cosine | step | constant
+  std::vector<int64_t> step_epochs;  // epochs at which 'step' multiplies lr by step_gamma
+  double step_gamma;
+  int64_t warmup_epochs;
+  double label_smoothing;
+};
+
+struct BaseConfig {
+  std::string checkpoint;  // load this state dict instead of training
+  OptimConfig optim;
+  int64_t micro_batch;          // rank-count-invariant gradient sums are over micro-batches
+  int64_t bn_calibration;       // samples used to recompute BatchNorm statistics
+};
+
+struct ClusterConfig {
+  std::string method;  // kmeans | per_class
+  int64_t restarts;
+  int64_t max_iter;
+  double tol;
+  bool normalize;  // L2-normalise embeddings before clustering
+};
+
+struct GateConfig {
+  double temperature;  // T in g0 = softmax(-d^2 / T)
+  bool hard;           // one-hot g0 instead of the softmax
+  OptimConfig optim;
+};
+
+struct ExpertsConfig {
+  int64_t count;          // K
+  double gamma;           // clip(g0, gamma, 1)
+  int64_t branch_after;   // blocks of the base shared (frozen) by every expert
+  std::string weighting;  // reweight | sample
+  bool cache_trunk;       // compute trunk features once when augmentation is off
+  OptimConfig optim;
+};
+
+struct EnsemblerConfig {
+  std::string kind;  // bagging | stacking
+  OptimConfig optim;
+};
+
+struct EmConfig {
+  int64_t steps;          // N_E; 0 = Algorithm 1
+  int64_t expert_epochs;  // M-step epochs per round
+  int64_t chunk_samples;  // E-step allreduce chunk (rows of the N x K matrix)
+};
+
+struct EvalConfig {
+  std::vector<double> taus;
+  int64_t batch_size;
+  bool class_oracle;  // per_class only: route by the true class too
+};
+
+struct RuntimeConfig {
+  int64_t threads;     // intra-op threads per rank; 0 = cores / ranks on the node
+  std::string device;  // auto | cpu | cuda
+  int64_t log_every;   // steps between progress lines
+};
+
+struct Config {
+  int64_t seed;
+  DataConfig data;
+  ModelConfig model;
+  BaseConfig base;
+  ClusterConfig cluster;
+  GateConfig gate;
+  ExpertsConfig experts;
+  EnsemblerConfig ensembler;
+  EmConfig em;
+  EvalConfig eval;
+  RuntimeConfig runtime;
+
+  // Every key at its default.
+  static Config defaults();
+  // Defaults, then the YAML file, then each "key=value" override in order.
+  static Config load(const std::string& yaml_path, const std::vector<std::string>& overrides);
+  static Config from_yaml_text(const std::string& text, const std::string& origin,
+                               const std::vector<std::string>& overrides);
+
+  // Applies one YAML mapping (nested or with dotted keys) on top of this config.
+  void merge(const YAML::Node& node, const std::string& origin);
+  // Applies one "a.b=value" override; the value is parsed as YAML.
+  void set(const std::string& assignment);
+  // Checks relations between keys (after all merges).
+  void validate() const;
+  // The fully resolved config as YAML, each key with its doc as a comment.
+  std::string to_yaml(bool with_docs = true) const;
+};
+
+// One key of the schema, for documentation (`smoe config --keys`).
+struct KeyInfo {
+  std::string key;
+  std::string type;
+  std::string default_value;
+  std::string doc;
+};
+std::vector<KeyInfo> config_keys();
+
+}  // namespace smoe

@@ -1,0 +1,95 @@
+#include "data/dataset.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "core/error.h"
+#include "data/shard.h"
+
+namespace smoe::data {
+
+Dataset::~Dataset() = default;
+
+std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string& split,
+                                       const DatasetOptions& options) {
+  std::shared_ptr<Dataset> ds(new Dataset());
+  ds->manifest_ = Manifest::load(dir);
+  ds->split_ = ds->manifest_.split(split);
+  const SplitInfo& s = ds->split_;
+  SMOE_CHECK(options.limit >= 0, "sample limit must be >= 0, got {}", options.limit);
+  ds->size_ = options.limit > 0 ? std::min(options.limit, s.count) : s.count;
+
+  const int64_t img = ds->image_bytes();
+  const int64_t bytes = ds->size_ * img;
+  bool memory = options.storage == "memory" ||
+                (options.storage == "auto" && bytes <= options.memory_budget_mb * (int64_t{1} << 20));
+  SMOE_CHECK(options.storage == "auto" || options.storage == "memory" || options.storage == "stream",
+             "storage must be auto, memory or stream, got '{}'", options.storage);
+
+  ds->labels_.resize(static_cast<size_t>(ds->size_));
+  if (memory) ds->pixels_.resize(static_cast<size_t>(bytes));
+  std::vector<int64_t> shard_labels;
+  for (const auto& sh : s.shards) {
+    if (sh.offset >= ds->size_) break;
+    const std::string path = (std::filesystem::path(dir) / sh.file).string();
+    const int64_t shard_bytes = sh.count * img;
+    size_t cache = memory ? 0 : static_cast<size_t>(std::min(shard_bytes, options.cache_mb << 20));
+    auto reader = std::make_unique<ShardReader>(path, ds->shape(), cache);
+    SMOE_CHECK(reader->count() == sh.count, "{}: holds {} samples but the manifest says {}", path, reader->count(),
+               sh.count);
+    const int64_t take = std::min(sh.count, ds->size_ - sh.offset);
+    shard_labels.resize(static_cast<size_t>(sh.count));
+    reader->read_labels(shard_labels.data());
+    for (int64_t i = 0; i < take; ++i) {
+      int64_t y = shard_labels[static_cast<size_t>(i)];
+      SMOE_CHECK(y >= 0 && y < ds->num_classes(), "{}: label {} of sample {} is outside [0, {})", path, y, i,
+                 ds->num_classes());
+      ds->labels_[static_cast<size_t>(sh.offset + i)] = y;
+    }
+    if (memory) {
+      if (take == sh.count) {
+        reader->read_images(ds->pixels_.data() + sh.offset * img);
+      } else {
+        std::vector<uint8_t> all(static_cast<size_t>(shard_bytes));
+        reader->read_images(all.data());
+        std::memcpy(ds->pixels_.data() + sh.offset * img, all.data(), static_cast<size_t>(take * img));
+      }
+    } else {
+      ds->shards_.push_back(std::move(reader));
+    }
+  }
+  return ds;
+}
+
+void Dataset::read(const int64_t* ids, size_t n, uint8_t* out) const {
+  const int64_t img = image_bytes();
+  for (size_t i = 0; i < n; ++i)
+    SMOE_CHECK(ids[i] >= 0 && ids[i] < size_, "sample id {} outside split '{}' of {} samples", ids[i], split_.name,
+               size_);
+  if (!pixels_.empty() || size_ == 0) {
+    for (size_t i = 0; i < n; ++i) std::memcpy(out + i * img, pixels_.data() + ids[i] * img, static_cast<size_t>(img));
+    return;
+  }
+  // Streaming: group by shard, read each shard's rows in ascending order
+  // (friendlier to the chunk cache), then place them where they were asked.
+  std::map<size_t, std::vector<std::pair<int64_t, size_t>>> by_shard;  // shard -> (row, position)
+  for (size_t i = 0; i < n; ++i) {
+    size_t s = split_.shard_of(ids[i]);
+    by_shard[s].push_back({ids[i] - split_.shards[s].offset, i});
+  }
+  std::vector<int64_t> rows;
+  std::vector<uint8_t> buf;
+  for (auto& [s, items] : by_shard) {
+    std::sort(items.begin(), items.end());
+    rows.clear();
+    for (auto& it : items) rows.push_back(it.first);
+    buf.resize(rows.size() * static_cast<size_t>(img));
+    shards_[s]->read_rows(rows.data(), rows.size(), buf.data());
+    for (size_t j = 0; j < items.size(); ++j)
+      std::memcpy(out + items[j].second * img, buf.data() + j * img, static_cast<size_t>(img));
+  }
+}
+
+}  // namespace smoe::data
