@@ -1,0 +1,87 @@
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include "common/expect_error.h"
+#include "core/config.h"
+
+namespace smoe {
+namespace {
+
+TEST(Config, DefaultsAreDeclaredForEveryKey) {
+  Config c = Config::defaults();
+  EXPECT_EQ(c.experts.count, 4);
+  EXPECT_EQ(c.experts.weighting, "reweight");
+  EXPECT_EQ(c.ensembler.kind, "bagging");
+  EXPECT_EQ(c.em.steps, 0);
+  EXPECT_FALSE(c.eval.taus.empty());
+  auto keys = config_keys();
+  EXPECT_GT(keys.size(), 50u);
+  for (const auto& k : keys) EXPECT_FALSE(k.doc.empty()) << k.key;
+}
+
+TEST(Config, NestedAndDottedYamlAndOverrides) {
+  Config c = Config::from_yaml_text(
+      "seed: 7\n"
+      "experts:\n  count: 10\n  gamma: 0.25\n"
+      "gate.temperature: 0.5\n"
+      "eval:\n  taus: [0, 0.5, 1]\n",
+      "test.yaml", {"experts.count=6", "data.path=/tmp/x", "base.step_epochs=[3, 5]"});
+  EXPECT_EQ(c.seed, 7);
+  EXPECT_EQ(c.experts.count, 6);  // the override wins over the file
+  EXPECT_DOUBLE_EQ(c.experts.gamma, 0.25);
+  EXPECT_DOUBLE_EQ(c.gate.temperature, 0.5);
+  EXPECT_EQ(c.eval.taus, (std::vector<double>{0, 0.5, 1}));
+  EXPECT_EQ(c.data.path, "/tmp/x");
+  EXPECT_EQ(c.base.optim.step_epochs, (std::vector<int64_t>{3, 5}));
+}
+
+TEST(Config, PrintedYamlLoadsBackToTheSameConfig) {
+  Config c = Config::from_yaml_text("experts: {count: 3, weighting: sample}\ndata: {path: \"a b: c\"}\n", "t", {});
+  std::string printed = c.to_yaml();
+  Config again = Config::from_yaml_text(printed, "printed", {});
+  EXPECT_EQ(again.to_yaml(), printed);
+  EXPECT_EQ(again.data.path, "a b: c");
+  EXPECT_NE(printed.find("count: 3  # number of experts K"), std::string::npos) << printed;
+}
+
+TEST(Config, UnknownKeyIsNamed) {
+  EXPECT_ERROR(Config::from_yaml_text("experts:\n  cuont: 3\n", "f.yaml", {}),
+               "config key 'experts.cuont' (f.yaml): unknown key");
+  EXPECT_ERROR(Config::from_yaml_text("nosuch: 1\n", "f.yaml", {}), "config key 'nosuch' (f.yaml): unknown key");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"experts.nope=1"}), "config key 'experts.nope' (--set): unknown key");
+}
+
+TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
+  EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: many\n", "f.yaml", {}),
+               "config key 'experts.count' (f.yaml): expected an integer, got 'many'");
+  EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: 2.5\n", "f.yaml", {}),
+               "config key 'experts.count' (f.yaml): expected an integer, got '2.5'");
+  EXPECT_ERROR(Config::from_yaml_text("data:\n  augment: maybe\n", "f.yaml", {}),
+               "config key 'data.augment' (f.yaml): expected true or false, got 'maybe'");
+  EXPECT_ERROR(Config::from_yaml_text("eval:\n  taus: 0.5\n", "f.yaml", {}),
+               "config key 'eval.taus' (f.yaml): expected a list of numbers, got '0.5'");
+  EXPECT_ERROR(Config::from_yaml_text("experts: 4\n", "f.yaml", {}),
+               "config key 'experts' (f.yaml): expected a mapping of keys, got '4'");
+  EXPECT_ERROR(Config::from_yaml_text("ensembler:\n  kind: voting\n", "f.yaml", {}),
+               "config key 'ensembler.kind' (f.yaml): expected one of bagging | stacking, got 'voting'");
+}
+
+TEST(Config, OutOfRangeValues) {
+  EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: -3\n", "f.yaml", {}),
+               "config key 'experts.count' (f.yaml): must be >= 1, got -3");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"gate.temperature=0"}),
+               "config key 'gate.temperature' (--set): must be > 0, got 0");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"eval.taus=[0.5, 1.5]"}),
+               "config key 'eval.taus' (--set): must be <= 1, got 1.5");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"model.depth=12"}), "'model.depth': expected 10, 18 or 34, got 12");
+}
+
+TEST(Config, MalformedInputs) {
+  EXPECT_ERROR(Config::from_yaml_text("experts: [1, 2\n", "bad.yaml", {}), "bad.yaml: invalid YAML at line");
+  EXPECT_ERROR(Config::from_yaml_text("", "f", {"experts.count"}), "--set 'experts.count': expected key=value");
+  EXPECT_ERROR(Config::from_yaml_text("- 1\n- 2\n", "list.yaml", {}), "list.yaml: expected a YAML mapping");
+  EXPECT_ERROR(Config::load("/nonexistent/x.yaml", {}), "/nonexistent/x.yaml");
+}
+
+}  // namespace
+}  // namespace smoe

@@ -1,0 +1,238 @@
+#include <gtest/gtest.h>
+#include <stb/stb_image_write.h>
+
+#include <filesystem>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xnpy.hpp>
+
+#include "common/expect_error.h"
+#include "common/source_files.h"
+#include "common/temp_dir.h"
+#include "data/dataset.h"
+#include "data_tools/converters.h"
+#include "data_tools/inspect.h"
+
+namespace fs = std::filesystem;
+
+namespace smoe::data_tools {
+namespace {
+
+using testing::TempDir;
+
+ConvertOptions small_shards() {
+  ConvertOptions o;
+  o.writer.shard_size = 7;
+  o.writer.shard.chunk_images = 4;
+  return o;
+}
+
+std::vector<uint8_t> image_of(const std::string& dir, const std::string& split, int64_t id) {
+  auto ds = data::Dataset::open(dir, split);
+  std::vector<uint8_t> out(static_cast<size_t>(ds->image_bytes()));
+  ds->read(&id, 1, out.data());
+  return out;
+}
+
+TEST(Idx, ConvertsPixelsAndLabelsExactly) {
+  TempDir tmp;
+  fs::create_directory(tmp / "src");
+  testing::write_mnist_like(tmp / "src", 20, 9);
+  auto m = convert("mnist", tmp / "src", tmp / "out", small_shards());
+  EXPECT_EQ(m.split("train").count, 20);
+  EXPECT_EQ(m.split("train").shards.size(), 3u);
+  EXPECT_EQ(m.split("test").count, 9);
+  EXPECT_EQ(m.shape, (std::vector<int64_t>{1, 28, 28}));
+  auto img = image_of(tmp / "out", "train", 13);
+  for (int p = 0; p < 784; ++p) ASSERT_EQ(img[p], (13 + p) % 251);
+  auto ds = data::Dataset::open(tmp / "out", "test");
+  EXPECT_EQ(ds->labels()[8], 8);
+  EXPECT_EQ(verify(tmp / "out").samples, 29);
+}
+
+TEST(Idx, OutputIsByteForByteDeterministic) {
+  TempDir tmp;
+  fs::create_directory(tmp / "src");
+  testing::write_mnist_like(tmp / "src", 30, 10);
+  convert("fashion-mnist", tmp / "src", tmp / "a", small_shards());
+  convert("fashion-mnist", tmp / "src", tmp / "b", small_shards());
+  for (const auto& e : fs::directory_iterator(tmp / "a"))
+    EXPECT_EQ(testing::read_raw(e.path()), testing::read_raw(tmp / "b/" + e.path().filename().string()))
+        << e.path().filename();
+}
+
+class IdxDamage : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fs::create_directory(tmp / "src");
+    testing::write_mnist_like(tmp / "src", 50, 10);
+  }
+  void expect_failure(const std::string& substring) {
+    EXPECT_ERROR(convert("mnist", tmp / "src", tmp / "out", small_shards()), substring);
+    EXPECT_FALSE(fs::exists(tmp / "out"));
+    for (const auto& e : fs::directory_iterator(tmp.path()))  // no temporary folder left behind
+      EXPECT_EQ(e.path().filename().string().find("out.tmp"), std::string::npos) << e.path();
+  }
+  TempDir tmp;
+};
+
+TEST_F(IdxDamage, TruncatedGzip) {
+  std::string gz = testing::read_raw(tmp / "src/train-images-idx3-ubyte.gz");
+  testing::write_raw(tmp / "src/train-images-idx3-ubyte.gz", gz.substr(0, gz.size() / 2));
+  expect_failure("train-images-idx3-ubyte.gz: truncated");
+}
+
+TEST_F(IdxDamage, CorruptedGzip) {
+  std::string gz = testing::read_raw(tmp / "src/train-images-idx3-ubyte.gz");
+  gz[gz.size() / 2] ^= 0x5a;
+  testing::write_raw(tmp / "src/train-images-idx3-ubyte.gz", gz);
+  expect_failure("train-images-idx3-ubyte.gz: corrupted");
+}
+
+TEST_F(IdxDamage, WrongMagic) {
+  testing::write_gz(tmp / "src/train-labels-idx1-ubyte.gz", testing::idx_bytes({50, 2}, std::vector<uint8_t>(100)));
+  expect_failure("train-labels-idx1-ubyte.gz: wrong idx magic 0x00000802, expected 0x00000801 (unsigned bytes, 1 dimension)");
+}
+
+TEST_F(IdxDamage, CountMismatch) {
+  testing::write_gz(tmp / "src/train-labels-idx1-ubyte.gz", testing::idx_bytes({49}, std::vector<uint8_t>(49)));
+  expect_failure("train-images-idx3-ubyte.gz holds 50 images but " + (tmp / "src/train-labels-idx1-ubyte.gz") +
+                 " holds 49 labels");
+}
+
+TEST_F(IdxDamage, LabelOutOfRange) {
+  std::vector<uint8_t> labels(50, 1);
+  labels[17] = 12;
+  testing::write_gz(tmp / "src/train-labels-idx1-ubyte.gz", testing::idx_bytes({50}, labels));
+  expect_failure("train-labels-idx1-ubyte.gz: label 12 of sample 17 is outside [0, 10)");
+}
+
+TEST_F(IdxDamage, MissingFile) {
+  fs::remove(tmp / "src/t10k-labels-idx1-ubyte.gz");
+  expect_failure("missing t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)");
+}
+
+TEST(Output, ExistingFolderIsRefusedUnlessForced) {
+  TempDir tmp;
+  fs::create_directory(tmp / "src");
+  testing::write_mnist_like(tmp / "src", 10, 5);
+  fs::create_directory(tmp / "out");
+  testing::write_raw(tmp / "out/precious.txt", "keep me");
+  EXPECT_ERROR(convert("mnist", tmp / "src", tmp / "out", small_shards()),
+               "output folder " + (tmp / "out") + " already exists (use --force to replace it)");
+  EXPECT_EQ(testing::read_raw(tmp / "out/precious.txt"), "keep me");
+  auto forced = small_shards();
+  forced.writer.force = true;
+  convert("mnist", tmp / "src", tmp / "out", forced);
+  EXPECT_FALSE(fs::exists(tmp / "out/precious.txt"));
+  EXPECT_EQ(verify(tmp / "out").samples, 15);
+}
+
+TEST(Verify, CatchesAFlippedByteAndAMissingShard) {
+  TempDir tmp;
+  fs::create_directory(tmp / "src");
+  testing::write_mnist_like(tmp / "src", 20, 5);
+  convert("mnist", tmp / "src", tmp / "out", small_shards());
+  std::string shard = testing::read_raw(tmp / "out/train-00001.h5");
+  shard[shard.size() - 100] ^= 0x01;
+  testing::write_raw(tmp / "out/train-00001.h5", shard);
+  EXPECT_ERROR(verify(tmp / "out"), (tmp / "out/train-00001.h5") + ": checksum mismatch");
+  fs::remove(tmp / "out/train-00001.h5");
+  EXPECT_ERROR(verify(tmp / "out"), (tmp / "out/train-00001.h5") + ": shard named in the manifest is missing");
+}
+
+TEST(Cifar, Cifar10AndCifar100Records) {
+  TempDir tmp;
+  fs::create_directories(tmp / "c10");
+  auto records = [](int n, int label_bytes, int salt) {
+    std::string s;
+    for (int i = 0; i < n; ++i) {
+      for (int b = 0; b < label_bytes; ++b) s.push_back(static_cast<char>((i + b * 3 + salt) % 10));
+      for (int p = 0; p < 3072; ++p) s.push_back(static_cast<char>((i * 5 + p + salt) % 256));
+    }
+    return s;
+  };
+  for (int b = 1; b <= 5; ++b) testing::write_raw(tmp / ("c10/data_batch_" + std::to_string(b) + ".bin"), records(3, 1, b));
+  testing::write_raw(tmp / "c10/test_batch.bin", records(4, 1, 0));
+  auto m = convert("cifar10", tmp / "c10", tmp / "o10", small_shards());
+  EXPECT_EQ(m.split("train").count, 15);
+  EXPECT_EQ(m.shape, (std::vector<int64_t>{3, 32, 32}));
+  // train sample 4 = second record of data_batch_2 (salt 2); channel 1 pixel 0 is byte 1024.
+  auto img = image_of(tmp / "o10", "train", 4);
+  EXPECT_EQ(img[1024], static_cast<uint8_t>((1 * 5 + 1024 + 2) % 256));
+  EXPECT_EQ(data::Dataset::open(tmp / "o10", "train")->labels()[4], (1 + 2) % 10);
+
+  fs::create_directories(tmp / "c100");
+  testing::write_raw(tmp / "c100/train.bin", records(6, 2, 1));
+  testing::write_raw(tmp / "c100/test.bin", records(2, 2, 0));
+  auto m100 = convert("cifar100", tmp / "c100", tmp / "o100", small_shards());
+  EXPECT_EQ(m100.num_classes, 100);
+  EXPECT_EQ(data::Dataset::open(tmp / "o100", "train")->labels()[2], (2 + 3 + 1) % 10);  // fine label byte
+  std::string t = records(2, 2, 0);
+  testing::write_raw(tmp / "c100/test.bin", t.substr(0, t.size() - 10));
+  EXPECT_ERROR(convert("cifar100", tmp / "c100", tmp / "o100b", small_shards()),
+               "test.bin: truncated: 6138 bytes is not a whole number of 3074-byte records");
+}
+
+TEST(Npy, ChannelsLastImagesAndInt32Labels) {
+  TempDir tmp;
+  fs::create_directories(tmp / "np");
+  xt::xarray<uint8_t> images = xt::zeros<uint8_t>({5, 6, 4, 3});
+  for (size_t i = 0; i < 5; ++i)
+    for (size_t y = 0; y < 6; ++y)
+      for (size_t x = 0; x < 4; ++x)
+        for (size_t c = 0; c < 3; ++c) images(i, y, x, c) = static_cast<uint8_t>(i * 50 + y * 7 + x * 3 + c);
+  xt::xarray<int32_t> labels = {0, 2, 1, 2, 0};
+  xt::dump_npy(tmp / "np/train_images.npy", images);
+  xt::dump_npy(tmp / "np/train_labels.npy", labels);
+  auto m = convert("npy", tmp / "np", tmp / "out", small_shards());
+  EXPECT_EQ(m.shape, (std::vector<int64_t>{3, 6, 4}));
+  EXPECT_EQ(m.num_classes, 3);
+  auto img = image_of(tmp / "out", "train", 3);
+  // [C, H, W] index of (c=2, y=5, x=1)
+  EXPECT_EQ(img[(2 * 6 + 5) * 4 + 1], 3 * 50 + 5 * 7 + 1 * 3 + 2);
+  xt::xarray<float> floats = xt::zeros<float>({5, 6, 4});
+  xt::dump_npy(tmp / "np/train_images.npy", floats);
+  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out2", small_shards()), "train_images.npy: images must be uint8, got dtype '<f4'");
+}
+
+TEST(ImageFolder, PngTreeWithSplitsAndSortedClasses) {
+  TempDir tmp;
+  for (std::string split : {"train", "test"})
+    for (std::string cls : {"cat", "dog"}) {
+      fs::create_directories(tmp / ("imgs/" + split + "/" + cls));
+      for (int i = 0; i < 3; ++i) {
+        std::vector<uint8_t> rgb(5 * 4 * 3);
+        for (size_t p = 0; p < rgb.size(); ++p) rgb[p] = static_cast<uint8_t>(p * 2 + i + (cls == "dog" ? 100 : 0));
+        std::string path = tmp / ("imgs/" + split + "/" + cls + "/" + std::to_string(i) + ".png");
+        ASSERT_TRUE(stbi_write_png(path.c_str(), 5, 4, 3, rgb.data(), 5 * 3));
+      }
+    }
+  auto m = convert("image-folder", tmp / "imgs", tmp / "out", small_shards());
+  EXPECT_EQ(m.class_names, (std::vector<std::string>{"cat", "dog"}));
+  EXPECT_EQ(m.shape, (std::vector<int64_t>{3, 4, 5}));
+  EXPECT_EQ(m.split("train").count, 6);
+  auto ds = data::Dataset::open(tmp / "out", "train");
+  EXPECT_EQ(ds->labels()[4], 1);  // dog/1.png
+  auto img = image_of(tmp / "out", "train", 4);
+  // pixel (y=2, x=3), channel 1 in the HWC source is byte (2*5+3)*3+1
+  EXPECT_EQ(img[(1 * 4 + 2) * 5 + 3], static_cast<uint8_t>(((2 * 5 + 3) * 3 + 1) * 2 + 1 + 100));
+
+  std::vector<uint8_t> small(3 * 3 * 3, 9);
+  std::string odd = tmp / "imgs/train/dog/9.png";
+  ASSERT_TRUE(stbi_write_png(odd.c_str(), 3, 3, 3, small.data(), 9));
+  EXPECT_ERROR(convert("image-folder", tmp / "imgs", tmp / "out2", small_shards()),
+               odd + ": image is 3x3 pixels, expected 5x4");
+  testing::write_raw(odd, "not a png");
+  EXPECT_ERROR(convert("image-folder", tmp / "imgs", tmp / "out3", small_shards()), odd + ": cannot decode image");
+  EXPECT_FALSE(fs::exists(tmp / "out2"));
+}
+
+TEST(Convert, UnknownFormatAndCompression) {
+  EXPECT_ERROR(convert("jpeg2000", "/tmp", "/tmp/never", {}), "unknown format 'jpeg2000'");
+  EXPECT_ERROR(parse_compression("zstd"), "--compression 'zstd': expected none, gzip or gzip-1 .. gzip-9");
+  EXPECT_EQ(parse_compression("gzip-6"), 6);
+  EXPECT_EQ(parse_compression("none"), 0);
+}
+
+}  // namespace
+}  // namespace smoe::data_tools
