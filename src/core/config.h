@@ -27,9 +27,8 @@ struct DataConfig {
   int64_t memory_budget_mb;  // 'auto' loads a split in memory below this size
   int64_t cache_mb;          // HDF5 chunk cache per shard when streaming
   int64_t prefetch;          // batches prepared ahead on the loader thread
-  bool augment;              // random crop with padding + horizontal flip
-  int64_t crop_padding;      //
-  bool hflip;                //
+  int64_t crop_padding;      // augmentation: random crop after zero padding
+  bool hflip;                // augmentation: random horizontal flip
 };
 
 struct ModelConfig {
@@ -55,6 +54,7 @@ struct OptimConfig {
 
 struct BaseConfig {
   std::string checkpoint;  // load this state dict instead of training
+  bool augment;            // crop + flip augmentation of the training batches
   OptimConfig optim;
   int64_t micro_batch;          // rank-count-invariant gradient sums are over micro-batches
   int64_t bn_calibration;       // samples used to recompute BatchNorm statistics
@@ -79,6 +79,7 @@ struct ExpertsConfig {
   double gamma;           // clip(g0, gamma, 1)
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
   std::string weighting;  // reweight | sample
+  bool augment;           // crop + flip augmentation (disables the trunk cache)
   bool cache_trunk;       // compute trunk features once when augmentation is off
   OptimConfig optim;
 };

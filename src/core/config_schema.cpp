@@ -47,15 +47,15 @@ Schema describe(Config& c) {
   s.add("data.memory_budget_mb", c.data.memory_budget_mb, int64_t{8192}, "largest split 'auto' loads in memory (MiB)").at_least(1);
   s.add("data.cache_mb", c.data.cache_mb, int64_t{256}, "HDF5 chunk cache per open shard when streaming (MiB)").at_least(1);
   s.add("data.prefetch", c.data.prefetch, int64_t{2}, "batches prepared ahead by the loader thread (0 = none)").at_least(0);
-  s.add("data.augment", c.data.augment, false, "random crop with padding and horizontal flip on training batches");
-  s.add("data.crop_padding", c.data.crop_padding, int64_t{2}, "zero padding (pixels) before the random crop").at_least(0);
-  s.add("data.hflip", c.data.hflip, true, "random horizontal flip when augmenting");
+  s.add("data.crop_padding", c.data.crop_padding, int64_t{2}, "augmentation: zero padding (pixels) before the random crop").at_least(0);
+  s.add("data.hflip", c.data.hflip, true, "augmentation: random horizontal flips");
 
   s.add("model.arch", c.model.arch, std::string("tiny_resnet"), "network family").one_of({"tiny_resnet", "plain_cnn"});
   s.add("model.depth", c.model.depth, int64_t{10}, "tiny_resnet depth (10, 18 or 34)").at_least(10).at_most(34);
   s.add("model.width", c.model.width, int64_t{16}, "channels of the first stage (doubled at every down-sampling)").at_least(1);
 
   s.add("base.checkpoint", c.base.checkpoint, std::string(), "load the base model from this state dict instead of training it");
+  s.add("base.augment", c.base.augment, true, "augment the base model's training batches (random crop and flip)");
   describe_optim(s, "base", c.base.optim, {10, 128, 0.1, 5e-4, "cosine"});
   s.add("base.micro_batch", c.base.micro_batch, int64_t{32},
         "samples per micro-batch; gradients are summed exactly over micro-batches so results do not depend on the rank count")
@@ -82,6 +82,7 @@ Schema describe(Config& c) {
   s.add("experts.weighting", c.experts.weighting, std::string("reweight"),
         "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k")
       .one_of({"reweight", "sample"});
+  s.add("experts.augment", c.experts.augment, false, "augment the experts' training batches (turns the trunk cache off)");
   s.add("experts.cache_trunk", c.experts.cache_trunk, true,
         "compute the frozen trunk's features once and reuse them (only without augmentation)");
   describe_optim(s, "experts", c.experts.optim, {5, 128, 0.02, 5e-4, "cosine"});

@@ -1,0 +1,179 @@
+// smoe: train and evaluate single-gate Mixtures of Experts.
+//
+//   smoe train  --config FILE --run-dir DIR [--set key=value ...] [--resume | --force]
+//   smoe eval   --run-dir DIR [--set eval.taus=[...] ...]
+//   smoe config --print [--config FILE] [--set key=value ...]
+//   smoe config --keys
+//
+// `train` and `eval` run under mpirun/srun (one rank per process) or alone.
+#include <boost/program_options.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "apps/cli.h"
+#include "comm/mpi_communicator.h"
+#include "comm/router.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/run_dir.h"
+#include "pipeline/runtime.h"
+
+namespace po = boost::program_options;
+using namespace smoe;
+
+namespace {
+
+const char* kUsage =
+    "usage:\n"
+    "  smoe train  --config FILE --run-dir DIR [--set key=value ...] [--resume | --force]\n"
+    "  smoe eval   --run-dir DIR [--set key=value ...]\n"
+    "  smoe config --print [--config FILE] [--set key=value ...]\n"
+    "  smoe config --keys\n"
+    "Run `smoe COMMAND --help` for a command's options.\n";
+
+struct Args {
+  std::string config, run_dir;
+  std::vector<std::string> sets;
+  bool resume = false, force = false, verbose = false, quiet = false, print = false, keys = false;
+};
+
+bool wants_help(const std::vector<std::string>& args) {
+  return std::find_if(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; }) !=
+         args.end();
+}
+
+Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& help) {
+  Args a;
+  po::options_description opts("smoe " + cmd);
+  opts.add_options()("help,h", "this help");
+  if (cmd == "train" || cmd == "config") opts.add_options()("config", po::value(&a.config), "experiment YAML file");
+  if (cmd != "config") opts.add_options()("run-dir", po::value(&a.run_dir)->required(), "run folder");
+  opts.add_options()("set", po::value(&a.sets)->composing(), "override a config key: --set experts.count=8");
+  if (cmd == "train")
+    opts.add_options()("resume", po::bool_switch(&a.resume), "continue the run in --run-dir")  //
+        ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over");
+  if (cmd == "config")
+    opts.add_options()("print", po::bool_switch(&a.print), "print the resolved config as YAML")  //
+        ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc");
+  if (cmd != "config")
+    opts.add_options()("verbose,v", po::bool_switch(&a.verbose), "debug messages")  //
+        ("quiet,q", po::bool_switch(&a.quiet), "warnings and errors only");
+  help = wants_help(argv);
+  if (help) {
+    std::cout << opts;
+    return a;
+  }
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).run(), vm);
+  po::notify(vm);
+  if (cmd == "train") {
+    SMOE_CHECK(!a.config.empty(), "the option '--config' is required but missing");
+    SMOE_CHECK(!(a.resume && a.force), "--resume and --force exclude each other");
+  }
+  return a;
+}
+
+int cmd_config(const Args& a) {
+  if (a.keys) {
+    for (const auto& k : config_keys())
+      std::cout << fmt::format("{:<28} {:<14} {:<22} {}\n", k.key, k.type, k.default_value, k.doc);
+    return 0;
+  }
+  SMOE_CHECK(a.print, "smoe config: give --print or --keys");
+  std::cout << Config::load(a.config, a.sets).to_yaml();
+  return 0;
+}
+
+// train and eval: every rank runs this. Errors that every rank meets alike
+// (config, run folder) are printed once by rank 0; any other error is
+// printed by the rank that met it, and ends the whole job.
+int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
+  comm::MpiRuntime mpi(&argc, &argv);
+  comm::DeviceRouter comm(mpi.world());
+  const int rank = comm.rank();
+
+  // Phase 1: config and run folder, decided by rank 0 and shared.
+  std::string error, manifest, config_yaml;
+  Config cfg;
+  pipeline::RunDir run;
+  if (comm.is_root()) {
+    try {
+      if (cmd == "train") {
+        cfg = Config::load(a.config, a.sets);
+        auto mode = a.resume ? pipeline::OpenMode::resume : a.force ? pipeline::OpenMode::force : pipeline::OpenMode::fresh;
+        run = pipeline::RunDir::open_root(a.run_dir, cfg, mode);
+      } else {
+        run = pipeline::RunDir::existing(a.run_dir);
+        cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), a.sets);
+        auto diffs = pipeline::config_differences(run.saved_config_yaml(), cfg);
+        SMOE_CHECK(diffs.empty(), "smoe eval: only eval.* and runtime.* keys may change ({})", fmt::join(diffs, "; "));
+      }
+      manifest = run.manifest_text();
+      config_yaml = cfg.to_yaml(false);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  comm.broadcast_bytes(error, 0);
+  if (!error.empty()) {
+    if (comm.is_root()) throw Error(error);
+    return 1;
+  }
+  comm.broadcast_bytes(manifest, 0);
+  comm.broadcast_bytes(config_yaml, 0);
+  if (!comm.is_root()) {
+    cfg = Config::from_yaml_text(config_yaml, "rank 0's config", {});
+    run = pipeline::RunDir::attach(a.run_dir, manifest);
+  }
+
+  // Phase 2: the work. Any failure from here ends every rank.
+  try {
+    log::init({rank, comm.size(),
+               run.file(rank == 0 ? "log.jsonl" : fmt::format("log.rank-{}.jsonl", rank)), a.verbose, a.quiet});
+    auto rt = pipeline::setup_runtime(cfg.runtime, rank, comm.size(), mpi.local_rank(), mpi.local_size());
+    log::info("smoe {}: {} rank{} ({}), {} thread{} per rank, device {}, run folder {}", cmd, comm.size(),
+              comm.size() == 1 ? "" : "s", comm.name(), rt.threads, rt.threads == 1 ? "" : "s", rt.device_name(),
+              a.run_dir);
+    log::event("start", {{"command", cmd}, {"ranks", comm.size()}, {"threads", rt.threads},
+                         {"device", rt.device_name()}, {"local_rank", rt.local_rank}});
+    pipeline::Pipeline p(cfg, comm, run, rt);
+    if (cmd == "train")
+      p.train();
+    else
+      p.evaluate();
+    log::event("finish", {{"command", cmd}});
+    log::shutdown();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "smoe: error%s: %s\n", comm.size() > 1 ? fmt::format(" on rank {}", rank).c_str() : "",
+                 e.what());
+    std::fflush(stderr);
+    log::event("error", {{"message", e.what()}});
+    log::shutdown();
+    if (comm.size() > 1) comm.abort(1, e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int status = apps::run_cli("smoe", [&]() -> int {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+      std::cout << kUsage;
+      return args.empty() ? 2 : 0;
+    }
+    const std::string cmd = args[0];
+    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config",
+               "unknown command '{}' (expected train, eval or config)", cmd);
+    bool help = false;
+    Args a = parse(cmd, std::vector<std::string>(args.begin() + 1, args.end()), help);
+    if (help) return 0;
+    if (cmd == "config") return cmd_config(a);
+    return cmd_run(cmd, a, argc, argv);
+  });
+  return status;
+}

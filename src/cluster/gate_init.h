@@ -1,0 +1,37 @@
+// The initial gate g0 (Algorithm 1, step 2): from K-means centroids of the
+// base model's pre-logit embeddings, g0(k|x) = softmax_k(-|x - c_k|^2 / T)
+// (or one-hot on the nearest centroid); and the per-class variant of Royer et
+// al. Table 5, which clusters class-mean embeddings and routes a sample by its
+// class.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "cluster/kmeans.h"
+
+namespace smoe::cluster {
+
+// L2-normalised rows (the embedding space K-means runs in when
+// cluster.normalize is on).
+at::Tensor normalize_rows(const at::Tensor& x);
+
+// g0 [n, K] from embeddings [n, d] and centroids [K, d]; rows sum to 1.
+at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard);
+
+struct PerClassClustering {
+  at::Tensor class_to_expert;  ///< int64 [C]: the expert (cluster) of each class
+  at::Tensor centroids;        ///< float [K, d]: centroids of the class means
+};
+
+// K-means on the C class-mean embeddings (K <= C).
+PerClassClustering cluster_classes(const at::Tensor& embeddings, const at::Tensor& labels, int64_t num_classes,
+                                   const KMeansOptions& options);
+
+// One-hot g0 [n, K] routing each sample to its class's expert.
+at::Tensor class_assignment(const at::Tensor& labels, const at::Tensor& class_to_expert, int64_t experts);
+
+// Gate of the per-class model at inference: g(k|x) = sum of the base model's
+// probabilities of the classes of expert k ([n, C] -> [n, K]).
+at::Tensor class_routing(const at::Tensor& class_probs, const at::Tensor& class_to_expert, int64_t experts);
+
+}  // namespace smoe::cluster

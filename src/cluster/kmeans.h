@@ -1,0 +1,46 @@
+// K-means (Lloyd, MacQueen 1967) with greedy k-means++ seeding (Arthur &
+// Vassilvitskii 2007, with 2 + ln k local trials per centre as scikit-learn
+// does), several restarts keeping the lowest inertia. Distances are computed
+// by matrix products (|x|^2 - 2 x.c + |c|^2) in libtorch, in blocks of rows,
+// so the same code runs on CPU (BLAS) or GPU. Knows nothing of ranks or files.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace smoe::cluster {
+
+struct KMeansOptions {
+  int64_t k = 4;             ///< number of clusters
+  int64_t restarts = 4;      ///< independent seedings; the lowest inertia wins
+  int64_t max_iter = 100;    ///< Lloyd iterations per restart
+  double tol = 1e-4;         ///< stop when the squared centre shift < tol x mean feature variance
+  uint64_t seed = 0;         ///< drives every random choice
+  int64_t block_rows = 65536;  ///< rows per distance block (bounds memory to block_rows x k)
+};
+
+struct KMeansStats {
+  double inertia = 0;
+  int64_t iterations = 0;
+};
+
+struct KMeansResult {
+  at::Tensor centroids;  ///< float [k, d]
+  at::Tensor assign;     ///< int64 [n], index of the nearest centroid
+  double inertia = 0;    ///< sum of squared distances to the nearest centroid
+  int64_t best_restart = 0;
+  std::vector<KMeansStats> restarts;  ///< per restart
+};
+
+// x: float [n, d] with n >= k.
+KMeansResult kmeans(const at::Tensor& x, const KMeansOptions& options);
+
+// Squared Euclidean distances [n, k] between rows of x [n, d] and c [k, d].
+at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& c);
+
+// k-means++ seeding alone (greedy, as in scikit-learn): k rows of x.
+at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed);
+
+}  // namespace smoe::cluster

@@ -1,0 +1,86 @@
+// The networks: the paper's tiny-ResNet family (ResNet without the first two
+// down-samplings: a 3x3 stem at full resolution, four stages of BasicBlocks at
+// widths w, 2w, 4w, 8w, the last three starting with a stride-2 block; Royer
+// et al. Section 4) and a small plain CNN with the same five-block layout.
+//
+// A network is a chain of blocks (0 = stem, 1..4 = stages) followed by the
+// head (global average pooling -> pre-logits -> linear classifier). A
+// Backbone may hold only blocks [first, 5): that is an expert, which takes
+// the frozen shared trunk's features (the output of block first-1) as input.
+// Parameter names ("block3.0.conv1.weight", "fc.weight") are the same in the
+// base model and in its experts, so an expert is initialised from the base by
+// name (Algorithm 1: theta_{e_k} <- theta_phi).
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+
+#include <string>
+#include <vector>
+
+namespace smoe::models {
+
+struct NetworkSpec {
+  std::string arch = "tiny_resnet";  // tiny_resnet | plain_cnn
+  int64_t depth = 10;                // tiny_resnet: 10, 18 or 34
+  int64_t width = 16;                // channels of the first stage
+  std::vector<int64_t> input = {1, 28, 28};  // C, H, W
+  int64_t num_classes = 10;
+
+  static constexpr int64_t kBlocks = 5;  // stem + 4 stages
+  // Checks the values and names the bad one.
+  void validate() const;
+  int64_t prelogit_dim() const { return 8 * width; }
+};
+
+// [C, H, W] of an activation.
+using Shape = std::vector<int64_t>;
+
+// A block that knows its multiply-accumulate count for a given input shape
+// (convolutions and linear layers; BatchNorm folds into the convolution at
+// inference, ReLU and pooling are not MACs).
+class BlockImpl : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // MACs for one image with input `in`; `in` becomes the output shape.
+  virtual int64_t macs(Shape& in) const = 0;
+};
+
+class BackboneImpl : public torch::nn::Module {
+ public:
+  // Blocks [first, kBlocks) and the head.
+  BackboneImpl(const NetworkSpec& spec, int64_t first = 0);
+
+  const NetworkSpec& spec() const { return spec_; }
+  int64_t first_block() const { return first_; }
+
+  // Blocks [from, to) applied to x (the input of block `from`).
+  at::Tensor blocks(at::Tensor x, int64_t from, int64_t to);
+  // The head: pooled pre-logits [B, 8w] and logits [B, classes].
+  at::Tensor prelogits(const at::Tensor& last_block_output);
+  at::Tensor classify(const at::Tensor& prelogits) { return fc_->forward(prelogits); }
+  // Logits of x, the input of block first_block().
+  at::Tensor forward(const at::Tensor& x);
+
+  // Shape of the input of block b ([C, H, W]).
+  Shape input_shape_of(int64_t block) const;
+  // MACs of blocks [from, to) for one image; MACs of the classifier.
+  int64_t macs(int64_t from, int64_t to) const;
+  int64_t head_macs() const { return spec_.prelogit_dim() * spec_.num_classes; }
+
+  // Parameters and buffers of blocks [first, kBlocks) and the head, copied by
+  // name from `other` (which must hold them).
+  void copy_from(BackboneImpl& other);
+  // The parameters of blocks [from, to).
+  std::vector<at::Tensor> block_parameters(int64_t from, int64_t to);
+
+ private:
+  NetworkSpec spec_;
+  int64_t first_;
+  std::vector<std::shared_ptr<BlockImpl>> blocks_;  // index b - first_
+  torch::nn::Linear fc_{nullptr};
+};
+TORCH_MODULE(Backbone);
+
+}  // namespace smoe::models

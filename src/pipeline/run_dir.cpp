@@ -1,0 +1,155 @@
+#include "pipeline/run_dir.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+constexpr const char* kManifest = "run.json";
+constexpr const char* kConfig = "config.yaml";
+
+// Flattens a YAML mapping into dotted keys -> scalar text.
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n) flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+  } else {
+    YAML::Emitter e;
+    e << YAML::Flow << n;
+    out[prefix] = e.c_str();
+  }
+}
+
+bool is_empty_dir(const std::string& p) { return fs::is_directory(p) && fs::is_empty(p); }
+
+}  // namespace
+
+bool resumable_key(const std::string& key) {
+  return key.rfind("eval.", 0) == 0 || key.rfind("runtime.", 0) == 0 || key == "data.prefetch" ||
+         key == "data.storage" || key == "data.memory_budget_mb" || key == "data.cache_mb";
+}
+
+std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now) {
+  std::map<std::string, std::string> a, b;
+  flatten(YAML::Load(saved_yaml), "", a);
+  flatten(YAML::Load(now.to_yaml(false)), "", b);
+  std::vector<std::string> diffs;
+  for (const auto& [k, v] : b) {
+    if (resumable_key(k)) continue;
+    auto it = a.find(k);
+    std::string old = it == a.end() ? "(absent)" : it->second;
+    if (old != v) diffs.push_back(fmt::format("{}: {} -> {}", k, old, v));
+  }
+  return diffs;
+}
+
+RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode mode) {
+  RunDir d;
+  d.path_ = path;
+  const std::string manifest_path = (fs::path(path) / kManifest).string();
+  if (mode == OpenMode::resume) {
+    SMOE_CHECK(fs::exists(manifest_path), "--resume: {} holds no smoe run (no {})", path, kManifest);
+    try {
+      d.manifest_ = json::parse(read_file(manifest_path));
+    } catch (const json::parse_error& e) {
+      fail("{}: invalid JSON ({})", manifest_path, e.what());
+    }
+    auto diffs = config_differences(d.saved_config_yaml(), config);
+    SMOE_CHECK(diffs.empty(), "--resume: the config differs from the run's in {} (start a new run or use --force)",
+               fmt::join(diffs, "; "));
+  } else {
+    if (fs::exists(path) && !is_empty_dir(path)) {
+      SMOE_CHECK(mode == OpenMode::force,
+                 "run folder {} already exists (use --resume to continue it or --force to start over)", path);
+      // Only remove what looks like a run folder.
+      SMOE_CHECK(fs::exists(manifest_path) || fs::exists(fs::path(path) / kConfig),
+                 "--force: {} is not an smoe run folder; refusing to delete it", path);
+      fs::remove_all(path);
+    }
+    fs::create_directories(fs::path(path) / "experts");
+    d.manifest_ = {{"format", "smoe-run"}, {"version", 1}, {"done", json::object()}};
+  }
+  fs::create_directories(fs::path(path) / "experts");
+  write_file_atomic(d.file(kConfig), config.to_yaml());
+  std::lock_guard<std::mutex> lock(d.mu_);
+  d.save_locked();
+  return d;
+}
+
+RunDir RunDir::attach(const std::string& path, const std::string& manifest_text) {
+  RunDir d;
+  d.path_ = path;
+  d.manifest_ = json::parse(manifest_text);
+  return d;
+}
+
+RunDir RunDir::existing(const std::string& path) {
+  const std::string manifest_path = (fs::path(path) / kManifest).string();
+  SMOE_CHECK(fs::exists(manifest_path), "{} holds no smoe run (no {})", path, kManifest);
+  RunDir d;
+  d.path_ = path;
+  try {
+    d.manifest_ = json::parse(read_file(manifest_path));
+  } catch (const json::parse_error& e) {
+    fail("{}: invalid JSON ({})", manifest_path, e.what());
+  }
+  return d;
+}
+
+RunDir::RunDir(RunDir&& o) noexcept : path_(std::move(o.path_)), manifest_(std::move(o.manifest_)) {}
+
+RunDir& RunDir::operator=(RunDir&& o) noexcept {
+  path_ = std::move(o.path_);
+  manifest_ = std::move(o.manifest_);
+  return *this;
+}
+
+std::string RunDir::file(const std::string& name) const { return (fs::path(path_) / name).string(); }
+
+std::string RunDir::manifest_text() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return manifest_.dump();
+}
+
+bool RunDir::done(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return manifest_["done"].contains(key);
+}
+
+json RunDir::record(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  SMOE_ASSERT(manifest_["done"].contains(key), "no record '{}'", key);
+  return manifest_["done"][key];
+}
+
+void RunDir::mark_done(const std::string& key, json record) {
+  std::lock_guard<std::mutex> lock(mu_);
+  manifest_["done"][key] = std::move(record);
+  save_locked();
+}
+
+void RunDir::forget(const std::string& prefix) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : manifest_["done"].items())
+    if (k.rfind(prefix, 0) == 0) keys.push_back(k);
+  for (const auto& k : keys) manifest_["done"].erase(k);
+  save_locked();
+}
+
+std::string RunDir::saved_config_yaml() const {
+  const std::string p = file(kConfig);
+  SMOE_CHECK(fs::exists(p), "{} is missing", p);
+  return read_file(p);
+}
+
+void RunDir::save_locked() const { write_file_atomic(file(kManifest), manifest_.dump(2) + "\n"); }
+
+}  // namespace smoe::pipeline

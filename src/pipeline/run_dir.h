@@ -1,0 +1,68 @@
+// The run folder (DESIGN.md, "Run directory"):
+//
+//   config.yaml          the resolved config
+//   run.json             manifest of finished stages and tasks (atomic writes)
+//   log.jsonl            rank 0's JSON-lines log (log.rank-N.jsonl for the others)
+//   base.pt, embeddings.pt, cluster.pt, gate.pt
+//   experts/expert-NNN.pt, experts/stacking-NNN.pt
+//   report.json, anytime.csv, accuracy_vs_macs.png, routing.png
+//
+// Only rank 0 writes run.json; every rank gets the same view of it at start.
+// A run folder is never overwritten without --resume or --force.
+#pragma once
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/config.h"
+
+namespace smoe::pipeline {
+
+enum class OpenMode { fresh, resume, force };
+
+class RunDir {
+ public:
+  // Rank 0 checks and prepares the folder (fresh: must not exist or be
+  // empty; resume: must hold a run whose results-relevant config keys equal
+  // `config`'s; force: emptied first) and writes config.yaml and run.json.
+  // Errors name the folder and what to do.
+  static RunDir open_root(const std::string& path, const Config& config, OpenMode mode);
+  // Other ranks (and `smoe eval`): the manifest as rank 0 sent it.
+  static RunDir attach(const std::string& path, const std::string& manifest_text);
+  // An existing run for `smoe eval`: its config and manifest from disk.
+  static RunDir existing(const std::string& path);
+
+  RunDir() = default;
+  RunDir(RunDir&& o) noexcept;
+  RunDir& operator=(RunDir&& o) noexcept;
+
+  const std::string& root() const { return path_; }
+  std::string file(const std::string& name) const;
+
+  std::string manifest_text() const;
+  bool done(const std::string& key) const;
+  nlohmann::json record(const std::string& key) const;
+  // Records `key` as finished (rank 0 only; thread-safe; atomic on disk).
+  void mark_done(const std::string& key, nlohmann::json record);
+  // Drops records whose key starts with `prefix` (work to redo).
+  void forget(const std::string& prefix);
+
+  // The config saved in the folder.
+  std::string saved_config_yaml() const;
+
+ private:
+  void save_locked() const;
+
+  std::string path_;
+  nlohmann::json manifest_;
+  mutable std::mutex mu_;
+};
+
+// Keys that may change on --resume and `smoe eval` without invalidating finished work.
+bool resumable_key(const std::string& key);
+
+// Differences between two resolved configs ("key: old -> new"), ignoring resumable keys.
+std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now);
+
+}  // namespace smoe::pipeline

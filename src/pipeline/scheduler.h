@@ -1,0 +1,40 @@
+// Dynamic scheduling of independent tasks (one expert and its ensembler per
+// task) over all ranks, the coordinator included. The protocol, in full:
+//
+//   a) Rank 0 starts a scheduler thread. Every rank's main thread — rank 0's
+//      too — is a worker that sends REQUEST {"result": null} to rank 0
+//      (tag kRequestTag).
+//   b) For each REQUEST, the scheduler first records the result it carries,
+//      if any (on_done, called on the scheduler thread, in arrival order),
+//      then answers TASK {"task": id} with the next pending task, or STOP
+//      when none is left (tag kReplyTag).
+//   c) A worker runs its task and sends REQUEST {"result": {...}} with what
+//      the task returned; it leaves after STOP.
+//   d) The scheduler thread ends once every rank has been sent STOP, so all
+//      results are recorded before run() returns on rank 0.
+//
+// Tasks are handed out in the order given (put the longest first), so K
+// tasks on P ranks finish in about ceil(K/P) task-times even when task costs
+// differ. A worker that throws ends the job through the caller's abort; the
+// scheduler thread never outlives run().
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace smoe::pipeline {
+
+constexpr int kRequestTag = 1001;
+constexpr int kReplyTag = 1002;
+
+using TaskFn = std::function<nlohmann::json(int64_t task)>;
+using DoneFn = std::function<void(int64_t task, int rank, const nlohmann::json& result)>;
+
+// Collective: every rank calls it. `tasks` and `on_done` matter on rank 0 only.
+void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work,
+               const DoneFn& on_done);
+
+}  // namespace smoe::pipeline

@@ -1,0 +1,124 @@
+#include "train/base_trainer.h"
+
+#include <torch/torch.h>
+
+#include "comm/tensor_collectives.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "data/batch.h"
+#include "data/sampler.h"
+#include "train/losses.h"
+#include "train/optim.h"
+
+namespace smoe::train {
+
+void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
+                         const std::vector<int64_t>& ids, int64_t micro_batch) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::nn::BatchNorm2dImpl*> bns;
+  for (auto& m : net->modules(false))
+    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) bns.push_back(bn);
+  for (auto* bn : bns) {
+    bn->reset_running_stats();
+    bn->options.momentum(c10::nullopt);  // cumulative average over the calibration batches
+  }
+  net->train();
+  const auto device = net->parameters().front().device();
+  for (const auto& b : data::make_batches(ids, micro_batch, false)) {
+    data::Batch batch = data::make_batch(*train, b, data::Transform{});
+    net->forward(batch.images.to(device));
+  }
+  for (auto* bn : bns) bn->options.momentum(0.1);
+  net->eval();
+}
+
+BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
+                          comm::Communicator& comm, const BaseTrainOptions& o) {
+  const int64_t N = train->size(), B = o.optim.batch_size;
+  const int rank = comm.rank(), P = comm.size();
+  SMOE_CHECK(N >= B, "base.batch_size ({}) exceeds the {} training samples", B, N);
+  const auto device = net->parameters().front().device();
+  std::vector<at::Tensor> params = net->parameters();
+  auto opt = make_sgd(params, o.optim);
+  const int64_t steps_per_epoch = N / B;
+  Schedule schedule(o.optim, steps_per_epoch);
+  comm::ExactSum grad_sum(params);
+
+  BaseTrainStats stats;
+  Progress progress("base", o.optim.epochs * steps_per_epoch, o.log_every);
+  int64_t global_step = 0;
+  net->train();
+  for (int64_t epoch = 0; epoch < o.optim.epochs; ++epoch) {
+    auto batches = data::make_batches(data::permutation(N, derive_seed(o.seed, "base", {uint64_t(epoch)})), B, true);
+    // This rank's micro-batches, in step order; micro-batch g of the epoch goes to rank g % P.
+    std::vector<std::vector<int64_t>> mine;
+    std::vector<int64_t> mine_step;
+    int64_t g = 0;
+    for (size_t s = 0; s < batches.size(); ++s)
+      for (auto& mb : data::make_batches(batches[s], o.micro_batch, false))
+        if (g++ % P == rank) {
+          mine.push_back(std::move(mb));
+          mine_step.push_back(static_cast<int64_t>(s));
+        }
+    data::Transform t;
+    t.augment = o.augment;
+    t.crop_padding = o.crop_padding;
+    t.hflip = o.hflip;
+    t.seed = derive_seed(o.seed, "base-augment", {uint64_t(epoch)});
+    data::BatchLoader loader(train, mine, t, o.prefetch);
+
+    double loss_sum = 0, correct = 0, seen = 0;
+    size_t next = 0;
+    for (size_t s = 0; s < batches.size(); ++s, ++global_step) {
+      set_lr(*opt, schedule.lr(global_step));
+      int64_t local = 0;
+      while (next < mine.size() && mine_step[next] == static_cast<int64_t>(s)) {
+        data::Batch b = *loader.next();
+        ++next;
+        at::Tensor x = b.images.to(device), y = b.labels.to(device);
+        at::Tensor logits = net->forward(x);
+        at::Tensor loss = cross_entropy(logits, y, o.optim.label_smoothing).sum();
+        opt->zero_grad();
+        loss.backward();
+        std::vector<at::Tensor> g_now;
+        for (auto& p : params) g_now.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+        grad_sum.add(g_now, "gradient of parameter");
+        loss_sum += loss.item<double>();
+        correct += (logits.argmax(1) == y).sum().item<double>();
+        seen += static_cast<double>(x.size(0));
+        local += x.size(0);
+      }
+      // Exact sum over every micro-batch of every rank, then the mean over the batch.
+      grad_sum.allreduce(comm);
+      std::vector<at::Tensor> grads;
+      for (auto& p : params) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.mutable_grad());
+      }
+      grad_sum.result_into(grads, static_cast<double>(batches[s].size()));
+      grad_sum.zero();
+      opt->step();
+      stats.images += local;
+      progress.step(local * P, {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum / seen : 0.0},
+                                {"lr", schedule.lr(global_step)}});
+    }
+    // Epoch statistics over every rank (logging only).
+    std::vector<double> tot = {loss_sum, correct, seen};
+    comm.allreduce(comm::host_buffer(tot), comm::ReduceOp::sum);
+    stats.final_loss = tot[2] > 0 ? tot[0] / tot[2] : 0;
+    stats.final_train_accuracy = tot[2] > 0 ? tot[1] / tot[2] : 0;
+    log::info("base      epoch {}/{}: loss {:.4f}, train accuracy {:.2f}%", epoch + 1, o.optim.epochs,
+              stats.final_loss, 100 * stats.final_train_accuracy);
+    log::event("base_epoch", {{"epoch", epoch + 1}, {"loss", stats.final_loss},
+                              {"train_accuracy", stats.final_train_accuracy}});
+  }
+  auto calib = data::permutation(N, derive_seed(o.seed, "bn-calibration"));
+  calib.resize(static_cast<size_t>(std::min(N, o.bn_calibration)));
+  calibrate_batchnorm(net, train, calib, o.micro_batch);
+  stats.seconds = progress.seconds();
+  return stats;
+}
+
+}  // namespace smoe::train

@@ -1,0 +1,47 @@
+// Algorithm 1, step 1: the base model phi, trained data-parallel over all
+// ranks. Rank-count invariance: every global batch of B samples is fixed by
+// (seed, epoch), split into micro-batches of fixed composition handed out
+// round-robin to the ranks; each micro-batch's gradient of the summed loss is
+// accumulated as exact 64-bit fixed point and allreduced, so the summed
+// gradient — and every weight after it — is bit-identical for any rank count
+// (at a fixed number of threads per rank). BatchNorm statistics are
+// recomputed after training on a fixed calibration set.
+#pragma once
+
+#include <memory>
+
+#include "comm/communicator.h"
+#include "core/config.h"
+#include "data/dataset.h"
+#include "models/network.h"
+
+namespace smoe::train {
+
+struct BaseTrainOptions {
+  OptimConfig optim;
+  int64_t micro_batch = 32;
+  int64_t bn_calibration = 4096;
+  bool augment = false;
+  int64_t crop_padding = 0;
+  bool hflip = false;
+  uint64_t seed = 0;
+  int64_t log_every = 50;
+  int64_t prefetch = 2;
+};
+
+struct BaseTrainStats {
+  double seconds = 0;
+  double final_loss = 0;            // mean training loss of the last epoch
+  double final_train_accuracy = 0;  // on the (augmented) training batches of the last epoch
+  int64_t images = 0;               // processed by this rank
+};
+
+BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
+                          comm::Communicator& comm, const BaseTrainOptions& options);
+
+// Recomputes every BatchNorm's running statistics as the plain average over
+// micro-batches of the calibration samples (identical on every rank).
+void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
+                         const std::vector<int64_t>& ids, int64_t micro_batch);
+
+}  // namespace smoe::train

@@ -1,0 +1,65 @@
+#include "train/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/hash.h"
+
+namespace smoe::train {
+
+StateDict state_dict(const torch::nn::Module& m) {
+  StateDict out;
+  for (const auto& p : m.named_parameters(true)) out[p.key()] = p.value().detach();
+  for (const auto& b : m.named_buffers(true)) out[b.key()] = b.value().detach();
+  return out;
+}
+
+std::string save_state(const StateDict& state, const std::string& path) {
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [k, v] : state) dict.insert(k, v.cpu().contiguous());
+  std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  std::string_view view(bytes.data(), bytes.size());
+  write_file_atomic(path, view);
+  return sha256_hex(view);
+}
+
+std::string save_module(const torch::nn::Module& m, const std::string& path) { return save_state(state_dict(m), path); }
+
+StateDict load_state(const std::string& path) {
+  SMOE_CHECK(std::filesystem::exists(path), "checkpoint {} does not exist", path);
+  std::string bytes = read_file(path);
+  c10::IValue v;
+  try {
+    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    fail("{}: not a readable checkpoint ({})", path, what.substr(0, what.find('\n')));
+  }
+  SMOE_CHECK(v.isGenericDict(), "{}: not a state dict (expected a dict of tensors)", path);
+  StateDict out;
+  for (const auto& item : v.toGenericDict()) {
+    SMOE_CHECK(item.key().isString() && item.value().isTensor(), "{}: not a state dict (expected a dict of tensors)",
+               path);
+    out[item.key().toStringRef()] = item.value().toTensor();
+  }
+  return out;
+}
+
+void load_module(torch::nn::Module& m, const std::string& path) {
+  StateDict state = load_state(path);
+  torch::NoGradGuard no_grad;
+  auto assign = [&](const std::string& name, at::Tensor& dst) {
+    auto it = state.find(name);
+    SMOE_CHECK(it != state.end(), "{}: checkpoint has no entry '{}'", path, name);
+    SMOE_CHECK(it->second.sizes() == dst.sizes(), "{}: '{}' has shape {} but the model expects {}", path, name,
+               fmt::format("{}", fmt::join(it->second.sizes(), "x")), fmt::format("{}", fmt::join(dst.sizes(), "x")));
+    dst.copy_(it->second);
+  };
+  for (auto& p : m.named_parameters(true)) assign(p.key(), p.value());
+  for (auto& b : m.named_buffers(true)) assign(b.key(), b.value());
+}
+
+}  // namespace smoe::train

@@ -1,0 +1,26 @@
+// Checkpoints are state dicts (name -> tensor) in PyTorch's torch.save
+// format (torch::pickle_save), written atomically; Python opens them with
+// torch.load. Saving the same weights twice gives the same bytes, so a
+// checkpoint's SHA-256 identifies its weights.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <map>
+#include <string>
+
+namespace smoe::train {
+
+using StateDict = std::map<std::string, at::Tensor>;
+
+// Parameters and buffers of a module by their dotted names.
+StateDict state_dict(const torch::nn::Module& m);
+// Writes `state` to `path` atomically; returns the file's SHA-256.
+std::string save_state(const StateDict& state, const std::string& path);
+std::string save_module(const torch::nn::Module& m, const std::string& path);
+// Reads a state dict; errors name the file.
+StateDict load_state(const std::string& path);
+// Loads into a module: every parameter and buffer must be present with its shape.
+void load_module(torch::nn::Module& m, const std::string& path);
+
+}  // namespace smoe::train

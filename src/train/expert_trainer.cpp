@@ -1,0 +1,111 @@
+#include "train/expert_trainer.h"
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "train/losses.h"
+
+namespace smoe::train {
+namespace {
+
+at::Tensor index_rows(const at::Tensor& t, const std::vector<int64_t>& ids) {
+  return t.index_select(0, torch::tensor(ids, torch::kLong).to(t.device()));
+}
+
+}  // namespace
+
+ExpertInputs::ExpertInputs(at::Tensor cached) : cached_(std::move(cached)) {}
+
+ExpertInputs::ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
+                           data::Transform transform)
+    : base_(std::move(base)), ds_(std::move(ds)), branch_after_(branch_after), transform_(transform) {}
+
+int64_t ExpertInputs::size() const { return cached_.defined() ? cached_.size(0) : ds_->size(); }
+
+at::Tensor ExpertInputs::get(const std::vector<int64_t>& ids, uint64_t augment_seed) const {
+  if (cached_.defined()) return index_rows(cached_, ids);
+  torch::NoGradGuard no_grad;
+  data::Transform t = transform_;
+  t.seed = augment_seed;
+  data::Batch b = data::make_batch(*ds_, ids, t);
+  base_->eval();
+  return base_->blocks(b.images.to(base_->parameters().front().device()), 0, branch_after_);
+}
+
+at::Tensor ExpertInputs::all(int64_t batch) const {
+  if (cached_.defined()) return cached_;
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> parts;
+  for (int64_t start = 0; start < size(); start += batch) {
+    std::vector<int64_t> ids;
+    for (int64_t i = start; i < std::min(size(), start + batch); ++i) ids.push_back(i);
+    data::Batch b = data::make_batch(*ds_, ids, data::Transform{});
+    base_->eval();
+    parts.push_back(base_->blocks(b.images.to(base_->parameters().front().device()), 0, branch_after_));
+  }
+  return torch::cat(parts);
+}
+
+LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, const at::Tensor& labels,
+                       const at::Tensor& weights, const ExpertTrainOptions& o) {
+  SMOE_CHECK(labels.size(0) == inputs.size() && weights.size(0) == inputs.size(),
+             "expert training: {} inputs, {} labels, {} weights", inputs.size(), labels.size(0), weights.size(0));
+  const bool sample = o.weighting == "sample";
+  std::vector<double> w;
+  if (sample) {
+    at::Tensor wd = weights.to(torch::kDouble).cpu().contiguous();
+    w.assign(wd.data_ptr<double>(), wd.data_ptr<double>() + wd.numel());
+  }
+  LoopSpec spec;
+  spec.stage = o.name;
+  spec.n = inputs.size();
+  spec.optim = o.optim;
+  spec.seed = o.seed;
+  spec.log_every = o.log_every;
+  spec.sample_weights = sample ? &w : nullptr;
+  expert->train();
+  const auto device = expert->parameters().front().device();
+  const double smoothing = o.optim.label_smoothing;
+  return sgd_loop(expert->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
+    at::Tensor x = inputs.get(ids, derive_seed(o.seed, "augment", {uint64_t(epoch)}));
+    at::Tensor y = index_rows(labels, ids).to(device);
+    at::Tensor ce = cross_entropy(expert->forward(x.to(device)), y, smoothing);
+    if (sample) return ce.mean();
+    // sum_x w_k(x) CE(e_k(x), y), normalised by the batch size
+    return (index_rows(weights, ids).to(device) * ce).sum() / static_cast<double>(ids.size());
+  });
+}
+
+LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
+                         const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
+                         int64_t log_every, const std::string& name) {
+  LoopSpec spec;
+  spec.stage = name;
+  spec.n = labels.size(0);
+  spec.optim = optim;
+  spec.seed = seed;
+  spec.log_every = log_every;
+  stacking->train();
+  return sgd_loop(stacking->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t) {
+    at::Tensor out = stacking->forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
+    at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
+    return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
+  });
+}
+
+LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
+                     uint64_t seed, int64_t log_every) {
+  LoopSpec spec;
+  spec.stage = "gate";
+  spec.n = inputs.size(0);
+  spec.optim = optim;
+  spec.seed = seed;
+  spec.log_every = log_every;
+  gate->train();
+  return sgd_loop(gate->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t) {
+    return kl_to_logits(index_rows(targets, ids), gate->forward(index_rows(inputs, ids))).mean();
+  });
+}
+
+}  // namespace smoe::train

@@ -1,0 +1,66 @@
+// Algorithm 1, steps 4 and 5, for one expert k: e_k starts from the base
+// model's weights (its non-shared blocks), the shared trunk stays frozen, and
+// e_k minimises sum_x w_k(x) CE(e_k(x), y) with w_k = clip(g0(k|x), gamma, 1)
+// (or samples batches with probability proportional to w_k). Then the
+// stacking ensembler d_k is fitted on the frozen base and expert logits with
+// the same weights.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "data/batch.h"
+#include "data/dataset.h"
+#include "models/heads.h"
+#include "models/network.h"
+#include "train/sgd_loop.h"
+
+namespace smoe::train {
+
+// The expert's inputs (the trunk's output) for any training ids: cached
+// once, or computed per batch (with augmentation when training the experts
+// on augmented data).
+class ExpertInputs {
+ public:
+  explicit ExpertInputs(at::Tensor cached);
+  ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
+               data::Transform transform);
+  // Trunk outputs of `ids`; `augment_seed` drives augmentation in live mode.
+  at::Tensor get(const std::vector<int64_t>& ids, uint64_t augment_seed) const;
+  // Un-augmented trunk outputs of every sample, in batches (for logits).
+  at::Tensor all(int64_t batch) const;
+  int64_t size() const;
+  bool cached() const { return cached_.defined(); }
+
+ private:
+  at::Tensor cached_;
+  mutable models::Backbone base_{nullptr};  // forward passes only
+  std::shared_ptr<const data::Dataset> ds_;
+  int64_t branch_after_ = 0;
+  data::Transform transform_;
+};
+
+struct ExpertTrainOptions {
+  OptimConfig optim;
+  std::string weighting = "reweight";  // reweight | sample
+  uint64_t seed = 0;                   // the expert's own stream
+  int64_t log_every = 50;
+  std::string name = "expert";
+};
+
+LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, const at::Tensor& labels,
+                       const at::Tensor& weights, const ExpertTrainOptions& options);
+
+// Fits d_k on frozen logits: minimises sum_x w(x) CE(d_k(base(x), e_k(x)), y).
+LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
+                         const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
+                         int64_t log_every, const std::string& name);
+
+// Fits the gate g on (normalised) pre-logits by minimising KL(target || g).
+LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
+                     uint64_t seed, int64_t log_every);
+
+}  // namespace smoe::train

@@ -1,0 +1,85 @@
+#include "train/inference.h"
+
+#include <torch/torch.h>
+
+#include "comm/tensor_collectives.h"
+#include "data/batch.h"
+#include "data/sampler.h"
+
+namespace smoe::train {
+namespace {
+
+std::vector<std::vector<int64_t>> id_batches(int64_t n, int64_t batch) {
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  return data::make_batches(ids, batch, false);
+}
+
+}  // namespace
+
+at::Tensor reorder_by_id(const at::Tensor& rows, const at::Tensor& ids) {
+  at::Tensor out = torch::empty_like(rows);
+  out.index_copy_(0, ids.to(rows.device()), rows);
+  return out;
+}
+
+BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::Communicator& comm, int64_t batch,
+                         int root) {
+  torch::NoGradGuard no_grad;
+  base->eval();
+  const auto device = base->parameters().front().device();
+  auto batches = id_batches(ds.size(), batch);
+  std::vector<at::Tensor> ids, pre, logits;
+  for (int64_t b : data::round_robin(static_cast<int64_t>(batches.size()), comm.rank(), comm.size())) {
+    data::Batch x = data::make_batch(ds, batches[static_cast<size_t>(b)], data::Transform{});
+    at::Tensor h = base->prelogits(base->blocks(x.images.to(device), 0, models::NetworkSpec::kBlocks));
+    ids.push_back(x.ids);
+    pre.push_back(h.cpu());
+    logits.push_back(base->classify(h).cpu());
+  }
+  const int64_t D = base->spec().prelogit_dim(), C = base->spec().num_classes;
+  auto cat = [](std::vector<at::Tensor>& v, at::Tensor empty) { return v.empty() ? empty : torch::cat(v); };
+  at::Tensor my_ids = cat(ids, torch::empty({0}, torch::kLong));
+  at::Tensor my_pre = cat(pre, torch::empty({0, D}));
+  at::Tensor my_logits = cat(logits, torch::empty({0, C}));
+  const int gather_root = root < 0 ? 0 : root;
+  at::Tensor all_ids = comm::gather_rows(comm, my_ids, gather_root);
+  at::Tensor all_pre = comm::gather_rows(comm, my_pre, gather_root);
+  at::Tensor all_logits = comm::gather_rows(comm, my_logits, gather_root);
+  BaseOutputs out;
+  if (comm.rank() == gather_root) {
+    out.ids = torch::arange(ds.size(), torch::kLong);
+    out.prelogits = reorder_by_id(all_pre, all_ids);
+    out.logits = reorder_by_id(all_logits, all_ids);
+  }
+  if (root < 0) {
+    out.ids = comm::broadcast_tensor(comm, out.ids, 0);
+    out.prelogits = comm::broadcast_tensor(comm, out.prelogits, 0);
+    out.logits = comm::broadcast_tensor(comm, out.logits, 0);
+  }
+  return out;
+}
+
+at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  base->eval();
+  const auto device = base->parameters().front().device();
+  models::Shape s = base->input_shape_of(branch_after);
+  at::Tensor out = torch::empty({ds.size(), s[0], s[1], s[2]}, torch::TensorOptions().device(device));
+  for (const auto& b : id_batches(ds.size(), batch)) {
+    data::Batch x = data::make_batch(ds, b, data::Transform{});
+    out.narrow(0, b.front(), static_cast<int64_t>(b.size())).copy_(base->blocks(x.images.to(device), 0, branch_after));
+  }
+  return out;
+}
+
+at::Tensor logits_of(models::Backbone& net, const at::Tensor& inputs, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  std::vector<at::Tensor> out;
+  for (int64_t start = 0; start < inputs.size(0); start += batch)
+    out.push_back(net->forward(inputs.narrow(0, start, std::min(batch, inputs.size(0) - start))));
+  return torch::cat(out);
+}
+
+}  // namespace smoe::train

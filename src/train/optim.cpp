@@ -1,0 +1,38 @@
+#include "train/optim.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace smoe::train {
+
+Schedule::Schedule(const OptimConfig& o, int64_t steps_per_epoch)
+    : o_(o), per_epoch_(std::max<int64_t>(steps_per_epoch, 1)), total_(o.epochs * per_epoch_),
+      warmup_(o.warmup_epochs * per_epoch_) {}
+
+double Schedule::lr(int64_t step) const {
+  if (step < warmup_) return o_.lr * static_cast<double>(step + 1) / static_cast<double>(warmup_);
+  if (o_.schedule == "constant") return o_.lr;
+  if (o_.schedule == "step") {
+    const int64_t epoch = step / per_epoch_;
+    double lr = o_.lr;
+    for (int64_t e : o_.step_epochs)
+      if (epoch >= e) lr *= o_.step_gamma;
+    return lr;
+  }
+  // cosine from the end of warm-up to zero at the last step
+  const double t = static_cast<double>(step - warmup_) / static_cast<double>(std::max<int64_t>(total_ - warmup_, 1));
+  return 0.5 * o_.lr * (1.0 + std::cos(M_PI * std::min(t, 1.0)));
+}
+
+std::unique_ptr<torch::optim::SGD> make_sgd(const std::vector<at::Tensor>& params, const OptimConfig& o) {
+  torch::optim::SGDOptions opts(o.lr);
+  opts.momentum(o.momentum).weight_decay(o.weight_decay).nesterov(o.nesterov && o.momentum > 0);
+  return std::make_unique<torch::optim::SGD>(params, opts);
+}
+
+void set_lr(torch::optim::SGD& opt, double lr) {
+  for (auto& group : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+}
+
+}  // namespace smoe::train

@@ -1,0 +1,54 @@
+#include "train/sgd_loop.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "core/progress.h"
+#include "core/rng.h"
+#include "data/sampler.h"
+#include "train/optim.h"
+
+namespace smoe::train {
+
+LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
+                   const std::function<at::Tensor(const std::vector<int64_t>&, int64_t)>& batch_loss) {
+  LoopStats stats;
+  if (s.optim.epochs == 0 || s.n == 0) return stats;
+  int64_t per_epoch = s.n;
+  if (s.sample_weights) {
+    double total = 0;
+    for (double w : *s.sample_weights) total += w;
+    per_epoch = std::max<int64_t>(1, static_cast<int64_t>(std::llround(total)));
+  }
+  const int64_t B = s.optim.batch_size;
+  const int64_t steps_per_epoch = (per_epoch + B - 1) / B;
+  Schedule schedule(s.optim, steps_per_epoch);
+  auto opt = make_sgd(params, s.optim);
+  Progress progress(s.stage, s.optim.epochs * steps_per_epoch, s.log_every);
+  int64_t step = 0;
+  for (int64_t epoch = 0; epoch < s.optim.epochs; ++epoch) {
+    const uint64_t seed = derive_seed(s.seed, "epoch", {uint64_t(epoch)});
+    std::vector<int64_t> order = s.sample_weights ? data::weighted_sample(*s.sample_weights, per_epoch, seed)
+                                                  : data::permutation(s.n, seed);
+    double loss_sum = 0;
+    int64_t batches = 0;
+    for (const auto& ids : data::make_batches(order, B, false)) {
+      set_lr(*opt, schedule.lr(step++));
+      at::Tensor loss = batch_loss(ids, epoch);
+      opt->zero_grad();
+      loss.backward();
+      opt->step();
+      loss_sum += loss.item<double>();
+      ++batches;
+      stats.samples += static_cast<int64_t>(ids.size());
+      progress.step(static_cast<int64_t>(ids.size()), {{"epoch", epoch + 1}, {"loss", loss_sum / batches}});
+    }
+    stats.final_loss = batches ? loss_sum / batches : 0;
+  }
+  stats.steps = step;
+  stats.seconds = progress.seconds();
+  return stats;
+}
+
+}  // namespace smoe::train

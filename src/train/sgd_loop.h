@@ -1,0 +1,38 @@
+// The SGD loop shared by experts, ensemblers and the gate: epochs of
+// mini-batches over samples [0, n), either a fresh permutation per epoch or
+// (sampling mode, Royer et al. option ii) ids drawn with probability
+// proportional to given weights, round(sum of weights) per epoch. Every draw
+// is seeded from (seed, epoch) only.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace smoe::train {
+
+struct LoopSpec {
+  std::string stage;  // for progress lines, e.g. "expert 3"
+  int64_t n = 0;
+  OptimConfig optim;
+  uint64_t seed = 0;
+  int64_t log_every = 50;
+  const std::vector<double>* sample_weights = nullptr;  // sampling mode when set
+};
+
+struct LoopStats {
+  double seconds = 0;
+  double final_loss = 0;  // mean batch loss of the last epoch
+  int64_t steps = 0;
+  int64_t samples = 0;
+};
+
+// batch_loss(ids, epoch) returns the scalar loss of a batch.
+LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& spec,
+                   const std::function<at::Tensor(const std::vector<int64_t>&, int64_t)>& batch_loss);
+
+}  // namespace smoe::train
