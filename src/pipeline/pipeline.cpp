@@ -259,8 +259,7 @@ void Pipeline::stage_gate() {
           gate->linear->bias.copy_(-centroids.pow(2).sum(1) / cfg_.gate.temperature);
         }
         at::Tensor before = train::kl_to_logits(g0_, gate->forward(x)).mean();
-        auto stats = train::train_gate(gate, x, g0_, cfg_.gate.optim, derive_seed(cfg_.seed, "gate"),
-                                       cfg_.runtime.log_every);
+        train::train_gate(gate, x, g0_, cfg_.gate.optim, derive_seed(cfg_.seed, "gate"));
         torch::NoGradGuard no_grad;
         at::Tensor after = train::kl_to_logits(g0_, gate->forward(x)).mean();
         record["kl_initial"] = before.item<double>();
@@ -269,7 +268,6 @@ void Pipeline::stage_gate() {
         log::info("gate      KL(g0 || g) {:.4g} -> {:.4g}; top-1 agreement with g0 {:.2f}%",
                   record["kl_initial"].get<double>(), record["kl_final"].get<double>(),
                   100 * record["top1_agreement"].get<double>());
-        (void)stats;
       }
       record["sha256"] = train::save_module(*gate, run_.file("gate.pt"));
     }
@@ -279,28 +277,29 @@ void Pipeline::stage_gate() {
 
 // ---------------------------------------------------------------- experts
 
+void Pipeline::prepare_expert_inputs() {
+  if (inputs_) return;
+  // The frozen trunk's outputs, computed once (shared out among the ranks)
+  // and reused by every expert and epoch — unless the experts train on
+  // augmented images, which the trunk must see one batch at a time.
+  if (cfg_.experts.cache_trunk && !cfg_.experts.augment) {
+    Progress t("trunk", 1, 1);
+    at::Tensor f = train::trunk_features(base_, *train_, cfg_.experts.branch_after, cfg_.eval.batch_size, comm_);
+    trunk_cache_seconds_ = t.seconds();
+    log::info("experts   trunk features cached: [{}] in {}", fmt::join(f.sizes(), ", "),
+              format_duration(trunk_cache_seconds_));
+    inputs_ = std::make_unique<ExpertInputsHolder>(train::ExpertInputs(f));
+  } else {
+    data::Transform t;
+    t.augment = cfg_.experts.augment;
+    t.crop_padding = cfg_.data.crop_padding;
+    t.hflip = cfg_.data.hflip;
+    inputs_ = std::make_unique<ExpertInputsHolder>(train::ExpertInputs(base_, train_, cfg_.experts.branch_after, t));
+  }
+}
+
 json Pipeline::train_expert_task(int64_t k) {
   Progress clock(fmt::format("expert {}", k), 1, 1);
-  if (!inputs_) {
-    // The frozen trunk's outputs, computed once per rank and reused by every
-    // expert and epoch — unless the experts train on augmented images.
-    const bool cache = cfg_.experts.cache_trunk && !cfg_.experts.augment;
-    if (cache) {
-      Progress t("trunk", 1, 1);
-      at::Tensor f = train::trunk_features(base_, *train_, cfg_.experts.branch_after, cfg_.eval.batch_size);
-      trunk_cache_seconds_ = t.seconds();
-      log::info("experts   trunk features cached: [{}] in {}", fmt::join(f.sizes(), ", "),
-                format_duration(trunk_cache_seconds_));
-      inputs_ = std::make_unique<ExpertInputsHolder>(train::ExpertInputs(f));
-    } else {
-      data::Transform t;
-      t.augment = cfg_.experts.augment;
-      t.crop_padding = cfg_.data.crop_padding;
-      t.hflip = cfg_.data.hflip;
-      inputs_ = std::make_unique<ExpertInputsHolder>(
-          train::ExpertInputs(base_, train_, cfg_.experts.branch_after, t));
-    }
-  }
   const auto& inputs = inputs_->inputs;
   models::Backbone expert(network_spec(), cfg_.experts.branch_after);
   expert->to(rt_.device);
@@ -323,8 +322,7 @@ json Pipeline::train_expert_task(int64_t k) {
   at::Tensor expert_logits = train::logits_of(expert, inputs.all(cfg_.eval.batch_size), cfg_.eval.batch_size).cpu();
   models::Stacking stacking(train_->num_classes());
   auto sstats = train::train_stacking(stacking, train_logits_, expert_logits, labels, w.cpu(), cfg_.ensembler.optim,
-                                      derive_seed(cfg_.seed, "ensembler", {uint64_t(k)}), cfg_.runtime.log_every,
-                                      fmt::format("stacking {}", k));
+                                      derive_seed(cfg_.seed, "ensembler", {uint64_t(k)}), fmt::format("stacking {}", k));
   const std::string stacking_sha = train::save_module(*stacking, run_.file(fmt::format("experts/stacking-{:03d}.pt", k)));
   const double seconds = clock.seconds();
   log::info("expert {:<3} done on rank {} in {} (loss {:.4f}, {} samples seen)", k, comm_.rank(),
@@ -344,6 +342,7 @@ json Pipeline::train_expert_task(int64_t k) {
 void Pipeline::stage_experts() {
   timed_stage("experts", [&]() -> json {
     share_expert_inputs();
+    prepare_expert_inputs();
     std::vector<int64_t> pending;
     for (int64_t k = 0; k < cfg_.experts.count; ++k)
       if (!run_.done(expert_key(k))) pending.push_back(k);
@@ -357,9 +356,7 @@ void Pipeline::stage_experts() {
     run_tasks(
         comm_, pending, [&](int64_t k) { return train_expert_task(k); },
         [&](int64_t k, int rank, const json& result) { run_.mark_done(expert_key(k), result); });
-    // How much the trunk cache saved: every trunk pass the experts would have made.
-    double cache_s = comm_.allreduce_sum(trunk_cache_seconds_);
-    return {{"trunk_cache_seconds", cache_s}};
+    return {{"trunk_cache_seconds", trunk_cache_seconds_}};
   });
 }
 

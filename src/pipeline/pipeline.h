@@ -45,6 +45,8 @@ class Pipeline {
   void stage_experts();
   void stage_eval();
 
+  // Collective: the experts' inputs (cached trunk features) on every rank.
+  void prepare_expert_inputs();
   nlohmann::json train_expert_task(int64_t k);
   const data::Dataset& train_set();
   std::shared_ptr<const data::Dataset> train_ptr();

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "core/error.h"
 #include "core/rng.h"
 #include "train/losses.h"
@@ -79,13 +81,13 @@ LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, con
 
 LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
                          const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
-                         int64_t log_every, const std::string& name) {
+                         const std::string& name) {
   LoopSpec spec;
   spec.stage = name;
   spec.n = labels.size(0);
   spec.optim = optim;
   spec.seed = seed;
-  spec.log_every = log_every;
+  spec.log_every = std::numeric_limits<int64_t>::max();
   stacking->train();
   return sgd_loop(stacking->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t) {
     at::Tensor out = stacking->forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
@@ -95,13 +97,13 @@ LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logi
 }
 
 LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
-                     uint64_t seed, int64_t log_every) {
+                     uint64_t seed) {
   LoopSpec spec;
   spec.stage = "gate";
   spec.n = inputs.size(0);
   spec.optim = optim;
   spec.seed = seed;
-  spec.log_every = log_every;
+  spec.log_every = std::numeric_limits<int64_t>::max();
   gate->train();
   return sgd_loop(gate->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t) {
     return kl_to_logits(index_rows(targets, ids), gate->forward(index_rows(inputs, ids))).mean();

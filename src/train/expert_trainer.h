@@ -54,13 +54,14 @@ struct ExpertTrainOptions {
 LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, const at::Tensor& labels,
                        const at::Tensor& weights, const ExpertTrainOptions& options);
 
+// These two small loops print one progress line, at the end.
 // Fits d_k on frozen logits: minimises sum_x w(x) CE(d_k(base(x), e_k(x)), y).
 LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
                          const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
-                         int64_t log_every, const std::string& name);
+                         const std::string& name);
 
 // Fits the gate g on (normalised) pre-logits by minimising KL(target || g).
 LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
-                     uint64_t seed, int64_t log_every);
+                     uint64_t seed);
 
 }  // namespace smoe::train

@@ -60,17 +60,37 @@ BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::
   return out;
 }
 
-at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch) {
+at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch,
+                          comm::Communicator& comm) {
   torch::NoGradGuard no_grad;
   base->eval();
   const auto device = base->parameters().front().device();
-  models::Shape s = base->input_shape_of(branch_after);
-  at::Tensor out = torch::empty({ds.size(), s[0], s[1], s[2]}, torch::TensorOptions().device(device));
-  for (const auto& b : id_batches(ds.size(), batch)) {
-    data::Batch x = data::make_batch(ds, b, data::Transform{});
-    out.narrow(0, b.front(), static_cast<int64_t>(b.size())).copy_(base->blocks(x.images.to(device), 0, branch_after));
+  const models::Shape s = base->input_shape_of(branch_after);
+  const int64_t row = s[0] * s[1] * s[2];
+  auto batches = id_batches(ds.size(), batch);
+  const int P = comm.size();
+  // Rank r computes batches r, r + P, ... into slot j of its block; blocks are
+  // padded to the same number of slots so that one allgather moves them all.
+  const int64_t slots = (static_cast<int64_t>(batches.size()) + P - 1) / P;
+  at::Tensor mine = torch::zeros({slots * batch, row});
+  int64_t j = 0;
+  for (int64_t b : data::round_robin(static_cast<int64_t>(batches.size()), comm.rank(), P)) {
+    const auto& ids = batches[static_cast<size_t>(b)];
+    data::Batch x = data::make_batch(ds, ids, data::Transform{});
+    at::Tensor f = base->blocks(x.images.to(device), 0, branch_after).reshape({static_cast<int64_t>(ids.size()), row});
+    mine.narrow(0, j++ * batch, static_cast<int64_t>(ids.size())).copy_(f);
   }
-  return out;
+  at::Tensor all = torch::empty({P * slots * batch, row});
+  comm.allgather(comm::buffer_of(mine), comm::buffer_of(all));
+  mine = at::Tensor();
+  at::Tensor out = torch::empty({ds.size(), s[0], s[1], s[2]});
+  at::Tensor flat = out.view({ds.size(), row});
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const int64_t owner = static_cast<int64_t>(b) % P, slot = static_cast<int64_t>(b) / P;
+    const int64_t n = static_cast<int64_t>(batches[b].size());
+    flat.narrow(0, batches[b].front(), n).copy_(all.narrow(0, (owner * slots + slot) * batch, n));
+  }
+  return out.to(device);
 }
 
 at::Tensor logits_of(models::Backbone& net, const at::Tensor& inputs, int64_t batch) {

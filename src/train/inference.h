@@ -29,8 +29,10 @@ BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::
                          int root);
 
 // Output of the trunk (blocks [0, branch_after)) for every sample of `ds`,
-// float [n, C', H', W'], computed on this rank alone (no augmentation).
-at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch);
+// float [n, C', H', W'] (no augmentation), on every rank: the fixed batches
+// are shared round-robin and the results allgathered. Collective.
+at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch,
+                          comm::Communicator& comm);
 
 // Logits of a module over rows of `inputs` in batches (eval mode, no grad).
 at::Tensor logits_of(models::Backbone& net, const at::Tensor& inputs, int64_t batch);
