@@ -110,8 +110,9 @@ void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
   for (size_t i = 0; i < terms.size(); ++i) {
     at::Tensor t = terms[i].detach().to(at::kDouble).reshape({-1});
     double max_abs = t.numel() ? t.abs().max().item<double>() : 0.0;
-    SMOE_CHECK(std::isfinite(max_abs) && max_abs <= kMaxAbs,
-               "{} {} is {} (not finite or above {}): training diverged; lower the learning rate", what, i,
+    SMOE_CHECK(std::isfinite(max_abs), "{} {} is not finite (nan or inf): training diverged; lower the learning rate",
+               what, i);
+    SMOE_CHECK(max_abs <= kMaxAbs, "{} {} reaches {} (above {}): training diverged; lower the learning rate", what, i,
                max_abs, kMaxAbs);
     flat_.narrow(0, offsets_[i], numels_[i]).add_(t.mul(scale).round().to(at::kLong));
   }

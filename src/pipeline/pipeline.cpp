@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "cluster/gate_init.h"
@@ -300,6 +301,10 @@ void Pipeline::prepare_expert_inputs() {
 
 json Pipeline::train_expert_task(int64_t k) {
   Progress clock(fmt::format("expert {}", k), 1, 1);
+  // Fault injection for the failure tests: SMOE_FAULT=expert:K makes the
+  // rank that trains expert K fail.
+  if (const char* fault = std::getenv("SMOE_FAULT"); fault && fmt::format("expert:{}", k) == fault)
+    fail("injected fault while training expert {} (SMOE_FAULT={})", k, fault);
   const auto& inputs = inputs_->inputs;
   models::Backbone expert(network_spec(), cfg_.experts.branch_after);
   expert->to(rt_.device);

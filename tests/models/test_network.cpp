@@ -1,0 +1,109 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/expect_error.h"
+#include "models/heads.h"
+#include "models/network.h"
+
+namespace smoe::models {
+namespace {
+
+NetworkSpec small(const std::string& arch = "tiny_resnet", int64_t depth = 10) {
+  NetworkSpec s;
+  s.arch = arch;
+  s.depth = depth;
+  s.width = 4;
+  s.input = {1, 8, 8};
+  s.num_classes = 10;
+  return s;
+}
+
+TEST(Network, MacsOfAKnownLayerStack) {
+  Backbone net(small());
+  // stem: 4 out x 8x8 x (1 in x 3x3)                              = 2304
+  // stage 1: two 3x3 convs 4->4 at 8x8: 2 x 4x64x4x9              = 18432
+  // stages 2-4 halve the resolution and double the width; each is
+  //   conv1 (stride 2) + conv2 + 1x1 shortcut conv                = 4608 + 9216 + 512 = 14336
+  // head: 32 pre-logits x 10 classes                              = 320
+  EXPECT_EQ(net->macs(0, 1), 2304);
+  EXPECT_EQ(net->macs(1, 2), 18432);
+  EXPECT_EQ(net->macs(2, 3), 14336);
+  EXPECT_EQ(net->macs(3, 4), 14336);
+  EXPECT_EQ(net->macs(4, 5), 14336);
+  EXPECT_EQ(net->head_macs(), 320);
+  EXPECT_EQ(net->macs(0, 5) + net->head_macs(), 64064);
+}
+
+TEST(Network, PlainCnnMacs) {
+  Backbone net(small("plain_cnn"));
+  // stem 1->4 @8x8: 2304; block1 4->4 @8x8 then pool: 9216; block2 4->8 @4x4 then pool: 4608;
+  // block3 8->16 @2x2: 4608; block4 16->32 @2x2: 18432
+  EXPECT_EQ(net->macs(0, 5), 2304 + 9216 + 4608 + 4608 + 18432);
+}
+
+class Shapes : public ::testing::TestWithParam<std::tuple<std::string, int64_t>> {};
+
+TEST_P(Shapes, AnalyticShapesMatchTheForwardPass) {
+  auto [arch, depth] = GetParam();
+  NetworkSpec s = small(arch, depth);
+  s.input = {3, 13, 11};  // odd sizes exercise rounding
+  Backbone net(s);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  at::Tensor x = torch::randn({2, 3, 13, 11});
+  for (int64_t b = 0; b <= NetworkSpec::kBlocks; ++b) {
+    Shape expect = net->input_shape_of(b);
+    EXPECT_EQ(x.sizes().slice(1).vec(), expect) << "input of block " << b;
+    if (b < NetworkSpec::kBlocks) x = net->blocks(x, b, b + 1);
+  }
+  EXPECT_EQ(net->classify(net->prelogits(x)).sizes(), (at::IntArrayRef{2, 10}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, Shapes,
+                         ::testing::Values(std::make_tuple("tiny_resnet", 10), std::make_tuple("tiny_resnet", 18),
+                                           std::make_tuple("tiny_resnet", 34), std::make_tuple("plain_cnn", 10)));
+
+TEST(Network, ExpertStartsAsTheBaseModelsTail) {
+  torch::manual_seed(0);
+  Backbone base(small());
+  base->eval();
+  for (int64_t branch = 0; branch < NetworkSpec::kBlocks; ++branch) {
+    Backbone expert(small(), branch);
+    expert->copy_from(*base);
+    expert->eval();
+    torch::NoGradGuard no_grad;
+    at::Tensor x = torch::randn({3, 1, 8, 8});
+    at::Tensor trunk = base->blocks(x, 0, branch);
+    EXPECT_TRUE(torch::allclose(expert->forward(trunk), base->forward(x), 1e-5, 1e-6)) << "branch " << branch;
+    EXPECT_EQ(expert->macs(branch, 5), base->macs(branch, 5));
+  }
+  // Parameter names are shared, so a checkpoint of an expert names base layers.
+  Backbone expert(small(), 3);
+  for (const auto& p : expert->named_parameters()) EXPECT_TRUE(p.key().rfind("block3", 0) == 0 || p.key().rfind("block4", 0) == 0 || p.key().rfind("fc", 0) == 0) << p.key();
+}
+
+TEST(Network, BadSpecsAreNamed) {
+  EXPECT_ERROR(Backbone(small(), 5), "experts.branch_after must be in [0, 5) for a 5-block network, got 5");
+  NetworkSpec s = small();
+  s.depth = 12;
+  EXPECT_ERROR(Backbone{s}, "model.depth: expected 10, 18 or 34, got 12");
+  s = small();
+  s.arch = "vgg";
+  EXPECT_ERROR(Backbone{s}, "model.arch: unknown architecture 'vgg'");
+}
+
+TEST(Heads, StackingStartsAsTheLogitAverageAndBaggingAveragesProbabilities) {
+  Stacking st(3);
+  torch::NoGradGuard no_grad;
+  at::Tensor a = torch::tensor({{1.0, 2.0, 3.0}}), b = torch::tensor({{3.0, 0.0, -1.0}});
+  EXPECT_TRUE(torch::allclose(st->forward(a, b), (a + b) / 2));
+  at::Tensor p = bagging_probs(a, b);
+  EXPECT_TRUE(torch::allclose(p, (torch::softmax(a, 1) + torch::softmax(b, 1)) / 2));
+  EXPECT_NEAR(p.sum().item<double>(), 1.0, 1e-6);
+  EXPECT_EQ(st->macs(), 18);
+  Gate g(32, 4);
+  EXPECT_EQ(g->macs(), 128);
+}
+
+}  // namespace
+}  // namespace smoe::models

@@ -1,0 +1,236 @@
+"""smoe train / smoe eval end to end on the quick Fashion-MNIST config, under
+mpirun: rank-count invariance, exact resume after SIGKILL, failure handling,
+Python interop of the checkpoints, the report's contents and bad inputs."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import torch
+
+SRC = os.environ.get("SMOE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+BIN = os.environ.get("SMOE_BIN", os.path.join(SRC, "build/bin"))
+SMOE = os.path.join(BIN, "smoe")
+QUICK = os.path.join(SRC, "configs/fmnist-quick.yaml")
+FASHION = "/usr/share/datasets/fashion-mnist"
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+def mpirun(np):
+    return ["mpirun", "-np", str(np), "--oversubscribe"]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@unittest.skipUnless(os.path.isdir(FASHION), "dataset-fashion-mnist is not installed")
+class Pipeline(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="smoe-e2e-")
+        cls.data = os.path.join(cls.tmp, "fmnist")
+        subprocess.run([os.path.join(BIN, "smoe-data"), "convert", "fashion-mnist", FASHION, cls.data],
+                       check=True, capture_output=True)
+        # Bit-exact results across rank counts need the same threads per rank.
+        cls.common = ["--set", "data.path=" + cls.data, "--set", "runtime.threads=1", "-q"]
+        cls.runs = {}
+        for np in (1, 2, 3):
+            run = os.path.join(cls.tmp, "np%d" % np)
+            r = cls.train(np, run)
+            assert r.returncode == 0, r.stderr
+            cls.runs[np] = run
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def train(cls, np, run, *extra, env=None, timeout=900):
+        cmd = mpirun(np) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + cls.common + list(extra)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or ENV)
+
+    def test_rank_count_invariance(self):
+        reports = {np: read_json(os.path.join(run, "report.json")) for np, run in self.runs.items()}
+        for np in (2, 3):
+            self.assertEqual(reports[np]["ranks"], np)
+            self.assertEqual(reports[np]["base"], reports[1]["base"])
+            self.assertEqual(reports[np]["moe"], reports[1]["moe"])
+            self.assertEqual(reports[np]["anytime"], reports[1]["anytime"])
+            self.assertEqual([e["checkpoint_sha256"] for e in reports[np]["experts"]],
+                             [e["checkpoint_sha256"] for e in reports[1]["experts"]])
+            self.assertEqual([e["stacking_sha256"] for e in reports[np]["experts"]],
+                             [e["stacking_sha256"] for e in reports[1]["experts"]])
+        # With two ranks both of them trained experts.
+        self.assertEqual(sorted({e["rank"] for e in reports[2]["experts"]}), [0, 1])
+
+    def test_report_contents_and_files(self):
+        run = self.runs[2]
+        r = read_json(os.path.join(run, "report.json"))
+        for key in ("dataset", "num_experts", "ranks", "base", "moe", "anytime", "experts", "stages", "specialisation"):
+            self.assertIn(key, r)
+        self.assertEqual(r["dataset"], "fashion-mnist")
+        self.assertEqual(r["num_experts"], 4)
+        for variant in ("no_ensembling", "bagging", "stacking", "top2"):
+            self.assertGreater(r["moe"][variant]["accuracy"], 0.5)
+            self.assertGreater(r["moe"][variant]["macs"], r["base"]["macs"])
+        self.assertGreater(r["moe"]["top2"]["macs"], r["moe"]["bagging"]["macs"])
+        for stage in ("base", "embed", "cluster", "gate", "experts", "eval"):
+            self.assertGreaterEqual(r["stages"][stage], 0)
+        for m in ("gate_entropy", "usage_entropy", "mutual_information"):
+            self.assertGreaterEqual(r["specialisation"][m], 0)
+        self.assertLessEqual(r["specialisation"]["usage_entropy"], 2.0 + 1e-9)  # log2(4 experts)
+        taus = [p["tau"] for p in r["anytime"]]
+        self.assertEqual(taus[0], 0.0)
+        self.assertEqual(r["anytime"][0]["early_exit_rate"], 0.0)      # tau = 0 runs every expert
+        self.assertEqual(r["anytime"][-1]["early_exit_rate"], 1.0)     # tau = 1 exits everything
+        self.assertEqual(r["anytime"][-1]["accuracy"], r["base"]["accuracy"])
+        macs = [p["macs"] for p in r["anytime"]]
+        self.assertEqual(macs, sorted(macs, reverse=True))             # fewer experts as tau grows
+        with open(os.path.join(run, "anytime.csv")) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], "tau,accuracy,macs,early_exit_rate,mean_experts_per_sample")
+        self.assertEqual(len(lines), 1 + len(r["anytime"]))
+        for png in ("accuracy_vs_macs.png", "routing.png"):
+            with open(os.path.join(run, png), "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        self.assertEqual(sum(map(sum, r["routing"])), r["test_samples"])
+        with open(os.path.join(run, "log.jsonl")) as f:
+            events = [json.loads(line) for line in f]
+        self.assertTrue(any(e.get("event") == "stage_done" and e["stage"] == "experts" for e in events))
+
+    def test_checkpoints_open_in_python(self):
+        run = self.runs[1]
+        base = torch.load(os.path.join(run, "base.pt"))
+        self.assertIn("fc.weight", base)
+        self.assertEqual(tuple(base["block0.conv.weight"].shape), (8, 1, 3, 3))
+        expert = torch.load(os.path.join(run, "experts", "expert-000.pt"))
+        self.assertEqual(sorted({k.split(".")[0] for k in expert}), ["block3", "block4", "fc"])
+        self.assertEqual(expert["fc.weight"].shape, base["fc.weight"].shape)
+        stacking = torch.load(os.path.join(run, "experts", "stacking-000.pt"))
+        self.assertEqual(tuple(stacking["linear.weight"].shape), (10, 20))
+        gate = torch.load(os.path.join(run, "gate.pt"))
+        self.assertEqual(tuple(gate["linear.weight"].shape), (4, 64))  # [experts, pre-logits]
+        cluster = torch.load(os.path.join(run, "cluster.pt"))
+        g0 = cluster["g0"]
+        self.assertEqual(tuple(g0.shape), (3000, 4))
+        self.assertTrue(torch.allclose(g0.sum(1), torch.ones(3000), atol=1e-5))
+
+    def test_resume_after_sigkill_during_experts(self):
+        run = os.path.join(self.tmp, "killed")
+        cmd = mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + self.common
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+        manifest = os.path.join(run, "run.json")
+        deadline = time.time() + 600
+        finished_before = {}
+        while time.time() < deadline and p.poll() is None:
+            try:
+                done = read_json(manifest)["done"]
+            except (OSError, ValueError):
+                done = {}
+            finished_before = {k: v for k, v in done.items() if k.startswith("expert/")}
+            if finished_before:
+                break
+            time.sleep(0.05)
+        self.assertIsNone(p.poll(), "the run ended before it could be killed")
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        done = read_json(manifest)["done"]
+        self.assertNotIn("experts", done)
+        self.assertFalse(os.path.exists(os.path.join(run, "report.json")))
+
+        r = self.train(2, run, "--resume")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        after = read_json(manifest)["done"]
+        for key, record in finished_before.items():
+            self.assertEqual(after[key], record, key + " was redone")  # finished work is not redone
+        reference = read_json(os.path.join(self.runs[2], "report.json"))
+        resumed = read_json(os.path.join(run, "report.json"))
+        self.assertEqual(resumed["moe"], reference["moe"])
+        self.assertEqual(resumed["base"], reference["base"])
+        self.assertEqual(resumed["anytime"], reference["anytime"])
+        self.assertEqual([e["checkpoint_sha256"] for e in resumed["experts"]],
+                         [e["checkpoint_sha256"] for e in reference["experts"]])
+
+    def test_a_failing_rank_ends_the_job_quickly(self):
+        run = os.path.join(self.tmp, "fault")
+        start = time.time()
+        r = self.train(2, run, env=dict(ENV, SMOE_FAULT="expert:1"), timeout=120)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(time.time() - start, 60 + 30)
+        self.assertIn("injected fault while training expert 1", r.stderr)
+
+    def test_eval_reevaluates_with_new_taus_and_refuses_other_changes(self):
+        run = os.path.join(self.tmp, "eval-copy")
+        shutil.copytree(self.runs[1], run)
+        r = subprocess.run([SMOE, "eval", "--run-dir", run, "--set", "eval.taus=[0, 0.5, 1]", "-q"],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = read_json(os.path.join(run, "report.json"))
+        self.assertEqual([p["tau"] for p in rep["anytime"]], [0, 0.5, 1])
+        self.assertEqual(rep["moe"], read_json(os.path.join(self.runs[1], "report.json"))["moe"])
+        r = subprocess.run([SMOE, "eval", "--run-dir", run, "--set", "experts.count=3"], capture_output=True,
+                           text=True, env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.strip(),
+                         "smoe: error: smoe eval: only eval.* and runtime.* keys may change (experts.count: 4 -> 3)")
+
+    def test_bad_inputs(self):
+        existing = self.runs[1]
+        before = read_json(os.path.join(existing, "run.json"))
+        r = subprocess.run([SMOE, "train", "--config", QUICK, "--run-dir", existing] + self.common,
+                           capture_output=True, text=True, env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.strip(), "smoe: error: run folder %s already exists "
+                         "(use --resume to continue it or --force to start over)" % existing)
+        self.assertEqual(read_json(os.path.join(existing, "run.json")), before)
+        r = subprocess.run([SMOE, "train", "--config", QUICK, "--run-dir", os.path.join(self.tmp, "x"),
+                            "--set", "experts.cuont=3"], capture_output=True, text=True, env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.strip(), "smoe: error: config key 'experts.cuont' (--set): unknown key")
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x")))
+        r = subprocess.run([SMOE, "train", "--config", QUICK, "--run-dir", os.path.join(self.tmp, "y"),
+                            "--set", "data.path=" + os.path.join(self.tmp, "no-data")],
+                           capture_output=True, text=True, env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("dataset folder %s does not exist" % os.path.join(self.tmp, "no-data"), r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+        r = subprocess.run(mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", os.path.join(self.tmp, "z"),
+                                        "--resume"] + self.common, capture_output=True, text=True, env=ENV)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("smoe: error: --resume: %s holds no smoe run (no run.json)" % os.path.join(self.tmp, "z"),
+                      r.stderr)
+
+    def test_baselines_per_class_with_oracle_and_single_expert(self):
+        run = os.path.join(self.tmp, "perclass")
+        r = self.train(2, run, "--set", "cluster.method=per_class", "--set", "eval.class_oracle=true",
+                       "--set", "experts.epochs=1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = read_json(os.path.join(run, "report.json"))
+        self.assertIn("class_oracle", rep)
+        # Routing by the true class: every class goes to exactly one expert.
+        oracle_run = read_json(os.path.join(run, "run.json"))["done"]["cluster"]
+        self.assertEqual(len(oracle_run["class_to_expert"]), 10)
+        run1 = os.path.join(self.tmp, "k1")
+        r = self.train(2, run1, "--set", "experts.count=1", "--set", "experts.gamma=1", "--set", "experts.epochs=1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = read_json(os.path.join(run1, "report.json"))
+        self.assertEqual(rep["num_experts"], 1)
+        self.assertAlmostEqual(rep["experts"][0]["train_samples_effective"], 3000, delta=1e-3)
+
+    def test_config_print(self):
+        r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("  count: 7  # number of experts K", r.stdout)
+        self.assertIn("  limit_train: 3000", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()

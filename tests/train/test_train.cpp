@@ -1,0 +1,256 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "comm/tensor_collectives.h"
+#include "comm/thread_communicator.h"
+#include "common/expect_error.h"
+#include "common/make_dataset.h"
+#include "common/temp_dir.h"
+#include "core/atomic_file.h"
+#include "core/hash.h"
+#include "train/base_trainer.h"
+#include "train/checkpoint.h"
+#include "train/expert_trainer.h"
+#include "train/inference.h"
+#include "train/losses.h"
+#include "train/optim.h"
+
+namespace smoe::train {
+namespace {
+
+TEST(Losses, ClipWeightedCrossEntropyAndKl) {
+  at::Tensor g = torch::tensor({0.0, 0.05, 0.3, 1.0});
+  EXPECT_TRUE(torch::allclose(clip_weights(g, 0.1), torch::tensor({0.1, 0.1, 0.3, 1.0})));
+  at::Tensor logits = torch::tensor({{2.0, 0.0}, {0.0, 1.0}});
+  at::Tensor y = torch::tensor({0, 0}, torch::kLong);
+  at::Tensor ce = cross_entropy(logits, y, 0.0);
+  EXPECT_NEAR(ce[0].item<double>(), -std::log(std::exp(2.0) / (std::exp(2.0) + 1)), 1e-6);
+  EXPECT_NEAR(ce[1].item<double>(), -std::log(1 / (1 + std::exp(1.0))), 1e-6);
+  // label smoothing eps: (1 - eps) nll + eps * mean_c(-log p_c)
+  at::Tensor smooth = cross_entropy(logits, y, 0.2);
+  at::Tensor logp = torch::log_softmax(logits, 1);
+  EXPECT_NEAR(smooth[0].item<double>(), 0.8 * ce[0].item<double>() - 0.2 * logp[0].mean().item<double>(), 1e-6);
+  at::Tensor p = torch::softmax(logits, 1);
+  EXPECT_NEAR(kl_to_logits(p, logits).abs().max().item<double>(), 0.0, 1e-6);
+  at::Tensor onehot = torch::tensor({{1.0, 0.0}, {1.0, 0.0}});
+  EXPECT_TRUE(torch::allclose(kl_to_logits(onehot, logits), ce, 1e-5));
+}
+
+TEST(Schedule, WarmupCosineAndSteps) {
+  OptimConfig o = Config::defaults().base.optim;
+  o.lr = 1.0;
+  o.epochs = 10;
+  o.warmup_epochs = 1;
+  o.schedule = "cosine";
+  Schedule s(o, 10);
+  EXPECT_NEAR(s.lr(0), 0.1, 1e-12);
+  EXPECT_NEAR(s.lr(9), 1.0, 1e-12);
+  EXPECT_NEAR(s.lr(10), 1.0, 1e-12);
+  EXPECT_NEAR(s.lr(55), 0.5, 1e-12);  // half-way through the cosine
+  EXPECT_NEAR(s.lr(100), 0.0, 1e-12);
+  o.schedule = "step";
+  o.warmup_epochs = 0;
+  o.step_epochs = {3, 6};
+  o.step_gamma = 0.1;
+  Schedule st(o, 10);
+  EXPECT_NEAR(st.lr(29), 1.0, 1e-12);
+  EXPECT_NEAR(st.lr(30), 0.1, 1e-12);
+  EXPECT_NEAR(st.lr(65), 0.01, 1e-12);
+}
+
+TEST(Checkpoint, RoundTripIsExactAndBytesAreDeterministic) {
+  testing::TempDir tmp;
+  torch::manual_seed(1);
+  models::NetworkSpec spec;
+  spec.width = 4;
+  spec.input = {1, 8, 8};
+  models::Backbone a(spec), b(spec);
+  std::string h1 = save_module(*a, tmp / "a.pt");
+  std::string h2 = save_module(*a, tmp / "a2.pt");
+  EXPECT_EQ(h1, h2);
+  EXPECT_EQ(h1, sha256_file(tmp / "a.pt"));
+  load_module(*b, tmp / "a.pt");
+  for (const auto& p : a->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), b->named_parameters()[p.key()]));
+  EXPECT_EQ(save_module(*b, tmp / "b.pt"), h1);
+}
+
+TEST(Checkpoint, BadFilesAreNamed) {
+  testing::TempDir tmp;
+  models::NetworkSpec spec;
+  spec.width = 4;
+  spec.input = {1, 8, 8};
+  models::Backbone net(spec);
+  EXPECT_ERROR(load_module(*net, tmp / "none.pt"), "checkpoint " + (tmp / "none.pt") + " does not exist");
+  write_file_atomic(tmp / "junk.pt", "this is not a checkpoint");
+  EXPECT_ERROR(load_module(*net, tmp / "junk.pt"), (tmp / "junk.pt") + ": not a readable checkpoint");
+  save_state({{"fc.weight", torch::zeros({10, 32})}}, tmp / "partial.pt");
+  EXPECT_ERROR(load_module(*net, tmp / "partial.pt"), (tmp / "partial.pt") + ": checkpoint has no entry");
+  spec.width = 8;
+  models::Backbone wider(spec);
+  save_module(*wider, tmp / "wide.pt");
+  EXPECT_ERROR(load_module(*net, tmp / "wide.pt"), "has shape");
+}
+
+TEST(ExactSum, SameBitsWhateverTheSplitAcrossRanks) {
+  torch::manual_seed(7);
+  std::vector<at::Tensor> terms;
+  for (int i = 0; i < 12; ++i) terms.push_back(torch::randn({257}) * std::pow(10.0, i % 5 - 2));
+  auto sum_with = [&](int ranks) {
+    at::Tensor out = torch::zeros({257});
+    comm::run_ranks(ranks, [&](comm::Communicator& c) {
+      comm::ExactSum s({terms[0]});
+      for (size_t i = static_cast<size_t>(c.rank()); i < terms.size(); i += static_cast<size_t>(ranks)) s.add({terms[i]});
+      s.allreduce(c);
+      at::Tensor r = torch::zeros({257});
+      s.result_into({r}, 1.0);
+      if (c.rank() == 0) out.copy_(r);
+    });
+    return out;
+  };
+  at::Tensor one = sum_with(1);
+  EXPECT_TRUE(torch::equal(one, sum_with(2)));
+  EXPECT_TRUE(torch::equal(one, sum_with(3)));
+  at::Tensor naive = torch::zeros({257}, torch::kDouble);
+  for (auto& t : terms) naive += t.to(torch::kDouble);
+  EXPECT_TRUE(torch::allclose(one.to(torch::kDouble), naive, 1e-6, 1e-9));
+  comm::ExactSum s({terms[0]});
+  EXPECT_ERROR(s.add({torch::full({257}, NAN)}, "gradient of parameter"), "gradient of parameter 0 is not finite (nan or inf): training diverged");
+  EXPECT_ERROR(s.add({torch::full({257}, 3e6)}, "gradient of parameter"), "gradient of parameter 0 reaches 3000000 (above 1048576)");
+}
+
+models::NetworkSpec tiny() {
+  models::NetworkSpec spec;
+  spec.width = 4;
+  spec.input = {1, 8, 8};
+  spec.num_classes = 4;
+  return spec;
+}
+
+// Weights of a base model trained on `ranks` ranks-as-threads.
+std::map<std::string, at::Tensor> train_on(int ranks, const std::string& dir) {
+  std::map<std::string, at::Tensor> weights;
+  std::mutex mu;
+  std::shared_ptr<const data::Dataset> ds = data::Dataset::open(dir, "train");
+  comm::run_ranks(ranks, [&](comm::Communicator& c) {
+    at::set_num_threads(1);
+    torch::manual_seed(5);
+    models::Backbone net(tiny());
+    BaseTrainOptions o;
+    o.optim = Config::defaults().base.optim;
+    o.optim.epochs = 2;
+    o.optim.batch_size = 24;
+    o.optim.lr = 0.05;
+    o.micro_batch = 8;
+    o.bn_calibration = 40;
+    o.augment = true;
+    o.crop_padding = 1;
+    o.hflip = true;
+    o.seed = 9;
+    o.log_every = 1000;
+    train_base(net, ds, c, o);
+    if (c.rank() == ranks - 1) {
+      std::lock_guard<std::mutex> lock(mu);
+      weights = state_dict(*net);
+    }
+  });
+  return weights;
+}
+
+TEST(BaseTrainer, WeightsAreBitIdenticalForOneTwoAndThreeRanks) {
+  testing::TempDir tmp;
+  testing::make_dataset(tmp / "ds");
+  auto one = train_on(1, tmp / "ds");
+  auto two = train_on(2, tmp / "ds");
+  auto three = train_on(3, tmp / "ds");
+  ASSERT_FALSE(one.empty());
+  torch::manual_seed(5);
+  models::Backbone init(tiny());
+  bool moved = false;
+  for (const auto& [name, w] : one) {
+    EXPECT_TRUE(torch::equal(w, two.at(name))) << name;
+    EXPECT_TRUE(torch::equal(w, three.at(name))) << name;
+    if (init->named_parameters().contains(name)) moved |= !torch::equal(w, init->named_parameters()[name]);
+  }
+  EXPECT_TRUE(moved) << "training changed nothing";
+}
+
+TEST(Inference, OutputsDoNotDependOnTheRankCount) {
+  testing::TempDir tmp;
+  testing::make_dataset(tmp / "ds");
+  auto ds = data::Dataset::open(tmp / "ds", "train");
+  torch::manual_seed(2);
+  models::Backbone net(tiny());
+  at::Tensor logits1, trunk1;
+  for (int ranks : {1, 3}) {
+    comm::run_ranks(ranks, [&](comm::Communicator& c) {
+      models::Backbone local(tiny());
+      local->copy_from(*net);
+      auto out = base_outputs(local, *ds, c, 16, -1);  // every rank gets the outputs
+      at::Tensor trunk = trunk_features(local, *ds, 2, 16, c);
+      if (c.rank() == ranks - 1) {
+        if (ranks == 1) {
+          logits1 = out.logits;
+          trunk1 = trunk;
+        } else {
+          EXPECT_TRUE(torch::equal(out.logits, logits1));
+          EXPECT_TRUE(torch::equal(trunk, trunk1));
+        }
+      }
+    });
+  }
+  EXPECT_EQ(logits1.sizes(), (at::IntArrayRef{100, 4}));
+  EXPECT_EQ(trunk1.sizes(), (at::IntArrayRef{100, 4, 8, 8}));
+}
+
+TEST(Gate, KlFitMatchesTheTargets) {
+  torch::manual_seed(4);
+  at::Tensor x = torch::randn({400, 6});
+  at::Tensor w = torch::randn({6, 3});
+  at::Tensor target = torch::softmax(x.mm(w) * 2, 1);
+  models::Gate gate(6, 3);
+  OptimConfig o = Config::defaults().gate.optim;
+  o.epochs = 40;
+  o.lr = 0.5;
+  o.batch_size = 50;
+  double before = kl_to_logits(target, gate->forward(x)).mean().item<double>();
+  train_gate(gate, x, target, o, 1);
+  double after = kl_to_logits(target, gate->forward(x)).mean().item<double>();
+  EXPECT_LT(after, 0.1 * before);
+  EXPECT_GT((gate->forward(x).argmax(1) == target.argmax(1)).to(torch::kDouble).mean().item<double>(), 0.9);
+}
+
+TEST(Experts, WeightsSteerWhatAnExpertLearns) {
+  // Two classes fully determined by the sign of feature 0; an expert trained
+  // only on class-0 samples (weights 1 / 0) learns to predict class 0 everywhere.
+  torch::manual_seed(8);
+  models::NetworkSpec spec = tiny();
+  spec.num_classes = 2;
+  const int64_t branch = 4;
+  models::Backbone base(spec);
+  models::Shape in = base->input_shape_of(branch);
+  at::Tensor features = torch::randn({200, in[0], in[1], in[2]});
+  at::Tensor labels = (torch::arange(200) % 2).to(torch::kLong);
+  at::Tensor w = (labels == 0).to(torch::kFloat);
+  for (const std::string mode : {"reweight", "sample"}) {
+    models::Backbone expert(spec, branch);
+    expert->copy_from(*base);
+    ExpertTrainOptions o;
+    o.optim = Config::defaults().experts.optim;
+    o.optim.epochs = 15;
+    o.optim.lr = 0.1;
+    o.optim.batch_size = 20;
+    o.weighting = mode;
+    o.log_every = 1000;
+    auto stats = train_expert(expert, ExpertInputs(features), labels, w, o);
+    EXPECT_EQ(stats.samples, mode == "sample" ? 15 * 100 : 15 * 200) << mode;
+    expert->eval();
+    torch::NoGradGuard no_grad;
+    double frac0 = (expert->forward(features).argmax(1) == 0).to(torch::kDouble).mean().item<double>();
+    EXPECT_GT(frac0, 0.95) << mode;
+  }
+}
+
+}  // namespace
+}  // namespace smoe::train
