@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "data/manifest.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"
@@ -102,6 +103,12 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
+        // Check the dataset before creating anything.
+        SMOE_CHECK(!cfg.data.path.empty(),
+                   "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
+        auto m = data::Manifest::load(cfg.data.path);
+        m.split(cfg.data.train_split);
+        m.split(cfg.data.test_split);
         auto mode = a.resume ? pipeline::OpenMode::resume : a.force ? pipeline::OpenMode::force : pipeline::OpenMode::fresh;
         run = pipeline::RunDir::open_root(a.run_dir, cfg, mode);
       } else {

@@ -133,10 +133,14 @@ std::map<std::string, at::Tensor> train_on(int ranks, const std::string& dir) {
   std::map<std::string, at::Tensor> weights;
   std::mutex mu;
   std::shared_ptr<const data::Dataset> ds = data::Dataset::open(dir, "train");
+  at::set_num_threads(1);
+  // The ranks are threads of one process sharing torch's generator: draw the
+  // initial weights once (each process of a real run draws the same ones).
+  torch::manual_seed(5);
+  models::Backbone init(tiny());
   comm::run_ranks(ranks, [&](comm::Communicator& c) {
-    at::set_num_threads(1);
-    torch::manual_seed(5);
     models::Backbone net(tiny());
+    net->copy_from(*init);
     BaseTrainOptions o;
     o.optim = Config::defaults().base.optim;
     o.optim.epochs = 2;
