@@ -35,7 +35,7 @@ const char* kUsage =
     "Run `smoe COMMAND --help` for a command's options.\n";
 
 struct Args {
-  std::string config, run_dir;
+  std::string config, run_dir, redo_from;
   std::vector<std::string> sets;
   bool resume = false, force = false, verbose = false, quiet = false, print = false, keys = false;
 };
@@ -54,7 +54,9 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   opts.add_options()("set", po::value(&a.sets)->composing(), "override a config key: --set experts.count=8");
   if (cmd == "train")
     opts.add_options()("resume", po::bool_switch(&a.resume), "continue the run in --run-dir")  //
-        ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over");
+        ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over")  //
+        ("redo-from", po::value(&a.redo_from),
+         "with --resume: redo this stage and every later one (base, embed, cluster, gate, experts)");
   if (cmd == "config")
     opts.add_options()("print", po::bool_switch(&a.print), "print the resolved config as YAML")  //
         ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc");
@@ -72,6 +74,7 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   if (cmd == "train") {
     SMOE_CHECK(!a.config.empty(), "the option '--config' is required but missing");
     SMOE_CHECK(!(a.resume && a.force), "--resume and --force exclude each other");
+    SMOE_CHECK(a.redo_from.empty() || a.resume, "--redo-from needs --resume");
   }
   return a;
 }
@@ -110,7 +113,7 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
         m.split(cfg.data.train_split);
         m.split(cfg.data.test_split);
         auto mode = a.resume ? pipeline::OpenMode::resume : a.force ? pipeline::OpenMode::force : pipeline::OpenMode::fresh;
-        run = pipeline::RunDir::open_root(a.run_dir, cfg, mode);
+        run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
       } else {
         run = pipeline::RunDir::existing(a.run_dir);
         cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), a.sets);

@@ -86,6 +86,9 @@ class Communicator {
   // arrives from `source` (or any rank with kAnySource).
   virtual void send(int dest, int tag, std::string_view payload) = 0;
   virtual Message recv(int source, int tag) = 0;
+  // Non-blocking: a matching message if one has arrived. For loops that must
+  // not spin on a core (MPI's blocking receive busy-polls).
+  virtual std::optional<Message> try_recv(int source, int tag) = 0;
 
   // Ends every rank of the job (MPI_Abort for MPI). Never returns.
   [[noreturn]] virtual void abort(int code, const std::string& why) = 0;

@@ -150,6 +150,23 @@ class MpiCommunicator final : public Communicator {
     return m;
   }
 
+  std::optional<Message> try_recv(int source, int tag) override {
+    MPI_Message handle;
+    MPI_Status status;
+    int found = 0;
+    SMOE_MPI_CHECK(
+        MPI_Improbe(source == kAnySource ? MPI_ANY_SOURCE : source, tag, comm_, &found, &handle, &status));
+    if (!found) return std::nullopt;
+    int n = 0;
+    SMOE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &n));
+    Message m;
+    m.source = status.MPI_SOURCE;
+    m.tag = status.MPI_TAG;
+    m.payload.resize(static_cast<size_t>(n));
+    SMOE_MPI_CHECK(MPI_Mrecv(m.payload.data(), n, MPI_BYTE, &handle, MPI_STATUS_IGNORE));
+    return m;
+  }
+
   [[noreturn]] void abort(int code, const std::string& why) override {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);

@@ -109,6 +109,7 @@ class NcclCommunicator final : public Communicator {
   }
   void send(int dest, int tag, std::string_view payload) override { boot_.send(dest, tag, payload); }
   Message recv(int source, int tag) override { return boot_.recv(source, tag); }
+  std::optional<Message> try_recv(int source, int tag) override { return boot_.try_recv(source, tag); }
   [[noreturn]] void abort(int code, const std::string& why) override {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;

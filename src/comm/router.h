@@ -32,6 +32,7 @@ class DeviceRouter final : public Communicator {
   }
   void send(int dest, int tag, std::string_view payload) override { host_->send(dest, tag, payload); }
   Message recv(int source, int tag) override { return host_->recv(source, tag); }
+  std::optional<Message> try_recv(int source, int tag) override { return host_->try_recv(source, tag); }
   [[noreturn]] void abort(int code, const std::string& why) override;
 
   Communicator& host() { return *host_; }

@@ -132,18 +132,15 @@ class ThreadCommunicator final : public Communicator {
 
   Message recv(int source, int tag) override {
     std::unique_lock<std::mutex> lock(s_->mu);
-    auto& q = s_->mailboxes[rank_].queue;
     for (;;) {
-      s_->throw_if_aborted();
-      for (auto it = q.begin(); it != q.end(); ++it) {
-        if (it->tag == tag && (source == kAnySource || it->source == source)) {
-          Message m = std::move(*it);
-          q.erase(it);
-          return m;
-        }
-      }
+      if (auto m = take_locked(source, tag)) return *m;
       s_->cv.wait(lock);
     }
+  }
+
+  std::optional<Message> try_recv(int source, int tag) override {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return take_locked(source, tag);
   }
 
   [[noreturn]] void abort(int code, const std::string& why) override {
@@ -152,6 +149,20 @@ class ThreadCommunicator final : public Communicator {
   }
 
  private:
+  // The first message of this rank's mailbox matching (source, tag); s_->mu held.
+  std::optional<Message> take_locked(int source, int tag) {
+    s_->throw_if_aborted();
+    auto& q = s_->mailboxes[rank_].queue;
+    for (auto it = q.begin(); it != q.end(); ++it) {
+      if (it->tag == tag && (source == kAnySource || it->source == source)) {
+        Message m = std::move(*it);
+        q.erase(it);
+        return m;
+      }
+    }
+    return std::nullopt;
+  }
+
   static void check_host(const Buffer& b, const char* op) {
     SMOE_CHECK(!b.device.cuda, "{}: the in-process communicator handles host buffers only", op);
   }

@@ -352,9 +352,7 @@ void Pipeline::stage_experts() {
     for (int64_t k = 0; k < cfg_.experts.count; ++k)
       if (!run_.done(expert_key(k))) pending.push_back(k);
     // Longest first: with weighted sampling an expert's cost follows its gate mass.
-    at::Tensor mass = g0_.sum(0);
-    std::stable_sort(pending.begin(), pending.end(),
-                     [&](int64_t a, int64_t b) { return mass[a].item<double>() > mass[b].item<double>(); });
+    pending = longest_first(pending, train::to_doubles(g0_.sum(0)));
     if (comm_.is_root())
       log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), cfg_.experts.count,
                 comm_.size(), comm_.size() == 1 ? "" : "s");

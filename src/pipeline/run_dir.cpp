@@ -31,18 +31,29 @@ bool is_empty_dir(const std::string& p) { return fs::is_directory(p) && fs::is_e
 
 }  // namespace
 
-bool resumable_key(const std::string& key) {
-  return key.rfind("eval.", 0) == 0 || key.rfind("runtime.", 0) == 0 || key == "data.prefetch" ||
-         key == "data.storage" || key == "data.memory_budget_mb" || key == "data.cache_mb";
+const std::vector<std::string>& stage_names() {
+  static const std::vector<std::string> names = {"base", "embed", "cluster", "gate", "experts"};
+  return names;
 }
 
-std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now) {
+size_t first_stage_using(const std::string& key) {
+  auto starts = [&](const char* p) { return key.rfind(p, 0) == 0; };
+  if (starts("eval.") || starts("runtime.") || key == "data.prefetch" || key == "data.storage" ||
+      key == "data.memory_budget_mb" || key == "data.cache_mb")
+    return stage_names().size();
+  if (starts("cluster.") || key == "experts.count" || key == "gate.temperature" || key == "gate.hard") return 2;
+  if (starts("gate.")) return 3;
+  if (starts("experts.") || starts("ensembler.") || starts("em.")) return 4;
+  return 0;  // seed, data, model, base
+}
+
+std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now, size_t allowed_from) {
   std::map<std::string, std::string> a, b;
   flatten(YAML::Load(saved_yaml), "", a);
   flatten(YAML::Load(now.to_yaml(false)), "", b);
   std::vector<std::string> diffs;
   for (const auto& [k, v] : b) {
-    if (resumable_key(k)) continue;
+    if (first_stage_using(k) >= std::min(allowed_from, stage_names().size())) continue;
     auto it = a.find(k);
     std::string old = it == a.end() ? "(absent)" : it->second;
     if (old != v) diffs.push_back(fmt::format("{}: {} -> {}", k, old, v));
@@ -50,7 +61,16 @@ std::vector<std::string> config_differences(const std::string& saved_yaml, const
   return diffs;
 }
 
-RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode mode) {
+RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode mode,
+                         const std::string& redo_from) {
+  size_t from = stage_names().size();
+  if (!redo_from.empty()) {
+    SMOE_CHECK(mode == OpenMode::resume, "--redo-from needs --resume");
+    auto it = std::find(stage_names().begin(), stage_names().end(), redo_from);
+    SMOE_CHECK(it != stage_names().end(), "--redo-from '{}': expected one of {}", redo_from,
+               fmt::join(stage_names(), ", "));
+    from = static_cast<size_t>(it - stage_names().begin());
+  }
   RunDir d;
   d.path_ = path;
   const std::string manifest_path = (fs::path(path) / kManifest).string();
@@ -61,9 +81,17 @@ RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode
     } catch (const json::parse_error& e) {
       fail("{}: invalid JSON ({})", manifest_path, e.what());
     }
-    auto diffs = config_differences(d.saved_config_yaml(), config);
-    SMOE_CHECK(diffs.empty(), "--resume: the config differs from the run's in {} (start a new run or use --force)",
-               fmt::join(diffs, "; "));
+    auto diffs = config_differences(d.saved_config_yaml(), config, from);
+    SMOE_CHECK(diffs.empty(), "--resume: the config differs from the run's in {} (start a new run, use --force, "
+               "or --redo-from the first stage it changes)", fmt::join(diffs, "; "));
+    if (!redo_from.empty()) {
+      // Forget the redone stages; every expert task belongs to the last one.
+      for (size_t i = from; i < stage_names().size(); ++i) d.manifest_["done"].erase(stage_names()[i]);
+      std::vector<std::string> tasks;
+      for (const auto& [k, v] : d.manifest_["done"].items())
+        if (k.rfind("expert/", 0) == 0) tasks.push_back(k);
+      for (const auto& k : tasks) d.manifest_["done"].erase(k);
+    }
   } else {
     if (fs::exists(path) && !is_empty_dir(path)) {
       SMOE_CHECK(mode == OpenMode::force,
@@ -132,15 +160,6 @@ json RunDir::record(const std::string& key) const {
 void RunDir::mark_done(const std::string& key, json record) {
   std::lock_guard<std::mutex> lock(mu_);
   manifest_["done"][key] = std::move(record);
-  save_locked();
-}
-
-void RunDir::forget(const std::string& prefix) {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : manifest_["done"].items())
-    if (k.rfind(prefix, 0) == 0) keys.push_back(k);
-  for (const auto& k : keys) manifest_["done"].erase(k);
   save_locked();
 }
 

@@ -27,7 +27,10 @@ class RunDir {
   // empty; resume: must hold a run whose results-relevant config keys equal
   // `config`'s; force: emptied first) and writes config.yaml and run.json.
   // Errors name the folder and what to do.
-  static RunDir open_root(const std::string& path, const Config& config, OpenMode mode);
+  // With `redo_from` (resume only), keys used by that stage and later ones may
+  // change too, and those stages are forgotten.
+  static RunDir open_root(const std::string& path, const Config& config, OpenMode mode,
+                          const std::string& redo_from = "");
   // Other ranks (and `smoe eval`): the manifest as rank 0 sent it.
   static RunDir attach(const std::string& path, const std::string& manifest_text);
   // An existing run for `smoe eval`: its config and manifest from disk.
@@ -45,8 +48,6 @@ class RunDir {
   nlohmann::json record(const std::string& key) const;
   // Records `key` as finished (rank 0 only; thread-safe; atomic on disk).
   void mark_done(const std::string& key, nlohmann::json record);
-  // Drops records whose key starts with `prefix` (work to redo).
-  void forget(const std::string& prefix);
 
   // The config saved in the folder.
   std::string saved_config_yaml() const;
@@ -59,10 +60,16 @@ class RunDir {
   mutable std::mutex mu_;
 };
 
-// Keys that may change on --resume and `smoe eval` without invalidating finished work.
-bool resumable_key(const std::string& key);
+// The stages in order.
+const std::vector<std::string>& stage_names();
+// Index in stage_names() of the first stage whose results depend on `key`
+// (eval.*, runtime.* and storage keys: past the last stage).
+size_t first_stage_using(const std::string& key);
 
-// Differences between two resolved configs ("key: old -> new"), ignoring resumable keys.
-std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now);
+// Differences between two resolved configs ("key: old -> new"), ignoring
+// keys that only stages from `allowed_from` on use (by default: the keys no
+// stage's results depend on, such as eval.* and runtime.*).
+std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now,
+                                            size_t allowed_from = static_cast<size_t>(-1));
 
 }  // namespace smoe::pipeline

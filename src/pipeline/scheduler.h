@@ -11,7 +11,9 @@
 //   c) A worker runs its task and sends REQUEST {"result": {...}} with what
 //      the task returned; it leaves after STOP.
 //   d) The scheduler thread ends once every rank has been sent STOP, so all
-//      results are recorded before run() returns on rank 0.
+//      results are recorded before run_tasks() returns on rank 0.
+//   e) If rank 0's own worker fails, it sends its scheduler SHUTDOWN so that
+//      the thread ends before the error propagates (the caller then aborts).
 //
 // Tasks are handed out in the order given (put the longest first), so K
 // tasks on P ranks finish in about ceil(K/P) task-times even when task costs
@@ -32,6 +34,16 @@ constexpr int kReplyTag = 1002;
 
 using TaskFn = std::function<nlohmann::json(int64_t task)>;
 using DoneFn = std::function<void(int64_t task, int rank, const nlohmann::json& result)>;
+
+// Task ids ordered by decreasing expected cost (ties keep id order): the
+// order run_tasks should hand them out in.
+std::vector<int64_t> longest_first(const std::vector<int64_t>& tasks, const std::vector<double>& expected_cost);
+
+// What run_tasks does, simulated: P workers each take the next task in
+// `order` when they become free; `dispatch` seconds per hand-out (the
+// request/reply round trip). Returns the makespan.
+double simulate_schedule(const std::vector<int64_t>& order, const std::vector<double>& seconds, int workers,
+                         double dispatch);
 
 // Collective: every rank calls it. `tasks` and `on_done` matter on rank 0 only.
 void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work,

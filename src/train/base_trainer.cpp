@@ -114,10 +114,10 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
     log::event("base_epoch", {{"epoch", epoch + 1}, {"loss", stats.final_loss},
                               {"train_accuracy", stats.final_train_accuracy}});
   }
+  stats.seconds = progress.seconds();  // the training loop alone
   auto calib = data::permutation(N, derive_seed(o.seed, "bn-calibration"));
   calib.resize(static_cast<size_t>(std::min(N, o.bn_calibration)));
   calibrate_batchnorm(net, train, calib, o.micro_batch);
-  stats.seconds = progress.seconds();
   return stats;
 }
 

@@ -30,7 +30,7 @@ struct BaseTrainOptions {
 };
 
 struct BaseTrainStats {
-  double seconds = 0;
+  double seconds = 0;               // the training loop, without BatchNorm calibration
   double final_loss = 0;            // mean training loss of the last epoch
   double final_train_accuracy = 0;  // on the (augmented) training batches of the last epoch
   int64_t images = 0;               // processed by this rank

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <numeric>
+#include <optional>
+#include <thread>
 
 #include "comm/communicator.h"
 
@@ -70,6 +72,16 @@ inline void check_collectives(comm::Communicator& c) {
   } else {
     c.send(0, 7, "hello from " + std::to_string(r));
     EXPECT_EQ(c.recv(0, 8).payload, "ack " + std::to_string(r));
+  }
+  // non-blocking receive: nothing with tag 99 is ever sent; tag 98 goes from the last rank to 0
+  EXPECT_FALSE(c.try_recv(comm::kAnySource, 99).has_value());
+  c.barrier();
+  if (P > 1 && r == P - 1) c.send(0, 98, "polled");
+  if (P > 1 && r == 0) {
+    std::optional<comm::Message> got;
+    while (!(got = c.try_recv(comm::kAnySource, 98))) std::this_thread::yield();
+    EXPECT_EQ(got->payload, "polled");
+    EXPECT_EQ(got->source, P - 1);
   }
   EXPECT_DOUBLE_EQ(c.allreduce_sum(1.5), 1.5 * P);
   c.barrier();

@@ -67,6 +67,7 @@ class RecordingDevice final : public Communicator {
   std::vector<std::string> gather_bytes(std::string_view, int) override { return {}; }
   void send(int, int, std::string_view) override {}
   Message recv(int, int) override { return {}; }
+  std::optional<Message> try_recv(int, int) override { return std::nullopt; }
   [[noreturn]] void abort(int, const std::string& why) override { fail("{}", why); }
 
  private:

@@ -82,6 +82,7 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
   {
     RunDir d = RunDir::open_root(tmp / "run", cfg, OpenMode::fresh);
     d.mark_done("base", {{"seconds", 1.5}});
+    d.mark_done("cluster", {{"seconds", 1.0}});
     d.mark_done("expert/000", {{"sha", "abc"}});
   }
   EXPECT_ERROR(RunDir::open_root(tmp / "run", cfg, OpenMode::fresh),
@@ -96,8 +97,19 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
   changed.eval.taus = {0.5};  // eval keys may change
   EXPECT_ERROR(RunDir::open_root(tmp / "run", changed, OpenMode::resume),
                "--resume: the config differs from the run's in experts.count: 4 -> 8");
-  changed.experts.count = 4;
+  // Redoing from the stage that first uses the key allows the change and forgets what follows.
+  changed.experts.gamma = 0.3;
+  EXPECT_ERROR(RunDir::open_root(tmp / "run", changed, OpenMode::resume, "experts"),
+               "differs from the run's in experts.count: 4 -> 8");
+  {
+    RunDir redo = RunDir::open_root(tmp / "run", changed, OpenMode::resume, "cluster");
+    EXPECT_TRUE(redo.done("base"));
+    EXPECT_FALSE(redo.done("expert/000"));
+  }
+  EXPECT_ERROR(RunDir::open_root(tmp / "run", changed, OpenMode::resume, "gaet"), "--redo-from 'gaet': expected one of");
+  // The redone run saved its new config: resuming it again needs that config.
   EXPECT_NO_THROW(RunDir::open_root(tmp / "run", changed, OpenMode::resume));
+  EXPECT_ERROR(RunDir::open_root(tmp / "run", cfg, OpenMode::resume), "experts.count: 8 -> 4");
 
   RunDir forced = RunDir::open_root(tmp / "run", cfg, OpenMode::force);
   EXPECT_FALSE(forced.done("base"));
