@@ -43,6 +43,21 @@ void allreduce(Communicator& comm, const at::Tensor& t, ReduceOp op) { comm.allr
 
 void broadcast(Communicator& comm, const at::Tensor& t, int root) { comm.broadcast(buffer_of(t), root); }
 
+void allreduce_in_chunks(Communicator& comm, const at::Tensor& t, int64_t rows, ReduceOp op) {
+  SMOE_CHECK(rows >= 1, "allreduce_in_chunks: chunk of {} rows", rows);
+  const int64_t n = t.dim() == 0 ? 1 : t.size(0);
+  for (int64_t start = 0; start < n; start += rows) {
+    at::Tensor part = t.narrow(0, start, std::min(rows, n - start));
+    if (part.is_contiguous()) {
+      comm.allreduce(buffer_of(part), op);
+    } else {
+      at::Tensor c = part.contiguous();
+      comm.allreduce(buffer_of(c), op);
+      part.copy_(c);
+    }
+  }
+}
+
 at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& t, int root) {
   std::vector<int64_t> header;  // dtype, ndim, dims...
   if (comm.rank() == root) {

@@ -17,6 +17,10 @@ Buffer buffer_of(const at::Tensor& t);
 void allreduce(Communicator& comm, const at::Tensor& t, ReduceOp op = ReduceOp::sum);
 void broadcast(Communicator& comm, const at::Tensor& t, int root);
 
+// Allreduce of a matrix [N, ...] in blocks of at most `rows` rows, so that
+// the communication buffers stay bounded for large N. In place.
+void allreduce_in_chunks(Communicator& comm, const at::Tensor& t, int64_t rows, ReduceOp op = ReduceOp::sum);
+
 // Broadcasts a tensor whose dtype and shape only `root` knows: root passes
 // it, the others pass anything (ignored) and receive a new CPU tensor.
 at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& t, int root);

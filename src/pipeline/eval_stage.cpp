@@ -47,9 +47,7 @@ struct TestOutputs {
 
 }  // namespace
 
-void Pipeline::stage_eval() {
-  Progress clock("eval", 1, 1);
-  log::info("eval      starting on {} test samples", test_->size());
+json Pipeline::evaluate_test(int64_t round) {
   const int64_t K = cfg_.experts.count, C = test_->num_classes(), b = cfg_.experts.branch_after;
   const bool per_class = cfg_.cluster.method == "per_class";
   torch::NoGradGuard no_grad;
@@ -62,18 +60,18 @@ void Pipeline::stage_eval() {
     if (comm_.is_root()) class_to_expert = train::load_state(run_.file("cluster.pt")).at("class_to_expert");
     class_to_expert = comm::broadcast_tensor(comm_, class_to_expert, 0).to(rt_.device);
   } else {
-    train::load_module(*gate, run_.file("gate.pt"));
+    train::load_module(*gate, gate_path(round));
   }
   gate->to(rt_.device);
   std::vector<models::Backbone> experts;
   std::vector<models::Stacking> stackings;
   for (int64_t k = 0; k < K; ++k) {
     experts.emplace_back(network_spec(), b);
-    train::load_module(*experts.back(), run_.file(fmt::format("experts/expert-{:03d}.pt", k)));
+    train::load_module(*experts.back(), expert_path(k, round));
     experts.back()->to(rt_.device);
     experts.back()->eval();
     stackings.emplace_back(C);
-    train::load_module(*stackings.back(), run_.file(fmt::format("experts/stacking-{:03d}.pt", k)));
+    train::load_module(*stackings.back(), stacking_path(k, round));
     stackings.back()->to(rt_.device);
   }
 
@@ -109,10 +107,7 @@ void Pipeline::stage_eval() {
   at::Tensor g_gate = gather(gate_p, {0, K}, torch::kFloat);
   at::Tensor g_exp = gather(exp_l, {0, K, C}, torch::kFloat);
   at::Tensor g_stack = gather(stack_l, {0, K, C}, torch::kFloat);
-  if (!comm_.is_root()) {
-    comm_.barrier();
-    return;
-  }
+  if (!comm_.is_root()) return json();
   TestOutputs t;
   t.labels = torch::tensor(test_->labels(), torch::kLong);
   t.base_logits = train::reorder_by_id(g_base, gid);
@@ -189,9 +184,43 @@ void Pipeline::stage_eval() {
     for (int64_t c = 0; c < C; ++c) routing[static_cast<size_t>(k)].push_back(table[k][c].item<int64_t>());
   report["routing"] = routing;
 
+  // The anytime curve in two numbers: its best point, and the cheapest
+  // point that matches the base model's accuracy.
+  json summary = {{"best_accuracy", 0.0}, {"best_tau", nullptr}, {"tau_at_base_accuracy", nullptr},
+                  {"macs_at_base_accuracy", nullptr}, {"macs_ratio_at_base_accuracy", nullptr}};
+  for (const auto& p : curve) {
+    if (p.accuracy > summary["best_accuracy"].get<double>()) {
+      summary["best_accuracy"] = p.accuracy;
+      summary["best_tau"] = p.tau;
+    }
+    if (p.accuracy >= base_pt.accuracy &&
+        (summary["macs_at_base_accuracy"].is_null() || p.macs < summary["macs_at_base_accuracy"].get<double>())) {
+      summary["macs_at_base_accuracy"] = p.macs;
+      summary["macs_ratio_at_base_accuracy"] = p.macs / base_pt.macs;
+      summary["tau_at_base_accuracy"] = p.tau;
+    }
+  }
+  report["anytime_summary"] = summary;
+  report["anytime_csv"] = csv.str();
+  return report;
+}
+
+void Pipeline::stage_eval() {
+  Progress clock("eval", 1, 1);
+  log::info("eval      starting on {} test samples (model of EM round {})", test_->size(), final_round());
+  json report = evaluate_test(final_round());
+  // Each rank's device, for the report.
+  std::vector<std::string> devices = comm_.allgather_bytes(rt_.device_name());
+  if (!comm_.is_root()) {
+    comm_.barrier();
+    return;
+  }
+  const int64_t K = cfg_.experts.count;
+  const std::string csv = report["anytime_csv"];
+  report.erase("anytime_csv");
   json experts_json = json::array();
   for (int64_t k = 0; k < K; ++k) {
-    json r = run_.record(fmt::format("expert/{:03d}", k));
+    json r = run_.record(expert_task_key(k, 0));
     experts_json.push_back({{"id", k},
                             {"gate_mass", r["gate_mass"]},
                             {"train_samples_effective", r["train_samples_effective"]},
@@ -202,7 +231,7 @@ void Pipeline::stage_eval() {
   }
   report["experts"] = experts_json;
   json stages = json::object();
-  for (const char* s : {"base", "embed", "cluster", "gate", "experts"})
+  for (const auto& s : stage_names())
     if (run_.done(s)) stages[s] = run_.record(s).value("seconds", 0.0);
   stages["eval"] = clock.seconds();
   report["stages"] = stages;
@@ -212,8 +241,9 @@ void Pipeline::stage_eval() {
     const json& er = run_.record("experts");
     const double cache_s = er.value("trunk_cache_seconds", 0.0);
     double seen = 0;
-    for (int64_t k = 0; k < K; ++k) seen += run_.record(fmt::format("expert/{:03d}", k)).value("samples_seen", 0.0);
-    const double passes = seen / static_cast<double>(train_->size()) + static_cast<double>(K);
+    for (int64_t r = 0; r <= final_round(); ++r)
+      for (int64_t k = 0; k < K; ++k) seen += run_.record(expert_task_key(k, r)).value("samples_seen", 0.0);
+    const double passes = seen / static_cast<double>(train_->size()) + static_cast<double>(K * (1 + 2 * final_round()));
     // One cached pass took cache_s with the ranks sharing the work; a rank
     // without the cache pays a whole pass (about P x cache_s) per pass.
     const double ranks = static_cast<double>(comm_.size());
@@ -222,10 +252,14 @@ void Pipeline::stage_eval() {
                              {"trunk_passes_avoided", passes},
                              {"estimated_rank_seconds_saved", std::max(0.0, ranks * cache_s * passes - ranks * cache_s)}};
   }
-  report["runtime"] = {{"threads_per_rank", rt_.threads}, {"device", rt_.device_name()}};
+  report["runtime"] = {{"threads_per_rank", rt_.threads}, {"device", rt_.device_name()}, {"devices", devices}};
+  json em = json::array();
+  for (int64_t r = 1; r <= final_round(); ++r) em.push_back(run_.record(fmt::format("em/{}", r)));
+  report["em_steps"] = final_round();
+  if (final_round() > 0) report["em"] = em;
 
   write_file_atomic(run_.file("report.json"), report.dump(2) + "\n");
-  write_file_atomic(run_.file("anytime.csv"), csv.str());
+  write_file_atomic(run_.file("anytime.csv"), csv);
 
   // Plots: accuracy (%) against MMACs, and the routing table.
   auto series_of = [](const std::string& label, const std::vector<eval::Point>& ps, bool line, int color, int marker) {
@@ -236,8 +270,18 @@ void Pipeline::stage_eval() {
     }
     return s;
   };
-  std::vector<eval::Point> moe_pts(points.begin() + 1, points.begin() + 5), env;
-  for (size_t i : eval::convex_envelope(points)) env.push_back(points[i]);
+  auto to_point = [](const json& j) {
+    eval::Point p;
+    p.accuracy = j["accuracy"];
+    p.macs = j["macs"];
+    return p;
+  };
+  eval::Point base_pt = to_point(report["base"]);
+  std::vector<eval::Point> curve, moe_pts, env;
+  for (const auto& j : report["anytime"]) curve.push_back(to_point(j));
+  for (const auto& [name, j] : report["moe"].items()) moe_pts.push_back(to_point(j));
+  for (const auto& j : report["envelope"]) env.push_back(to_point(j));
+  const auto routing = report["routing"].get<std::vector<std::vector<int64_t>>>();
   eval::plot_series(run_.file("accuracy_vs_macs.png"), test_->manifest().name + ": accuracy vs MACs", "MMACs per image",
                     "test accuracy (%)",
                     {series_of("anytime (tau grid)", curve, true, 9, 2), series_of("convex envelope", env, true, 3, 4),

@@ -24,13 +24,6 @@ using nlohmann::json;
 
 namespace smoe::pipeline {
 
-// Holds the expert inputs (the frozen trunk's outputs) a rank computed once.
-class ExpertInputsHolder {
- public:
-  explicit ExpertInputsHolder(train::ExpertInputs in) : inputs(std::move(in)) {}
-  train::ExpertInputs inputs;
-};
-
 namespace {
 
 void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) {
@@ -39,7 +32,7 @@ void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) 
   for (auto& b : m.buffers(true)) comm::broadcast(comm, b, root);
 }
 
-std::string expert_key(int64_t k) { return fmt::format("expert/{:03d}", k); }
+
 
 }  // namespace
 
@@ -64,6 +57,21 @@ Pipeline::Pipeline(Config config, comm::Communicator& comm, RunDir& run, Runtime
 
 Pipeline::~Pipeline() = default;
 
+std::string Pipeline::expert_path(int64_t k, int64_t round) const {
+  return run_.file(round == 0 ? fmt::format("experts/expert-{:03d}.pt", k) : fmt::format("em-{}/expert-{:03d}.pt", round, k));
+}
+
+std::string Pipeline::stacking_path(int64_t k, int64_t round) const {
+  return run_.file(round == 0 ? fmt::format("experts/stacking-{:03d}.pt", k)
+                              : fmt::format("em-{}/stacking-{:03d}.pt", round, k));
+}
+
+std::string Pipeline::gate_path(int64_t round) const {
+  return run_.file(round == 0 ? std::string("gate.pt") : fmt::format("em-{}/gate.pt", round));
+}
+
+int64_t Pipeline::final_round() const { return cfg_.em.steps; }
+
 models::NetworkSpec Pipeline::network_spec() {
   models::NetworkSpec s;
   s.arch = cfg_.model.arch;
@@ -74,16 +82,12 @@ models::NetworkSpec Pipeline::network_spec() {
   return s;
 }
 
-const data::Dataset& Pipeline::train_set() { return *train_; }
-std::shared_ptr<const data::Dataset> Pipeline::train_ptr() { return train_; }
-std::shared_ptr<const data::Dataset> Pipeline::test_ptr() { return test_; }
 
 at::Tensor Pipeline::gate_inputs(const at::Tensor& prelogits) const {
   return cfg_.cluster.normalize ? cluster::normalize_rows(prelogits) : prelogits;
 }
 
-template <typename Fn>
-void Pipeline::timed_stage(const std::string& name, Fn&& fn) {
+void Pipeline::timed_stage(const std::string& name, const std::function<json()>& fn) {
   if (run_.done(name)) {
     log::info("{:<9} already done (run.json): skipped", name);
     return;
@@ -104,15 +108,15 @@ void Pipeline::train() {
   stage_cluster();
   stage_gate();
   stage_experts();
+  stage_em();
   stage_eval();
 }
 
 void Pipeline::evaluate() {
   for (const char* s : {"base", "embed", "cluster", "gate"})
     SMOE_CHECK(run_.done(s), "{}: stage '{}' has not finished; run smoe train --resume first", run_.root(), s);
-  for (int64_t k = 0; k < cfg_.experts.count; ++k)
-    SMOE_CHECK(run_.done(expert_key(k)), "{}: expert {} has not finished; run smoe train --resume first", run_.root(),
-               k);
+  for (const char* s : {"experts", "em"})
+    SMOE_CHECK(run_.done(s), "{}: stage '{}' has not finished; run smoe train --resume first", run_.root(), s);
   load_base();
   stage_eval();
 }
@@ -270,7 +274,7 @@ void Pipeline::stage_gate() {
                   record["kl_initial"].get<double>(), record["kl_final"].get<double>(),
                   100 * record["top1_agreement"].get<double>());
       }
-      record["sha256"] = train::save_module(*gate, run_.file("gate.pt"));
+      record["sha256"] = train::save_module(*gate, gate_path(0));
     }
     return record;
   });
@@ -289,49 +293,60 @@ void Pipeline::prepare_expert_inputs() {
     trunk_cache_seconds_ = t.seconds();
     log::info("experts   trunk features cached: [{}] in {}", fmt::join(f.sizes(), ", "),
               format_duration(trunk_cache_seconds_));
-    inputs_ = std::make_unique<ExpertInputsHolder>(train::ExpertInputs(f));
+    inputs_ = std::make_unique<train::ExpertInputs>(f);
   } else {
     data::Transform t;
     t.augment = cfg_.experts.augment;
     t.crop_padding = cfg_.data.crop_padding;
     t.hflip = cfg_.data.hflip;
-    inputs_ = std::make_unique<ExpertInputsHolder>(train::ExpertInputs(base_, train_, cfg_.experts.branch_after, t));
+    inputs_ = std::make_unique<train::ExpertInputs>(base_, train_, cfg_.experts.branch_after, t);
   }
 }
 
-json Pipeline::train_expert_task(int64_t k) {
-  Progress clock(fmt::format("expert {}", k), 1, 1);
+json Pipeline::train_expert_task(int64_t k, int64_t round) {
+  const std::string name = round == 0 ? fmt::format("expert {}", k) : fmt::format("em {} expert {}", round, k);
+  Progress clock(name, 1, 1);
   // Fault injection for the failure tests: SMOE_FAULT=expert:K makes the
   // rank that trains expert K fail.
   if (const char* fault = std::getenv("SMOE_FAULT"); fault && fmt::format("expert:{}", k) == fault)
     fail("injected fault while training expert {} (SMOE_FAULT={})", k, fault);
-  const auto& inputs = inputs_->inputs;
+  const auto& inputs = *inputs_;
   models::Backbone expert(network_spec(), cfg_.experts.branch_after);
   expert->to(rt_.device);
-  expert->copy_from(*base_);  // theta_{e_k} <- theta_phi
+  models::Stacking stacking(train_->num_classes());
+  if (round == 0) {
+    expert->copy_from(*base_);  // theta_{e_k} <- theta_phi
+  } else {
+    train::load_module(*expert, expert_path(k, round - 1));  // the M-step continues the expert
+    train::load_module(*stacking, stacking_path(k, round - 1));
+  }
 
   at::Tensor labels = torch::tensor(train_->labels(), torch::kLong);
-  at::Tensor g = g0_.select(1, k).contiguous();
+  at::Tensor g = targets_.select(1, k).contiguous();
   at::Tensor w = train::clip_weights(g, cfg_.experts.gamma);
   train::ExpertTrainOptions o;
   o.optim = cfg_.experts.optim;
+  if (round > 0) {
+    o.optim.epochs = cfg_.em.expert_epochs;
+    o.optim.warmup_epochs = 0;
+  }
   o.weighting = cfg_.experts.weighting;
-  o.seed = derive_seed(cfg_.seed, "experts", {uint64_t(k)});
+  o.seed = round == 0 ? derive_seed(cfg_.seed, "experts", {uint64_t(k)})
+                      : derive_seed(cfg_.seed, "em-experts", {uint64_t(round), uint64_t(k)});
   o.log_every = cfg_.runtime.log_every;
-  o.name = fmt::format("expert {}", k);
+  o.name = name;
   auto stats = train::train_expert(expert, inputs, labels, w, o);
-  const std::string ckpt = run_.file(fmt::format("experts/expert-{:03d}.pt", k));
-  const std::string sha = train::save_module(*expert, ckpt);
+  const std::string sha = train::save_module(*expert, expert_path(k, round));
 
   // Step 5: the stacking ensembler on the frozen base and expert logits.
   at::Tensor expert_logits = train::logits_of(expert, inputs.all(cfg_.eval.batch_size), cfg_.eval.batch_size).cpu();
-  models::Stacking stacking(train_->num_classes());
-  auto sstats = train::train_stacking(stacking, train_logits_, expert_logits, labels, w.cpu(), cfg_.ensembler.optim,
-                                      derive_seed(cfg_.seed, "ensembler", {uint64_t(k)}), fmt::format("stacking {}", k));
-  const std::string stacking_sha = train::save_module(*stacking, run_.file(fmt::format("experts/stacking-{:03d}.pt", k)));
+  auto sstats = train::train_stacking(
+      stacking, train_logits_, expert_logits, labels, w.cpu(), cfg_.ensembler.optim,
+      derive_seed(cfg_.seed, "ensembler", {uint64_t(round), uint64_t(k)}), "stacking " + name.substr(name.find(' ') + 1));
+  const std::string stacking_sha = train::save_module(*stacking, stacking_path(k, round));
   const double seconds = clock.seconds();
-  log::info("expert {:<3} done on rank {} in {} (loss {:.4f}, {} samples seen)", k, comm_.rank(),
-            format_duration(seconds), stats.final_loss, stats.samples);
+  log::info("{} done on rank {} in {} (loss {:.4f}, {} samples seen)", name, comm_.rank(), format_duration(seconds),
+            stats.final_loss, stats.samples);
   return {{"id", k},
           {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
           {"train_samples_effective", w.sum().item<double>()},
@@ -348,17 +363,18 @@ void Pipeline::stage_experts() {
   timed_stage("experts", [&]() -> json {
     share_expert_inputs();
     prepare_expert_inputs();
+    targets_ = g0_;
     std::vector<int64_t> pending;
     for (int64_t k = 0; k < cfg_.experts.count; ++k)
-      if (!run_.done(expert_key(k))) pending.push_back(k);
+      if (!run_.done(expert_task_key(k, 0))) pending.push_back(k);
     // Longest first: with weighted sampling an expert's cost follows its gate mass.
     pending = longest_first(pending, train::to_doubles(g0_.sum(0)));
     if (comm_.is_root())
       log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), cfg_.experts.count,
                 comm_.size(), comm_.size() == 1 ? "" : "s");
     run_tasks(
-        comm_, pending, [&](int64_t k) { return train_expert_task(k); },
-        [&](int64_t k, int rank, const json& result) { run_.mark_done(expert_key(k), result); });
+        comm_, pending, [&](int64_t k) { return train_expert_task(k, 0); },
+        [&](int64_t k, int rank, const json& result) { run_.mark_done(expert_task_key(k, 0), result); });
     return {{"trunk_cache_seconds", trunk_cache_seconds_}};
   });
 }

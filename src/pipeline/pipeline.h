@@ -5,6 +5,8 @@
 //   cluster   rank 0      K-means -> frozen initial gate g0, broadcast to every rank
 //   gate      rank 0      linear gate g fitted to g0 by KL(g0 || g)
 //   experts   all ranks   expert k + its stacking ensembler, handed out dynamically
+//   em        all ranks   em.steps rounds: E-step (allreduced expert likelihoods -> posterior q),
+//                         M-step (experts, ensemblers and gate continue on q)
 //   eval      all ranks   one pass over the test split -> report.json, anytime.csv, plots
 //
 // Each stage and each expert task is recorded in run.json when it finishes;
@@ -14,6 +16,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -24,6 +27,7 @@
 #include "models/network.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"
+#include "train/expert_trainer.h"
 
 namespace smoe::pipeline {
 
@@ -43,14 +47,28 @@ class Pipeline {
   void stage_cluster();
   void stage_gate();
   void stage_experts();
+  void stage_em();
   void stage_eval();
 
   // Collective: the experts' inputs (cached trunk features) on every rank.
   void prepare_expert_inputs();
-  nlohmann::json train_expert_task(int64_t k);
-  const data::Dataset& train_set();
-  std::shared_ptr<const data::Dataset> train_ptr();
-  std::shared_ptr<const data::Dataset> test_ptr();
+  // Expert k and its stacking ensembler for round `round` (0: Algorithm 1,
+  // from the base model and g0; r >= 1: EM M-step, from round r-1 and q_r),
+  // trained towards targets_.
+  nlohmann::json train_expert_task(int64_t k, int64_t round);
+  // Collective (EM E-step): e'_k(y|x) for every training sample and expert of
+  // `round`, each rank filling the columns of the experts it holds, summed by
+  // chunked allreduce. Fills `stats` (seconds, bytes) on every rank.
+  at::Tensor expert_likelihoods(int64_t round, nlohmann::json& stats);
+  // Collective: evaluates round `round`'s model on the test split; the
+  // report (without run bookkeeping) on rank 0, null elsewhere.
+  nlohmann::json evaluate_test(int64_t round);
+
+  // Checkpoint files of a round (0 = Algorithm 1, r = after EM round r).
+  std::string expert_path(int64_t k, int64_t round) const;
+  std::string stacking_path(int64_t k, int64_t round) const;
+  std::string gate_path(int64_t round) const;
+  int64_t final_round() const;
   models::NetworkSpec network_spec();
   at::Tensor gate_inputs(const at::Tensor& prelogits) const;
   // Loads what a finished stage left, on the ranks that need it.
@@ -60,8 +78,8 @@ class Pipeline {
   void root_load_g0();
   // Collective: every rank gets the training logits and g0 from rank 0.
   void share_expert_inputs();
-  template <typename Fn>
-  void timed_stage(const std::string& name, Fn&& fn);
+  // Runs fn unless `name` is recorded as done, then records it with its duration.
+  void timed_stage(const std::string& name, const std::function<nlohmann::json()>& fn);
 
   Config cfg_;
   comm::Communicator& comm_;
@@ -72,7 +90,8 @@ class Pipeline {
   at::Tensor train_prelogits_;  // [N, D], rank 0
   at::Tensor train_logits_;     // [N, C], every rank
   at::Tensor g0_;               // [N, K], every rank
-  std::unique_ptr<class ExpertInputsHolder> inputs_;
+  at::Tensor targets_;          // [N, K] what the experts fit: g0, or q of the current EM round
+  std::unique_ptr<train::ExpertInputs> inputs_;  // the frozen trunk's outputs for the experts
   double trunk_cache_seconds_ = 0;
 };
 

@@ -31,8 +31,12 @@ bool is_empty_dir(const std::string& p) { return fs::is_directory(p) && fs::is_e
 
 }  // namespace
 
+std::string expert_task_key(int64_t k, int64_t round) {
+  return round == 0 ? fmt::format("expert/{:03d}", k) : fmt::format("em/{}/expert/{:03d}", round, k);
+}
+
 const std::vector<std::string>& stage_names() {
-  static const std::vector<std::string> names = {"base", "embed", "cluster", "gate", "experts"};
+  static const std::vector<std::string> names = {"base", "embed", "cluster", "gate", "experts", "em"};
   return names;
 }
 
@@ -43,7 +47,8 @@ size_t first_stage_using(const std::string& key) {
     return stage_names().size();
   if (starts("cluster.") || key == "experts.count" || key == "gate.temperature" || key == "gate.hard") return 2;
   if (starts("gate.")) return 3;
-  if (starts("experts.") || starts("ensembler.") || starts("em.")) return 4;
+  if (starts("experts.") || starts("ensembler.")) return 4;
+  if (starts("em.")) return 5;
   return 0;  // seed, data, model, base
 }
 
@@ -85,12 +90,15 @@ RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode
     SMOE_CHECK(diffs.empty(), "--resume: the config differs from the run's in {} (start a new run, use --force, "
                "or --redo-from the first stage it changes)", fmt::join(diffs, "; "));
     if (!redo_from.empty()) {
-      // Forget the redone stages; every expert task belongs to the last one.
-      for (size_t i = from; i < stage_names().size(); ++i) d.manifest_["done"].erase(stage_names()[i]);
-      std::vector<std::string> tasks;
-      for (const auto& [k, v] : d.manifest_["done"].items())
-        if (k.rfind("expert/", 0) == 0) tasks.push_back(k);
-      for (const auto& k : tasks) d.manifest_["done"].erase(k);
+      // Forget the redone stages with their tasks ("expert/..." belong to
+      // the experts stage, "em/..." to the em stage).
+      std::vector<std::string> forget;
+      for (const auto& [k, v] : d.manifest_["done"].items()) {
+        const std::string owner = k.rfind("expert/", 0) == 0 ? "experts" : k.substr(0, k.find('/'));
+        auto pos = std::find(stage_names().begin(), stage_names().end(), owner);
+        if (pos != stage_names().end() && static_cast<size_t>(pos - stage_names().begin()) >= from) forget.push_back(k);
+      }
+      for (const auto& k : forget) d.manifest_["done"].erase(k);
     }
   } else {
     if (fs::exists(path) && !is_empty_dir(path)) {

@@ -60,6 +60,9 @@ class RunDir {
   mutable std::mutex mu_;
 };
 
+// run.json key of expert task k of a round (0: the experts stage, r: EM round r).
+std::string expert_task_key(int64_t k, int64_t round);
+
 // The stages in order.
 const std::vector<std::string>& stage_names();
 // Index in stage_names() of the first stage whose results depend on `key`

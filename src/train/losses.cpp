@@ -17,6 +17,11 @@ at::Tensor kl_to_logits(const at::Tensor& p, const at::Tensor& logits) {
   return (plogp - p * logq).sum(1);
 }
 
+at::Tensor posterior(const at::Tensor& gate, const at::Tensor& likelihood) {
+  at::Tensor q = gate * likelihood;
+  return q / q.sum(1, true).clamp_min(1e-30);
+}
+
 at::Tensor clip_weights(const at::Tensor& gate_probs, double gamma) { return gate_probs.clamp(gamma, 1.0); }
 
 }  // namespace smoe::train

@@ -224,6 +224,58 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(rep["num_experts"], 1)
         self.assertAlmostEqual(rep["experts"][0]["train_samples_effective"], 3000, delta=1e-3)
 
+    def test_em_mode_invariant_resumable_and_extends_algorithm_1(self):
+        em = ("--set", "em.steps=2")
+        runs = {}
+        for np in (1, 2):
+            runs[np] = os.path.join(self.tmp, "em-np%d" % np)
+            r = self.train(np, runs[np], *em)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        reports = {np: read_json(os.path.join(run, "report.json")) for np, run in runs.items()}
+        self.assertEqual(reports[1]["moe"], reports[2]["moe"])
+        self.assertEqual(reports[1]["anytime"], reports[2]["anytime"])
+        self.assertEqual([e["moe"] for e in reports[1]["em"]], [e["moe"] for e in reports[2]["em"]])
+        self.assertEqual(len(reports[2]["em"]), 2)
+        for entry in reports[2]["em"]:
+            for key in ("expert_eval_seconds", "allreduce_seconds", "allreduce_bytes", "changed_top_expert", "seconds"):
+                self.assertIn(key, entry["estep"])
+            self.assertEqual(entry["estep"]["allreduce_bytes"], 3000 * 4 * 4)
+            self.assertIn("anytime_summary", entry)
+            self.assertGreater(entry["moe"]["bagging"]["accuracy"], 0.5)
+        # Algorithm 1 is the case N_E = 0: the EM run's first experts are the Algorithm 1 experts.
+        alg1 = read_json(os.path.join(self.runs[2], "report.json"))
+        self.assertEqual([e["checkpoint_sha256"] for e in reports[2]["experts"]],
+                         [e["checkpoint_sha256"] for e in alg1["experts"]])
+        self.assertEqual(alg1["em_steps"], 0)
+        self.assertNotIn("em", alg1)
+        # The rounds' experts differ from Algorithm 1's.
+        q = torch.load(os.path.join(runs[2], "em-2", "q.pt"))["q"]
+        self.assertTrue(torch.allclose(q.sum(1), torch.ones(3000), atol=1e-5))
+
+        # A kill inside EM round 2 resumes to the same result.
+        run = os.path.join(self.tmp, "em-killed")
+        cmd = mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + self.common + list(em)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+        manifest = os.path.join(run, "run.json")
+        deadline = time.time() + 600
+        while time.time() < deadline and p.poll() is None:
+            try:
+                done = read_json(manifest)["done"]
+            except (OSError, ValueError):
+                done = {}
+            if any(k.startswith("em/2/expert/") for k in done):
+                break
+            time.sleep(0.05)
+        self.assertIsNone(p.poll(), "the run ended before it could be killed")
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        self.assertNotIn("em/2", read_json(manifest)["done"])
+        r = self.train(2, run, "--resume", *em)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        resumed = read_json(os.path.join(run, "report.json"))
+        self.assertEqual(resumed["moe"], reports[2]["moe"])
+        self.assertEqual([e["moe"] for e in resumed["em"]], [e["moe"] for e in reports[2]["em"]])
+
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
                            capture_output=True, text=True)

@@ -258,3 +258,33 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
 
 }  // namespace
 }  // namespace smoe::train
+
+namespace smoe::train {
+namespace {
+
+// The E-step's reduction: each rank fills the columns of the experts it holds
+// (k mod P), the chunked allreduce assembles the matrix; it and the posterior
+// equal a single-process computation value for value.
+TEST(EStep, ReducedMatrixAndPosteriorEqualASingleProcessComputation) {
+  torch::manual_seed(12);
+  const int64_t N = 1003, K = 5;
+  at::Tensor likelihood = torch::rand({N, K});
+  at::Tensor gate = torch::softmax(torch::randn({N, K}), 1);
+  at::Tensor expected = posterior(gate, likelihood);
+  EXPECT_TRUE(torch::allclose(expected.sum(1), torch::ones({N}), 1e-5));
+  for (int ranks : {1, 2, 3}) {
+    comm::run_ranks(ranks, [&](comm::Communicator& c) {
+      at::Tensor local = torch::zeros({N, K});
+      for (int64_t k = c.rank(); k < K; k += c.size()) local.select(1, k).copy_(likelihood.select(1, k));
+      comm::allreduce_in_chunks(c, local, 100);  // 11 chunks, the last one short
+      EXPECT_TRUE(torch::equal(local, likelihood)) << ranks << " ranks, rank " << c.rank();
+      EXPECT_TRUE(torch::equal(posterior(gate, local), expected));
+    });
+  }
+  // q follows the likelihood where the gate is flat.
+  at::Tensor flat = torch::full({1, 2}, 0.5);
+  EXPECT_TRUE(torch::allclose(posterior(flat, torch::tensor({{0.9, 0.3}})), torch::tensor({{0.75, 0.25}})));
+}
+
+}  // namespace
+}  // namespace smoe::train
