@@ -15,7 +15,7 @@ PACKAGES=(
   libssl-dev zlib1g-dev libstb-dev libxtensor-dev
   libplplot-dev plplot-driver-cairo
   dataset-fashion-mnist
-  python3-torch python3-h5py python3-sklearn python3-numpy
+  python3-torch python3-h5py python3-sklearn python3-numpy python3-yaml
 )
 
 missing=()

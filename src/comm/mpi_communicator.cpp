@@ -140,14 +140,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Message handle;
     MPI_Status status;
     SMOE_MPI_CHECK(MPI_Mprobe(source == kAnySource ? MPI_ANY_SOURCE : source, tag, comm_, &handle, &status));
-    int n = 0;
-    SMOE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &n));
-    Message m;
-    m.source = status.MPI_SOURCE;
-    m.tag = status.MPI_TAG;
-    m.payload.resize(static_cast<size_t>(n));
-    SMOE_MPI_CHECK(MPI_Mrecv(m.payload.data(), n, MPI_BYTE, &handle, MPI_STATUS_IGNORE));
-    return m;
+    return receive_matched(handle, status);
   }
 
   std::optional<Message> try_recv(int source, int tag) override {
@@ -157,6 +150,17 @@ class MpiCommunicator final : public Communicator {
     SMOE_MPI_CHECK(
         MPI_Improbe(source == kAnySource ? MPI_ANY_SOURCE : source, tag, comm_, &found, &handle, &status));
     if (!found) return std::nullopt;
+    return receive_matched(handle, status);
+  }
+
+  [[noreturn]] void abort(int code, const std::string& why) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+  }
+
+ private:
+  // Receives the message a matched probe found.
+  static Message receive_matched(MPI_Message& handle, const MPI_Status& status) {
     int n = 0;
     SMOE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &n));
     Message m;
@@ -167,12 +171,6 @@ class MpiCommunicator final : public Communicator {
     return m;
   }
 
-  [[noreturn]] void abort(int code, const std::string& why) override {
-    MPI_Abort(MPI_COMM_WORLD, code);
-    std::_Exit(code);
-  }
-
- private:
   static void check_host(const Buffer& b, const char* op) {
     SMOE_CHECK(!b.device.cuda, "{}: CUDA buffers go through the NCCL communicator, not MPI", op);
   }

@@ -15,6 +15,17 @@ at::Tensor index_rows(const at::Tensor& t, const std::vector<int64_t>& ids) {
   return t.index_select(0, torch::tensor(ids, torch::kLong).to(t.device()));
 }
 
+// The small loops (ensemblers, gate) print one progress line, at the end.
+LoopSpec quiet_loop(const std::string& stage, int64_t n, const OptimConfig& optim, uint64_t seed) {
+  LoopSpec spec;
+  spec.stage = stage;
+  spec.n = n;
+  spec.optim = optim;
+  spec.seed = seed;
+  spec.log_every = std::numeric_limits<int64_t>::max();
+  return spec;
+}
+
 }  // namespace
 
 ExpertInputs::ExpertInputs(at::Tensor cached) : cached_(std::move(cached)) {}
@@ -82,14 +93,8 @@ LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, con
 LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
                          const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
                          const std::string& name) {
-  LoopSpec spec;
-  spec.stage = name;
-  spec.n = labels.size(0);
-  spec.optim = optim;
-  spec.seed = seed;
-  spec.log_every = std::numeric_limits<int64_t>::max();
   stacking->train();
-  return sgd_loop(stacking->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t) {
+  return sgd_loop(stacking->parameters(), quiet_loop(name, labels.size(0), optim, seed), [&](const std::vector<int64_t>& ids, int64_t) {
     at::Tensor out = stacking->forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
     at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
     return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
@@ -98,14 +103,8 @@ LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logi
 
 LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
                      uint64_t seed) {
-  LoopSpec spec;
-  spec.stage = "gate";
-  spec.n = inputs.size(0);
-  spec.optim = optim;
-  spec.seed = seed;
-  spec.log_every = std::numeric_limits<int64_t>::max();
   gate->train();
-  return sgd_loop(gate->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t) {
+  return sgd_loop(gate->parameters(), quiet_loop("gate", inputs.size(0), optim, seed), [&](const std::vector<int64_t>& ids, int64_t) {
     return kl_to_logits(index_rows(targets, ids), gate->forward(index_rows(inputs, ids))).mean();
   });
 }

@@ -67,6 +67,7 @@ class Pipeline(unittest.TestCase):
                              [e["checkpoint_sha256"] for e in reports[1]["experts"]])
             self.assertEqual([e["stacking_sha256"] for e in reports[np]["experts"]],
                              [e["stacking_sha256"] for e in reports[1]["experts"]])
+        self.assertEqual(reports[3]["runtime"]["devices"], ["cpu", "cpu", "cpu"])
         # With two ranks both of them trained experts.
         self.assertEqual(sorted({e["rank"] for e in reports[2]["experts"]}), [0, 1])
 
@@ -275,6 +276,15 @@ class Pipeline(unittest.TestCase):
         resumed = read_json(os.path.join(run, "report.json"))
         self.assertEqual(resumed["moe"], reports[2]["moe"])
         self.assertEqual([e["moe"] for e in resumed["em"]], [e["moe"] for e in reports[2]["em"]])
+
+    @unittest.skipUnless(torch.cuda.is_available(), "no CUDA device here: the GPU path runs on GPU machines only")
+    def test_gpu_run_with_nccl_estep(self):
+        run = os.path.join(self.tmp, "gpu")
+        r = self.train(2, run, "--set", "runtime.device=cuda", "--set", "em.steps=1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = read_json(os.path.join(run, "report.json"))
+        self.assertTrue(all(d.startswith("cuda:") for d in rep["runtime"]["devices"]))
+        self.assertTrue(rep["em"][0]["estep"]["device"].startswith("cuda"))
 
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],

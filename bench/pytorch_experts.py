@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""The expert stage of a finished smoe run, written the way a PyTorch user
+would: the same tiny-ResNet (it loads smoe's base.pt), the same g0
+(cluster.pt), the same hyperparameters (config.yaml), data from the same HDF5
+shards through h5py and a torch.utils.data.DataLoader, the frozen trunk run
+on every batch, experts trained one after the other in one process.
+
+  bench/pytorch_experts.py RUN_DIR [--threads 1]
+
+Prints the wall time of the expert stage (experts and stacking ensemblers;
+the base model's training logits are computed before the clock starts, as
+smoe's embed stage does) and the mean test accuracy of the bagged experts.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import h5py
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin, cout, pool):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.pool = pool
+
+    def forward(self, x):
+        y = F.relu(self.bn(self.conv(x)))
+        return F.max_pool2d(y, 2) if self.pool else y
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = stride != 1 or cin != cout
+        if self.down:
+            self.down_conv = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            self.down_bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (self.down_bn(self.down_conv(x)) if self.down else x))
+
+
+class TinyResNet(nn.Module):
+    """smoe's tiny_resnet with the same parameter names (block0..block4, fc)."""
+
+    def __init__(self, depth, width, in_ch, classes):
+        super().__init__()
+        depths = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth]
+        widths = [width, width, 2 * width, 4 * width, 8 * width]
+        self.block0 = ConvBlock(in_ch, width, False)
+        for b in range(1, 5):
+            layers = [BasicBlock(widths[b - 1] if i == 0 else widths[b], widths[b], (1 if b == 1 else 2) if i == 0 else 1)
+                      for i in range(depths[b - 1])]
+            setattr(self, "block%d" % b, nn.Sequential(*layers))
+        self.fc = nn.Linear(8 * width, classes)
+
+    def blocks(self, x, start, end):
+        for b in range(start, end):
+            x = getattr(self, "block%d" % b)(x)
+        return x
+
+    def head(self, h):
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Samples [0, limit) of a split, read image by image from the HDF5 shards."""
+
+    def __init__(self, folder, split, limit):
+        m = json.load(open(os.path.join(folder, "manifest.json")))
+        self.shards = m["splits"][split]["shards"]
+        self.folder = folder
+        self.n = min(limit, m["splits"][split]["count"]) if limit else m["splits"][split]["count"]
+        self.mean = torch.tensor(m["mean"]).view(-1, 1, 1)
+        self.std = torch.tensor(m["std"]).view(-1, 1, 1)
+        self.files = {}
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        for s in self.shards:
+            if s["offset"] <= i < s["offset"] + s["count"]:
+                f = self.files.get(s["file"])
+                if f is None:
+                    f = self.files[s["file"]] = h5py.File(os.path.join(self.folder, s["file"]), "r")
+                j = i - s["offset"]
+                x = torch.from_numpy(f["images"][j].astype(np.float32) / 255.0)
+                return (x - self.mean) / self.std, int(f["labels"][j]), i
+        raise IndexError(i)
+
+
+def lr_at(o, step, per_epoch):
+    total, warm = o["epochs"] * per_epoch, o.get("warmup_epochs", 0) * per_epoch
+    if step < warm:
+        return o["lr"] * (step + 1) / warm
+    if o["schedule"] == "constant":
+        return o["lr"]
+    t = min((step - warm) / max(total - warm, 1), 1.0)
+    return 0.5 * o["lr"] * (1 + math.cos(math.pi * t))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = yaml.safe_load(open(os.path.join(a.run, "config.yaml")))
+    d, m, ex, en = cfg["data"], cfg["model"], cfg["experts"], cfg["ensembler"]
+    data_path = d["path"]
+    train = ShardDataset(data_path, d["train_split"], d["limit_train"])
+    test = ShardDataset(data_path, d["test_split"], d["limit_test"])
+    manifest = json.load(open(os.path.join(data_path, "manifest.json")))
+    in_ch, classes = manifest["image_shape"][0], manifest["num_classes"]
+    base = TinyResNet(m["depth"], m["width"], in_ch, classes)
+    base.load_state_dict(torch.load(os.path.join(a.run, "base.pt")), strict=False)
+    base.eval()
+    g0 = torch.load(os.path.join(a.run, "cluster.pt"))["g0"]
+    K, b = ex["count"], ex["branch_after"]
+    B = ex["batch_size"]
+
+    with torch.no_grad():
+        base_logits = torch.cat([base.head(base.blocks(x, 0, 5))
+                                 for x, _, _ in torch.utils.data.DataLoader(train, batch_size=500)])
+
+    start = time.time()
+    experts = []
+    for k in range(K):
+        expert = TinyResNet(m["depth"], m["width"], in_ch, classes)
+        expert.load_state_dict(base.state_dict())
+        # The trunk (blocks < branch_after) stays frozen.
+        params = [p for name, p in expert.named_parameters() if name.startswith("fc") or
+                  (name.startswith("block") and int(name[5]) >= b)]
+        opt = torch.optim.SGD(params, lr=ex["lr"], momentum=ex["momentum"], weight_decay=ex["weight_decay"],
+                              nesterov=ex["nesterov"])
+        w_all = g0[:, k].clamp(ex["gamma"], 1.0)
+        loader = torch.utils.data.DataLoader(train, batch_size=B, shuffle=True, num_workers=0)
+        per_epoch = len(loader)
+        step = 0
+        for epoch in range(ex["epochs"]):
+            for x, y, idx in loader:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(ex, step, per_epoch)
+                step += 1
+                with torch.no_grad():
+                    expert.eval()
+                    h = expert.blocks(x, 0, b)
+                for name in ("block%d" % i for i in range(b, 5)):
+                    getattr(expert, name).train()
+                logits = expert.head(expert.blocks(h, b, 5))
+                loss = (w_all[idx] * F.cross_entropy(logits, y, reduction="none")).sum() / len(idx)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        expert.eval()
+        # Stacking ensembler on the frozen logits.
+        with torch.no_grad():
+            outs, ys = [], []
+            for x, y, _ in torch.utils.data.DataLoader(train, batch_size=500):
+                outs.append(expert.head(expert.blocks(x, 0, 5)))
+                ys.append(y)
+            exp_logits, ys = torch.cat(outs), torch.cat(ys)
+        st = nn.Linear(2 * classes, classes)
+        with torch.no_grad():
+            eye = torch.eye(classes) * 0.5
+            st.weight.copy_(torch.cat([eye, eye], 1))
+            st.bias.zero_()
+        sopt = torch.optim.SGD(st.parameters(), lr=en["lr"], momentum=en["momentum"], nesterov=en["nesterov"])
+        n = len(ys)
+        for epoch in range(en["epochs"]):
+            perm = torch.randperm(n)
+            for s in range(0, n, en["batch_size"]):
+                idx = perm[s:s + en["batch_size"]]
+                out = st(torch.cat([base_logits[idx], exp_logits[idx]], 1))
+                loss = (w_all[idx] * F.cross_entropy(out, ys[idx], reduction="none")).sum() / len(idx)
+                sopt.zero_grad()
+                loss.backward()
+                sopt.step()
+        experts.append(expert)
+        print("pytorch: expert %d done at %.1f s" % (k, time.time() - start), file=sys.stderr)
+    seconds = time.time() - start
+
+    with torch.no_grad():
+        correct, total = 0, 0
+        for x, y, _ in torch.utils.data.DataLoader(test, batch_size=500):
+            bl = base.head(base.blocks(x, 0, 5))
+            probs = torch.stack([0.5 * (F.softmax(bl, 1) + F.softmax(e.head(e.blocks(x, 0, 5)), 1)) for e in experts])
+            correct += int((probs.mean(0).argmax(1) == y).sum())
+            total += len(y)
+    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads,
+                      "bagged_all_experts_accuracy": correct / total}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A real single-node Slurm on localhost: installs Debian's slurmctld, slurmd,
+# slurm-client and munge (no recommends), starts munged, slurmctld and slurmd
+# with a private config, state and spool under a temporary folder (no systemd,
+# no cgroups), submits slurm/train.sbatch on the quick config with 2 tasks,
+# waits for it and checks the report. It stops exactly the daemons it started,
+# also when it fails. Needs root (it installs packages and runs the daemons).
+set -euo pipefail
+SRC="${SMOE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+BIN="${SMOE_BIN:-$SRC/build/bin}"
+if [ "$(id -u)" != 0 ]; then echo "test_slurm: needs root; skipped"; exit 77; fi
+
+pkgs=(slurmctld slurmd slurm-client munge)
+missing=()
+for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || { apt-get update -q >/dev/null; apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+
+T="$(mktemp -d /tmp/smoe-slurm-XXXXXX)"
+pids=()
+cleanup() {
+  set +e
+  if [ -n "${SLURM_CONF:-}" ]; then
+    scancel --quiet --user=root >/dev/null 2>&1   # job steps outlive slurmd: cancel first
+    sleep 1
+  fi
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+  done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+mkdir -p "$T/munge" "$T/state" "$T/spool" "$T/log" "$T/work"
+chmod 0755 "$T/munge"
+dd if=/dev/urandom of="$T/munge.key" bs=1024 count=1 status=none
+chmod 0400 "$T/munge.key"
+munged --force --key-file="$T/munge.key" --socket="$T/munge/munge.socket.2" --pid-file="$T/munged.pid" \
+  --log-file="$T/log/munged.log" --seed-file="$T/munge.seed" --foreground &
+pids+=($!)
+for _ in $(seq 50); do [ -S "$T/munge/munge.socket.2" ] && break; sleep 0.1; done
+
+host="$(hostname -s)"
+cpus="$(nproc)"
+cat > "$T/slurm.conf" <<CONF
+ClusterName=smoetest
+SlurmctldHost=$host
+SlurmctldPort=$(free_port)
+SlurmdPort=$(free_port)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$T/munge/munge.socket.2
+StateSaveLocation=$T/state
+SlurmdSpoolDir=$T/spool
+SlurmctldPidFile=$T/slurmctld.pid
+SlurmdPidFile=$T/slurmd.pid
+SlurmctldLogFile=$T/log/slurmctld.log
+SlurmdLogFile=$T/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+ReturnToService=2
+MpiDefault=none
+NodeName=$host CPUs=$cpus State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+CONF
+export SLURM_CONF="$T/slurm.conf"
+slurmctld -D -f "$SLURM_CONF" -i >"$T/log/slurmctld.out" 2>&1 &
+pids+=($!)
+slurmd -D -f "$SLURM_CONF" >"$T/log/slurmd.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  state="$(sinfo -h -o %T 2>/dev/null || true)"
+  case "$state" in idle*) break ;; esac
+  sleep 0.2
+done
+sinfo -h -o '%P %T %c' || true
+case "$(sinfo -h -o %T 2>/dev/null)" in idle*) ;; *) echo "test_slurm: node never became idle"; tail -20 "$T"/log/*.log; exit 1 ;; esac
+
+# The quick config on 2 tasks, through the batch script users submit.
+data="$T/work/fmnist"
+"$BIN/smoe-data" convert fashion-mnist /usr/share/datasets/fashion-mnist "$data" >/dev/null
+run="$T/work/run"
+cd "$SRC"
+jobid="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run" SMOE="$BIN/smoe" \
+  SMOE_ARGS="--set data.path=$data --set base.epochs=2 --set experts.epochs=1 -q" \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$T/work/job-%j.out" --chdir="$SRC" slurm/train.sbatch)"
+echo "test_slurm: submitted job $jobid"
+deadline=$((SECONDS + 900))
+while squeue -h -j "$jobid" 2>/dev/null | grep -q .; do
+  [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $jobid did not finish in time"; cat "$T"/work/job-*.out; exit 1; }
+  sleep 1
+done
+cat "$T/work/job-$jobid.out"
+state="$(scontrol show job "$jobid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')"
+echo "test_slurm: job $jobid ended ${state:-(state purged)}"
+/usr/bin/python3 - "$run/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["ranks"] == 2, r["ranks"]
+assert r["num_experts"] == 4
+assert r["moe"]["bagging"]["accuracy"] > 0.5, r["moe"]
+print("test_slurm: report ok: %d ranks, base %.3f, MoE bagging %.3f" % (r["ranks"], r["base"]["accuracy"], r["moe"]["bagging"]["accuracy"]))
+PY
