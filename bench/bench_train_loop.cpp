@@ -4,9 +4,10 @@
 // memory (normalised, indexed per batch). Prints images/s of both and their
 // ratio.
 //
-//   bench_train_loop DATASET_DIR [threads] [epochs] [limit]
+//   bench_train_loop DATASET_DIR [threads=1] [epochs=1] [limit=20000] [rounds=3]
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -20,12 +21,13 @@ using namespace smoe;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_train_loop DATASET_DIR [threads] [epochs] [limit]\n");
+    std::fprintf(stderr, "usage: bench_train_loop DATASET_DIR [threads] [epochs] [limit] [rounds]\n");
     return 2;
   }
   const int threads = argc > 2 ? std::atoi(argv[2]) : 1;
   const int64_t epochs = argc > 3 ? std::atoll(argv[3]) : 1;
   const int64_t limit = argc > 4 ? std::atoll(argv[4]) : 20000;
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 3;
   at::set_num_threads(threads);
   data::DatasetOptions dopt;
   dopt.limit = limit;
@@ -42,42 +44,53 @@ int main(int argc, char** argv) {
   std::vector<int64_t> all(static_cast<size_t>(ds->size()));
   std::iota(all.begin(), all.end(), 0);
   data::Batch whole = data::make_batch(*ds, all, data::Transform{});
-  torch::manual_seed(0);
-  models::Backbone bare(spec);
-  bare->train();
-  auto opt = train::make_sgd(bare->parameters(), optim);
-  auto t0 = std::chrono::steady_clock::now();
-  int64_t images = 0;
-  for (int64_t e = 0; e < epochs; ++e) {
-    for (const auto& b : data::make_batches(data::permutation(ds->size(), e), 128, true)) {
-      at::Tensor idx = torch::tensor(b, torch::kLong);
-      at::Tensor x = whole.images.index_select(0, idx), y = whole.labels.index_select(0, idx);
-      at::Tensor loss = torch::nn::functional::cross_entropy(bare->forward(x), y);
-      opt->zero_grad();
-      loss.backward();
-      opt->step();
-      images += static_cast<int64_t>(b.size());
-    }
-  }
-  const double bare_rate = images / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  // smoe's loop, one rank, one micro-batch per step.
-  double smoe_rate = 0;
-  comm::run_ranks(1, [&](comm::Communicator& c) {
+  auto bare_run = [&] {
     torch::manual_seed(0);
-    models::Backbone net(spec);
-    train::BaseTrainOptions o;
-    o.optim = optim;
-    o.micro_batch = 128;
-    o.bn_calibration = 128;
-    o.log_every = 1 << 30;
-    auto stats = train::train_base(net, ds, c, o);
-    smoe_rate = stats.images / stats.seconds;
-  });
+    models::Backbone bare(spec);
+    bare->train();
+    auto opt = train::make_sgd(bare->parameters(), optim);
+    auto t0 = std::chrono::steady_clock::now();
+    int64_t images = 0;
+    for (int64_t e = 0; e < epochs; ++e) {
+      for (const auto& b : data::make_batches(data::permutation(ds->size(), e), 128, true)) {
+        at::Tensor idx = torch::tensor(b, torch::kLong);
+        at::Tensor x = whole.images.index_select(0, idx), y = whole.labels.index_select(0, idx);
+        at::Tensor loss = torch::nn::functional::cross_entropy(bare->forward(x), y);
+        opt->zero_grad();
+        loss.backward();
+        opt->step();
+        images += static_cast<int64_t>(b.size());
+      }
+    }
+    return images / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // smoe's loop, one rank, one micro-batch per step.
+  auto smoe_run = [&] {
+    double rate = 0;
+    comm::run_ranks(1, [&](comm::Communicator& c) {
+      torch::manual_seed(0);
+      models::Backbone net(spec);
+      train::BaseTrainOptions o;
+      o.optim = optim;
+      o.micro_batch = 128;
+      o.bn_calibration = 128;
+      o.log_every = 1 << 30;
+      auto stats = train::train_base(net, ds, c, o);
+      rate = stats.images / stats.seconds;
+    });
+    return rate;
+  };
+  // The machine is noisy: interleave the two and compare paired runs.
   std::printf("threads %d, %lld images x %lld epoch(s), batch 128, tiny-ResNet-10 width 16\n", threads,
               static_cast<long long>(ds->size()), static_cast<long long>(epochs));
-  std::printf("bare libtorch loop (tensors in memory): %8.0f images/s\n", bare_rate);
-  std::printf("smoe training loop (HDF5 dataset):      %8.0f images/s\n", smoe_rate);
-  std::printf("ratio smoe / bare: %.3f\n", smoe_rate / bare_rate);
+  std::printf("%6s %14s %14s %8s\n", "round", "bare_img/s", "smoe_img/s", "ratio");
+  std::vector<double> ratios;
+  for (int round = 0; round < rounds; ++round) {
+    const double b = bare_run(), s = smoe_run();
+    ratios.push_back(s / b);
+    std::printf("%6d %14.0f %14.0f %8.3f\n", round + 1, b, s, s / b);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  std::printf("median ratio smoe / bare: %.3f\n", ratios[ratios.size() / 2]);
   return 0;
 }

@@ -121,16 +121,24 @@ ExactSum::ExactSum(const std::vector<at::Tensor>& like) {
 void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
   SMOE_ASSERT(terms.size() == numels_.size(), "ExactSum::add: {} terms for {} accumulators", terms.size(),
               numels_.size());
-  const double scale = std::ldexp(1.0, kFractionBits);
-  for (size_t i = 0; i < terms.size(); ++i) {
-    at::Tensor t = terms[i].detach().to(at::kDouble).reshape({-1});
-    double max_abs = t.numel() ? t.abs().max().item<double>() : 0.0;
-    SMOE_CHECK(std::isfinite(max_abs), "{} {} is not finite (nan or inf): training diverged; lower the learning rate",
-               what, i);
-    SMOE_CHECK(max_abs <= kMaxAbs, "{} {} reaches {} (above {}): training diverged; lower the learning rate", what, i,
-               max_abs, kMaxAbs);
-    flat_.narrow(0, offsets_[i], numels_[i]).add_(t.mul(scale).round().to(at::kLong));
+  // One flat float vector, then a handful of whole-vector operations.
+  // Scaling by 2^40 is exact in float32 (a power of two), rounding a float
+  // to an integer is exact, and so is the conversion to int64 below 2^63.
+  std::vector<at::Tensor> flat;
+  flat.reserve(terms.size());
+  for (const auto& t : terms) flat.push_back(t.detach().reshape({-1}).to(at::kFloat));
+  at::Tensor v = at::cat(flat);
+  const double max_abs = v.numel() ? v.abs().max().item<double>() : 0.0;
+  if (!std::isfinite(max_abs) || max_abs > kMaxAbs) {
+    for (size_t i = 0; i < flat.size(); ++i) {
+      const double m = flat[i].numel() ? flat[i].abs().max().item<double>() : 0.0;
+      SMOE_CHECK(std::isfinite(m), "{} {} is not finite (nan or inf): training diverged; lower the learning rate",
+                 what, i);
+      SMOE_CHECK(m <= kMaxAbs, "{} {} reaches {} (above {}): training diverged; lower the learning rate", what, i, m,
+                 kMaxAbs);
+    }
   }
+  flat_.add_(v.mul_(static_cast<float>(std::ldexp(1.0, kFractionBits))).round_().to(at::kLong));
 }
 
 void ExactSum::allreduce(Communicator& comm) { comm.allreduce(buffer_of(flat_), ReduceOp::sum); }
@@ -138,10 +146,8 @@ void ExactSum::allreduce(Communicator& comm) { comm.allreduce(buffer_of(flat_), 
 void ExactSum::result_into(const std::vector<at::Tensor>& out, double divisor) const {
   SMOE_ASSERT(out.size() == numels_.size(), "ExactSum::result_into: size mismatch");
   const double inv = std::ldexp(1.0, -kFractionBits) / divisor;
-  for (size_t i = 0; i < out.size(); ++i) {
-    at::Tensor v = flat_.narrow(0, offsets_[i], numels_[i]).to(at::kDouble).mul(inv);
-    out[i].copy_(v.view(out[i].sizes()));
-  }
+  at::Tensor v = flat_.to(at::kDouble).mul_(inv);
+  for (size_t i = 0; i < out.size(); ++i) out[i].copy_(v.narrow(0, offsets_[i], numels_[i]).view(out[i].sizes()));
 }
 
 void ExactSum::zero() { flat_.zero_(); }

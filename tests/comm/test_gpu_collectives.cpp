@@ -14,15 +14,17 @@
 namespace smoe::comm {
 namespace {
 
-void require_gpus(int n) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only libtorch): GPU path not run here";
-  if (static_cast<int>(torch::cuda::device_count()) < n) GTEST_SKIP() << "needs " << n << " GPUs";
-  if (!nccl_plugin_built()) GTEST_SKIP() << "built without the NCCL plugin";
+// Why the GPU path cannot run here ("" when it can).
+std::string gpu_missing(int n) {
+  if (!torch::cuda::is_available()) return "no CUDA device (or a CPU-only libtorch): GPU path not run here";
+  if (static_cast<int>(torch::cuda::device_count()) < n) return "needs " + std::to_string(n) + " GPUs";
+  if (!nccl_plugin_built()) return "built without the NCCL plugin";
+  return "";
 }
 
 TEST(GpuCollectives, AllreduceOfCudaTensorsGoesThroughNccl) {
   const int ranks = torch::cuda::is_available() ? std::min<int>(2, static_cast<int>(torch::cuda::device_count())) : 1;
-  require_gpus(ranks);
+  if (auto why = gpu_missing(ranks); !why.empty()) GTEST_SKIP() << why;
   ThreadGroup group(ranks);
   std::vector<std::thread> threads;
   for (int r = 0; r < ranks; ++r)
