@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -102,7 +103,14 @@ class MpiCommunicator final : public Communicator {
     check_host(recv, "allgather");
     SMOE_CHECK(recv.count == send.count * static_cast<size_t>(size_),
                "allgather: receive buffer holds {} elements, expected {}", recv.count, send.count * size_);
-    SMOE_CHECK(send.bytes() <= kMaxPiece, "allgather: {} bytes per rank exceeds the 1 GiB limit", send.bytes());
+    if (send.bytes() > kMaxPiece) {
+      // MPI counts are ints: large blocks go as one (chunked) broadcast per rank.
+      char* base = static_cast<char*>(recv.data);
+      std::memcpy(base + static_cast<size_t>(rank_) * send.bytes(), send.data, send.bytes());
+      for (int r = 0; r < size_; ++r)
+        broadcast(Buffer{base + static_cast<size_t>(r) * send.bytes(), send.count, send.dtype, Device{}}, r);
+      return;
+    }
     SMOE_MPI_CHECK(MPI_Allgather(send.data, static_cast<int>(send.count), mpi_type(send.dtype), recv.data,
                                  static_cast<int>(send.count), mpi_type(recv.dtype), comm_));
   }

@@ -22,6 +22,16 @@ TEST(MpiCommunicator, LargeBuffersAndLocalRanks) {
   world->allreduce(smoe::comm::host_buffer(big), smoe::comm::ReduceOp::sum);
   EXPECT_EQ(big.front(), static_cast<float>(world->size()));
   EXPECT_EQ(big.back(), static_cast<float>(world->size()));
+  // An allgather of more than 1 GiB per rank (MPI counts are ints); with two
+  // ranks only, to keep the memory of the test bounded (3 GiB a rank).
+  if (world->size() > 2) return;
+  const size_t per_rank = (size_t{1} << 30) / sizeof(int32_t) + 1000;
+  std::vector<int32_t> mine(per_rank, world->rank() + 7), all(per_rank * static_cast<size_t>(world->size()));
+  world->allgather(smoe::comm::host_buffer(mine), smoe::comm::host_buffer(all));
+  for (int r = 0; r < world->size(); ++r) {
+    EXPECT_EQ(all[static_cast<size_t>(r) * per_rank], r + 7);
+    EXPECT_EQ(all[static_cast<size_t>(r + 1) * per_rank - 1], r + 7);
+  }
   EXPECT_GE(g_mpi->local_rank(), 0);
   EXPECT_LT(g_mpi->local_rank(), g_mpi->local_size());
 }
