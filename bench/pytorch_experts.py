@@ -5,7 +5,7 @@ would: the same tiny-ResNet (it loads smoe's base.pt), the same g0
 shards through h5py and a torch.utils.data.DataLoader, the frozen trunk run
 on every batch, experts trained one after the other in one process.
 
-  bench/pytorch_experts.py RUN_DIR [--threads 1]
+  bench/pytorch_experts.py RUN_DIR [--threads 1] [--preload]
 
 Prints the wall time of the expert stage (experts and stacking ensemblers;
 the base model's training logits are computed before the clock starts, as
@@ -82,7 +82,7 @@ class TinyResNet(nn.Module):
 class ShardDataset(torch.utils.data.Dataset):
     """Samples [0, limit) of a split, read image by image from the HDF5 shards."""
 
-    def __init__(self, folder, split, limit):
+    def __init__(self, folder, split, limit, preload=False):
         m = json.load(open(os.path.join(folder, "manifest.json")))
         self.shards = m["splits"][split]["shards"]
         self.folder = folder
@@ -90,11 +90,23 @@ class ShardDataset(torch.utils.data.Dataset):
         self.mean = torch.tensor(m["mean"]).view(-1, 1, 1)
         self.std = torch.tensor(m["std"]).view(-1, 1, 1)
         self.files = {}
+        self.images = None
+        if preload:  # the whole split in memory, read shard by shard with h5py
+            imgs, labs = [], []
+            for s in self.shards:
+                with h5py.File(os.path.join(folder, s["file"]), "r") as f:
+                    imgs.append(f["images"][:])
+                    labs.append(f["labels"][:])
+            self.images = torch.from_numpy(np.concatenate(imgs)[: self.n])
+            self.labels = torch.from_numpy(np.concatenate(labs)[: self.n])
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
+        if self.images is not None:
+            x = self.images[i].float() / 255.0
+            return (x - self.mean) / self.std, int(self.labels[i]), i
         for s in self.shards:
             if s["offset"] <= i < s["offset"] + s["count"]:
                 f = self.files.get(s["file"])
@@ -120,13 +132,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--preload", action="store_true", help="read the splits into memory first (outside the clock)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(open(os.path.join(a.run, "config.yaml")))
     d, m, ex, en = cfg["data"], cfg["model"], cfg["experts"], cfg["ensembler"]
     data_path = d["path"]
-    train = ShardDataset(data_path, d["train_split"], d["limit_train"])
-    test = ShardDataset(data_path, d["test_split"], d["limit_test"])
+    train = ShardDataset(data_path, d["train_split"], d["limit_train"], a.preload)
+    test = ShardDataset(data_path, d["test_split"], d["limit_test"], a.preload)
     manifest = json.load(open(os.path.join(data_path, "manifest.json")))
     in_ch, classes = manifest["image_shape"][0], manifest["num_classes"]
     base = TinyResNet(m["depth"], m["width"], in_ch, classes)
@@ -204,7 +217,7 @@ def main():
             probs = torch.stack([0.5 * (F.softmax(bl, 1) + F.softmax(e.head(e.blocks(x, 0, 5)), 1)) for e in experts])
             correct += int((probs.mean(0).argmax(1) == y).sum())
             total += len(y)
-    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads,
+    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads, "preload": a.preload,
                       "bagged_all_experts_accuracy": correct / total}))
 
 

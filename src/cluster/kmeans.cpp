@@ -34,8 +34,12 @@ std::pair<at::Tensor, at::Tensor> assign_nearest(const at::Tensor& x, const at::
 }  // namespace
 
 at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& c) {
+  return squared_distances(x, x.pow(2).sum(1), c);
+}
+
+at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c) {
   at::Tensor d = torch::addmm(c.pow(2).sum(1).unsqueeze(0), x, c.t(), 1.0, -2.0);
-  return d.add_(x.pow(2).sum(1, true)).clamp_min_(0);
+  return d.add_(x_sq.unsqueeze(1)).clamp_min_(0);
 }
 
 at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed) {
@@ -44,28 +48,28 @@ at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed) {
   const int64_t trials = 2 + static_cast<int64_t>(std::log(static_cast<double>(k)));
   at::Tensor x_sq = x.pow(2).sum(1);
   std::vector<int64_t> chosen = {static_cast<int64_t>(rng.below(static_cast<uint64_t>(n)))};
-  at::Tensor closest = squared_distances(x, x.index_select(0, torch::tensor(chosen, torch::kLong).to(x.device())))
-                           .squeeze(1)
-                           .to(torch::kDouble);
+  // Squared distance of every point to its closest chosen centre [n]; the
+  // potential's cumulative sum is taken in double precision.
+  at::Tensor closest =
+      squared_distances(x, x_sq, x.index_select(0, torch::tensor(chosen, torch::kLong).to(x.device()))).squeeze(1);
+  std::vector<int64_t> cand(static_cast<size_t>(trials));
   for (int64_t c = 1; c < k; ++c) {
-    at::Tensor cum = closest.cumsum(0).cpu();
-    const double pot = cum[n - 1].item<double>();
-    std::vector<int64_t> cand;
+    at::Tensor cum = closest.to(torch::kDouble).cumsum(0).cpu();
     const double* cp = cum.data_ptr<double>();
-    for (int64_t t = 0; t < trials; ++t) {
-      double r = rng.uniform() * pot;
-      int64_t i = std::upper_bound(cp, cp + n, r) - cp;
-      cand.push_back(std::min(i, n - 1));
+    const double pot = cp[n - 1];
+    for (auto& i : cand) {
+      const double r = rng.uniform() * pot;
+      i = std::min<int64_t>(std::upper_bound(cp, cp + n, r) - cp, n - 1);
     }
-    // Distances of every point to each candidate [n, trials]; keep the
+    // Distances of each candidate to every point [trials, n] (this
+    // orientation of the skinny product runs twice as fast); keep the
     // candidate that lowers the potential most.
-    at::Tensor cand_idx = torch::tensor(cand, torch::kLong).to(x.device());
-    at::Tensor d = squared_distances(x, x.index_select(0, cand_idx)).to(torch::kDouble);
-    at::Tensor candidate_closest = torch::minimum(d, closest.unsqueeze(1));
-    at::Tensor pots = candidate_closest.sum(0).cpu();
-    int64_t best = pots.argmin().item<int64_t>();
+    at::Tensor cands = x.index_select(0, torch::tensor(cand, torch::kLong).to(x.device()));
+    at::Tensor d = torch::addmm(x_sq.unsqueeze(0), cands, x.t(), 1.0, -2.0).add_(cands.pow(2).sum(1, true)).clamp_min_(0);
+    at::Tensor candidate_closest = torch::minimum(d, closest.unsqueeze(0));
+    const int64_t best = candidate_closest.sum(1, /*keepdim=*/false, torch::kDouble).argmin().item<int64_t>();
     chosen.push_back(cand[static_cast<size_t>(best)]);
-    closest = candidate_closest.select(1, best).contiguous();
+    closest = candidate_closest.select(0, best).contiguous();
   }
   return x.index_select(0, torch::tensor(chosen, torch::kLong).to(x.device())).clone();
 }
@@ -86,26 +90,29 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
   best.inertia = std::numeric_limits<double>::infinity();
   for (int64_t r = 0; r < o.restarts; ++r) {
     at::Tensor c = kmeans_plus_plus(x, o.k, derive_seed(o.seed, "kmeans++", {static_cast<uint64_t>(r)}));
-    at::Tensor labels;
+    at::Tensor labels, previous;
     KMeansStats stats;
     for (int64_t it = 0; it < o.max_iter; ++it) {
       at::Tensor dist;
       std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
+      // Strict convergence: no point changed its cluster.
+      if (previous.defined() && torch::equal(labels, previous)) break;
+      previous = labels;
       // M-step: centroids are the means of their points.
-      at::Tensor sums = torch::zeros({o.k, d}, x.options().dtype(torch::kDouble));
-      sums.index_add_(0, labels, x.to(torch::kDouble));
-      at::Tensor counts = torch::bincount(labels, {}, o.k).to(torch::kDouble);
+      at::Tensor sums = torch::zeros({o.k, d}, x.options());
+      sums.index_add_(0, labels, x);
+      at::Tensor counts = torch::bincount(labels, {}, o.k).to(x.scalar_type());
       at::Tensor empty = (counts == 0).nonzero().flatten().cpu();
       if (empty.numel() > 0) {
         // An empty cluster takes the point farthest from its centroid.
         at::Tensor far = dist.argsort(0, /*descending=*/true).cpu();
         for (int64_t e = 0; e < empty.numel(); ++e) {
           int64_t j = empty[e].item<int64_t>(), p = far[e].item<int64_t>();
-          sums[j] = x[p].to(torch::kDouble);
+          sums[j] = x[p];
           counts[j] = 1;
         }
       }
-      at::Tensor next = (sums / counts.unsqueeze(1)).to(torch::kFloat);
+      at::Tensor next = sums / counts.unsqueeze(1);
       const double shift = (next - c).pow(2).sum().item<double>();
       c = next;
       stats.iterations = it + 1;

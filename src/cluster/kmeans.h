@@ -18,7 +18,7 @@ struct KMeansOptions {
   int64_t max_iter = 100;    ///< Lloyd iterations per restart
   double tol = 1e-4;         ///< stop when the squared centre shift < tol x mean feature variance
   uint64_t seed = 0;         ///< drives every random choice
-  int64_t block_rows = 65536;  ///< rows per distance block (bounds memory to block_rows x k)
+  int64_t block_rows = 4096;  ///< rows per distance block: the block's distances stay in cache for the argmin
 };
 
 struct KMeansStats {
@@ -39,6 +39,8 @@ KMeansResult kmeans(const at::Tensor& x, const KMeansOptions& options);
 
 // Squared Euclidean distances [n, k] between rows of x [n, d] and c [k, d].
 at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& c);
+// Same, with the rows' squared norms x_sq [n] already computed.
+at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c);
 
 // k-means++ seeding alone (greedy, as in scikit-learn): k rows of x.
 at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed);
