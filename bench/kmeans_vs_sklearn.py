@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--tol", type=float, default=1e-4)
-    ap.add_argument("--seeds", type=int, default=5,
+    ap.add_argument("--seeds", type=int, default=10,
                     help="independent single-initialisation runs per side (the inertia of one run is luck)")
     ap.add_argument("--quick", action="store_true", help="the two small cases only")
     a = ap.parse_args()

@@ -90,17 +90,27 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
   best.inertia = std::numeric_limits<double>::infinity();
   for (int64_t r = 0; r < o.restarts; ++r) {
     at::Tensor c = kmeans_plus_plus(x, o.k, derive_seed(o.seed, "kmeans++", {static_cast<uint64_t>(r)}));
-    at::Tensor labels, previous;
+    at::Tensor labels, previous, dist;
     KMeansStats stats;
+    bool settled = false;  // labels (and so centroids) stopped changing
     for (int64_t it = 0; it < o.max_iter; ++it) {
-      at::Tensor dist;
       std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
       // Strict convergence: no point changed its cluster.
-      if (previous.defined() && torch::equal(labels, previous)) break;
+      if (previous.defined() && torch::equal(labels, previous)) {
+        settled = true;
+        break;
+      }
       previous = labels;
       // M-step: centroids are the means of their points.
-      at::Tensor sums = torch::zeros({o.k, d}, x.options());
-      sums.index_add_(0, labels, x);
+      // Few clusters: one matrix product with the one-hot assignment uses
+      // every core; many clusters: a scatter-add of the rows is cheaper.
+      at::Tensor sums;
+      if (o.k <= 32) {
+        sums = torch::zeros({o.k, n}, x.options()).scatter_(0, labels.unsqueeze(0), 1.0).mm(x);
+      } else {
+        sums = torch::zeros({o.k, d}, x.options());
+        sums.index_add_(0, labels, x);
+      }
       at::Tensor counts = torch::bincount(labels, {}, o.k).to(x.scalar_type());
       at::Tensor empty = (counts == 0).nonzero().flatten().cpu();
       if (empty.numel() > 0) {
@@ -118,9 +128,9 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
       stats.iterations = it + 1;
       if (shift <= tol) break;
     }
-    // Final E-step so that labels and inertia match the returned centroids.
-    at::Tensor dist;
-    std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
+    // Final E-step so that labels and inertia match the returned centroids
+    // (already done when the labels settled).
+    if (!settled) std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
     stats.inertia = dist.to(torch::kDouble).sum().item<double>();
     best.restarts.push_back(stats);
     if (stats.inertia < best.inertia) {
