@@ -76,8 +76,8 @@ at::Tensor Pipeline::expert_likelihoods(int64_t round, json& stats) {
 }
 
 void Pipeline::stage_em() {
-  if (cfg_.em.steps == 0) return;
   timed_stage("em", [&]() -> json {
+    if (cfg_.em.steps == 0) return {{"rounds", 0}};  // Algorithm 1
     share_expert_inputs();
     prepare_expert_inputs();
     at::Tensor labels = torch::tensor(train_->labels(), torch::kLong);
@@ -164,7 +164,7 @@ void Pipeline::stage_em() {
       }
       previous = q;
     }
-    return json::object();
+    return {{"rounds", cfg_.em.steps}};
   });
 }
 

@@ -56,8 +56,8 @@ TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
                "config key 'experts.count' (f.yaml): expected an integer, got 'many'");
   EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: 2.5\n", "f.yaml", {}),
                "config key 'experts.count' (f.yaml): expected an integer, got '2.5'");
-  EXPECT_ERROR(Config::from_yaml_text("data:\n  augment: maybe\n", "f.yaml", {}),
-               "config key 'data.augment' (f.yaml): expected true or false, got 'maybe'");
+  EXPECT_ERROR(Config::from_yaml_text("base:\n  augment: maybe\n", "f.yaml", {}),
+               "config key 'base.augment' (f.yaml): expected true or false, got 'maybe'");
   EXPECT_ERROR(Config::from_yaml_text("eval:\n  taus: 0.5\n", "f.yaml", {}),
                "config key 'eval.taus' (f.yaml): expected a list of numbers, got '0.5'");
   EXPECT_ERROR(Config::from_yaml_text("experts: 4\n", "f.yaml", {}),

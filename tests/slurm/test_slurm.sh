@@ -19,6 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 T="$(mktemp -d /tmp/smoe-slurm-XXXXXX)"
+chmod 0755 "$T"   # munged wants every folder above its socket to be searchable
 pids=()
 cleanup() {
   set +e
@@ -42,7 +43,7 @@ chmod 0755 "$T/munge"
 dd if=/dev/urandom of="$T/munge.key" bs=1024 count=1 status=none
 chmod 0400 "$T/munge.key"
 munged --force --key-file="$T/munge.key" --socket="$T/munge/munge.socket.2" --pid-file="$T/munged.pid" \
-  --log-file="$T/log/munged.log" --seed-file="$T/munge.seed" --foreground &
+  --log-file="$T/log/munged.log" --seed-file="$T/munge.seed" --foreground >"$T/log/munged.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$T/munge/munge.socket.2" ] && break; sleep 0.1; done
 
