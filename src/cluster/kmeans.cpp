@@ -84,7 +84,11 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
   at::Tensor x = input.to(torch::kFloat).contiguous();
   at::Tensor x_sq = x.pow(2).sum(1);
   // scikit-learn's tolerance: relative to the mean variance of the features.
-  const double tol = o.tol * x.var(0, /*unbiased=*/false).mean().item<double>();
+  // (mean variance = (mean |x|^2 - |mean x|^2) / d, from the norms already computed)
+  const double mean_var =
+      (x_sq.to(torch::kDouble).mean().item<double>() - x.mean(0).to(torch::kDouble).pow(2).sum().item<double>()) /
+      static_cast<double>(d);
+  const double tol = o.tol * std::max(mean_var, 0.0);
 
   KMeansResult best;
   best.inertia = std::numeric_limits<double>::infinity();
