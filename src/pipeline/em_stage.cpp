@@ -76,8 +76,11 @@ at::Tensor Pipeline::expert_likelihoods(int64_t round, json& stats) {
 }
 
 void Pipeline::stage_em() {
+  if (cfg_.em.steps == 0) {  // Algorithm 1: nothing to do, but record it
+    if (comm_.is_root() && !run_.done("em")) run_.mark_done("em", {{"rounds", 0}, {"seconds", 0.0}});
+    return;
+  }
   timed_stage("em", [&]() -> json {
-    if (cfg_.em.steps == 0) return {{"rounds", 0}};  // Algorithm 1
     share_expert_inputs();
     prepare_expert_inputs();
     at::Tensor labels = torch::tensor(train_->labels(), torch::kLong);

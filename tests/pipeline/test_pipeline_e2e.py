@@ -41,7 +41,7 @@ class Pipeline(unittest.TestCase):
         # Bit-exact results across rank counts need the same threads per rank.
         cls.common = ["--set", "data.path=" + cls.data, "--set", "runtime.threads=1", "-q"]
         cls.runs = {}
-        for np in (1, 2, 3):
+        for np in (1, 2, 3, 5):  # 5 ranks: more ranks than experts
             run = os.path.join(cls.tmp, "np%d" % np)
             r = cls.train(np, run)
             assert r.returncode == 0, r.stderr
@@ -58,7 +58,7 @@ class Pipeline(unittest.TestCase):
 
     def test_rank_count_invariance(self):
         reports = {np: read_json(os.path.join(run, "report.json")) for np, run in self.runs.items()}
-        for np in (2, 3):
+        for np in (2, 3, 5):
             self.assertEqual(reports[np]["ranks"], np)
             self.assertEqual(reports[np]["base"], reports[1]["base"])
             self.assertEqual(reports[np]["moe"], reports[1]["moe"])

@@ -32,7 +32,7 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null
   done
-  rm -rf "$T"
+  [ -n "${SMOE_KEEP_SLURM_TMP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
 
@@ -117,3 +117,50 @@ assert r["num_experts"] == 4
 assert r["moe"]["bagging"]["accuracy"] > 0.5, r["moe"]
 print("test_slurm: report ok: %d ranks, base %.3f, MoE bagging %.3f" % (r["ranks"], r["base"]["accuracy"], r["moe"]["bagging"]["accuracy"]))
 PY
+
+wait_job() {  # job id, seconds
+  local deadline=$((SECONDS + $2))
+  while squeue -h -j "$1" 2>/dev/null | grep -q .; do
+    [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $1 did not finish in time"; cat "$T"/work/*.out; exit 1; }
+    sleep 1
+  done
+}
+
+# The scaling study as a job array over rank counts, reusing the finished run.
+array="$(BASE_RUN="$run" SMOE="$BIN/smoe" SCALING_DIR="$T/work" \
+  sbatch --parsable --array=1,2 --ntasks=2 --output="$T/work/scaling-%A_%a.out" --chdir="$SRC" slurm/scaling.sbatch)"
+echo "test_slurm: submitted scaling array $array"
+wait_job "$array" 900
+"$SRC/launch/scaling" --table "$T/work/scaling-P1" "$T/work/scaling-P2" --out "$T/work/scaling.csv"
+for p in 1 2; do
+  grep -q "^$p," "$T/work/scaling.csv" || { echo "test_slurm: no P=$p row in the scaling table"; cat "$T"/work/scaling-*.out; exit 1; }
+done
+
+# A job that reaches its time limit requeues itself and resumes: the warning
+# signal Slurm sends before the limit is sent by hand here, once base is done.
+run2="$T/work/run-requeue"
+job2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run2" SMOE="$BIN/smoe" \
+  SMOE_ARGS="--set data.path=$data --set base.epochs=2 --set experts.epochs=12 -q" \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$T/work/requeue-%j.out" --chdir="$SRC" slurm/resubmit.sbatch)"
+echo "test_slurm: submitted requeueing job $job2"
+deadline=$((SECONDS + 600))
+until [ -f "$run2/run.json" ] && grep -q '"expert/' "$run2/run.json"; do
+  [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $job2 never reached the experts"; cat "$T"/work/requeue-*.out; exit 1; }
+  sleep 0.5
+done
+scancel --batch --signal=USR1 "$job2"
+# Slurm holds a requeued job for a while before it may start again; release it.
+until grep -q "requeueing" "$T/work/requeue-$job2.out" 2>/dev/null; do sleep 0.5; done
+# ...once the old job step's processes are gone.
+for _ in $(seq 120); do pgrep -f "run-dir $run2" >/dev/null || break; sleep 0.5; done
+sleep 2
+for _ in $(seq 60); do
+  squeue -h -j "$job2" -o %T 2>/dev/null | grep -q PENDING && { scontrol update JobId="$job2" StartTime=now; break; }
+  sleep 0.5
+done
+wait_job "$job2" 900
+cat "$T/work/requeue-$job2.out"
+grep -q "requeueing" "$T/work/requeue-$job2.out" || { echo "test_slurm: the job did not requeue"; exit 1; }
+grep -q "(restart 1): train .*--resume" "$T/work/requeue-$job2.out" || { echo "test_slurm: the requeued job did not resume"; exit 1; }
+[ -f "$run2/report.json" ] || { echo "test_slurm: the requeued job did not finish the run"; exit 1; }
+echo "test_slurm: requeued job resumed and finished"
