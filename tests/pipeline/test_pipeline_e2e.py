@@ -286,6 +286,32 @@ class Pipeline(unittest.TestCase):
         self.assertTrue(all(d.startswith("cuda:") for d in rep["runtime"]["devices"]))
         self.assertTrue(rep["em"][0]["estep"]["device"].startswith("cuda"))
 
+    def test_base_checkpoint_and_sampled_batches(self):
+        # A base model given by checkpoint is loaded, not trained: same base accuracy as its run.
+        source = read_json(os.path.join(self.runs[1], "report.json"))
+        run = os.path.join(self.tmp, "from-ckpt")
+        r = self.train(1, run, "--set", "base.checkpoint=" + os.path.join(self.runs[1], "base.pt"),
+                       "--set", "experts.weighting=sample", "--set", "experts.epochs=2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = read_json(os.path.join(run, "report.json"))
+        self.assertEqual(rep["base"], source["base"])
+        self.assertEqual(read_json(os.path.join(run, "run.json"))["done"]["base"]["source"],
+                         os.path.join(self.runs[1], "base.pt"))
+        # Sampling mode: each expert sees about sum_x w_k(x) samples per epoch, not all 3,000.
+        for e in rep["experts"]:
+            record = read_json(os.path.join(run, "run.json"))["done"]["expert/%03d" % e["id"]]
+            self.assertAlmostEqual(record["samples_seen"], 2 * round(e["train_samples_effective"]), delta=2)
+            self.assertLess(record["samples_seen"], 2 * 3000)
+        # A damaged checkpoint: one line naming it, nothing trained.
+        bad = os.path.join(self.tmp, "bad.pt")
+        with open(bad, "wb") as f:
+            f.write(b"not a checkpoint")
+        r = self.train(1, os.path.join(self.tmp, "bad-ckpt"), "--set", "base.checkpoint=" + bad)
+        self.assertNotEqual(r.returncode, 0)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("smoe: error")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertTrue(errors[0].startswith("smoe: error: %s: not a readable checkpoint" % bad), errors[0])
+
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
                            capture_output=True, text=True)
