@@ -14,7 +14,8 @@
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_kmeans X.npy K [--max-iter N] [--tol T] [--restarts R] [--seed S] [--threads N]\n");
+    std::fprintf(stderr,
+                 "usage: bench_kmeans X.npy K [--max-iter N] [--tol T] [--restarts R] [--seed S] [--threads N]\n");
     return 2;
   }
   smoe::cluster::KMeansOptions o;
@@ -23,11 +24,16 @@ int main(int argc, char** argv) {
   int threads = 2;
   for (int i = 3; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--max-iter") o.max_iter = std::atoll(argv[i + 1]);
-    else if (a == "--tol") o.tol = std::atof(argv[i + 1]);
-    else if (a == "--restarts") o.restarts = std::atoll(argv[i + 1]);
-    else if (a == "--seed") o.seed = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (a == "--threads") threads = std::atoi(argv[i + 1]);
+    if (a == "--max-iter")
+      o.max_iter = std::atoll(argv[i + 1]);
+    else if (a == "--tol")
+      o.tol = std::atof(argv[i + 1]);
+    else if (a == "--restarts")
+      o.restarts = std::atoll(argv[i + 1]);
+    else if (a == "--seed")
+      o.seed = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--threads")
+      threads = std::atoi(argv[i + 1]);
   }
   at::set_num_threads(threads);
   std::ifstream in(argv[1], std::ios::binary);
@@ -43,8 +49,13 @@ int main(int argc, char** argv) {
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int64_t iters = 0;
   for (const auto& st : r.restarts) iters += st.iterations;
-  std::printf("%s\n", nlohmann::json{{"seconds", s}, {"inertia", r.inertia}, {"iterations", iters}, {"n", n}, {"d", d},
-                                     {"k", o.k}, {"threads", threads}}
+  std::printf("%s\n", nlohmann::json{{"seconds", s},
+                                     {"inertia", r.inertia},
+                                     {"iterations", iters},
+                                     {"n", n},
+                                     {"d", d},
+                                     {"k", o.k},
+                                     {"threads", threads}}
                           .dump()
                           .c_str());
   return 0;

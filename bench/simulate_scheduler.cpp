@@ -27,9 +27,12 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--dispatch" && i + 1 < argc) dispatch = std::atof(argv[++i]);
-    else if (a == "--spread" && i + 1 < argc) sigma = std::atof(argv[++i]);
-    else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    if (a == "--dispatch" && i + 1 < argc)
+      dispatch = std::atof(argv[++i]);
+    else if (a == "--spread" && i + 1 < argc)
+      sigma = std::atof(argv[++i]);
+    else if (a == "--seed" && i + 1 < argc)
+      seed = std::strtoull(argv[++i], nullptr, 10);
     else {
       std::ifstream in(a);
       if (!in) {

@@ -67,9 +67,9 @@ data::Manifest convert_cifar(const std::string& src, const std::string& out, con
   if (c100) {
     splits = {{"train", {"train.bin"}}, {"test", {"test.bin"}}};
   } else {
-    splits = {{"train", {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
-                         "data_batch_5.bin"}},
-              {"test", {"test_batch.bin"}}};
+    splits = {
+        {"train", {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"}},
+        {"test", {"test_batch.bin"}}};
   }
   std::vector<std::string> names =
       c100 ? read_names(fs::path(src) / (coarse ? "coarse_label_names.txt" : "fine_label_names.txt"), num_classes)
@@ -100,7 +100,8 @@ data::Manifest convert_cifar(const std::string& src, const std::string& out, con
     }
     w.end_split();
   }
-  w.set_source({{"format", c100 ? "cifar100-binary" : "cifar10-binary"}, {"labels", c100 ? options.cifar100_labels : "label"}});
+  w.set_source(
+      {{"format", c100 ? "cifar100-binary" : "cifar10-binary"}, {"labels", c100 ? options.cifar100_labels : "label"}});
   return w.finish();
 }
 

@@ -11,9 +11,9 @@ data::Manifest convert(const std::string& format, const std::string& src, const 
   SMOE_CHECK(options.writer.force || !std::filesystem::exists(out),
              "output folder {} already exists (use --force to replace it)", out);
   if (format == "fashion-mnist")
-    return convert_idx(src, out, options, "fashion-mnist",
-                       {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                        "Ankle boot"});
+    return convert_idx(
+        src, out, options, "fashion-mnist",
+        {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"});
   if (format == "mnist")
     return convert_idx(src, out, options, "mnist", {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"});
   if (format == "cifar10") return convert_cifar(src, out, options, 10);

@@ -13,10 +13,10 @@ namespace smoe::data_tools {
 
 struct ConvertOptions {
   WriterOptions writer;
-  std::string name;                       // dataset name; default from the format
-  std::string cifar100_labels = "fine";   // fine | coarse
-  std::string npy_layout = "auto";        // auto | nchw | nhwc
-  int64_t image_channels = 0;             // image folder: 0 = from the first image, else 1 or 3
+  std::string name;                      // dataset name; default from the format
+  std::string cifar100_labels = "fine";  // fine | coarse
+  std::string npy_layout = "auto";       // auto | nchw | nhwc
+  int64_t image_channels = 0;            // image folder: 0 = from the first image, else 1 or 3
 };
 
 // Formats: fashion-mnist, mnist (idx files, gzip'ed or not), cifar10,

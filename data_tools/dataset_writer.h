@@ -23,7 +23,7 @@ namespace smoe::data_tools {
 struct WriterOptions {
   int64_t shard_size = 10000;  // images per shard
   data::ShardWriteOptions shard;
-  bool force = false;          // replace an existing output folder
+  bool force = false;  // replace an existing output folder
 };
 
 // Parses "none", "gzip" (level 1) or "gzip-N" into a deflate level.
@@ -38,8 +38,7 @@ class DatasetWriter {
   void begin_split(const std::string& split);
   // Adds images [n, C, H, W] with their labels; `origin` names the source in
   // errors (e.g. a file name) and `first_index` the first sample's index there.
-  void add(const uint8_t* images, const int64_t* labels, int64_t n, const std::string& origin,
-           int64_t first_index = 0);
+  void add(const uint8_t* images, const int64_t* labels, int64_t n, const std::string& origin, int64_t first_index = 0);
   void end_split();
   void set_source(nlohmann::json source) { manifest_.source = std::move(source); }
   // Writes manifest.json and moves the folder into place.

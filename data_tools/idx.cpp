@@ -109,15 +109,16 @@ data::Manifest convert_idx(const std::string& src, const std::string& out, const
   struct SplitFiles {
     std::string split, images, labels;
   };
-  std::vector<SplitFiles> files = {{"train", find_idx(src, "train-images-idx3-ubyte"), find_idx(src, "train-labels-idx1-ubyte")},
-                                   {"test", find_idx(src, "t10k-images-idx3-ubyte"), find_idx(src, "t10k-labels-idx1-ubyte")}};
+  std::vector<SplitFiles> files = {
+      {"train", find_idx(src, "train-images-idx3-ubyte"), find_idx(src, "train-labels-idx1-ubyte")},
+      {"test", find_idx(src, "t10k-images-idx3-ubyte"), find_idx(src, "t10k-labels-idx1-ubyte")}};
   // Read and check every file before writing anything.
   std::vector<std::pair<IdxArray, IdxArray>> arrays;
   for (const auto& f : files) {
     IdxArray images = read_idx(f.images, 3);
     IdxArray labels = read_idx(f.labels, 1);
-    SMOE_CHECK(images.dims[0] == labels.dims[0], "{} holds {} images but {} holds {} labels", f.images,
-               images.dims[0], f.labels, labels.dims[0]);
+    SMOE_CHECK(images.dims[0] == labels.dims[0], "{} holds {} images but {} holds {} labels", f.images, images.dims[0],
+               f.labels, labels.dims[0]);
     if (!arrays.empty())
       SMOE_CHECK(images.dims[1] == arrays[0].first.dims[1] && images.dims[2] == arrays[0].first.dims[2],
                  "{}: images of {}x{} pixels, but the train split's are {}x{}", f.images, images.dims[1],

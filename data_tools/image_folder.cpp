@@ -59,8 +59,8 @@ data::Manifest convert_image_folder(const std::string& src, const std::string& o
   for (size_t s = 0; s < splits.size(); ++s) {
     for (const auto& cls : sorted_dirs(splits[s].second)) {
       auto it = std::find(classes.begin(), classes.end(), cls);
-      SMOE_CHECK(it != classes.end(), "{}: class '{}' does not exist in the {} split", (splits[s].second / cls).string(),
-                 cls, splits[0].first);
+      SMOE_CHECK(it != classes.end(), "{}: class '{}' does not exist in the {} split",
+                 (splits[s].second / cls).string(), cls, splits[0].first);
       std::vector<std::string> files;
       for (const auto& e : fs::directory_iterator(splits[s].second / cls))
         if (e.is_regular_file() && is_image(e.path())) files.push_back(e.path().string());
@@ -87,9 +87,9 @@ data::Manifest convert_image_folder(const std::string& src, const std::string& o
         H = h_;
         if (C == 0) C = (c_ == 1 || c_ == 2) ? 1 : 3;
         first = path;
-        w = std::make_unique<DatasetWriter>(
-            out, options.name.empty() ? fs::path(src).filename().string() : options.name,
-            std::vector<int64_t>{C, H, W}, classes, options.writer);
+        w = std::make_unique<DatasetWriter>(out,
+                                            options.name.empty() ? fs::path(src).filename().string() : options.name,
+                                            std::vector<int64_t>{C, H, W}, classes, options.writer);
       }
       SMOE_CHECK(w_ == W && h_ == H, "{}: image is {}x{} pixels, expected {}x{} like {}", path, w_, h_, W, H, first);
       if (i == 0) w->begin_split(splits[s].first);

@@ -53,15 +53,24 @@ std::vector<int64_t> labels_of(const Npy& a) {
   std::string t = a.dtype.substr(1);  // drop the byte-order character
   SMOE_CHECK(a.dtype[0] != '>', "{}: big-endian arrays are not supported", a.path);
   std::vector<int64_t> out;
-  if (t == "i8") widen<int64_t>(a, out);
-  else if (t == "i4") widen<int32_t>(a, out);
-  else if (t == "i2") widen<int16_t>(a, out);
-  else if (t == "i1") widen<int8_t>(a, out);
-  else if (t == "u8") widen<uint64_t>(a, out);
-  else if (t == "u4") widen<uint32_t>(a, out);
-  else if (t == "u2") widen<uint16_t>(a, out);
-  else if (t == "u1") widen<uint8_t>(a, out);
-  else fail("{}: labels must have an integer dtype, got '{}'", a.path, a.dtype);
+  if (t == "i8")
+    widen<int64_t>(a, out);
+  else if (t == "i4")
+    widen<int32_t>(a, out);
+  else if (t == "i2")
+    widen<int16_t>(a, out);
+  else if (t == "i1")
+    widen<int8_t>(a, out);
+  else if (t == "u8")
+    widen<uint64_t>(a, out);
+  else if (t == "u4")
+    widen<uint32_t>(a, out);
+  else if (t == "u2")
+    widen<uint16_t>(a, out);
+  else if (t == "u1")
+    widen<uint8_t>(a, out);
+  else
+    fail("{}: labels must have an integer dtype, got '{}'", a.path, a.dtype);
   return out;
 }
 
@@ -69,8 +78,8 @@ std::vector<int64_t> labels_of(const Npy& a) {
 std::vector<int64_t> image_shape(const Npy& a, const std::string& layout, std::vector<uint8_t>& out) {
   SMOE_CHECK(a.dtype == "|u1" || a.dtype == "<u1", "{}: images must be uint8, got dtype '{}'", a.path, a.dtype);
   const auto& s = a.shape;
-  SMOE_CHECK(s.size() == 3 || s.size() == 4, "{}: images must be [n, H, W], [n, H, W, C] or [n, C, H, W], got {} dimensions",
-             a.path, s.size());
+  SMOE_CHECK(s.size() == 3 || s.size() == 4,
+             "{}: images must be [n, H, W], [n, H, W, C] or [n, C, H, W], got {} dimensions", a.path, s.size());
   const auto* p = reinterpret_cast<const uint8_t*>(a.bytes.data());
   if (s.size() == 3) {
     out.assign(p, p + a.bytes.size());

@@ -21,7 +21,8 @@ namespace {
 
 const char* kUsage =
     "usage:\n"
-    "  smoe-data convert FORMAT SRC OUT [options]   FORMAT: fashion-mnist, mnist, cifar10, cifar100, npy, image-folder\n"
+    "  smoe-data convert FORMAT SRC OUT [options]   FORMAT: fashion-mnist, mnist, cifar10, cifar100, npy, "
+    "image-folder\n"
     "  smoe-data inspect DIR                        what a dataset folder holds\n"
     "  smoe-data verify DIR                         re-read every shard and check it against the manifest\n";
 
@@ -37,17 +38,17 @@ int cmd_convert(const std::vector<std::string>& args) {
   data_tools::ConvertOptions o;
   std::string format, src, out, compression;
   po::options_description opts("smoe-data convert FORMAT SRC OUT");
-  opts.add_options()("help,h", "this help")                                                           //
-      ("format", po::value(&format)->required(), "source format")                                    //
-      ("src", po::value(&src)->required(), "source file or folder")                                  //
-      ("out", po::value(&out)->required(), "output dataset folder")                                  //
-      ("shard-size", po::value(&o.writer.shard_size)->default_value(10000), "images per shard")      //
-      ("chunk", po::value(&o.writer.shard.chunk_images)->default_value(256), "images per HDF5 chunk")  //
+  opts.add_options()("help,h", "this help")                                                              //
+      ("format", po::value(&format)->required(), "source format")                                        //
+      ("src", po::value(&src)->required(), "source file or folder")                                      //
+      ("out", po::value(&out)->required(), "output dataset folder")                                      //
+      ("shard-size", po::value(&o.writer.shard_size)->default_value(10000), "images per shard")          //
+      ("chunk", po::value(&o.writer.shard.chunk_images)->default_value(256), "images per HDF5 chunk")    //
       ("compression", po::value(&compression)->default_value("gzip-1"), "none, gzip or gzip-1..gzip-9")  //
-      ("name", po::value(&o.name), "dataset name (default from the format)")                        //
-      ("force", po::bool_switch(&o.writer.force), "replace OUT if it exists")                       //
-      ("cifar100-labels", po::value(&o.cifar100_labels)->default_value("fine"), "fine or coarse")   //
-      ("layout", po::value(&o.npy_layout)->default_value("auto"), "npy images: auto, nchw or nhwc")  //
+      ("name", po::value(&o.name), "dataset name (default from the format)")                             //
+      ("force", po::bool_switch(&o.writer.force), "replace OUT if it exists")                            //
+      ("cifar100-labels", po::value(&o.cifar100_labels)->default_value("fine"), "fine or coarse")        //
+      ("layout", po::value(&o.npy_layout)->default_value("auto"), "npy images: auto, nchw or nhwc")      //
       ("channels", po::value(&o.image_channels)->default_value(0), "image-folder: 1 or 3 (0 = from the first image)");
   po::positional_options_description pos;
   pos.add("format", 1).add("src", 1).add("out", 1);
@@ -70,9 +71,10 @@ int cmd_convert(const std::vector<std::string>& args) {
   double raw_mb = static_cast<double>(samples * m.image_bytes()) / 1e6;
   uint64_t bytes = 0;
   for (const auto& e : fs::directory_iterator(out)) bytes += e.file_size();
-  std::cout << fmt::format("converted {} images ({:.1f} MB of pixels) into {} shards, {:.1f} MB on disk, in {:.2f} s "
-                           "({:.1f} MB/s, {:.0f} images/s): {}\n",
-                           samples, raw_mb, shards, bytes / 1e6, seconds, raw_mb / seconds, samples / seconds, out);
+  std::cout << fmt::format(
+      "converted {} images ({:.1f} MB of pixels) into {} shards, {:.1f} MB on disk, in {:.2f} s "
+      "({:.1f} MB/s, {:.0f} images/s): {}\n",
+      samples, raw_mb, shards, bytes / 1e6, seconds, raw_mb / seconds, samples / seconds, out);
   return 0;
 }
 

@@ -54,7 +54,7 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   opts.add_options()("set", po::value(&a.sets)->composing(), "override a config key: --set experts.count=8");
   if (cmd == "train")
     opts.add_options()("resume", po::bool_switch(&a.resume), "continue the run in --run-dir")  //
-        ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over")  //
+        ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over")     //
         ("redo-from", po::value(&a.redo_from),
          "with --resume: redo this stage and every later one (base, embed, cluster, gate, experts)");
   if (cmd == "config")
@@ -112,7 +112,9 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
         auto m = data::Manifest::load(cfg.data.path);
         m.split(cfg.data.train_split);
         m.split(cfg.data.test_split);
-        auto mode = a.resume ? pipeline::OpenMode::resume : a.force ? pipeline::OpenMode::force : pipeline::OpenMode::fresh;
+        auto mode = a.resume  ? pipeline::OpenMode::resume
+                    : a.force ? pipeline::OpenMode::force
+                              : pipeline::OpenMode::fresh;
         run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
       } else {
         run = pipeline::RunDir::existing(a.run_dir);
@@ -140,14 +142,17 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
 
   // Phase 2: the work. Any failure from here ends every rank.
   try {
-    log::init({rank, comm.size(),
-               run.file(rank == 0 ? "log.jsonl" : fmt::format("log.rank-{}.jsonl", rank)), a.verbose, a.quiet});
+    log::init({rank, comm.size(), run.file(rank == 0 ? "log.jsonl" : fmt::format("log.rank-{}.jsonl", rank)), a.verbose,
+               a.quiet});
     auto rt = pipeline::setup_runtime(cfg.runtime, rank, comm.size(), mpi.local_rank(), mpi.local_size());
     log::info("smoe {}: {} rank{} ({}), {} thread{} per rank, device {}, run folder {}", cmd, comm.size(),
               comm.size() == 1 ? "" : "s", comm.name(), rt.threads, rt.threads == 1 ? "" : "s", rt.device_name(),
               a.run_dir);
-    log::event("start", {{"command", cmd}, {"ranks", comm.size()}, {"threads", rt.threads},
-                         {"device", rt.device_name()}, {"local_rank", rt.local_rank}});
+    log::event("start", {{"command", cmd},
+                         {"ranks", comm.size()},
+                         {"threads", rt.threads},
+                         {"device", rt.device_name()},
+                         {"local_rank", rt.local_rank}});
     pipeline::Pipeline p(cfg, comm, run, rt);
     if (cmd == "train")
       p.train();

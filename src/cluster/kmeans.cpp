@@ -65,7 +65,8 @@ at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed) {
     // orientation of the skinny product runs twice as fast); keep the
     // candidate that lowers the potential most.
     at::Tensor cands = x.index_select(0, torch::tensor(cand, torch::kLong).to(x.device()));
-    at::Tensor d = torch::addmm(x_sq.unsqueeze(0), cands, x.t(), 1.0, -2.0).add_(cands.pow(2).sum(1, true)).clamp_min_(0);
+    at::Tensor d =
+        torch::addmm(x_sq.unsqueeze(0), cands, x.t(), 1.0, -2.0).add_(cands.pow(2).sum(1, true)).clamp_min_(0);
     at::Tensor candidate_closest = torch::minimum(d, closest.unsqueeze(0));
     const int64_t best = candidate_closest.sum(1, /*keepdim=*/false, torch::kDouble).argmin().item<int64_t>();
     chosen.push_back(cand[static_cast<size_t>(best)]);

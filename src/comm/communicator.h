@@ -41,11 +41,26 @@ struct Buffer {
 
 template <typename T>
 DType dtype_of();
-template <> inline DType dtype_of<float>() { return DType::f32; }
-template <> inline DType dtype_of<double>() { return DType::f64; }
-template <> inline DType dtype_of<int32_t>() { return DType::i32; }
-template <> inline DType dtype_of<int64_t>() { return DType::i64; }
-template <> inline DType dtype_of<uint8_t>() { return DType::u8; }
+template <>
+inline DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+inline DType dtype_of<double>() {
+  return DType::f64;
+}
+template <>
+inline DType dtype_of<int32_t>() {
+  return DType::i32;
+}
+template <>
+inline DType dtype_of<int64_t>() {
+  return DType::i64;
+}
+template <>
+inline DType dtype_of<uint8_t>() {
+  return DType::u8;
+}
 
 template <typename T>
 Buffer host_buffer(T* data, size_t count) {

@@ -28,11 +28,10 @@ int world_rank_for_errors() {
 }  // namespace
 }  // namespace smoe::comm
 
-#define SMOE_MPI_CHECK(call)                                              \
-  do {                                                                    \
-    int smoe_mpi_rc_ = (call);                                            \
-    if (smoe_mpi_rc_ != MPI_SUCCESS)                                      \
-      ::smoe::comm::mpi_fail(smoe_mpi_rc_, #call, __FILE__, __LINE__);    \
+#define SMOE_MPI_CHECK(call)                                                                          \
+  do {                                                                                                \
+    int smoe_mpi_rc_ = (call);                                                                        \
+    if (smoe_mpi_rc_ != MPI_SUCCESS) ::smoe::comm::mpi_fail(smoe_mpi_rc_, #call, __FILE__, __LINE__); \
   } while (0)
 
 namespace smoe::comm {
@@ -40,20 +39,28 @@ namespace {
 
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::f64: return MPI_DOUBLE;
-    case DType::i32: return MPI_INT32_T;
-    case DType::i64: return MPI_INT64_T;
-    case DType::u8: return MPI_UINT8_T;
+    case DType::f32:
+      return MPI_FLOAT;
+    case DType::f64:
+      return MPI_DOUBLE;
+    case DType::i32:
+      return MPI_INT32_T;
+    case DType::i64:
+      return MPI_INT64_T;
+    case DType::u8:
+      return MPI_UINT8_T;
   }
   return MPI_BYTE;
 }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return MPI_SUM;
-    case ReduceOp::max: return MPI_MAX;
-    case ReduceOp::min: return MPI_MIN;
+    case ReduceOp::sum:
+      return MPI_SUM;
+    case ReduceOp::max:
+      return MPI_MAX;
+    case ReduceOp::min:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
@@ -131,8 +138,8 @@ class MpiCommunicator final : public Communicator {
       }
       all.resize(total);
     }
-    SMOE_MPI_CHECK(MPI_Gatherv(bytes.data(), n, MPI_BYTE, all.data(), counts.data(), displs.data(), MPI_BYTE,
-                               root, comm_));
+    SMOE_MPI_CHECK(
+        MPI_Gatherv(bytes.data(), n, MPI_BYTE, all.data(), counts.data(), displs.data(), MPI_BYTE, root, comm_));
     std::vector<std::string> out;
     for (size_t r = 0; r < counts.size(); ++r) out.emplace_back(all.substr(displs[r], counts[r]));
     return out;
@@ -155,8 +162,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Message handle;
     MPI_Status status;
     int found = 0;
-    SMOE_MPI_CHECK(
-        MPI_Improbe(source == kAnySource ? MPI_ANY_SOURCE : source, tag, comm_, &found, &handle, &status));
+    SMOE_MPI_CHECK(MPI_Improbe(source == kAnySource ? MPI_ANY_SOURCE : source, tag, comm_, &found, &handle, &status));
     if (!found) return std::nullopt;
     return receive_matched(handle, status);
   }
@@ -207,8 +213,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     int provided = 0;
     SMOE_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
     owns_ = true;
-    SMOE_CHECK(provided >= MPI_THREAD_MULTIPLE,
-               "this MPI provides thread level {} but smoe needs MPI_THREAD_MULTIPLE", provided);
+    SMOE_CHECK(provided >= MPI_THREAD_MULTIPLE, "this MPI provides thread level {} but smoe needs MPI_THREAD_MULTIPLE",
+               provided);
   }
   SMOE_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   MPI_Comm node;

@@ -22,20 +22,20 @@ thread_local int g_rank = -1;
 }  // namespace
 }  // namespace smoe::comm
 
-#define SMOE_CUDA_CHECK(call)                                                                  \
-  do {                                                                                         \
-    cudaError_t smoe_rc_ = (call);                                                             \
-    if (smoe_rc_ != cudaSuccess)                                                               \
-      ::smoe::fail("CUDA error in {} on rank {} ({}:{}): {}", #call, ::smoe::comm::g_rank,     \
-                   __FILE__, __LINE__, cudaGetErrorString(smoe_rc_));                          \
+#define SMOE_CUDA_CHECK(call)                                                                                  \
+  do {                                                                                                         \
+    cudaError_t smoe_rc_ = (call);                                                                             \
+    if (smoe_rc_ != cudaSuccess)                                                                               \
+      ::smoe::fail("CUDA error in {} on rank {} ({}:{}): {}", #call, ::smoe::comm::g_rank, __FILE__, __LINE__, \
+                   cudaGetErrorString(smoe_rc_));                                                              \
   } while (0)
 
-#define SMOE_NCCL_CHECK(call)                                                                  \
-  do {                                                                                         \
-    ncclResult_t smoe_rc_ = (call);                                                            \
-    if (smoe_rc_ != ncclSuccess)                                                               \
-      ::smoe::fail("NCCL error in {} on rank {} ({}:{}): {}", #call, ::smoe::comm::g_rank,     \
-                   __FILE__, __LINE__, ncclGetErrorString(smoe_rc_));                          \
+#define SMOE_NCCL_CHECK(call)                                                                                  \
+  do {                                                                                                         \
+    ncclResult_t smoe_rc_ = (call);                                                                            \
+    if (smoe_rc_ != ncclSuccess)                                                                               \
+      ::smoe::fail("NCCL error in {} on rank {} ({}:{}): {}", #call, ::smoe::comm::g_rank, __FILE__, __LINE__, \
+                   ncclGetErrorString(smoe_rc_));                                                              \
   } while (0)
 
 namespace smoe::comm {
@@ -43,20 +43,28 @@ namespace {
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
-    case DType::f32: return ncclFloat32;
-    case DType::f64: return ncclFloat64;
-    case DType::i32: return ncclInt32;
-    case DType::i64: return ncclInt64;
-    case DType::u8: return ncclUint8;
+    case DType::f32:
+      return ncclFloat32;
+    case DType::f64:
+      return ncclFloat64;
+    case DType::i32:
+      return ncclInt32;
+    case DType::i64:
+      return ncclInt64;
+    case DType::u8:
+      return ncclUint8;
   }
   return ncclUint8;
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return ncclSum;
-    case ReduceOp::max: return ncclMax;
-    case ReduceOp::min: return ncclMin;
+    case ReduceOp::sum:
+      return ncclSum;
+    case ReduceOp::max:
+      return ncclMax;
+    case ReduceOp::min:
+      return ncclMin;
   }
   return ncclSum;
 }
@@ -67,11 +75,10 @@ class NcclCommunicator final : public Communicator {
     g_rank = bootstrap.rank();
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
-    SMOE_CHECK(rc == cudaSuccess && count > 0,
-               "NCCL needs a CUDA device, but rank {} sees none ({})", bootstrap.rank(),
+    SMOE_CHECK(rc == cudaSuccess && count > 0, "NCCL needs a CUDA device, but rank {} sees none ({})", bootstrap.rank(),
                rc == cudaSuccess ? "cudaGetDeviceCount returned 0" : cudaGetErrorString(rc));
-    SMOE_CHECK(device >= 0 && device < count, "rank {}: CUDA device {} does not exist ({} visible)",
-               bootstrap.rank(), device, count);
+    SMOE_CHECK(device >= 0 && device < count, "rank {}: CUDA device {} does not exist ({} visible)", bootstrap.rank(),
+               device, count);
     SMOE_CUDA_CHECK(cudaSetDevice(device));
     ncclUniqueId id;
     if (bootstrap.rank() == 0) SMOE_NCCL_CHECK(ncclGetUniqueId(&id));
@@ -132,8 +139,8 @@ class NcclCommunicator final : public Communicator {
 }  // namespace
 }  // namespace smoe::comm
 
-extern "C" smoe::comm::Communicator* smoe_nccl_create(smoe::comm::Communicator* bootstrap, int device,
-                                                      char* error, size_t error_size) {
+extern "C" smoe::comm::Communicator* smoe_nccl_create(smoe::comm::Communicator* bootstrap, int device, char* error,
+                                                      size_t error_size) {
   try {
     return new smoe::comm::NcclCommunicator(*bootstrap, device);
   } catch (const std::exception& e) {

@@ -24,11 +24,16 @@ void reduce_typed(T* dst, const T* src, size_t n, ReduceOp op) {
 
 void reduce_into(void* dst, const void* src, size_t count, DType dtype, ReduceOp op) {
   switch (dtype) {
-    case DType::f32: return reduce_typed(static_cast<float*>(dst), static_cast<const float*>(src), count, op);
-    case DType::f64: return reduce_typed(static_cast<double*>(dst), static_cast<const double*>(src), count, op);
-    case DType::i32: return reduce_typed(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), count, op);
-    case DType::i64: return reduce_typed(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), count, op);
-    case DType::u8: return reduce_typed(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), count, op);
+    case DType::f32:
+      return reduce_typed(static_cast<float*>(dst), static_cast<const float*>(src), count, op);
+    case DType::f64:
+      return reduce_typed(static_cast<double*>(dst), static_cast<const double*>(src), count, op);
+    case DType::i32:
+      return reduce_typed(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), count, op);
+    case DType::i64:
+      return reduce_typed(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), count, op);
+    case DType::u8:
+      return reduce_typed(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), count, op);
   }
 }
 

@@ -21,8 +21,8 @@ Communicator& DeviceRouter::pick(const Buffer& b) {
     device_ = factory_(*host_, b.device.index);
     device_index_ = b.device.index;
   }
-  SMOE_CHECK(b.device.index == device_index_, "rank {}: CUDA buffer on device {}, communicator on device {}",
-             rank(), b.device.index, device_index_);
+  SMOE_CHECK(b.device.index == device_index_, "rank {}: CUDA buffer on device {}, communicator on device {}", rank(),
+             b.device.index, device_index_);
   return *device_;
 }
 

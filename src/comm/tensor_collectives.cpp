@@ -9,22 +9,33 @@ namespace {
 
 DType dtype_for(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return DType::f32;
-    case at::kDouble: return DType::f64;
-    case at::kInt: return DType::i32;
-    case at::kLong: return DType::i64;
-    case at::kByte: return DType::u8;
-    default: fail("communicator: tensors of dtype {} are not supported", c10::toString(t));
+    case at::kFloat:
+      return DType::f32;
+    case at::kDouble:
+      return DType::f64;
+    case at::kInt:
+      return DType::i32;
+    case at::kLong:
+      return DType::i64;
+    case at::kByte:
+      return DType::u8;
+    default:
+      fail("communicator: tensors of dtype {} are not supported", c10::toString(t));
   }
 }
 
 at::ScalarType scalar_type_for(DType t) {
   switch (t) {
-    case DType::f32: return at::kFloat;
-    case DType::f64: return at::kDouble;
-    case DType::i32: return at::kInt;
-    case DType::i64: return at::kLong;
-    case DType::u8: return at::kByte;
+    case DType::f32:
+      return at::kFloat;
+    case DType::f64:
+      return at::kDouble;
+    case DType::i32:
+      return at::kInt;
+    case DType::i64:
+      return at::kLong;
+    case DType::u8:
+      return at::kByte;
   }
   return at::kByte;
 }
@@ -132,8 +143,8 @@ void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
   if (!std::isfinite(max_abs) || max_abs > kMaxAbs) {
     for (size_t i = 0; i < flat.size(); ++i) {
       const double m = flat[i].numel() ? flat[i].abs().max().item<double>() : 0.0;
-      SMOE_CHECK(std::isfinite(m), "{} {} is not finite (nan or inf): training diverged; lower the learning rate",
-                 what, i);
+      SMOE_CHECK(std::isfinite(m), "{} {} is not finite (nan or inf): training diverged; lower the learning rate", what,
+                 i);
       SMOE_CHECK(m <= kMaxAbs, "{} {} reaches {} (above {}): training diverged; lower the learning rate", what, i, m,
                  kMaxAbs);
     }

@@ -51,8 +51,8 @@ class ExactSum {
   void zero();
 
  private:
-  at::Tensor flat_;                // int64 [total]
-  std::vector<int64_t> offsets_;   // start of each tensor in flat_
+  at::Tensor flat_;               // int64 [total]
+  std::vector<int64_t> offsets_;  // start of each tensor in flat_
   std::vector<int64_t> numels_;
 };
 

@@ -104,8 +104,7 @@ class ThreadCommunicator final : public Communicator {
     check_host(send, "allgather");
     check_host(recv, "allgather");
     SMOE_CHECK(recv.count == send.count * static_cast<size_t>(s_->size),
-               "allgather: receive buffer holds {} elements, expected {}", recv.count,
-               send.count * s_->size);
+               "allgather: receive buffer holds {} elements, expected {}", recv.count, send.count * s_->size);
     rendezvous(send.data, [&](const std::vector<const void*>& slots) {
       for (int r = 0; r < s_->size; ++r)
         std::memcpy(static_cast<char*>(recv.data) + r * send.bytes(), slots[r], send.bytes());

@@ -85,8 +85,7 @@ void AtomicPath::commit() {
 AtomicDir::AtomicDir(std::string target) : target_(std::move(target)), temp_(temp_name(target_)) {
   std::error_code ec;
   fs::create_directories(parent_of(target_), ec);
-  if (!fs::create_directory(temp_, ec) || ec)
-    fail("cannot create folder {}: {}", temp_, ec ? ec.message() : "exists");
+  if (!fs::create_directory(temp_, ec) || ec) fail("cannot create folder {}: {}", temp_, ec ? ec.message() : "exists");
 }
 
 AtomicDir::~AtomicDir() {

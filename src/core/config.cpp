@@ -38,16 +38,15 @@ T scalar_as(const Field& f, const YAML::Node& n, const std::string& origin, cons
 
 void check_range(const Field& f, double v, const std::string& origin) {
   if (f.min && (f.min_exclusive ? !(v > *f.min) : !(v >= *f.min)))
-    key_error(f, origin, fmt::format("must be {} {}, got {}", f.min_exclusive ? ">" : ">=",
-                                     number_text(*f.min), number_text(v)));
+    key_error(f, origin,
+              fmt::format("must be {} {}, got {}", f.min_exclusive ? ">" : ">=", number_text(*f.min), number_text(v)));
   if (f.max && !(v <= *f.max))
     key_error(f, origin, fmt::format("must be <= {}, got {}", number_text(*f.max), number_text(v)));
 }
 
 template <typename T>
 std::vector<T> list_as(const Field& f, const YAML::Node& n, const std::string& origin, const char* expected) {
-  if (!n.IsSequence())
-    key_error(f, origin, fmt::format("expected a list of {}, got {}", expected, describe_node(n)));
+  if (!n.IsSequence()) key_error(f, origin, fmt::format("expected a list of {}, got {}", expected, describe_node(n)));
   std::vector<T> out;
   for (const auto& item : n) {
     T v = scalar_as<T>(f, item, origin, expected);
@@ -139,8 +138,7 @@ std::map<std::string, const Field*> index_of(const std::vector<Field>& fields) {
 
 bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
   for (const auto& f : fields)
-    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 &&
-        f.key[prefix.size()] == '.')
+    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 && f.key[prefix.size()] == '.')
       return true;
   return false;
 }
@@ -224,8 +222,8 @@ Config Config::load(const std::string& yaml_path, const std::vector<std::string>
 
 void Config::validate() const {
   const int64_t depth = model.depth;
-  SMOE_CHECK(depth == 10 || depth == 18 || depth == 34,
-             "config key 'model.depth': expected 10, 18 or 34, got {}", depth);
+  SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "config key 'model.depth': expected 10, 18 or 34, got {}",
+             depth);
   for (const OptimConfig* o : {&base.optim, &gate.optim, &experts.optim, &ensembler.optim}) {
     SMOE_CHECK(o->warmup_epochs <= std::max<int64_t>(o->epochs, 0) || o->epochs == 0,
                "config: warmup_epochs ({}) exceeds epochs ({})", o->warmup_epochs, o->epochs);

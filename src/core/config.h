@@ -56,8 +56,8 @@ struct BaseConfig {
   std::string checkpoint;  // load this state dict instead of training
   bool augment;            // crop + flip augmentation of the training batches
   OptimConfig optim;
-  int64_t micro_batch;          // rank-count-invariant gradient sums are over micro-batches
-  int64_t bn_calibration;       // samples used to recompute BatchNorm statistics
+  int64_t micro_batch;     // rank-count-invariant gradient sums are over micro-batches
+  int64_t bn_calibration;  // samples used to recompute BatchNorm statistics
 };
 
 struct ClusterConfig {

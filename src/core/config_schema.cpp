@@ -20,14 +20,14 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
   s.add(p + ".momentum", o.momentum, 0.9, "SGD momentum").at_least(0).at_most(1);
   s.add(p + ".weight_decay", o.weight_decay, d.weight_decay, "L2 weight decay").at_least(0);
   s.add(p + ".nesterov", o.nesterov, true, "Nesterov momentum");
-  s.add(p + ".schedule", o.schedule, d.schedule, "learning-rate schedule")
-      .one_of({"cosine", "step", "constant"});
+  s.add(p + ".schedule", o.schedule, d.schedule, "learning-rate schedule").one_of({"cosine", "step", "constant"});
   s.add(p + ".step_epochs", o.step_epochs, std::vector<int64_t>{}, "epochs where 'step' multiplies lr by step_gamma")
       .at_least(1);
   s.add(p + ".step_gamma", o.step_gamma, 0.1, "lr factor at each step epoch").above(0);
   s.add(p + ".warmup_epochs", o.warmup_epochs, int64_t{0}, "linear warm-up epochs").at_least(0);
   s.add(p + ".label_smoothing", o.label_smoothing, 0.0, "label smoothing of the cross-entropy")
-      .at_least(0).at_most(0.99);
+      .at_least(0)
+      .at_most(0.99);
 }
 
 }  // namespace
@@ -44,31 +44,41 @@ Schema describe(Config& c) {
   s.add("data.storage", c.data.storage, std::string("auto"),
         "memory: load splits whole; stream: random HDF5 reads; auto: memory below the budget")
       .one_of({"auto", "memory", "stream"});
-  s.add("data.memory_budget_mb", c.data.memory_budget_mb, int64_t{8192}, "largest split 'auto' loads in memory (MiB)").at_least(1);
-  s.add("data.cache_mb", c.data.cache_mb, int64_t{256}, "HDF5 chunk cache per open shard when streaming (MiB)").at_least(1);
-  s.add("data.prefetch", c.data.prefetch, int64_t{2}, "batches prepared ahead by the loader thread (0 = none)").at_least(0);
-  s.add("data.crop_padding", c.data.crop_padding, int64_t{2}, "augmentation: zero padding (pixels) before the random crop").at_least(0);
+  s.add("data.memory_budget_mb", c.data.memory_budget_mb, int64_t{8192}, "largest split 'auto' loads in memory (MiB)")
+      .at_least(1);
+  s.add("data.cache_mb", c.data.cache_mb, int64_t{256}, "HDF5 chunk cache per open shard when streaming (MiB)")
+      .at_least(1);
+  s.add("data.prefetch", c.data.prefetch, int64_t{2}, "batches prepared ahead by the loader thread (0 = none)")
+      .at_least(0);
+  s.add("data.crop_padding", c.data.crop_padding, int64_t{2},
+        "augmentation: zero padding (pixels) before the random crop")
+      .at_least(0);
   s.add("data.hflip", c.data.hflip, true, "augmentation: random horizontal flips");
 
   s.add("model.arch", c.model.arch, std::string("tiny_resnet"), "network family").one_of({"tiny_resnet", "plain_cnn"});
   s.add("model.depth", c.model.depth, int64_t{10}, "tiny_resnet depth (10, 18 or 34)").at_least(10).at_most(34);
-  s.add("model.width", c.model.width, int64_t{16}, "channels of the first stage (doubled at every down-sampling)").at_least(1);
+  s.add("model.width", c.model.width, int64_t{16}, "channels of the first stage (doubled at every down-sampling)")
+      .at_least(1);
 
-  s.add("base.checkpoint", c.base.checkpoint, std::string(), "load the base model from this state dict instead of training it");
+  s.add("base.checkpoint", c.base.checkpoint, std::string(),
+        "load the base model from this state dict instead of training it");
   s.add("base.augment", c.base.augment, true, "augment the base model's training batches (random crop and flip)");
   describe_optim(s, "base", c.base.optim, {10, 128, 0.1, 5e-4, "cosine"});
   s.add("base.micro_batch", c.base.micro_batch, int64_t{32},
-        "samples per micro-batch; gradients are summed exactly over micro-batches so results do not depend on the rank count")
+        "samples per micro-batch; gradients are summed exactly over micro-batches so results do not depend on the rank "
+        "count")
       .at_least(1);
   s.add("base.bn_calibration", c.base.bn_calibration, int64_t{4096},
-        "training samples used to recompute BatchNorm statistics after training").at_least(1);
+        "training samples used to recompute BatchNorm statistics after training")
+      .at_least(1);
 
   s.add("cluster.method", c.cluster.method, std::string("kmeans"),
         "initial gate: per-sample K-means, or per-class clustering of class-mean embeddings")
       .one_of({"kmeans", "per_class"});
   s.add("cluster.restarts", c.cluster.restarts, int64_t{4}, "K-means restarts; the lowest inertia wins").at_least(1);
   s.add("cluster.max_iter", c.cluster.max_iter, int64_t{100}, "Lloyd iterations per restart").at_least(1);
-  s.add("cluster.tol", c.cluster.tol, 1e-4, "stop when centroids move less than tol x mean feature variance").at_least(0);
+  s.add("cluster.tol", c.cluster.tol, 1e-4, "stop when centroids move less than tol x mean feature variance")
+      .at_least(0);
   s.add("cluster.normalize", c.cluster.normalize, true, "L2-normalise embeddings before clustering");
 
   s.add("gate.temperature", c.gate.temperature, 0.1, "T in g0(k|x) = softmax_k(-|x - c_k|^2 / T)").above(0);
@@ -78,11 +88,13 @@ Schema describe(Config& c) {
   s.add("experts.count", c.experts.count, int64_t{4}, "number of experts K").at_least(1);
   s.add("experts.gamma", c.experts.gamma, 0.1, "gamma in w_k = clip(g0(k|x), gamma, 1)").at_least(0).at_most(1);
   s.add("experts.branch_after", c.experts.branch_after, int64_t{3},
-        "blocks of the base model shared and frozen by every expert (block 0 is the stem)").at_least(0);
+        "blocks of the base model shared and frozen by every expert (block 0 is the stem)")
+      .at_least(0);
   s.add("experts.weighting", c.experts.weighting, std::string("reweight"),
         "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k")
       .one_of({"reweight", "sample"});
-  s.add("experts.augment", c.experts.augment, false, "augment the experts' training batches (turns the trunk cache off)");
+  s.add("experts.augment", c.experts.augment, false,
+        "augment the experts' training batches (turns the trunk cache off)");
   s.add("experts.cache_trunk", c.experts.cache_trunk, true,
         "compute the frozen trunk's features once and reuse them (only without augmentation)");
   describe_optim(s, "experts", c.experts.optim, {5, 128, 0.02, 5e-4, "cosine"});
@@ -93,16 +105,20 @@ Schema describe(Config& c) {
 
   s.add("em.steps", c.em.steps, int64_t{0}, "EM rounds N_E after Algorithm 1 (0 = Algorithm 1 only)").at_least(0);
   s.add("em.expert_epochs", c.em.expert_epochs, int64_t{1}, "expert epochs in each M-step").at_least(0);
-  s.add("em.chunk_samples", c.em.chunk_samples, int64_t{65536}, "rows of the N x K E-step matrix reduced at once").at_least(1);
+  s.add("em.chunk_samples", c.em.chunk_samples, int64_t{65536}, "rows of the N x K E-step matrix reduced at once")
+      .at_least(1);
 
   s.add("eval.taus", c.eval.taus,
         std::vector<double>{0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0},
-        "thresholds of the anytime model").at_least(0).at_most(1);
+        "thresholds of the anytime model")
+      .at_least(0)
+      .at_most(1);
   s.add("eval.batch_size", c.eval.batch_size, int64_t{500}, "evaluation batch size").at_least(1);
   s.add("eval.class_oracle", c.eval.class_oracle, false, "per_class only: also report routing by the true class");
 
   s.add("runtime.threads", c.runtime.threads, int64_t{0},
-        "intra-op threads per rank (0 = the node's cores divided by its ranks)").at_least(0);
+        "intra-op threads per rank (0 = the node's cores divided by its ranks)")
+      .at_least(0);
   s.add("runtime.device", c.runtime.device, std::string("auto"), "auto uses CUDA when available")
       .one_of({"auto", "cpu", "cuda"});
   s.add("runtime.log_every", c.runtime.log_every, int64_t{50}, "training steps between progress lines").at_least(1);

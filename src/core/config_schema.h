@@ -11,10 +11,8 @@
 
 namespace smoe::detail {
 
-using FieldPtr = std::variant<bool*, int64_t*, double*, std::string*, std::vector<int64_t>*,
-                              std::vector<double>*>;
-using FieldValue =
-    std::variant<bool, int64_t, double, std::string, std::vector<int64_t>, std::vector<double>>;
+using FieldPtr = std::variant<bool*, int64_t*, double*, std::string*, std::vector<int64_t>*, std::vector<double>*>;
+using FieldValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>, std::vector<double>>;
 
 struct Field {
   std::string key;
@@ -26,10 +24,23 @@ struct Field {
   bool min_exclusive = false;
   std::vector<std::string> choices;  // allowed strings; empty = any
 
-  Field& at_least(double v) { min = v; return *this; }
-  Field& above(double v) { min = v; min_exclusive = true; return *this; }
-  Field& at_most(double v) { max = v; return *this; }
-  Field& one_of(std::vector<std::string> c) { choices = std::move(c); return *this; }
+  Field& at_least(double v) {
+    min = v;
+    return *this;
+  }
+  Field& above(double v) {
+    min = v;
+    min_exclusive = true;
+    return *this;
+  }
+  Field& at_most(double v) {
+    max = v;
+    return *this;
+  }
+  Field& one_of(std::vector<std::string> c) {
+    choices = std::move(c);
+    return *this;
+  }
 };
 
 class Schema {

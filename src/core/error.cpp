@@ -5,8 +5,6 @@
 
 namespace smoe {
 
-std::string errno_message(const std::string& where) {
-  return where + ": " + std::strerror(errno);
-}
+std::string errno_message(const std::string& where) { return where + ": " + std::strerror(errno); }
 
 }  // namespace smoe

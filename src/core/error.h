@@ -28,16 +28,16 @@ std::string errno_message(const std::string& where);
 
 // Checks a condition that depends on input (files, configs, flags): the
 // message is for the user and names what was wrong.
-#define SMOE_CHECK(cond, ...)             \
-  do {                                    \
+#define SMOE_CHECK(cond, ...)               \
+  do {                                      \
     if (!(cond)) ::smoe::fail(__VA_ARGS__); \
   } while (0)
 
 // Checks an internal invariant: the message carries file and line because
 // reaching it is a bug, not a user error.
-#define SMOE_ASSERT(cond, ...)                                                         \
-  do {                                                                                 \
-    if (!(cond))                                                                       \
-      throw ::smoe::Error(fmt::format("internal error at {}:{}: {} ({})", __FILE__,    \
-                                      __LINE__, fmt::format(__VA_ARGS__), #cond));     \
+#define SMOE_ASSERT(cond, ...)                                                                                   \
+  do {                                                                                                           \
+    if (!(cond))                                                                                                 \
+      throw ::smoe::Error(                                                                                       \
+          fmt::format("internal error at {}:{}: {} ({})", __FILE__, __LINE__, fmt::format(__VA_ARGS__), #cond)); \
   } while (0)

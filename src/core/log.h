@@ -13,9 +13,9 @@ namespace smoe::log {
 struct Options {
   int rank = 0;
   int world = 1;
-  std::string jsonl_path;   // empty: no file
-  bool verbose = false;     // debug messages on the console
-  bool quiet = false;       // warnings and errors only
+  std::string jsonl_path;  // empty: no file
+  bool verbose = false;    // debug messages on the console
+  bool quiet = false;      // warnings and errors only
 };
 
 void init(const Options& options);
@@ -23,13 +23,21 @@ void init(const Options& options);
 void shutdown();
 
 template <typename... Args>
-void info(fmt::format_string<Args...> f, Args&&... args) { spdlog::info(f, std::forward<Args>(args)...); }
+void info(fmt::format_string<Args...> f, Args&&... args) {
+  spdlog::info(f, std::forward<Args>(args)...);
+}
 template <typename... Args>
-void warn(fmt::format_string<Args...> f, Args&&... args) { spdlog::warn(f, std::forward<Args>(args)...); }
+void warn(fmt::format_string<Args...> f, Args&&... args) {
+  spdlog::warn(f, std::forward<Args>(args)...);
+}
 template <typename... Args>
-void error(fmt::format_string<Args...> f, Args&&... args) { spdlog::error(f, std::forward<Args>(args)...); }
+void error(fmt::format_string<Args...> f, Args&&... args) {
+  spdlog::error(f, std::forward<Args>(args)...);
+}
 template <typename... Args>
-void debug(fmt::format_string<Args...> f, Args&&... args) { spdlog::debug(f, std::forward<Args>(args)...); }
+void debug(fmt::format_string<Args...> f, Args&&... args) {
+  spdlog::debug(f, std::forward<Args>(args)...);
+}
 
 // A structured record {"time", "rank", "event": name, ...fields} in the
 // JSON-lines file; nothing on the console.

@@ -12,7 +12,9 @@ std::string format_duration(double s) {
 }
 
 Progress::Progress(std::string stage, int64_t total_steps, int64_t every)
-    : stage_(std::move(stage)), total_(total_steps), every_(std::max<int64_t>(every, 1)),
+    : stage_(std::move(stage)),
+      total_(total_steps),
+      every_(std::max<int64_t>(every, 1)),
       start_(std::chrono::steady_clock::now()) {}
 
 double Progress::seconds() const {

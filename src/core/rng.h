@@ -26,8 +26,7 @@ constexpr uint64_t stage_tag(std::string_view stage) {
 }
 
 // Seed of the stream identified by (run seed, stage, ids...).
-inline uint64_t derive_seed(uint64_t run_seed, std::string_view stage,
-                            std::initializer_list<uint64_t> ids = {}) {
+inline uint64_t derive_seed(uint64_t run_seed, std::string_view stage, std::initializer_list<uint64_t> ids = {}) {
   uint64_t h = mix64(run_seed ^ mix64(stage_tag(stage)));
   for (uint64_t id : ids) h = mix64(h ^ mix64(id + 0x632be59bd9b4e019ULL));
   return h;

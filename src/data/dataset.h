@@ -53,7 +53,7 @@ class Dataset {
   SplitInfo split_;
   int64_t size_ = 0;
   std::vector<int64_t> labels_;
-  std::vector<uint8_t> pixels_;                        // memory storage
+  std::vector<uint8_t> pixels_;                       // memory storage
   std::vector<std::unique_ptr<ShardReader>> shards_;  // stream storage
 };
 

@@ -45,9 +45,9 @@ class H5Id {
 }  // namespace smoe::data
 
 // Checks an HDF5 call returning herr_t or hid_t (negative = failure).
-#define SMOE_H5_CHECK(call, file)                                                   \
-  ([&]() {                                                                          \
-    auto smoe_h5_rc_ = (call);                                                      \
+#define SMOE_H5_CHECK(call, file)                                                    \
+  ([&]() {                                                                           \
+    auto smoe_h5_rc_ = (call);                                                       \
     if (smoe_h5_rc_ < 0) ::smoe::data::hdf5_fail(#call, (file), __FILE__, __LINE__); \
-    return smoe_h5_rc_;                                                             \
+    return smoe_h5_rc_;                                                              \
   }())

@@ -25,8 +25,8 @@ T field(const json& j, const char* key, const std::string& origin) {
 
 size_t SplitInfo::shard_of(int64_t id) const {
   SMOE_CHECK(id >= 0 && id < count, "sample id {} outside split '{}' of {} samples", id, name, count);
-  auto it = std::upper_bound(shards.begin(), shards.end(), id,
-                             [](int64_t v, const ShardInfo& s) { return v < s.offset; });
+  auto it =
+      std::upper_bound(shards.begin(), shards.end(), id, [](int64_t v, const ShardInfo& s) { return v < s.offset; });
   return static_cast<size_t>(std::distance(shards.begin(), it)) - 1;
 }
 
@@ -36,8 +36,10 @@ json Manifest::to_json() const {
     json shards_json = json::array();
     for (const auto& sh : s.shards)
       shards_json.push_back({{"file", sh.file}, {"offset", sh.offset}, {"count", sh.count}, {"sha256", sh.sha256}});
-    splits_json[s.name] = {{"count", s.count},          {"class_counts", s.class_counts},
-                           {"mean", s.mean},            {"std", s.std},
+    splits_json[s.name] = {{"count", s.count},
+                           {"class_counts", s.class_counts},
+                           {"mean", s.mean},
+                           {"std", s.std},
                            {"shards", shards_json}};
   }
   const SplitInfo* st = splits.empty() ? nullptr : &stats_split();
@@ -69,8 +71,8 @@ Manifest Manifest::from_json(const json& j, const std::string& origin) {
   m.num_classes = field<int64_t>(j, "num_classes", origin);
   SMOE_CHECK(m.num_classes > 0, "{}: field 'num_classes' must be positive", origin);
   m.class_names = field<std::vector<std::string>>(j, "class_names", origin);
-  SMOE_CHECK(m.class_names.size() == static_cast<size_t>(m.num_classes),
-             "{}: {} class names for {} classes", origin, m.class_names.size(), m.num_classes);
+  SMOE_CHECK(m.class_names.size() == static_cast<size_t>(m.num_classes), "{}: {} class names for {} classes", origin,
+             m.class_names.size(), m.num_classes);
   m.chunk_images = field<int64_t>(j, "chunk_images", origin);
   m.compression = field<std::string>(j, "compression", origin);
   if (j.contains("source")) m.source = j["source"];

@@ -21,7 +21,8 @@ uint64_t SplitMix64::below(uint64_t n) {
   // Rejection sampling on the top of the range keeps the draw unbiased.
   const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
   uint64_t v;
-  do v = next(); while (v >= limit);
+  do v = next();
+  while (v >= limit);
   return v % n;
 }
 
@@ -68,8 +69,8 @@ std::vector<int64_t> weighted_sample(const std::vector<double>& weights, int64_t
   std::vector<double> cdf(weights.size());
   double total = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
-    SMOE_CHECK(weights[i] >= 0 && std::isfinite(weights[i]), "sampling weight {} of sample {} is invalid",
-               weights[i], i);
+    SMOE_CHECK(weights[i] >= 0 && std::isfinite(weights[i]), "sampling weight {} of sample {} is invalid", weights[i],
+               i);
     total += weights[i];
     cdf[i] = total;
   }

@@ -27,8 +27,8 @@ H5Id dataset_props(const std::string& path, int rank, const hsize_t* chunk, int 
 void check_integer_type(hid_t dset, size_t bytes, H5T_sign_t sign, const std::string& path, const char* name,
                         const char* expected) {
   H5Id type(SMOE_H5_CHECK(H5Dget_type(dset), path));
-  bool ok = H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == bytes &&
-            H5Tget_sign(type.get()) == sign;
+  bool ok =
+      H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == bytes && H5Tget_sign(type.get()) == sign;
   SMOE_CHECK(ok, "{}: /{} must be {}", path, name, expected);
 }
 
@@ -47,8 +47,7 @@ void write_shard(const std::string& path, const uint8_t* images, const int64_t* 
   hdf5_quiet();
   SMOE_ASSERT(shape.size() == 3 && count > 0, "write_shard: bad shape or empty shard");
   SMOE_CHECK(options.chunk_images >= 1, "chunk size must be at least 1 image, got {}", options.chunk_images);
-  SMOE_CHECK(options.gzip_level >= 0 && options.gzip_level <= 9, "gzip level must be 0..9, got {}",
-             options.gzip_level);
+  SMOE_CHECK(options.gzip_level >= 0 && options.gzip_level <= 9, "gzip level must be 0..9, got {}", options.gzip_level);
   H5Id file(SMOE_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path));
 
   const hsize_t n = static_cast<hsize_t>(count);
@@ -59,17 +58,15 @@ void write_shard(const std::string& path, const uint8_t* images, const int64_t* 
   {
     H5Id space(SMOE_H5_CHECK(H5Screate_simple(4, img_dims, nullptr), path));
     H5Id dcpl = dataset_props(path, 4, chunk, options.gzip_level);
-    H5Id dset(SMOE_H5_CHECK(H5Dcreate2(file.get(), kImages, H5T_STD_U8LE, space.get(), H5P_DEFAULT, dcpl.get(),
-                                       H5P_DEFAULT),
-                            path));
+    H5Id dset(SMOE_H5_CHECK(
+        H5Dcreate2(file.get(), kImages, H5T_STD_U8LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path));
     SMOE_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, images), path);
   }
   {
     H5Id space(SMOE_H5_CHECK(H5Screate_simple(1, &n, nullptr), path));
     H5Id dcpl = dataset_props(path, 1, nullptr, 0);
-    H5Id dset(SMOE_H5_CHECK(H5Dcreate2(file.get(), kLabels, H5T_STD_I64LE, space.get(), H5P_DEFAULT, dcpl.get(),
-                                       H5P_DEFAULT),
-                            path));
+    H5Id dset(SMOE_H5_CHECK(
+        H5Dcreate2(file.get(), kLabels, H5T_STD_I64LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path));
     SMOE_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels), path);
   }
   SMOE_H5_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), path);
@@ -100,8 +97,8 @@ ShardReader::ShardReader(const std::string& path, const std::vector<int64_t>& sh
   SMOE_CHECK(ldims.size() == 1, "{}: /labels has {} dimensions, expected 1", path, ldims.size());
   for (size_t d = 0; d < 3; ++d)
     SMOE_CHECK(static_cast<int64_t>(idims[d + 1]) == shape[d],
-               "{}: /images has shape [{}, {}, {}, {}], expected [n, {}, {}, {}]", path, idims[0], idims[1],
-               idims[2], idims[3], shape[0], shape[1], shape[2]);
+               "{}: /images has shape [{}, {}, {}, {}], expected [n, {}, {}, {}]", path, idims[0], idims[1], idims[2],
+               idims[3], shape[0], shape[1], shape[2]);
   SMOE_CHECK(idims[0] == ldims[0], "{}: {} images but {} labels", path, idims[0], ldims[0]);
   count_ = static_cast<int64_t>(idims[0]);
   file_ = file.release();

@@ -42,13 +42,16 @@ Point top2_point(const at::Tensor& gate, const at::Tensor& expert_probs, const a
   const int64_t K = gate.size(1);
   if (K < 2) return top1_point(gate, expert_probs, labels, c, 0.0);
   auto [g, k] = gate.topk(2, 1);
-  at::Tensor p0 = expert_probs.gather(1, k.select(1, 0).view({-1, 1, 1}).expand({-1, 1, expert_probs.size(2)})).squeeze(1);
-  at::Tensor p1 = expert_probs.gather(1, k.select(1, 1).view({-1, 1, 1}).expand({-1, 1, expert_probs.size(2)})).squeeze(1);
+  at::Tensor p0 =
+      expert_probs.gather(1, k.select(1, 0).view({-1, 1, 1}).expand({-1, 1, expert_probs.size(2)})).squeeze(1);
+  at::Tensor p1 =
+      expert_probs.gather(1, k.select(1, 1).view({-1, 1, 1}).expand({-1, 1, expert_probs.size(2)})).squeeze(1);
   at::Tensor mix = (g.select(1, 0).unsqueeze(1) * p0 + g.select(1, 1).unsqueeze(1) * p1);
   Point p;
   p.accuracy = accuracy(mix, labels);
   at::Tensor costs = expert_costs(c, gate.options());
-  p.macs = c.base + c.gate + (costs.index_select(0, k.select(1, 0)) + costs.index_select(0, k.select(1, 1))).mean().item<double>();
+  p.macs = c.base + c.gate +
+           (costs.index_select(0, k.select(1, 0)) + costs.index_select(0, k.select(1, 1))).mean().item<double>();
   p.mean_experts = 2.0;
   return p;
 }
@@ -56,10 +59,10 @@ Point top2_point(const at::Tensor& gate, const at::Tensor& expert_probs, const a
 Point anytime_point(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
                     const at::Tensor& labels, double tau, const Costs& c) {
   SMOE_CHECK(tau >= 0 && tau <= 1, "tau must be in [0, 1], got {}", tau);
-  at::Tensor confidence = std::get<0>(base_probs.max(1));                  // max_y phi(y|x)  [N]
-  at::Tensor alpha = gate * (1.0 - confidence).unsqueeze(1);               // [N, K]
-  at::Tensor active = alpha >= tau;                                        // [N, K]
-  at::Tensor early = active.logical_not().all(1);                          // [N]
+  at::Tensor confidence = std::get<0>(base_probs.max(1));                               // max_y phi(y|x)  [N]
+  at::Tensor alpha = gate * (1.0 - confidence).unsqueeze(1);                            // [N, K]
+  at::Tensor active = alpha >= tau;                                                     // [N, K]
+  at::Tensor early = active.logical_not().all(1);                                       // [N]
   at::Tensor mix = ((gate * active.to(gate.dtype())).unsqueeze(2) * ens_probs).sum(1);  // [N, C]
   at::Tensor p = torch::where(early.unsqueeze(1), base_probs, mix);
   at::Tensor activef = active.to(torch::kDouble);
@@ -68,8 +71,7 @@ Point anytime_point(const at::Tensor& base_probs, const at::Tensor& gate, const 
   pt.accuracy = accuracy(p, labels);
   pt.early_exit_rate = early.to(torch::kDouble).mean().item<double>();
   pt.mean_experts = activef.sum(1).mean().item<double>();
-  at::Tensor per_sample = activef.mv(expert_costs(c, gate.options()).to(torch::kDouble)) +
-                          activef.sum(1) * c.ensembler;
+  at::Tensor per_sample = activef.mv(expert_costs(c, gate.options()).to(torch::kDouble)) + activef.sum(1) * c.ensembler;
   pt.macs = c.base + c.gate + per_sample.mean().item<double>();
   return pt;
 }
@@ -78,7 +80,8 @@ std::vector<size_t> convex_envelope(const std::vector<Point>& points) {
   std::vector<size_t> idx(points.size());
   std::iota(idx.begin(), idx.end(), 0);
   std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-    return points[a].macs < points[b].macs || (points[a].macs == points[b].macs && points[a].accuracy > points[b].accuracy);
+    return points[a].macs < points[b].macs ||
+           (points[a].macs == points[b].macs && points[a].accuracy > points[b].accuracy);
   });
   // Upper hull by the monotone chain, then keep it only while accuracy rises.
   std::vector<size_t> hull;

@@ -18,10 +18,10 @@
 namespace smoe::eval {
 
 struct Costs {
-  double base = 0;                 // MACs of the full base model
-  double gate = 0;                 // the gate's linear layer
-  std::vector<double> experts;     // each expert's non-shared part
-  double ensembler = 0;            // one ensembler (0 for bagging)
+  double base = 0;              // MACs of the full base model
+  double gate = 0;              // the gate's linear layer
+  std::vector<double> experts;  // each expert's non-shared part
+  double ensembler = 0;         // one ensembler (0 for bagging)
 };
 
 struct Point {

@@ -150,8 +150,8 @@ BackboneImpl::BackboneImpl(const NetworkSpec& spec, int64_t first) : spec_(spec)
 }
 
 at::Tensor BackboneImpl::blocks(at::Tensor x, int64_t from, int64_t to) {
-  SMOE_ASSERT(from >= first_ && to <= NetworkSpec::kBlocks && from <= to, "blocks [{}, {}) of a backbone from {}",
-              from, to, first_);
+  SMOE_ASSERT(from >= first_ && to <= NetworkSpec::kBlocks && from <= to, "blocks [{}, {}) of a backbone from {}", from,
+              to, first_);
   for (int64_t b = from; b < to; ++b) x = blocks_[static_cast<size_t>(b - first_)]->forward(x);
   return x;
 }

@@ -22,9 +22,9 @@
 namespace smoe::models {
 
 struct NetworkSpec {
-  std::string arch = "tiny_resnet";  // tiny_resnet | plain_cnn
-  int64_t depth = 10;                // tiny_resnet: 10, 18 or 34
-  int64_t width = 16;                // channels of the first stage
+  std::string arch = "tiny_resnet";          // tiny_resnet | plain_cnn
+  int64_t depth = 10;                        // tiny_resnet: 10, 18 or 34
+  int64_t width = 16;                        // channels of the first stage
   std::vector<int64_t> input = {1, 28, 28};  // C, H, W
   int64_t num_classes = 10;
 

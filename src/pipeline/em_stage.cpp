@@ -123,11 +123,12 @@ void Pipeline::stage_em() {
           run_.mark_done(round_key + "/estep", stats);
         }
         record["estep"] = stats;
-        log::info("em        round {} E-step: experts {:.1f} s, allreduce {:.3f} s ({} bytes in {} chunk(s) on {}), "
-                  "{} samples changed their top expert",
-                  r, stats["expert_eval_seconds"].get<double>(), stats["allreduce_seconds"].get<double>(),
-                  stats["allreduce_bytes"].get<int64_t>(), stats["allreduce_chunks"].get<int64_t>(),
-                  rt_.device_name(), stats["changed_top_expert"].get<int64_t>());
+        log::info(
+            "em        round {} E-step: experts {:.1f} s, allreduce {:.3f} s ({} bytes in {} chunk(s) on {}), "
+            "{} samples changed their top expert",
+            r, stats["expert_eval_seconds"].get<double>(), stats["allreduce_seconds"].get<double>(),
+            stats["allreduce_bytes"].get<int64_t>(), stats["allreduce_chunks"].get<int64_t>(), rt_.device_name(),
+            stats["changed_top_expert"].get<int64_t>());
       }
       // M-step: experts and ensemblers, then the gate.
       Progress mclock(fmt::format("em {} m-step", r), 1, 1);

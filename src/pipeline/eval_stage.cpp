@@ -187,8 +187,11 @@ json Pipeline::evaluate_test(int64_t round) {
   // The anytime curve in a few numbers: its best point; the cheapest point
   // that matches the base model's accuracy while still running experts; the
   // best accuracy within 1.2x the base model's MACs.
-  json summary = {{"best_accuracy", 0.0}, {"best_tau", nullptr}, {"tau_at_base_accuracy", nullptr},
-                  {"macs_at_base_accuracy", nullptr}, {"macs_ratio_at_base_accuracy", nullptr},
+  json summary = {{"best_accuracy", 0.0},
+                  {"best_tau", nullptr},
+                  {"tau_at_base_accuracy", nullptr},
+                  {"macs_at_base_accuracy", nullptr},
+                  {"macs_ratio_at_base_accuracy", nullptr},
                   {"best_accuracy_within_1.2x_base_macs", base_pt.accuracy}};
   for (const auto& p : curve) {
     if (p.accuracy > summary["best_accuracy"].get<double>()) {
@@ -252,10 +255,11 @@ void Pipeline::stage_eval() {
     // One cached pass took cache_s with the ranks sharing the work; a rank
     // without the cache pays a whole pass (about P x cache_s) per pass.
     const double ranks = static_cast<double>(comm_.size());
-    report["trunk_cache"] = {{"enabled", cfg_.experts.cache_trunk && !cfg_.experts.augment},
-                             {"seconds_spent", cache_s},
-                             {"trunk_passes_avoided", passes},
-                             {"estimated_rank_seconds_saved", std::max(0.0, ranks * cache_s * passes - ranks * cache_s)}};
+    report["trunk_cache"] = {
+        {"enabled", cfg_.experts.cache_trunk && !cfg_.experts.augment},
+        {"seconds_spent", cache_s},
+        {"trunk_passes_avoided", passes},
+        {"estimated_rank_seconds_saved", std::max(0.0, ranks * cache_s * passes - ranks * cache_s)}};
   }
   report["runtime"] = {{"threads_per_rank", rt_.threads}, {"device", rt_.device_name()}, {"devices", devices}};
   json em = json::array();
@@ -295,13 +299,14 @@ void Pipeline::stage_eval() {
   std::vector<std::string> rows, cols;
   for (int64_t k = 0; k < K; ++k) rows.push_back(fmt::format("expert {}", k));
   for (const auto& n : test_->manifest().class_names) cols.push_back(n.size() > 10 ? n.substr(0, 9) + "." : n);
-  eval::plot_heatmap(run_.file("routing.png"), "test samples routed to each expert (top-1 gate) by class", routing, rows,
-                     cols);
+  eval::plot_heatmap(run_.file("routing.png"), "test samples routed to each expert (top-1 gate) by class", routing,
+                     rows, cols);
 
-  log::info("eval      base {:.2f}% at {:.2f} MMACs | MoE top-1 {:.2f}%, bagging {:.2f}%, stacking {:.2f}%, top-2 {:.2f}%",
-            100 * base_pt.accuracy, base_pt.macs / 1e6, 100 * report["moe"]["no_ensembling"]["accuracy"].get<double>(),
-            100 * report["moe"]["bagging"]["accuracy"].get<double>(), 100 * report["moe"]["stacking"]["accuracy"].get<double>(),
-            100 * report["moe"]["top2"]["accuracy"].get<double>());
+  log::info(
+      "eval      base {:.2f}% at {:.2f} MMACs | MoE top-1 {:.2f}%, bagging {:.2f}%, stacking {:.2f}%, top-2 {:.2f}%",
+      100 * base_pt.accuracy, base_pt.macs / 1e6, 100 * report["moe"]["no_ensembling"]["accuracy"].get<double>(),
+      100 * report["moe"]["bagging"]["accuracy"].get<double>(),
+      100 * report["moe"]["stacking"]["accuracy"].get<double>(), 100 * report["moe"]["top2"]["accuracy"].get<double>());
   log::info("eval      report: {}", run_.file("report.json"));
   comm_.barrier();
 }

@@ -32,13 +32,12 @@ void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) 
   for (auto& b : m.buffers(true)) comm::broadcast(comm, b, root);
 }
 
-
-
 }  // namespace
 
 Pipeline::Pipeline(Config config, comm::Communicator& comm, RunDir& run, RuntimeInfo runtime)
     : cfg_(std::move(config)), comm_(comm), run_(run), rt_(runtime) {
-  SMOE_CHECK(!cfg_.data.path.empty(), "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
+  SMOE_CHECK(!cfg_.data.path.empty(),
+             "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
   data::DatasetOptions o;
   o.storage = cfg_.data.storage;
   o.memory_budget_mb = cfg_.data.memory_budget_mb;
@@ -58,7 +57,8 @@ Pipeline::Pipeline(Config config, comm::Communicator& comm, RunDir& run, Runtime
 Pipeline::~Pipeline() = default;
 
 std::string Pipeline::expert_path(int64_t k, int64_t round) const {
-  return run_.file(round == 0 ? fmt::format("experts/expert-{:03d}.pt", k) : fmt::format("em-{}/expert-{:03d}.pt", round, k));
+  return run_.file(round == 0 ? fmt::format("experts/expert-{:03d}.pt", k)
+                              : fmt::format("em-{}/expert-{:03d}.pt", round, k));
 }
 
 std::string Pipeline::stacking_path(int64_t k, int64_t round) const {
@@ -81,7 +81,6 @@ models::NetworkSpec Pipeline::network_spec() {
   s.num_classes = train_->num_classes();
   return s;
 }
-
 
 at::Tensor Pipeline::gate_inputs(const at::Tensor& prelogits) const {
   return cfg_.cluster.normalize ? cluster::normalize_rows(prelogits) : prelogits;
@@ -167,8 +166,8 @@ void Pipeline::stage_embed() {
     auto out = train::base_outputs(base_, *train_, comm_, cfg_.eval.batch_size, 0);
     json record;
     if (comm_.is_root()) {
-      record["sha256"] = train::save_state({{"prelogits", out.prelogits}, {"logits", out.logits}},
-                                           run_.file("embeddings.pt"));
+      record["sha256"] =
+          train::save_state({{"prelogits", out.prelogits}, {"logits", out.logits}}, run_.file("embeddings.pt"));
       record["samples"] = out.prelogits.size(0);
     }
     return record;
@@ -269,7 +268,8 @@ void Pipeline::stage_gate() {
         at::Tensor after = train::kl_to_logits(g0_, gate->forward(x)).mean();
         record["kl_initial"] = before.item<double>();
         record["kl_final"] = after.item<double>();
-        record["top1_agreement"] = (gate->forward(x).argmax(1) == g0_.argmax(1)).to(torch::kDouble).mean().item<double>();
+        record["top1_agreement"] =
+            (gate->forward(x).argmax(1) == g0_.argmax(1)).to(torch::kDouble).mean().item<double>();
         log::info("gate      KL(g0 || g) {:.4g} -> {:.4g}; top-1 agreement with g0 {:.2f}%",
                   record["kl_initial"].get<double>(), record["kl_final"].get<double>(),
                   100 * record["top1_agreement"].get<double>());
@@ -340,9 +340,9 @@ json Pipeline::train_expert_task(int64_t k, int64_t round) {
 
   // Step 5: the stacking ensembler on the frozen base and expert logits.
   at::Tensor expert_logits = train::logits_of(expert, inputs.all(cfg_.eval.batch_size), cfg_.eval.batch_size).cpu();
-  auto sstats = train::train_stacking(
-      stacking, train_logits_, expert_logits, labels, w.cpu(), cfg_.ensembler.optim,
-      derive_seed(cfg_.seed, "ensembler", {uint64_t(round), uint64_t(k)}), "stacking " + name.substr(name.find(' ') + 1));
+  auto sstats = train::train_stacking(stacking, train_logits_, expert_logits, labels, w.cpu(), cfg_.ensembler.optim,
+                                      derive_seed(cfg_.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
+                                      "stacking " + name.substr(name.find(' ') + 1));
   const std::string stacking_sha = train::save_module(*stacking, stacking_path(k, round));
   const double seconds = clock.seconds();
   log::info("{} done on rank {} in {} (loss {:.4f}, {} samples seen)", name, comm_.rank(), format_duration(seconds),

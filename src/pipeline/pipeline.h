@@ -87,10 +87,10 @@ class Pipeline {
   RuntimeInfo rt_;
   std::shared_ptr<data::Dataset> train_, test_;
   models::Backbone base_{nullptr};
-  at::Tensor train_prelogits_;  // [N, D], rank 0
-  at::Tensor train_logits_;     // [N, C], every rank
-  at::Tensor g0_;               // [N, K], every rank
-  at::Tensor targets_;          // [N, K] what the experts fit: g0, or q of the current EM round
+  at::Tensor train_prelogits_;                   // [N, D], rank 0
+  at::Tensor train_logits_;                      // [N, C], every rank
+  at::Tensor g0_;                                // [N, K], every rank
+  at::Tensor targets_;                           // [N, K] what the experts fit: g0, or q of the current EM round
   std::unique_ptr<train::ExpertInputs> inputs_;  // the frozen trunk's outputs for the experts
   double trunk_cache_seconds_ = 0;
 };

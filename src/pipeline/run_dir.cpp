@@ -19,7 +19,8 @@ constexpr const char* kConfig = "config.yaml";
 // Flattens a YAML mapping into dotted keys -> scalar text.
 void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
   if (n.IsMap()) {
-    for (const auto& kv : n) flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+    for (const auto& kv : n)
+      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
   } else {
     YAML::Emitter e;
     e << YAML::Flow << n;
@@ -66,8 +67,7 @@ std::vector<std::string> config_differences(const std::string& saved_yaml, const
   return diffs;
 }
 
-RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode mode,
-                         const std::string& redo_from) {
+RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode mode, const std::string& redo_from) {
   size_t from = stage_names().size();
   if (!redo_from.empty()) {
     SMOE_CHECK(mode == OpenMode::resume, "--redo-from needs --resume");
@@ -87,8 +87,10 @@ RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode
       fail("{}: invalid JSON ({})", manifest_path, e.what());
     }
     auto diffs = config_differences(d.saved_config_yaml(), config, from);
-    SMOE_CHECK(diffs.empty(), "--resume: the config differs from the run's in {} (start a new run, use --force, "
-               "or --redo-from the first stage it changes)", fmt::join(diffs, "; "));
+    SMOE_CHECK(diffs.empty(),
+               "--resume: the config differs from the run's in {} (start a new run, use --force, "
+               "or --redo-from the first stage it changes)",
+               fmt::join(diffs, "; "));
     if (!redo_from.empty()) {
       // Forget the redone stages with their tasks ("expert/..." belong to
       // the experts stage, "em/..." to the em stage).

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <queue>
 #include <exception>
+#include <queue>
 #include <thread>
 
 #include "core/error.h"
@@ -70,8 +70,7 @@ double simulate_schedule(const std::vector<int64_t>& order, const std::vector<do
   return makespan;
 }
 
-void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work,
-               const DoneFn& on_done) {
+void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work, const DoneFn& on_done) {
   std::thread scheduler;
   std::exception_ptr scheduler_error;
   if (comm.is_root()) {

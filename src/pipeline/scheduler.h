@@ -46,7 +46,6 @@ double simulate_schedule(const std::vector<int64_t>& order, const std::vector<do
                          double dispatch);
 
 // Collective: every rank calls it. `tasks` and `on_done` matter on rank 0 only.
-void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work,
-               const DoneFn& on_done);
+void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work, const DoneFn& on_done);
 
 }  // namespace smoe::pipeline

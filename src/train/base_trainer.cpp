@@ -101,18 +101,19 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
       grad_sum.zero();
       opt->step();
       stats.images += local;
-      progress.step(local * P, {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum / seen : 0.0},
-                                {"lr", schedule.lr(global_step)}});
+      progress.step(
+          local * P,
+          {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum / seen : 0.0}, {"lr", schedule.lr(global_step)}});
     }
     // Epoch statistics over every rank (logging only).
     std::vector<double> tot = {loss_sum, correct, seen};
     comm.allreduce(comm::host_buffer(tot), comm::ReduceOp::sum);
     stats.final_loss = tot[2] > 0 ? tot[0] / tot[2] : 0;
     stats.final_train_accuracy = tot[2] > 0 ? tot[1] / tot[2] : 0;
-    log::info("base      epoch {}/{}: loss {:.4f}, train accuracy {:.2f}%", epoch + 1, o.optim.epochs,
-              stats.final_loss, 100 * stats.final_train_accuracy);
-    log::event("base_epoch", {{"epoch", epoch + 1}, {"loss", stats.final_loss},
-                              {"train_accuracy", stats.final_train_accuracy}});
+    log::info("base      epoch {}/{}: loss {:.4f}, train accuracy {:.2f}%", epoch + 1, o.optim.epochs, stats.final_loss,
+              100 * stats.final_train_accuracy);
+    log::event("base_epoch",
+               {{"epoch", epoch + 1}, {"loss", stats.final_loss}, {"train_accuracy", stats.final_train_accuracy}});
   }
   stats.seconds = progress.seconds();  // the training loop alone
   auto calib = data::permutation(N, derive_seed(o.seed, "bn-calibration"));

@@ -94,19 +94,21 @@ LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logi
                          const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
                          const std::string& name) {
   stacking->train();
-  return sgd_loop(stacking->parameters(), quiet_loop(name, labels.size(0), optim, seed), [&](const std::vector<int64_t>& ids, int64_t) {
-    at::Tensor out = stacking->forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
-    at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
-    return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
-  });
+  return sgd_loop(stacking->parameters(), quiet_loop(name, labels.size(0), optim, seed),
+                  [&](const std::vector<int64_t>& ids, int64_t) {
+                    at::Tensor out = stacking->forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
+                    at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
+                    return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
+                  });
 }
 
 LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
                      uint64_t seed) {
   gate->train();
-  return sgd_loop(gate->parameters(), quiet_loop("gate", inputs.size(0), optim, seed), [&](const std::vector<int64_t>& ids, int64_t) {
-    return kl_to_logits(index_rows(targets, ids), gate->forward(index_rows(inputs, ids))).mean();
-  });
+  return sgd_loop(gate->parameters(), quiet_loop("gate", inputs.size(0), optim, seed),
+                  [&](const std::vector<int64_t>& ids, int64_t) {
+                    return kl_to_logits(index_rows(targets, ids), gate->forward(index_rows(inputs, ids))).mean();
+                  });
 }
 
 }  // namespace smoe::train

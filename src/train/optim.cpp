@@ -7,7 +7,9 @@
 namespace smoe::train {
 
 Schedule::Schedule(const OptimConfig& o, int64_t steps_per_epoch)
-    : o_(o), per_epoch_(std::max<int64_t>(steps_per_epoch, 1)), total_(o.epochs * per_epoch_),
+    : o_(o),
+      per_epoch_(std::max<int64_t>(steps_per_epoch, 1)),
+      total_(o.epochs * per_epoch_),
       warmup_(o.warmup_epochs * per_epoch_) {}
 
 double Schedule::lr(int64_t step) const {

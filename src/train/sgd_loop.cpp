@@ -29,8 +29,8 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < s.optim.epochs; ++epoch) {
     const uint64_t seed = derive_seed(s.seed, "epoch", {uint64_t(epoch)});
-    std::vector<int64_t> order = s.sample_weights ? data::weighted_sample(*s.sample_weights, per_epoch, seed)
-                                                  : data::permutation(s.n, seed);
+    std::vector<int64_t> order =
+        s.sample_weights ? data::weighted_sample(*s.sample_weights, per_epoch, seed) : data::permutation(s.n, seed);
     double loss_sum = 0;
     int64_t batches = 0;
     for (const auto& ids : data::make_batches(order, B, false)) {

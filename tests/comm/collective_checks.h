@@ -46,7 +46,8 @@ inline void check_collectives(comm::Communicator& c) {
   auto parts = c.gather_bytes(std::string(static_cast<size_t>(r + 1), static_cast<char>('a' + r)), 0);
   if (r == 0) {
     ASSERT_EQ(parts.size(), static_cast<size_t>(P));
-    for (int k = 0; k < P; ++k) EXPECT_EQ(parts[k], std::string(static_cast<size_t>(k + 1), static_cast<char>('a' + k)));
+    for (int k = 0; k < P; ++k)
+      EXPECT_EQ(parts[k], std::string(static_cast<size_t>(k + 1), static_cast<char>('a' + k)));
   } else {
     EXPECT_TRUE(parts.empty());
   }

@@ -79,23 +79,24 @@ TEST(DeviceRouter, HostBuffersToHostCudaBuffersToDeviceCreatedOnFirstUse) {
   std::atomic<int> created{0}, device_calls{0};
   ThreadGroup group(2);
   std::vector<std::thread> threads;
-  for (int rank = 0; rank < 2; ++rank) threads.emplace_back([&, rank] {
-    DeviceRouter router(group.communicator(rank), [&](Communicator& host, int device) {
-      ++created;
-      EXPECT_EQ(device, 0);
-      return std::make_unique<RecordingDevice>(host, device_calls);
+  for (int rank = 0; rank < 2; ++rank)
+    threads.emplace_back([&, rank] {
+      DeviceRouter router(group.communicator(rank), [&](Communicator& host, int device) {
+        ++created;
+        EXPECT_EQ(device, 0);
+        return std::make_unique<RecordingDevice>(host, device_calls);
+      });
+      std::vector<int64_t> v = {1};
+      router.allreduce(host_buffer(v), ReduceOp::sum);
+      EXPECT_EQ(v[0], 2);
+      EXPECT_EQ(router.name(), "threads");
+      Buffer cuda{v.data(), 1, DType::i64, Device{true, 0}};
+      router.allreduce(cuda, ReduceOp::sum);
+      router.broadcast(cuda, 0);
+      EXPECT_EQ(router.name(), "threads+fake-device");
+      Buffer other{v.data(), 1, DType::i64, Device{true, 1}};
+      EXPECT_ERROR(router.allreduce(other, ReduceOp::sum), "CUDA buffer on device 1, communicator on device 0");
     });
-    std::vector<int64_t> v = {1};
-    router.allreduce(host_buffer(v), ReduceOp::sum);
-    EXPECT_EQ(v[0], 2);
-    EXPECT_EQ(router.name(), "threads");
-    Buffer cuda{v.data(), 1, DType::i64, Device{true, 0}};
-    router.allreduce(cuda, ReduceOp::sum);
-    router.broadcast(cuda, 0);
-    EXPECT_EQ(router.name(), "threads+fake-device");
-    Buffer other{v.data(), 1, DType::i64, Device{true, 1}};
-    EXPECT_ERROR(router.allreduce(other, ReduceOp::sum), "CUDA buffer on device 1, communicator on device 0");
-  });
   for (auto& t : threads) t.join();
   EXPECT_EQ(created.load(), 2);       // once per rank
   EXPECT_EQ(device_calls.load(), 4);  // two CUDA collectives on each of two ranks

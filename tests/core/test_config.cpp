@@ -48,7 +48,8 @@ TEST(Config, UnknownKeyIsNamed) {
   EXPECT_ERROR(Config::from_yaml_text("experts:\n  cuont: 3\n", "f.yaml", {}),
                "config key 'experts.cuont' (f.yaml): unknown key");
   EXPECT_ERROR(Config::from_yaml_text("nosuch: 1\n", "f.yaml", {}), "config key 'nosuch' (f.yaml): unknown key");
-  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"experts.nope=1"}), "config key 'experts.nope' (--set): unknown key");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"experts.nope=1"}),
+               "config key 'experts.nope' (--set): unknown key");
 }
 
 TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
@@ -73,7 +74,8 @@ TEST(Config, OutOfRangeValues) {
                "config key 'gate.temperature' (--set): must be > 0, got 0");
   EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"eval.taus=[0.5, 1.5]"}),
                "config key 'eval.taus' (--set): must be <= 1, got 1.5");
-  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"model.depth=12"}), "'model.depth': expected 10, 18 or 34, got 12");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"model.depth=12"}),
+               "'model.depth': expected 10, 18 or 34, got 12");
 }
 
 TEST(Config, MalformedInputs) {

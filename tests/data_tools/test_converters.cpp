@@ -90,7 +90,8 @@ TEST_F(IdxDamage, CorruptedGzip) {
 
 TEST_F(IdxDamage, WrongMagic) {
   testing::write_gz(tmp / "src/train-labels-idx1-ubyte.gz", testing::idx_bytes({50, 2}, std::vector<uint8_t>(100)));
-  expect_failure("train-labels-idx1-ubyte.gz: wrong idx magic 0x00000802, expected 0x00000801 (unsigned bytes, 1 dimension)");
+  expect_failure(
+      "train-labels-idx1-ubyte.gz: wrong idx magic 0x00000802, expected 0x00000801 (unsigned bytes, 1 dimension)");
 }
 
 TEST_F(IdxDamage, CountMismatch) {
@@ -151,7 +152,8 @@ TEST(Cifar, Cifar10AndCifar100Records) {
     }
     return s;
   };
-  for (int b = 1; b <= 5; ++b) testing::write_raw(tmp / ("c10/data_batch_" + std::to_string(b) + ".bin"), records(3, 1, b));
+  for (int b = 1; b <= 5; ++b)
+    testing::write_raw(tmp / ("c10/data_batch_" + std::to_string(b) + ".bin"), records(3, 1, b));
   testing::write_raw(tmp / "c10/test_batch.bin", records(4, 1, 0));
   auto m = convert("cifar10", tmp / "c10", tmp / "o10", small_shards());
   EXPECT_EQ(m.split("train").count, 15);
@@ -192,7 +194,8 @@ TEST(Npy, ChannelsLastImagesAndInt32Labels) {
   EXPECT_EQ(img[(2 * 6 + 5) * 4 + 1], 3 * 50 + 5 * 7 + 1 * 3 + 2);
   xt::xarray<float> floats = xt::zeros<float>({5, 6, 4});
   xt::dump_npy(tmp / "np/train_images.npy", floats);
-  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out2", small_shards()), "train_images.npy: images must be uint8, got dtype '<f4'");
+  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out2", small_shards()),
+               "train_images.npy: images must be uint8, got dtype '<f4'");
 }
 
 TEST(ImageFolder, PngTreeWithSplitsAndSortedClasses) {

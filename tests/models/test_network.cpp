@@ -79,7 +79,9 @@ TEST(Network, ExpertStartsAsTheBaseModelsTail) {
   }
   // Parameter names are shared, so a checkpoint of an expert names base layers.
   Backbone expert(small(), 3);
-  for (const auto& p : expert->named_parameters()) EXPECT_TRUE(p.key().rfind("block3", 0) == 0 || p.key().rfind("block4", 0) == 0 || p.key().rfind("fc", 0) == 0) << p.key();
+  for (const auto& p : expert->named_parameters())
+    EXPECT_TRUE(p.key().rfind("block3", 0) == 0 || p.key().rfind("block4", 0) == 0 || p.key().rfind("fc", 0) == 0)
+        << p.key();
 }
 
 TEST(Network, BadSpecsAreNamed) {

@@ -85,8 +85,9 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
     d.mark_done("cluster", {{"seconds", 1.0}});
     d.mark_done("expert/000", {{"sha", "abc"}});
   }
-  EXPECT_ERROR(RunDir::open_root(tmp / "run", cfg, OpenMode::fresh),
-               "run folder " + (tmp / "run") + " already exists (use --resume to continue it or --force to start over)");
+  EXPECT_ERROR(
+      RunDir::open_root(tmp / "run", cfg, OpenMode::fresh),
+      "run folder " + (tmp / "run") + " already exists (use --resume to continue it or --force to start over)");
   RunDir resumed = RunDir::open_root(tmp / "run", cfg, OpenMode::resume);
   EXPECT_TRUE(resumed.done("base"));
   EXPECT_EQ(resumed.record("expert/000")["sha"], "abc");
@@ -106,7 +107,8 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
     EXPECT_TRUE(redo.done("base"));
     EXPECT_FALSE(redo.done("expert/000"));
   }
-  EXPECT_ERROR(RunDir::open_root(tmp / "run", changed, OpenMode::resume, "gaet"), "--redo-from 'gaet': expected one of");
+  EXPECT_ERROR(RunDir::open_root(tmp / "run", changed, OpenMode::resume, "gaet"),
+               "--redo-from 'gaet': expected one of");
   // The redone run saved its new config: resuming it again needs that config.
   EXPECT_NO_THROW(RunDir::open_root(tmp / "run", changed, OpenMode::resume));
   EXPECT_ERROR(RunDir::open_root(tmp / "run", cfg, OpenMode::resume), "experts.count: 8 -> 4");
@@ -116,7 +118,8 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
   EXPECT_ERROR(RunDir::open_root(tmp / "nothing", cfg, OpenMode::resume), "holds no smoe run (no run.json)");
   fs::create_directories(tmp / "mine");
   write_file_atomic(tmp / "mine/thesis.tex", "precious");
-  EXPECT_ERROR(RunDir::open_root(tmp / "mine", cfg, OpenMode::force), "is not an smoe run folder; refusing to delete it");
+  EXPECT_ERROR(RunDir::open_root(tmp / "mine", cfg, OpenMode::force),
+               "is not an smoe run folder; refusing to delete it");
   EXPECT_TRUE(fs::exists(tmp / "mine/thesis.tex"));
 }
 

@@ -101,7 +101,8 @@ TEST(ExactSum, SameBitsWhateverTheSplitAcrossRanks) {
     at::Tensor out = torch::zeros({257});
     comm::run_ranks(ranks, [&](comm::Communicator& c) {
       comm::ExactSum s({terms[0]});
-      for (size_t i = static_cast<size_t>(c.rank()); i < terms.size(); i += static_cast<size_t>(ranks)) s.add({terms[i]});
+      for (size_t i = static_cast<size_t>(c.rank()); i < terms.size(); i += static_cast<size_t>(ranks))
+        s.add({terms[i]});
       s.allreduce(c);
       at::Tensor r = torch::zeros({257});
       s.result_into({r}, 1.0);
@@ -116,8 +117,10 @@ TEST(ExactSum, SameBitsWhateverTheSplitAcrossRanks) {
   for (auto& t : terms) naive += t.to(torch::kDouble);
   EXPECT_TRUE(torch::allclose(one.to(torch::kDouble), naive, 1e-6, 1e-9));
   comm::ExactSum s({terms[0]});
-  EXPECT_ERROR(s.add({torch::full({257}, NAN)}, "gradient of parameter"), "gradient of parameter 0 is not finite (nan or inf): training diverged");
-  EXPECT_ERROR(s.add({torch::full({257}, 3e6)}, "gradient of parameter"), "gradient of parameter 0 reaches 3000000 (above 1048576)");
+  EXPECT_ERROR(s.add({torch::full({257}, NAN)}, "gradient of parameter"),
+               "gradient of parameter 0 is not finite (nan or inf): training diverged");
+  EXPECT_ERROR(s.add({torch::full({257}, 3e6)}, "gradient of parameter"),
+               "gradient of parameter 0 reaches 3000000 (above 1048576)");
 }
 
 models::NetworkSpec tiny() {
