@@ -77,7 +77,11 @@ ShardReader::ShardReader(const std::string& path, const std::vector<int64_t>& sh
   hdf5_quiet();
   SMOE_CHECK(std::filesystem::exists(path), "shard {} is missing", path);
   SMOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
-  H5Id file(SMOE_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), path));
+  // Shards are read-only: no file locks, which fail on many cluster file
+  // systems (what HDF5_USE_FILE_LOCKING=FALSE does, per file).
+  H5Id fapl(SMOE_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), path));
+  SMOE_H5_CHECK(H5Pset_file_locking(fapl.get(), 0, 1), path);
+  H5Id file(SMOE_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), path));
   SMOE_CHECK(H5Lexists(file.get(), kImages, H5P_DEFAULT) > 0, "{}: dataset /{} is missing", path, kImages);
   SMOE_CHECK(H5Lexists(file.get(), kLabels, H5P_DEFAULT) > 0, "{}: dataset /{} is missing", path, kLabels);
 
