@@ -112,33 +112,32 @@ void Pipeline::train() {
 }
 
 void Pipeline::evaluate() {
-  for (const char* s : {"base", "embed", "cluster", "gate"})
+  for (const auto& s : stage_names())
     SMOE_CHECK(run_.done(s), "{}: stage '{}' has not finished; run smoe train --resume first", run_.root(), s);
-  for (const char* s : {"experts", "em"})
-    SMOE_CHECK(run_.done(s), "{}: stage '{}' has not finished; run smoe train --resume first", run_.root(), s);
-  load_base();
+  load_base(run_.file("base.pt"));
   stage_eval();
 }
 
 // ---------------------------------------------------------------- base
 
-void Pipeline::load_base() {
-  const std::string path = !cfg_.base.checkpoint.empty() ? cfg_.base.checkpoint : run_.file("base.pt");
+void Pipeline::load_base(const std::string& path) {
   train::load_module(*base_, path);
   base_->eval();
 }
 
 void Pipeline::stage_base() {
   if (run_.done("base")) {
-    load_base();
+    load_base(run_.file("base.pt"));
     log::info("base      already done (run.json): loaded {}", run_.file("base.pt"));
     return;
   }
   timed_stage("base", [&]() -> json {
     if (!cfg_.base.checkpoint.empty()) {
-      load_base();
-      train::save_module(*base_, run_.file("base.pt"));
-      return {{"source", cfg_.base.checkpoint}};
+      // A given base model: the run keeps its own copy (what resume and eval load).
+      load_base(cfg_.base.checkpoint);
+      json record = {{"source", cfg_.base.checkpoint}};
+      if (comm_.is_root()) record["sha256"] = train::save_module(*base_, run_.file("base.pt"));
+      return record;
     }
     train::BaseTrainOptions o;
     o.optim = cfg_.base.optim;

@@ -72,7 +72,7 @@ class Pipeline {
   models::NetworkSpec network_spec();
   at::Tensor gate_inputs(const at::Tensor& prelogits) const;
   // Loads what a finished stage left, on the ranks that need it.
-  void load_base();
+  void load_base(const std::string& path);
   // Rank 0 alone: reads embeddings.pt / cluster.pt when not in memory.
   void root_load_embeddings();
   void root_load_g0();
