@@ -16,6 +16,9 @@ class Progress {
   // One step done, having processed `items` units; `fields` are shown as
   // "key value" and logged.
   void step(int64_t items, const nlohmann::json& fields = nlohmann::json::object());
+  // Whether the next step() prints a line: compute costly fields (values that
+  // need a device sync) only then.
+  bool due() const { return (done_ + 1) % every_ == 0 || done_ + 1 == total_; }
   // Forces a line now (e.g. at the end of an epoch).
   void report(const nlohmann::json& fields = nlohmann::json::object());
   double seconds() const;

@@ -69,7 +69,11 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
     t.seed = derive_seed(o.seed, "base-augment", {uint64_t(epoch)});
     data::BatchLoader loader(train, mine, t, o.prefetch);
 
-    double loss_sum = 0, correct = 0, seen = 0;
+    // Running sums stay tensors: reading them forces a device sync, so that
+    // happens only for progress lines and at the end of the epoch.
+    at::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+    at::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+    double seen = 0;
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s, ++global_step) {
       set_lr(*opt, schedule.lr(global_step));
@@ -85,8 +89,8 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
         std::vector<at::Tensor> g_now;
         for (auto& p : params) g_now.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
         grad_sum.add(g_now, "gradient of parameter");
-        loss_sum += loss.item<double>();
-        correct += (logits.argmax(1) == y).sum().item<double>();
+        loss_sum += loss.detach();
+        correct += (logits.argmax(1) == y).sum();
         seen += static_cast<double>(x.size(0));
         local += x.size(0);
       }
@@ -101,12 +105,15 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
       grad_sum.zero();
       opt->step();
       stats.images += local;
-      progress.step(
-          local * P,
-          {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum / seen : 0.0}, {"lr", schedule.lr(global_step)}});
+      nlohmann::json fields = nlohmann::json::object();
+      if (progress.due())
+        fields = {{"epoch", epoch + 1},
+                  {"loss", seen > 0 ? loss_sum.item<double>() / seen : 0.0},
+                  {"lr", schedule.lr(global_step)}};
+      progress.step(local * P, fields);
     }
     // Epoch statistics over every rank (logging only).
-    std::vector<double> tot = {loss_sum, correct, seen};
+    std::vector<double> tot = {loss_sum.item<double>(), correct.item<double>(), seen};
     comm.allreduce(comm::host_buffer(tot), comm::ReduceOp::sum);
     stats.final_loss = tot[2] > 0 ? tot[0] / tot[2] : 0;
     stats.final_train_accuracy = tot[2] > 0 ? tot[1] / tot[2] : 0;

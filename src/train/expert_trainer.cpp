@@ -80,13 +80,15 @@ LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, con
   expert->train();
   const auto device = expert->parameters().front().device();
   const double smoothing = o.optim.label_smoothing;
+  // Labels and weights where the expert is, so that a batch indexes them in place.
+  const at::Tensor labels_d = labels.to(device), weights_d = weights.to(device);
   return sgd_loop(expert->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
     at::Tensor x = inputs.get(ids, derive_seed(o.seed, "augment", {uint64_t(epoch)}));
-    at::Tensor y = index_rows(labels, ids).to(device);
-    at::Tensor ce = cross_entropy(expert->forward(x.to(device)), y, smoothing);
+    at::Tensor idx = torch::tensor(ids, torch::kLong).to(device);
+    at::Tensor ce = cross_entropy(expert->forward(x.to(device)), labels_d.index_select(0, idx), smoothing);
     if (sample) return ce.mean();
     // sum_x w_k(x) CE(e_k(x), y), normalised by the batch size
-    return (index_rows(weights, ids).to(device) * ce).sum() / static_cast<double>(ids.size());
+    return (weights_d.index_select(0, idx) * ce).sum() / static_cast<double>(ids.size());
   });
 }
 

@@ -31,7 +31,9 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
     const uint64_t seed = derive_seed(s.seed, "epoch", {uint64_t(epoch)});
     std::vector<int64_t> order =
         s.sample_weights ? data::weighted_sample(*s.sample_weights, per_epoch, seed) : data::permutation(s.n, seed);
-    double loss_sum = 0;
+    // The running loss stays a tensor; it is read (a device sync) only for
+    // progress lines and at the end of the epoch.
+    at::Tensor loss_sum;
     int64_t batches = 0;
     for (const auto& ids : data::make_batches(order, B, false)) {
       set_lr(*opt, schedule.lr(step++));
@@ -39,12 +41,14 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
       opt->zero_grad();
       loss.backward();
       opt->step();
-      loss_sum += loss.item<double>();
+      loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach().to(torch::kDouble);
       ++batches;
       stats.samples += static_cast<int64_t>(ids.size());
-      progress.step(static_cast<int64_t>(ids.size()), {{"epoch", epoch + 1}, {"loss", loss_sum / batches}});
+      nlohmann::json fields = nlohmann::json::object();
+      if (progress.due()) fields = {{"epoch", epoch + 1}, {"loss", loss_sum.item<double>() / batches}};
+      progress.step(static_cast<int64_t>(ids.size()), fields);
     }
-    stats.final_loss = batches ? loss_sum / batches : 0;
+    stats.final_loss = batches ? loss_sum.item<double>() / batches : 0;
   }
   stats.steps = step;
   stats.seconds = progress.seconds();
