@@ -16,7 +16,7 @@
 #include <numeric>
 #include <string>
 
-#include "data/sampler.h"
+#include "core/rng.h"
 #include "pipeline/scheduler.h"
 
 using namespace smoe;
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
               "order/lb");
   double worst_256 = 0;
   for (int K : {16, 64, 256, 1024}) {
-    data::SplitMix64 rng(seed + static_cast<uint64_t>(K));
+    smoe::SplitMix64 rng(seed + static_cast<uint64_t>(K));
     std::vector<double> t(static_cast<size_t>(K));
     for (auto& v : t) {
       // Box-Muller normal draw for the log-normal multiplier.

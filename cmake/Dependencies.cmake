@@ -53,5 +53,5 @@ endif()
 
 # One precompiled header for every target that uses libtorch (shared with REUSE_FROM).
 function(smoe_use_torch_pch target)
-  target_precompile_headers(${target} REUSE_FROM smoe_torch)
+  target_precompile_headers(${target} REUSE_FROM smoe_models)
 endfunction()

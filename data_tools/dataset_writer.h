@@ -1,4 +1,4 @@
-// Writes a dataset folder (DESIGN.md, "Data: HDF5 shards") from samples
+// Writes a dataset folder (docs/architecture.md, "Data: HDF5 shards") from samples
 // streamed in split by split: shards of `shard_size` images are flushed as
 // they fill, so memory stays bounded by one shard whatever the dataset's size.
 // Everything is written into a temporary folder beside the output and renamed

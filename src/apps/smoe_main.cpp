@@ -20,6 +20,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"
+#include "pipeline/stage.h"
 
 namespace po = boost::program_options;
 using namespace smoe;
@@ -56,7 +57,7 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
     opts.add_options()("resume", po::bool_switch(&a.resume), "continue the run in --run-dir")  //
         ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over")     //
         ("redo-from", po::value(&a.redo_from),
-         "with --resume: redo this stage and every later one (base, embed, cluster, gate, experts)");
+         "with --resume: redo this stage and every later one of the scheme (base, embed, cluster, gate, experts, em)");
   if (cmd == "config")
     opts.add_options()("print", po::bool_switch(&a.print), "print the resolved config as YAML")  //
         ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc");
@@ -86,7 +87,9 @@ int cmd_config(const Args& a) {
     return 0;
   }
   SMOE_CHECK(a.print, "smoe config: give --print or --keys");
-  std::cout << Config::load(a.config, a.sets).to_yaml();
+  Config cfg = Config::load(a.config, a.sets);
+  pipeline::check_config(cfg);
+  std::cout << cfg.to_yaml();
   return 0;
 }
 
@@ -106,7 +109,8 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
-        // Check the dataset before creating anything.
+        // Check the registry names, the scheme and the dataset before creating anything.
+        pipeline::check_config(cfg);
         SMOE_CHECK(!cfg.data.path.empty(),
                    "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
         auto m = data::Manifest::load(cfg.data.path);

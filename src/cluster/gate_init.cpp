@@ -6,8 +6,6 @@
 
 namespace smoe::cluster {
 
-at::Tensor normalize_rows(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(1e-12); }
-
 at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard) {
   SMOE_CHECK(temperature > 0, "gate temperature must be positive, got {}", temperature);
   torch::NoGradGuard no_grad;
@@ -32,11 +30,6 @@ PerClassClustering cluster_classes(const at::Tensor& embeddings, const at::Tenso
 
 at::Tensor class_assignment(const at::Tensor& labels, const at::Tensor& class_to_expert, int64_t experts) {
   return torch::one_hot(class_to_expert.index_select(0, labels), experts).to(torch::kFloat);
-}
-
-at::Tensor class_routing(const at::Tensor& class_probs, const at::Tensor& class_to_expert, int64_t experts) {
-  at::Tensor m = torch::one_hot(class_to_expert, experts).to(class_probs.dtype());  // [C, K]
-  return class_probs.mm(m);
 }
 
 }  // namespace smoe::cluster

@@ -11,10 +11,6 @@
 
 namespace smoe::cluster {
 
-// L2-normalised rows (the embedding space K-means runs in when
-// cluster.normalize is on).
-at::Tensor normalize_rows(const at::Tensor& x);
-
 // g0 [n, K] from embeddings [n, d] and centroids [K, d]; rows sum to 1.
 at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard);
 
@@ -30,8 +26,7 @@ PerClassClustering cluster_classes(const at::Tensor& embeddings, const at::Tenso
 // One-hot g0 [n, K] routing each sample to its class's expert.
 at::Tensor class_assignment(const at::Tensor& labels, const at::Tensor& class_to_expert, int64_t experts);
 
-// Gate of the per-class model at inference: g(k|x) = sum of the base model's
-// probabilities of the classes of expert k ([n, C] -> [n, K]).
-at::Tensor class_routing(const at::Tensor& class_probs, const at::Tensor& class_to_expert, int64_t experts);
+// At inference the per-class model routes by the base model's class
+// probabilities: models::ClassRoutingGateImpl.
 
 }  // namespace smoe::cluster

@@ -7,7 +7,6 @@
 
 #include "core/error.h"
 #include "core/rng.h"
-#include "data/sampler.h"
 
 namespace smoe::cluster {
 namespace {
@@ -44,7 +43,7 @@ at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& x_sq, const 
 
 at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed) {
   const int64_t n = x.size(0);
-  data::SplitMix64 rng(seed);
+  SplitMix64 rng(seed);
   const int64_t trials = 2 + static_cast<int64_t>(std::log(static_cast<double>(k)));
   at::Tensor x_sq = x.pow(2).sum(1);
   std::vector<int64_t> chosen = {static_cast<int64_t>(rng.below(static_cast<uint64_t>(n)))};

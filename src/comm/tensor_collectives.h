@@ -33,7 +33,7 @@ at::Tensor gather_rows(Communicator& comm, const at::Tensor& local, int root);
 // several local additions): values are accumulated as 64-bit fixed point
 // (2^-40 resolution) so that the result does not depend on how the terms
 // were split among ranks — the basis of rank-count-invariant data-parallel
-// training (DESIGN.md, "Determinism").
+// training (docs/architecture.md, "Determinism").
 class ExactSum {
  public:
   static constexpr int kFractionBits = 40;

@@ -228,10 +228,6 @@ void Config::validate() const {
     SMOE_CHECK(o->warmup_epochs <= std::max<int64_t>(o->epochs, 0) || o->epochs == 0,
                "config: warmup_epochs ({}) exceeds epochs ({})", o->warmup_epochs, o->epochs);
   }
-  SMOE_CHECK(!(cluster.method == "per_class" && experts.count < 1),
-             "config key 'experts.count': per_class needs at least one expert");
-  SMOE_CHECK(!(eval.class_oracle && cluster.method != "per_class"),
-             "config key 'eval.class_oracle': only meaningful with cluster.method: per_class");
 }
 
 std::string Config::to_yaml(bool with_docs) const {

@@ -61,7 +61,7 @@ struct BaseConfig {
 };
 
 struct ClusterConfig {
-  std::string method;  // kmeans | per_class
+  std::string method;  // initial-gate strategy (cluster/initial_gate.h): kmeans | per_class | ...
   int64_t restarts;
   int64_t max_iter;
   double tol;
@@ -69,6 +69,7 @@ struct ClusterConfig {
 };
 
 struct GateConfig {
+  std::string kind;    // gate kind (models/gate.h): linear | ...
   double temperature;  // T in g0 = softmax(-d^2 / T)
   bool hard;           // one-hot g0 instead of the softmax
   OptimConfig optim;
@@ -76,6 +77,7 @@ struct GateConfig {
 
 struct ExpertsConfig {
   int64_t count;          // K
+  std::string arch;       // expert architecture (models/expert.h): branch | ...
   double gamma;           // clip(g0, gamma, 1)
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
   std::string weighting;  // reweight | sample
@@ -85,7 +87,7 @@ struct ExpertsConfig {
 };
 
 struct EnsemblerConfig {
-  std::string kind;  // bagging | stacking
+  std::string kind;  // ensembler (models/ensembler.h): bagging | stacking | ...
   OptimConfig optim;
 };
 
@@ -109,6 +111,7 @@ struct RuntimeConfig {
 
 struct Config {
   int64_t seed;
+  std::string scheme;  // training scheme (pipeline/stage.h): algorithm1 | em | ...
   DataConfig data;
   ModelConfig model;
   BaseConfig base;

@@ -35,6 +35,9 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
 Schema describe(Config& c) {
   Schema s;
   s.add("seed", c.seed, int64_t{0}, "run seed; every random stream derives from it").at_least(0);
+  s.add("scheme", c.scheme, std::string("algorithm1"),
+        "training scheme, an ordered list of stages: algorithm1 (Royer et al. Algorithm 1) or em (Algorithm 1, then "
+        "em.steps EM rounds)");
 
   s.add("data.path", c.data.path, std::string(), "dataset folder made by smoe-data convert");
   s.add("data.train_split", c.data.train_split, std::string("train"), "split to train on");
@@ -73,19 +76,21 @@ Schema describe(Config& c) {
       .at_least(1);
 
   s.add("cluster.method", c.cluster.method, std::string("kmeans"),
-        "initial gate: per-sample K-means, or per-class clustering of class-mean embeddings")
-      .one_of({"kmeans", "per_class"});
+        "initial gate: kmeans (per-sample K-means) or per_class (clustering of class-mean embeddings)");
   s.add("cluster.restarts", c.cluster.restarts, int64_t{4}, "K-means restarts; the lowest inertia wins").at_least(1);
   s.add("cluster.max_iter", c.cluster.max_iter, int64_t{100}, "Lloyd iterations per restart").at_least(1);
   s.add("cluster.tol", c.cluster.tol, 1e-4, "stop when centroids move less than tol x mean feature variance")
       .at_least(0);
   s.add("cluster.normalize", c.cluster.normalize, true, "L2-normalise embeddings before clustering");
 
+  s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits)");
   s.add("gate.temperature", c.gate.temperature, 0.1, "T in g0(k|x) = softmax_k(-|x - c_k|^2 / T)").above(0);
   s.add("gate.hard", c.gate.hard, false, "one-hot g0 (nearest centroid) instead of the softmax");
   describe_optim(s, "gate", c.gate.optim, {20, 256, 0.05, 0.0, "cosine"});
 
   s.add("experts.count", c.experts.count, int64_t{4}, "number of experts K").at_least(1);
+  s.add("experts.arch", c.experts.arch, std::string("branch"),
+        "expert architecture: branch (the base model's blocks after branch_after, started from its weights)");
   s.add("experts.gamma", c.experts.gamma, 0.1, "gamma in w_k = clip(g0(k|x), gamma, 1)").at_least(0).at_most(1);
   s.add("experts.branch_after", c.experts.branch_after, int64_t{3},
         "blocks of the base model shared and frozen by every expert (block 0 is the stem)")
@@ -99,8 +104,8 @@ Schema describe(Config& c) {
         "compute the frozen trunk's features once and reuse them (only without augmentation)");
   describe_optim(s, "experts", c.experts.optim, {5, 128, 0.02, 5e-4, "cosine"});
 
-  s.add("ensembler.kind", c.ensembler.kind, std::string("bagging"), "how d_k combines base and expert")
-      .one_of({"bagging", "stacking"});
+  s.add("ensembler.kind", c.ensembler.kind, std::string("bagging"),
+        "how d_k combines base and expert in the anytime model and the E-step: bagging or stacking");
   describe_optim(s, "ensembler", c.ensembler.optim, {2, 256, 0.01, 0.0, "cosine"});
 
   s.add("em.steps", c.em.steps, int64_t{0}, "EM rounds N_E after Algorithm 1 (0 = Algorithm 1 only)").at_least(0);

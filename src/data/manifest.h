@@ -1,4 +1,4 @@
-// A dataset folder (DESIGN.md, "Data: HDF5 shards"): manifest.json plus
+// A dataset folder (docs/architecture.md, "Data: HDF5 shards"): manifest.json plus
 // <split>-NNNNN.h5 shards, each with /images uint8 [n, C, H, W] (chunked) and
 // /labels int64 [n]. A sample's global id within its split is its shard's
 // offset plus its index inside the shard.

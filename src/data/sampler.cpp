@@ -8,24 +8,6 @@
 
 namespace smoe::data {
 
-uint64_t SplitMix64::next() {
-  state_ += 0x9e3779b97f4a7c15ULL;
-  uint64_t z = state_;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t SplitMix64::below(uint64_t n) {
-  SMOE_ASSERT(n > 0, "below(0)");
-  // Rejection sampling on the top of the range keeps the draw unbiased.
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t v;
-  do v = next();
-  while (v >= limit);
-  return v % n;
-}
-
 namespace {
 
 template <typename It>

@@ -1,5 +1,5 @@
 // Sample orders: permutations, weighted draws, batches and per-rank shares.
-// Everything is driven by a seed and a portable generator (SplitMix64), so
+// Everything is driven by a seed and a portable generator (SplitMix64, core/rng.h), so
 // the same seed gives the same order on every machine and library version.
 #pragma once
 
@@ -7,20 +7,11 @@
 #include <utility>
 #include <vector>
 
+#include "core/rng.h"
+
 namespace smoe::data {
 
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next();
-  // Uniform in [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  // Uniform integer in [0, n), unbiased.
-  uint64_t below(uint64_t n);
-
- private:
-  uint64_t state_;
-};
+using smoe::SplitMix64;
 
 // A uniformly random permutation of [0, n).
 std::vector<int64_t> permutation(int64_t n, uint64_t seed);

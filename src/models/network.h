@@ -19,20 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "models/expert.h"
+#include "models/network_spec.h"
+
 namespace smoe::models {
-
-struct NetworkSpec {
-  std::string arch = "tiny_resnet";          // tiny_resnet | plain_cnn
-  int64_t depth = 10;                        // tiny_resnet: 10, 18 or 34
-  int64_t width = 16;                        // channels of the first stage
-  std::vector<int64_t> input = {1, 28, 28};  // C, H, W
-  int64_t num_classes = 10;
-
-  static constexpr int64_t kBlocks = 5;  // stem + 4 stages
-  // Checks the values and names the bad one.
-  void validate() const;
-  int64_t prelogit_dim() const { return 8 * width; }
-};
 
 // [C, H, W] of an activation.
 using Shape = std::vector<int64_t>;
@@ -47,7 +37,9 @@ class BlockImpl : public torch::nn::Module {
   virtual int64_t macs(Shape& in) const = 0;
 };
 
-class BackboneImpl : public torch::nn::Module {
+// A Backbone is also the default expert architecture ("branch": the base's
+// blocks after experts.branch_after), hence ExpertModule.
+class BackboneImpl : public ExpertModule {
  public:
   // Blocks [first, kBlocks) and the head.
   BackboneImpl(const NetworkSpec& spec, int64_t first = 0);
@@ -61,7 +53,11 @@ class BackboneImpl : public torch::nn::Module {
   at::Tensor prelogits(const at::Tensor& last_block_output);
   at::Tensor classify(const at::Tensor& prelogits) { return fc_->forward(prelogits); }
   // Logits of x, the input of block first_block().
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor forward(const at::Tensor& x) override;
+  // ExpertModule: MACs of blocks [first, kBlocks) and the head; Algorithm 1's
+  // initialisation theta_{e_k} <- theta_phi is copy_from.
+  int64_t forward_macs() const override { return macs(first_, NetworkSpec::kBlocks) + head_macs(); }
+  void init_from_base(BackboneImpl& base) override { copy_from(base); }
 
   // Shape of the input of block b ([C, H, W]).
   Shape input_shape_of(int64_t block) const;

@@ -6,6 +6,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "pipeline/stage.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -36,30 +37,14 @@ std::string expert_task_key(int64_t k, int64_t round) {
   return round == 0 ? fmt::format("expert/{:03d}", k) : fmt::format("em/{}/expert/{:03d}", round, k);
 }
 
-const std::vector<std::string>& stage_names() {
-  static const std::vector<std::string> names = {"base", "embed", "cluster", "gate", "experts", "em"};
-  return names;
-}
-
-size_t first_stage_using(const std::string& key) {
-  auto starts = [&](const char* p) { return key.rfind(p, 0) == 0; };
-  if (starts("eval.") || starts("runtime.") || key == "data.prefetch" || key == "data.storage" ||
-      key == "data.memory_budget_mb" || key == "data.cache_mb")
-    return stage_names().size();
-  if (starts("cluster.") || key == "experts.count" || key == "gate.temperature" || key == "gate.hard") return 2;
-  if (starts("gate.")) return 3;
-  if (starts("experts.") || starts("ensembler.")) return 4;
-  if (starts("em.")) return 5;
-  return 0;  // seed, data, model, base
-}
-
 std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now, size_t allowed_from) {
   std::map<std::string, std::string> a, b;
   flatten(YAML::Load(saved_yaml), "", a);
   flatten(YAML::Load(now.to_yaml(false)), "", b);
+  const auto plan = scheme_plan(now);
   std::vector<std::string> diffs;
   for (const auto& [k, v] : b) {
-    if (first_stage_using(k) >= std::min(allowed_from, stage_names().size())) continue;
+    if (first_stage_using(plan, k) >= std::min(allowed_from, plan.size())) continue;
     auto it = a.find(k);
     std::string old = it == a.end() ? "(absent)" : it->second;
     if (old != v) diffs.push_back(fmt::format("{}: {} -> {}", k, old, v));
@@ -68,13 +53,17 @@ std::vector<std::string> config_differences(const std::string& saved_yaml, const
 }
 
 RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode mode, const std::string& redo_from) {
-  size_t from = stage_names().size();
+  const auto plan = scheme_plan(config);
+  std::vector<std::string> names;
+  for (const auto& st : plan)
+    if (st.recorded) names.push_back(st.name);
+  size_t from = plan.size();
   if (!redo_from.empty()) {
     SMOE_CHECK(mode == OpenMode::resume, "--redo-from needs --resume");
-    auto it = std::find(stage_names().begin(), stage_names().end(), redo_from);
-    SMOE_CHECK(it != stage_names().end(), "--redo-from '{}': expected one of {}", redo_from,
-               fmt::join(stage_names(), ", "));
-    from = static_cast<size_t>(it - stage_names().begin());
+    SMOE_CHECK(std::find(names.begin(), names.end(), redo_from) != names.end(), "--redo-from '{}': expected one of {}",
+               redo_from, fmt::join(names, ", "));
+    for (size_t i = 0; i < plan.size(); ++i)
+      if (plan[i].name == redo_from) from = i;
   }
   RunDir d;
   d.path_ = path;
@@ -92,13 +81,12 @@ RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode
                "or --redo-from the first stage it changes)",
                fmt::join(diffs, "; "));
     if (!redo_from.empty()) {
-      // Forget the redone stages with their tasks ("expert/..." belong to
-      // the experts stage, "em/..." to the em stage).
+      // Forget the redone stages with their tasks (each stage declares the
+      // records it owns: "expert/..." belong to the experts stage).
       std::vector<std::string> forget;
       for (const auto& [k, v] : d.manifest_["done"].items()) {
-        const std::string owner = k.rfind("expert/", 0) == 0 ? "experts" : k.substr(0, k.find('/'));
-        auto pos = std::find(stage_names().begin(), stage_names().end(), owner);
-        if (pos != stage_names().end() && static_cast<size_t>(pos - stage_names().begin()) >= from) forget.push_back(k);
+        const size_t owner = stage_owning(plan, k);
+        if (owner < plan.size() && owner >= from) forget.push_back(k);
       }
       for (const auto& k : forget) d.manifest_["done"].erase(k);
     }

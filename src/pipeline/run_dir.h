@@ -1,10 +1,10 @@
-// The run folder (DESIGN.md, "Run directory"):
+// The run folder (docs/architecture.md, "The run folder"):
 //
 //   config.yaml          the resolved config
 //   run.json             manifest of finished stages and tasks (atomic writes)
 //   log.jsonl            rank 0's JSON-lines log (log.rank-N.jsonl for the others)
 //   base.pt, embeddings.pt, cluster.pt, gate.pt
-//   experts/expert-NNN.pt, experts/stacking-NNN.pt
+//   experts/expert-NNN.pt, experts/stacking-NNN.pt, em-R/ (model_store.h)
 //   report.json, anytime.csv, accuracy_vs_macs.png, routing.png
 //
 // Only rank 0 writes run.json; every rank gets the same view of it at start.
@@ -63,15 +63,11 @@ class RunDir {
 // run.json key of expert task k of a round (0: the experts stage, r: EM round r).
 std::string expert_task_key(int64_t k, int64_t round);
 
-// The stages in order.
-const std::vector<std::string>& stage_names();
-// Index in stage_names() of the first stage whose results depend on `key`
-// (eval.*, runtime.* and storage keys: past the last stage).
-size_t first_stage_using(const std::string& key);
-
 // Differences between two resolved configs ("key: old -> new"), ignoring
-// keys that only stages from `allowed_from` on use (by default: the keys no
-// stage's results depend on, such as eval.* and runtime.*).
+// keys that only stages from index `allowed_from` of `now`'s scheme on use
+// (by default: the keys no recorded stage's results depend on, such as
+// eval.* and runtime.*). Which stage uses which key comes from the stages'
+// declarations (stage.h).
 std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now,
                                             size_t allowed_from = static_cast<size_t>(-1));
 

@@ -60,7 +60,7 @@ at::Tensor ExpertInputs::all(int64_t batch) const {
   return torch::cat(parts);
 }
 
-LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, const at::Tensor& labels,
+LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,
                        const at::Tensor& weights, const ExpertTrainOptions& o) {
   SMOE_CHECK(labels.size(0) == inputs.size() && weights.size(0) == inputs.size(),
              "expert training: {} inputs, {} labels, {} weights", inputs.size(), labels.size(0), weights.size(0));
@@ -77,39 +77,41 @@ LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, con
   spec.seed = o.seed;
   spec.log_every = o.log_every;
   spec.sample_weights = sample ? &w : nullptr;
-  expert->train();
-  const auto device = expert->parameters().front().device();
+  expert.train();
+  const auto device = expert.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;
   // Labels and weights where the expert is, so that a batch indexes them in place.
   const at::Tensor labels_d = labels.to(device), weights_d = weights.to(device);
-  return sgd_loop(expert->parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
+  return sgd_loop(expert.parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
     at::Tensor x = inputs.get(ids, derive_seed(o.seed, "augment", {uint64_t(epoch)}));
     at::Tensor idx = torch::tensor(ids, torch::kLong).to(device);
-    at::Tensor ce = cross_entropy(expert->forward(x.to(device)), labels_d.index_select(0, idx), smoothing);
+    at::Tensor ce = cross_entropy(expert.forward(x.to(device)), labels_d.index_select(0, idx), smoothing);
     if (sample) return ce.mean();
     // sum_x w_k(x) CE(e_k(x), y), normalised by the batch size
     return (weights_d.index_select(0, idx) * ce).sum() / static_cast<double>(ids.size());
   });
 }
 
-LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
-                         const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
-                         const std::string& name) {
-  stacking->train();
-  return sgd_loop(stacking->parameters(), quiet_loop(name, labels.size(0), optim, seed),
+LoopStats train_ensembler(models::EnsemblerModule& stacking, const at::Tensor& base_logits,
+                          const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
+                          const OptimConfig& optim, uint64_t seed, const std::string& name) {
+  stacking.train();
+  return sgd_loop(stacking.parameters(), quiet_loop(name, labels.size(0), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
-                    at::Tensor out = stacking->forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
+                    at::Tensor out = stacking.forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
                     at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
                     return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
                   });
 }
 
-LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
-                     uint64_t seed) {
-  gate->train();
-  return sgd_loop(gate->parameters(), quiet_loop("gate", inputs.size(0), optim, seed),
+LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
+                     const OptimConfig& optim, uint64_t seed) {
+  SMOE_CHECK(gate.trainable(), "this gate kind has no weights to train");
+  gate.train();
+  return sgd_loop(gate.parameters(), quiet_loop("gate", inputs.size(), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
-                    return kl_to_logits(index_rows(targets, ids), gate->forward(index_rows(inputs, ids))).mean();
+                    at::Tensor idx = torch::tensor(ids, torch::kLong);
+                    return kl_to_logits(index_rows(targets, ids), gate.forward(inputs.rows(idx))).mean();
                   });
 }
 

@@ -14,7 +14,8 @@
 #include "core/config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
-#include "models/heads.h"
+#include "models/ensembler.h"
+#include "models/gate.h"
 #include "models/network.h"
 #include "train/sgd_loop.h"
 
@@ -51,17 +52,18 @@ struct ExpertTrainOptions {
   std::string name = "expert";
 };
 
-LoopStats train_expert(models::Backbone& expert, const ExpertInputs& inputs, const at::Tensor& labels,
+LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,
                        const at::Tensor& weights, const ExpertTrainOptions& options);
 
 // These two small loops print one progress line, at the end.
 // Fits d_k on frozen logits: minimises sum_x w(x) CE(d_k(base(x), e_k(x)), y).
-LoopStats train_stacking(models::Stacking& stacking, const at::Tensor& base_logits, const at::Tensor& expert_logits,
-                         const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
-                         const std::string& name);
+LoopStats train_ensembler(models::EnsemblerModule& ensembler, const at::Tensor& base_logits,
+                          const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
+                          const OptimConfig& optim, uint64_t seed, const std::string& name);
 
-// Fits the gate g on (normalised) pre-logits by minimising KL(target || g).
-LoopStats train_gate(models::Gate& gate, const at::Tensor& inputs, const at::Tensor& targets, const OptimConfig& optim,
-                     uint64_t seed);
+// Fits the gate g on the base model's outputs by minimising KL(target || g)
+// (targets [N, K]: g0, or q in EM mode).
+LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
+                     const OptimConfig& optim, uint64_t seed);
 
 }  // namespace smoe::train

@@ -93,12 +93,12 @@ at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64
   return out.to(device);
 }
 
-at::Tensor logits_of(models::Backbone& net, const at::Tensor& inputs, int64_t batch) {
+at::Tensor logits_of(models::ExpertModule& net, const at::Tensor& inputs, int64_t batch) {
   torch::NoGradGuard no_grad;
-  net->eval();
+  net.eval();
   std::vector<at::Tensor> out;
   for (int64_t start = 0; start < inputs.size(0); start += batch)
-    out.push_back(net->forward(inputs.narrow(0, start, std::min(batch, inputs.size(0) - start))));
+    out.push_back(net.forward(inputs.narrow(0, start, std::min(batch, inputs.size(0) - start))));
   return torch::cat(out);
 }
 

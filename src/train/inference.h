@@ -34,8 +34,8 @@ BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::
 at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch,
                           comm::Communicator& comm);
 
-// Logits of a module over rows of `inputs` in batches (eval mode, no grad).
-at::Tensor logits_of(models::Backbone& net, const at::Tensor& inputs, int64_t batch);
+// Logits of an expert (or a whole network) over rows of `inputs` in batches (eval mode, no grad).
+at::Tensor logits_of(models::ExpertModule& net, const at::Tensor& inputs, int64_t batch);
 
 // Scatters rows gathered from ranks (`ids` [n] in any order) into id order.
 at::Tensor reorder_by_id(const at::Tensor& rows, const at::Tensor& ids);

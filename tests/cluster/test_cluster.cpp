@@ -3,8 +3,8 @@
 
 #include "cluster/gate_init.h"
 #include "cluster/kmeans.h"
-#include "cluster/metrics.h"
 #include "common/expect_error.h"
+#include "models/gate.h"
 
 namespace smoe::cluster {
 namespace {
@@ -94,29 +94,13 @@ TEST(InitialGate, PerClassClusteringRoutesByClass) {
   EXPECT_NE(pc.class_to_expert[0].item<int64_t>(), pc.class_to_expert[1].item<int64_t>());
   at::Tensor g0 = class_assignment(six, pc.class_to_expert, 3);
   EXPECT_TRUE(torch::equal(g0.argmax(1), pc.class_to_expert.index_select(0, six)));
-  // Routing by class probabilities sums the probability of each expert's classes.
-  at::Tensor probs = torch::full({1, 6}, 1.0f / 6);
-  EXPECT_TRUE(torch::allclose(class_routing(probs, pc.class_to_expert, 3), torch::full({1, 3}, 1.0f / 3)));
+  // The per-class gate routes by class probabilities: it sums the probability of each expert's classes.
+  models::ClassRoutingGateImpl gate(6, 3);
+  gate.class_to_expert.copy_(pc.class_to_expert);
+  models::GateFeatures f{torch::zeros({1, 4}), torch::zeros({1, 6})};  // uniform class probabilities
+  EXPECT_TRUE(torch::allclose(gate.probabilities(f), torch::full({1, 3}, 1.0f / 3)));
   o.k = 7;
   EXPECT_ERROR(cluster_classes(x, six, 6, o), "7 experts for 6 classes");
-}
-
-TEST(Metrics, EntropiesAndMutualInformationByHand) {
-  // Two experts, two classes; the gate is one-hot and follows the class exactly.
-  at::Tensor gate = torch::tensor({{1.0, 0.0}, {1.0, 0.0}, {0.0, 1.0}, {0.0, 1.0}});
-  at::Tensor labels = torch::tensor({0, 0, 1, 1}, torch::kLong);
-  auto s = specialisation(gate, labels, 2);
-  EXPECT_NEAR(s.gate_entropy, 0.0, 1e-12);        // sparse
-  EXPECT_NEAR(s.usage_entropy, 1.0, 1e-12);       // balanced: 1 bit
-  EXPECT_NEAR(s.mutual_information, 1.0, 1e-12);  // I(E;Y) = H(Y) = 1 bit
-  // A uniform gate that picks expert 0 for everyone: maximal sample entropy, no information.
-  at::Tensor uniform = torch::full({4, 2}, 0.5);
-  auto u = specialisation(uniform, labels, 2);
-  EXPECT_NEAR(u.gate_entropy, 1.0, 1e-12);
-  EXPECT_NEAR(u.usage_entropy, 1.0, 1e-12);
-  EXPECT_NEAR(u.mutual_information, 0.0, 1e-12);
-  at::Tensor table = routing_table(gate.argmax(1), labels, 2, 2);
-  EXPECT_TRUE(torch::equal(table, torch::tensor({{2, 0}, {0, 2}}, torch::kLong)));
 }
 
 }  // namespace

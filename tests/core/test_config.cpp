@@ -63,8 +63,10 @@ TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
                "config key 'eval.taus' (f.yaml): expected a list of numbers, got '0.5'");
   EXPECT_ERROR(Config::from_yaml_text("experts: 4\n", "f.yaml", {}),
                "config key 'experts' (f.yaml): expected a mapping of keys, got '4'");
-  EXPECT_ERROR(Config::from_yaml_text("ensembler:\n  kind: voting\n", "f.yaml", {}),
-               "config key 'ensembler.kind' (f.yaml): expected one of bagging | stacking, got 'voting'");
+  EXPECT_ERROR(Config::from_yaml_text("data:\n  storage: tape\n", "f.yaml", {}),
+               "config key 'data.storage' (f.yaml): expected one of auto | memory | stream, got 'tape'");
+  // Registry names (ensembler.kind, cluster.method, ...) are checked against
+  // their registries: tests/pipeline/test_registries.cpp.
 }
 
 TEST(Config, OutOfRangeValues) {

@@ -2,7 +2,8 @@
 #include <torch/torch.h>
 
 #include "common/expect_error.h"
-#include "models/heads.h"
+#include "models/ensembler.h"
+#include "models/gate.h"
 #include "models/network.h"
 
 namespace smoe::models {
@@ -95,16 +96,46 @@ TEST(Network, BadSpecsAreNamed) {
 }
 
 TEST(Heads, StackingStartsAsTheLogitAverageAndBaggingAveragesProbabilities) {
-  Stacking st(3);
+  StackingImpl st(3);
   torch::NoGradGuard no_grad;
   at::Tensor a = torch::tensor({{1.0, 2.0, 3.0}}), b = torch::tensor({{3.0, 0.0, -1.0}});
-  EXPECT_TRUE(torch::allclose(st->forward(a, b), (a + b) / 2));
+  EXPECT_TRUE(torch::allclose(st.forward(a, b), (a + b) / 2));
   at::Tensor p = bagging_probs(a, b);
   EXPECT_TRUE(torch::allclose(p, (torch::softmax(a, 1) + torch::softmax(b, 1)) / 2));
   EXPECT_NEAR(p.sum().item<double>(), 1.0, 1e-6);
-  EXPECT_EQ(st->macs(), 18);
-  Gate g(32, 4);
-  EXPECT_EQ(g->macs(), 128);
+  // The registered rules: bagging is free and untrained, stacking trains d_k (2C x C MACs).
+  EXPECT_EQ(ensemblers().get("bagging")->build(3), nullptr);
+  EXPECT_EQ(ensemblers().get("stacking")->macs(3), 18);
+  auto d = ensemblers().get("stacking")->build(3);
+  EXPECT_TRUE(torch::allclose(ensemblers().get("stacking")->probs(a, b, d.get()), torch::softmax((a + b) / 2, 1)));
+  EXPECT_ERROR(ensemblers().get("voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");
+  Gate g = gate_kinds().get("linear")(GateSpec{32, 10, 4});
+  EXPECT_EQ(g->forward_macs(), 128);
+}
+
+TEST(Heads, LinearGateStartsFromTheClosedFormOfTheSoftAssignment) {
+  // softmax(W x + b) with W = 2c / T, b = -|c|^2 / T equals softmax(-|x - c|^2 / T).
+  torch::manual_seed(3);
+  at::Tensor c = torch::randn({4, 8}), x = torch::randn({16, 8});
+  LinearGateImpl g(8, 4);
+  ASSERT_TRUE(g.init_from_centroids(c, 0.5));
+  torch::NoGradGuard no_grad;
+  at::Tensor d = (x.unsqueeze(1) - c.unsqueeze(0)).pow(2).sum(2);
+  EXPECT_TRUE(torch::allclose(g.probabilities({x, torch::zeros({16, 3})}), torch::softmax(-d / 0.5, 1), 1e-4, 1e-5));
+}
+
+TEST(Experts, TheBranchArchitectureIsTheBasesTailAndStartsFromItsWeights) {
+  NetworkSpec s = small();
+  Backbone base(s);
+  Expert e = expert_architectures().get("branch")(ExpertSpec{s, 3, 0});
+  EXPECT_EQ(e->forward_macs(), base->macs(3, NetworkSpec::kBlocks) + base->head_macs());
+  e->init_from_base(*base);
+  torch::NoGradGuard no_grad;
+  at::Tensor x = torch::randn({2, s.input[0], s.input[1], s.input[2]});
+  base->eval();
+  e->eval();
+  EXPECT_TRUE(torch::allclose(e->forward(base->blocks(x, 0, 3)), base->forward(x)));
+  EXPECT_ERROR(expert_architectures().get("vit"), "experts.arch: unknown expert architecture 'vit' (known: branch)");
 }
 
 }  // namespace

@@ -226,7 +226,7 @@ class Pipeline(unittest.TestCase):
         self.assertAlmostEqual(rep["experts"][0]["train_samples_effective"], 3000, delta=1e-3)
 
     def test_em_mode_invariant_resumable_and_extends_algorithm_1(self):
-        em = ("--set", "em.steps=2")
+        em = ("--set", "scheme=em", "--set", "em.steps=2")
         runs = {}
         for np in (1, 2):
             runs[np] = os.path.join(self.tmp, "em-np%d" % np)
@@ -280,7 +280,7 @@ class Pipeline(unittest.TestCase):
     @unittest.skipUnless(torch.cuda.is_available(), "no CUDA device here: the GPU path runs on GPU machines only")
     def test_gpu_run_with_nccl_estep(self):
         run = os.path.join(self.tmp, "gpu")
-        r = self.train(2, run, "--set", "runtime.device=cuda", "--set", "em.steps=1")
+        r = self.train(2, run, "--set", "runtime.device=cuda", "--set", "scheme=em", "--set", "em.steps=1")
         self.assertEqual(r.returncode, 0, r.stderr)
         rep = read_json(os.path.join(run, "report.json"))
         self.assertTrue(all(d.startswith("cuda:") for d in rep["runtime"]["devices"]))

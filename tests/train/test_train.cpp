@@ -216,16 +216,20 @@ TEST(Gate, KlFitMatchesTheTargets) {
   at::Tensor x = torch::randn({400, 6});
   at::Tensor w = torch::randn({6, 3});
   at::Tensor target = torch::softmax(x.mm(w) * 2, 1);
-  models::Gate gate(6, 3);
+  models::LinearGateImpl gate(6, 3);
+  models::GateFeatures f{x, torch::zeros({400, 2})};
   OptimConfig o = Config::defaults().gate.optim;
   o.epochs = 40;
   o.lr = 0.5;
   o.batch_size = 50;
-  double before = kl_to_logits(target, gate->forward(x)).mean().item<double>();
-  train_gate(gate, x, target, o, 1);
-  double after = kl_to_logits(target, gate->forward(x)).mean().item<double>();
+  double before = kl_to_logits(target, gate.forward(f)).mean().item<double>();
+  train_gate(gate, f, target, o, 1);
+  double after = kl_to_logits(target, gate.forward(f)).mean().item<double>();
   EXPECT_LT(after, 0.1 * before);
-  EXPECT_GT((gate->forward(x).argmax(1) == target.argmax(1)).to(torch::kDouble).mean().item<double>(), 0.9);
+  EXPECT_GT((gate.forward(f).argmax(1) == target.argmax(1)).to(torch::kDouble).mean().item<double>(), 0.9);
+  // A fixed routing has nothing to fit.
+  models::ClassRoutingGateImpl routing(2, 3);
+  EXPECT_ERROR(train_gate(routing, f, target, o, 1), "this gate kind has no weights to train");
 }
 
 TEST(Experts, WeightsSteerWhatAnExpertLearns) {
@@ -250,7 +254,7 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
     o.optim.batch_size = 20;
     o.weighting = mode;
     o.log_every = 1000;
-    auto stats = train_expert(expert, ExpertInputs(features), labels, w, o);
+    auto stats = train_expert(*expert, ExpertInputs(features), labels, w, o);
     EXPECT_EQ(stats.samples, mode == "sample" ? 15 * 100 : 15 * 200) << mode;
     expert->eval();
     torch::NoGradGuard no_grad;

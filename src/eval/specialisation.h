@@ -6,7 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace smoe::cluster {
+namespace smoe::eval {
 
 struct Specialisation {
   double gate_entropy = 0;        ///< mean_x H(g(.|x))          (eq. 1)
@@ -24,4 +24,4 @@ at::Tensor routing_table(const at::Tensor& expert, const at::Tensor& labels, int
 // Entropy in bits of a probability vector (zeros contribute nothing).
 double entropy_bits(const at::Tensor& p);
 
-}  // namespace smoe::cluster
+}  // namespace smoe::eval

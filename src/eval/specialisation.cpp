@@ -1,8 +1,8 @@
-#include "cluster/metrics.h"
+#include "eval/specialisation.h"
 
 #include <torch/torch.h>
 
-namespace smoe::cluster {
+namespace smoe::eval {
 
 double entropy_bits(const at::Tensor& p) {
   at::Tensor q = p.to(torch::kDouble).flatten();
@@ -28,4 +28,4 @@ Specialisation specialisation(const at::Tensor& gate, const at::Tensor& labels, 
   return s;
 }
 
-}  // namespace smoe::cluster
+}  // namespace smoe::eval

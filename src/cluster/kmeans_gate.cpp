@@ -1,0 +1,37 @@
+// Per-sample K-means (Royer et al. Algorithm 1 step 2): K-means++ with
+// restarts on the embeddings; g0(k|x) = softmax_k(-|x - c_k|^2 / T), or one-hot
+// on the nearest centroid. The gate starts from the closed form of g0.
+#include <torch/torch.h>
+
+#include "cluster/gate_init.h"
+#include "cluster/initial_gate.h"
+#include "core/log.h"
+
+namespace smoe::cluster {
+namespace {
+
+class KMeansInitialGate : public InitialGate {
+ public:
+  InitialGateFit fit(const InitialGateInputs& in) const override {
+    KMeansResult km = kmeans(in.embedding, in.kmeans);
+    InitialGateFit out;
+    out.g0 = soft_assignment(in.embedding, km.centroids, in.temperature, in.hard);
+    out.saved = {{"centroids", km.centroids}, {"assign", km.assign}};
+    at::Tensor sizes = torch::bincount(km.assign, {}, in.kmeans.k).to(torch::kLong).contiguous();
+    std::vector<int64_t> s(sizes.data_ptr<int64_t>(), sizes.data_ptr<int64_t>() + sizes.numel());
+    out.record = {{"inertia", km.inertia}, {"best_restart", km.best_restart}, {"cluster_sizes", s}};
+    log::info("cluster   k-means: inertia {:.4g} (restart {}), cluster sizes [{}]", km.inertia, km.best_restart,
+              fmt::join(s, ", "));
+    return out;
+  }
+  void init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const override {
+    if (!gate.init_from_centroids(saved.at("centroids"), temperature))
+      log::info("gate      this gate kind cannot start from the centroids: it keeps its initialisation");
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<const InitialGate> make_kmeans_initial_gate() { return std::make_shared<KMeansInitialGate>(); }
+
+}  // namespace smoe::cluster

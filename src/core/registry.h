@@ -1,0 +1,79 @@
+// A registry of named implementations of one extension point (initial
+// gates, gates, expert architectures, ensemblers, stages, training schemes).
+//
+// Each registry is a function-local static filled with the built-in
+// implementations on first use (an explicit list in the registry's .cpp:
+// no static-initialisation order to depend on, and no object file dropped
+// by the linker). A new implementation is one file plus one line in that
+// list; tests add throwaway ones with add(). The config names an entry once;
+// the name is resolved here, where an unknown one is an error that lists the
+// known names, and nowhere else compares it.
+#pragma once
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+
+namespace smoe {
+
+template <typename Entry>
+class Registry {
+ public:
+  // what: "initial gate"; key: the config key that names an entry
+  // ("cluster.method"); builtins: the built-in entries, by name.
+  Registry(std::string what, std::string key, std::vector<std::pair<std::string, Entry>> builtins = {})
+      : what_(std::move(what)), key_(std::move(key)) {
+    for (auto& [name, entry] : builtins) add(name, std::move(entry));
+  }
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Registers `name`; registering a name twice is a bug.
+  void add(const std::string& name, Entry entry) {
+    std::lock_guard<std::mutex> lock(mu_);
+    SMOE_ASSERT(entries_.count(name) == 0, "{} '{}' registered twice", what_, name);
+    entries_.emplace(name, std::move(entry));
+  }
+  // Removes `name` (tests that register throwaway entries clean up after themselves).
+  void remove(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.erase(name);
+  }
+  bool has(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entries_.count(name) != 0;
+  }
+  // The entry called `name`, or an error naming the key and the known names.
+  const Entry& get(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) fail("{}: unknown {} '{}' (known: {})", key_, what_, name, join_names());
+    return it->second;  // entries are never moved once added (std::map)
+  }
+  // Registered names in alphabetical order.
+  std::vector<std::string> names() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> out;
+    for (const auto& kv : entries_) out.push_back(kv.first);
+    return out;
+  }
+  const std::string& key() const { return key_; }
+
+ private:
+  std::string join_names() const {
+    std::string s;
+    for (const auto& kv : entries_) s += (s.empty() ? "" : ", ") + kv.first;
+    return s;
+  }
+
+  std::string what_, key_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+}  // namespace smoe

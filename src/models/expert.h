@@ -1,0 +1,45 @@
+// Expert architectures (Royer et al. Algorithm 1 step 4; LEMUR's
+// heterogeneous experts later). An expert maps the frozen trunk's features
+// (the output of the base model's blocks [0, branch_after)) to class logits.
+// The default architecture, "branch", is a copy of the base model's blocks
+// after branch_after and its head (a Backbone holding those blocks), started
+// from the base model's weights. Other architectures register a factory in
+// expert_architectures() (expert.cpp) and are chosen by experts.arch.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <functional>
+#include <memory>
+
+#include "core/registry.h"
+#include "models/network_spec.h"
+
+namespace smoe::models {
+
+class BackboneImpl;
+
+class ExpertModule : public torch::nn::Module {
+ public:
+  // Logits [B, classes] from trunk features [B, C', H', W'].
+  virtual at::Tensor forward(const at::Tensor& trunk_features) = 0;
+  // Multiply-accumulates of one forward pass for one image.
+  virtual int64_t forward_macs() const = 0;
+  // Starting weights from the trained base model (an architecture that
+  // cannot reuse them keeps its own initialisation).
+  virtual void init_from_base(BackboneImpl& base) {}
+};
+using Expert = std::shared_ptr<ExpertModule>;
+
+// What an architecture is built for.
+struct ExpertSpec {
+  NetworkSpec base;          // the base model (input shape, classes, width)
+  int64_t branch_after = 3;  // blocks shared (frozen) with the base
+  int64_t index = 0;         // which expert (for per-expert architectures)
+};
+
+using ExpertFactory = std::function<Expert(const ExpertSpec&)>;
+// experts.arch -> factory. Built in: "branch".
+Registry<ExpertFactory>& expert_architectures();
+
+}  // namespace smoe::models

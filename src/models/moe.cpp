@@ -1,0 +1,72 @@
+#include "models/moe.h"
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace smoe::models {
+
+at::Tensor normalize_rows(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(1e-12); }
+
+MoeModel::MoeModel(Backbone base, int64_t branch_after, bool normalize_embedding, Gate gate, int64_t experts)
+    : base_(std::move(base)),
+      branch_after_(branch_after),
+      normalize_(normalize_embedding),
+      gate_(std::move(gate)),
+      experts_(static_cast<size_t>(experts)),
+      nets_(static_cast<size_t>(experts)) {}
+
+void MoeModel::set_expert(int64_t k, Expert expert, std::map<std::string, EnsemblerNet> nets) {
+  SMOE_ASSERT(k >= 0 && k < num_experts(), "expert {} of {}", k, num_experts());
+  expert->eval();
+  experts_[static_cast<size_t>(k)] = std::move(expert);
+  nets_[static_cast<size_t>(k)] = std::move(nets);
+}
+
+GateFeatures MoeModel::gate_features(const at::Tensor& prelogits, const at::Tensor& base_logits) const {
+  return {normalize_ ? normalize_rows(prelogits) : prelogits, base_logits};
+}
+
+MoeOutputs MoeModel::forward(const at::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  base_->eval();
+  at::Tensor trunk = base_->blocks(images, 0, branch_after_);
+  at::Tensor pre = base_->prelogits(base_->blocks(trunk, branch_after_, NetworkSpec::kBlocks));
+  MoeOutputs out;
+  out.base_logits = base_->classify(pre);
+  out.gate_probs = gate_->probabilities(gate_features(pre, out.base_logits));
+  std::vector<at::Tensor> logits;
+  std::map<std::string, std::vector<at::Tensor>> ensembled;
+  for (int64_t k = 0; k < num_experts(); ++k) {
+    SMOE_ASSERT(has_expert(k), "MoE forward without expert {}", k);
+    logits.push_back(experts_[static_cast<size_t>(k)]->forward(trunk));
+    for (const auto& name : ensemblers().names())
+      ensembled[name].push_back(ensembled_probs(k, name, out.base_logits, logits.back()));
+  }
+  out.expert_logits = torch::stack(logits, 1);
+  for (auto& [name, parts] : ensembled) out.ensembled[name] = torch::stack(parts, 1);
+  return out;
+}
+
+at::Tensor MoeModel::ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
+                                     const at::Tensor& expert_logits) {
+  const auto& rule = ensemblers().get(name);
+  const auto& nets = nets_.at(static_cast<size_t>(k));
+  auto it = nets.find(name);
+  return rule->probs(base_logits, expert_logits, it == nets.end() ? nullptr : it->second.get());
+}
+
+double MoeModel::base_macs() const {
+  return static_cast<double>(base_->macs(0, NetworkSpec::kBlocks) + base_->head_macs());
+}
+
+double MoeModel::expert_macs(int64_t k) const {
+  SMOE_ASSERT(experts_.at(static_cast<size_t>(k)), "MACs of expert {}, not loaded", k);
+  return static_cast<double>(experts_[static_cast<size_t>(k)]->forward_macs());
+}
+
+double MoeModel::ensembler_macs(const std::string& name) const {
+  return ensemblers().get(name)->macs(base_->spec().num_classes);
+}
+
+}  // namespace smoe::models

@@ -1,0 +1,71 @@
+// The single-gate MoE as one model (Royer et al. Section 2): the base model
+// phi (its trunk, blocks [0, branch_after), shared and frozen), the gate g on
+// phi's outputs, K experts on the trunk's features and, per expert, the
+// trained ensemblers d_k. Its forward pass is the one the evaluation, the EM
+// E-step and any later training scheme use; nothing else reimplements it.
+//
+// A rank may hold only some experts (the E-step evaluates those it owns);
+// forward() needs all of them.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "models/ensembler.h"
+#include "models/expert.h"
+#include "models/gate.h"
+#include "models/network.h"
+
+namespace smoe::models {
+
+struct MoeOutputs {
+  at::Tensor base_logits;                       // [B, C]
+  at::Tensor gate_probs;                        // [B, K] g(k|x)
+  at::Tensor expert_logits;                     // [B, K, C]
+  std::map<std::string, at::Tensor> ensembled;  // ensembler name -> e'_k(.|x) [B, K, C]
+};
+
+// L2-normalised rows (clamped away from zero norms).
+at::Tensor normalize_rows(const at::Tensor& x);
+
+class MoeModel {
+ public:
+  // normalize_embedding: the gate sees L2-normalised pre-logits (cluster.normalize).
+  MoeModel(Backbone base, int64_t branch_after, bool normalize_embedding, Gate gate, int64_t experts);
+
+  // Expert k with its trained ensemblers (by ensembler name; bagging needs none).
+  void set_expert(int64_t k, Expert expert, std::map<std::string, EnsemblerNet> nets);
+  bool has_expert(int64_t k) const { return experts_.at(static_cast<size_t>(k)) != nullptr; }
+  int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
+  Backbone& base() { return base_; }
+  GateModule& gate() { return *gate_; }
+  ExpertModule& expert(int64_t k) { return *experts_.at(static_cast<size_t>(k)); }
+
+  // What the gate sees of base outputs: pre-logits [B, D] and logits [B, C].
+  GateFeatures gate_features(const at::Tensor& prelogits, const at::Tensor& base_logits) const;
+  // The base model's logits and every expert's and ensembler's outputs for
+  // images [B, C, H, W] (no grad, eval mode).
+  MoeOutputs forward(const at::Tensor& images);
+  // e'_k(.|x) [B, C] under ensembler `name`, from expert k's and the base model's logits.
+  at::Tensor ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
+                             const at::Tensor& expert_logits);
+
+  // MACs per image: the whole base model, the gate, expert k, an ensembler.
+  double base_macs() const;
+  double gate_macs() const { return static_cast<double>(gate_->forward_macs()); }
+  double expert_macs(int64_t k) const;
+  double ensembler_macs(const std::string& name) const;
+
+ private:
+  Backbone base_;
+  int64_t branch_after_;
+  bool normalize_;
+  Gate gate_;
+  std::vector<Expert> experts_;
+  std::vector<std::map<std::string, EnsemblerNet>> nets_;
+};
+
+}  // namespace smoe::models

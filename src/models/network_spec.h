@@ -1,0 +1,25 @@
+// What a network of the tiny-ResNet / plain-CNN family is built from
+// (network.h). Torch-free, so that config-level code can describe models
+// without compiling libtorch headers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace smoe::models {
+
+struct NetworkSpec {
+  std::string arch = "tiny_resnet";          // tiny_resnet | plain_cnn
+  int64_t depth = 10;                        // tiny_resnet: 10, 18 or 34
+  int64_t width = 16;                        // channels of the first stage
+  std::vector<int64_t> input = {1, 28, 28};  // C, H, W
+  int64_t num_classes = 10;
+
+  static constexpr int64_t kBlocks = 5;  // stem + 4 stages
+  // Checks the values and names the bad one.
+  void validate() const;
+  int64_t prelogit_dim() const { return 8 * width; }
+};
+
+}  // namespace smoe::models

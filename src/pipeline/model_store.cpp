@@ -1,0 +1,101 @@
+#include "pipeline/model_store.h"
+
+#include <torch/torch.h>
+
+#include "core/rng.h"
+#include "train/checkpoint.h"
+
+namespace smoe::pipeline {
+
+ModelStore::ModelStore(const RunDir& run, const Config& config, models::NetworkSpec spec, c10::Device device)
+    : run_(run),
+      cfg_(config),
+      spec_(std::move(spec)),
+      device_(device),
+      initial_(cluster::initial_gates().get(config.cluster.method).get()) {}
+
+std::string ModelStore::base_path() const { return run_.file("base.pt"); }
+std::string ModelStore::embeddings_path() const { return run_.file("embeddings.pt"); }
+std::string ModelStore::cluster_path() const { return run_.file("cluster.pt"); }
+
+std::string ModelStore::round_dir(int64_t round) const {
+  return run_.file(round == 0 ? std::string("experts") : fmt::format("em-{}", round));
+}
+
+std::string ModelStore::gate_path(int64_t round) const {
+  return round == 0 ? run_.file("gate.pt") : round_dir(round) + "/gate.pt";
+}
+
+std::string ModelStore::expert_path(int64_t k, int64_t round) const {
+  return fmt::format("{}/expert-{:03d}.pt", round_dir(round), k);
+}
+
+std::string ModelStore::ensembler_path(const std::string& name, int64_t k, int64_t round) const {
+  return fmt::format("{}/{}-{:03d}.pt", round_dir(round), name, k);
+}
+
+std::string ModelStore::q_path(int64_t round) const { return round_dir(round) + "/q.pt"; }
+
+models::Backbone ModelStore::build_base() const {
+  torch::manual_seed(derive_seed(cfg_.seed, "base-init"));
+  models::Backbone base(spec_, 0);
+  base->to(device_);
+  return base;
+}
+
+models::Gate ModelStore::build_gate(c10::Device device) const {
+  const std::string kind = initial_->gate_kind(cfg_.gate.kind);
+  models::Gate g = models::gate_kinds().get(kind)({spec_.prelogit_dim(), spec_.num_classes, cfg_.experts.count});
+  g->to(device);
+  return g;
+}
+
+models::Expert ModelStore::build_expert(int64_t k) const {
+  models::Expert e = models::expert_architectures().get(cfg_.experts.arch)({spec_, cfg_.experts.branch_after, k});
+  e->to(device_);
+  return e;
+}
+
+std::map<std::string, models::EnsemblerNet> ModelStore::build_ensemblers() const {
+  std::map<std::string, models::EnsemblerNet> nets;
+  for (const auto& name : models::ensemblers().names())
+    if (auto net = models::ensemblers().get(name)->build(spec_.num_classes)) {
+      net->to(device_);
+      nets[name] = net;
+    }
+  return nets;
+}
+
+models::Gate ModelStore::load_gate(int64_t round, c10::Device device) const {
+  models::Gate g = build_gate(device);
+  train::load_module(*g, gate_path(round));
+  g->to(device);
+  return g;
+}
+
+models::Expert ModelStore::load_expert(int64_t k, int64_t round) const {
+  models::Expert e = build_expert(k);
+  train::load_module(*e, expert_path(k, round));
+  e->to(device_);
+  return e;
+}
+
+std::map<std::string, models::EnsemblerNet> ModelStore::load_ensemblers(int64_t k, int64_t round) const {
+  auto nets = build_ensemblers();
+  for (auto& [name, net] : nets) {
+    train::load_module(*net, ensembler_path(name, k, round));
+    net->to(device_);
+  }
+  return nets;
+}
+
+models::MoeModel ModelStore::load_moe(models::Backbone base, int64_t round, std::vector<int64_t> experts) const {
+  models::MoeModel moe(std::move(base), cfg_.experts.branch_after, cfg_.cluster.normalize, load_gate(round, device_),
+                       cfg_.experts.count);
+  if (experts.empty())
+    for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(k);
+  for (int64_t k : experts) moe.set_expert(k, load_expert(k, round), load_ensemblers(k, round));
+  return moe;
+}
+
+}  // namespace smoe::pipeline

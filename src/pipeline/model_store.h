@@ -1,0 +1,71 @@
+// The run folder's models: where each checkpoint lives and how each model is
+// built and loaded. The only place that knows the layout
+//
+//   base.pt, embeddings.pt, cluster.pt, gate.pt
+//   experts/expert-NNN.pt, experts/<ensembler>-NNN.pt      (Algorithm 1: round 0)
+//   em-R/expert-NNN.pt, em-R/<ensembler>-NNN.pt, em-R/gate.pt, em-R/q.pt   (EM round R)
+//
+// and the only place that builds a gate, an expert or an ensembler (from the
+// registries, by the config's names).
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluster/initial_gate.h"
+#include "core/config.h"
+#include "models/ensembler.h"
+#include "models/expert.h"
+#include "models/gate.h"
+#include "models/moe.h"
+#include "models/network.h"
+#include "pipeline/run_dir.h"
+
+namespace smoe::pipeline {
+
+class ModelStore {
+ public:
+  ModelStore(const RunDir& run, const Config& config, models::NetworkSpec spec, c10::Device device);
+
+  const models::NetworkSpec& spec() const { return spec_; }
+  const cluster::InitialGate& initial_gate() const { return *initial_; }
+
+  // Files.
+  std::string base_path() const;
+  std::string embeddings_path() const;
+  std::string cluster_path() const;
+  std::string round_dir(int64_t round) const;  // experts/ or em-R/
+  std::string gate_path(int64_t round) const;
+  std::string expert_path(int64_t k, int64_t round) const;
+  std::string ensembler_path(const std::string& name, int64_t k, int64_t round) const;
+  std::string q_path(int64_t round) const;
+
+  // Fresh models (on the run's device). The base model's initial weights
+  // come from the run seed, so every rank builds the same one.
+  models::Backbone build_base() const;
+  // A gate of the kind the initial gate routes with (gate.kind unless the
+  // strategy fixes its own), on `device` (the coordinator fits gates on the CPU).
+  models::Gate build_gate(c10::Device device) const;
+  models::Expert build_expert(int64_t k) const;
+  // A fresh d_k of every registered ensembler that trains one, by name.
+  std::map<std::string, models::EnsemblerNet> build_ensemblers() const;
+
+  // Saved models of a round (0 = Algorithm 1, r = after EM round r).
+  models::Gate load_gate(int64_t round, c10::Device device) const;
+  models::Expert load_expert(int64_t k, int64_t round) const;
+  std::map<std::string, models::EnsemblerNet> load_ensemblers(int64_t k, int64_t round) const;
+  // The MoE of a round with the experts in `experts` loaded (all when empty).
+  models::MoeModel load_moe(models::Backbone base, int64_t round, std::vector<int64_t> experts = {}) const;
+
+ private:
+  const RunDir& run_;
+  const Config& cfg_;
+  models::NetworkSpec spec_;
+  c10::Device device_;
+  const cluster::InitialGate* initial_;
+};
+
+}  // namespace smoe::pipeline

@@ -1,0 +1,61 @@
+// What the stages of a run share: the config, the ranks, the run folder and
+// its model store, the datasets, the base model, and the tensors stages hand
+// on (embeddings, g0, the experts' targets and inputs). Tensors that a
+// finished stage left on disk are loaded when a later stage first needs them,
+// so a resumed run redoes nothing.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+#include "comm/communicator.h"
+#include "core/config.h"
+#include "data/dataset.h"
+#include "models/gate.h"
+#include "models/network.h"
+#include "pipeline/model_store.h"
+#include "pipeline/run_dir.h"
+#include "pipeline/runtime.h"
+#include "train/expert_trainer.h"
+
+namespace smoe::pipeline {
+
+struct RunState {
+  // Opens the datasets and builds the base model (not yet trained).
+  RunState(Config config, comm::Communicator& comm, RunDir& run, RuntimeInfo runtime);
+  ~RunState();
+
+  Config cfg;
+  comm::Communicator& comm;
+  RunDir& run;
+  RuntimeInfo rt;
+  std::shared_ptr<data::Dataset> train, test;
+  ModelStore store;
+  models::Backbone base{nullptr};
+
+  at::Tensor train_prelogits;  // [N, D] rank 0 (embeddings.pt)
+  at::Tensor train_logits;     // [N, C] rank 0, every rank after share_expert_inputs()
+  at::Tensor g0;               // [N, K] rank 0 (cluster.pt), every rank after share_expert_inputs()
+  at::Tensor targets;          // [N, K] what the experts fit: g0, or q of the current EM round
+  std::unique_ptr<train::ExpertInputs> expert_inputs;  // the frozen trunk's outputs
+  double trunk_cache_seconds = 0;
+
+  // The last round of the scheme's model (0: Algorithm 1, em.steps in EM mode).
+  int64_t final_round() const { return cfg.em.steps; }
+  // Loads base.pt into the base model (eval mode).
+  void load_base(const std::string& path);
+  // Rank 0: embeddings.pt and cluster.pt when not in memory.
+  void root_load_embeddings();
+  void root_load_g0();
+  // Rank 0: the gate's features of every training sample.
+  models::GateFeatures root_train_gate_features();
+  // Collective: train_logits and g0 on every rank.
+  void share_expert_inputs();
+  // Collective: the experts' inputs (the trunk's features, cached once and
+  // shared out among the ranks, unless the experts train on augmented images).
+  void prepare_expert_inputs();
+  at::Tensor train_labels() const;
+};
+
+}  // namespace smoe::pipeline

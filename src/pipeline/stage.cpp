@@ -1,0 +1,106 @@
+#include "pipeline/stage.h"
+
+#include "cluster/initial_gate.h"
+#include "core/error.h"
+#include "models/ensembler.h"
+#include "models/expert.h"
+#include "models/gate.h"
+
+namespace smoe::pipeline {
+
+// The built-in stages, one file each under stages/.
+std::unique_ptr<Stage> make_base_stage();
+std::unique_ptr<Stage> make_embed_stage();
+std::unique_ptr<Stage> make_cluster_stage();
+std::unique_ptr<Stage> make_gate_stage();
+std::unique_ptr<Stage> make_experts_stage();
+std::unique_ptr<Stage> make_em_stage();
+std::unique_ptr<Stage> make_eval_stage();
+
+Registry<StageFactory>& stages() {
+  static Registry<StageFactory> registry("stage", "scheme",
+                                         {{"base", make_base_stage},
+                                          {"embed", make_embed_stage},
+                                          {"cluster", make_cluster_stage},
+                                          {"gate", make_gate_stage},
+                                          {"experts", make_experts_stage},
+                                          {"em", make_em_stage},
+                                          {"eval", make_eval_stage}});
+  return registry;
+}
+
+Registry<std::vector<std::string>>& schemes() {
+  static Registry<std::vector<std::string>> registry(
+      "training scheme", "scheme",
+      {{"algorithm1", {"base", "embed", "cluster", "gate", "experts", "eval"}},
+       {"em", {"base", "embed", "cluster", "gate", "experts", "em", "eval"}}});
+  return registry;
+}
+
+std::vector<std::unique_ptr<Stage>> scheme_stages(const Config& config) {
+  std::vector<std::unique_ptr<Stage>> out;
+  for (const auto& name : schemes().get(config.scheme)) out.push_back(stages().get(name)());
+  return out;
+}
+
+std::vector<StagePlan> scheme_plan(const Config& config) {
+  std::vector<StagePlan> plan;
+  for (const auto& st : scheme_stages(config))
+    plan.push_back({st->name(), st->keys(), st->record_prefixes(), st->recorded()});
+  return plan;
+}
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+bool declares(const std::vector<std::string>& keys, const std::string& key) {
+  for (const auto& k : keys)
+    if (k == key || (!k.empty() && k.back() == '.' && starts_with(key, k))) return true;
+  return false;
+}
+
+}  // namespace
+
+bool key_never_changes_results(const std::string& key) {
+  return starts_with(key, "runtime.") || key == "data.prefetch" || key == "data.storage" ||
+         key == "data.memory_budget_mb" || key == "data.cache_mb";
+}
+
+size_t first_stage_using(const std::vector<StagePlan>& plan, const std::string& key) {
+  if (key_never_changes_results(key)) return plan.size();
+  for (size_t i = 0; i < plan.size(); ++i)
+    if (plan[i].recorded && declares(plan[i].keys, key)) return i;
+  // Declared only by the evaluation or by stages outside this scheme: no
+  // recorded result depends on it.
+  for (const auto& name : stages().names())
+    if (declares(stages().get(name)()->keys(), key)) return plan.size();
+  return 0;  // declared by no stage: assume everything depends on it
+}
+
+size_t stage_owning(const std::vector<StagePlan>& plan, const std::string& record) {
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (record == plan[i].name) return i;
+    for (const auto& p : plan[i].record_prefixes)
+      if (starts_with(record, p)) return i;
+  }
+  return plan.size();
+}
+
+void check_config(const Config& c) {
+  cluster::initial_gates().get(c.cluster.method);
+  models::gate_kinds().get(c.gate.kind);
+  models::expert_architectures().get(c.experts.arch);
+  models::ensemblers().get(c.ensembler.kind);
+  auto stages = scheme_stages(c);
+  bool em = false;
+  for (const auto& st : stages) {
+    st->check(c);
+    em = em || st->name() == "em";
+  }
+  SMOE_CHECK(em || c.em.steps == 0,
+             "config key 'em.steps' is {} but scheme '{}' has no em stage (set scheme: em to run EM rounds)",
+             c.em.steps, c.scheme);
+}
+
+}  // namespace smoe::pipeline

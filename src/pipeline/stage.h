@@ -1,0 +1,84 @@
+// Stages and training schemes. A stage is one step of a training scheme
+// (base, embed, cluster, gate, experts, em, eval): it declares its name, the
+// config keys its results depend on and the run.json records it owns, and
+// runs collectively on the shared run state. A training scheme is an ordered
+// list of stage names: Algorithm 1 is
+//
+//   base -> embed -> cluster -> gate -> experts -> eval
+//
+// and the em scheme inserts em before eval. `smoe train` runs the scheme's
+// stages in order, skipping those run.json records as finished; `--resume
+// --redo-from S` forgets S and every later stage; a config key that changed
+// since the run started forces the first stage that declares it (and so
+// every later one) to be redone. New stages and schemes register in
+// stages() and schemes() (stage.cpp).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/registry.h"
+
+namespace smoe::pipeline {
+
+struct RunState;
+
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  virtual std::string name() const = 0;
+  // Config keys the stage's results depend on: a key ("seed") or a section
+  // prefix ending in '.' ("base.").
+  virtual std::vector<std::string> keys() const = 0;
+  // run.json keys this stage owns besides its name (its tasks): prefixes
+  // such as "expert/".
+  virtual std::vector<std::string> record_prefixes() const { return {name() + "/"}; }
+  // Whether run.json records it once finished (then a resumed run skips it).
+  // The evaluation is not recorded: it runs every time.
+  virtual bool recorded() const { return true; }
+  // Rejects configs this stage cannot run (called before anything is created).
+  virtual void check(const Config& config) const {}
+  // Collective: the stage's work; returns its run.json record (rank 0's counts).
+  virtual nlohmann::json run(RunState& state) = 0;
+  // Collective: what later stages need from this stage when it is skipped as
+  // finished (the base stage loads base.pt; most stages leave files that
+  // later stages read when they need them).
+  virtual void restore(RunState& state) {}
+};
+
+using StageFactory = std::function<std::unique_ptr<Stage>()>;
+// Stage name -> factory. Built in: base, embed, cluster, gate, experts, em, eval.
+Registry<StageFactory>& stages();
+// Scheme name -> ordered stage names. Built in: algorithm1, em.
+Registry<std::vector<std::string>>& schemes();
+
+// The stages of config.scheme, built, in order.
+std::vector<std::unique_ptr<Stage>> scheme_stages(const Config& config);
+
+// What run_dir needs of a scheme: names, keys and records of its stages.
+struct StagePlan {
+  std::string name;
+  std::vector<std::string> keys;
+  std::vector<std::string> record_prefixes;
+  bool recorded = true;
+};
+std::vector<StagePlan> scheme_plan(const Config& config);
+// Index in `plan` of the first recorded stage whose results depend on `key`;
+// plan.size() when none does (keys that never change results, such as
+// runtime.*, and keys of stages outside the scheme or of the evaluation).
+size_t first_stage_using(const std::vector<StagePlan>& plan, const std::string& key);
+// Index of the stage that owns run.json record `record`, or plan.size().
+size_t stage_owning(const std::vector<StagePlan>& plan, const std::string& record);
+
+// Keys no stage's results depend on (threads, storage, prefetch, ...).
+bool key_never_changes_results(const std::string& key);
+
+// Every registry name the config uses resolves, and every stage of the
+// scheme accepts the config; else an error naming the key.
+void check_config(const Config& config);
+
+}  // namespace smoe::pipeline

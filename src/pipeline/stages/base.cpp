@@ -1,0 +1,76 @@
+// Stage "base" (Algorithm 1 step 1): the base model phi, trained
+// data-parallel on every rank (exact fixed-point gradient sums over
+// micro-batches, so the result does not depend on the rank count), or loaded
+// from base.checkpoint; the run keeps its own copy, base.pt.
+#include <torch/torch.h>
+
+#include "comm/tensor_collectives.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+#include "train/base_trainer.h"
+#include "train/checkpoint.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.parameters(true)) comm::broadcast(comm, p.data(), root);
+  for (auto& b : m.buffers(true)) comm::broadcast(comm, b, root);
+}
+
+class BaseStage : public Stage {
+ public:
+  std::string name() const override { return "base"; }
+  std::vector<std::string> keys() const override {
+    return {"seed",
+            "data.path",
+            "data.train_split",
+            "data.test_split",
+            "data.limit_train",
+            "data.limit_test",
+            "data.crop_padding",
+            "data.hflip",
+            "model.",
+            "base."};
+  }
+  void restore(RunState& s) override {
+    s.load_base(s.store.base_path());
+    log::info("base      already done (run.json): loaded {}", s.store.base_path());
+  }
+  json run(RunState& s) override {
+    if (!s.cfg.base.checkpoint.empty()) {
+      // A given base model: the run keeps its own copy (what resume and eval load).
+      s.load_base(s.cfg.base.checkpoint);
+      json record = {{"source", s.cfg.base.checkpoint}};
+      if (s.comm.is_root()) record["sha256"] = train::save_module(*s.base, s.store.base_path());
+      return record;
+    }
+    train::BaseTrainOptions o;
+    o.optim = s.cfg.base.optim;
+    o.micro_batch = s.cfg.base.micro_batch;
+    o.bn_calibration = s.cfg.base.bn_calibration;
+    o.augment = s.cfg.base.augment;
+    o.crop_padding = s.cfg.data.crop_padding;
+    o.hflip = s.cfg.data.hflip;
+    o.seed = derive_seed(s.cfg.seed, "base");
+    o.log_every = s.cfg.runtime.log_every;
+    o.prefetch = s.cfg.data.prefetch;
+    auto stats = train::train_base(s.base, s.train, s.comm, o);
+    // Identical on every rank by construction; rank 0's copy is made authoritative anyway.
+    broadcast_module(s.comm, *s.base, 0);
+    json record = {{"final_loss", stats.final_loss}, {"train_accuracy", stats.final_train_accuracy}};
+    if (s.comm.is_root()) record["sha256"] = train::save_module(*s.base, s.store.base_path());
+    return record;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_base_stage() { return std::make_unique<BaseStage>(); }
+
+}  // namespace smoe::pipeline

@@ -1,0 +1,25 @@
+// What several stages share: an expert round (Algorithm 1's experts stage is
+// round 0, each EM M-step a later round) and the evaluation of a round's
+// model on the test split (the eval stage, and each EM round's summary).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+
+namespace smoe::pipeline {
+
+struct RunState;
+
+// Collective: trains, handed out dynamically over the ranks, every expert of
+// `round` (and its ensemblers) that run.json does not record as finished,
+// towards state.targets (0: from the base model and g0; r >= 1: continuing
+// round r-1 on q_r).
+void run_expert_round(RunState& state, int64_t round);
+
+// Collective: round `round`'s MoE on the test split; the report (without the
+// run's bookkeeping) on rank 0, null elsewhere.
+nlohmann::json evaluate_test(RunState& state, int64_t round);
+
+}  // namespace smoe::pipeline

@@ -1,0 +1,176 @@
+// Stage "em" (Royer et al., "An alternative joint training scheme"): after
+// Algorithm 1, em.steps rounds of
+//
+//   E-step  every rank evaluates the experts it holds (expert k on rank
+//           k mod P) on the training samples, filling its columns of the
+//           N x K matrix of e'_k(y|x) (zeros elsewhere); an allreduce (sum)
+//           in chunks of em.chunk_samples rows gives every rank the whole
+//           matrix — NCCL when the tensors live on a GPU, MPI otherwise. Each
+//           entry has exactly one non-zero term, so the sum is exact and the
+//           result does not depend on the rank count. The posterior
+//           q(k|x) ∝ g(k|x) e'_k(y|x) replaces the gate targets.
+//   M-step  experts and ensemblers continue from the previous round with
+//           w_k = clip(q(k|x), gamma, 1), handed out dynamically as in the
+//           experts stage; the gate is refitted by KL(q || g).
+//
+// Each round writes its own checkpoints (em-R/) and records its steps in
+// run.json, so a run killed inside a round resumes exactly: q_R is saved
+// before any expert of round R changes.
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "comm/tensor_collectives.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
+#include "train/checkpoint.h"
+#include "train/expert_trainer.h"
+#include "train/inference.h"
+#include "train/losses.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+// Collective: e'_k(y|x) [N, K] of round `round`'s experts on every training
+// sample, on every rank. Fills `stats`.
+at::Tensor expert_likelihoods(RunState& s, int64_t round, json& stats) {
+  torch::NoGradGuard no_grad;
+  const int64_t N = s.train->size(), K = s.cfg.experts.count, batch = s.cfg.eval.batch_size;
+  Progress eval_clock("e-step", 1, 1);
+  at::Tensor labels = s.train_labels().to(s.rt.device);
+  at::Tensor local = torch::zeros({N, K}, torch::TensorOptions().device(s.rt.device));
+  std::vector<int64_t> mine;
+  for (int64_t k = s.comm.rank(); k < K; k += s.comm.size()) mine.push_back(k);
+  if (!mine.empty()) {
+    models::MoeModel moe = s.store.load_moe(s.base, round, mine);
+    at::Tensor inputs = s.expert_inputs->all(batch);
+    at::Tensor base_logits = s.train_logits.to(s.rt.device);
+    for (int64_t k : mine) {
+      at::Tensor logits = train::logits_of(moe.expert(k), inputs, batch);
+      at::Tensor probs = moe.ensembled_probs(k, s.cfg.ensembler.kind, base_logits, logits);
+      local.select(1, k).copy_(probs.gather(1, labels.unsqueeze(1)).squeeze(1));
+    }
+  }
+  const double eval_s = eval_clock.seconds();
+  s.comm.barrier();  // the allreduce's time should not include waiting for slower ranks
+  Progress reduce_clock("allreduce", 1, 1);
+  const int64_t chunk = s.cfg.em.chunk_samples;
+  comm::allreduce_in_chunks(s.comm, local, chunk);
+  stats["expert_eval_seconds"] = eval_s;
+  stats["allreduce_seconds"] = reduce_clock.seconds();
+  stats["allreduce_bytes"] = N * K * static_cast<int64_t>(sizeof(float));
+  stats["allreduce_chunks"] = (N + chunk - 1) / chunk;
+  stats["device"] = s.rt.device_name();
+  return local.cpu();
+}
+
+class EmStage : public Stage {
+ public:
+  std::string name() const override { return "em"; }
+  std::vector<std::string> keys() const override { return {"em.", "scheme"}; }
+  void check(const Config& c) const override {
+    SMOE_CHECK(c.em.steps >= 1, "config key 'em.steps': scheme '{}' runs EM rounds, so em.steps must be at least 1",
+               c.scheme);
+    // The M-step refits the gate: a fixed routing cannot follow q.
+    const auto& initial = *cluster::initial_gates().get(c.cluster.method);
+    const std::string kind = initial.gate_kind(c.gate.kind);
+    SMOE_CHECK(
+        models::gate_kinds().get(kind)({2, 2, c.experts.count})->trainable(),
+        "config key 'cluster.method': '{}' routes with the fixed gate '{}', which EM cannot refit (scheme '{}'); "
+        "use cluster.method: kmeans",
+        c.cluster.method, kind, c.scheme);
+  }
+  json run(RunState& s) override {
+    s.share_expert_inputs();
+    s.prepare_expert_inputs();
+    at::Tensor previous = s.g0;
+    for (int64_t r = 1; r <= s.cfg.em.steps; ++r) {
+      const std::string round_key = fmt::format("em/{}", r);
+      if (s.run.done(round_key)) {
+        if (s.comm.is_root()) previous = train::load_state(s.store.q_path(r)).at("q");
+        log::info("em        round {} already done (run.json): skipped", r);
+        continue;
+      }
+      std::filesystem::create_directories(s.store.round_dir(r));
+      json record;
+      at::Tensor q = e_step(s, r, previous, record);
+      // M-step: experts and ensemblers, then the gate.
+      Progress mclock(fmt::format("em {} m-step", r), 1, 1);
+      s.targets = q;
+      run_expert_round(s, r);
+      if (s.comm.is_root() && !s.run.done(round_key + "/gate")) {
+        models::Gate gate = s.store.load_gate(r - 1, torch::kCPU);
+        models::GateFeatures x = s.root_train_gate_features();
+        train::train_gate(*gate, x, q, s.cfg.gate.optim, derive_seed(s.cfg.seed, "em-gate", {uint64_t(r)}));
+        torch::NoGradGuard no_grad;
+        s.run.mark_done(round_key + "/gate",
+                        {{"kl_final", train::kl_to_logits(q, gate->forward(x)).mean().item<double>()},
+                         {"sha256", train::save_module(*gate, s.store.gate_path(r))}});
+      }
+      s.comm.barrier();
+      record["mstep_seconds"] = mclock.seconds();
+      // Where this round leaves the model.
+      json summary = evaluate_test(s, r);
+      if (s.comm.is_root()) {
+        record["round"] = r;
+        for (const char* key : {"moe", "base", "anytime_summary", "specialisation"}) record[key] = summary[key];
+        s.run.mark_done(round_key, record);
+        log::info("em        round {} done: MoE bagging {:.2f}%, stacking {:.2f}%", r,
+                  100 * summary["moe"]["bagging"]["accuracy"].get<double>(),
+                  100 * summary["moe"]["stacking"]["accuracy"].get<double>());
+      }
+      previous = q;
+    }
+    return {{"rounds", s.cfg.em.steps}};
+  }
+
+ private:
+  // The E-step of round r (or its saved result when run.json records it).
+  static at::Tensor e_step(RunState& s, int64_t r, const at::Tensor& previous, json& record) {
+    const std::string key = fmt::format("em/{}/estep", r);
+    at::Tensor q;
+    if (s.run.done(key)) {
+      if (s.comm.is_root()) q = train::load_state(s.store.q_path(r)).at("q");
+      record["estep"] = s.run.record(key);
+      return comm::broadcast_tensor(s.comm, q, 0);
+    }
+    Progress clock(fmt::format("em {} e-step", r), 1, 1);
+    json stats;
+    at::Tensor likelihood = expert_likelihoods(s, r - 1, stats);
+    // The current gate g on every training sample (rank 0 computes, all receive).
+    at::Tensor g;
+    if (s.comm.is_root()) {
+      models::Gate gate = s.store.load_gate(r - 1, torch::kCPU);
+      torch::NoGradGuard no_grad;
+      g = gate->probabilities(s.root_train_gate_features());
+    }
+    g = comm::broadcast_tensor(s.comm, g, 0);
+    q = train::posterior(g, likelihood);
+    stats["seconds"] = clock.seconds();
+    stats["changed_top_expert"] = (q.argmax(1) != previous.argmax(1)).sum().item<int64_t>();
+    if (s.comm.is_root()) {
+      train::save_state({{"q", q}}, s.store.q_path(r));
+      s.run.mark_done(key, stats);
+    }
+    record["estep"] = stats;
+    log::info(
+        "em        round {} E-step: experts {:.1f} s, allreduce {:.3f} s ({} bytes in {} chunk(s) on {}), "
+        "{} samples changed their top expert",
+        r, stats["expert_eval_seconds"].get<double>(), stats["allreduce_seconds"].get<double>(),
+        stats["allreduce_bytes"].get<int64_t>(), stats["allreduce_chunks"].get<int64_t>(), s.rt.device_name(),
+        stats["changed_top_expert"].get<int64_t>());
+    return q;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_em_stage() { return std::make_unique<EmStage>(); }
+
+}  // namespace smoe::pipeline

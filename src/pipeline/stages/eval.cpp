@@ -1,0 +1,174 @@
+// Stage "eval": one pass of the final round's MoE model (models/moe.h) over
+// the test split, in fixed batches shared round-robin among the ranks and
+// gathered on the coordinator, which builds the report (eval/report.h) and
+// writes report.json, anytime.csv and the plots. Never recorded: it runs
+// on every train and resume, and alone in `smoe eval`.
+#include <torch/torch.h>
+
+#include "comm/tensor_collectives.h"
+#include "core/atomic_file.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "data/batch.h"
+#include "data/sampler.h"
+#include "eval/report.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
+#include "train/checkpoint.h"
+#include "train/inference.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+// The bookkeeping around the report: experts, stage times, the trunk cache,
+// the runtime and the EM rounds.
+void add_run_records(RunState& s, json& report, const std::vector<std::string>& devices, double eval_seconds) {
+  const int64_t K = s.cfg.experts.count;
+  json experts_json = json::array();
+  for (int64_t k = 0; k < K; ++k) {
+    json r = s.run.record(expert_task_key(k, 0));
+    json e = {{"id", k}};
+    for (const char* key : {"gate_mass", "train_samples_effective", "seconds", "rank", "checkpoint_sha256"})
+      e[key] = r[key];
+    for (const auto& [key, value] : r.items())
+      if (key.size() > 7 && key.compare(key.size() - 7, 7, "_sha256") == 0) e[key] = value;
+    experts_json.push_back(e);
+  }
+  report["experts"] = experts_json;
+  json stages = json::object();
+  for (const auto& st : scheme_plan(s.cfg))
+    if (st.recorded && s.run.done(st.name)) stages[st.name] = s.run.record(st.name).value("seconds", 0.0);
+  stages["eval"] = eval_seconds;
+  report["stages"] = stages;
+  if (s.run.done("experts")) {
+    // Without the cache every expert epoch (and its logits pass) would run
+    // the trunk on every sample it sees.
+    const double cache_s = s.run.record("experts").value("trunk_cache_seconds", 0.0);
+    double seen = 0;
+    for (int64_t r = 0; r <= s.final_round(); ++r)
+      for (int64_t k = 0; k < K; ++k) seen += s.run.record(expert_task_key(k, r)).value("samples_seen", 0.0);
+    const double passes =
+        seen / static_cast<double>(s.train->size()) + static_cast<double>(K * (1 + 2 * s.final_round()));
+    // One cached pass took cache_s with the ranks sharing the work; a rank
+    // without the cache pays a whole pass (about P x cache_s) per pass.
+    const double ranks = static_cast<double>(s.comm.size());
+    report["trunk_cache"] = {
+        {"enabled", s.cfg.experts.cache_trunk && !s.cfg.experts.augment},
+        {"seconds_spent", cache_s},
+        {"trunk_passes_avoided", passes},
+        {"estimated_rank_seconds_saved", std::max(0.0, ranks * cache_s * passes - ranks * cache_s)}};
+  }
+  report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
+  json em = json::array();
+  for (int64_t r = 1; r <= s.final_round(); ++r) em.push_back(s.run.record(fmt::format("em/{}", r)));
+  report["em_steps"] = s.final_round();
+  if (s.final_round() > 0) report["em"] = em;
+}
+
+class EvalStage : public Stage {
+ public:
+  std::string name() const override { return "eval"; }
+  std::vector<std::string> keys() const override { return {"eval."}; }
+  bool recorded() const override { return false; }
+  void check(const Config& c) const override {
+    SMOE_CHECK(!c.eval.class_oracle || cluster::initial_gates().get(c.cluster.method)->has_oracle(),
+               "config key 'eval.class_oracle': cluster.method '{}' has no class oracle (per_class has)",
+               c.cluster.method);
+  }
+  json run(RunState& s) override {
+    Progress clock("eval", 1, 1);
+    log::info("eval      {} test samples (model of EM round {})", s.test->size(), s.final_round());
+    json report = evaluate_test(s, s.final_round());
+    // Each rank's device, for the report.
+    std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
+    if (!s.comm.is_root()) return json();
+    const std::string csv = report["anytime_csv"];
+    report.erase("anytime_csv");
+    add_run_records(s, report, devices, clock.seconds());
+    write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
+    write_file_atomic(s.run.file("anytime.csv"), csv);
+    eval::write_report_plots(s.run.file("accuracy_vs_macs.png"), s.run.file("routing.png"), report,
+                             s.test->manifest().name, s.test->manifest().class_names);
+    const json& moe = report["moe"];
+    log::info(
+        "eval      base {:.2f}% at {:.2f} MMACs | MoE top-1 {:.2f}%, bagging {:.2f}%, stacking {:.2f}%, top-2 {:.2f}%",
+        100 * report["base"]["accuracy"].get<double>(), report["base"]["macs"].get<double>() / 1e6,
+        100 * moe["no_ensembling"]["accuracy"].get<double>(), 100 * moe["bagging"]["accuracy"].get<double>(),
+        100 * moe["stacking"]["accuracy"].get<double>(), 100 * moe["top2"]["accuracy"].get<double>());
+    log::info("eval      report: {}", s.run.file("report.json"));
+    return json();
+  }
+};
+
+}  // namespace
+
+json evaluate_test(RunState& s, int64_t round) {
+  const int64_t K = s.cfg.experts.count, C = s.test->num_classes();
+  torch::NoGradGuard no_grad;
+  models::MoeModel moe = s.store.load_moe(s.base, round);
+
+  // Fixed batches of consecutive test ids, shared round-robin.
+  std::vector<int64_t> all_ids(static_cast<size_t>(s.test->size()));
+  std::iota(all_ids.begin(), all_ids.end(), 0);
+  auto batches = data::make_batches(all_ids, s.cfg.eval.batch_size, false);
+  std::vector<at::Tensor> ids, base_l, gate_p, exp_l;
+  std::map<std::string, std::vector<at::Tensor>> ens;
+  for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
+    data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
+    models::MoeOutputs out = moe.forward(x.images.to(s.rt.device));
+    ids.push_back(x.ids);
+    base_l.push_back(out.base_logits.cpu());
+    gate_p.push_back(out.gate_probs.cpu());
+    exp_l.push_back(out.expert_logits.cpu());
+    for (auto& [name, probs] : out.ensembled) ens[name].push_back(probs.cpu());
+  }
+  auto gather = [&](std::vector<at::Tensor>& parts, std::vector<int64_t> empty_shape, at::ScalarType t) {
+    at::Tensor local = parts.empty() ? torch::empty(empty_shape, t) : torch::cat(parts);
+    return comm::gather_rows(s.comm, local, 0);
+  };
+  at::Tensor gid = gather(ids, {0}, torch::kLong);
+  eval::TestOutputs t;
+  t.base_logits = gather(base_l, {0, C}, torch::kFloat);
+  t.gate = gather(gate_p, {0, K}, torch::kFloat);
+  t.expert_logits = gather(exp_l, {0, K, C}, torch::kFloat);
+  for (const auto& name : models::ensemblers().names()) t.ensembled[name] = gather(ens[name], {0, K, C}, torch::kFloat);
+  if (!s.comm.is_root()) return json();
+  t.labels = torch::tensor(s.test->labels(), torch::kLong);
+  t.base_logits = train::reorder_by_id(t.base_logits, gid);
+  t.gate = train::reorder_by_id(t.gate, gid);
+  t.expert_logits = train::reorder_by_id(t.expert_logits, gid);
+  for (auto& [name, probs] : t.ensembled) probs = train::reorder_by_id(probs, gid);
+
+  // Costs: MACs per image, counted analytically per layer.
+  eval::Costs costs;
+  costs.base = moe.base_macs();
+  costs.gate = moe.gate_macs();
+  for (int64_t k = 0; k < K; ++k) costs.experts.push_back(moe.expert_macs(k));
+  eval::ReportOptions o;
+  o.taus = s.cfg.eval.taus;
+  o.ensembler = s.cfg.ensembler.kind;
+  for (const auto& name : models::ensemblers().names()) o.ensembler_macs[name] = moe.ensembler_macs(name);
+  o.num_classes = C;
+  if (s.cfg.eval.class_oracle) {
+    const auto saved = train::load_state(s.store.cluster_path());
+    o.oracle_gate = s.store.initial_gate().oracle_gate(t.labels, {saved.begin(), saved.end()}, K);
+  }
+  eval::Report r = eval::build_report(t, costs, o);
+  json report;
+  report["dataset"] = s.test->manifest().name;
+  report["num_experts"] = K;
+  report["ranks"] = s.comm.size();
+  report["test_samples"] = s.test->size();
+  report["train_samples"] = s.train->size();
+  report["ensembler"] = s.cfg.ensembler.kind;
+  report.update(r.json);
+  report["anytime_csv"] = r.anytime_csv;
+  return report;
+}
+
+std::unique_ptr<Stage> make_eval_stage() { return std::make_unique<EvalStage>(); }
+
+}  // namespace smoe::pipeline

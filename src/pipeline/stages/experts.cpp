@@ -1,0 +1,123 @@
+// Stage "experts" (Algorithm 1 steps 4-5): expert k starts from the base
+// model (its blocks after branch_after), is trained on the frozen trunk's
+// features with weights w_k = clip(g0(k|x), gamma, 1), then each trained
+// ensembler d_k is fitted on the frozen base and expert logits. The K tasks
+// are handed out dynamically over every rank, the coordinator included
+// (scheduler.h); each finished task is recorded in run.json, so a resumed
+// run trains only the missing experts. EM M-steps run the same tasks as
+// later rounds.
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "pipeline/run_state.h"
+#include "pipeline/scheduler.h"
+#include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
+#include "train/checkpoint.h"
+#include "train/expert_trainer.h"
+#include "train/inference.h"
+#include "train/losses.h"
+#include "train/tensors.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+json train_expert_task(RunState& s, int64_t k, int64_t round) {
+  const std::string name = round == 0 ? fmt::format("expert {}", k) : fmt::format("em {} expert {}", round, k);
+  Progress clock(name, 1, 1);
+  // Fault injection for the failure tests: SMOE_FAULT=expert:K makes the
+  // rank that trains expert K fail.
+  if (const char* fault = std::getenv("SMOE_FAULT"); fault && fmt::format("expert:{}", k) == fault)
+    fail("injected fault while training expert {} (SMOE_FAULT={})", k, fault);
+  const Config& cfg = s.cfg;
+  const auto& inputs = *s.expert_inputs;
+  models::Expert expert;
+  std::map<std::string, models::EnsemblerNet> ensemblers;
+  if (round == 0) {
+    expert = s.store.build_expert(k);
+    expert->init_from_base(*s.base);  // theta_{e_k} <- theta_phi
+    ensemblers = s.store.build_ensemblers();
+  } else {  // the M-step continues the previous round's expert and ensemblers
+    expert = s.store.load_expert(k, round - 1);
+    ensemblers = s.store.load_ensemblers(k, round - 1);
+  }
+
+  at::Tensor labels = s.train_labels();
+  at::Tensor g = s.targets.select(1, k).contiguous();
+  at::Tensor w = train::clip_weights(g, cfg.experts.gamma);
+  train::ExpertTrainOptions o;
+  o.optim = cfg.experts.optim;
+  if (round > 0) {
+    o.optim.epochs = cfg.em.expert_epochs;
+    o.optim.warmup_epochs = 0;
+  }
+  o.weighting = cfg.experts.weighting;
+  o.seed = round == 0 ? derive_seed(cfg.seed, "experts", {uint64_t(k)})
+                      : derive_seed(cfg.seed, "em-experts", {uint64_t(round), uint64_t(k)});
+  o.log_every = cfg.runtime.log_every;
+  o.name = name;
+  auto stats = train::train_expert(*expert, inputs, labels, w, o);
+  json result = {{"id", k},
+                 {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
+                 {"train_samples_effective", w.sum().item<double>()},
+                 {"samples_seen", stats.samples},
+                 {"final_loss", stats.final_loss},
+                 {"rank", s.comm.rank()},
+                 {"checkpoint_sha256", train::save_module(*expert, s.store.expert_path(k, round))}};
+
+  // Step 5: the trained ensemblers on the frozen base and expert logits.
+  at::Tensor expert_logits = train::logits_of(*expert, inputs.all(cfg.eval.batch_size), cfg.eval.batch_size).cpu();
+  for (auto& [kind, net] : ensemblers) {
+    auto estats = train::train_ensembler(*net, s.train_logits, expert_logits, labels, w.cpu(), cfg.ensembler.optim,
+                                         derive_seed(cfg.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
+                                         kind + " " + name.substr(name.find(' ') + 1));
+    result[kind + "_loss"] = estats.final_loss;
+    result[kind + "_sha256"] = train::save_module(*net, s.store.ensembler_path(kind, k, round));
+  }
+  result["seconds"] = clock.seconds();
+  log::info("{} done on rank {} in {} (loss {:.4f}, {} samples seen)", name, s.comm.rank(),
+            format_duration(clock.seconds()), stats.final_loss, stats.samples);
+  return result;
+}
+
+class ExpertsStage : public Stage {
+ public:
+  std::string name() const override { return "experts"; }
+  std::vector<std::string> keys() const override { return {"experts.", "ensembler."}; }
+  std::vector<std::string> record_prefixes() const override { return {"expert/"}; }
+  json run(RunState& s) override {
+    s.share_expert_inputs();
+    s.prepare_expert_inputs();
+    s.targets = s.g0;
+    run_expert_round(s, 0);
+    return {{"trunk_cache_seconds", s.trunk_cache_seconds}};
+  }
+};
+
+}  // namespace
+
+void run_expert_round(RunState& s, int64_t round) {
+  std::filesystem::create_directories(s.store.round_dir(round));
+  std::vector<int64_t> pending;
+  for (int64_t k = 0; k < s.cfg.experts.count; ++k)
+    if (!s.run.done(expert_task_key(k, round))) pending.push_back(k);
+  // Longest first: with weighted sampling an expert's cost follows its gate mass.
+  pending = longest_first(pending, train::to_doubles(s.targets.sum(0)));
+  if (s.comm.is_root() && round == 0)
+    log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), s.cfg.experts.count,
+              s.comm.size(), s.comm.size() == 1 ? "" : "s");
+  run_tasks(
+      s.comm, pending, [&](int64_t k) { return train_expert_task(s, k, round); },
+      [&](int64_t k, int rank, const json& result) { s.run.mark_done(expert_task_key(k, round), result); });
+}
+
+std::unique_ptr<Stage> make_experts_stage() { return std::make_unique<ExpertsStage>(); }
+
+}  // namespace smoe::pipeline

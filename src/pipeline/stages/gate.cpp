@@ -1,0 +1,57 @@
+// Stage "gate" (Algorithm 1 step 3): on the coordinator, the gate g starts
+// from what the initial-gate strategy gives (the closed form of g0 for
+// K-means; the whole of a fixed routing) and, when it has weights, is fitted
+// to g0 by KL(g0 || g) on the embeddings (gate.pt).
+#include <torch/torch.h>
+
+#include "core/log.h"
+#include "core/rng.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+#include "train/checkpoint.h"
+#include "train/expert_trainer.h"
+#include "train/losses.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+class GateStage : public Stage {
+ public:
+  std::string name() const override { return "gate"; }
+  std::vector<std::string> keys() const override { return {"gate."}; }
+  json run(RunState& s) override {
+    json record;
+    if (!s.comm.is_root()) return record;
+    s.root_load_g0();
+    models::Gate gate = s.store.build_gate(torch::kCPU);
+    const auto cluster_state = train::load_state(s.store.cluster_path());
+    s.store.initial_gate().init_gate(*gate, {cluster_state.begin(), cluster_state.end()}, s.cfg.gate.temperature);
+    record["kind"] = s.store.initial_gate().gate_kind(s.cfg.gate.kind);
+    if (gate->trainable()) {
+      models::GateFeatures x = s.root_train_gate_features();
+      auto kl = [&] {
+        torch::NoGradGuard no_grad;
+        return train::kl_to_logits(s.g0, gate->forward(x)).mean().item<double>();
+      };
+      record["kl_initial"] = kl();
+      train::train_gate(*gate, x, s.g0, s.cfg.gate.optim, derive_seed(s.cfg.seed, "gate"));
+      record["kl_final"] = kl();
+      torch::NoGradGuard no_grad;
+      record["top1_agreement"] =
+          (gate->forward(x).argmax(1) == s.g0.argmax(1)).to(torch::kDouble).mean().item<double>();
+      log::info("gate      KL(g0 || g) {:.4g} -> {:.4g}; top-1 agreement with g0 {:.2f}%",
+                record["kl_initial"].get<double>(), record["kl_final"].get<double>(),
+                100 * record["top1_agreement"].get<double>());
+    }
+    record["sha256"] = train::save_module(*gate, s.store.gate_path(0));
+    return record;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_gate_stage() { return std::make_unique<GateStage>(); }
+
+}  // namespace smoe::pipeline

@@ -1,0 +1,93 @@
+// The schemes' stage lists and what follows from the stages' declarations:
+// which changed key forces which stage, which run.json records a stage owns,
+// and the configs a scheme rejects.
+#include <gtest/gtest.h>
+
+#include "common/expect_error.h"
+#include "core/config.h"
+#include "pipeline/stage.h"
+
+namespace smoe::pipeline {
+namespace {
+
+std::vector<std::string> names(const std::vector<StagePlan>& plan) {
+  std::vector<std::string> out;
+  for (const auto& s : plan) out.push_back(s.name);
+  return out;
+}
+
+Config with(const std::vector<std::string>& sets) {
+  Config c = Config::defaults();
+  for (const auto& s : sets) c.set(s);
+  return c;
+}
+
+TEST(Schemes, AlgorithmOneAndEmAreTwoLists) {
+  EXPECT_EQ(names(scheme_plan(with({}))),
+            (std::vector<std::string>{"base", "embed", "cluster", "gate", "experts", "eval"}));
+  EXPECT_EQ(names(scheme_plan(with({"scheme=em", "em.steps=1"}))),
+            (std::vector<std::string>{"base", "embed", "cluster", "gate", "experts", "em", "eval"}));
+  EXPECT_FALSE(scheme_plan(with({})).back().recorded);  // eval runs every time
+}
+
+TEST(Schemes, AChangedKeyForcesTheFirstStageThatDeclaresIt) {
+  const auto plan = scheme_plan(with({"scheme=em", "em.steps=1"}));
+  auto stage_of = [&](const std::string& key) {
+    size_t i = first_stage_using(plan, key);
+    return i < plan.size() ? plan[i].name : std::string("(none)");
+  };
+  EXPECT_EQ(stage_of("seed"), "base");
+  EXPECT_EQ(stage_of("base.optim.lr"), "base");
+  EXPECT_EQ(stage_of("model.width"), "base");
+  EXPECT_EQ(stage_of("experts.count"), "cluster");     // K clusters
+  EXPECT_EQ(stage_of("gate.temperature"), "cluster");  // g0's temperature
+  EXPECT_EQ(stage_of("gate.epochs"), "gate");
+  EXPECT_EQ(stage_of("experts.gamma"), "experts");
+  EXPECT_EQ(stage_of("ensembler.kind"), "experts");
+  EXPECT_EQ(stage_of("em.expert_epochs"), "em");
+  EXPECT_EQ(stage_of("eval.taus"), "(none)");
+  EXPECT_EQ(stage_of("runtime.threads"), "(none)");
+  EXPECT_EQ(stage_of("data.prefetch"), "(none)");
+  // Without the em stage, em.* keys change no recorded result.
+  EXPECT_EQ(first_stage_using(scheme_plan(with({})), "em.chunk_samples"), scheme_plan(with({})).size());
+  // A key no stage declares is assumed to change everything.
+  EXPECT_EQ(first_stage_using(plan, "no.such.key"), 0u);
+}
+
+TEST(Schemes, EveryConfigKeyIsDeclaredByAStageOrChangesNoResult) {
+  // A key nobody declares would make resume redo everything: each new key
+  // must be claimed by the stage that uses it.
+  const auto plan = scheme_plan(with({"scheme=em", "em.steps=1"}));
+  for (const auto& k : config_keys()) {
+    if (key_never_changes_results(k.key)) continue;
+    bool declared = false;
+    for (const auto& name : stages().names())
+      for (const auto& d : stages().get(name)()->keys())
+        declared = declared || d == k.key || (d.back() == '.' && k.key.rfind(d, 0) == 0);
+    EXPECT_TRUE(declared) << k.key;
+  }
+}
+
+TEST(Schemes, StagesOwnTheirRecords) {
+  const auto plan = scheme_plan(with({"scheme=em", "em.steps=1"}));
+  EXPECT_EQ(plan[stage_owning(plan, "expert/003")].name, "experts");
+  EXPECT_EQ(plan[stage_owning(plan, "em/2/expert/001")].name, "em");
+  EXPECT_EQ(plan[stage_owning(plan, "cluster")].name, "cluster");
+  EXPECT_EQ(stage_owning(plan, "something"), plan.size());
+}
+
+TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
+  EXPECT_ERROR(check_config(with({"em.steps=2"})),
+               "config key 'em.steps' is 2 but scheme 'algorithm1' has no em stage (set scheme: em to run EM rounds)");
+  EXPECT_ERROR(check_config(with({"scheme=em"})), "em.steps must be at least 1");
+  // The per-class model routes with a fixed gate, which the EM M-step cannot refit.
+  EXPECT_ERROR(check_config(with({"scheme=em", "em.steps=1", "cluster.method=per_class"})),
+               "'per_class' routes with the fixed gate 'class_routing', which EM cannot refit");
+  EXPECT_ERROR(check_config(with({"eval.class_oracle=true"})),
+               "config key 'eval.class_oracle': cluster.method 'kmeans' has no class oracle");
+  check_config(with({"cluster.method=per_class", "eval.class_oracle=true"}));
+  check_config(with({"scheme=em", "em.steps=3"}));
+}
+
+}  // namespace
+}  // namespace smoe::pipeline
