@@ -109,13 +109,9 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
-        // Check the registry names, the scheme and the dataset before creating anything.
-        pipeline::check_config(cfg);
-        SMOE_CHECK(!cfg.data.path.empty(),
-                   "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
-        auto m = data::Manifest::load(cfg.data.path);
-        m.split(cfg.data.train_split);
-        m.split(cfg.data.test_split);
+        // Check the registry names, the scheme, the dataset and given
+        // checkpoints before creating anything.
+        pipeline::check_inputs(cfg);
         auto mode = a.resume  ? pipeline::OpenMode::resume
                     : a.force ? pipeline::OpenMode::force
                               : pipeline::OpenMode::fresh;

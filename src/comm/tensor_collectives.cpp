@@ -126,7 +126,16 @@ ExactSum::ExactSum(const std::vector<at::Tensor>& like) {
   // The accumulator lives where the terms live (CUDA terms reduce through NCCL).
   auto options = at::TensorOptions().dtype(at::kLong);
   if (!like.empty()) options = options.device(like[0].device());
-  flat_ = at::zeros({total}, options);
+  total_ = total;
+  flat_ = at::zeros({total + 1}, options);
+}
+
+void ExactSum::check_bound(int64_t bound, const char* where) const {
+  const double total = std::ldexp(static_cast<double>(bound), -20);
+  SMOE_CHECK(total < kMaxTotal,
+             "exact sum of {}s{}: their magnitudes add up to {} (2^23 or more), so the 64-bit fixed-point sum "
+             "would overflow: training diverged; lower the learning rate",
+             what_, where, total);
 }
 
 void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
@@ -149,10 +158,17 @@ void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
                  kMaxAbs);
     }
   }
-  flat_.add_(v.mul_(static_cast<float>(std::ldexp(1.0, kFractionBits))).round_().to(at::kLong));
+  what_ = what;
+  at::Tensor sums = flat_.narrow(0, 0, total_), bound = flat_.narrow(0, total_, 1);
+  sums.add_(v.mul_(static_cast<float>(std::ldexp(1.0, kFractionBits))).round_().to(at::kLong));
+  bound.add_(static_cast<int64_t>(std::ceil(std::ldexp(max_abs, 20))));
+  check_bound(bound.item<int64_t>(), "");
 }
 
-void ExactSum::allreduce(Communicator& comm) { comm.allreduce(buffer_of(flat_), ReduceOp::sum); }
+void ExactSum::allreduce(Communicator& comm) {
+  comm.allreduce(buffer_of(flat_), ReduceOp::sum);
+  check_bound(flat_[total_].item<int64_t>(), fmt::format(" over {} ranks", comm.size()).c_str());
+}
 
 void ExactSum::result_into(const std::vector<at::Tensor>& out, double divisor) const {
   SMOE_ASSERT(out.size() == numels_.size(), "ExactSum::result_into: size mismatch");

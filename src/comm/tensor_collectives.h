@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -39,6 +40,13 @@ class ExactSum {
   static constexpr int kFractionBits = 40;
   // Largest magnitude one term may have (keeps many terms far from int64 overflow).
   static constexpr double kMaxAbs = 1 << 20;
+  // The sum stays exact while the magnitudes of the terms added into one
+  // accumulator, over every rank, stay below 2^63 / 2^40 = 2^23. A bound on
+  // that sum (each add's largest |term|, in units of 2^-20, rounded up)
+  // travels in one more int64 slot through the allreduce; add() and
+  // allreduce() fail with a clear error once it reaches 2^23 instead of
+  // letting the int64 sums wrap around silently.
+  static constexpr double kMaxTotal = 1 << 23;
 
   // Shapes of the tensors to be summed (e.g. every parameter's gradient).
   explicit ExactSum(const std::vector<at::Tensor>& like);
@@ -51,7 +59,11 @@ class ExactSum {
   void zero();
 
  private:
-  at::Tensor flat_;               // int64 [total]
+  void check_bound(int64_t bound, const char* where) const;
+
+  at::Tensor flat_;  // int64 [total + 1]: the sums, then the magnitude bound
+  int64_t total_ = 0;
+  std::string what_ = "value";
   std::vector<int64_t> offsets_;  // start of each tensor in flat_
   std::vector<int64_t> numels_;
 };

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "core/atomic_file.h"
@@ -143,18 +144,22 @@ bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
   return false;
 }
 
+// `seen`: every key (and section) met so far in this file; YAML itself
+// accepts a key twice and keeps the last, which would hide a typo'd config.
 void merge_node(const std::vector<Field>& fields, const std::map<std::string, const Field*>& idx,
-                const YAML::Node& node, const std::string& prefix, const std::string& origin) {
+                const YAML::Node& node, const std::string& prefix, const std::string& origin,
+                std::set<std::string>& seen) {
   for (const auto& kv : node) {
     std::string name = kv.first.as<std::string>();
     std::string key = prefix.empty() ? name : prefix + "." + name;
+    SMOE_CHECK(seen.insert(key).second, "config key '{}' ({}): given twice", key, origin);
     auto it = idx.find(key);
     if (it != idx.end()) {
       assign(*it->second, kv.second, origin);
     } else if (is_section(fields, key)) {
       if (!kv.second.IsMap())
         fail("config key '{}' ({}): expected a mapping of keys, got {}", key, origin, describe_node(kv.second));
-      merge_node(fields, idx, kv.second, key, origin);
+      merge_node(fields, idx, kv.second, key, origin, seen);
     } else {
       fail("config key '{}' ({}): unknown key", key, origin);
     }
@@ -174,7 +179,8 @@ void Config::merge(const YAML::Node& node, const std::string& origin) {
   if (node.IsNull()) return;
   SMOE_CHECK(node.IsMap(), "{}: expected a YAML mapping of config keys at the top level", origin);
   auto schema = detail::describe(*this);
-  merge_node(schema.fields(), index_of(schema.fields()), node, "", origin);
+  std::set<std::string> seen;
+  merge_node(schema.fields(), index_of(schema.fields()), node, "", origin, seen);
 }
 
 void Config::set(const std::string& assignment) {

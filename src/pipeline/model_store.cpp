@@ -7,6 +7,16 @@
 
 namespace smoe::pipeline {
 
+models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
+  models::NetworkSpec s;
+  s.arch = c.model.arch;
+  s.depth = c.model.depth;
+  s.width = c.model.width;
+  s.input = m.shape;
+  s.num_classes = m.num_classes;
+  return s;
+}
+
 ModelStore::ModelStore(const RunDir& run, const Config& config, models::NetworkSpec spec, c10::Device device)
     : run_(run),
       cfg_(config),

@@ -17,6 +17,7 @@
 
 #include "cluster/initial_gate.h"
 #include "core/config.h"
+#include "data/manifest.h"
 #include "models/ensembler.h"
 #include "models/expert.h"
 #include "models/gate.h"
@@ -25,6 +26,10 @@
 #include "pipeline/run_dir.h"
 
 namespace smoe::pipeline {
+
+// The base model's architecture: the config's model.* keys on the dataset's
+// image shape and classes.
+models::NetworkSpec network_spec(const Config& config, const data::Manifest& dataset);
 
 class ModelStore {
  public:

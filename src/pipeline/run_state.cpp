@@ -22,16 +22,6 @@ std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& sp
   return data::Dataset::open(c.data.path, split, o);
 }
 
-models::NetworkSpec network_spec(const Config& c, const data::Dataset& ds) {
-  models::NetworkSpec s;
-  s.arch = c.model.arch;
-  s.depth = c.model.depth;
-  s.width = c.model.width;
-  s.input = ds.shape();
-  s.num_classes = ds.num_classes();
-  return s;
-}
-
 }  // namespace
 
 RunState::RunState(Config config, comm::Communicator& comm_, RunDir& run_, RuntimeInfo runtime)
@@ -41,7 +31,7 @@ RunState::RunState(Config config, comm::Communicator& comm_, RunDir& run_, Runti
       rt(runtime),
       train(open_split(cfg, cfg.data.train_split, cfg.data.limit_train)),
       test(open_split(cfg, cfg.data.test_split, cfg.data.limit_test)),
-      store(run, cfg, network_spec(cfg, *train), rt.device) {
+      store(run, cfg, network_spec(cfg, train->manifest()), rt.device) {
   SMOE_CHECK(train->size() >= cfg.experts.count, "{} training samples for {} experts", train->size(),
              cfg.experts.count);
   base = store.build_base();

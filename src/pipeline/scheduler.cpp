@@ -78,7 +78,15 @@ void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, cons
       try {
         serve(comm, std::deque<int64_t>(tasks.begin(), tasks.end()), on_done);
       } catch (...) {
+        // Recording a result failed (on_done: run.json cannot be written...):
+        // wake rank 0's own worker, which may be waiting for a reply that
+        // will never come, so that it rethrows this error and the caller
+        // ends the job instead of every rank waiting for ever.
         scheduler_error = std::current_exception();
+        try {
+          comm.send(0, kReplyTag, json{{"type", "failed"}}.dump());
+        } catch (...) {
+        }
       }
     });
   }
@@ -87,7 +95,7 @@ void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, cons
     for (;;) {
       comm.send(0, kRequestTag, request.dump());
       json reply = json::parse(comm.recv(0, kReplyTag).payload);
-      if (reply["type"] == "stop") break;
+      if (reply["type"] == "stop" || reply["type"] == "failed") break;
       const int64_t task = reply["task"].get<int64_t>();
       request = {{"type", "request"}, {"task", task}, {"result", work(task)}};
       SMOE_ASSERT(!request["result"].is_null(), "task {} returned no result", task);

@@ -14,6 +14,9 @@
 //      results are recorded before run_tasks() returns on rank 0.
 //   e) If rank 0's own worker fails, it sends its scheduler SHUTDOWN so that
 //      the thread ends before the error propagates (the caller then aborts).
+//   f) If the scheduler itself fails (on_done throws), it sends rank 0's
+//      worker FAILED (tag kReplyTag) so that the worker stops waiting and
+//      rethrows the scheduler's error (the caller then aborts the job).
 //
 // Tasks are handed out in the order given (put the longest first), so K
 // tasks on P ranks finish in about ceil(K/P) task-times even when task costs

@@ -103,4 +103,13 @@ void check_config(const Config& c) {
              c.em.steps, c.scheme);
 }
 
+void check_inputs(const Config& c) {
+  check_config(c);
+  SMOE_CHECK(!c.data.path.empty(), "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
+  const data::Manifest m = data::Manifest::load(c.data.path);
+  m.split(c.data.train_split);
+  m.split(c.data.test_split);
+  for (const auto& st : scheme_stages(c)) st->check_inputs(c, m);
+}
+
 }  // namespace smoe::pipeline

@@ -22,6 +22,7 @@
 
 #include "core/config.h"
 #include "core/registry.h"
+#include "data/manifest.h"
 
 namespace smoe::pipeline {
 
@@ -42,6 +43,10 @@ class Stage {
   virtual bool recorded() const { return true; }
   // Rejects configs this stage cannot run (called before anything is created).
   virtual void check(const Config& config) const {}
+  // Rejects inputs this stage cannot use (the dataset's manifest, given
+  // checkpoints): found before a run folder is created, so a bad input
+  // leaves nothing behind.
+  virtual void check_inputs(const Config& config, const data::Manifest& dataset) const {}
   // Collective: the stage's work; returns its run.json record (rank 0's counts).
   virtual nlohmann::json run(RunState& state) = 0;
   // Collective: what later stages need from this stage when it is skipped as
@@ -80,5 +85,10 @@ bool key_never_changes_results(const std::string& key);
 // Every registry name the config uses resolves, and every stage of the
 // scheme accepts the config; else an error naming the key.
 void check_config(const Config& config);
+// check_config, then the inputs: the dataset's splits, and what each stage
+// of the scheme checks (enough training samples for the experts, a given
+// base checkpoint that loads into the configured model). What `smoe train`
+// runs before it creates the run folder.
+void check_inputs(const Config& config);
 
 }  // namespace smoe::pipeline

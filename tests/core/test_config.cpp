@@ -52,6 +52,18 @@ TEST(Config, UnknownKeyIsNamed) {
                "config key 'experts.nope' (--set): unknown key");
 }
 
+// YAML keeps the last of two equal keys; a config that sets a key twice is
+// almost always a mistake, so it is refused (dotted and nested spellings too).
+TEST(Config, AKeyGivenTwiceIsRefused) {
+  EXPECT_ERROR(Config::from_yaml_text("seed: 1\nseed: 2\n", "f.yaml", {}), "config key 'seed' (f.yaml): given twice");
+  EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: 2\nexperts.count: 3\n", "f.yaml", {}),
+               "config key 'experts.count' (f.yaml): given twice");
+  EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: 2\nexperts:\n  gamma: 0.2\n", "f.yaml", {}),
+               "config key 'experts' (f.yaml): given twice");
+  // A --set after the file is an override, not a duplicate.
+  EXPECT_EQ(Config::from_yaml_text("seed: 1\n", "f.yaml", {"seed=2"}).seed, 2);
+}
+
 TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
   EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: many\n", "f.yaml", {}),
                "config key 'experts.count' (f.yaml): expected an integer, got 'many'");

@@ -202,6 +202,18 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr, "smoe: error: dataset folder %s does not exist\n" % os.path.join(self.tmp, "no-data"))
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "y")))  # nothing created
+        r = subprocess.run([SMOE, "train", "--config", QUICK, "--run-dir", os.path.join(self.tmp, "many")]
+                           + self.common + ["--set", "experts.count=3001"], capture_output=True, text=True, env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.strip(), "smoe: error: config key 'experts.count' is 3001 but the training split "
+                         "'train' has 3000 samples: every expert needs at least one")
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "many")))
+        r = subprocess.run([SMOE, "train", "--config", QUICK, "--run-dir", os.path.join(self.tmp, "perclass-em")]
+                           + self.common + ["--set", "cluster.method=per_class", "--set", "scheme=em",
+                                            "--set", "em.steps=1"], capture_output=True, text=True, env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("'per_class' routes with the fixed gate 'class_routing', which EM cannot refit", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "perclass-em")))
         r = subprocess.run(mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", os.path.join(self.tmp, "z"),
                                         "--resume"] + self.common, capture_output=True, text=True, env=ENV)
         self.assertNotEqual(r.returncode, 0)
@@ -215,9 +227,20 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         rep = read_json(os.path.join(run, "report.json"))
         self.assertIn("class_oracle", rep)
-        # Routing by the true class: every class goes to exactly one expert.
-        oracle_run = read_json(os.path.join(run, "run.json"))["done"]["cluster"]
-        self.assertEqual(len(oracle_run["class_to_expert"]), 10)
+        # Every class goes to exactly one expert, and every expert gets at least one class.
+        class_to_expert = read_json(os.path.join(run, "run.json"))["done"]["cluster"]["class_to_expert"]
+        self.assertEqual(len(class_to_expert), 10)
+        self.assertEqual(sorted(set(class_to_expert)), [0, 1, 2, 3])
+        g0 = torch.load(os.path.join(run, "cluster.pt"))["g0"]
+        labels = torch.tensor([class_to_expert[c] for c in range(10)])
+        self.assertTrue(torch.equal(g0.sum(1), torch.ones(3000)))                  # one-hot rows
+        self.assertEqual(len({(int(e)) for e in g0.argmax(1)}), 4)
+        # The per-class gate is the fixed class routing, saved as such.
+        gate = torch.load(os.path.join(run, "gate.pt"))
+        self.assertTrue(torch.equal(gate["class_to_expert"], labels))
+        # With the oracle each test sample runs its own class's expert: no worse than routing by phi's guess.
+        self.assertGreaterEqual(rep["class_oracle"]["no_ensembling"]["accuracy"],
+                                rep["moe"]["no_ensembling"]["accuracy"])
         run1 = os.path.join(self.tmp, "k1")
         r = self.train(2, run1, "--set", "experts.count=1", "--set", "experts.gamma=1", "--set", "experts.epochs=1")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -249,9 +272,13 @@ class Pipeline(unittest.TestCase):
                          [e["checkpoint_sha256"] for e in alg1["experts"]])
         self.assertEqual(alg1["em_steps"], 0)
         self.assertNotIn("em", alg1)
-        # The rounds' experts differ from Algorithm 1's.
+        # The rounds' experts differ from Algorithm 1's, and q is a posterior over experts.
         q = torch.load(os.path.join(runs[2], "em-2", "q.pt"))["q"]
         self.assertTrue(torch.allclose(q.sum(1), torch.ones(3000), atol=1e-5))
+        for k in range(4):
+            a1 = torch.load(os.path.join(runs[2], "experts", "expert-%03d.pt" % k))
+            em2 = torch.load(os.path.join(runs[2], "em-2", "expert-%03d.pt" % k))
+            self.assertFalse(all(torch.equal(a1[n], em2[n]) for n in a1), "expert %d unchanged by EM" % k)
 
         # A kill inside EM round 2 resumes to the same result.
         run = os.path.join(self.tmp, "em-killed")
@@ -311,6 +338,8 @@ class Pipeline(unittest.TestCase):
         errors = [line for line in r.stderr.splitlines() if line.startswith("smoe: error")]
         self.assertEqual(len(errors), 1, r.stderr)
         self.assertTrue(errors[0].startswith("smoe: error: %s: not a readable checkpoint" % bad), errors[0])
+        # Found before anything was created: the same command may simply be run again once fixed.
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "bad-ckpt")))
 
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -73,6 +74,33 @@ TEST(Farm, AFailingTaskEndsEveryRankWithItsError) {
                                }),
                "task 4 failed");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+// The coordinator cannot record a result (run.json unwritable): its error
+// ends every rank at once instead of leaving rank 0's worker and the other
+// ranks waiting for replies for ever.
+TEST(Farm, AFailureToRecordAResultEndsEveryRank) {
+  auto done = std::async(std::launch::async, [] {
+    try {
+      comm::run_ranks(2, [](comm::Communicator& c) {
+        run_tasks(
+            c, {0, 1, 2, 3},
+            [](int64_t t) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(5));
+              return json{{"ok", true}};
+            },
+            [](int64_t t, int, const json&) { fail("cannot write run.json while recording task {}", t); });
+      });
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  });
+  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "run_tasks hangs when the scheduler fails";
+    std::_Exit(1);  // the ranks' threads cannot be joined
+  }
+  EXPECT_NE(done.get().find("cannot write run.json while recording task"), std::string::npos);
 }
 
 TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {

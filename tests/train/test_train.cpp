@@ -123,6 +123,29 @@ TEST(ExactSum, SameBitsWhateverTheSplitAcrossRanks) {
                "gradient of parameter 0 reaches 3000000 (above 1048576)");
 }
 
+// Eight terms of 2^20 reach 2^60 x 8 = 2^63 in fixed point: the int64 sums
+// would wrap around. Seven still fit; the eighth is refused, on one rank or
+// (at the allreduce) when the ranks' shares only overflow together.
+TEST(ExactSum, AnOverflowingSumIsAnErrorNotAWrappedNumber) {
+  const at::Tensor big = torch::full({3}, 1 << 20);
+  comm::ExactSum s({big});
+  for (int i = 0; i < 7; ++i) s.add({big}, "gradient of parameter");
+  at::Tensor r = torch::zeros({3});
+  s.result_into({r}, 1.0);
+  EXPECT_TRUE(torch::equal(r, torch::full({3}, 7 << 20)));
+  EXPECT_ERROR(s.add({big}, "gradient of parameter"),
+               "exact sum of gradient of parameters: their magnitudes add up to 8388608 (2^23 or more), so the 64-bit "
+               "fixed-point sum would overflow");
+  EXPECT_ERROR(comm::run_ranks(2,
+                               [&](comm::Communicator& c) {
+                                 comm::ExactSum part({big});
+                                 for (int i = 0; i < 4; ++i)
+                                   part.add({big}, "gradient of parameter");  // 2^22 each: fine
+                                 part.allreduce(c);
+                               }),
+               "exact sum of gradient of parameters over 2 ranks: their magnitudes add up to 8388608");
+}
+
 models::NetworkSpec tiny() {
   models::NetworkSpec spec;
   spec.width = 4;

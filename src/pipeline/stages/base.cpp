@@ -38,6 +38,13 @@ class BaseStage : public Stage {
             "model.",
             "base."};
   }
+  void check_inputs(const Config& c, const data::Manifest& m) const override {
+    if (c.base.checkpoint.empty()) return;
+    // The given base model must load into the configured architecture (the
+    // errors name the file and the mismatched tensors).
+    models::Backbone base(network_spec(c, m));
+    train::load_module(*base, c.base.checkpoint);
+  }
   void restore(RunState& s) override {
     s.load_base(s.store.base_path());
     log::info("base      already done (run.json): loaded {}", s.store.base_path());

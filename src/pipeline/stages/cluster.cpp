@@ -5,6 +5,7 @@
 
 #include "cluster/initial_gate.h"
 #include "comm/tensor_collectives.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -21,6 +22,14 @@ class ClusterStage : public Stage {
   std::string name() const override { return "cluster"; }
   std::vector<std::string> keys() const override {
     return {"cluster.", "experts.count", "gate.temperature", "gate.hard"};
+  }
+  void check_inputs(const Config& c, const data::Manifest& m) const override {
+    const int64_t count = m.split(c.data.train_split).count;
+    const int64_t n = c.data.limit_train > 0 ? std::min(c.data.limit_train, count) : count;
+    SMOE_CHECK(n >= c.experts.count,
+               "config key 'experts.count' is {} but the training split '{}' has {} samples: every expert needs at "
+               "least one",
+               c.experts.count, c.data.train_split, n);
   }
   json run(RunState& s) override {
     json record;
