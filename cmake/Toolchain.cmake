@@ -15,3 +15,13 @@ endif()
 
 add_library(smoe_warnings INTERFACE)
 target_compile_options(smoe_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter)
+
+# Sanitized builds (launch/test-sanitizers.sh, launch/fuzz.sh): every target,
+# stopping at the first report.
+if(SMOE_FUZZ)
+  set(SMOE_SANITIZE "fuzzer-no-link,address,undefined")
+endif()
+if(SMOE_SANITIZE)
+  add_compile_options(-fsanitize=${SMOE_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${SMOE_SANITIZE})
+endif()

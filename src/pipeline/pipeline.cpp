@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "pipeline/fault.h"
 #include "pipeline/run_state.h"
 
 using nlohmann::json;
@@ -26,6 +27,7 @@ void Pipeline::run_stage(Stage& stage) {
     return;
   }
   log::info("{:<9} starting", name);
+  inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=stage:NAME[:RANK] or kill:NAME[:RANK] (failure tests)
   Progress clock(name, 1, 1);
   json record = stage.run(s);
   if (record.is_null()) record = json::object();

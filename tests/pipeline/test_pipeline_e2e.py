@@ -167,6 +167,41 @@ class Pipeline(unittest.TestCase):
         self.assertLess(time.time() - start, 60 + 30)
         self.assertIn("injected fault while training expert 1", r.stderr)
 
+    def test_a_fault_in_any_stage_fails_fast_and_a_kill_there_resumes_exactly(self):
+        # Each stage is reached by resuming a finished run from it (--redo-from;
+        # eval always runs), so only that stage's fault is exercised.
+        reference = read_json(os.path.join(self.runs[2], "report.json"))
+        for stage in ("base", "embed", "cluster", "gate", "experts", "eval"):
+            redo = ["--resume"] + (["--redo-from", stage] if stage != "eval" else [])
+            for rank in (0, 1):  # the coordinator, a worker
+                run = os.path.join(self.tmp, "fault-%s-%d" % (stage, rank))
+                shutil.copytree(self.runs[2], run)
+                start = time.time()
+                r = self.train(2, run, *redo, env=dict(ENV, SMOE_FAULT="stage:%s:%d" % (stage, rank)), timeout=120)
+                self.assertNotEqual(r.returncode, 0, stage)
+                self.assertLess(time.time() - start, 60, stage)
+                self.assertIn("smoe: error on rank %d: injected fault in stage %s on rank %d" % (rank, stage, rank),
+                              r.stderr)
+                shutil.rmtree(run)
+            # A worker lost (SIGKILL) as the stage starts: the job ends, and a
+            # plain --resume finishes it with the uninterrupted run's results.
+            run = os.path.join(self.tmp, "kill-%s" % stage)
+            shutil.copytree(self.runs[2], run)
+            os.remove(os.path.join(run, "report.json"))
+            start = time.time()
+            r = self.train(2, run, *redo, env=dict(ENV, SMOE_FAULT="kill:%s:1" % stage), timeout=120)
+            self.assertNotEqual(r.returncode, 0, stage)
+            self.assertLess(time.time() - start, 60, stage)
+            self.assertFalse(os.path.exists(os.path.join(run, "report.json")), stage)
+            r = self.train(2, run, "--resume")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            resumed = read_json(os.path.join(run, "report.json"))
+            for key in ("base", "moe", "anytime", "specialisation"):
+                self.assertEqual(resumed[key], reference[key], (stage, key))
+            self.assertEqual([e["checkpoint_sha256"] for e in resumed["experts"]],
+                             [e["checkpoint_sha256"] for e in reference["experts"]], stage)
+            shutil.rmtree(run)
+
     def test_eval_reevaluates_with_new_taus_and_refuses_other_changes(self):
         run = os.path.join(self.tmp, "eval-copy")
         shutil.copytree(self.runs[1], run)
@@ -298,6 +333,12 @@ class Pipeline(unittest.TestCase):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         self.assertNotIn("em/2", read_json(manifest)["done"])
+        # A fault as the em stage starts, on a worker, ends the job at once.
+        start = time.time()
+        r = self.train(2, run, "--resume", *em, env=dict(ENV, SMOE_FAULT="stage:em:1"), timeout=120)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(time.time() - start, 60)
+        self.assertIn("injected fault in stage em on rank 1", r.stderr)
         r = self.train(2, run, "--resume", *em)
         self.assertEqual(r.returncode, 0, r.stderr)
         resumed = read_json(os.path.join(run, "report.json"))

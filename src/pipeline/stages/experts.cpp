@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "pipeline/fault.h"
 #include "pipeline/run_state.h"
 #include "pipeline/scheduler.h"
 #include "pipeline/stage.h"
@@ -32,10 +33,7 @@ namespace {
 json train_expert_task(RunState& s, int64_t k, int64_t round) {
   const std::string name = round == 0 ? fmt::format("expert {}", k) : fmt::format("em {} expert {}", round, k);
   Progress clock(name, 1, 1);
-  // Fault injection for the failure tests: SMOE_FAULT=expert:K makes the
-  // rank that trains expert K fail.
-  if (const char* fault = std::getenv("SMOE_FAULT"); fault && fmt::format("expert:{}", k) == fault)
-    fail("injected fault while training expert {} (SMOE_FAULT={})", k, fault);
+  inject_expert_fault(k);  // SMOE_FAULT=expert:K (failure tests)
   const Config& cfg = s.cfg;
   const auto& inputs = *s.expert_inputs;
   models::Expert expert;

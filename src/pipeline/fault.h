@@ -1,0 +1,19 @@
+// Fault injection for the failure tests, driven by SMOE_FAULT:
+//
+//   expert:K            the rank that trains expert K throws
+//   stage:NAME[:RANK]   every rank (or rank RANK) throws as stage NAME starts
+//   kill:NAME[:RANK]    every rank (or rank RANK) dies by SIGKILL as stage NAME
+//                       starts (a lost node: nothing is flushed or cleaned up)
+//
+// Unset, it costs one getenv per stage and per expert task.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace smoe::pipeline {
+
+void inject_stage_fault(const std::string& stage, int rank);
+void inject_expert_fault(int64_t expert);
+
+}  // namespace smoe::pipeline
