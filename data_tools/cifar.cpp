@@ -23,6 +23,7 @@ std::vector<std::string> read_names(const fs::path& path, int expected) {
     for (std::string line; std::getline(in, line);) {
       while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
       if (!line.empty()) names.push_back(line);
+      SMOE_CHECK(data::is_valid_utf8(line), "{}: line {} is not valid UTF-8", path.string(), names.size());
     }
     SMOE_CHECK(static_cast<int>(names.size()) == expected, "{}: {} class names, expected {}", path.string(),
                names.size(), expected);

@@ -89,16 +89,24 @@ IdxArray read_idx(const std::string& path, int dims) {
              "{}: wrong idx magic 0x{:08x}, expected 0x{:08x} (unsigned bytes, {} dimension{})", path,
              big_endian(magic), expected, dims, dims == 1 ? "" : "s");
   IdxArray a;
-  size_t total = 1;
+  uint64_t total = 1;
   for (int d = 0; d < dims; ++d) {
     uint8_t b[4];
     f.read_exact(b, 4, "the idx header");
     a.dims.push_back(big_endian(b));
     total *= big_endian(b);
+    SMOE_CHECK(total <= (uint64_t{1} << 40), "{}: the header's sizes ({}) claim more than 2^40 bytes", path,
+               fmt::join(a.dims, " x "));
   }
   SMOE_CHECK(a.dims[0] > 0, "{}: holds no samples", path);
-  a.data.resize(total);
-  f.read_exact(a.data.data(), total, "the idx data");
+  // Read in pieces, so that a header that claims more than the file holds
+  // fails as truncated instead of allocating what it claims.
+  constexpr uint64_t kPiece = uint64_t{1} << 20;
+  while (a.data.size() < total) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kPiece, total - a.data.size()));
+    a.data.resize(a.data.size() + n);
+    f.read_exact(a.data.data() + a.data.size() - n, n, "the idx data");
+  }
   f.expect_end();
   return a;
 }

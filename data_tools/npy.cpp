@@ -1,8 +1,8 @@
 // NumPy .npy pairs: for each split, <split>_images.npy (uint8, [n, H, W],
 // [n, H, W, C] or [n, C, H, W]) and <split>_labels.npy (any integer dtype,
-// [n]). The .npy header is parsed by xtensor's reader.
-#include <xtensor/xnpy.hpp>
-
+// [n]).
+#include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -14,6 +14,8 @@ namespace fs = std::filesystem;
 namespace smoe::data_tools {
 namespace {
 
+constexpr int64_t kMaxClasses = 100000;
+
 struct Npy {
   std::string path;
   std::string dtype;  // e.g. "<u1", "<i8", "|u1"
@@ -21,24 +23,118 @@ struct Npy {
   std::vector<char> bytes;
 };
 
+// The header is a Python dict literal as NumPy writes it:
+//   {'descr': '<i8', 'fortran_order': False, 'shape': (3, 28, 28), }
+// parsed strictly here (xtensor's reader trusts it: fuzz_npy found an
+// out-of-bounds read on a malformed one and an allocation of whatever size a
+// shape claims).
+class HeaderParser {
+ public:
+  HeaderParser(std::string text, std::string path) : t_(std::move(text)), path_(std::move(path)) {}
+  // Positions the parser after "'key':".
+  void key(const char* name) {
+    const std::string quoted = std::string("'") + name + "'";
+    const size_t at = t_.find(quoted);
+    SMOE_CHECK(at != std::string::npos, "{}: .npy header without '{}'", path_, name);
+    i_ = at + quoted.size();
+    expect(':');
+  }
+  std::string quoted() {
+    expect('\'');
+    const size_t end = t_.find('\'', i_);
+    SMOE_CHECK(end != std::string::npos, "{}: malformed .npy header (unterminated string)", path_);
+    std::string v = t_.substr(i_, end - i_);
+    i_ = end + 1;
+    return v;
+  }
+  bool boolean() {
+    spaces();
+    for (const char* word : {"True", "False"})
+      if (t_.compare(i_, std::strlen(word), word) == 0) {
+        i_ += std::strlen(word);
+        return word[0] == 'T';
+      }
+    fail("{}: malformed .npy header (expected True or False)", path_);
+  }
+  std::vector<int64_t> tuple() {
+    expect('(');
+    std::vector<int64_t> dims;
+    for (;;) {
+      spaces();
+      if (i_ < t_.size() && t_[i_] == ')') break;
+      uint64_t v = 0;
+      const size_t start = i_;
+      while (i_ < t_.size() && std::isdigit(static_cast<unsigned char>(t_[i_]))) {
+        v = v * 10 + static_cast<uint64_t>(t_[i_++] - '0');
+        SMOE_CHECK(v <= (uint64_t{1} << 40), "{}: a dimension of the .npy shape exceeds 2^40", path_);
+      }
+      SMOE_CHECK(i_ > start, "{}: malformed shape in the .npy header", path_);
+      dims.push_back(static_cast<int64_t>(v));
+      spaces();
+      if (i_ < t_.size() && t_[i_] == ',') ++i_;
+    }
+    ++i_;
+    return dims;
+  }
+
+ private:
+  void spaces() {
+    while (i_ < t_.size() && t_[i_] == ' ') ++i_;
+  }
+  void expect(char c) {
+    spaces();
+    SMOE_CHECK(i_ < t_.size() && t_[i_] == c, "{}: malformed .npy header (expected '{}')", path_, c);
+    ++i_;
+  }
+  std::string t_, path_;
+  size_t i_ = 0;
+};
+
 Npy read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw Error(errno_message("cannot open " + path));
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  unsigned char head[12] = {};
+  in.read(reinterpret_cast<char*>(head), 12);
+  SMOE_CHECK(file_size >= 10 && std::memcmp(head, "\x93NUMPY", 6) == 0, "{}: not a .npy file (no \\x93NUMPY magic)",
+             path);
+  const int major = head[6];
+  SMOE_CHECK(major >= 1 && major <= 3, "{}: unsupported .npy version {}", path, major);
+  const uint64_t header_len =
+      major == 1 ? uint64_t{head[8]} | uint64_t{head[9]} << 8
+                 : uint64_t{head[8]} | uint64_t{head[9]} << 8 | uint64_t{head[10]} << 16 | uint64_t{head[11]} << 24;
+  const uint64_t data_start = (major == 1 ? 10 : 12) + header_len;
+  SMOE_CHECK(header_len >= 2 && data_start <= file_size, "{}: truncated .npy header", path);
+  std::string header(static_cast<size_t>(header_len), '\0');
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(data_start - header_len));
+  in.read(header.data(), static_cast<std::streamsize>(header_len));
+  SMOE_CHECK(in && header.back() == '\n' && header.find('{') != std::string::npos, "{}: malformed .npy header", path);
+
   Npy n;
   n.path = path;
-  try {
-    auto f = xt::detail::load_npy_file(in);
-    SMOE_CHECK(!in.fail(), "{}: truncated: the data is shorter than its header says", path);
-    SMOE_CHECK(!f.m_fortran_order, "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
-               path);
-    n.dtype = f.m_typestring;
-    for (auto d : f.m_shape) n.shape.push_back(static_cast<int64_t>(d));
-    n.bytes.assign(f.m_buffer, f.m_buffer + f.m_n_bytes);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::runtime_error& e) {
-    fail("{}: not a valid .npy file ({})", path, e.what());
+  HeaderParser p(header, path);
+  p.key("descr");
+  n.dtype = p.quoted();
+  p.key("fortran_order");
+  SMOE_CHECK(!p.boolean(), "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray", path);
+  p.key("shape");
+  n.shape = p.tuple();
+  // Item size: the digits after the byte order and kind ('<i8' -> 8).
+  uint64_t item = 0;
+  for (size_t i = 2; i < n.dtype.size() && std::isdigit(static_cast<unsigned char>(n.dtype[i])) && item < 4096; ++i)
+    item = item * 10 + static_cast<uint64_t>(n.dtype[i] - '0');
+  SMOE_CHECK(n.dtype.size() >= 3 && item > 0, "{}: unsupported .npy dtype '{}'", path, n.dtype);
+  uint64_t count = 1;
+  for (int64_t d : n.shape) {
+    count *= static_cast<uint64_t>(d);
+    SMOE_CHECK(count <= (uint64_t{1} << 40), "{}: the .npy shape claims more than 2^40 values", path);
   }
+  SMOE_CHECK(file_size - data_start >= count * item, "{}: truncated: the data is shorter than its header says", path);
+  n.bytes.resize(static_cast<size_t>(count * item));
+  in.read(n.bytes.data(), static_cast<std::streamsize>(n.bytes.size()));
+  SMOE_CHECK(in, "{}: cannot read the .npy data", path);
   return n;
 }
 
@@ -143,6 +239,9 @@ data::Manifest convert_npy(const std::string& src, const std::string& out, const
                data[0].name);
     for (size_t i = 0; i < s.labels.size(); ++i) {
       SMOE_CHECK(s.labels[i] >= 0, "{}: label {} of sample {} is negative", s.labels_path, s.labels[i], i);
+      // Class ids name the classes 0..max: a stray huge id would make that many (ImageNet-21k has 21,841).
+      SMOE_CHECK(s.labels[i] < kMaxClasses, "{}: label {} of sample {} is not below {}, the most classes smoe takes",
+                 s.labels_path, s.labels[i], i, kMaxClasses);
       max_label = std::max(max_label, s.labels[i]);
     }
     data.push_back(std::move(s));

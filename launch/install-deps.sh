@@ -10,7 +10,7 @@ PACKAGES=(
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
   libboost-program-options-dev libyaml-cpp-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev clang-14 libclang-rt-14-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev
   libssl-dev zlib1g-dev libstb-dev libxtensor-dev
   libplplot-dev plplot-driver-cairo

@@ -4,7 +4,8 @@
 # with AddressSanitizer + UndefinedBehaviorSanitizer, and the thread
 # communicator and the scheduler with ThreadSanitizer. Any report fails.
 # (libtorch and OpenMP are not instrumented, so the torch layers are left to
-# the ordinary test run.) Builds in build-asan/ and build-tsan/.
+# the ordinary test run, and so is the NCCL plugin, which loads CUDA.) Builds
+# in build-asan/ and build-tsan/.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -16,7 +17,7 @@ run_suite() {  # name sanitizers targets...
   shift 2
   local dir="$root/build-$name"
   if [ ! -f "$dir/build.ninja" ]; then
-    cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMOE_SANITIZE="$sanitize" \
+    cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMOE_SANITIZE="$sanitize" -DSMOE_WITH_NCCL=OFF \
       -DSMOE_BUILD_BENCH=OFF >/dev/null
   fi
   cmake --build "$dir" -j "$jobs" --target "$@"

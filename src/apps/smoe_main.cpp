@@ -21,6 +21,7 @@
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"
 #include "pipeline/stage.h"
+#include "pipeline/stall_inspector.h"
 
 namespace po = boost::program_options;
 using namespace smoe;
@@ -148,6 +149,9 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
     log::info("smoe {}: {} rank{} ({}), {} thread{} per rank, device {}, run folder {}", cmd, comm.size(),
               comm.size() == 1 ? "" : "s", comm.name(), rt.threads, rt.threads == 1 ? "" : "s", rt.device_name(),
               a.run_dir);
+    // No failure may leave the job waiting for ever (pipeline/stall_inspector.h).
+    const double stall = cfg.runtime.stall_timeout_s;
+    pipeline::StallInspector inspector(comm, {stall, std::clamp(stall / 6, 0.05, 10.0)});
     log::event("start", {{"command", cmd},
                          {"ranks", comm.size()},
                          {"threads", rt.threads},

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/heartbeat.h"
 #include "core/rng.h"
 
 namespace smoe::cluster {
@@ -98,6 +99,7 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
     KMeansStats stats;
     bool settled = false;  // labels (and so centroids) stopped changing
     for (int64_t it = 0; it < o.max_iter; ++it) {
+      heartbeat::beat("k-means iteration");
       std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
       // Strict convergence: no point changed its cluster.
       if (previous.defined() && torch::equal(labels, previous)) {

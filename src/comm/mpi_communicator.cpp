@@ -2,6 +2,8 @@
 
 #include <mpi.h>
 
+#include <cstdio>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -73,6 +75,15 @@ int env_int(const char* name, int fallback) {
   return v && *v ? std::atoi(v) : fallback;
 }
 
+// Destructors cannot throw: a failed MPI call there is reported on stderr.
+void warn_on_error(int rc, const char* call, int rank) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  std::fprintf(stderr, "smoe: warning: %s failed on rank %d: %.*s\n", call, rank, len, text);
+}
+
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm parent) {
@@ -84,7 +95,7 @@ class MpiCommunicator final : public Communicator {
   ~MpiCommunicator() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Comm_free(&comm_);
+    if (!finalized) warn_on_error(MPI_Comm_free(&comm_), "MPI_Comm_free", rank_);
   }
 
   int rank() const override { return rank_; }
@@ -224,7 +235,7 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   int node_rank = 0, node_size = 1;
   SMOE_MPI_CHECK(MPI_Comm_rank(node, &node_rank));
   SMOE_MPI_CHECK(MPI_Comm_size(node, &node_size));
-  MPI_Comm_free(&node);
+  SMOE_MPI_CHECK(MPI_Comm_free(&node));
   local_rank_ = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", node_rank));
   local_size_ = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", node_size);
 }
@@ -233,7 +244,11 @@ MpiRuntime::~MpiRuntime() {
   if (owns_) {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (!finalized) {
+      int rank = -1;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      warn_on_error(MPI_Finalize(), "MPI_Finalize", rank);
+    }
   }
 }
 

@@ -2,14 +2,20 @@
 // only; control messages, barriers and byte gathers are delegated to the
 // bootstrap (MPI) communicator. Collectives run on the legacy default stream,
 // which is libtorch's current stream unless a caller changed it, and are
-// synchronised before returning. Every CUDA and NCCL return code is checked
-// and reported with rank, file and line.
+// waited for before returning — by polling the stream and NCCL's
+// asynchronous error state, never by a blocking synchronisation, so that an
+// NCCL failure or a dead peer ends in an error (and ncclCommAbort) within
+// SMOE_NCCL_TIMEOUT_S seconds (default 600) instead of a hang. Every CUDA and
+// NCCL return code is checked and reported with rank, file and line.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 #include "comm/nccl.h"
 #include "core/error.h"
@@ -86,7 +92,11 @@ class NcclCommunicator final : public Communicator {
     SMOE_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank()));
   }
   ~NcclCommunicator() override {
-    if (comm_) ncclCommDestroy(comm_);
+    if (!comm_) return;
+    const ncclResult_t rc = ncclCommDestroy(comm_);
+    if (rc != ncclSuccess)  // a destructor cannot throw: say it, the job is ending anyway
+      std::fprintf(stderr, "smoe: warning: ncclCommDestroy failed on rank %d: %s\n", boot_.rank(),
+                   ncclGetErrorString(rc));
   }
 
   int rank() const override { return boot_.rank(); }
@@ -97,19 +107,19 @@ class NcclCommunicator final : public Communicator {
   void broadcast(Buffer buf, int root) override {
     check_device(buf, "broadcast");
     SMOE_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, buf.count, nccl_type(buf.dtype), root, comm_, nullptr));
-    SMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    wait("broadcast");
   }
   void allreduce(Buffer buf, ReduceOp op) override {
     check_device(buf, "allreduce");
     SMOE_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, buf.count, nccl_type(buf.dtype), nccl_op(op), comm_, nullptr));
-    SMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    wait("allreduce");
   }
   void allgather(Buffer send, Buffer recv) override {
     check_device(send, "allgather");
     check_device(recv, "allgather");
     SMOE_CHECK(recv.count == send.count * static_cast<size_t>(size()), "allgather: receive buffer size");
     SMOE_NCCL_CHECK(ncclAllGather(send.data, recv.data, send.count, nccl_type(send.dtype), comm_, nullptr));
-    SMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    wait("allgather");
   }
   std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
     return boot_.gather_bytes(bytes, root);
@@ -125,6 +135,39 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // Waits for the collective just enqueued: polls the stream and NCCL's
+  // asynchronous error; on an error or past the timeout, aborts the NCCL
+  // communicator (which unblocks its kernels) and throws.
+  void wait(const char* op) {
+    const auto start = std::chrono::steady_clock::now();
+    auto pause = std::chrono::microseconds(20);
+    for (;;) {
+      const cudaError_t q = cudaStreamQuery(nullptr);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) SMOE_CUDA_CHECK(q);
+      ncclResult_t async = ncclSuccess;
+      SMOE_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
+      if (async != ncclSuccess && async != ncclInProgress) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail("NCCL {} failed on rank {}: {}", op, boot_.rank(), ncclGetErrorString(async));
+      }
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > timeout_s_) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail("NCCL {} on rank {} did not complete in {:.0f} s (a peer died or stalled; SMOE_NCCL_TIMEOUT_S)", op,
+             boot_.rank(), timeout_s_);
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(2000));
+    }
+  }
+  static double timeout_from_env() {
+    const char* t = std::getenv("SMOE_NCCL_TIMEOUT_S");
+    return t && std::atof(t) > 0 ? std::atof(t) : 600.0;
+  }
+
   void check_device(const Buffer& b, const char* op) const {
     SMOE_CHECK(b.device.cuda, "{}: the NCCL communicator takes CUDA buffers; host buffers go through MPI", op);
     SMOE_CHECK(b.device.index == device_, "{}: buffer on CUDA device {} but this rank uses device {}", op,
@@ -134,6 +177,7 @@ class NcclCommunicator final : public Communicator {
   Communicator& boot_;
   int device_;
   ncclComm_t comm_ = nullptr;
+  double timeout_s_ = timeout_from_env();
 };
 
 }  // namespace

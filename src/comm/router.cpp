@@ -33,6 +33,7 @@ void DeviceRouter::abort(int code, const std::string& why) {
 
 void DeviceRouter::allgather(Buffer send, Buffer recv) {
   SMOE_CHECK(send.device.cuda == recv.device.cuda, "allgather: send and receive buffers on different devices");
+  heartbeat::Waiting w("allgather");
   pick(send).allgather(send, recv);
 }
 

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "comm/communicator.h"
+#include "core/heartbeat.h"
 
 namespace smoe::comm {
 
@@ -23,15 +24,30 @@ class DeviceRouter final : public Communicator {
   int rank() const override { return host_->rank(); }
   int size() const override { return host_->size(); }
   std::string name() const override;
-  void barrier() override { host_->barrier(); }
-  void broadcast(Buffer buf, int root) override { pick(buf).broadcast(buf, root); }
-  void allreduce(Buffer buf, ReduceOp op) override { pick(buf).allreduce(buf, op); }
+  // Time spent inside a collective or a blocking receive is waiting on other
+  // ranks, not a stall of this one (core/heartbeat.h).
+  void barrier() override {
+    heartbeat::Waiting w("barrier");
+    host_->barrier();
+  }
+  void broadcast(Buffer buf, int root) override {
+    heartbeat::Waiting w("broadcast");
+    pick(buf).broadcast(buf, root);
+  }
+  void allreduce(Buffer buf, ReduceOp op) override {
+    heartbeat::Waiting w("allreduce");
+    pick(buf).allreduce(buf, op);
+  }
   void allgather(Buffer send, Buffer recv) override;
   std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
+    heartbeat::Waiting w("gather");
     return host_->gather_bytes(bytes, root);
   }
   void send(int dest, int tag, std::string_view payload) override { host_->send(dest, tag, payload); }
-  Message recv(int source, int tag) override { return host_->recv(source, tag); }
+  Message recv(int source, int tag) override {
+    heartbeat::Waiting w("a message from rank " + std::to_string(source));
+    return host_->recv(source, tag);
+  }
   std::optional<Message> try_recv(int source, int tag) override { return host_->try_recv(source, tag); }
   [[noreturn]] void abort(int code, const std::string& why) override;
 

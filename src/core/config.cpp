@@ -150,6 +150,8 @@ void merge_node(const std::vector<Field>& fields, const std::map<std::string, co
                 const YAML::Node& node, const std::string& prefix, const std::string& origin,
                 std::set<std::string>& seen) {
   for (const auto& kv : node) {
+    SMOE_CHECK(kv.first.IsScalar(), "{}: a config key must be a plain name{}, got {}", origin,
+               prefix.empty() ? "" : " (under '" + prefix + "')", describe_node(kv.first));
     std::string name = kv.first.as<std::string>();
     std::string key = prefix.empty() ? name : prefix + "." + name;
     SMOE_CHECK(seen.insert(key).second, "config key '{}' ({}): given twice", key, origin);
@@ -210,7 +212,11 @@ Config Config::from_yaml_text(const std::string& text, const std::string& origin
   } catch (const YAML::Exception& e) {
     fail("{}: invalid YAML at line {}: {}", origin, e.mark.line + 1, e.msg);
   }
-  c.merge(root, origin);
+  try {
+    c.merge(root, origin);
+  } catch (const YAML::Exception& e) {  // a node of a shape the checks above did not foresee
+    fail("{}: invalid config at line {}: {}", origin, e.mark.line + 1, e.msg);
+  }
   for (const auto& o : overrides) c.set(o);
   c.validate();
   return c;

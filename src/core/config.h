@@ -107,6 +107,7 @@ struct RuntimeConfig {
   int64_t threads;     // intra-op threads per rank; 0 = cores / ranks on the node
   std::string device;  // auto | cpu | cuda
   int64_t log_every;   // steps between progress lines
+  double stall_timeout_s;  // abort the job when a rank makes no progress this long (0 = never)
 };
 
 struct Config {

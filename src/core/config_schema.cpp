@@ -127,6 +127,9 @@ Schema describe(Config& c) {
   s.add("runtime.device", c.runtime.device, std::string("auto"), "auto uses CUDA when available")
       .one_of({"auto", "cpu", "cuda"});
   s.add("runtime.log_every", c.runtime.log_every, int64_t{50}, "training steps between progress lines").at_least(1);
+  s.add("runtime.stall_timeout_s", c.runtime.stall_timeout_s, 1800.0,
+        "abort the job, naming the rank, when a rank makes no progress (or every rank waits) this long; 0 = never")
+      .at_least(0);
   return s;
 }
 

@@ -12,7 +12,10 @@ namespace smoe {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  // Control characters (from echoed user input: a YAML value with a line
+  // break, a file name) are escaped, so that the message stays one line.
+  explicit Error(const std::string& what) : std::runtime_error(one_line(what)) {}
+  static std::string one_line(const std::string& text);
 };
 
 // Throws smoe::Error with a formatted message.

@@ -1,5 +1,6 @@
 #include "core/progress.h"
 
+#include "core/heartbeat.h"
 #include "core/log.h"
 
 namespace smoe {
@@ -24,6 +25,7 @@ double Progress::seconds() const {
 void Progress::step(int64_t items, const nlohmann::json& fields) {
   ++done_;
   items_ += items;
+  heartbeat::beat(stage_);
   if (done_ % every_ == 0 || done_ == total_) report(fields);
 }
 

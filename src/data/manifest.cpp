@@ -30,7 +30,43 @@ size_t SplitInfo::shard_of(int64_t id) const {
   return static_cast<size_t>(std::distance(shards.begin(), it)) - 1;
 }
 
+bool is_valid_utf8(const std::string& s) {
+  // Well-formed sequences (Unicode Table 3-7): no overlong forms, no surrogates, nothing above U+10FFFF.
+  auto in = [](unsigned char c, unsigned lo, unsigned hi) { return c >= lo && c <= hi; };
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    size_t len = 0;
+    unsigned lo = 0x80, hi = 0xbf;  // range of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (in(c, 0xc2, 0xdf)) {
+      len = 2;
+    } else if (in(c, 0xe0, 0xef)) {
+      len = 3;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (in(c, 0xf0, 0xf4)) {
+      len = 4;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return false;
+    }
+    if (i + len > n || !in(p[i + 1], lo, hi)) return false;
+    for (size_t k = 2; k < len; ++k)
+      if (!in(p[i + k], 0x80, 0xbf)) return false;
+    i += len;
+  }
+  return true;
+}
+
 json Manifest::to_json() const {
+  SMOE_CHECK(is_valid_utf8(name), "dataset name is not valid UTF-8");
+  for (size_t c = 0; c < class_names.size(); ++c)
+    SMOE_CHECK(is_valid_utf8(class_names[c]), "the name of class {} is not valid UTF-8", c);
   json splits_json = json::object();
   for (const auto& s : splits) {
     json shards_json = json::array();
@@ -120,10 +156,14 @@ Manifest Manifest::load(const std::string& dir) {
   json j;
   try {
     j = json::parse(read_file(path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{}: invalid JSON ({})", path, e.what());
   }
-  return from_json(j, path);
+  try {
+    return from_json(j, path);
+  } catch (const json::exception& e) {  // a field of the wrong JSON type the checks did not name
+    fail("{}: invalid manifest ({})", path, e.what());
+  }
 }
 
 void Manifest::save(const std::string& dir) const {

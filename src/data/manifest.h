@@ -30,6 +30,9 @@ struct SplitInfo {
   size_t shard_of(int64_t id) const;
 };
 
+// Whether `s` is valid UTF-8 (JSON text, so every name in a manifest, must be).
+bool is_valid_utf8(const std::string& s);
+
 struct Manifest {
   static constexpr const char* kFileName = "manifest.json";
   static constexpr const char* kFormat = "smoe-dataset";

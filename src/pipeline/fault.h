@@ -4,6 +4,8 @@
 //   stage:NAME[:RANK]   every rank (or rank RANK) throws as stage NAME starts
 //   kill:NAME[:RANK]    every rank (or rank RANK) dies by SIGKILL as stage NAME
 //                       starts (a lost node: nothing is flushed or cleaned up)
+//   hang:NAME[:RANK]    ... stops making progress there for ever (what the
+//                       stall inspector must catch)
 //
 // Unset, it costs one getenv per stage and per expert task.
 #pragma once

@@ -1,6 +1,7 @@
 #include "pipeline/pipeline.h"
 
 #include "core/error.h"
+#include "core/heartbeat.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "pipeline/fault.h"
@@ -27,6 +28,7 @@ void Pipeline::run_stage(Stage& stage) {
     return;
   }
   log::info("{:<9} starting", name);
+  heartbeat::stage(name);
   inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=stage:NAME[:RANK] or kill:NAME[:RANK] (failure tests)
   Progress clock(name, 1, 1);
   json record = stage.run(s);

@@ -72,7 +72,7 @@ RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode
     SMOE_CHECK(fs::exists(manifest_path), "--resume: {} holds no smoe run (no {})", path, kManifest);
     try {
       d.manifest_ = json::parse(read_file(manifest_path));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       fail("{}: invalid JSON ({})", manifest_path, e.what());
     }
     auto diffs = config_differences(d.saved_config_yaml(), config, from);
@@ -123,7 +123,7 @@ RunDir RunDir::existing(const std::string& path) {
   d.path_ = path;
   try {
     d.manifest_ = json::parse(read_file(manifest_path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{}: invalid JSON ({})", manifest_path, e.what());
   }
   return d;

@@ -17,13 +17,21 @@ RuntimeInfo setup_runtime(const RuntimeConfig& c, int rank, int world, int local
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   r.threads = c.threads > 0 ? static_cast<int>(c.threads) : std::max(1, cores / r.local_size);
   at::set_num_threads(r.threads);
-  const bool cuda = torch::cuda::is_available();
-  SMOE_CHECK(c.device != "cuda" || cuda, "runtime.device is cuda but no CUDA device is available on rank {}", rank);
-  if (cuda && c.device != "cpu") {
-    const int gpus = static_cast<int>(torch::cuda::device_count());
-    r.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % gpus));
-  }
+  const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  r.device = choose_device(c.device, gpus, rank, local_rank, r.local_size);
   return r;
+}
+
+c10::Device choose_device(const std::string& wanted, int cuda_devices, int rank, int local_rank, int local_size) {
+  SMOE_CHECK(wanted != "cuda" || cuda_devices > 0, "runtime.device is cuda but no CUDA device is available on rank {}",
+             rank);
+  if (wanted == "cpu" || cuda_devices == 0) return c10::Device(c10::kCPU);
+  SMOE_CHECK(local_size <= cuda_devices,
+             "runtime.device: {} ranks on the node of rank {} but {} GPU{} (local ranks 0 and {} would share cuda:0); "
+             "NCCL needs one GPU per rank: start at most {} rank{} per node, or set runtime.device=cpu",
+             local_size, rank, cuda_devices, cuda_devices == 1 ? "" : "s", cuda_devices, cuda_devices,
+             cuda_devices == 1 ? "" : "s");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }
 
 }  // namespace smoe::pipeline

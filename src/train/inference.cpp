@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "core/heartbeat.h"
+
 #include "comm/tensor_collectives.h"
 #include "data/batch.h"
 #include "data/sampler.h"
@@ -31,6 +33,7 @@ BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::
   auto batches = id_batches(ds.size(), batch);
   std::vector<at::Tensor> ids, pre, logits;
   for (int64_t b : data::round_robin(static_cast<int64_t>(batches.size()), comm.rank(), comm.size())) {
+    heartbeat::beat("embedding batch");
     data::Batch x = data::make_batch(ds, batches[static_cast<size_t>(b)], data::Transform{});
     at::Tensor h = base->prelogits(base->blocks(x.images.to(device), 0, models::NetworkSpec::kBlocks));
     ids.push_back(x.ids);
@@ -75,6 +78,7 @@ at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64
   at::Tensor mine = torch::zeros({slots * batch, row});
   int64_t j = 0;
   for (int64_t b : data::round_robin(static_cast<int64_t>(batches.size()), comm.rank(), P)) {
+    heartbeat::beat("trunk features batch");
     const auto& ids = batches[static_cast<size_t>(b)];
     data::Batch x = data::make_batch(ds, ids, data::Transform{});
     at::Tensor f = base->blocks(x.images.to(device), 0, branch_after).reshape({static_cast<int64_t>(ids.size()), row});
@@ -97,8 +101,10 @@ at::Tensor logits_of(models::ExpertModule& net, const at::Tensor& inputs, int64_
   torch::NoGradGuard no_grad;
   net.eval();
   std::vector<at::Tensor> out;
-  for (int64_t start = 0; start < inputs.size(0); start += batch)
+  for (int64_t start = 0; start < inputs.size(0); start += batch) {
+    heartbeat::beat("logits batch");
     out.push_back(net.forward(inputs.narrow(0, start, std::min(batch, inputs.size(0) - start))));
+  }
   return torch::cat(out);
 }
 

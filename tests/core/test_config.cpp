@@ -64,6 +64,14 @@ TEST(Config, AKeyGivenTwiceIsRefused) {
   EXPECT_EQ(Config::from_yaml_text("seed: 1\n", "f.yaml", {"seed=2"}).seed, 2);
 }
 
+// An error echoes what the user wrote; a value with a line break must not
+// break the one-line message (found by fuzz_config).
+TEST(Config, ErrorsStayOneLineWhateverTheValue) {
+  EXPECT_ERROR(Config::from_yaml_text("seed: \"1\\n2\"\n", "f.yaml", {}),
+               "config key 'seed' (f.yaml): expected an integer, got '1\\n2'");
+  EXPECT_EQ(std::string(Error("tab\there\x01").what()), "tab\\there\\x01");
+}
+
 TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
   EXPECT_ERROR(Config::from_yaml_text("experts:\n  count: many\n", "f.yaml", {}),
                "config key 'experts.count' (f.yaml): expected an integer, got 'many'");

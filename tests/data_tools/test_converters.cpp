@@ -198,6 +198,37 @@ TEST(Npy, ChannelsLastImagesAndInt32Labels) {
                "train_images.npy: images must be uint8, got dtype '<f4'");
 }
 
+// Found by fuzz_npy: xtensor's reader trusts the header (an empty one reads
+// out of bounds, a huge shape allocates what it claims); such files are
+// refused with one line before xtensor sees them.
+TEST(Npy, HostileHeadersAreRefusedBeforeTheyAreParsed) {
+  TempDir tmp;
+  fs::create_directories(tmp / "np");
+  auto npy = [](const std::string& dict, size_t data_bytes) {
+    std::string header = dict;
+    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    std::string s("\x93NUMPY\x01\x00", 8);
+    s += static_cast<char>(header.size() & 0xff);
+    s += static_cast<char>(header.size() >> 8);
+    return s + header + std::string(data_bytes, '\0');
+  };
+  xt::xarray<int32_t> labels = {0, 1};
+  xt::dump_npy(tmp / "np/train_labels.npy", labels);
+  const std::string images = tmp / "np/train_images.npy";
+  testing::write_raw(images, std::string("\x93NUMPY\x01\x00\x00\x00", 10));
+  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out", small_shards()), "train_images.npy: truncated .npy header");
+  testing::write_raw(images, npy("{'descr': '|u1', 'fortran_order': False, 'shape': (35184372088832, 4), }", 16));
+  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out", small_shards()),
+               "train_images.npy: a dimension of the .npy shape exceeds 2^40");
+  testing::write_raw(images, npy("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 8, 8), }", 16));
+  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out", small_shards()),
+               "train_images.npy: truncated: the data is shorter than its header says");
+  testing::write_raw(images, std::string("PK\x03\x04 a zip file"));
+  EXPECT_ERROR(convert("npy", tmp / "np", tmp / "out", small_shards()), "train_images.npy: not a .npy file");
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+}
+
 TEST(ImageFolder, PngTreeWithSplitsAndSortedClasses) {
   TempDir tmp;
   for (std::string split : {"train", "test"})

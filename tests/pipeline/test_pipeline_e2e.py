@@ -202,6 +202,23 @@ class Pipeline(unittest.TestCase):
                              [e["checkpoint_sha256"] for e in reference["experts"]], stage)
             shutil.rmtree(run)
 
+    def test_a_stalled_rank_ends_the_job_naming_it(self):
+        # A rank stuck in its own work (not waiting on anyone) for longer than
+        # runtime.stall_timeout_s: the stall inspector aborts the whole job
+        # with one line naming the rank and its stage — the worker, and the
+        # coordinator itself.
+        for stage, rank in (("gate", 1), ("experts", 0)):
+            run = os.path.join(self.tmp, "stall-%s" % stage)
+            shutil.copytree(self.runs[2], run)
+            start = time.time()
+            r = self.train(2, run, "--resume", "--redo-from", stage, "--set", "runtime.stall_timeout_s=3",
+                           env=dict(ENV, SMOE_FAULT="hang:%s:%d" % (stage, rank)), timeout=120)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertLess(time.time() - start, 30)
+            self.assertIn("smoe: error on rank 0: stall: rank %d made no progress for" % rank, r.stderr)
+            self.assertIn("in stage %s (last: stage %s started)" % (stage, stage), r.stderr)
+            shutil.rmtree(run)
+
     def test_eval_reevaluates_with_new_taus_and_refuses_other_changes(self):
         run = os.path.join(self.tmp, "eval-copy")
         shutil.copytree(self.runs[1], run)

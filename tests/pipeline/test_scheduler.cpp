@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <mutex>
@@ -9,6 +10,7 @@
 #include "comm/thread_communicator.h"
 #include "common/expect_error.h"
 #include "pipeline/scheduler.h"
+#include "pipeline/stall_inspector.h"
 
 using nlohmann::json;
 
@@ -96,6 +98,64 @@ TEST(Farm, AFailureToRecordAResultEndsEveryRank) {
     std::_Exit(1);  // the ranks' threads cannot be joined
   }
   EXPECT_NE(done.get().find("cannot write run.json while recording task"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace smoe::pipeline
+
+namespace smoe::pipeline {
+namespace {
+
+heartbeat::Status status(double idle, bool waiting, const char* stage = "experts", const char* what = "expert 1") {
+  return {idle, waiting, stage, what};
+}
+
+// Rank 0's verdict from the ranks' statuses: a rank stuck in its own work, a
+// rank gone silent, or every rank waiting on the others; a rank that waits
+// while another works is fine.
+TEST(StallInspector, VerdictNamesTheStalledRankItsStageAndItsLastActivity) {
+  const std::vector<double> heard = {0, 1, 1};
+  EXPECT_EQ(StallInspector::verdict({status(1, false), status(50, true), status(2, false)}, heard, 30), "");
+  EXPECT_EQ(StallInspector::verdict({status(40, true), status(2, false), status(50, true)}, heard, 30), "");
+  EXPECT_EQ(StallInspector::verdict(
+                {status(40, true), status(45, false, "cluster", "k-means iteration"), status(1, false)}, heard, 30),
+            "stall: rank 1 made no progress for 45 s in stage cluster (last: k-means iteration); aborting the job "
+            "(runtime.stall_timeout_s = 30)");
+  EXPECT_EQ(StallInspector::verdict({status(1, false), status(1, false), status(1, false)}, {0, 1, 31}, 30),
+            "stall: rank 2 has sent no heartbeat for 31 s (last seen in stage experts: expert 1); aborting the job");
+  EXPECT_EQ(StallInspector::verdict(
+                {status(31, true, "em", "waiting for other ranks in allreduce"), status(40, true), status(33, true)},
+                heard, 30),
+            "stall: every rank has waited on the others for 31 s (rank 0 in stage em: waiting for other ranks in "
+            "allreduce); aborting the job");
+}
+
+// The inspector threads of two ranks: rank 1 stops making progress; rank 0's
+// inspector aborts with rank 1's status within about the timeout.
+TEST(StallInspector, AStuckRankEndsTheJobWithinTheTimeout) {
+  std::mutex mu;
+  std::string verdict;
+  std::atomic<bool> spoken{false};
+  auto start = std::chrono::steady_clock::now();
+  comm::run_ranks(2, [&](comm::Communicator& c) {
+    auto began = std::chrono::steady_clock::now();
+    auto my_status = [&, rank = c.rank()] {
+      const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+      return rank == 1 ? status(since, false, "gate", "stuck on purpose") : status(0.01, false, "gate", "working");
+    };
+    {
+      StallInspector inspector(c, {0.3, 0.05}, my_status, [&](const std::string& why) {
+        std::lock_guard<std::mutex> lock(mu);
+        verdict = why;
+        spoken = true;
+      });
+      // Both ranks live until rank 0's inspector has spoken (or 5 s).
+      for (int i = 0; i < 100 && !spoken; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+  EXPECT_NE(verdict.find("stall: rank 1 made no progress for"), std::string::npos) << verdict;
+  EXPECT_NE(verdict.find("in stage gate (last: stuck on purpose)"), std::string::npos) << verdict;
 }
 
 }  // namespace

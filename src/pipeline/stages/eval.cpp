@@ -7,6 +7,7 @@
 
 #include "comm/tensor_collectives.h"
 #include "core/atomic_file.h"
+#include "core/heartbeat.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "data/batch.h"
@@ -117,6 +118,7 @@ json evaluate_test(RunState& s, int64_t round) {
   std::vector<at::Tensor> ids, base_l, gate_p, exp_l;
   std::map<std::string, std::vector<at::Tensor>> ens;
   for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
+    heartbeat::beat("test batch");
     data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
     models::MoeOutputs out = moe.forward(x.images.to(s.rt.device));
     ids.push_back(x.ids);
