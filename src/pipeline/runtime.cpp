@@ -1,5 +1,6 @@
 #include "pipeline/runtime.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/torch.h>
 
 #include <thread>
@@ -19,6 +20,9 @@ RuntimeInfo setup_runtime(const RuntimeConfig& c, int rank, int world, int local
   at::set_num_threads(r.threads);
   const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   r.device = choose_device(c.device, gpus, rank, local_rank, r.local_size);
+  // The rank's GPU becomes the current device at start-up, so that nothing
+  // (a default "cuda" tensor, a library's context) lands on GPU 0 by accident.
+  if (r.device.is_cuda()) c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(r.device);
   return r;
 }
 

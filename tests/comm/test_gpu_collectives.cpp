@@ -22,9 +22,8 @@ std::string gpu_missing(int n) {
   return "";
 }
 
-TEST(GpuCollectives, AllreduceOfCudaTensorsGoesThroughNccl) {
-  const int ranks = torch::cuda::is_available() ? std::min<int>(2, static_cast<int>(torch::cuda::device_count())) : 1;
-  if (auto why = gpu_missing(ranks); !why.empty()) GTEST_SKIP() << why;
+// Runs the collectives of CUDA tensors on `ranks` thread ranks, rank r on GPU r.
+void check_collectives(int ranks) {
   ThreadGroup group(ranks);
   std::vector<std::thread> threads;
   for (int r = 0; r < ranks; ++r)
@@ -40,6 +39,20 @@ TEST(GpuCollectives, AllreduceOfCudaTensorsGoesThroughNccl) {
       EXPECT_TRUE(torch::equal(b.cpu(), torch::arange(10, torch::kFloat)));
     });
   for (auto& t : threads) t.join();
+}
+
+// Two ranks on two GPUs: a real reduction across devices (skipped on a
+// one-GPU machine rather than shrunk to one rank).
+TEST(GpuCollectives, AllreduceAndBroadcastAcrossTwoGpusGoThroughNccl) {
+  if (auto why = gpu_missing(2); !why.empty()) GTEST_SKIP() << why;
+  check_collectives(2);
+}
+
+// One rank on one GPU: the NCCL communicator is created and used (what a
+// one-GPU machine can check).
+TEST(GpuCollectives, OneRankOnOneGpuUsesNccl) {
+  if (auto why = gpu_missing(1); !why.empty()) GTEST_SKIP() << why;
+  check_collectives(1);
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "data_tools/converters.h"
+#include "fuzz_common.h"
+
 namespace smoe::fuzz {
 
 inline void write_bytes(const std::string& path, const std::string& bytes) {
@@ -46,6 +49,22 @@ inline void write_valid_cifar10(const std::string& dir) {
   for (const char* f : {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
                         "data_batch_5.bin", "test_batch.bin"})
     write_bytes(dir + "/" + f, record);
+}
+
+// One fuzz input against a converter: a valid source folder is written by
+// `write_valid`, then the input (without its first byte) replaces the file
+// `even` or `odd` (the first byte's parity picks), and the folder is converted.
+template <typename WriteValid>
+void convert_with_one_file_replaced(const char* format, WriteValid write_valid, const std::string& even,
+                                    const std::string& odd, const uint8_t* data, size_t size) {
+  if (size == 0) return;
+  namespace fs = std::filesystem;
+  const fs::path src = scratch() / format, out = scratch() / (std::string(format) + "-out");
+  fs::remove_all(src);
+  fs::remove_all(out);
+  write_valid(src.string());
+  write(std::string(format) + "/" + (data[0] % 2 ? odd : even), data + 1, size - 1);
+  expect_clean([&] { data_tools::convert(format, src.string(), out.string(), {}); });
 }
 
 }  // namespace smoe::fuzz

@@ -21,6 +21,14 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
            OMPI_MCA_rmaps_base_oversubscribe="1")
 
 
+def visible_gpus():
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
 def mpirun(np):
     return ["mpirun", "-np", str(np), "--oversubscribe"]
 
@@ -362,13 +370,21 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(resumed["moe"], reports[2]["moe"])
         self.assertEqual([e["moe"] for e in resumed["em"]], [e["moe"] for e in reports[2]["em"]])
 
-    @unittest.skipUnless(torch.cuda.is_available(), "no CUDA device here: the GPU path runs on GPU machines only")
+    # The machine's GPUs as the driver sees them (Debian's Python torch is
+    # CPU-only, so torch.cuda would skip this test even on a GPU machine).
+    @unittest.skipUnless(visible_gpus() > 0, "no CUDA device here: the GPU path runs on GPU machines only")
     def test_gpu_run_with_nccl_estep(self):
+        gpus = visible_gpus()
+        if gpus == 1:  # two ranks would share the one GPU: refused at start-up, by design
+            r = self.train(2, os.path.join(self.tmp, "gpu-shared"), "--set", "runtime.device=cuda")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("2 ranks on the node of rank 0 but 1 GPU", r.stderr)
+        ranks = min(2, gpus)
         run = os.path.join(self.tmp, "gpu")
-        r = self.train(2, run, "--set", "runtime.device=cuda", "--set", "scheme=em", "--set", "em.steps=1")
+        r = self.train(ranks, run, "--set", "runtime.device=cuda", "--set", "scheme=em", "--set", "em.steps=1")
         self.assertEqual(r.returncode, 0, r.stderr)
         rep = read_json(os.path.join(run, "report.json"))
-        self.assertTrue(all(d.startswith("cuda:") for d in rep["runtime"]["devices"]))
+        self.assertEqual(rep["runtime"]["devices"], ["cuda:%d" % i for i in range(ranks)])
         self.assertTrue(rep["em"][0]["estep"]["device"].startswith("cuda"))
 
     def test_base_checkpoint_and_sampled_batches(self):
