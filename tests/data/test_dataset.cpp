@@ -52,6 +52,16 @@ TEST(Manifest, RejectsMalformedFiles) {
   auto j = nlohmann::json::parse(text);
   j["splits"]["train"]["shards"][1]["offset"] = 5;
   EXPECT_ERROR(Manifest::from_json(j, "m.json"), "m.json split 'train': shard train-00001.h5 has offset 5");
+  // Found by fuzz_manifest: a float where an integer belongs (its cast would overflow).
+  auto k = nlohmann::json::parse(text);
+  k["chunk_images"] = 3e120;
+  EXPECT_ERROR(Manifest::from_json(k, "m.json"), "m.json: field 'chunk_images' must hold integers");
+  k = nlohmann::json::parse(text);
+  k["image_shape"] = {1, 28.5, 28};
+  EXPECT_ERROR(Manifest::from_json(k, "m.json"), "m.json: field 'image_shape' must hold integers");
+  // and (also found by fuzzing) JSON that nlohmann parses into a number out of range
+  write_file_atomic(tmp / "ds/manifest.json", "{\"chunk_images\": 1" + std::string(400, '0') + "}");
+  EXPECT_ERROR(Manifest::load(tmp / "ds"), "manifest.json: invalid JSON");
 }
 
 class Storage : public ::testing::TestWithParam<std::string> {};
