@@ -88,6 +88,7 @@ void DatasetWriter::flush_shard() {
   const std::string path = (fs::path(dir_->temp()) / sh.file).string();
   data::write_shard(path, images_.data(), labels_.data(), n, manifest_.shape, options_.shard);
   sh.sha256 = sha256_file(path);
+  sh.bytes = static_cast<int64_t>(fs::file_size(path));
   split_.shards.push_back(sh);
   images_.clear();
   labels_.clear();

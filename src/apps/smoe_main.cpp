@@ -107,21 +107,28 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
   Config cfg;
   pipeline::RunDir run;
   if (comm.is_root()) {
+    // What earlier checks of the shards found (data/integrity.h).
+    const std::string shards_cache = (std::filesystem::path(a.run_dir) / "shards_verified.json").string();
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
         // Check the registry names, the scheme, the dataset and given
         // checkpoints before creating anything.
-        pipeline::check_inputs(cfg);
+        auto shards = data::load_verify_cache(shards_cache);
+        pipeline::check_inputs(cfg, shards);
         auto mode = a.resume  ? pipeline::OpenMode::resume
                     : a.force ? pipeline::OpenMode::force
                               : pipeline::OpenMode::fresh;
         run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
+        data::save_verify_cache(shards, shards_cache);
       } else {
         run = pipeline::RunDir::existing(a.run_dir);
         cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), a.sets);
         auto diffs = pipeline::config_differences(run.saved_config_yaml(), cfg);
         SMOE_CHECK(diffs.empty(), "smoe eval: only eval.* and runtime.* keys may change ({})", fmt::join(diffs, "; "));
+        auto shards = data::load_verify_cache(shards_cache);
+        pipeline::check_shards(cfg, data::Manifest::load(cfg.data.path), shards);
+        data::save_verify_cache(shards, shards_cache);
       }
       manifest = run.manifest_text();
       config_yaml = cfg.to_yaml(false);

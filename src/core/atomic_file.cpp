@@ -41,14 +41,15 @@ void fsync_dir(const std::string& dir) { fsync_path(dir, O_RDONLY | O_DIRECTORY)
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   AtomicPath out(path);
   int fd = ::open(out.temp().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error(errno_message("cannot create " + out.temp()));
+  if (fd < 0) throw Error(errno_message("cannot write " + path));
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
+      const std::string why = errno_message("cannot write " + path);
       ::close(fd);
-      throw Error(errno_message("write " + out.temp()));
+      throw Error(why + " (any previous version is kept)");
     }
     done += static_cast<size_t>(n);
   }

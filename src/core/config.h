@@ -26,6 +26,7 @@ struct DataConfig {
   std::string storage;       // auto | memory | stream
   int64_t memory_budget_mb;  // 'auto' loads a split in memory below this size
   int64_t cache_mb;          // HDF5 chunk cache per shard when streaming
+  std::string verify;        // hash | size | off: shards checked against the manifest
   int64_t prefetch;          // batches prepared ahead on the loader thread
   int64_t crop_padding;      // augmentation: random crop after zero padding
   bool hflip;                // augmentation: random horizontal flip

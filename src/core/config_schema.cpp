@@ -51,6 +51,9 @@ Schema describe(Config& c) {
       .at_least(1);
   s.add("data.cache_mb", c.data.cache_mb, int64_t{256}, "HDF5 chunk cache per open shard when streaming (MiB)")
       .at_least(1);
+  s.add("data.verify", c.data.verify, std::string("hash"),
+        "shards checked against the manifest before training: hash (SHA-256, cached per run folder), size, off")
+      .one_of({"hash", "size", "off"});
   s.add("data.prefetch", c.data.prefetch, int64_t{2}, "batches prepared ahead by the loader thread (0 = none)")
       .at_least(0);
   s.add("data.crop_padding", c.data.crop_padding, int64_t{2},

@@ -89,7 +89,7 @@ json Manifest::to_json() const {
   for (const auto& s : splits) {
     json shards_json = json::array();
     for (const auto& sh : s.shards)
-      shards_json.push_back({{"file", sh.file}, {"offset", sh.offset}, {"count", sh.count}, {"sha256", sh.sha256}});
+      shards_json.push_back({{"file", sh.file}, {"offset", sh.offset}, {"count", sh.count}, {"sha256", sh.sha256}, {"bytes", sh.bytes}});
     splits_json[s.name] = {{"count", s.count},
                            {"class_counts", s.class_counts},
                            {"mean", s.mean},
@@ -149,6 +149,8 @@ Manifest Manifest::from_json(const json& j, const std::string& origin) {
       sh.offset = field<int64_t>(shj, "offset", where);
       sh.count = field<int64_t>(shj, "count", where);
       sh.sha256 = field<std::string>(shj, "sha256", where);
+      if (shj.contains("bytes")) sh.bytes = field<int64_t>(shj, "bytes", where);
+      SMOE_CHECK(sh.bytes >= 0, "{}: shard {} has a negative byte count", where, sh.file);
       SMOE_CHECK(sh.offset == offset && sh.count > 0, "{}: shard {} has offset {} and count {} (expected offset {})",
                  where, sh.file, sh.offset, sh.count, offset);
       SMOE_CHECK(sh.file.find('/') == std::string::npos && sh.file.find("..") == std::string::npos,

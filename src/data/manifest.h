@@ -16,6 +16,7 @@ struct ShardInfo {
   int64_t offset = 0;
   int64_t count = 0;
   std::string sha256;
+  int64_t bytes = 0;  // file size; 0 in manifests written before it was recorded
 };
 
 struct SplitInfo {

@@ -64,7 +64,7 @@ bool declares(const std::vector<std::string>& keys, const std::string& key) {
 
 bool key_never_changes_results(const std::string& key) {
   return starts_with(key, "runtime.") || key == "data.prefetch" || key == "data.storage" ||
-         key == "data.memory_budget_mb" || key == "data.cache_mb";
+         key == "data.memory_budget_mb" || key == "data.cache_mb" || key == "data.verify";
 }
 
 size_t first_stage_using(const std::vector<StagePlan>& plan, const std::string& key) {
@@ -103,12 +103,19 @@ void check_config(const Config& c) {
              c.em.steps, c.scheme);
 }
 
-void check_inputs(const Config& c) {
+void check_shards(const Config& c, const data::Manifest& m, data::VerifyCache& shards) {
+  const auto mode = data::parse_verify_mode(c.data.verify);
+  data::verify_split(c.data.path, m, c.data.train_split, c.data.limit_train, mode, shards);
+  data::verify_split(c.data.path, m, c.data.test_split, c.data.limit_test, mode, shards);
+}
+
+void check_inputs(const Config& c, data::VerifyCache& shards) {
   check_config(c);
   SMOE_CHECK(!c.data.path.empty(), "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
   const data::Manifest m = data::Manifest::load(c.data.path);
   m.split(c.data.train_split);
   m.split(c.data.test_split);
+  check_shards(c, m, shards);
   for (const auto& st : scheme_stages(c)) st->check_inputs(c, m);
 }
 

@@ -22,6 +22,7 @@
 
 #include "core/config.h"
 #include "core/registry.h"
+#include "data/integrity.h"
 #include "data/manifest.h"
 
 namespace smoe::pipeline {
@@ -85,10 +86,14 @@ bool key_never_changes_results(const std::string& key);
 // Every registry name the config uses resolves, and every stage of the
 // scheme accepts the config; else an error naming the key.
 void check_config(const Config& config);
-// check_config, then the inputs: the dataset's splits, and what each stage
-// of the scheme checks (enough training samples for the experts, a given
-// base checkpoint that loads into the configured model). What `smoe train`
-// runs before it creates the run folder.
-void check_inputs(const Config& config);
+// check_config, then the inputs: the dataset's splits, the shards the run
+// will read against the manifest (data.verify, data/integrity.h; `shards`
+// is the run folder's cache of earlier checks and gains the files checked),
+// and what each stage of the scheme checks (enough training samples for the
+// experts, a given base checkpoint that loads into the configured model).
+// What `smoe train` runs before it creates the run folder.
+void check_inputs(const Config& config, data::VerifyCache& shards);
+// The shards of the splits a run reads, checked as check_inputs does.
+void check_shards(const Config& config, const data::Manifest& dataset, data::VerifyCache& shards);
 
 }  // namespace smoe::pipeline

@@ -9,6 +9,7 @@
 #include "comm/router.h"
 #include "comm/thread_communicator.h"
 #include "common/expect_error.h"
+#include "common/fake_device.h"
 
 namespace smoe::comm {
 namespace {
@@ -53,53 +54,33 @@ TEST(ThreadCommunicator, RejectsBadArguments) {
   });
 }
 
-// A device communicator that records what reaches it.
-class RecordingDevice final : public Communicator {
- public:
-  RecordingDevice(Communicator& host, std::atomic<int>& calls) : host_(host), calls_(calls) {}
-  int rank() const override { return host_.rank(); }
-  int size() const override { return host_.size(); }
-  std::string name() const override { return "fake-device"; }
-  void barrier() override {}
-  void broadcast(Buffer, int) override { ++calls_; }
-  void allreduce(Buffer, ReduceOp) override { ++calls_; }
-  void allgather(Buffer, Buffer) override { ++calls_; }
-  std::vector<std::string> gather_bytes(std::string_view, int) override { return {}; }
-  void send(int, int, std::string_view) override {}
-  Message recv(int, int) override { return {}; }
-  std::optional<Message> try_recv(int, int) override { return std::nullopt; }
-  [[noreturn]] void abort(int, const std::string& why) override { fail("{}", why); }
-
- private:
-  Communicator& host_;
-  std::atomic<int>& calls_;
-};
-
 TEST(DeviceRouter, HostBuffersToHostCudaBuffersToDeviceCreatedOnFirstUse) {
-  std::atomic<int> created{0}, device_calls{0};
+  testing::FakeDevice::Group devices;
   ThreadGroup group(2);
   std::vector<std::thread> threads;
   for (int rank = 0; rank < 2; ++rank)
     threads.emplace_back([&, rank] {
       DeviceRouter router(group.communicator(rank), [&](Communicator& host, int device) {
-        ++created;
-        EXPECT_EQ(device, 0);
-        return std::make_unique<RecordingDevice>(host, device_calls);
+        EXPECT_EQ(device, rank);
+        return std::make_unique<testing::FakeDevice>(host, device, devices);
       });
       std::vector<int64_t> v = {1};
       router.allreduce(host_buffer(v), ReduceOp::sum);
       EXPECT_EQ(v[0], 2);
       EXPECT_EQ(router.name(), "threads");
-      Buffer cuda{v.data(), 1, DType::i64, Device{true, 0}};
+      EXPECT_EQ(devices.created.load(), 0);  // no CUDA buffer yet: no device communicator
+      Buffer cuda{v.data(), 1, DType::i64, Device{true, rank}};
       router.allreduce(cuda, ReduceOp::sum);
+      EXPECT_EQ(v[0], 4);
       router.broadcast(cuda, 0);
       EXPECT_EQ(router.name(), "threads+fake-device");
-      Buffer other{v.data(), 1, DType::i64, Device{true, 1}};
-      EXPECT_ERROR(router.allreduce(other, ReduceOp::sum), "CUDA buffer on device 1, communicator on device 0");
+      Buffer other{v.data(), 1, DType::i64, Device{true, rank + 1}};
+      EXPECT_ERROR(router.allreduce(other, ReduceOp::sum),
+                   fmt::format("CUDA buffer on device {}, communicator on device {}", rank + 1, rank));
     });
   for (auto& t : threads) t.join();
-  EXPECT_EQ(created.load(), 2);       // once per rank
-  EXPECT_EQ(device_calls.load(), 4);  // two CUDA collectives on each of two ranks
+  EXPECT_EQ(devices.created.load(), 2);  // once per rank
+  EXPECT_EQ(devices.calls.load(), 4);    // two CUDA collectives on each of two ranks
 }
 
 TEST(Nccl, PluginIsBuiltAndRefusesClearlyWithoutAGpu) {

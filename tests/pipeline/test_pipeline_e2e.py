@@ -415,6 +415,80 @@ class Pipeline(unittest.TestCase):
         # Found before anything was created: the same command may simply be run again once fixed.
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "bad-ckpt")))
 
+    def test_a_shard_changed_after_its_manifest_is_caught_before_training(self):
+        data = os.path.join(self.tmp, "edited-data")
+        shutil.copytree(self.data, data)
+        shard = os.path.join(data, "train-00000.h5")
+        with open(shard, "r+b") as f:  # same size, other bytes
+            f.seek(os.path.getsize(shard) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x5A]))
+        run = os.path.join(self.tmp, "edited")
+        r = self.train(2, run, "--set", "data.path=" + data)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"(?m)^smoe: error: %s: shard changed after its manifest was written "
+                         r"\(sha256 [0-9a-f]{12}, the manifest says [0-9a-f]{12}\); re-run smoe-data convert$"
+                         % shard)
+        self.assertFalse(os.path.exists(run))  # found before anything was created
+        # A resumed run re-checks: a shard edited between two jobs stops the second one.
+        run = os.path.join(self.tmp, "edited-later")
+        shutil.copytree(self.runs[1], run)
+        with open(os.path.join(run, "run.json")) as f:
+            before = f.read()
+        r = subprocess.run([SMOE, "train", "--config", QUICK, "--run-dir", run, "--resume", "--redo-from", "eval"]
+                           + self.common + ["--set", "data.path=" + data], capture_output=True, text=True, env=ENV)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("shard changed after its manifest was written", r.stderr)
+        with open(os.path.join(run, "run.json")) as f:
+            self.assertEqual(f.read(), before)
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
+    def test_a_full_or_read_only_disk_fails_in_one_line_and_keeps_the_files(self):
+        mnt = os.path.join(self.tmp, "small-disk")
+        os.makedirs(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt], capture_output=True).returncode:
+            self.skipTest("mount is not permitted here")
+        try:
+            run = os.path.join(mnt, "run")
+            shutil.copytree(self.runs[1], run)
+
+            def snapshot():
+                out = {}
+                for d, _, files in os.walk(run):
+                    for name in files:
+                        with open(os.path.join(d, name), "rb") as f:
+                            out[os.path.relpath(os.path.join(d, name), run)] = f.read()
+                return out
+
+            before = snapshot()
+            # Full: room for run.json and the log, not for an expert's checkpoint.
+            st = os.statvfs(mnt)
+            with open(os.path.join(mnt, "filler"), "wb") as f:
+                f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 150 * 1024))
+            resume = [SMOE, "train", "--config", QUICK, "--run-dir", run, "--resume"] + self.common
+            r = subprocess.run(resume + ["--redo-from", "experts"], capture_output=True, text=True, env=ENV,
+                               timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertRegex(r.stderr, r"^smoe: error: cannot write %s/experts/expert-000\.pt: No space left on "
+                             r"device \(any previous version is kept\)\n$" % run)
+            after = snapshot()
+            self.assertEqual(sorted(after), sorted(before))  # no temporary file left behind
+            for name in before:
+                if name not in ("run.json", "log.jsonl"):  # --redo-from rewrites run.json on purpose
+                    self.assertEqual(after[name], before[name], name)
+            # Read-only: one line naming the file, for train and for eval.
+            os.remove(os.path.join(mnt, "filler"))
+            subprocess.run(["mount", "-o", "remount,ro", mnt], check=True)
+            before = snapshot()
+            for cmd in (resume, [SMOE, "eval", "--run-dir", run, "-q"]):
+                r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertRegex(r.stderr, r"^smoe: error: cannot write %s/[a-z_.]+: Read-only file system\n$" % run)
+            self.assertEqual(snapshot(), before)
+        finally:
+            subprocess.run(["umount", mnt])
+
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
                            capture_output=True, text=True)
