@@ -9,71 +9,122 @@
 namespace smoe::eval {
 namespace {
 
-double accuracy(const at::Tensor& scores, const at::Tensor& labels) {
-  return (scores.argmax(1) == labels).to(torch::kDouble).mean().item<double>();
+int64_t correct(const at::Tensor& scores, const at::Tensor& labels) {
+  return (scores.argmax(1) == labels).sum().item<int64_t>();
 }
 
-at::Tensor expert_costs(const Costs& c, const at::TensorOptions& o) {
-  return torch::tensor(c.experts, torch::kDouble).to(o.device());
+// How many samples ran each expert: `active` [n, K] (bool) or expert ids [n].
+std::vector<int64_t> runs_of_mask(const at::Tensor& active) {
+  at::Tensor per = active.to(torch::kLong).sum(0).contiguous();
+  return std::vector<int64_t>(per.data_ptr<int64_t>(), per.data_ptr<int64_t>() + per.numel());
+}
+std::vector<int64_t> runs_of_ids(const at::Tensor& ids, int64_t experts) {
+  at::Tensor per = torch::bincount(ids.to(torch::kLong), {}, experts).contiguous();
+  return std::vector<int64_t>(per.data_ptr<int64_t>(), per.data_ptr<int64_t>() + per.numel());
+}
+
+at::Tensor chosen(const at::Tensor& probs, const at::Tensor& k) {
+  return probs.gather(1, k.view({-1, 1, 1}).expand({-1, 1, probs.size(2)})).squeeze(1);
 }
 
 }  // namespace
 
-Point base_point(const at::Tensor& base_probs, const at::Tensor& labels, const Costs& c) {
+void RuleCount::add(const RuleCount& o) {
+  samples += o.samples;
+  correct += o.correct;
+  early_exits += o.early_exits;
+  if (runs.empty()) runs.assign(o.runs.size(), 0);
+  SMOE_ASSERT(runs.size() == o.runs.size(), "rule counts of {} and {} experts", runs.size(), o.runs.size());
+  for (size_t k = 0; k < runs.size(); ++k) runs[k] += o.runs[k];
+  ensembler_runs += o.ensembler_runs;
+}
+
+Point point_of(const RuleCount& r, const Costs& c, double ensembler_macs, bool base_only) {
   Point p;
-  p.accuracy = accuracy(base_probs, labels);
-  p.macs = c.base;
-  p.early_exit_rate = 1.0;
+  const double n = static_cast<double>(std::max<int64_t>(r.samples, 1));
+  p.accuracy = static_cast<double>(r.correct) / n;
+  p.early_exit_rate = static_cast<double>(r.early_exits) / n;
+  if (base_only) {
+    p.macs = c.base;
+    return p;
+  }
+  double expert_macs = 0, runs = 0;
+  for (size_t k = 0; k < r.runs.size(); ++k) {
+    expert_macs += static_cast<double>(r.runs[k]) * c.experts.at(k);
+    runs += static_cast<double>(r.runs[k]);
+  }
+  p.mean_experts = runs / n;
+  p.macs = c.base + c.gate + (expert_macs + static_cast<double>(r.ensembler_runs) * ensembler_macs) / n;
   return p;
 }
 
-Point top1_point(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, const Costs& c,
-                 double ensembler_macs) {
+RuleCount count_base(const at::Tensor& base_probs, const at::Tensor& labels, int64_t experts) {
+  RuleCount r;
+  r.samples = labels.size(0);
+  r.correct = correct(base_probs, labels);
+  r.early_exits = r.samples;
+  r.runs.assign(static_cast<size_t>(experts), 0);
+  return r;
+}
+
+RuleCount count_top1(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, bool ensembled) {
   at::Tensor k = gate.argmax(1);
-  at::Tensor chosen = probs.gather(1, k.view({-1, 1, 1}).expand({-1, 1, probs.size(2)})).squeeze(1);
-  Point p;
-  p.accuracy = accuracy(chosen, labels);
-  p.macs = c.base + c.gate + ensembler_macs + expert_costs(c, gate.options()).index_select(0, k).mean().item<double>();
-  p.mean_experts = 1.0;
-  return p;
+  RuleCount r;
+  r.samples = labels.size(0);
+  r.correct = correct(chosen(probs, k), labels);
+  r.runs = runs_of_ids(k, gate.size(1));
+  r.ensembler_runs = ensembled ? r.samples : 0;
+  return r;
 }
 
-Point top2_point(const at::Tensor& gate, const at::Tensor& expert_probs, const at::Tensor& labels, const Costs& c) {
-  const int64_t K = gate.size(1);
-  if (K < 2) return top1_point(gate, expert_probs, labels, c, 0.0);
+RuleCount count_top2(const at::Tensor& gate, const at::Tensor& expert_probs, const at::Tensor& labels) {
+  if (gate.size(1) < 2) return count_top1(gate, expert_probs, labels, false);
   auto [g, k] = gate.topk(2, 1);
-  at::Tensor p0 =
-      expert_probs.gather(1, k.select(1, 0).view({-1, 1, 1}).expand({-1, 1, expert_probs.size(2)})).squeeze(1);
-  at::Tensor p1 =
-      expert_probs.gather(1, k.select(1, 1).view({-1, 1, 1}).expand({-1, 1, expert_probs.size(2)})).squeeze(1);
-  at::Tensor mix = (g.select(1, 0).unsqueeze(1) * p0 + g.select(1, 1).unsqueeze(1) * p1);
-  Point p;
-  p.accuracy = accuracy(mix, labels);
-  at::Tensor costs = expert_costs(c, gate.options());
-  p.macs = c.base + c.gate +
-           (costs.index_select(0, k.select(1, 0)) + costs.index_select(0, k.select(1, 1))).mean().item<double>();
-  p.mean_experts = 2.0;
-  return p;
+  at::Tensor k0 = k.select(1, 0), k1 = k.select(1, 1);
+  at::Tensor mix = g.select(1, 0).unsqueeze(1) * chosen(expert_probs, k0) +
+                   g.select(1, 1).unsqueeze(1) * chosen(expert_probs, k1);
+  RuleCount r;
+  r.samples = labels.size(0);
+  r.correct = correct(mix, labels);
+  r.runs = runs_of_ids(torch::cat({k0, k1}), gate.size(1));
+  return r;
 }
 
-Point anytime_point(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
-                    const at::Tensor& labels, double tau, const Costs& c) {
+RuleCount count_anytime(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
+                        const at::Tensor& labels, double tau) {
   SMOE_CHECK(tau >= 0 && tau <= 1, "tau must be in [0, 1], got {}", tau);
   at::Tensor confidence = std::get<0>(base_probs.max(1));                               // max_y phi(y|x)  [N]
   at::Tensor alpha = gate * (1.0 - confidence).unsqueeze(1);                            // [N, K]
   at::Tensor active = alpha >= tau;                                                     // [N, K]
   at::Tensor early = active.logical_not().all(1);                                       // [N]
   at::Tensor mix = ((gate * active.to(gate.dtype())).unsqueeze(2) * ens_probs).sum(1);  // [N, C]
-  at::Tensor p = torch::where(early.unsqueeze(1), base_probs, mix);
-  at::Tensor activef = active.to(torch::kDouble);
-  Point pt;
-  pt.tau = tau;
-  pt.accuracy = accuracy(p, labels);
-  pt.early_exit_rate = early.to(torch::kDouble).mean().item<double>();
-  pt.mean_experts = activef.sum(1).mean().item<double>();
-  at::Tensor per_sample = activef.mv(expert_costs(c, gate.options()).to(torch::kDouble)) + activef.sum(1) * c.ensembler;
-  pt.macs = c.base + c.gate + per_sample.mean().item<double>();
-  return pt;
+  RuleCount r;
+  r.samples = labels.size(0);
+  r.correct = correct(torch::where(early.unsqueeze(1), base_probs, mix), labels);
+  r.early_exits = early.sum().item<int64_t>();
+  r.runs = runs_of_mask(active);
+  for (int64_t n : r.runs) r.ensembler_runs += n;
+  return r;
+}
+
+Point base_point(const at::Tensor& base_probs, const at::Tensor& labels, const Costs& c) {
+  return point_of(count_base(base_probs, labels, static_cast<int64_t>(c.experts.size())), c, 0.0, true);
+}
+
+Point top1_point(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, const Costs& c,
+                 double ensembler_macs) {
+  return point_of(count_top1(gate, probs, labels, true), c, ensembler_macs);
+}
+
+Point top2_point(const at::Tensor& gate, const at::Tensor& expert_probs, const at::Tensor& labels, const Costs& c) {
+  return point_of(count_top2(gate, expert_probs, labels), c, 0.0);
+}
+
+Point anytime_point(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
+                    const at::Tensor& labels, double tau, const Costs& c) {
+  Point p = point_of(count_anytime(base_probs, gate, ens_probs, labels, tau), c, c.ensembler);
+  p.tau = tau;
+  return p;
 }
 
 std::vector<size_t> convex_envelope(const std::vector<Point>& points) {

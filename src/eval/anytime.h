@@ -13,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <vector>
 
 namespace smoe::eval {
@@ -32,15 +33,38 @@ struct Point {
   double mean_experts = 0;     // mean experts run per sample
 };
 
-// The base model alone.
+// What an inference rule did on a set of samples, as integers that add up
+// exactly across batches and ranks (the evaluation is a reduction of these;
+// no rank gathers per-sample outputs).
+struct RuleCount {
+  int64_t samples = 0;
+  int64_t correct = 0;
+  int64_t early_exits = 0;      // answered by the base model alone
+  std::vector<int64_t> runs;    // [K] samples that ran expert k
+  int64_t ensembler_runs = 0;   // experts run through an ensembler
+  void add(const RuleCount& other);
+};
+// The rule's point: accuracy, and MACs from the counts
+// (base + gate + sum_k runs_k cost_k / n + ensembler_runs * ensembler / n).
+Point point_of(const RuleCount& r, const Costs& c, double ensembler_macs, bool base_only = false);
+
+// Counts of one batch. `probs` [n, K, C] are the experts' outputs (raw, or
+// ensembled with the base; `ensembled` says whether each run pays an
+// ensembler).
+RuleCount count_base(const at::Tensor& base_probs, const at::Tensor& labels, int64_t experts);
+// One expert per sample, the gate's argmax.
+RuleCount count_top1(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, bool ensembled);
+// The two most probable experts, weighted by their gate values, no base.
+RuleCount count_top2(const at::Tensor& gate, const at::Tensor& expert_probs, const at::Tensor& labels);
+// The anytime model at threshold tau (every expert run is ensembled).
+RuleCount count_anytime(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
+                        const at::Tensor& labels, double tau);
+
+// The points of whole tensors (one batch holding every sample).
 Point base_point(const at::Tensor& base_probs, const at::Tensor& labels, const Costs& c);
-// One expert per sample, the gate's argmax; `probs` [N, K, C] are the
-// experts' outputs (raw, or ensembled with the base).
 Point top1_point(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, const Costs& c,
                  double ensembler_macs);
-// The two most probable experts, weighted by their gate values, no base.
 Point top2_point(const at::Tensor& gate, const at::Tensor& expert_probs, const at::Tensor& labels, const Costs& c);
-// The anytime model at threshold tau.
 Point anytime_point(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
                     const at::Tensor& labels, double tau, const Costs& c);
 

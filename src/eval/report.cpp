@@ -2,11 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/error.h"
 #include "eval/plots.h"
-#include "eval/specialisation.h"
 
 using nlohmann::json;
 
@@ -60,66 +60,147 @@ json anytime_summary(const std::vector<Point>& curve, const Point& base) {
 
 }  // namespace
 
-Report build_report(const TestOutputs& t, Costs costs, const ReportOptions& o) {
-  SMOE_ASSERT(t.ensembled.count(o.ensembler), "no outputs of ensembler '{}'", o.ensembler);
-  costs.ensembler = o.ensembler_macs.at(o.ensembler);
-  const int64_t K = t.gate.size(1), C = o.num_classes;
+Tally::Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportOptions& o)
+    : options_(o), experts_(experts) {
+  SMOE_ASSERT(std::find(ensemblers.begin(), ensemblers.end(), o.ensembler) != ensemblers.end(),
+              "no outputs of ensembler '{}'", o.ensembler);
+  const RuleCount zero{0, 0, 0, std::vector<int64_t>(static_cast<size_t>(experts), 0), 0};
+  base_ = zero;
+  std::vector<std::string> rules = {"no_ensembling"};
+  rules.insert(rules.end(), ensemblers.begin(), ensemblers.end());
+  rules.push_back("top2");
+  for (const auto& name : rules) moe_.emplace_back(name, zero);
+  if (o.class_oracle) oracle_ = moe_;
+  anytime_.assign(o.taus.size(), zero);
+  spec_.usage.assign(static_cast<size_t>(experts), 0);
+  spec_.routing.assign(static_cast<size_t>(experts * o.num_classes), 0);
+}
+
+void Tally::add(const TestOutputs& t) {
   at::Tensor base_probs = torch::softmax(t.base_logits, 1);
   at::Tensor expert_probs = torch::softmax(t.expert_logits, 2);
-  const at::Tensor& ensembled = t.ensembled.at(o.ensembler);  // e'_k of the anytime model
+  base_.add(count_base(base_probs, t.labels, experts_));
+  auto rules = [&](const at::Tensor& gate, Rules& into) {
+    for (auto& [name, count] : into) {
+      if (name == "no_ensembling")
+        count.add(count_top1(gate, expert_probs, t.labels, false));
+      else if (name == "top2")
+        count.add(count_top2(gate, expert_probs, t.labels));
+      else
+        count.add(count_top1(gate, t.ensembled.at(name), t.labels, true));
+    }
+  };
+  rules(t.gate, moe_);
+  if (options_.class_oracle) {
+    SMOE_ASSERT(t.oracle_gate.defined(), "test outputs without the class oracle's gate");
+    rules(t.oracle_gate, oracle_);
+  }
+  const at::Tensor& ensembled = t.ensembled.at(options_.ensembler);  // e'_k of the anytime model
+  for (size_t i = 0; i < options_.taus.size(); ++i)
+    anytime_[i].add(count_anytime(base_probs, t.gate, ensembled, t.labels, options_.taus[i]));
+  spec_.add(count_specialisation(t.gate, t.labels, options_.num_classes));
+}
+
+template <typename F>
+void Tally::each_field(F&& f) {
+  auto rule = [&](RuleCount& r) {
+    f(r.samples);
+    f(r.correct);
+    f(r.early_exits);
+    f(r.ensembler_runs);
+    for (auto& v : r.runs) f(v);
+  };
+  rule(base_);
+  for (auto& [name, r] : moe_) rule(r);
+  for (auto& [name, r] : oracle_) rule(r);
+  for (auto& r : anytime_) rule(r);
+  f(spec_.samples);
+  f(spec_.entropy);
+  for (auto& v : spec_.usage) f(v);
+  for (auto& v : spec_.routing) f(v);
+}
+
+std::vector<int64_t> Tally::pack() const {
+  std::vector<int64_t> flat;
+  const_cast<Tally*>(this)->each_field([&](int64_t& v) { flat.push_back(v); });
+  return flat;
+}
+
+void Tally::unpack(const std::vector<int64_t>& flat) {
+  size_t i = 0;
+  each_field([&](int64_t& v) {
+    SMOE_ASSERT(i < flat.size(), "tally of {} values is too short", flat.size());
+    v = flat[i++];
+  });
+  SMOE_ASSERT(i == flat.size(), "tally of {} values, expected {}", flat.size(), i);
+}
+
+Report build_report(const Tally& tally, Costs costs) {
+  const ReportOptions& o = tally.options();
+  costs.ensembler = o.ensembler_macs.at(o.ensembler);
+  const int64_t K = static_cast<int64_t>(costs.experts.size()), C = o.num_classes;
 
   // Top-1 without ensembling, with each ensembler (Table 6), and top-2; in
   // this order for the envelope.
-  std::vector<std::pair<std::string, Point>> moe_points;
-  auto moe_block = [&](const at::Tensor& gate_probs, std::vector<std::pair<std::string, Point>>* keep) {
-    std::vector<std::pair<std::string, Point>> pts;
-    pts.emplace_back("no_ensembling", top1_point(gate_probs, expert_probs, t.labels, costs, 0.0));
-    for (const auto& [name, probs] : t.ensembled)
-      pts.emplace_back(name, top1_point(gate_probs, probs, t.labels, costs, o.ensembler_macs.at(name)));
-    pts.emplace_back("top2", top2_point(gate_probs, expert_probs, t.labels, costs));
+  auto moe_block = [&](const Tally::Rules& rules, std::vector<Point>* keep) {
     json block = json::object();
-    for (const auto& [name, p] : pts) block[name] = point_json(p);
-    if (keep) *keep = pts;
+    for (const auto& [name, count] : rules) {
+      const double ens = name == "no_ensembling" || name == "top2" ? 0.0 : o.ensembler_macs.at(name);
+      Point p = point_of(count, costs, ens);
+      block[name] = point_json(p);
+      if (keep) keep->push_back(p);
+    }
     return block;
   };
-  Point base_pt = base_point(base_probs, t.labels, costs);
+  Point base_pt = point_of(tally.base(), costs, 0.0, true);
   Report r;
   json& report = r.json;
   report["base"] = point_json(base_pt);
-  report["moe"] = moe_block(t.gate, &moe_points);
-  if (o.oracle_gate.defined()) report["class_oracle"] = moe_block(o.oracle_gate, nullptr);
+  std::vector<Point> moe_points;
+  report["moe"] = moe_block(tally.moe(), &moe_points);
+  if (o.class_oracle) report["class_oracle"] = moe_block(tally.oracle(), nullptr);
 
   std::vector<Point> points = {base_pt};
   std::ostringstream csv;
   csv << "tau,accuracy,macs,early_exit_rate,mean_experts_per_sample\n";
   json anytime = json::array();
   std::vector<Point> curve;
-  for (double tau : o.taus) {
-    Point p = anytime_point(base_probs, t.gate, ensembled, t.labels, tau, costs);
+  for (size_t i = 0; i < o.taus.size(); ++i) {
+    Point p = point_of(tally.anytime()[i], costs, costs.ensembler);
+    p.tau = o.taus[i];
     curve.push_back(p);
     anytime.push_back(anytime_json(p));
-    csv << fmt::format("{},{:.6f},{:.1f},{:.6f},{:.6f}\n", tau, p.accuracy, p.macs, p.early_exit_rate, p.mean_experts);
+    csv << fmt::format("{},{:.6f},{:.1f},{:.6f},{:.6f}\n", p.tau, p.accuracy, p.macs, p.early_exit_rate,
+                       p.mean_experts);
   }
   report["anytime"] = anytime;
-  for (const auto& [name, p] : moe_points) points.push_back(p);
+  points.insert(points.end(), moe_points.begin(), moe_points.end());
   points.insert(points.end(), curve.begin(), curve.end());
   json envelope = json::array();
   for (size_t i : convex_envelope(points)) envelope.push_back(point_json(points[i]));
   report["envelope"] = envelope;
 
-  auto spec = specialisation(t.gate, t.labels, C);
+  const auto spec = specialisation_of(tally.specialisation(), C);
   report["specialisation"] = {{"gate_entropy", spec.gate_entropy},
                               {"usage_entropy", spec.usage_entropy},
                               {"mutual_information", spec.mutual_information},
                               {"unit", "bits"}};
-  at::Tensor table = routing_table(t.gate.argmax(1), t.labels, K, C);
   std::vector<std::vector<int64_t>> routing(static_cast<size_t>(K));
   for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < C; ++c) routing[static_cast<size_t>(k)].push_back(table[k][c].item<int64_t>());
+    for (int64_t c = 0; c < C; ++c)
+      routing[static_cast<size_t>(k)].push_back(tally.specialisation().routing[static_cast<size_t>(k * C + c)]);
   report["routing"] = routing;
   report["anytime_summary"] = anytime_summary(curve, base_pt);
   r.anytime_csv = csv.str();
   return r;
+}
+
+Report build_report(const TestOutputs& t, Costs costs, const ReportOptions& options) {
+  std::vector<std::string> names;
+  for (const auto& [name, probs] : t.ensembled) names.push_back(name);
+  Tally tally(t.gate.size(1), names, options);
+  tally.add(t);
+  return build_report(tally, std::move(costs));
 }
 
 void write_report_plots(const std::string& accuracy_png, const std::string& routing_png, const json& report,

@@ -13,23 +13,59 @@
 #include <vector>
 
 #include "eval/anytime.h"
+#include "eval/specialisation.h"
 
 namespace smoe::eval {
 
+// The model's outputs on some test samples (a batch, or the whole split).
 struct TestOutputs {
-  at::Tensor labels;                            // int64 [N]
-  at::Tensor base_logits;                       // [N, C]
-  at::Tensor gate;                              // [N, K] g(k|x)
-  at::Tensor expert_logits;                     // [N, K, C]
-  std::map<std::string, at::Tensor> ensembled;  // ensembler name -> e'_k(.|x) [N, K, C]
+  at::Tensor labels;                            // int64 [n]
+  at::Tensor base_logits;                       // [n, C]
+  at::Tensor gate;                              // [n, K] g(k|x)
+  at::Tensor expert_logits;                     // [n, K, C]
+  std::map<std::string, at::Tensor> ensembled;  // ensembler name -> e'_k(.|x) [n, K, C]
+  at::Tensor oracle_gate;                       // optional [n, K]: routing by the true class
 };
 
 struct ReportOptions {
   std::vector<double> taus;                      // the anytime grid
   std::string ensembler;                         // the rule the anytime model uses
   std::map<std::string, double> ensembler_macs;  // per ensembler name
-  at::Tensor oracle_gate;                        // optional [N, K]: routing by the true class
+  bool class_oracle = false;                     // outputs carry oracle_gate
   int64_t num_classes = 0;
+};
+
+// Everything the report needs from the test split, as integer counts added
+// batch by batch and then summed over ranks (pack, allreduce, unpack): no
+// rank holds a per-sample tensor of the whole split, and the sums, being
+// integers, do not depend on how the samples were split among ranks.
+class Tally {
+ public:
+  // `ensemblers`: the names of TestOutputs::ensembled, in map order.
+  Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportOptions& options);
+  void add(const TestOutputs& batch);
+  std::vector<int64_t> pack() const;
+  void unpack(const std::vector<int64_t>& flat);
+  int64_t samples() const { return base_.samples; }
+
+  using Rules = std::vector<std::pair<std::string, RuleCount>>;  // no_ensembling, each ensembler, top2
+  const RuleCount& base() const { return base_; }
+  const Rules& moe() const { return moe_; }
+  const Rules& oracle() const { return oracle_; }
+  const std::vector<RuleCount>& anytime() const { return anytime_; }  // one per tau
+  const SpecialisationCount& specialisation() const { return spec_; }
+  const ReportOptions& options() const { return options_; }
+
+ private:
+  template <typename F>
+  void each_field(F&& f);  // visits every integer in pack order
+
+  ReportOptions options_;
+  int64_t experts_;
+  RuleCount base_;
+  Rules moe_, oracle_;
+  std::vector<RuleCount> anytime_;
+  SpecialisationCount spec_;
 };
 
 struct Report {
@@ -37,7 +73,10 @@ struct Report {
   std::string anytime_csv;  // tau,accuracy,macs,early_exit_rate,mean_experts_per_sample
 };
 
-// costs.ensembler is set from options (the anytime model's rule).
+// The report from a tally summed over every test sample. costs.ensembler is
+// set from the options (the anytime model's rule).
+Report build_report(const Tally& tally, Costs costs);
+// The same from the outputs of every test sample at once.
 Report build_report(const TestOutputs& t, Costs costs, const ReportOptions& options);
 
 // accuracy_vs_macs.png and routing.png from a report built above.

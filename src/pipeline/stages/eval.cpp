@@ -1,7 +1,8 @@
 // Stage "eval": one pass of the final round's MoE model (models/moe.h) over
-// the test split, in fixed batches shared round-robin among the ranks and
-// gathered on the coordinator, which builds the report (eval/report.h) and
-// writes report.json, anytime.csv and the plots. Never recorded: it runs
+// the test split, in fixed batches shared round-robin among the ranks; each
+// rank counts what its batches did (eval::Tally), the counts are summed, and
+// the coordinator builds the report (eval/report.h) and writes report.json,
+// anytime.csv and the plots. Never recorded: it runs
 // on every train and resume, and alone in `smoe eval`.
 #include <torch/torch.h>
 
@@ -111,54 +112,50 @@ json evaluate_test(RunState& s, int64_t round) {
   torch::NoGradGuard no_grad;
   models::MoeModel moe = s.store.load_moe(s.base, round);
 
-  // Fixed batches of consecutive test ids, shared round-robin.
+  eval::ReportOptions o;
+  o.taus = s.cfg.eval.taus;
+  o.ensembler = s.cfg.ensembler.kind;
+  for (const auto& name : models::ensemblers().names()) o.ensembler_macs[name] = moe.ensembler_macs(name);
+  o.num_classes = C;
+  o.class_oracle = s.cfg.eval.class_oracle;
+  cluster::Tensors saved;
+  if (o.class_oracle) {
+    const auto state = train::load_state(s.store.cluster_path());
+    saved = {state.begin(), state.end()};
+  }
+
+  // Fixed batches of consecutive test ids, shared round-robin; each rank
+  // counts what its batches did, and only the counts are summed.
   std::vector<int64_t> all_ids(static_cast<size_t>(s.test->size()));
   std::iota(all_ids.begin(), all_ids.end(), 0);
   auto batches = data::make_batches(all_ids, s.cfg.eval.batch_size, false);
-  std::vector<at::Tensor> ids, base_l, gate_p, exp_l;
-  std::map<std::string, std::vector<at::Tensor>> ens;
+  eval::Tally tally(K, models::ensemblers().names(), o);  // MoeModel::forward runs every ensembler
   for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
     heartbeat::beat("test batch");
     data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
     models::MoeOutputs out = moe.forward(x.images.to(s.rt.device));
-    ids.push_back(x.ids);
-    base_l.push_back(out.base_logits.cpu());
-    gate_p.push_back(out.gate_probs.cpu());
-    exp_l.push_back(out.expert_logits.cpu());
-    for (auto& [name, probs] : out.ensembled) ens[name].push_back(probs.cpu());
+    eval::TestOutputs t;
+    t.labels = x.labels.cpu();
+    t.base_logits = out.base_logits.cpu();
+    t.gate = out.gate_probs.cpu();
+    t.expert_logits = out.expert_logits.cpu();
+    for (auto& [name, probs] : out.ensembled) t.ensembled[name] = probs.cpu();
+    if (o.class_oracle) t.oracle_gate = s.store.initial_gate().oracle_gate(t.labels, saved, K);
+    tally.add(t);
   }
-  auto gather = [&](std::vector<at::Tensor>& parts, std::vector<int64_t> empty_shape, at::ScalarType t) {
-    at::Tensor local = parts.empty() ? torch::empty(empty_shape, t) : torch::cat(parts);
-    return comm::gather_rows(s.comm, local, 0);
-  };
-  at::Tensor gid = gather(ids, {0}, torch::kLong);
-  eval::TestOutputs t;
-  t.base_logits = gather(base_l, {0, C}, torch::kFloat);
-  t.gate = gather(gate_p, {0, K}, torch::kFloat);
-  t.expert_logits = gather(exp_l, {0, K, C}, torch::kFloat);
-  for (const auto& name : models::ensemblers().names()) t.ensembled[name] = gather(ens[name], {0, K, C}, torch::kFloat);
+  std::vector<int64_t> counts = tally.pack();
+  s.comm.allreduce(comm::host_buffer(counts), comm::ReduceOp::sum);
   if (!s.comm.is_root()) return json();
-  t.labels = torch::tensor(s.test->labels(), torch::kLong);
-  t.base_logits = train::reorder_by_id(t.base_logits, gid);
-  t.gate = train::reorder_by_id(t.gate, gid);
-  t.expert_logits = train::reorder_by_id(t.expert_logits, gid);
-  for (auto& [name, probs] : t.ensembled) probs = train::reorder_by_id(probs, gid);
+  tally.unpack(counts);
+  SMOE_CHECK(tally.samples() == s.test->size(), "evaluation counted {} of {} test samples", tally.samples(),
+             s.test->size());
 
   // Costs: MACs per image, counted analytically per layer.
   eval::Costs costs;
   costs.base = moe.base_macs();
   costs.gate = moe.gate_macs();
   for (int64_t k = 0; k < K; ++k) costs.experts.push_back(moe.expert_macs(k));
-  eval::ReportOptions o;
-  o.taus = s.cfg.eval.taus;
-  o.ensembler = s.cfg.ensembler.kind;
-  for (const auto& name : models::ensemblers().names()) o.ensembler_macs[name] = moe.ensembler_macs(name);
-  o.num_classes = C;
-  if (s.cfg.eval.class_oracle) {
-    const auto saved = train::load_state(s.store.cluster_path());
-    o.oracle_gate = s.store.initial_gate().oracle_gate(t.labels, {saved.begin(), saved.end()}, K);
-  }
-  eval::Report r = eval::build_report(t, costs, o);
+  eval::Report r = eval::build_report(tally, costs);
   json report;
   report["dataset"] = s.test->manifest().name;
   report["num_experts"] = K;
