@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <cstdlib>
@@ -133,26 +134,36 @@ class MpiCommunicator final : public Communicator {
                                  static_cast<int>(send.count), mpi_type(recv.dtype), comm_));
   }
 
+  // MPI counts are ints: every rank's bytes travel in rounds of at most
+  // kMaxPiece / size bytes per rank, so that no call exceeds 2 GiB whatever
+  // the total (the root must still have room for the result).
   std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
-    SMOE_CHECK(bytes.size() <= kMaxPiece, "gather: {} bytes from one rank exceeds the 1 GiB limit", bytes.size());
-    int n = static_cast<int>(bytes.size());
-    std::vector<int> counts(rank_ == root ? size_ : 0);
-    SMOE_MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm_));
-    std::vector<int> displs(counts.size());
-    std::string all;
-    if (rank_ == root) {
-      size_t total = 0;
+    std::vector<int64_t> sizes(static_cast<size_t>(size_));
+    const int64_t mine = static_cast<int64_t>(bytes.size());
+    SMOE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, comm_));
+    const int64_t piece = std::max<int64_t>(1, static_cast<int64_t>(kMaxPiece) / size_);
+    int64_t rounds = 0;
+    for (int64_t n : sizes) rounds = std::max(rounds, (n + piece - 1) / piece);
+    std::vector<std::string> out(rank_ == root ? static_cast<size_t>(size_) : 0);
+    for (size_t r = 0; r < out.size(); ++r) out[r].resize(static_cast<size_t>(sizes[r]));
+    std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
+    std::string buffer;
+    for (int64_t round = 0; round < rounds; ++round) {
+      int total = 0;
       for (int r = 0; r < size_; ++r) {
-        SMOE_CHECK(total + counts[r] <= static_cast<size_t>(INT32_MAX), "gather: more than 2 GiB at the root");
-        displs[r] = static_cast<int>(total);
-        total += static_cast<size_t>(counts[r]);
+        const int64_t from = round * piece;
+        counts[r] = static_cast<int>(std::clamp<int64_t>(sizes[r] - from, 0, piece));
+        displs[r] = total;
+        total += counts[r];
       }
-      all.resize(total);
+      if (rank_ == root) buffer.resize(static_cast<size_t>(total));
+      const int64_t from = std::min(mine, round * piece);
+      SMOE_MPI_CHECK(MPI_Gatherv(bytes.data() + from, counts[rank_], MPI_BYTE, buffer.data(), counts.data(),
+                                 displs.data(), MPI_BYTE, root, comm_));
+      if (rank_ == root)
+        for (int r = 0; r < size_; ++r)
+          std::memcpy(out[r].data() + round * piece, buffer.data() + displs[r], static_cast<size_t>(counts[r]));
     }
-    SMOE_MPI_CHECK(
-        MPI_Gatherv(bytes.data(), n, MPI_BYTE, all.data(), counts.data(), displs.data(), MPI_BYTE, root, comm_));
-    std::vector<std::string> out;
-    for (size_t r = 0; r < counts.size(); ++r) out.emplace_back(all.substr(displs[r], counts[r]));
     return out;
   }
 
