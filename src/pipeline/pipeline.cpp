@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/heartbeat.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "core/progress.h"
 #include "pipeline/fault.h"
 #include "pipeline/run_state.h"
@@ -31,9 +32,11 @@ void Pipeline::run_stage(Stage& stage) {
   heartbeat::stage(name);
   inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=stage:NAME[:RANK] or kill:NAME[:RANK] (failure tests)
   Progress clock(name, 1, 1);
+  memory::reset_peak();
   json record = stage.run(s);
   if (record.is_null()) record = json::object();
   record["seconds"] = clock.seconds();
+  record["peak_rss_mb"] = ranks_peak_rss_mb(s.comm);
   s.comm.barrier();
   if (stage.recorded() && s.comm.is_root()) s.run.mark_done(name, record);
   log::info("{:<9} done in {}", name, format_duration(clock.seconds()));

@@ -2,9 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "core/progress.h"
 #include "train/checkpoint.h"
 #include "train/inference.h"
@@ -89,5 +92,14 @@ void RunState::prepare_expert_inputs() {
 }
 
 at::Tensor RunState::train_labels() const { return torch::tensor(train->labels(), torch::kLong); }
+
+std::vector<double> ranks_peak_rss_mb(comm::Communicator& comm) {
+  std::vector<int64_t> peaks(static_cast<size_t>(comm.size()));
+  int64_t mine = memory::peak_resident_bytes();
+  comm.allgather(comm::host_buffer(&mine, 1), comm::host_buffer(peaks));
+  std::vector<double> mb;
+  for (int64_t b : peaks) mb.push_back(std::round(static_cast<double>(b) / 1048576.0 * 10) / 10);
+  return mb;
+}
 
 }  // namespace smoe::pipeline

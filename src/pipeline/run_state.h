@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "core/config.h"
@@ -57,5 +58,9 @@ struct RunState {
   void prepare_expert_inputs();
   at::Tensor train_labels() const;
 };
+
+// Collective: every rank's peak resident memory (MiB, one decimal) since the
+// current stage started (Pipeline resets the peak at each stage's start).
+std::vector<double> ranks_peak_rss_mb(comm::Communicator& comm);
 
 }  // namespace smoe::pipeline

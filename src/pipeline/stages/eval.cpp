@@ -27,7 +27,8 @@ namespace {
 
 // The bookkeeping around the report: experts, stage times, the trunk cache,
 // the runtime and the EM rounds.
-void add_run_records(RunState& s, json& report, const std::vector<std::string>& devices, double eval_seconds) {
+void add_run_records(RunState& s, json& report, const std::vector<std::string>& devices, double eval_seconds,
+                     const std::vector<double>& eval_peaks) {
   const int64_t K = s.cfg.experts.count;
   json experts_json = json::array();
   for (int64_t k = 0; k < K; ++k) {
@@ -45,6 +46,14 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
     if (st.recorded && s.run.done(st.name)) stages[st.name] = s.run.record(st.name).value("seconds", 0.0);
   stages["eval"] = eval_seconds;
   report["stages"] = stages;
+  // Each rank's peak resident memory per stage (MiB), as the stage recorded
+  // it when it ran.
+  json peaks = json::object();
+  for (const auto& st : scheme_plan(s.cfg))
+    if (st.recorded && s.run.done(st.name) && s.run.record(st.name).contains("peak_rss_mb"))
+      peaks[st.name] = s.run.record(st.name)["peak_rss_mb"];
+  peaks["eval"] = eval_peaks;
+  report["peak_rss_mb"] = peaks;
   if (s.run.done("experts")) {
     // Without the cache every expert epoch (and its logits pass) would run
     // the trunk on every sample it sees.
@@ -86,10 +95,11 @@ class EvalStage : public Stage {
     json report = evaluate_test(s, s.final_round());
     // Each rank's device, for the report.
     std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
+    const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
     if (!s.comm.is_root()) return json();
     const std::string csv = report["anytime_csv"];
     report.erase("anytime_csv");
-    add_run_records(s, report, devices, clock.seconds());
+    add_run_records(s, report, devices, clock.seconds(), peaks);
     write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
     write_file_atomic(s.run.file("anytime.csv"), csv);
     eval::write_report_plots(s.run.file("accuracy_vs_macs.png"), s.run.file("routing.png"), report,
