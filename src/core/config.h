@@ -24,7 +24,6 @@ struct DataConfig {
   int64_t limit_train;       // 0 = every sample
   int64_t limit_test;        // 0 = every sample
   std::string storage;       // auto | memory | stream
-  int64_t memory_budget_mb;  // 'auto' loads a split in memory below this size
   int64_t cache_mb;          // HDF5 chunk cache per shard when streaming
   std::string verify;        // hash | size | off: shards checked against the manifest
   int64_t prefetch;          // batches prepared ahead on the loader thread
@@ -83,7 +82,7 @@ struct ExpertsConfig {
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
   std::string weighting;  // reweight | sample
   bool augment;           // crop + flip augmentation (disables the trunk cache)
-  bool cache_trunk;       // compute trunk features once when augmentation is off
+  std::string trunk_cache;  // auto | memory | disk | off: where the frozen trunk's features are kept
   OptimConfig optim;
 };
 
@@ -109,6 +108,7 @@ struct RuntimeConfig {
   std::string device;  // auto | cpu | cuda
   int64_t log_every;   // steps between progress lines
   double stall_timeout_s;  // abort the job when a rank makes no progress this long (0 = never)
+  int64_t memory_budget_mb;  // per rank, for smoe's caches: data splits and trunk features
 };
 
 struct Config {

@@ -47,8 +47,6 @@ Schema describe(Config& c) {
   s.add("data.storage", c.data.storage, std::string("auto"),
         "memory: load splits whole; stream: random HDF5 reads; auto: memory below the budget")
       .one_of({"auto", "memory", "stream"});
-  s.add("data.memory_budget_mb", c.data.memory_budget_mb, int64_t{8192}, "largest split 'auto' loads in memory (MiB)")
-      .at_least(1);
   s.add("data.cache_mb", c.data.cache_mb, int64_t{256}, "HDF5 chunk cache per open shard when streaming (MiB)")
       .at_least(1);
   s.add("data.verify", c.data.verify, std::string("hash"),
@@ -103,8 +101,10 @@ Schema describe(Config& c) {
       .one_of({"reweight", "sample"});
   s.add("experts.augment", c.experts.augment, false,
         "augment the experts' training batches (turns the trunk cache off)");
-  s.add("experts.cache_trunk", c.experts.cache_trunk, true,
-        "compute the frozen trunk's features once and reuse them (only without augmentation)");
+  s.add("experts.trunk_cache", c.experts.trunk_cache, std::string("auto"),
+        "the frozen trunk's features, computed once (not with augmentation): memory (every rank), disk (spilled "
+        "to the run folder), auto (memory within runtime.memory_budget_mb, else disk), off (recomputed per batch)")
+      .one_of({"auto", "memory", "disk", "off"});
   describe_optim(s, "experts", c.experts.optim, {5, 128, 0.02, 5e-4, "cosine"});
 
   s.add("ensembler.kind", c.ensembler.kind, std::string("bagging"),
@@ -130,6 +130,10 @@ Schema describe(Config& c) {
   s.add("runtime.device", c.runtime.device, std::string("auto"), "auto uses CUDA when available")
       .one_of({"auto", "cpu", "cuda"});
   s.add("runtime.log_every", c.runtime.log_every, int64_t{50}, "training steps between progress lines").at_least(1);
+  s.add("runtime.memory_budget_mb", c.runtime.memory_budget_mb, int64_t{8192},
+        "RAM per rank for smoe's caches (MiB): a data split loads whole when it fits (data.storage auto), then "
+        "the trunk features stay in RAM when they fit in what is left (experts.trunk_cache auto)")
+      .at_least(1);
   s.add("runtime.stall_timeout_s", c.runtime.stall_timeout_s, 1800.0,
         "abort the job, naming the rank, when a rank makes no progress (or every rank waits) this long; 0 = never")
       .at_least(0);

@@ -15,14 +15,21 @@
 namespace smoe::pipeline {
 namespace {
 
-std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& split, int64_t limit) {
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+// Opens a split; with data.storage auto it loads whole when it fits in what
+// is left of the rank's memory budget, which it then uses up.
+std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& split, int64_t limit,
+                                          int64_t& budget_left) {
   SMOE_CHECK(!c.data.path.empty(), "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
   data::DatasetOptions o;
   o.storage = c.data.storage;
-  o.memory_budget_mb = c.data.memory_budget_mb;
+  o.memory_budget_mb = std::max<int64_t>(budget_left / kMiB, 0);
   o.cache_mb = c.data.cache_mb;
   o.limit = limit;
-  return data::Dataset::open(c.data.path, split, o);
+  auto ds = data::Dataset::open(c.data.path, split, o);
+  if (ds->in_memory()) budget_left -= ds->size() * ds->image_bytes();
+  return ds;
 }
 
 }  // namespace
@@ -32,8 +39,9 @@ RunState::RunState(Config config, comm::Communicator& comm_, RunDir& run_, Runti
       comm(comm_),
       run(run_),
       rt(runtime),
-      train(open_split(cfg, cfg.data.train_split, cfg.data.limit_train)),
-      test(open_split(cfg, cfg.data.test_split, cfg.data.limit_test)),
+      budget_left(cfg.runtime.memory_budget_mb * kMiB),
+      train(open_split(cfg, cfg.data.train_split, cfg.data.limit_train, budget_left)),
+      test(open_split(cfg, cfg.data.test_split, cfg.data.limit_test, budget_left)),
       store(run, cfg, network_spec(cfg, train->manifest()), rt.device) {
   SMOE_CHECK(train->size() >= cfg.experts.count, "{} training samples for {} experts", train->size(),
              cfg.experts.count);
@@ -75,13 +83,22 @@ void RunState::prepare_expert_inputs() {
   // The frozen trunk's outputs, computed once (shared out among the ranks)
   // and reused by every expert and epoch — unless the experts train on
   // augmented images, which the trunk must see one batch at a time.
-  if (cfg.experts.cache_trunk && !cfg.experts.augment) {
+  const std::string& want = cfg.experts.trunk_cache;
+  if (want != "off" && !cfg.experts.augment) {
+    // In RAM a rank holds every row plus its own share during the allgather.
+    const int64_t bytes = train::TrunkCache::bytes_of(base, train->size(), cfg.experts.branch_after);
+    const int64_t peak = bytes + bytes / comm.size() + cfg.eval.batch_size;
+    const bool memory = want == "memory" || (want == "auto" && peak <= budget_left);
     Progress t("trunk", 1, 1);
-    at::Tensor f = train::trunk_features(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm);
+    auto cache = train::TrunkCache::build(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,
+                                          memory ? train::TrunkCacheMode::memory : train::TrunkCacheMode::disk,
+                                          run.file("cache"));
     trunk_cache_seconds = t.seconds();
-    log::info("experts   trunk features cached: [{}] in {}", fmt::join(f.sizes(), ", "),
+    log::info("experts   trunk features cached in {} ({:.1f} MiB{}) in {}", train::mode_name(cache->mode()),
+              static_cast<double>(bytes) / kMiB,
+              memory ? "" : fmt::format(", over the {} MiB left of runtime.memory_budget_mb", budget_left / kMiB),
               format_duration(trunk_cache_seconds));
-    expert_inputs = std::make_unique<train::ExpertInputs>(f);
+    expert_inputs = std::make_unique<train::ExpertInputs>(std::move(cache));
   } else {
     data::Transform t;
     t.augment = cfg.experts.augment;
@@ -89,6 +106,11 @@ void RunState::prepare_expert_inputs() {
     t.hflip = cfg.data.hflip;
     expert_inputs = std::make_unique<train::ExpertInputs>(base, train, cfg.experts.branch_after, t);
   }
+}
+
+std::string RunState::trunk_cache_mode() const {
+  if (!expert_inputs) return "none";
+  return expert_inputs->cached() ? train::mode_name(expert_inputs->cache()->mode()) : "off";
 }
 
 at::Tensor RunState::train_labels() const { return torch::tensor(train->labels(), torch::kLong); }

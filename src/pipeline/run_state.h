@@ -31,6 +31,7 @@ struct RunState {
   comm::Communicator& comm;
   RunDir& run;
   RuntimeInfo rt;
+  int64_t budget_left = 0;  // bytes of runtime.memory_budget_mb the caches have not taken
   std::shared_ptr<data::Dataset> train, test;
   ModelStore store;
   models::Backbone base{nullptr};
@@ -54,8 +55,11 @@ struct RunState {
   // Collective: train_logits and g0 on every rank.
   void share_expert_inputs();
   // Collective: the experts' inputs (the trunk's features, cached once and
-  // shared out among the ranks, unless the experts train on augmented images).
+  // shared out among the ranks, in RAM or on disk as the budget allows,
+  // unless the experts train on augmented images).
   void prepare_expert_inputs();
+  // memory, disk, off (computed per batch) or none (not prepared).
+  std::string trunk_cache_mode() const;
   at::Tensor train_labels() const;
 };
 

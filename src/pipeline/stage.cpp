@@ -64,7 +64,7 @@ bool declares(const std::vector<std::string>& keys, const std::string& key) {
 
 bool key_never_changes_results(const std::string& key) {
   return starts_with(key, "runtime.") || key == "data.prefetch" || key == "data.storage" ||
-         key == "data.memory_budget_mb" || key == "data.cache_mb" || key == "data.verify";
+         key == "data.cache_mb" || key == "data.verify";
 }
 
 size_t first_stage_using(const std::vector<StagePlan>& plan, const std::string& key) {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/heartbeat.h"
 #include "core/rng.h"
 #include "train/losses.h"
 
@@ -28,36 +29,42 @@ LoopSpec quiet_loop(const std::string& stage, int64_t n, const OptimConfig& opti
 
 }  // namespace
 
-ExpertInputs::ExpertInputs(at::Tensor cached) : cached_(std::move(cached)) {}
+ExpertInputs::ExpertInputs(std::shared_ptr<const TrunkCache> cache) : cache_(std::move(cache)) {}
 
 ExpertInputs::ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
                            data::Transform transform)
     : base_(std::move(base)), ds_(std::move(ds)), branch_after_(branch_after), transform_(transform) {}
 
-int64_t ExpertInputs::size() const { return cached_.defined() ? cached_.size(0) : ds_->size(); }
+int64_t ExpertInputs::size() const { return cache_ ? cache_->size() : ds_->size(); }
 
 at::Tensor ExpertInputs::get(const std::vector<int64_t>& ids, uint64_t augment_seed) const {
-  if (cached_.defined()) return index_rows(cached_, ids);
-  torch::NoGradGuard no_grad;
   data::Transform t = transform_;
   t.seed = augment_seed;
+  return compute(ids, t);
+}
+
+at::Tensor ExpertInputs::plain(const std::vector<int64_t>& ids) const { return compute(ids, data::Transform{}); }
+
+at::Tensor ExpertInputs::compute(const std::vector<int64_t>& ids, const data::Transform& t) const {
+  if (cache_) return cache_->rows(ids);
+  torch::NoGradGuard no_grad;
   data::Batch b = data::make_batch(*ds_, ids, t);
   base_->eval();
   return base_->blocks(b.images.to(base_->parameters().front().device()), 0, branch_after_);
 }
 
-at::Tensor ExpertInputs::all(int64_t batch) const {
-  if (cached_.defined()) return cached_;
+at::Tensor logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t batch) {
   torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> parts;
-  for (int64_t start = 0; start < size(); start += batch) {
+  net.eval();
+  const auto device = net.parameters().front().device();
+  std::vector<at::Tensor> out;
+  for (int64_t start = 0; start < inputs.size(); start += batch) {
+    heartbeat::beat("logits batch");
     std::vector<int64_t> ids;
-    for (int64_t i = start; i < std::min(size(), start + batch); ++i) ids.push_back(i);
-    data::Batch b = data::make_batch(*ds_, ids, data::Transform{});
-    base_->eval();
-    parts.push_back(base_->blocks(b.images.to(base_->parameters().front().device()), 0, branch_after_));
+    for (int64_t i = start; i < std::min(inputs.size(), start + batch); ++i) ids.push_back(i);
+    out.push_back(net.forward(inputs.plain(ids).to(device)).cpu());
   }
-  return torch::cat(parts);
+  return torch::cat(out);
 }
 
 LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,

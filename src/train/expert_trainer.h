@@ -17,32 +17,41 @@
 #include "models/ensembler.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "train/trunk_cache.h"
 #include "train/sgd_loop.h"
 
 namespace smoe::train {
 
-// The expert's inputs (the trunk's output) for any training ids: cached
-// once, or computed per batch (with augmentation when training the experts
-// on augmented data).
+// The expert's inputs (the trunk's output) for any training ids: from the
+// trunk cache (trunk_cache.h: in RAM or spilled to disk), or computed per
+// batch (with augmentation when training the experts on augmented data).
 class ExpertInputs {
  public:
-  explicit ExpertInputs(at::Tensor cached);
+  explicit ExpertInputs(std::shared_ptr<const TrunkCache> cache);
   ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
                data::Transform transform);
   // Trunk outputs of `ids`; `augment_seed` drives augmentation in live mode.
   at::Tensor get(const std::vector<int64_t>& ids, uint64_t augment_seed) const;
-  // Un-augmented trunk outputs of every sample, in batches (for logits).
-  at::Tensor all(int64_t batch) const;
+  // Un-augmented trunk outputs of `ids`.
+  at::Tensor plain(const std::vector<int64_t>& ids) const;
   int64_t size() const;
-  bool cached() const { return cached_.defined(); }
+  bool cached() const { return cache_ != nullptr; }
+  const TrunkCache* cache() const { return cache_.get(); }
 
  private:
-  at::Tensor cached_;
+  at::Tensor compute(const std::vector<int64_t>& ids, const data::Transform& t) const;
+
+  std::shared_ptr<const TrunkCache> cache_;
   mutable models::Backbone base_{nullptr};  // forward passes only
   std::shared_ptr<const data::Dataset> ds_;
   int64_t branch_after_ = 0;
   data::Transform transform_;
 };
+
+// Logits of `net` on the un-augmented inputs of every training sample, in
+// batches of `batch` consecutive ids (eval mode, no grad), on the CPU: the
+// inputs are never all in memory at once.
+at::Tensor logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t batch);
 
 struct ExpertTrainOptions {
   OptimConfig optim;

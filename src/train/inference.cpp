@@ -63,49 +63,4 @@ BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::
   return out;
 }
 
-at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch,
-                          comm::Communicator& comm) {
-  torch::NoGradGuard no_grad;
-  base->eval();
-  const auto device = base->parameters().front().device();
-  const models::Shape s = base->input_shape_of(branch_after);
-  const int64_t row = s[0] * s[1] * s[2];
-  auto batches = id_batches(ds.size(), batch);
-  const int P = comm.size();
-  // Rank r computes batches r, r + P, ... into slot j of its block; blocks are
-  // padded to the same number of slots so that one allgather moves them all.
-  const int64_t slots = (static_cast<int64_t>(batches.size()) + P - 1) / P;
-  at::Tensor mine = torch::zeros({slots * batch, row});
-  int64_t j = 0;
-  for (int64_t b : data::round_robin(static_cast<int64_t>(batches.size()), comm.rank(), P)) {
-    heartbeat::beat("trunk features batch");
-    const auto& ids = batches[static_cast<size_t>(b)];
-    data::Batch x = data::make_batch(ds, ids, data::Transform{});
-    at::Tensor f = base->blocks(x.images.to(device), 0, branch_after).reshape({static_cast<int64_t>(ids.size()), row});
-    mine.narrow(0, j++ * batch, static_cast<int64_t>(ids.size())).copy_(f);
-  }
-  at::Tensor all = torch::empty({P * slots * batch, row});
-  comm.allgather(comm::buffer_of(mine), comm::buffer_of(all));
-  mine = at::Tensor();
-  at::Tensor out = torch::empty({ds.size(), s[0], s[1], s[2]});
-  at::Tensor flat = out.view({ds.size(), row});
-  for (size_t b = 0; b < batches.size(); ++b) {
-    const int64_t owner = static_cast<int64_t>(b) % P, slot = static_cast<int64_t>(b) / P;
-    const int64_t n = static_cast<int64_t>(batches[b].size());
-    flat.narrow(0, batches[b].front(), n).copy_(all.narrow(0, (owner * slots + slot) * batch, n));
-  }
-  return out.to(device);
-}
-
-at::Tensor logits_of(models::ExpertModule& net, const at::Tensor& inputs, int64_t batch) {
-  torch::NoGradGuard no_grad;
-  net.eval();
-  std::vector<at::Tensor> out;
-  for (int64_t start = 0; start < inputs.size(0); start += batch) {
-    heartbeat::beat("logits batch");
-    out.push_back(net.forward(inputs.narrow(0, start, std::min(batch, inputs.size(0) - start))));
-  }
-  return torch::cat(out);
-}
-
 }  // namespace smoe::train

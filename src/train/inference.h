@@ -28,15 +28,6 @@ struct BaseOutputs {
 BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::Communicator& comm, int64_t batch,
                          int root);
 
-// Output of the trunk (blocks [0, branch_after)) for every sample of `ds`,
-// float [n, C', H', W'] (no augmentation), on every rank: the fixed batches
-// are shared round-robin and the results allgathered. Collective.
-at::Tensor trunk_features(models::Backbone& base, const data::Dataset& ds, int64_t branch_after, int64_t batch,
-                          comm::Communicator& comm);
-
-// Logits of an expert (or a whole network) over rows of `inputs` in batches (eval mode, no grad).
-at::Tensor logits_of(models::ExpertModule& net, const at::Tensor& inputs, int64_t batch);
-
 // Scatters rows gathered from ranks (`ids` [n] in any order) into id order.
 at::Tensor reorder_by_id(const at::Tensor& rows, const at::Tensor& ids);
 

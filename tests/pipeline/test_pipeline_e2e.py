@@ -167,6 +167,25 @@ class Pipeline(unittest.TestCase):
         self.assertEqual([e["checkpoint_sha256"] for e in resumed["experts"]],
                          [e["checkpoint_sha256"] for e in reference["experts"]])
 
+    def test_a_memory_budget_smaller_than_the_data_changes_nothing(self):
+        # 1 MiB per rank: both splits stream from the shards and the trunk
+        # features spill to disk; the report and every checkpoint are those
+        # of the run that held everything in RAM.
+        run = os.path.join(self.tmp, "budget")
+        r = self.train(2, run, "--set", "runtime.memory_budget_mb=1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        reference = read_json(os.path.join(self.runs[2], "report.json"))
+        small = read_json(os.path.join(run, "report.json"))
+        self.assertEqual(reference["trunk_cache"]["mode"], "memory")
+        self.assertEqual(small["trunk_cache"]["mode"], "disk")
+        for key in ("base", "moe", "anytime", "specialisation", "routing"):
+            self.assertEqual(small[key], reference[key], key)
+        self.assertEqual([e["checkpoint_sha256"] for e in small["experts"]],
+                         [e["checkpoint_sha256"] for e in reference["experts"]])
+        for stage in ("base", "embed", "cluster", "gate", "experts", "eval"):
+            self.assertEqual(len(small["peak_rss_mb"][stage]), 2, stage)  # one peak per rank
+        self.assertEqual(os.listdir(os.path.join(run, "cache")), [])  # spilled files removed
+
     def test_a_failing_rank_ends_the_job_quickly(self):
         run = os.path.join(self.tmp, "fault")
         start = time.time()

@@ -49,10 +49,9 @@ at::Tensor expert_likelihoods(RunState& s, int64_t round, json& stats) {
   for (int64_t k = s.comm.rank(); k < K; k += s.comm.size()) mine.push_back(k);
   if (!mine.empty()) {
     models::MoeModel moe = s.store.load_moe(s.base, round, mine);
-    at::Tensor inputs = s.expert_inputs->all(batch);
     at::Tensor base_logits = s.train_logits.to(s.rt.device);
     for (int64_t k : mine) {
-      at::Tensor logits = train::logits_of(moe.expert(k), inputs, batch);
+      at::Tensor logits = train::logits_of(moe.expert(k), *s.expert_inputs, batch).to(s.rt.device);
       at::Tensor probs = moe.ensembled_probs(k, s.cfg.ensembler.kind, base_logits, logits);
       local.select(1, k).copy_(probs.gather(1, labels.unsqueeze(1)).squeeze(1));
     }

@@ -67,7 +67,9 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
     // without the cache pays a whole pass (about P x cache_s) per pass.
     const double ranks = static_cast<double>(s.comm.size());
     report["trunk_cache"] = {
-        {"enabled", s.cfg.experts.cache_trunk && !s.cfg.experts.augment},
+        {"enabled", s.run.record("experts").value("trunk_cache_mode", "off") != "off"},
+        {"mode", s.run.record("experts").value("trunk_cache_mode", "off")},
+        {"bytes", s.run.record("experts").value("trunk_cache_bytes", int64_t{0})},
         {"seconds_spent", cache_s},
         {"trunk_passes_avoided", passes},
         {"estimated_rank_seconds_saved", std::max(0.0, ranks * cache_s * passes - ranks * cache_s)}};

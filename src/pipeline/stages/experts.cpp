@@ -71,7 +71,7 @@ json train_expert_task(RunState& s, int64_t k, int64_t round) {
                  {"checkpoint_sha256", train::save_module(*expert, s.store.expert_path(k, round))}};
 
   // Step 5: the trained ensemblers on the frozen base and expert logits.
-  at::Tensor expert_logits = train::logits_of(*expert, inputs.all(cfg.eval.batch_size), cfg.eval.batch_size).cpu();
+  at::Tensor expert_logits = train::logits_of(*expert, inputs, cfg.eval.batch_size);
   for (auto& [kind, net] : ensemblers) {
     auto estats = train::train_ensembler(*net, s.train_logits, expert_logits, labels, w.cpu(), cfg.ensembler.optim,
                                          derive_seed(cfg.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
@@ -95,7 +95,9 @@ class ExpertsStage : public Stage {
     s.prepare_expert_inputs();
     s.targets = s.g0;
     run_expert_round(s, 0);
-    return {{"trunk_cache_seconds", s.trunk_cache_seconds}};
+    json record = {{"trunk_cache_seconds", s.trunk_cache_seconds}, {"trunk_cache_mode", s.trunk_cache_mode()}};
+    if (s.expert_inputs->cached()) record["trunk_cache_bytes"] = s.expert_inputs->cache()->bytes();
+    return record;
   }
 };
 
