@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=10,
                     help="independent single-initialisation runs per side (the inertia of one run is luck)")
     ap.add_argument("--quick", action="store_true", help="the two small cases only")
+    ap.add_argument("--ranks", type=int, default=0,
+                    help="> 0: smoe's distributed K-means on this many ranks-as-threads (seeded from a sample)")
     a = ap.parse_args()
     cases = [(60000, 128, 10), (60000, 128, 100), (200000, 512, 10), (200000, 512, 100)]
     if a.quick:
@@ -50,7 +52,8 @@ def main():
             ours_s, ours_inertia, sk_s, sk_inertia = 0.0, [], 0.0, []
             for seed in range(a.seeds):
                 out = subprocess.run([os.path.join(a.bin, "bench_kmeans"), path, str(k), "--max-iter", str(a.max_iter),
-                                      "--tol", str(a.tol), "--threads", str(a.threads), "--seed", str(seed)],
+                                      "--tol", str(a.tol), "--threads", str(a.threads), "--seed", str(seed),
+                                      "--ranks", str(a.ranks)],
                                      capture_output=True, text=True, check=True)
                 ours = json.loads(out.stdout)
                 ours_s += ours["seconds"]

@@ -10,10 +10,8 @@
 #include "core/rng.h"
 
 namespace smoe::cluster {
-namespace {
-
 // Nearest centroid of each row and its squared distance, block by block.
-std::pair<at::Tensor, at::Tensor> assign_nearest(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c,
+std::pair<at::Tensor, at::Tensor> nearest_centroids(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c,
                                                  int64_t block_rows) {
   const int64_t n = x.size(0);
   at::Tensor labels = torch::empty({n}, x.options().dtype(torch::kLong));
@@ -31,7 +29,6 @@ std::pair<at::Tensor, at::Tensor> assign_nearest(const at::Tensor& x, const at::
   return {labels, dist};
 }
 
-}  // namespace
 
 at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& c) {
   return squared_distances(x, x.pow(2).sum(1), c);
@@ -100,7 +97,7 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
     bool settled = false;  // labels (and so centroids) stopped changing
     for (int64_t it = 0; it < o.max_iter; ++it) {
       heartbeat::beat("k-means iteration");
-      std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
+      std::tie(labels, dist) = nearest_centroids(x, x_sq, c, o.block_rows);
       // Strict convergence: no point changed its cluster.
       if (previous.defined() && torch::equal(labels, previous)) {
         settled = true;
@@ -136,7 +133,7 @@ KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
     }
     // Final E-step so that labels and inertia match the returned centroids
     // (already done when the labels settled).
-    if (!settled) std::tie(labels, dist) = assign_nearest(x, x_sq, c, o.block_rows);
+    if (!settled) std::tie(labels, dist) = nearest_centroids(x, x_sq, c, o.block_rows);
     stats.inertia = dist.to(torch::kDouble).sum().item<double>();
     best.restarts.push_back(stats);
     if (stats.inertia < best.inertia) {

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace smoe::cluster {
@@ -41,6 +42,11 @@ KMeansResult kmeans(const at::Tensor& x, const KMeansOptions& options);
 at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& c);
 // Same, with the rows' squared norms x_sq [n] already computed.
 at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c);
+
+// Nearest centroid of each row of x and its squared distance ([n] int64,
+// [n] float), in blocks of `block_rows` rows; x_sq [n] are the rows' squared norms.
+std::pair<at::Tensor, at::Tensor> nearest_centroids(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c,
+                                                    int64_t block_rows);
 
 // k-means++ seeding alone (greedy, as in scikit-learn): k rows of x.
 at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed);

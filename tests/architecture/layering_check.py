@@ -16,7 +16,7 @@ ALLOWED = {
     "comm": {"core"},
     "data": {"core"},
     "models": {"core"},
-    "cluster": {"core", "models"},
+    "cluster": {"core", "comm", "models"},
     "train": {"core", "comm", "data", "models"},
     "eval": {"core"},
     "pipeline": {"core", "comm", "data", "models", "cluster", "train", "eval"},
