@@ -125,6 +125,24 @@ at::Tensor row_distances(const at::Tensor& x, const at::Tensor& c, const at::Ten
 
 }  // namespace
 
+std::pair<at::Tensor, at::Tensor> group_sums(const at::Tensor& input, const at::Tensor& groups, int64_t G,
+                                             comm::Communicator& comm) {
+  at::Tensor x = input.to(torch::kFloat).cpu().contiguous();
+  const int64_t n_local = x.size(0), d = x.size(1);
+  const int64_t n = all_sum(comm, n_local);
+  const double max_abs = all_max(comm, n_local ? x.abs().max().item<double>() : 0.0);
+  const double scale = fixed_scale(max_abs * static_cast<double>(n));
+  at::Tensor acc = torch::zeros({G * d + G}, torch::kLong);
+  if (n_local > 0) {
+    at::Tensor g = groups.to(torch::kLong).cpu().contiguous();
+    at::Tensor sums = acc.narrow(0, 0, G * d).view({G, d});
+    add_fixed_rows(x, g, scale, sums);
+    acc.narrow(0, G * d, G).copy_(torch::bincount(g, {}, G));
+  }
+  comm::allreduce(comm, acc, comm::ReduceOp::sum);
+  return {acc.narrow(0, 0, G * d).view({G, d}).to(torch::kDouble) / scale, acc.narrow(0, G * d, G).clone()};
+}
+
 KMeansResult kmeans(const at::Tensor& input, const at::Tensor& ids_in, const DistributedKMeansOptions& options,
                     comm::Communicator& comm) {
   const KMeansOptions& o = options.kmeans;

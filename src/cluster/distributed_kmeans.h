@@ -32,4 +32,10 @@ struct DistributedKMeansOptions {
 KMeansResult kmeans(const at::Tensor& x, const at::Tensor& ids, const DistributedKMeansOptions& options,
                     comm::Communicator& comm);
 
+// Collective: the sums [G, d] (double) and counts [G] (int64) of the rows of
+// x [n_r, d] by group (groups [n_r] in [0, G)), over every rank, in fixed
+// point: the same bits for any split of the rows.
+std::pair<at::Tensor, at::Tensor> group_sums(const at::Tensor& x, const at::Tensor& groups, int64_t G,
+                                             comm::Communicator& comm);
+
 }  // namespace smoe::cluster

@@ -2,6 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <tuple>
+
+#include "cluster/distributed_kmeans.h"
 #include "core/error.h"
 
 namespace smoe::cluster {
@@ -9,19 +13,34 @@ namespace smoe::cluster {
 at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard) {
   SMOE_CHECK(temperature > 0, "gate temperature must be positive, got {}", temperature);
   torch::NoGradGuard no_grad;
-  at::Tensor d = squared_distances(embeddings.to(torch::kFloat), centroids.to(torch::kFloat));
+  // Row by row, by differences (not the blocked matrix product of K-means'
+  // assignment): a row's g0 is then the same bits whichever rows share the
+  // call, so the initial gate does not depend on how rows are split among ranks.
+  at::Tensor x = embeddings.to(torch::kFloat), c = centroids.to(torch::kFloat).unsqueeze(0);
+  const int64_t n = x.size(0), block = 1024;
+  at::Tensor d = torch::empty({n, centroids.size(0)}, x.options());
+  for (int64_t start = 0; start < n; start += block) {
+    const int64_t len = std::min(block, n - start);
+    d.narrow(0, start, len).copy_((x.narrow(0, start, len).unsqueeze(1) - c).pow(2).sum(2));
+  }
   if (hard) return torch::one_hot(d.argmin(1), centroids.size(0)).to(torch::kFloat);
   return torch::softmax(-d / temperature, 1);
 }
 
 PerClassClustering cluster_classes(const at::Tensor& embeddings, const at::Tensor& labels, int64_t num_classes,
-                                   const KMeansOptions& options) {
+                                   const KMeansOptions& options, comm::Communicator* comm) {
   SMOE_CHECK(options.k <= num_classes, "per-class clustering: {} experts for {} classes (need experts <= classes)",
              options.k, num_classes);
   torch::NoGradGuard no_grad;
-  at::Tensor sums = torch::zeros({num_classes, embeddings.size(1)}, embeddings.options().dtype(torch::kDouble));
-  sums.index_add_(0, labels, embeddings.to(torch::kDouble));
-  at::Tensor counts = torch::bincount(labels, {}, num_classes).to(torch::kDouble);
+  at::Tensor sums, counts;
+  if (comm) {
+    std::tie(sums, counts) = group_sums(embeddings, labels, num_classes, *comm);
+    counts = counts.to(torch::kDouble);
+  } else {
+    sums = torch::zeros({num_classes, embeddings.size(1)}, embeddings.options().dtype(torch::kDouble));
+    sums.index_add_(0, labels, embeddings.to(torch::kDouble));
+    counts = torch::bincount(labels, {}, num_classes).to(torch::kDouble);
+  }
   SMOE_CHECK((counts > 0).all().item<bool>(), "per-class clustering: some class has no training sample");
   at::Tensor means = (sums / counts.unsqueeze(1)).to(torch::kFloat);
   KMeansResult r = kmeans(means, options);

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "cluster/kmeans.h"
+#include "comm/communicator.h"
 
 namespace smoe::cluster {
 
@@ -19,9 +20,10 @@ struct PerClassClustering {
   at::Tensor centroids;        ///< float [K, d]: centroids of the class means
 };
 
-// K-means on the C class-mean embeddings (K <= C).
+// K-means on the C class-mean embeddings (K <= C). With `comm`, collective:
+// each rank passes its own rows and the class sums are exact over the ranks.
 PerClassClustering cluster_classes(const at::Tensor& embeddings, const at::Tensor& labels, int64_t num_classes,
-                                   const KMeansOptions& options);
+                                   const KMeansOptions& options, comm::Communicator* comm = nullptr);
 
 // One-hot g0 [n, K] routing each sample to its class's expert.
 at::Tensor class_assignment(const at::Tensor& labels, const at::Tensor& class_to_expert, int64_t experts);

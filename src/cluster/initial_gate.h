@@ -3,7 +3,9 @@
 // the training samples, the frozen initial gate g0 [N, K] the experts train
 // on, and the starting point of the gate g. Chosen by cluster.method; a new
 // strategy is one file plus one line in initial_gates() (initial_gate.cpp).
-// Runs on the coordinator; knows nothing of ranks or files.
+// fit() runs on one process (comm unset: every row given) or collectively on
+// every rank (comm set: each rank gives its own rows and gets their g0);
+// knows nothing of files.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "cluster/kmeans.h"
+#include "comm/communicator.h"
 #include "core/registry.h"
 #include "models/gate.h"
 
@@ -22,8 +25,10 @@ namespace smoe::cluster {
 using Tensors = std::map<std::string, at::Tensor>;
 
 struct InitialGateInputs {
-  at::Tensor embedding;  // float [N, D] pre-logits (L2-normalised when cluster.normalize)
-  at::Tensor labels;     // int64 [N]
+  at::Tensor embedding;  // float [n, D] pre-logits (L2-normalised when cluster.normalize)
+  at::Tensor labels;     // int64 [n]
+  at::Tensor ids;        // int64 [n] the rows' global ids (with comm)
+  comm::Communicator* comm = nullptr;
   int64_t num_classes = 0;
   KMeansOptions kmeans;      // k = experts.count, restarts, iterations, tolerance, seed
   double temperature = 0.1;  // T in g0 = softmax(-d^2 / T)
@@ -31,9 +36,10 @@ struct InitialGateInputs {
 };
 
 struct InitialGateFit {
-  at::Tensor g0;          // float [N, K], rows sum to 1
-  Tensors saved;          // what cluster.pt keeps beside g0 (centroids, assignments, ...)
-  nlohmann::json record;  // summary for run.json
+  at::Tensor g0;          // float [n, K] of the given rows, rows sum to 1
+  at::Tensor assign;      // int64 [n] the given rows' cluster (kmeans), if any
+  Tensors saved;          // what cluster.pt keeps beside g0 and assign (centroids, ...), the same on every rank
+  nlohmann::json record;  // summary for run.json, the same on every rank
 };
 
 class InitialGate {

@@ -14,7 +14,7 @@ namespace {
 class PerClassInitialGate : public InitialGate {
  public:
   InitialGateFit fit(const InitialGateInputs& in) const override {
-    PerClassClustering pc = cluster_classes(in.embedding, in.labels, in.num_classes, in.kmeans);
+    PerClassClustering pc = cluster_classes(in.embedding, in.labels, in.num_classes, in.kmeans, in.comm);
     InitialGateFit out;
     out.g0 = class_assignment(in.labels, pc.class_to_expert, in.kmeans.k);
     out.saved = {{"class_to_expert", pc.class_to_expert}, {"centroids", pc.centroids}};

@@ -37,6 +37,7 @@ struct RunState {
   models::Backbone base{nullptr};
 
   at::Tensor train_prelogits;  // [N, D] rank 0 (embeddings.pt)
+  at::Tensor local_ids, local_prelogits;  // this rank's rows of the embed stage, when it ran in this process
   at::Tensor train_logits;     // [N, C] rank 0, every rank after share_expert_inputs()
   at::Tensor g0;               // [N, K] rank 0 (cluster.pt), every rank after share_expert_inputs()
   at::Tensor targets;          // [N, K] what the experts fit: g0, or q of the current EM round

@@ -50,6 +50,8 @@ BaseOutputs base_outputs(models::Backbone& base, const data::Dataset& ds, comm::
   at::Tensor all_pre = comm::gather_rows(comm, my_pre, gather_root);
   at::Tensor all_logits = comm::gather_rows(comm, my_logits, gather_root);
   BaseOutputs out;
+  out.local_ids = my_ids;
+  out.local_prelogits = my_pre;
   if (comm.rank() == gather_root) {
     out.ids = torch::arange(ds.size(), torch::kLong);
     out.prelogits = reorder_by_id(all_pre, all_ids);

@@ -19,6 +19,8 @@ struct BaseOutputs {
   at::Tensor ids;        // int64 [n]
   at::Tensor prelogits;  // float [n, D]
   at::Tensor logits;     // float [n, C]
+  // This rank's own rows (its batches), on every rank.
+  at::Tensor local_ids, local_prelogits;
 };
 
 // The base model's pre-logits and logits of samples [0, n) of `ds`: the fixed

@@ -3,6 +3,7 @@
 // single-process kmeans.h's inertia within 0.1 %; scikit-learn's within 1 %
 // is bench/kmeans_vs_sklearn.py --ranks 2).
 #include "cluster/distributed_kmeans.h"
+#include "cluster/initial_gate.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -117,6 +118,39 @@ TEST(DistributedKMeans, EmptyRanksAndBadInputs) {
     at::Tensor ids = torch::tensor(ids_of(40, c.rank(), 2, 0), torch::kLong);
     EXPECT_ERROR(kmeans(x.index_select(0, ids), ids, o, c), "k-means: number of points (40) should be at least k (41)");
   });
+}
+
+// The initial gates run collectively: each rank's g0 rows, put back in id
+// order, equal the one-rank result bit for bit, for both strategies.
+TEST(InitialGates, CollectiveFitIsTheSameOnAnyRankCount) {
+  at::Tensor x = blobs(600);
+  at::Tensor labels = torch::arange(600, torch::kLong) % 6;
+  for (const std::string method : {"kmeans", "per_class"}) {
+    at::Tensor reference;
+    for (int ranks : {1, 3}) {
+      at::Tensor g0 = torch::zeros({600, 3});
+      std::mutex m;
+      comm::run_ranks(ranks, [&](comm::Communicator& c) {
+        at::Tensor ids = torch::tensor(ids_of(600, c.rank(), ranks, 2), torch::kLong);
+        InitialGateInputs in;
+        in.embedding = x.index_select(0, ids);
+        in.labels = labels.index_select(0, ids);
+        in.ids = ids;
+        in.comm = &c;
+        in.num_classes = 6;
+        in.kmeans.k = 3;
+        in.kmeans.seed = 9;
+        InitialGateFit fit = initial_gates().get(method)->fit(in);
+        std::lock_guard<std::mutex> lock(m);
+        g0.index_copy_(0, ids, fit.g0);
+      });
+      EXPECT_TRUE(torch::allclose(g0.sum(1), torch::ones({600}))) << method;
+      if (!reference.defined())
+        reference = g0;
+      else
+        EXPECT_TRUE(torch::equal(g0, reference)) << method << " on " << ranks << " ranks";
+    }
+  }
 }
 
 }  // namespace

@@ -1,15 +1,17 @@
-// Stage "cluster" (Algorithm 1 step 2): on the coordinator, the initial-gate
-// strategy of cluster.method turns the embeddings into the frozen initial
-// gate g0 [N, K] (cluster.pt), which goes to every rank.
+// Stage "cluster" (Algorithm 1 step 2): the initial-gate strategy of
+// cluster.method turns the embeddings into the frozen initial gate g0 [N, K]
+// (cluster.pt), every rank clustering the rows it embedded; g0 goes to every rank.
 #include <torch/torch.h>
 
 #include "cluster/initial_gate.h"
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "models/moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "train/checkpoint.h"
+#include "train/inference.h"
 #include "train/tensors.h"
 
 using nlohmann::json;
@@ -32,27 +34,49 @@ class ClusterStage : public Stage {
                c.experts.count, c.data.train_split, n);
   }
   json run(RunState& s) override {
+    // Every rank clusters its own rows of the embed stage when it ran in this
+    // process; after a resume the coordinator holds them all (embeddings.pt).
+    // Either way the centroids and g0 are the same (distributed_kmeans.h).
+    cluster::InitialGateInputs in;
+    at::Tensor rows;
+    if (s.local_prelogits.defined()) {
+      in.ids = s.local_ids;
+      rows = s.local_prelogits;
+    } else if (s.comm.is_root()) {
+      s.root_load_embeddings();
+      in.ids = torch::arange(s.train->size(), torch::kLong);
+      rows = s.train_prelogits;
+    } else {
+      in.ids = torch::empty({0}, torch::kLong);
+      rows = torch::empty({0, s.base->spec().prelogit_dim()});
+    }
+    in.embedding = s.cfg.cluster.normalize ? models::normalize_rows(rows) : rows;
+    in.labels = s.train_labels().index_select(0, in.ids);
+    in.comm = &s.comm;
+    in.num_classes = s.train->num_classes();
+    in.kmeans.k = s.cfg.experts.count;
+    in.kmeans.restarts = s.cfg.cluster.restarts;
+    in.kmeans.max_iter = s.cfg.cluster.max_iter;
+    in.kmeans.tol = s.cfg.cluster.tol;
+    in.kmeans.seed = derive_seed(s.cfg.seed, "cluster");
+    in.temperature = s.cfg.gate.temperature;
+    in.hard = s.cfg.gate.hard;
+    cluster::InitialGateFit fit = s.store.initial_gate().fit(in);
+    // g0 (and the assignment) of every row, in id order, on the coordinator.
+    at::Tensor gid = comm::gather_rows(s.comm, in.ids, 0);
+    at::Tensor g0 = comm::gather_rows(s.comm, fit.g0.cpu().contiguous(), 0);
+    at::Tensor assign;
+    if (fit.assign.defined()) assign = comm::gather_rows(s.comm, fit.assign.cpu().contiguous(), 0);
     json record;
     if (s.comm.is_root()) {
-      cluster::InitialGateInputs in;
-      in.embedding = s.root_train_gate_features().embedding;
-      in.labels = s.train_labels();
-      in.num_classes = s.train->num_classes();
-      in.kmeans.k = s.cfg.experts.count;
-      in.kmeans.restarts = s.cfg.cluster.restarts;
-      in.kmeans.max_iter = s.cfg.cluster.max_iter;
-      in.kmeans.tol = s.cfg.cluster.tol;
-      in.kmeans.seed = derive_seed(s.cfg.seed, "cluster");
-      in.temperature = s.cfg.gate.temperature;
-      in.hard = s.cfg.gate.hard;
-      cluster::InitialGateFit fit = s.store.initial_gate().fit(in);
       record = fit.record;
       train::StateDict saved(fit.saved.begin(), fit.saved.end());
-      saved["g0"] = fit.g0;
+      s.g0 = train::reorder_by_id(g0, gid);
+      saved["g0"] = s.g0;
+      if (assign.defined()) saved["assign"] = train::reorder_by_id(assign, gid);
       saved["temperature"] = torch::tensor(s.cfg.gate.temperature, torch::kDouble);
       record["sha256"] = train::save_state(saved, s.store.cluster_path());
-      record["gate_mass"] = train::to_doubles(fit.g0.sum(0) / fit.g0.size(0));
-      s.g0 = fit.g0;
+      record["gate_mass"] = train::to_doubles(s.g0.sum(0) / s.g0.size(0));
     }
     // The frozen initial gate goes to every rank.
     s.g0 = comm::broadcast_tensor(s.comm, s.g0, 0);

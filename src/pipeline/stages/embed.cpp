@@ -19,6 +19,8 @@ class EmbedStage : public Stage {
   std::vector<std::string> keys() const override { return {}; }  // the base model's and the data's keys
   json run(RunState& s) override {
     auto out = train::base_outputs(s.base, *s.train, s.comm, s.cfg.eval.batch_size, 0);
+    s.local_ids = out.local_ids;
+    s.local_prelogits = out.local_prelogits;
     json record;
     if (s.comm.is_root()) {
       record["sha256"] =
