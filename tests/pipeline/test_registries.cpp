@@ -28,13 +28,13 @@ struct Registered {
 };
 
 // ---------------------------------------------------------------- initial gate
-// Sample i goes to expert i mod K, whatever its embedding.
+// Sample i goes to expert i mod K, whatever its embedding (the rows a rank
+// is given come with their global ids).
 class RoundRobinGate : public cluster::InitialGate {
  public:
   cluster::InitialGateFit fit(const cluster::InitialGateInputs& in) const override {
-    const int64_t n = in.embedding.size(0);
     cluster::InitialGateFit f;
-    f.g0 = torch::one_hot(torch::arange(n) % in.kmeans.k, in.kmeans.k).to(torch::kFloat);
+    f.g0 = torch::one_hot(in.ids % in.kmeans.k, in.kmeans.k).to(torch::kFloat);
     f.record = {{"toy", "round_robin"}};
     return f;
   }
