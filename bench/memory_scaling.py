@@ -6,6 +6,7 @@ rank's peak resident memory per stage (report.json, peak_rss_mb) and the
 ratio of the large run's peak to the small run's.
 
   /usr/bin/python3 bench/memory_scaling.py [--n 5000] [--factor 4] [--budget-mb 8192] [--bin build/bin]
+  /usr/bin/python3 bench/memory_scaling.py --single --n 100000 --budget-mb 2048   (one run: stage times and peaks)
 
 The ratio the issue asks for is at most 1.2 for every stage; a stage above it
 still holds something that grows with N (see the README's memory section)."""
@@ -55,17 +56,29 @@ def main():
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--budget-mb", type=int, default=8192)
     ap.add_argument("--bin", default=os.path.join(SRC, "build/bin"))
+    ap.add_argument("--single", action="store_true", help="one run of N images: stage times and peaks")
+    ap.add_argument("--tmp", default=None, help="folder for the data and runs (default: a temporary folder)")
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="smoe-memory-")
+    tmp = tempfile.mkdtemp(prefix="smoe-memory-", dir=a.tmp)
     try:
         reports = {}
-        for n in (a.n, a.factor * a.n):
+        for n in ((a.n,) if a.single else (a.n, a.factor * a.n)):
             src, data = os.path.join(tmp, "npy-%d" % n), os.path.join(tmp, "data-%d" % n)
             make_npy(src, n, 1000)
             subprocess.run([os.path.join(a.bin, "smoe-data"), "convert", "npy", src, data], check=True,
                            stdout=subprocess.DEVNULL)
             shutil.rmtree(src)
             reports[n] = run(a.bin, data, os.path.join(tmp, "run-%d" % n), a.budget_mb)
+        if a.single:
+            r = reports[a.n]
+            print("%d training images, 2 ranks, budget %d MiB: trunk cache %s (%.0f MiB)"
+                  % (a.n, a.budget_mb, r["trunk_cache"]["mode"], r["trunk_cache"]["bytes"] / 2**20))
+            print("%-8s %10s %20s" % ("stage", "seconds", "peak MiB (ranks)"))
+            for stage in ("base", "embed", "cluster", "gate", "experts", "eval"):
+                print("%-8s %10.1f %20s" % (stage, r["stages"][stage],
+                                            " / ".join("%.0f" % v for v in r["peak_rss_mb"][stage])))
+            print("MoE bagging accuracy %.4f, base %.4f" % (r["moe"]["bagging"]["accuracy"], r["base"]["accuracy"]))
+            return
         small, large = reports[a.n], reports[a.factor * a.n]
         print("peak resident memory per stage (MiB), ranks 0 / 1, %d and %d training images, budget %d MiB"
               % (a.n, a.factor * a.n, a.budget_mb))

@@ -85,9 +85,12 @@ void RunState::prepare_expert_inputs() {
   // augmented images, which the trunk must see one batch at a time.
   const std::string& want = cfg.experts.trunk_cache;
   if (want != "off" && !cfg.experts.augment) {
-    // In RAM a rank holds every row plus its own share during the allgather.
+    // In RAM a rank holds every row plus its own share (padded to whole
+    // batches) during the allgather. Every rank decides alike: the same
+    // config, splits and budget.
     const int64_t bytes = train::TrunkCache::bytes_of(base, train->size(), cfg.experts.branch_after);
-    const int64_t peak = bytes + bytes / comm.size() + cfg.eval.batch_size;
+    const int64_t row_bytes = bytes / std::max<int64_t>(train->size(), 1);
+    const int64_t peak = bytes + bytes / comm.size() + row_bytes * cfg.eval.batch_size;
     const bool memory = want == "memory" || (want == "auto" && peak <= budget_left);
     Progress t("trunk", 1, 1);
     auto cache = train::TrunkCache::build(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,

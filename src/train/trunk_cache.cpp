@@ -21,17 +21,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string block_file(const std::string& folder, int ranks, int64_t batch, int rank) {
-  return (fs::path(folder) / fmt::format("trunk-{}x{}-rank{}.f32", ranks, batch, rank)).string();
-}
-
-void write_all(int fd, const char* p, size_t n, const std::string& path) {
+void write_at(int fd, const char* p, size_t n, off_t offset, const std::string& path) {
   while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
+    ssize_t w = ::pwrite(fd, p, n, offset);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) throw Error(errno_message("cannot write " + path));
     p += w;
     n -= static_cast<size_t>(w);
+    offset += w;
   }
 }
 
@@ -108,38 +105,53 @@ std::unique_ptr<TrunkCache> TrunkCache::build(models::Backbone& base, const data
     return c;
   }
 
+  // One file of every row in id order: rank 0 sizes it, each rank writes the
+  // rows it computed at their offsets (disjoint ranges), then every rank
+  // opens it for reading. One descriptor per rank whatever the rank count.
   fs::create_directories(folder);
-  c->my_file_ = block_file(folder, comm.size(), batch, comm.rank());
+  c->file_ = (fs::path(folder) / "trunk-features.f32").string();
+  const size_t row_bytes = static_cast<size_t>(c->row_) * sizeof(float);
+  if (comm.rank() == 0) {
+    const int fd = ::open(c->file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(c->n_ * static_cast<int64_t>(row_bytes))) != 0) {
+      const std::string why = errno_message("cannot write " + c->file_);
+      if (fd >= 0) ::close(fd);
+      throw Error(why);
+    }
+    ::close(fd);
+  }
+  comm.barrier();
   {
-    AtomicPath out(c->my_file_);
-    const int fd = ::open(out.temp().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) throw Error(errno_message("cannot write " + c->my_file_));
+    const int fd = ::open(c->file_.c_str(), O_WRONLY);
+    if (fd < 0)
+      throw Error(errno_message("trunk cache: cannot open " + c->file_ +
+                                " (is the run folder on a file system every rank sees?)"));
     try {
-      compute([&](int64_t, const at::Tensor& rows) {
-        write_all(fd, static_cast<const char*>(rows.data_ptr()), static_cast<size_t>(rows.nbytes()), c->my_file_);
+      std::vector<int64_t> mine = data::round_robin(batches, comm.rank(), comm.size());
+      compute([&](int64_t slot, const at::Tensor& rows) {
+        const int64_t first = mine[static_cast<size_t>(slot)] * batch;
+        write_at(fd, static_cast<const char*>(rows.data_ptr()), static_cast<size_t>(rows.nbytes()),
+                 static_cast<off_t>(first) * static_cast<off_t>(row_bytes), c->file_);
       });
     } catch (...) {
       ::close(fd);
       throw;
     }
-    ::close(fd);
-    out.commit();
+    if (::close(fd) != 0) throw Error(errno_message("cannot write " + c->file_));
   }
-  comm.barrier();  // every rank's file is complete
-  for (int r = 0; r < comm.size(); ++r) {
-    const std::string path = block_file(folder, comm.size(), batch, r);
-    const int fd = ::open(path.c_str(), O_RDONLY);
-    if (fd < 0) throw Error(errno_message("trunk cache: cannot open " + path + " (is the run folder on a file system every rank sees?)"));
-    c->fds_.push_back(fd);
-  }
+  comm.barrier();  // every row is written
+  c->fd_ = ::open(c->file_.c_str(), O_RDONLY);
+  if (c->fd_ < 0) throw Error(errno_message("trunk cache: cannot open " + c->file_));
+  c->owner_ = comm.rank() == 0;
+  comm.barrier();  // every rank holds it open before anyone may remove it
   return c;
 }
 
 TrunkCache::~TrunkCache() {
-  for (int fd : fds_) ::close(fd);
-  if (!my_file_.empty()) {
+  if (fd_ >= 0) ::close(fd_);
+  if (owner_) {
     std::error_code ec;
-    fs::remove(my_file_, ec);
+    fs::remove(file_, ec);  // ranks still reading keep their open descriptor
   }
 }
 
@@ -167,10 +179,8 @@ at::Tensor TrunkCache::rows(const std::vector<int64_t>& ids) const {
   const size_t row_bytes = static_cast<size_t>(row_) * sizeof(float);
   char* dst = static_cast<char*>(out.data_ptr());
   for (size_t i = 0; i < ids.size(); ++i) {
-    int64_t owner = 0, slot_row = 0;
-    locate(ids[i], owner, slot_row);
-    read_at(fds_[static_cast<size_t>(owner)], dst + i * row_bytes, row_bytes,
-            static_cast<off_t>(slot_row) * static_cast<off_t>(row_bytes));
+    SMOE_ASSERT(ids[i] >= 0 && ids[i] < n_, "trunk cache: id {} outside [0, {})", ids[i], n_);
+    read_at(fd_, dst + i * row_bytes, row_bytes, static_cast<off_t>(ids[i]) * static_cast<off_t>(row_bytes));
   }
   return out.view(shape);
 }

@@ -4,10 +4,11 @@
 // the same whichever rank computed it, and then kept where the per-rank
 // memory budget allows:
 //   memory  every rank holds every row (one allgather; N x row bytes a rank);
-//   disk    each rank writes the rows it computed to its own file in a cache
-//           folder (on the run folder's file system, which every rank sees)
-//           and every rank reads the rows it needs back with pread, so a
-//           rank holds only the batch it is training on.
+//   disk    one file in a cache folder (on the run folder's file system,
+//           which every rank sees) holds every row in id order: each rank
+//           writes the rows it computed at their offsets, and every rank
+//           reads the rows it needs back with pread, so a rank holds only the
+//           batch it is training on (the page cache does the rest).
 // Both give the same rows bit for bit, hence the same experts.
 #pragma once
 
@@ -49,15 +50,16 @@ class TrunkCache {
 
  private:
   TrunkCache() = default;
-  // Where id's row lives: rank `owner`'s block, at row `slot_row` of it.
+  // Memory mode: where id's row lives, rank `owner`'s block at row `slot_row`.
   void locate(int64_t id, int64_t& owner, int64_t& slot_row) const;
 
   TrunkCacheMode mode_ = TrunkCacheMode::memory;
   int64_t n_ = 0, batch_ = 0, ranks_ = 1, slots_ = 0, row_ = 0;
   std::vector<int64_t> shape_;  // C', H', W'
   at::Tensor blocks_;           // memory: [ranks * slots * batch, row]
-  std::vector<int> fds_;        // disk: one open file per writing rank
-  std::string my_file_;         // disk: this rank's file, removed with the cache
+  std::string file_;            // disk: the rows in id order
+  int fd_ = -1;                 // disk: open for reading
+  bool owner_ = false;          // disk: rank 0 removes the file with its cache
 };
 
 }  // namespace smoe::train
