@@ -25,7 +25,7 @@ def checkpoints(run):
     out = {}
     for root, _, files in os.walk(run):
         for name in files:
-            if name.endswith(".pt"):
+            if name.endswith(".pt") or name.endswith(".f32"):
                 path = os.path.join(root, name)
                 out[os.path.relpath(path, run)] = sha(path)
     return out

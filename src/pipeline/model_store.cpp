@@ -25,7 +25,7 @@ ModelStore::ModelStore(const RunDir& run, const Config& config, models::NetworkS
       initial_(cluster::initial_gates().get(config.cluster.method).get()) {}
 
 std::string ModelStore::base_path() const { return run_.file("base.pt"); }
-std::string ModelStore::embeddings_path() const { return run_.file("embeddings.pt"); }
+std::string ModelStore::embeddings_path() const { return run_.file("embeddings.f32"); }
 std::string ModelStore::cluster_path() const { return run_.file("cluster.pt"); }
 
 std::string ModelStore::round_dir(int64_t round) const {

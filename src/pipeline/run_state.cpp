@@ -55,26 +55,44 @@ void RunState::load_base(const std::string& path) {
   base->eval();
 }
 
-void RunState::root_load_embeddings() {
-  if (!comm.is_root() || train_prelogits.defined()) return;
-  auto e = train::load_state(store.embeddings_path());
-  train_prelogits = e.at("prelogits");
-  train_logits = e.at("logits");
+bool RunState::take_budget(int64_t bytes) {
+  if (bytes > budget_left) return false;
+  budget_left -= bytes;
+  return true;
+}
+
+int64_t RunState::embedding_width() const { return base->spec().prelogit_dim() + base->spec().num_classes; }
+
+train::RowCache& RunState::open_embeddings() {
+  if (!embeddings) {
+    const int64_t n = train->size();
+    const bool memory = take_budget(train::RowCache::bytes_of(n, {embedding_width()}));
+    embeddings = train::RowCache::open(store.embeddings_path(), n, {embedding_width()},
+                                       memory ? train::RowCacheMode::memory : train::RowCacheMode::disk);
+  }
+  return *embeddings;
+}
+
+models::GateFeatures RunState::gate_features(const std::vector<int64_t>& ids) {
+  const int64_t D = base->spec().prelogit_dim();
+  at::Tensor rows = open_embeddings().rows(ids);
+  at::Tensor pre = rows.narrow(1, 0, D);
+  return {cfg.cluster.normalize ? models::normalize_rows(pre) : pre.contiguous(),
+          rows.narrow(1, D, rows.size(1) - D).contiguous()};
+}
+
+at::Tensor RunState::base_logits(const std::vector<int64_t>& ids) {
+  const int64_t D = base->spec().prelogit_dim();
+  at::Tensor rows = open_embeddings().rows(ids);
+  return rows.narrow(1, D, rows.size(1) - D).contiguous();
 }
 
 void RunState::root_load_g0() {
   if (comm.is_root() && !g0.defined()) g0 = train::load_state(store.cluster_path()).at("g0");
 }
 
-models::GateFeatures RunState::root_train_gate_features() {
-  root_load_embeddings();
-  return {cfg.cluster.normalize ? models::normalize_rows(train_prelogits) : train_prelogits, train_logits};
-}
-
 void RunState::share_expert_inputs() {
-  root_load_embeddings();
   root_load_g0();
-  train_logits = comm::broadcast_tensor(comm, train_logits, 0);
   g0 = comm::broadcast_tensor(comm, g0, 0);
 }
 
@@ -88,13 +106,13 @@ void RunState::prepare_expert_inputs() {
     // In RAM a rank holds every row plus its own share (padded to whole
     // batches) during the allgather. Every rank decides alike: the same
     // config, splits and budget.
-    const int64_t bytes = train::TrunkCache::bytes_of(base, train->size(), cfg.experts.branch_after);
+    const int64_t bytes = train::trunk_cache_bytes(base, train->size(), cfg.experts.branch_after);
     const int64_t row_bytes = bytes / std::max<int64_t>(train->size(), 1);
     const int64_t peak = bytes + bytes / comm.size() + row_bytes * cfg.eval.batch_size;
-    const bool memory = want == "memory" || (want == "auto" && peak <= budget_left);
+    const bool memory = want == "memory" || (want == "auto" && take_budget(peak));
     Progress t("trunk", 1, 1);
-    auto cache = train::TrunkCache::build(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,
-                                          memory ? train::TrunkCacheMode::memory : train::TrunkCacheMode::disk,
+    auto cache = train::build_trunk_cache(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,
+                                          memory ? train::RowCacheMode::memory : train::RowCacheMode::disk,
                                           run.file("cache"));
     trunk_cache_seconds = t.seconds();
     log::info("experts   trunk features cached in {} ({:.1f} MiB{}) in {}", train::mode_name(cache->mode()),

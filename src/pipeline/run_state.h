@@ -19,6 +19,7 @@
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"
 #include "train/expert_trainer.h"
+#include "train/row_cache.h"
 
 namespace smoe::pipeline {
 
@@ -36,9 +37,10 @@ struct RunState {
   ModelStore store;
   models::Backbone base{nullptr};
 
-  at::Tensor train_prelogits;  // [N, D] rank 0 (embeddings.pt)
+  // Pre-logits and logits of every training sample [N, D + C]
+  // (embeddings.f32): in RAM within the budget, else read by rows from disk.
+  std::unique_ptr<train::RowCache> embeddings;
   at::Tensor local_ids, local_prelogits;  // this rank's rows of the embed stage, when it ran in this process
-  at::Tensor train_logits;     // [N, C] rank 0, every rank after share_expert_inputs()
   at::Tensor g0;               // [N, K] rank 0 (cluster.pt), every rank after share_expert_inputs()
   at::Tensor targets;          // [N, K] what the experts fit: g0, or q of the current EM round
   std::unique_ptr<train::ExpertInputs> expert_inputs;  // the frozen trunk's outputs
@@ -48,12 +50,19 @@ struct RunState {
   int64_t final_round() const { return cfg.em.steps; }
   // Loads base.pt into the base model (eval mode).
   void load_base(const std::string& path);
-  // Rank 0: embeddings.pt and cluster.pt when not in memory.
-  void root_load_embeddings();
+  // Takes `bytes` of the memory budget if that much is left.
+  bool take_budget(int64_t bytes);
+  // D + C: a row of embeddings.f32.
+  int64_t embedding_width() const;
+  // The embed stage's rows (opened on first use after a resume).
+  train::RowCache& open_embeddings();
+  // Rows of `ids`: the gate's features (pre-logits, normalised when
+  // cluster.normalize, and logits), and the base model's logits.
+  models::GateFeatures gate_features(const std::vector<int64_t>& ids);
+  at::Tensor base_logits(const std::vector<int64_t>& ids);
+  // Rank 0: cluster.pt's g0 when not in memory.
   void root_load_g0();
-  // Rank 0: the gate's features of every training sample.
-  models::GateFeatures root_train_gate_features();
-  // Collective: train_logits and g0 on every rank.
+  // Collective: g0 on every rank.
   void share_expert_inputs();
   // Collective: the experts' inputs (the trunk's features, cached once and
   // shared out among the ranks, in RAM or on disk as the budget allows,

@@ -29,7 +29,7 @@ LoopSpec quiet_loop(const std::string& stage, int64_t n, const OptimConfig& opti
 
 }  // namespace
 
-ExpertInputs::ExpertInputs(std::shared_ptr<const TrunkCache> cache) : cache_(std::move(cache)) {}
+ExpertInputs::ExpertInputs(std::shared_ptr<const RowCache> cache) : cache_(std::move(cache)) {}
 
 ExpertInputs::ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
                            data::Transform transform)
@@ -99,27 +99,69 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
   });
 }
 
-LoopStats train_ensembler(models::EnsemblerModule& stacking, const at::Tensor& base_logits,
+LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_logits,
                           const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
                           const OptimConfig& optim, uint64_t seed, const std::string& name) {
   stacking.train();
   return sgd_loop(stacking.parameters(), quiet_loop(name, labels.size(0), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
-                    at::Tensor out = stacking.forward(index_rows(base_logits, ids), index_rows(expert_logits, ids));
+                    at::Tensor out = stacking.forward(base_logits(ids), index_rows(expert_logits, ids));
                     at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
                     return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
                   });
 }
 
-LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
+LoopStats train_gate(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets,
                      const OptimConfig& optim, uint64_t seed) {
   SMOE_CHECK(gate.trainable(), "this gate kind has no weights to train");
   gate.train();
-  return sgd_loop(gate.parameters(), quiet_loop("gate", inputs.size(), optim, seed),
+  return sgd_loop(gate.parameters(), quiet_loop("gate", targets.size(0), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
-                    at::Tensor idx = torch::tensor(ids, torch::kLong);
-                    return kl_to_logits(index_rows(targets, ids), gate.forward(inputs.rows(idx))).mean();
+                    return kl_to_logits(index_rows(targets, ids), gate.forward(features(ids))).mean();
                   });
+}
+
+LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
+                     const OptimConfig& optim, uint64_t seed) {
+  return train_gate(
+      gate, [&](const std::vector<int64_t>& ids) { return inputs.rows(torch::tensor(ids, torch::kLong)); }, targets,
+      optim, seed);
+}
+
+namespace {
+
+// f(ids, start) over consecutive batches of `batch` ids covering [0, n).
+void for_batches(int64_t n, int64_t batch, const std::function<void(const std::vector<int64_t>&, int64_t)>& f) {
+  for (int64_t start = 0; start < n; start += batch) {
+    std::vector<int64_t> ids;
+    for (int64_t i = start; i < std::min(n, start + batch); ++i) ids.push_back(i);
+    f(ids, start);
+  }
+}
+
+}  // namespace
+
+GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  gate.eval();
+  const int64_t n = targets.size(0);
+  double kl = 0;
+  int64_t agree = 0;
+  for_batches(n, batch, [&](const std::vector<int64_t>& ids, int64_t) {
+    at::Tensor t = index_rows(targets, ids), logits = gate.forward(features(ids));
+    kl += kl_to_logits(t, logits).sum().item<double>();
+    agree += (logits.argmax(1) == t.argmax(1)).sum().item<int64_t>();
+  });
+  return {kl / static_cast<double>(std::max<int64_t>(n, 1)),
+          static_cast<double>(agree) / static_cast<double>(std::max<int64_t>(n, 1))};
+}
+
+at::Tensor gate_probabilities(models::GateModule& gate, const GateRowsOf& features, int64_t n, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  gate.eval();
+  std::vector<at::Tensor> parts;
+  for_batches(n, batch, [&](const std::vector<int64_t>& ids, int64_t) { parts.push_back(gate.probabilities(features(ids))); });
+  return torch::cat(parts);
 }
 
 }  // namespace smoe::train

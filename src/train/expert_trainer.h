@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,17 +18,17 @@
 #include "models/ensembler.h"
 #include "models/gate.h"
 #include "models/network.h"
-#include "train/trunk_cache.h"
+#include "train/row_cache.h"
 #include "train/sgd_loop.h"
 
 namespace smoe::train {
 
 // The expert's inputs (the trunk's output) for any training ids: from the
-// trunk cache (trunk_cache.h: in RAM or spilled to disk), or computed per
+// trunk cache (row_cache.h: in RAM or spilled to disk), or computed per
 // batch (with augmentation when training the experts on augmented data).
 class ExpertInputs {
  public:
-  explicit ExpertInputs(std::shared_ptr<const TrunkCache> cache);
+  explicit ExpertInputs(std::shared_ptr<const RowCache> cache);
   ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
                data::Transform transform);
   // Trunk outputs of `ids`; `augment_seed` drives augmentation in live mode.
@@ -36,12 +37,12 @@ class ExpertInputs {
   at::Tensor plain(const std::vector<int64_t>& ids) const;
   int64_t size() const;
   bool cached() const { return cache_ != nullptr; }
-  const TrunkCache* cache() const { return cache_.get(); }
+  const RowCache* cache() const { return cache_.get(); }
 
  private:
   at::Tensor compute(const std::vector<int64_t>& ids, const data::Transform& t) const;
 
-  std::shared_ptr<const TrunkCache> cache_;
+  std::shared_ptr<const RowCache> cache_;
   mutable models::Backbone base_{nullptr};  // forward passes only
   std::shared_ptr<const data::Dataset> ds_;
   int64_t branch_after_ = 0;
@@ -64,15 +65,32 @@ struct ExpertTrainOptions {
 LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,
                        const at::Tensor& weights, const ExpertTrainOptions& options);
 
+// Rows of a per-sample tensor by id (from RAM or disk, row_cache.h).
+using RowsOf = std::function<at::Tensor(const std::vector<int64_t>& ids)>;
+using GateRowsOf = std::function<models::GateFeatures(const std::vector<int64_t>& ids)>;
+
 // These two small loops print one progress line, at the end.
 // Fits d_k on frozen logits: minimises sum_x w(x) CE(d_k(base(x), e_k(x)), y).
-LoopStats train_ensembler(models::EnsemblerModule& ensembler, const at::Tensor& base_logits,
+LoopStats train_ensembler(models::EnsemblerModule& ensembler, const RowsOf& base_logits,
                           const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
                           const OptimConfig& optim, uint64_t seed, const std::string& name);
 
 // Fits the gate g on the base model's outputs by minimising KL(target || g)
-// (targets [N, K]: g0, or q in EM mode).
+// (targets [N, K]: g0, or q in EM mode), reading the features by batch.
+LoopStats train_gate(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets,
+                     const OptimConfig& optim, uint64_t seed);
+// The same on features held whole.
 LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
                      const OptimConfig& optim, uint64_t seed);
+
+// How well g matches the targets over every row, in batches of `batch` ids:
+// the mean KL(target || g) and the fraction whose top expert agrees.
+struct GateFit {
+  double kl = 0;
+  double top1_agreement = 0;
+};
+GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets, int64_t batch);
+// g(k|x) [N, K] of every row, in batches of `batch` ids.
+at::Tensor gate_probabilities(models::GateModule& gate, const GateRowsOf& features, int64_t n, int64_t batch);
 
 }  // namespace smoe::train

@@ -10,6 +10,7 @@ import tempfile
 import time
 import unittest
 
+import numpy as np
 import torch
 
 SRC = os.environ.get("SMOE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
@@ -130,6 +131,10 @@ class Pipeline(unittest.TestCase):
         g0 = cluster["g0"]
         self.assertEqual(tuple(g0.shape), (3000, 4))
         self.assertTrue(torch.allclose(g0.sum(1), torch.ones(3000), atol=1e-5))
+        # embeddings.f32: float32 [N, D + C] in id order; the logits are the base model's head on the pre-logits.
+        rows = torch.from_numpy(np.fromfile(os.path.join(run, "embeddings.f32"), dtype="<f4").reshape(3000, 74))
+        pre, logits = rows[:, :64], rows[:, 64:]
+        self.assertTrue(torch.allclose(pre @ base["fc.weight"].T + base["fc.bias"], logits, atol=1e-4))
 
     def test_resume_after_sigkill_during_experts(self):
         run = os.path.join(self.tmp, "killed")

@@ -245,15 +245,15 @@ TEST(TrunkCache, MemoryAndDiskOnAnyRankCountGiveTheSameRows) {
   std::vector<int64_t> shuffled = ids;
   std::reverse(shuffled.begin(), shuffled.end());
   at::Tensor reference;
-  for (TrunkCacheMode mode : {TrunkCacheMode::memory, TrunkCacheMode::disk}) {
+  for (RowCacheMode mode : {RowCacheMode::memory, RowCacheMode::disk}) {
     for (int ranks : {1, 3}) {
       comm::run_ranks(ranks, [&](comm::Communicator& c) {
         models::Backbone local(tiny());
         local->copy_from(*net);
-        auto cache = TrunkCache::build(local, *ds, 2, 16, c, mode, tmp / "cache");
+        auto cache = build_trunk_cache(local, *ds, 2, 16, c, mode, tmp / "cache");
         EXPECT_EQ(cache->mode(), mode);
         EXPECT_EQ(cache->size(), 100);
-        EXPECT_EQ(cache->bytes(), TrunkCache::bytes_of(local, 100, 2));
+        EXPECT_EQ(cache->bytes(), trunk_cache_bytes(local, 100, 2));
         at::Tensor all = cache->rows(ids);
         at::Tensor backwards = cache->rows(shuffled);
         EXPECT_TRUE(torch::equal(backwards, all.flip(0)));
@@ -315,7 +315,7 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
     o.optim.batch_size = 20;
     o.weighting = mode;
     o.log_every = 1000;
-    auto stats = train_expert(*expert, ExpertInputs(TrunkCache::from_rows(features)), labels, w, o);
+    auto stats = train_expert(*expert, ExpertInputs(RowCache::from_rows(features)), labels, w, o);
     EXPECT_EQ(stats.samples, mode == "sample" ? 15 * 100 : 15 * 200) << mode;
     expert->eval();
     torch::NoGradGuard no_grad;

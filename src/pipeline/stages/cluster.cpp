@@ -1,12 +1,13 @@
 // Stage "cluster" (Algorithm 1 step 2): the initial-gate strategy of
 // cluster.method turns the embeddings into the frozen initial gate g0 [N, K]
-// (cluster.pt), every rank clustering the rows it embedded; g0 goes to every rank.
+// (cluster.pt), every rank clustering its own rows; g0 goes to every rank.
 #include <torch/torch.h>
 
 #include "cluster/initial_gate.h"
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/sampler.h"
 #include "models/moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -34,21 +35,21 @@ class ClusterStage : public Stage {
                c.experts.count, c.data.train_split, n);
   }
   json run(RunState& s) override {
-    // Every rank clusters its own rows of the embed stage when it ran in this
-    // process; after a resume the coordinator holds them all (embeddings.pt).
-    // Either way the centroids and g0 are the same (distributed_kmeans.h).
+    // Every rank clusters its own rows: those it embedded, or after a resume
+    // the same rows read back from embeddings.f32. Any split gives the same
+    // centroids and g0 (distributed_kmeans.h); no rank holds all the rows.
     cluster::InitialGateInputs in;
     at::Tensor rows;
     if (s.local_prelogits.defined()) {
       in.ids = s.local_ids;
       rows = s.local_prelogits;
-    } else if (s.comm.is_root()) {
-      s.root_load_embeddings();
-      in.ids = torch::arange(s.train->size(), torch::kLong);
-      rows = s.train_prelogits;
     } else {
-      in.ids = torch::empty({0}, torch::kLong);
-      rows = torch::empty({0, s.base->spec().prelogit_dim()});
+      const int64_t batch = s.cfg.eval.batch_size, N = s.train->size();
+      std::vector<int64_t> mine;
+      for (int64_t b : data::round_robin((N + batch - 1) / batch, s.comm.rank(), s.comm.size()))
+        for (int64_t i = b * batch; i < std::min(N, (b + 1) * batch); ++i) mine.push_back(i);
+      in.ids = torch::tensor(mine, torch::kLong);
+      rows = s.open_embeddings().rows(mine).narrow(1, 0, s.base->spec().prelogit_dim());
     }
     in.embedding = s.cfg.cluster.normalize ? models::normalize_rows(rows) : rows;
     in.labels = s.train_labels().index_select(0, in.ids);

@@ -21,6 +21,7 @@
 #include <filesystem>
 
 #include "comm/tensor_collectives.h"
+#include "core/heartbeat.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -49,11 +50,21 @@ at::Tensor expert_likelihoods(RunState& s, int64_t round, json& stats) {
   for (int64_t k = s.comm.rank(); k < K; k += s.comm.size()) mine.push_back(k);
   if (!mine.empty()) {
     models::MoeModel moe = s.store.load_moe(s.base, round, mine);
-    at::Tensor base_logits = s.train_logits.to(s.rt.device);
+    // Batch by batch: the trunk's features and the base logits are read by
+    // rows (RAM or disk), never held whole.
     for (int64_t k : mine) {
-      at::Tensor logits = train::logits_of(moe.expert(k), *s.expert_inputs, batch).to(s.rt.device);
-      at::Tensor probs = moe.ensembled_probs(k, s.cfg.ensembler.kind, base_logits, logits);
-      local.select(1, k).copy_(probs.gather(1, labels.unsqueeze(1)).squeeze(1));
+      models::ExpertModule& expert = moe.expert(k);
+      expert.eval();
+      for (int64_t start = 0; start < N; start += batch) {
+        heartbeat::beat("e-step batch");
+        std::vector<int64_t> ids;
+        for (int64_t i = start; i < std::min(N, start + batch); ++i) ids.push_back(i);
+        at::Tensor logits = expert.forward(s.expert_inputs->plain(ids).to(s.rt.device));
+        at::Tensor probs =
+            moe.ensembled_probs(k, s.cfg.ensembler.kind, s.base_logits(ids).to(s.rt.device), logits);
+        const int64_t n = static_cast<int64_t>(ids.size());
+        local.select(1, k).narrow(0, start, n).copy_(probs.gather(1, labels.narrow(0, start, n).unsqueeze(1)).squeeze(1));
+      }
     }
   }
   const double eval_s = eval_clock.seconds();
@@ -105,12 +116,10 @@ class EmStage : public Stage {
       run_expert_round(s, r);
       if (s.comm.is_root() && !s.run.done(round_key + "/gate")) {
         models::Gate gate = s.store.load_gate(r - 1, torch::kCPU);
-        models::GateFeatures x = s.root_train_gate_features();
+        const train::GateRowsOf x = [&](const std::vector<int64_t>& ids) { return s.gate_features(ids); };
         train::train_gate(*gate, x, q, s.cfg.gate.optim, derive_seed(s.cfg.seed, "em-gate", {uint64_t(r)}));
-        torch::NoGradGuard no_grad;
-        s.run.mark_done(round_key + "/gate",
-                        {{"kl_final", train::kl_to_logits(q, gate->forward(x)).mean().item<double>()},
-                         {"sha256", train::save_module(*gate, s.store.gate_path(r))}});
+        s.run.mark_done(round_key + "/gate", {{"kl_final", train::gate_fit(*gate, x, q, s.cfg.eval.batch_size).kl},
+                                              {"sha256", train::save_module(*gate, s.store.gate_path(r))}});
       }
       s.comm.barrier();
       record["mstep_seconds"] = mclock.seconds();
@@ -146,8 +155,9 @@ class EmStage : public Stage {
     at::Tensor g;
     if (s.comm.is_root()) {
       models::Gate gate = s.store.load_gate(r - 1, torch::kCPU);
-      torch::NoGradGuard no_grad;
-      g = gate->probabilities(s.root_train_gate_features());
+      g = train::gate_probabilities(
+          *gate, [&](const std::vector<int64_t>& ids) { return s.gate_features(ids); }, s.train->size(),
+          s.cfg.eval.batch_size);
     }
     g = comm::broadcast_tensor(s.comm, g, 0);
     q = train::posterior(g, likelihood);

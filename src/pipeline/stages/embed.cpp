@@ -1,12 +1,16 @@
 // Stage "embed": the base model's pre-logits (the embeddings K-means
 // clusters) and logits of every training sample, computed in fixed batches
-// shared out among the ranks and gathered on the coordinator
-// (embeddings.pt).
-#include "core/log.h"
+// shared out among the ranks and written by each rank at their rows'
+// offsets in embeddings.f32 (float32 [N, D + C], id order): no rank gathers
+// them (train/row_cache.h). Each rank keeps its own pre-logits for the
+// cluster stage.
+#include <torch/torch.h>
+
+#include "core/hash.h"
+#include "data/batch.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
-#include "train/checkpoint.h"
-#include "train/inference.h"
+#include "train/row_cache.h"
 
 using nlohmann::json;
 
@@ -18,17 +22,29 @@ class EmbedStage : public Stage {
   std::string name() const override { return "embed"; }
   std::vector<std::string> keys() const override { return {}; }  // the base model's and the data's keys
   json run(RunState& s) override {
-    auto out = train::base_outputs(s.base, *s.train, s.comm, s.cfg.eval.batch_size, 0);
-    s.local_ids = out.local_ids;
-    s.local_prelogits = out.local_prelogits;
-    json record;
-    if (s.comm.is_root()) {
-      record["sha256"] =
-          train::save_state({{"prelogits", out.prelogits}, {"logits", out.logits}}, s.store.embeddings_path());
-      record["samples"] = out.prelogits.size(0);
-      s.train_prelogits = out.prelogits;
-      s.train_logits = out.logits;
-    }
+    torch::NoGradGuard no_grad;
+    models::Backbone& base = s.base;
+    base->eval();
+    const auto device = base->parameters().front().device();
+    const int64_t N = s.train->size(), W = s.embedding_width();
+    const bool memory = s.take_budget(train::RowCache::bytes_of(N, {W}));
+    std::vector<at::Tensor> ids, pre;
+    s.embeddings = train::RowCache::build(
+        N, {W}, s.cfg.eval.batch_size, s.comm, memory ? train::RowCacheMode::memory : train::RowCacheMode::disk,
+        s.store.embeddings_path(),
+        [&](const std::vector<int64_t>& batch) {
+          data::Batch x = data::make_batch(*s.train, batch, data::Transform{});
+          at::Tensor h = base->prelogits(base->blocks(x.images.to(device), 0, models::NetworkSpec::kBlocks));
+          ids.push_back(x.ids);
+          pre.push_back(h.cpu());
+          return torch::cat({h, base->classify(h)}, 1);
+        },
+        /*keep_file=*/true);
+    // This rank's own rows, which it clusters next.
+    s.local_ids = ids.empty() ? torch::empty({0}, torch::kLong) : torch::cat(ids);
+    s.local_prelogits = pre.empty() ? torch::empty({0, base->spec().prelogit_dim()}) : torch::cat(pre);
+    json record = {{"samples", N}, {"width", W}, {"mode", train::mode_name(s.embeddings->mode())}};
+    if (s.comm.is_root()) record["sha256"] = sha256_file(s.store.embeddings_path());
     return record;
   }
 };

@@ -73,7 +73,8 @@ json train_expert_task(RunState& s, int64_t k, int64_t round) {
   // Step 5: the trained ensemblers on the frozen base and expert logits.
   at::Tensor expert_logits = train::logits_of(*expert, inputs, cfg.eval.batch_size);
   for (auto& [kind, net] : ensemblers) {
-    auto estats = train::train_ensembler(*net, s.train_logits, expert_logits, labels, w.cpu(), cfg.ensembler.optim,
+    auto estats = train::train_ensembler(*net, [&](const std::vector<int64_t>& ids) { return s.base_logits(ids); },
+                                         expert_logits, labels, w.cpu(), cfg.ensembler.optim,
                                          derive_seed(cfg.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
                                          kind + " " + name.substr(name.find(' ') + 1));
     result[kind + "_loss"] = estats.final_loss;

@@ -30,17 +30,14 @@ class GateStage : public Stage {
     s.store.initial_gate().init_gate(*gate, {cluster_state.begin(), cluster_state.end()}, s.cfg.gate.temperature);
     record["kind"] = s.store.initial_gate().gate_kind(s.cfg.gate.kind);
     if (gate->trainable()) {
-      models::GateFeatures x = s.root_train_gate_features();
-      auto kl = [&] {
-        torch::NoGradGuard no_grad;
-        return train::kl_to_logits(s.g0, gate->forward(x)).mean().item<double>();
-      };
-      record["kl_initial"] = kl();
+      // The features are read by batch (from RAM or disk): rank 0 never holds them all.
+      const train::GateRowsOf x = [&](const std::vector<int64_t>& ids) { return s.gate_features(ids); };
+      const int64_t batch = s.cfg.eval.batch_size;
+      record["kl_initial"] = train::gate_fit(*gate, x, s.g0, batch).kl;
       train::train_gate(*gate, x, s.g0, s.cfg.gate.optim, derive_seed(s.cfg.seed, "gate"));
-      record["kl_final"] = kl();
-      torch::NoGradGuard no_grad;
-      record["top1_agreement"] =
-          (gate->forward(x).argmax(1) == s.g0.argmax(1)).to(torch::kDouble).mean().item<double>();
+      const train::GateFit fit = train::gate_fit(*gate, x, s.g0, batch);
+      record["kl_final"] = fit.kl;
+      record["top1_agreement"] = fit.top1_agreement;
       log::info("gate      KL(g0 || g) {:.4g} -> {:.4g}; top-1 agreement with g0 {:.2f}%",
                 record["kl_initial"].get<double>(), record["kl_final"].get<double>(),
                 100 * record["top1_agreement"].get<double>());

@@ -1,0 +1,78 @@
+// Per-sample rows (the frozen trunk's features, the base model's embeddings
+// and logits) computed once for every training sample: in fixed batches of
+// consecutive ids shared round-robin among the ranks, so that every row is
+// the same whichever rank computed it, and then kept where the per-rank
+// memory budget allows:
+//   memory  every rank holds every row (N x row bytes a rank);
+//   disk    one file (on the run folder's file system, which every rank
+//           sees) holds every row in id order: each rank writes the rows it
+//           computed at their offsets, and every rank reads the rows it needs
+//           back with pread, so a rank holds only the batch it works on (the
+//           page cache does the rest).
+// Both give the same rows bit for bit. A cache built with a file to keep
+// (the embed stage's embeddings.f32) can be opened again by a resumed run.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "data/dataset.h"
+#include "models/network.h"
+
+namespace smoe::train {
+
+enum class RowCacheMode { memory, disk };
+const char* mode_name(RowCacheMode m);
+
+class RowCache {
+ public:
+  // Rows [n, shape...] of the given consecutive ids, on any device.
+  using Compute = std::function<at::Tensor(const std::vector<int64_t>& ids)>;
+
+  // Collective: computes the rows of ids [0, n) in batches of `batch` ids.
+  // Disk mode writes them to `file`; with keep_file the file is the result
+  // (written whatever the mode, and loaded whole in memory mode), else it
+  // goes with the cache.
+  static std::unique_ptr<RowCache> build(int64_t n, std::vector<int64_t> shape, int64_t batch,
+                                         comm::Communicator& comm, RowCacheMode mode, const std::string& file,
+                                         const Compute& compute, bool keep_file = false);
+  // Opens the rows a build with keep_file left in `file` (memory: loads them).
+  static std::unique_ptr<RowCache> open(const std::string& file, int64_t n, std::vector<int64_t> shape,
+                                        RowCacheMode mode);
+  // A memory cache holding `rows` [n, ...] as they are.
+  static std::unique_ptr<RowCache> from_rows(const at::Tensor& rows);
+  ~RowCache();
+
+  // Rows of `ids` (any order), float [n, shape...], on the CPU.
+  at::Tensor rows(const std::vector<int64_t>& ids) const;
+  int64_t size() const { return n_; }
+  RowCacheMode mode() const { return mode_; }
+  int64_t bytes() const { return n_ * row_ * static_cast<int64_t>(sizeof(float)); }
+  static int64_t bytes_of(int64_t n, const std::vector<int64_t>& shape);
+
+ private:
+  RowCache() = default;
+  // Memory mode: where id's row lives, rank `owner`'s block at row `slot_row`.
+  void locate(int64_t id, int64_t& owner, int64_t& slot_row) const;
+
+  RowCacheMode mode_ = RowCacheMode::memory;
+  int64_t n_ = 0, batch_ = 0, ranks_ = 1, slots_ = 0, row_ = 0;
+  std::vector<int64_t> shape_;
+  at::Tensor blocks_;    // memory: [ranks * slots * batch, row]
+  std::string file_;     // disk: the rows in id order
+  int fd_ = -1;          // disk: open for reading
+  bool remove_ = false;  // disk: this rank removes the file with its cache
+};
+
+// The trunk's output (blocks [0, branch_after)) of every sample of `ds`.
+std::unique_ptr<RowCache> build_trunk_cache(models::Backbone& base, const data::Dataset& ds, int64_t branch_after,
+                                            int64_t batch, comm::Communicator& comm, RowCacheMode mode,
+                                            const std::string& folder);
+int64_t trunk_cache_bytes(const models::Backbone& base, int64_t samples, int64_t branch_after);
+
+}  // namespace smoe::train
