@@ -47,7 +47,9 @@ Schema describe(Config& c) {
   s.add("data.storage", c.data.storage, std::string("auto"),
         "memory: load splits whole; stream: random HDF5 reads; auto: memory below the budget")
       .one_of({"auto", "memory", "stream"});
-  s.add("data.cache_mb", c.data.cache_mb, int64_t{256}, "HDF5 chunk cache per open shard when streaming (MiB)")
+  s.add("data.cache_mb", c.data.cache_mb, int64_t{256},
+        "HDF5 chunk cache per open shard when streaming (MiB); a split's caches together take at most a quarter "
+        "of what runtime.memory_budget_mb leaves")
       .at_least(1);
   s.add("data.verify", c.data.verify, std::string("hash"),
         "shards checked against the manifest before training: hash (SHA-256, cached per run folder), size, off")

@@ -35,8 +35,14 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string
     if (sh.offset >= ds->size_) break;
     const std::string path = (std::filesystem::path(dir) / sh.file).string();
     const int64_t shard_bytes = sh.count * img;
-    size_t cache = memory ? 0 : static_cast<size_t>(std::min(shard_bytes, options.cache_mb << 20));
+    // Every shard's cache fills as random reads reach it: together they
+    // stay within the split's share of the memory budget.
+    int64_t per_shard = options.cache_mb << 20;
+    if (options.cache_budget_mb > 0)
+      per_shard = std::min(per_shard, (options.cache_budget_mb << 20) / static_cast<int64_t>(s.shards.size()));
+    size_t cache = memory ? 0 : static_cast<size_t>(std::max<int64_t>(std::min(shard_bytes, per_shard), 1 << 20));
     auto reader = std::make_unique<ShardReader>(path, ds->shape(), cache);
+    if (!memory) ds->cache_bytes_ += static_cast<int64_t>(cache);
     SMOE_CHECK(reader->count() == sh.count, "{}: holds {} samples but the manifest says {}", path, reader->count(),
                sh.count);
     const int64_t take = std::min(sh.count, ds->size_ - sh.offset);

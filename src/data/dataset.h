@@ -19,6 +19,7 @@ struct DatasetOptions {
   std::string storage = "auto";     // auto | memory | stream
   int64_t memory_budget_mb = 8192;  // 'auto' streams splits larger than this
   int64_t cache_mb = 256;           // chunk cache per shard when streaming
+  int64_t cache_budget_mb = 0;      // streaming: all the split's chunk caches together (0 = no limit)
   int64_t limit = 0;                // keep the first `limit` samples (0 = all)
 };
 
@@ -41,6 +42,8 @@ class Dataset {
   const std::vector<double>& mean() const { return manifest_.stats_split().mean; }
   const std::vector<double>& stddev() const { return manifest_.stats_split().std; }
   bool in_memory() const { return !pixels_.empty() || size_ == 0; }
+  // Bytes the streamed shards' chunk caches may hold together (0 in memory).
+  int64_t cache_bytes() const { return cache_bytes_; }
 
   // Copies the images of ids[0..n) into out (n * image_bytes(), in the given
   // order). Thread-safe.
@@ -52,6 +55,7 @@ class Dataset {
   Manifest manifest_;
   SplitInfo split_;
   int64_t size_ = 0;
+  int64_t cache_bytes_ = 0;
   std::vector<int64_t> labels_;
   std::vector<uint8_t> pixels_;                       // memory storage
   std::vector<std::unique_ptr<ShardReader>> shards_;  // stream storage

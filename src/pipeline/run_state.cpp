@@ -26,9 +26,12 @@ std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& sp
   o.storage = c.data.storage;
   o.memory_budget_mb = std::max<int64_t>(budget_left / kMiB, 0);
   o.cache_mb = c.data.cache_mb;
+  // Streamed, the split's HDF5 chunk caches may take a quarter of what is
+  // left (at least 1 MiB a shard).
+  o.cache_budget_mb = std::max<int64_t>(budget_left / 4 / kMiB, 1);
   o.limit = limit;
   auto ds = data::Dataset::open(c.data.path, split, o);
-  if (ds->in_memory()) budget_left -= ds->size() * ds->image_bytes();
+  budget_left -= ds->in_memory() ? ds->size() * ds->image_bytes() : ds->cache_bytes();
   return ds;
 }
 
