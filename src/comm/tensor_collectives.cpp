@@ -116,6 +116,12 @@ at::Tensor gather_rows(Communicator& comm, const at::Tensor& local, int root) {
   return out;
 }
 
+at::Tensor reorder_by_id(const at::Tensor& rows, const at::Tensor& ids) {
+  at::Tensor out = at::empty_like(rows);
+  out.index_copy_(0, ids.to(rows.device()), rows);
+  return out;
+}
+
 ExactSum::ExactSum(const std::vector<at::Tensor>& like) {
   int64_t total = 0;
   for (const auto& t : like) {

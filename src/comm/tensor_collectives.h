@@ -29,6 +29,8 @@ at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& t, int root);
 // Concatenates every rank's rows ([n_r, ...], same trailing shape and dtype)
 // on `root` in rank order; other ranks get an undefined tensor.
 at::Tensor gather_rows(Communicator& comm, const at::Tensor& local, int root);
+// Puts rows gathered from ranks (`ids` [n]: each row's id, in any order) in id order.
+at::Tensor reorder_by_id(const at::Tensor& rows, const at::Tensor& ids);
 
 // Exact, order-independent sums of float tensors across ranks (and across
 // several local additions): values are accumulated as 64-bit fixed point

@@ -10,7 +10,6 @@
 #include "core/memory.h"
 #include "core/progress.h"
 #include "train/checkpoint.h"
-#include "train/inference.h"
 
 namespace smoe::pipeline {
 namespace {

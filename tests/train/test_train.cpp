@@ -15,7 +15,6 @@
 #include "train/base_trainer.h"
 #include "train/checkpoint.h"
 #include "train/expert_trainer.h"
-#include "train/inference.h"
 #include "train/losses.h"
 #include "train/optim.h"
 
@@ -206,29 +205,6 @@ TEST(BaseTrainer, WeightsAreBitIdenticalForOneTwoAndThreeRanks) {
     if (init->named_parameters().contains(name)) moved |= !torch::equal(w, init->named_parameters()[name]);
   }
   EXPECT_TRUE(moved) << "training changed nothing";
-}
-
-TEST(Inference, OutputsDoNotDependOnTheRankCount) {
-  testing::TempDir tmp;
-  testing::make_dataset(tmp / "ds");
-  auto ds = data::Dataset::open(tmp / "ds", "train");
-  torch::manual_seed(2);
-  models::Backbone net(tiny());
-  at::Tensor logits1;
-  for (int ranks : {1, 3}) {
-    comm::run_ranks(ranks, [&](comm::Communicator& c) {
-      models::Backbone local(tiny());
-      local->copy_from(*net);
-      auto out = base_outputs(local, *ds, c, 16, -1);  // every rank gets the outputs
-      if (c.rank() == ranks - 1) {
-        if (ranks == 1)
-          logits1 = out.logits;
-        else
-          EXPECT_TRUE(torch::equal(out.logits, logits1));
-      }
-    });
-  }
-  EXPECT_EQ(logits1.sizes(), (at::IntArrayRef{100, 4}));
 }
 
 // The trunk cache in RAM and spilled to disk, on 1 and 3 ranks: every rank

@@ -12,7 +12,6 @@
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "train/checkpoint.h"
-#include "train/inference.h"
 #include "train/tensors.h"
 
 using nlohmann::json;
@@ -72,9 +71,9 @@ class ClusterStage : public Stage {
     if (s.comm.is_root()) {
       record = fit.record;
       train::StateDict saved(fit.saved.begin(), fit.saved.end());
-      s.g0 = train::reorder_by_id(g0, gid);
+      s.g0 = comm::reorder_by_id(g0, gid);
       saved["g0"] = s.g0;
-      if (assign.defined()) saved["assign"] = train::reorder_by_id(assign, gid);
+      if (assign.defined()) saved["assign"] = comm::reorder_by_id(assign, gid);
       saved["temperature"] = torch::tensor(s.cfg.gate.temperature, torch::kDouble);
       record["sha256"] = train::save_state(saved, s.store.cluster_path());
       record["gate_mass"] = train::to_doubles(s.g0.sum(0) / s.g0.size(0));

@@ -30,7 +30,6 @@
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
 #include "train/expert_trainer.h"
-#include "train/inference.h"
 #include "train/losses.h"
 
 using nlohmann::json;

@@ -18,7 +18,6 @@
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
-#include "train/inference.h"
 
 using nlohmann::json;
 
