@@ -1,7 +1,7 @@
 // The run folder's models: where each checkpoint lives and how each model is
 // built and loaded. The only place that knows the layout
 //
-//   base.pt, embeddings.pt, cluster.pt, gate.pt
+//   base.pt, embeddings.f32, cluster.pt, gate.pt
 //   experts/expert-NNN.pt, experts/<ensembler>-NNN.pt      (Algorithm 1: round 0)
 //   em-R/expert-NNN.pt, em-R/<ensembler>-NNN.pt, em-R/gate.pt, em-R/q.pt   (EM round R)
 //
