@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     models::Backbone bare(spec);
     bare->train();
-    auto opt = train::make_sgd(bare->parameters(), optim);
+    auto opt = train::make_optimizer(bare->parameters(), optim);
     auto t0 = std::chrono::steady_clock::now();
     int64_t images = 0;
     for (int64_t e = 0; e < epochs; ++e) {

@@ -32,17 +32,19 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string arch;  // tiny_resnet | plain_cnn
-  int64_t depth;     // tiny_resnet depth: 10 | 18 | 34
-  int64_t width;     // channels of the first stage
+  std::string arch;             // tiny_resnet | plain_cnn
+  int64_t depth;                // tiny_resnet depth: 10 | 18 | 34
+  int64_t width;                // channels of the first stage (small_cnn: of its convolution)
+  std::vector<int64_t> hidden;  // small_cnn experts and gates: the two hidden layers
 };
 
 // Options shared by every SGD training loop (base, experts, ensemblers, gate).
 struct OptimConfig {
+  std::string optimizer;  // sgd | adam
   int64_t epochs;
   int64_t batch_size;
   double lr;
-  double momentum;
+  double momentum;  // SGD momentum (adam: beta1 stays 0.9)
   double weight_decay;
   bool nesterov;
   std::string schedule;              // cosine | step | constant
@@ -97,6 +99,28 @@ struct EmConfig {
   int64_t chunk_samples;  // E-step allreduce chunk (rows of the N x K matrix)
 };
 
+// The batch-level regularisers of a jointly trained MoE (Krishnamurthy et
+// al. Section 6; train/moe_losses.h).
+struct RegularizerConfig {
+  double importance;       // w in L_imp = w * CV(sum over the batch of g)^2
+  double similarity_same;  // beta_s: same-expert pairs close
+  double similarity_diff;  // beta_d: different-expert pairs far
+};
+
+// scheme joint: gate and experts trained together, end to end.
+struct JointConfig {
+  int64_t micro_batch;  // rank-count-invariant gradient sums are over micro-batches
+  RegularizerConfig reg;
+  OptimConfig optim;
+};
+
+// The distill stage: experts frozen, a plain gate trained to route alone.
+struct DistillConfig {
+  std::string gate_kind;  // the gate that replaces an attentive one
+  RegularizerConfig reg;
+  OptimConfig optim;
+};
+
 struct EvalConfig {
   std::vector<double> taus;
   int64_t batch_size;
@@ -122,6 +146,8 @@ struct Config {
   ExpertsConfig experts;
   EnsemblerConfig ensembler;
   EmConfig em;
+  JointConfig joint;
+  DistillConfig distill;
   EvalConfig eval;
   RuntimeConfig runtime;
 

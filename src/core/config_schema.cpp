@@ -11,12 +11,15 @@ struct OptimDefaults {
   double lr;
   double weight_decay;
   std::string schedule;
+  std::string optimizer = "sgd";
 };
 
 void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const OptimDefaults& d) {
+  s.add(p + ".optimizer", o.optimizer, d.optimizer, "sgd (momentum, Nesterov) or adam (betas 0.9, 0.999)")
+      .one_of({"sgd", "adam"});
   s.add(p + ".epochs", o.epochs, d.epochs, "training epochs").at_least(0);
   s.add(p + ".batch_size", o.batch_size, d.batch_size, "mini-batch size (samples per step)").at_least(1);
-  s.add(p + ".lr", o.lr, d.lr, "peak learning rate of SGD").above(0);
+  s.add(p + ".lr", o.lr, d.lr, "peak learning rate").above(0);
   s.add(p + ".momentum", o.momentum, 0.9, "SGD momentum").at_least(0).at_most(1);
   s.add(p + ".weight_decay", o.weight_decay, d.weight_decay, "L2 weight decay").at_least(0);
   s.add(p + ".nesterov", o.nesterov, true, "Nesterov momentum");
@@ -30,14 +33,27 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
       .at_most(0.99);
 }
 
+// Krishnamurthy et al. Section 6 (train/moe_losses.h).
+void describe_regularizers(Schema& s, const std::string& p, RegularizerConfig& r) {
+  s.add(p + ".importance", r.importance, 0.0, "w of the importance loss w * CV(sum over the batch of g(k|x))^2")
+      .at_least(0);
+  s.add(p + ".similarity_same", r.similarity_same, 0.0,
+        "beta_s of the sample-similarity loss: pulls same-expert pairs together (M = P'DP / B^2)")
+      .at_least(0);
+  s.add(p + ".similarity_diff", r.similarity_diff, 0.0,
+        "beta_d of the sample-similarity loss: pushes different-expert pairs apart (M = P'DP / B^2)")
+      .at_least(0);
+}
+
 }  // namespace
 
 Schema describe(Config& c) {
   Schema s;
   s.add("seed", c.seed, int64_t{0}, "run seed; every random stream derives from it").at_least(0);
   s.add("scheme", c.scheme, std::string("algorithm1"),
-        "training scheme, an ordered list of stages: algorithm1 (Royer et al. Algorithm 1) or em (Algorithm 1, then "
-        "em.steps EM rounds)");
+        "training scheme, an ordered list of stages: algorithm1 (Royer et al. Algorithm 1), em (Algorithm 1, then "
+        "em.steps EM rounds), joint (gate and experts trained together, Krishnamurthy et al.) or joint_distill "
+        "(joint, then the gate distilled with the experts frozen)");
 
   s.add("data.path", c.data.path, std::string(), "dataset folder made by smoe-data convert");
   s.add("data.train_split", c.data.train_split, std::string("train"), "split to train on");
@@ -63,7 +79,11 @@ Schema describe(Config& c) {
 
   s.add("model.arch", c.model.arch, std::string("tiny_resnet"), "network family").one_of({"tiny_resnet", "plain_cnn"});
   s.add("model.depth", c.model.depth, int64_t{10}, "tiny_resnet depth (10, 18 or 34)").at_least(10).at_most(34);
-  s.add("model.width", c.model.width, int64_t{16}, "channels of the first stage (doubled at every down-sampling)")
+  s.add("model.width", c.model.width, int64_t{16},
+        "channels of the first stage (doubled at every down-sampling); small_cnn: channels of its convolution")
+      .at_least(1);
+  s.add("model.hidden", c.model.hidden, std::vector<int64_t>{128, 64},
+        "small_cnn experts and gates (Krishnamurthy et al. Appendix B): sizes of the two hidden layers")
       .at_least(1);
 
   s.add("base.checkpoint", c.base.checkpoint, std::string(),
@@ -86,14 +106,16 @@ Schema describe(Config& c) {
       .at_least(0);
   s.add("cluster.normalize", c.cluster.normalize, true, "L2-normalise embeddings before clustering");
 
-  s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits)");
+  s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits); scheme joint: cnn (a small CNN on the images) or attentive "
+        "(attends to the experts' last hidden layers)");
   s.add("gate.temperature", c.gate.temperature, 0.1, "T in g0(k|x) = softmax_k(-|x - c_k|^2 / T)").above(0);
   s.add("gate.hard", c.gate.hard, false, "one-hot g0 (nearest centroid) instead of the softmax");
   describe_optim(s, "gate", c.gate.optim, {20, 256, 0.05, 0.0, "cosine"});
 
   s.add("experts.count", c.experts.count, int64_t{4}, "number of experts K").at_least(1);
   s.add("experts.arch", c.experts.arch, std::string("branch"),
-        "expert architecture: branch (the base model's blocks after branch_after, started from its weights)");
+        "expert architecture: branch (the base model's blocks after branch_after, started from its weights) or "
+        "small_cnn (Krishnamurthy et al.'s one convolution and two hidden layers, on the images)");
   s.add("experts.gamma", c.experts.gamma, 0.1, "gamma in w_k = clip(g0(k|x), gamma, 1)").at_least(0).at_most(1);
   s.add("experts.branch_after", c.experts.branch_after, int64_t{3},
         "blocks of the base model shared and frozen by every expert (block 0 is the stem)")
@@ -117,6 +139,17 @@ Schema describe(Config& c) {
   s.add("em.expert_epochs", c.em.expert_epochs, int64_t{1}, "expert epochs in each M-step").at_least(0);
   s.add("em.chunk_samples", c.em.chunk_samples, int64_t{65536}, "rows of the N x K E-step matrix reduced at once")
       .at_least(1);
+
+  s.add("joint.micro_batch", c.joint.micro_batch, int64_t{64},
+        "scheme joint: samples per micro-batch; gradients are summed exactly over micro-batches so results do not "
+        "depend on the rank count")
+      .at_least(1);
+  describe_regularizers(s, "joint", c.joint.reg);
+  describe_optim(s, "joint", c.joint.optim, {20, 512, 1e-3, 0.0, "constant", "adam"});
+  s.add("distill.gate_kind", c.distill.gate_kind, std::string("cnn"),
+        "distill stage: the gate kind trained on the frozen experts (started from the trained gate's shared layers)");
+  describe_regularizers(s, "distill", c.distill.reg);
+  describe_optim(s, "distill", c.distill.optim, {10, 512, 1e-3, 0.0, "constant", "adam"});
 
   s.add("eval.taus", c.eval.taus,
         std::vector<double>{0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0},

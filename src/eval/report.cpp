@@ -180,16 +180,7 @@ Report build_report(const Tally& tally, Costs costs) {
   for (size_t i : convex_envelope(points)) envelope.push_back(point_json(points[i]));
   report["envelope"] = envelope;
 
-  const auto spec = specialisation_of(tally.specialisation(), C);
-  report["specialisation"] = {{"gate_entropy", spec.gate_entropy},
-                              {"usage_entropy", spec.usage_entropy},
-                              {"mutual_information", spec.mutual_information},
-                              {"unit", "bits"}};
-  std::vector<std::vector<int64_t>> routing(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < C; ++c)
-      routing[static_cast<size_t>(k)].push_back(tally.specialisation().routing[static_cast<size_t>(k * C + c)]);
-  report["routing"] = routing;
+  report.update(specialisation_json(tally.specialisation(), K, C));
   report["anytime_summary"] = anytime_summary(curve, base_pt);
   r.anytime_csv = csv.str();
   return r;
@@ -201,6 +192,28 @@ Report build_report(const TestOutputs& t, Costs costs, const ReportOptions& opti
   Tally tally(t.gate.size(1), names, options);
   tally.add(t);
   return build_report(tally, std::move(costs));
+}
+
+json specialisation_json(const SpecialisationCount& count, int64_t K, int64_t C) {
+  const auto spec = specialisation_of(count, C);
+  json out;
+  out["specialisation"] = {{"gate_entropy", spec.gate_entropy},
+                           {"usage_entropy", spec.usage_entropy},
+                           {"mutual_information", spec.mutual_information},
+                           {"unit", "bits"}};
+  std::vector<std::vector<int64_t>> routing(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) routing[static_cast<size_t>(k)].push_back(count.routing[static_cast<size_t>(k * C + c)]);
+  out["routing"] = routing;
+  return out;
+}
+
+void write_routing_plot(const std::string& routing_png, const json& report, const std::vector<std::string>& class_names) {
+  const auto routing = report["routing"].get<std::vector<std::vector<int64_t>>>();
+  std::vector<std::string> rows, cols;
+  for (size_t k = 0; k < routing.size(); ++k) rows.push_back(fmt::format("expert {}", k));
+  for (const auto& n : class_names) cols.push_back(n.size() > 10 ? n.substr(0, 9) + "." : n);
+  plot_heatmap(routing_png, "test samples routed to each expert (top-1 gate) by class", routing, rows, cols);
 }
 
 void write_report_plots(const std::string& accuracy_png, const std::string& routing_png, const json& report,
@@ -219,15 +232,11 @@ void write_report_plots(const std::string& accuracy_png, const std::string& rout
   for (const auto& j : report["anytime"]) curve.push_back(to_point(j));
   for (const auto& [name, j] : report["moe"].items()) moe_pts.push_back(to_point(j));
   for (const auto& j : report["envelope"]) env.push_back(to_point(j));
-  const auto routing = report["routing"].get<std::vector<std::vector<int64_t>>>();
   plot_series(accuracy_png, dataset + ": accuracy vs MACs", "MMACs per image", "test accuracy (%)",
               {series_of("anytime (tau grid)", curve, true, 9, 2), series_of("convex envelope", env, true, 3, 4),
                series_of("MoE top-1 / bagging / stacking / top-2", moe_pts, false, 1, 5),
                series_of("base model", {base_pt}, false, 13, 17)});
-  std::vector<std::string> rows, cols;
-  for (size_t k = 0; k < routing.size(); ++k) rows.push_back(fmt::format("expert {}", k));
-  for (const auto& n : class_names) cols.push_back(n.size() > 10 ? n.substr(0, 9) + "." : n);
-  plot_heatmap(routing_png, "test samples routed to each expert (top-1 gate) by class", routing, rows, cols);
+  write_routing_plot(routing_png, report, class_names);
 }
 
 }  // namespace smoe::eval

@@ -79,6 +79,13 @@ Report build_report(const Tally& tally, Costs costs);
 // The same from the outputs of every test sample at once.
 Report build_report(const TestOutputs& t, Costs costs, const ReportOptions& options);
 
+// The report's "specialisation" (Krishnamurthy et al.'s metrics, bits) and
+// "routing" (Count(E = argmax g, Y), [K][C]) entries from summed counts.
+nlohmann::json specialisation_json(const SpecialisationCount& count, int64_t experts, int64_t num_classes);
+// routing.png from a report's "routing" entry.
+void write_routing_plot(const std::string& routing_png, const nlohmann::json& report,
+                        const std::vector<std::string>& class_names);
+
 // accuracy_vs_macs.png and routing.png from a report built above.
 void write_report_plots(const std::string& accuracy_png, const std::string& routing_png, const nlohmann::json& report,
                         const std::string& dataset, const std::vector<std::string>& class_names);

@@ -2,15 +2,36 @@
 
 #include <torch/torch.h>
 
+#include "core/error.h"
 #include "models/network.h"
+#include "models/small_cnn.h"
 
 namespace smoe::models {
+
+HiddenAndLogits ExpertModule::forward_hidden(const at::Tensor&) {
+  fail("expert architecture {} has no hidden layer to attend to (gate.kind attentive)", name());
+}
+
+namespace {
+
+Expert small_cnn_expert(const ExpertSpec& s) {
+  SmallCnnSpec spec;
+  spec.input = s.branch_after == 0 ? s.base.input : Backbone(s.base).ptr()->input_shape_of(s.branch_after);
+  spec.channels = s.base.width;
+  spec.hidden = s.base.hidden;
+  spec.outputs = s.base.num_classes;
+  return std::make_shared<SmallCnnExpertImpl>(spec);
+}
+
+}  // namespace
 
 Registry<ExpertFactory>& expert_architectures() {
   static Registry<ExpertFactory> registry(
       "expert architecture", "experts.arch",
       // The base model's blocks after branch_after and its head (Algorithm 1).
-      {{"branch", [](const ExpertSpec& s) -> Expert { return Backbone(s.base, s.branch_after).ptr(); }}});
+      {{"branch", [](const ExpertSpec& s) -> Expert { return Backbone(s.base, s.branch_after).ptr(); }},
+       // Krishnamurthy et al.'s small CNN, on the images or the trunk's features.
+       {"small_cnn", small_cnn_expert}});
   return registry;
 }
 

@@ -19,10 +19,20 @@ namespace smoe::models {
 
 class BackboneImpl;
 
+struct HiddenAndLogits {
+  at::Tensor hidden;  // [B, hidden_dim()] the last hidden layer
+  at::Tensor logits;  // [B, classes]
+};
+
 class ExpertModule : public torch::nn::Module {
  public:
   // Logits [B, classes] from trunk features [B, C', H', W'].
   virtual at::Tensor forward(const at::Tensor& trunk_features) = 0;
+  // The last hidden layer with the logits (what Krishnamurthy et al.'s
+  // attentive gate attends to). Architectures without one fail.
+  virtual HiddenAndLogits forward_hidden(const at::Tensor& trunk_features);
+  // Size of that hidden layer (0: none).
+  virtual int64_t hidden_dim() const { return 0; }
   // Multiply-accumulates of one forward pass for one image.
   virtual int64_t forward_macs() const = 0;
   // Starting weights from the trained base model (an architecture that
@@ -39,7 +49,7 @@ struct ExpertSpec {
 };
 
 using ExpertFactory = std::function<Expert(const ExpertSpec&)>;
-// experts.arch -> factory. Built in: "branch".
+// experts.arch -> factory. Built in: "branch", "small_cnn" (models/small_cnn.h).
 Registry<ExpertFactory>& expert_architectures();
 
 }  // namespace smoe::models

@@ -2,15 +2,39 @@
 
 #include <torch/torch.h>
 
+#include "models/cnn_gate.h"
+
 namespace smoe::models {
 
+namespace {
+
+at::Tensor rows_of(const at::Tensor& t, const at::Tensor& ids) {
+  return t.defined() ? t.index_select(0, ids.to(t.device())) : t;
+}
+at::Tensor moved(const at::Tensor& t, const c10::Device& device) { return t.defined() ? t.to(device) : t; }
+
+}  // namespace
+
 GateFeatures GateFeatures::rows(const at::Tensor& ids) const {
-  return {embedding.index_select(0, ids.to(embedding.device())),
-          base_logits.index_select(0, ids.to(base_logits.device()))};
+  return {rows_of(embedding, ids), rows_of(base_logits, ids), rows_of(inputs, ids), rows_of(expert_hidden, ids)};
 }
 
 GateFeatures GateFeatures::to(const c10::Device& device) const {
-  return {embedding.to(device), base_logits.to(device)};
+  return {moved(embedding, device), moved(base_logits, device), moved(inputs, device), moved(expert_hidden, device)};
+}
+
+int64_t GateModule::init_from(const GateModule& other) {
+  torch::NoGradGuard no_grad;
+  int64_t copied = 0;
+  const auto theirs = other.named_parameters(true);
+  for (auto& p : named_parameters(true)) {
+    const at::Tensor* t = theirs.find(p.key());
+    if (t && t->sizes() == p.value().sizes()) {
+      p.value().copy_(*t);
+      ++copied;
+    }
+  }
+  return copied;
 }
 
 at::Tensor GateModule::probabilities(const GateFeatures& f) { return torch::softmax(forward(f), 1); }
@@ -43,7 +67,9 @@ Registry<GateFactory>& gate_kinds() {
       {{"linear",
         [](const GateSpec& s) -> Gate { return std::make_shared<LinearGateImpl>(s.embedding_dim, s.experts); }},
        {"class_routing",
-        [](const GateSpec& s) -> Gate { return std::make_shared<ClassRoutingGateImpl>(s.classes, s.experts); }}});
+        [](const GateSpec& s) -> Gate { return std::make_shared<ClassRoutingGateImpl>(s.classes, s.experts); }},
+       {"cnn", [](const GateSpec& s) -> Gate { return std::make_shared<CnnGateImpl>(s); }},
+       {"attentive", [](const GateSpec& s) -> Gate { return std::make_shared<AttentiveGateImpl>(s); }}});
   return registry;
 }
 

@@ -17,10 +17,21 @@
 
 namespace smoe::models {
 
-// What a gate sees of a sample: the base model's outputs.
+// What a gate sees of a sample: the base model's outputs (Algorithm 1), or
+// the experts' input and, for the attentive gate, the experts' last hidden
+// layers (jointly trained MoEs). Fields a gate kind does not read may be
+// undefined.
 struct GateFeatures {
-  at::Tensor embedding;    // [B, D] pre-logits (normalised when cluster.normalize)
-  at::Tensor base_logits;  // [B, C]
+  GateFeatures() = default;
+  GateFeatures(at::Tensor embedding, at::Tensor base_logits, at::Tensor inputs = {}, at::Tensor expert_hidden = {})
+      : embedding(std::move(embedding)),
+        base_logits(std::move(base_logits)),
+        inputs(std::move(inputs)),
+        expert_hidden(std::move(expert_hidden)) {}
+  at::Tensor embedding;      // [B, D] pre-logits (normalised when cluster.normalize)
+  at::Tensor base_logits;    // [B, C]
+  at::Tensor inputs;         // [B, C, H, W] what the experts read (scheme joint)
+  at::Tensor expert_hidden;  // [B, K, H] each expert's last hidden layer (attentive gate)
 
   int64_t size() const { return embedding.size(0); }
   GateFeatures rows(const at::Tensor& ids) const;  // ids: int64 [b]
@@ -40,6 +51,16 @@ class GateModule : public torch::nn::Module {
   // the gate can express it (Royer et al.: g is fitted to g0 from there).
   // Returns false when this kind cannot.
   virtual bool init_from_centroids(const at::Tensor& centroids, double temperature) { return false; }
+  // Whether it reads GateFeatures::inputs (a gate of a jointly trained MoE)
+  // rather than the base model's outputs.
+  virtual bool reads_inputs() const { return false; }
+  // Whether it needs GateFeatures::expert_hidden (then every expert runs
+  // before the gate: no conditional computation).
+  virtual bool needs_expert_hidden() const { return false; }
+  // Starts from another gate's weights wherever a parameter has the same
+  // name and shape (distillation starts a plain gate from the attentive
+  // gate's trunk); returns how many tensors were copied.
+  int64_t init_from(const GateModule& other);
 };
 using Gate = std::shared_ptr<GateModule>;
 
@@ -75,12 +96,20 @@ class ClassRoutingGateImpl : public GateModule {
 };
 
 struct GateSpec {
+  GateSpec() = default;
+  GateSpec(int64_t embedding_dim, int64_t classes, int64_t experts)
+      : embedding_dim(embedding_dim), classes(classes), experts(experts) {}
   int64_t embedding_dim = 0;
   int64_t classes = 0;
   int64_t experts = 0;
+  std::vector<int64_t> input;    // [C, H, W] of GateFeatures::inputs
+  int64_t width = 16;            // small-CNN gates: channels of the convolution
+  std::vector<int64_t> hidden;   // small-CNN gates: the two hidden layers
+  int64_t expert_hidden = 0;     // attentive gate: size of the experts' last hidden layer
 };
 using GateFactory = std::function<Gate(const GateSpec&)>;
-// gate.kind -> factory. Built in: "linear", "class_routing" (used by cluster.method per_class).
+// gate.kind -> factory. Built in: "linear", "class_routing" (used by
+// cluster.method per_class), "cnn" and "attentive" (models/cnn_gate.h).
 Registry<GateFactory>& gate_kinds();
 
 }  // namespace smoe::models

@@ -158,6 +158,11 @@ at::Tensor BackboneImpl::blocks(at::Tensor x, int64_t from, int64_t to) {
 
 at::Tensor BackboneImpl::prelogits(const at::Tensor& h) { return torch::adaptive_avg_pool2d(h, {1, 1}).flatten(1); }
 
+HiddenAndLogits BackboneImpl::forward_hidden(const at::Tensor& x) {
+  at::Tensor h = prelogits(blocks(x, first_, NetworkSpec::kBlocks));
+  return {h, classify(h)};
+}
+
 at::Tensor BackboneImpl::forward(const at::Tensor& x) {
   return classify(prelogits(blocks(x, first_, NetworkSpec::kBlocks)));
 }

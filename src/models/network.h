@@ -54,6 +54,9 @@ class BackboneImpl : public ExpertModule {
   at::Tensor classify(const at::Tensor& prelogits) { return fc_->forward(prelogits); }
   // Logits of x, the input of block first_block().
   at::Tensor forward(const at::Tensor& x) override;
+  // ExpertModule: the pre-logits are the last hidden layer.
+  HiddenAndLogits forward_hidden(const at::Tensor& x) override;
+  int64_t hidden_dim() const override { return spec_.prelogit_dim(); }
   // ExpertModule: MACs of blocks [first, kBlocks) and the head; Algorithm 1's
   // initialisation theta_{e_k} <- theta_phi is copy_from.
   int64_t forward_macs() const override { return macs(first_, NetworkSpec::kBlocks) + head_macs(); }

@@ -2,16 +2,30 @@
 
 #include <torch/torch.h>
 
+#include <mutex>
+
 #include "core/rng.h"
 #include "train/checkpoint.h"
 
 namespace smoe::pipeline {
+namespace {
+
+// Seeding torch's one global generator and drawing a model's initial
+// weights from it must not interleave with another thread doing the same
+// (ranks as threads in tests): one model is built at a time.
+std::mutex& init_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+}  // namespace
 
 models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
   models::NetworkSpec s;
   s.arch = c.model.arch;
   s.depth = c.model.depth;
   s.width = c.model.width;
+  s.hidden = c.model.hidden;
   s.input = m.shape;
   s.num_classes = m.num_classes;
   return s;
@@ -47,6 +61,7 @@ std::string ModelStore::ensembler_path(const std::string& name, int64_t k, int64
 std::string ModelStore::q_path(int64_t round) const { return round_dir(round) + "/q.pt"; }
 
 models::Backbone ModelStore::build_base() const {
+  std::lock_guard<std::mutex> lock(init_mutex());
   torch::manual_seed(derive_seed(cfg_.seed, "base-init"));
   models::Backbone base(spec_, 0);
   base->to(device_);
@@ -105,6 +120,55 @@ models::MoeModel ModelStore::load_moe(models::Backbone base, int64_t round, std:
   if (experts.empty())
     for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(k);
   for (int64_t k : experts) moe.set_expert(k, load_expert(k, round), load_ensemblers(k, round));
+  return moe;
+}
+
+std::string ModelStore::joint_path(const std::string& stage) const { return run_.file(stage + ".pt"); }
+
+std::string ModelStore::progress_dir(const std::string& stage) const { return run_.file(stage + "-progress"); }
+
+std::string ModelStore::progress_path(const std::string& stage, int64_t epoch, const std::string& ext) const {
+  return fmt::format("{}/epoch-{:03d}.{}", progress_dir(stage), epoch, ext);
+}
+
+models::Gate ModelStore::build_joint_gate(const std::string& kind, int64_t expert_hidden,
+                                          const std::string& init_stream) const {
+  std::unique_lock<std::mutex> lock(init_mutex(), std::defer_lock);
+  if (!init_stream.empty()) {
+    lock.lock();
+    torch::manual_seed(derive_seed(cfg_.seed, init_stream));
+  }
+  models::GateSpec g;
+  g.classes = spec_.num_classes;
+  g.experts = cfg_.experts.count;
+  g.input = spec_.input;
+  g.width = spec_.width;
+  g.hidden = spec_.hidden;
+  g.expert_hidden = expert_hidden >= 0 ? expert_hidden : build_expert(0)->hidden_dim();
+  models::Gate gate = models::gate_kinds().get(kind)(g);
+  gate->to(device_);
+  return gate;
+}
+
+std::shared_ptr<models::JointMoeImpl> ModelStore::build_joint_moe(const std::string& gate_kind) const {
+  std::unique_lock<std::mutex> lock(init_mutex());
+  torch::manual_seed(derive_seed(cfg_.seed, "joint-init"));
+  std::vector<models::Expert> experts;
+  for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(build_expert(k));
+  const int64_t hidden = experts.front()->hidden_dim();
+  models::Gate gate = build_joint_gate(gate_kind, hidden);
+  lock.unlock();
+  auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts));
+  moe->to(device_);
+  return moe;
+}
+
+std::shared_ptr<models::JointMoeImpl> ModelStore::load_joint_moe(const std::string& path,
+                                                                 const std::string& gate_kind) const {
+  auto moe = build_joint_moe(gate_kind);
+  train::load_module(*moe, path);
+  moe->to(device_);
+  moe->eval();
   return moe;
 }
 

@@ -4,6 +4,8 @@
 //   base.pt, embeddings.f32, cluster.pt, gate.pt
 //   experts/expert-NNN.pt, experts/<ensembler>-NNN.pt      (Algorithm 1: round 0)
 //   em-R/expert-NNN.pt, em-R/<ensembler>-NNN.pt, em-R/gate.pt, em-R/q.pt   (EM round R)
+//   joint.pt, distill.pt                     (scheme joint: the whole MoE, gate and experts)
+//   <stage>-progress/epoch-NNN.pt|.optim      (a joint or distill stage between epochs)
 //
 // and the only place that builds a gate, an expert or an ensembler (from the
 // registries, by the config's names).
@@ -21,6 +23,7 @@
 #include "models/ensembler.h"
 #include "models/expert.h"
 #include "models/gate.h"
+#include "models/joint_moe.h"
 #include "models/moe.h"
 #include "models/network.h"
 #include "pipeline/run_dir.h"
@@ -64,6 +67,23 @@ class ModelStore {
   std::map<std::string, models::EnsemblerNet> load_ensemblers(int64_t k, int64_t round) const;
   // The MoE of a round with the experts in `experts` loaded (all when empty).
   models::MoeModel load_moe(models::Backbone base, int64_t round, std::vector<int64_t> experts = {}) const;
+
+  // Jointly trained MoEs (scheme joint): the stage's final model, and the
+  // checkpoint of a stage after `epoch` epochs (ext: "pt" weights, "optim"
+  // the optimiser's state).
+  std::string joint_path(const std::string& stage) const;  // joint.pt, distill.pt
+  std::string progress_dir(const std::string& stage) const;
+  std::string progress_path(const std::string& stage, int64_t epoch, const std::string& ext) const;
+  // A gate of `kind` for a jointly trained MoE (reads the images).
+  // expert_hidden: the experts' hidden size when known (else one is built to
+  // find it); init_stream: when set, the initial weights come from the run
+  // seed and this stream name.
+  models::Gate build_joint_gate(const std::string& kind, int64_t expert_hidden = -1,
+                                const std::string& init_stream = "") const;
+  // A fresh MoE with a gate of `gate_kind` (initial weights from the run
+  // seed: the same on every rank), or one loaded from `path`.
+  std::shared_ptr<models::JointMoeImpl> build_joint_moe(const std::string& gate_kind) const;
+  std::shared_ptr<models::JointMoeImpl> load_joint_moe(const std::string& path, const std::string& gate_kind) const;
 
  private:
   const RunDir& run_;

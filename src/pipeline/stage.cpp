@@ -16,6 +16,9 @@ std::unique_ptr<Stage> make_gate_stage();
 std::unique_ptr<Stage> make_experts_stage();
 std::unique_ptr<Stage> make_em_stage();
 std::unique_ptr<Stage> make_eval_stage();
+std::unique_ptr<Stage> make_joint_stage();
+std::unique_ptr<Stage> make_distill_stage();
+std::unique_ptr<Stage> make_joint_eval_stage();
 
 Registry<StageFactory>& stages() {
   static Registry<StageFactory> registry("stage", "scheme",
@@ -25,7 +28,10 @@ Registry<StageFactory>& stages() {
                                           {"gate", make_gate_stage},
                                           {"experts", make_experts_stage},
                                           {"em", make_em_stage},
-                                          {"eval", make_eval_stage}});
+                                          {"eval", make_eval_stage},
+                                          {"joint", make_joint_stage},
+                                          {"distill", make_distill_stage},
+                                          {"joint_eval", make_joint_eval_stage}});
   return registry;
 }
 
@@ -33,7 +39,10 @@ Registry<std::vector<std::string>>& schemes() {
   static Registry<std::vector<std::string>> registry(
       "training scheme", "scheme",
       {{"algorithm1", {"base", "embed", "cluster", "gate", "experts", "eval"}},
-       {"em", {"base", "embed", "cluster", "gate", "experts", "em", "eval"}}});
+       {"em", {"base", "embed", "cluster", "gate", "experts", "em", "eval"}},
+       // Krishnamurthy et al.: gate and experts trained together; then optionally the gate distilled.
+       {"joint", {"joint", "joint_eval"}},
+       {"joint_distill", {"joint", "distill", "joint_eval"}}});
   return registry;
 }
 

@@ -57,9 +57,10 @@ class Stage {
 };
 
 using StageFactory = std::function<std::unique_ptr<Stage>()>;
-// Stage name -> factory. Built in: base, embed, cluster, gate, experts, em, eval.
+// Stage name -> factory. Built in: base, embed, cluster, gate, experts, em, eval,
+// joint, distill, joint_eval.
 Registry<StageFactory>& stages();
-// Scheme name -> ordered stage names. Built in: algorithm1, em.
+// Scheme name -> ordered stage names. Built in: algorithm1, em, joint, joint_distill.
 Registry<std::vector<std::string>>& schemes();
 
 // The stages of config.scheme, built, in order.

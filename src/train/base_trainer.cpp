@@ -14,24 +14,42 @@
 
 namespace smoe::train {
 
-void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
-                         const std::vector<int64_t>& ids, int64_t micro_batch) {
-  torch::NoGradGuard no_grad;
+namespace {
+
+std::vector<torch::nn::BatchNorm2dImpl*> batchnorms(torch::nn::Module& net) {
   std::vector<torch::nn::BatchNorm2dImpl*> bns;
-  for (auto& m : net->modules(false))
+  for (auto& m : net.modules(false))
     if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) bns.push_back(bn);
+  return bns;
+}
+
+}  // namespace
+
+bool has_batchnorm(torch::nn::Module& net) { return !batchnorms(net).empty(); }
+
+void calibrate_batchnorm(torch::nn::Module& net, const std::function<void(const at::Tensor&)>& forward,
+                         const std::shared_ptr<const data::Dataset>& train, const std::vector<int64_t>& ids,
+                         int64_t micro_batch) {
+  torch::NoGradGuard no_grad;
+  auto bns = batchnorms(net);
   for (auto* bn : bns) {
     bn->reset_running_stats();
     bn->options.momentum(c10::nullopt);  // cumulative average over the calibration batches
   }
-  net->train();
-  const auto device = net->parameters().front().device();
+  net.train();
+  const auto device = net.parameters().front().device();
   for (const auto& b : data::make_batches(ids, micro_batch, false)) {
     data::Batch batch = data::make_batch(*train, b, data::Transform{});
-    net->forward(batch.images.to(device));
+    forward(batch.images.to(device));
   }
   for (auto* bn : bns) bn->options.momentum(0.1);
-  net->eval();
+  net.eval();
+}
+
+void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
+                         const std::vector<int64_t>& ids, int64_t micro_batch) {
+  calibrate_batchnorm(
+      *net, [&](const at::Tensor& x) { net->forward(x); }, train, ids, micro_batch);
 }
 
 BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
@@ -41,7 +59,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
   SMOE_CHECK(N >= B, "base.batch_size ({}) exceeds the {} training samples", B, N);
   const auto device = net->parameters().front().device();
   std::vector<at::Tensor> params = net->parameters();
-  auto opt = make_sgd(params, o.optim);
+  auto opt = make_optimizer(params, o.optim);
   const int64_t steps_per_epoch = N / B;
   Schedule schedule(o.optim, steps_per_epoch);
   comm::ExactSum grad_sum(params);

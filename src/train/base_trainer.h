@@ -8,6 +8,7 @@
 // recomputed after training on a fixed calibration set.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "comm/communicator.h"
@@ -39,9 +40,15 @@ struct BaseTrainStats {
 BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
                           comm::Communicator& comm, const BaseTrainOptions& options);
 
-// Recomputes every BatchNorm's running statistics as the plain average over
-// micro-batches of the calibration samples (identical on every rank).
+// Recomputes every BatchNorm's running statistics of `net` as the plain
+// average over micro-batches of the calibration samples (identical on every
+// rank); `forward` runs the model on a micro-batch of images.
+void calibrate_batchnorm(torch::nn::Module& net, const std::function<void(const at::Tensor&)>& forward,
+                         const std::shared_ptr<const data::Dataset>& train, const std::vector<int64_t>& ids,
+                         int64_t micro_batch);
 void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
                          const std::vector<int64_t>& ids, int64_t micro_batch);
+// Whether a module holds any BatchNorm layer.
+bool has_batchnorm(torch::nn::Module& net);
 
 }  // namespace smoe::train

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -60,6 +61,26 @@ void load_module(torch::nn::Module& m, const std::string& path) {
   };
   for (auto& p : m.named_parameters(true)) assign(p.key(), p.value());
   for (auto& b : m.named_buffers(true)) assign(b.key(), b.value());
+}
+
+std::string optimizer_state(torch::optim::Optimizer& opt) {
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& origin) {
+  try {
+    std::istringstream in(bytes);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in);
+    opt.load(archive);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    fail("{}: not an optimiser state of this model ({})", origin, what.substr(0, what.find('\n')));
+  }
 }
 
 }  // namespace smoe::train

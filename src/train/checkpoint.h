@@ -5,6 +5,7 @@
 #pragma once
 
 #include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
 
 #include <map>
 #include <string>
@@ -22,5 +23,11 @@ std::string save_module(const torch::nn::Module& m, const std::string& path);
 StateDict load_state(const std::string& path);
 // Loads into a module: every parameter and buffer must be present with its shape.
 void load_module(torch::nn::Module& m, const std::string& path);
+
+// An optimiser's state (momenta; Adam's moments and step counts) as bytes
+// (torch::serialize's archive format), and back: with the weights, what a
+// training run resumed mid-way needs to continue exactly.
+std::string optimizer_state(torch::optim::Optimizer& opt);
+void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& origin);
 
 }  // namespace smoe::train

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace smoe::train {
 
 Schedule::Schedule(const OptimConfig& o, int64_t steps_per_epoch)
@@ -27,14 +29,20 @@ double Schedule::lr(int64_t step) const {
   return 0.5 * o_.lr * (1.0 + std::cos(M_PI * std::min(t, 1.0)));
 }
 
-std::unique_ptr<torch::optim::SGD> make_sgd(const std::vector<at::Tensor>& params, const OptimConfig& o) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const OptimConfig& o) {
+  if (o.optimizer == "adam") {
+    torch::optim::AdamOptions opts(o.lr);
+    opts.weight_decay(o.weight_decay);
+    return std::make_unique<torch::optim::Adam>(params, opts);
+  }
+  SMOE_CHECK(o.optimizer == "sgd", "unknown optimizer '{}' (known: adam, sgd)", o.optimizer);
   torch::optim::SGDOptions opts(o.lr);
   opts.momentum(o.momentum).weight_decay(o.weight_decay).nesterov(o.nesterov && o.momentum > 0);
   return std::make_unique<torch::optim::SGD>(params, opts);
 }
 
-void set_lr(torch::optim::SGD& opt, double lr) {
-  for (auto& group : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
 
 }  // namespace smoe::train

@@ -1,8 +1,9 @@
-// SGD with momentum / Nesterov and weight decay, and the learning-rate
-// schedules (linear warm-up, then cosine, step or constant), per step.
+// The optimisers (SGD with momentum / Nesterov and weight decay, or Adam as
+// Krishnamurthy et al. train their MoEs) and the learning-rate schedules
+// (linear warm-up, then cosine, step or constant), per step.
 #pragma once
 
-#include <torch/optim/sgd.h>
+#include <torch/optim/optimizer.h>
 
 #include <memory>
 
@@ -22,7 +23,8 @@ class Schedule {
   int64_t per_epoch_, total_, warmup_;
 };
 
-std::unique_ptr<torch::optim::SGD> make_sgd(const std::vector<at::Tensor>& params, const OptimConfig& o);
-void set_lr(torch::optim::SGD& opt, double lr);
+// o.optimizer: "sgd" or "adam" (betas 0.9 and 0.999, L2 weight decay).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const OptimConfig& o);
+void set_lr(torch::optim::Optimizer& opt, double lr);
 
 }  // namespace smoe::train

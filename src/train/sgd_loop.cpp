@@ -24,7 +24,7 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
   const int64_t B = s.optim.batch_size;
   const int64_t steps_per_epoch = (per_epoch + B - 1) / B;
   Schedule schedule(s.optim, steps_per_epoch);
-  auto opt = make_sgd(params, s.optim);
+  auto opt = make_optimizer(params, s.optim);
   Progress progress(s.stage, s.optim.epochs * steps_per_epoch, s.log_every);
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < s.optim.epochs; ++epoch) {

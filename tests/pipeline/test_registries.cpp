@@ -186,10 +186,13 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
   auto check = [&](const std::string& set) { pipeline::check_config(quick_config(data, {set})); };
   EXPECT_ERROR(check("cluster.method=spectral"),
                "cluster.method: unknown initial gate 'spectral' (known: kmeans, per_class)");
-  EXPECT_ERROR(check("gate.kind=attentive"), "gate.kind: unknown gate kind 'attentive' (known: class_routing, linear)");
-  EXPECT_ERROR(check("experts.arch=alexnet"), "experts.arch: unknown expert architecture 'alexnet' (known: branch)");
+  EXPECT_ERROR(check("gate.kind=noisy_topk"),
+               "gate.kind: unknown gate kind 'noisy_topk' (known: attentive, class_routing, cnn, linear)");
+  EXPECT_ERROR(check("experts.arch=alexnet"),
+               "experts.arch: unknown expert architecture 'alexnet' (known: branch, small_cnn)");
   EXPECT_ERROR(check("ensembler.kind=voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");
-  EXPECT_ERROR(check("scheme=joint"), "scheme: unknown training scheme 'joint' (known: algorithm1, em)");
+  EXPECT_ERROR(check("scheme=lemur"),
+               "scheme: unknown training scheme 'lemur' (known: algorithm1, em, joint, joint_distill)");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
 #include "train/base_trainer.h"
 #include "train/checkpoint.h"
 
@@ -16,12 +17,6 @@ using nlohmann::json;
 
 namespace smoe::pipeline {
 namespace {
-
-void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : m.parameters(true)) comm::broadcast(comm, p.data(), root);
-  for (auto& b : m.buffers(true)) comm::broadcast(comm, b, root);
-}
 
 class BaseStage : public Stage {
  public:
@@ -79,5 +74,11 @@ class BaseStage : public Stage {
 }  // namespace
 
 std::unique_ptr<Stage> make_base_stage() { return std::make_unique<BaseStage>(); }
+
+void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.parameters(true)) comm::broadcast(comm, p.data(), root);
+  for (auto& b : m.buffers(true)) comm::broadcast(comm, b, root);
+}
 
 }  // namespace smoe::pipeline

@@ -8,6 +8,13 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 
+namespace torch::nn {
+class Module;
+}
+namespace smoe::comm {
+class Communicator;
+}
+
 namespace smoe::pipeline {
 
 struct RunState;
@@ -21,5 +28,10 @@ void run_expert_round(RunState& state, int64_t round);
 // Collective: round `round`'s MoE on the test split; the report (without the
 // run's bookkeeping) on rank 0, null elsewhere.
 nlohmann::json evaluate_test(RunState& state, int64_t round);
+
+// Collective: every rank takes rank `root`'s parameters and buffers of `m`
+// (a model built on each rank starts as the root's, whatever each rank's
+// random generator did).
+void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root);
 
 }  // namespace smoe::pipeline

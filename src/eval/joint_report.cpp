@@ -1,0 +1,98 @@
+#include "eval/joint_report.h"
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "eval/report.h"
+
+namespace smoe::eval {
+
+JointTally::JointTally(int64_t experts, int64_t num_classes)
+    : experts_(experts),
+      classes_(num_classes),
+      alone_(static_cast<size_t>(experts), 0),
+      top2_runs_(static_cast<size_t>(experts), 0) {
+  spec_.usage.assign(static_cast<size_t>(experts), 0);
+  spec_.routing.assign(static_cast<size_t>(experts * num_classes), 0);
+}
+
+void JointTally::add(const at::Tensor& labels, const at::Tensor& gate, const at::Tensor& expert_logits,
+                     const at::Tensor& mixture) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = labels.size(0), K = experts_;
+  samples_ += n;
+  mixture_ += (mixture.argmax(1) == labels).sum().item<int64_t>();
+  at::Tensor predicted = expert_logits.argmax(2);  // [n, K]
+  at::Tensor right = predicted == labels.unsqueeze(1);
+  for (int64_t k = 0; k < K; ++k) alone_[static_cast<size_t>(k)] += right.select(1, k).sum().item<int64_t>();
+  at::Tensor first = gate.argmax(1);
+  top1_ += right.gather(1, first.unsqueeze(1)).sum().item<int64_t>();
+  const int64_t k2 = std::min<int64_t>(2, K);
+  at::Tensor top = std::get<1>(gate.topk(k2, 1));  // [n, k2]
+  at::Tensor g2 = gate.gather(1, top);
+  g2 = g2 / g2.sum(1, true);
+  at::Tensor probs = torch::softmax(expert_logits, 2);
+  at::Tensor picked = probs.gather(1, top.unsqueeze(2).expand({n, k2, probs.size(2)}));  // [n, k2, C]
+  top2_ += ((g2.unsqueeze(2) * picked).sum(1).argmax(1) == labels).sum().item<int64_t>();
+  at::Tensor runs = torch::zeros({K}, torch::kLong).index_add_(0, top.flatten().cpu(), torch::ones({n * k2}, torch::kLong));
+  for (int64_t k = 0; k < K; ++k) top2_runs_[static_cast<size_t>(k)] += runs[k].item<int64_t>();
+  spec_.add(count_specialisation(gate.cpu(), labels.cpu(), classes_));
+}
+
+template <typename F>
+void JointTally::each_field(F&& f) {
+  for (int64_t* v : {&samples_, &mixture_, &top1_, &top2_}) f(*v);
+  for (auto& v : alone_) f(v);
+  for (auto& v : top2_runs_) f(v);
+  f(spec_.samples);
+  f(spec_.entropy);
+  for (auto& v : spec_.usage) f(v);
+  for (auto& v : spec_.routing) f(v);
+}
+
+std::vector<int64_t> JointTally::pack() const {
+  std::vector<int64_t> out;
+  const_cast<JointTally*>(this)->each_field([&](int64_t& v) { out.push_back(v); });
+  return out;
+}
+
+void JointTally::unpack(const std::vector<int64_t>& flat) {
+  size_t i = 0;
+  each_field([&](int64_t& v) {
+    SMOE_ASSERT(i < flat.size(), "joint tally: {} values, too few", flat.size());
+    v = flat[i++];
+  });
+  SMOE_ASSERT(i == flat.size(), "joint tally: {} values, expected {}", flat.size(), i);
+}
+
+nlohmann::json JointTally::report(const JointCosts& costs) const {
+  SMOE_ASSERT(static_cast<int64_t>(costs.experts.size()) == experts_, "joint report: {} expert costs for {} experts",
+              costs.experts.size(), experts_);
+  const double n = std::max<double>(1.0, static_cast<double>(samples_));
+  double all = 0;
+  for (double m : costs.experts) all += m;
+  // Expected MACs of routing: each sample runs the experts it is routed to,
+  // unless the gate itself needs every expert.
+  double top1_macs = costs.gate, top2_macs = costs.gate;
+  for (int64_t k = 0; k < experts_; ++k) {
+    int64_t routed = 0;
+    for (int64_t c = 0; c < classes_; ++c) routed += spec_.routing[static_cast<size_t>(k * classes_ + c)];
+    top1_macs += costs.experts[static_cast<size_t>(k)] * static_cast<double>(routed) / n;
+    top2_macs += costs.experts[static_cast<size_t>(k)] * static_cast<double>(top2_runs_[static_cast<size_t>(k)]) / n;
+  }
+  if (costs.gate_runs_every_expert) top1_macs = top2_macs = costs.gate + all;
+  auto rule = [&](int64_t correct, double macs) {
+    return nlohmann::json{{"accuracy", static_cast<double>(correct) / n}, {"correct", correct}, {"macs", macs}};
+  };
+  nlohmann::json r;
+  r["mixture"] = rule(mixture_, costs.gate + all);
+  r["top1"] = rule(top1_, top1_macs);
+  r["top2"] = rule(top2_, top2_macs);
+  std::vector<double> alone;
+  for (int64_t v : alone_) alone.push_back(static_cast<double>(v) / n);
+  r["experts_alone"] = alone;
+  r.update(specialisation_json(spec_, experts_, classes_));
+  return r;
+}
+
+}  // namespace smoe::eval

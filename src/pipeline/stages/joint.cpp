@@ -1,0 +1,67 @@
+// Stage "joint" (scheme joint): a gate and K experts trained together, end
+// to end, on the output mixture's NLL plus Krishnamurthy et al.'s
+// regularisers (train/joint_trainer.h), data-parallel over every rank with
+// exact gradient sums, a checkpoint after every epoch (joint_training.h).
+// The model is saved as joint.pt.
+#include "models/joint_moe.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
+#include "pipeline/stages/joint_training.h"
+#include "core/rng.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+class JointStage : public Stage {
+ public:
+  std::string name() const override { return "joint"; }
+  std::vector<std::string> keys() const override {
+    return {"seed",          "data.path",    "data.train_split",     "data.test_split", "data.limit_train",
+            "data.limit_test", "model.",     "experts.count",        "experts.arch",    "experts.branch_after",
+            "gate.kind",     "joint."};
+  }
+  void check(const Config& c) const override {
+    SMOE_CHECK(c.experts.branch_after == 0,
+               "config key 'experts.branch_after' is {}: scheme '{}' trains experts that read the images (set "
+               "experts.branch_after: 0)",
+               c.experts.branch_after, c.scheme);
+  }
+  void check_inputs(const Config& c, const data::Manifest& m) const override {
+    // Gates that read the base model's outputs have nothing to read here.
+    const models::NetworkSpec spec = network_spec(c, m);
+    models::GateSpec g;
+    g.classes = spec.num_classes;
+    g.experts = c.experts.count;
+    g.input = spec.input;
+    g.width = spec.width;
+    g.hidden = spec.hidden;
+    g.embedding_dim = spec.prelogit_dim();
+    g.expert_hidden = models::expert_architectures().get(c.experts.arch)({spec, 0, 0})->hidden_dim();
+    SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
+               "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (cnn, attentive)",
+               c.gate.kind, c.scheme);
+  }
+  json run(RunState& s) override {
+    auto moe = s.store.build_joint_moe(s.cfg.gate.kind);
+    broadcast_module(s.comm, *moe, 0);
+    train::JointTrainOptions o;
+    o.stage = "joint";
+    o.optim = s.cfg.joint.optim;
+    o.reg = s.cfg.joint.reg;
+    o.micro_batch = s.cfg.joint.micro_batch;
+    o.seed = derive_seed(s.cfg.seed, "joint");
+    o.log_every = s.cfg.runtime.log_every;
+    o.prefetch = s.cfg.data.prefetch;
+    o.bn_calibration = s.cfg.base.bn_calibration;
+    return run_joint_training(s, *moe, o);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_joint_stage() { return std::make_unique<JointStage>(); }
+
+}  // namespace smoe::pipeline

@@ -1,0 +1,124 @@
+// Stage "joint_eval" (schemes joint and joint_distill): the jointly trained
+// MoE (distill.pt when the scheme distilled its gate, else joint.pt) on the
+// test split, in fixed batches shared round-robin among the ranks; each rank
+// counts what its batches did (eval::JointTally), the counts are summed,
+// and rank 0 writes report.json, accuracy_vs_macs.png and routing.png.
+// Never recorded: it runs on every train and resume, and in `smoe eval`.
+#include <torch/torch.h>
+
+#include <numeric>
+
+#include "comm/tensor_collectives.h"
+#include "core/atomic_file.h"
+#include "core/heartbeat.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "data/batch.h"
+#include "data/sampler.h"
+#include "eval/joint_report.h"
+#include "eval/plots.h"
+#include "eval/report.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+class JointEvalStage : public Stage {
+ public:
+  std::string name() const override { return "joint_eval"; }
+  std::vector<std::string> keys() const override { return {"eval."}; }
+  bool recorded() const override { return false; }
+  json run(RunState& s) override {
+    Progress clock("eval", 1, 1);
+    const bool distilled = s.run.done("distill");
+    const std::string stage = distilled ? "distill" : "joint";
+    const std::string gate_kind = distilled ? s.cfg.distill.gate_kind : s.cfg.gate.kind;
+    torch::NoGradGuard no_grad;
+    auto moe = s.store.load_joint_moe(s.store.joint_path(stage), gate_kind);
+    const int64_t K = moe->num_experts(), C = s.test->num_classes();
+    log::info("eval      {} test samples ({}, {} gate)", s.test->size(), s.store.joint_path(stage), gate_kind);
+
+    std::vector<int64_t> ids(static_cast<size_t>(s.test->size()));
+    std::iota(ids.begin(), ids.end(), 0);
+    auto batches = data::make_batches(ids, s.cfg.eval.batch_size, false);
+    eval::JointTally tally(K, C);
+    for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
+      heartbeat::beat("test batch");
+      data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
+      models::JointOutputs out = moe->forward(x.images.to(s.rt.device));
+      tally.add(x.labels.to(s.rt.device), out.gate_probs, out.expert_logits, out.mixture);
+    }
+    std::vector<int64_t> counts = tally.pack();
+    s.comm.allreduce(comm::host_buffer(counts), comm::ReduceOp::sum);
+    std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
+    const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
+    if (!s.comm.is_root()) return json();
+    tally.unpack(counts);
+    SMOE_CHECK(tally.samples() == s.test->size(), "evaluation counted {} of {} test samples", tally.samples(),
+               s.test->size());
+
+    eval::JointCosts costs;
+    costs.gate = static_cast<double>(moe->gate_macs());
+    for (int64_t k = 0; k < K; ++k) costs.experts.push_back(static_cast<double>(moe->expert_macs(k)));
+    costs.gate_runs_every_expert = moe->gate().needs_expert_hidden();
+    json report = tally.report(costs);
+    report["scheme"] = s.cfg.scheme;
+    report["model"] = stage;
+    report["gate_kind"] = gate_kind;
+    report["expert_arch"] = s.cfg.experts.arch;
+    report["dataset"] = s.test->manifest().name;
+    report["num_experts"] = K;
+    report["ranks"] = s.comm.size();
+    report["test_samples"] = s.test->size();
+    report["train_samples"] = s.train->size();
+    json training = json::object();
+    json stages = json::object(), rss = json::object();
+    for (const auto& st : scheme_plan(s.cfg)) {
+      if (!st.recorded || !s.run.done(st.name)) continue;
+      const json r = s.run.record(st.name);
+      training[st.name] = r;
+      stages[st.name] = r.value("seconds", 0.0);
+      if (r.contains("peak_rss_mb")) rss[st.name] = r["peak_rss_mb"];
+    }
+    stages["eval"] = clock.seconds();
+    rss["eval"] = peaks;
+    report["training"] = training;
+    report["train_error"] = training[stage].value("train_error", 0.0);
+    report["stages"] = stages;
+    report["peak_rss_mb"] = rss;
+    report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
+    write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
+
+    std::vector<eval::Series> series;
+    int color = 1;
+    for (const char* rule : {"mixture", "top1", "top2"})
+      series.push_back({rule,
+                        {report[rule]["macs"].get<double>() / 1e6},
+                        {100 * report[rule]["accuracy"].get<double>()},
+                        false,
+                        color++,
+                        17});
+    eval::plot_series(s.run.file("accuracy_vs_macs.png"), s.test->manifest().name + ": jointly trained MoE",
+                      "MMACs per image", "test accuracy (%)", series);
+    eval::write_routing_plot(s.run.file("routing.png"), report, s.test->manifest().class_names);
+    log::info("eval      mixture {:.2f}% at {:.3f} MMACs | top-1 {:.2f}% at {:.3f} | top-2 {:.2f}% | train error {:.2f}% | "
+              "H_gate {:.3f}, H_usage {:.3f}, I(E;Y) {:.3f} bits",
+              100 * report["mixture"]["accuracy"].get<double>(), report["mixture"]["macs"].get<double>() / 1e6,
+              100 * report["top1"]["accuracy"].get<double>(), report["top1"]["macs"].get<double>() / 1e6,
+              100 * report["top2"]["accuracy"].get<double>(), 100 * report["train_error"].get<double>(),
+              report["specialisation"]["gate_entropy"].get<double>(),
+              report["specialisation"]["usage_entropy"].get<double>(),
+              report["specialisation"]["mutual_information"].get<double>());
+    log::info("eval      report: {}", s.run.file("report.json"));
+    return json();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_joint_eval_stage() { return std::make_unique<JointEvalStage>(); }
+
+}  // namespace smoe::pipeline

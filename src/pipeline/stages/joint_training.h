@@ -1,0 +1,25 @@
+// What the joint and distill stages share: training a jointly trained MoE
+// (train/joint_trainer.h) with a checkpoint after every epoch, so that a
+// killed or preempted job resumes from its last finished epoch, exactly.
+//
+// After epoch E rank 0 writes <stage>-progress/epoch-E.pt (weights) and
+// epoch-E.optim (the optimiser's state), then records "<stage>/progress"
+// = {epoch, hashes} in run.json; a resumed run checks both files against
+// the hashes and continues with epoch E + 1. `--redo-from STAGE` forgets
+// the record, so the stage starts over.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "models/joint_moe.h"
+#include "train/joint_trainer.h"
+
+namespace smoe::pipeline {
+
+struct RunState;
+
+// Collective: trains `moe` (options.stage names the stage), saves the final
+// model to store.joint_path(stage); returns the stage's record (rank 0).
+nlohmann::json run_joint_training(RunState& state, models::JointMoeImpl& moe, const train::JointTrainOptions& options);
+
+}  // namespace smoe::pipeline

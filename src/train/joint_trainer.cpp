@@ -1,0 +1,202 @@
+#include "train/joint_trainer.h"
+
+#include <torch/torch.h>
+
+#include "comm/tensor_collectives.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "data/batch.h"
+#include "data/sampler.h"
+#include "train/base_trainer.h"
+#include "train/checkpoint.h"
+#include "train/moe_losses.h"
+#include "train/optim.h"
+
+namespace smoe::train {
+namespace {
+
+// One of this rank's micro-batches of a step, run forward.
+struct Live {
+  models::JointOutputs out;
+  at::Tensor x, y, nll;
+  int64_t pos = 0;  // its first row's position in the global batch
+};
+
+std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> g;
+  for (const auto& p : params) g.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+  return g;
+}
+
+}  // namespace
+
+JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<const data::Dataset>& train,
+                            comm::Communicator& comm, const JointTrainOptions& o, int64_t start_epoch,
+                            const std::string& optimizer_bytes, const JointEpochHook& on_epoch_end) {
+  const int64_t N = train->size(), B = o.optim.batch_size, K = moe.num_experts();
+  const int rank = comm.rank(), P = comm.size();
+  SMOE_CHECK(N >= B, "{}.batch_size ({}) exceeds the {} training samples", o.stage, B, N);
+  const auto device = moe.parameters().front().device();
+  const bool regularized = any_regularizer(o.reg);
+  const bool similarity = o.reg.similarity_same > 0 || o.reg.similarity_diff > 0;
+
+  std::vector<at::Tensor> params = o.freeze_experts ? moe.gate().parameters() : moe.parameters();
+  if (o.freeze_experts)
+    for (auto& p : moe.expert_parameters()) p.set_requires_grad(false);
+  auto opt = make_optimizer(params, o.optim);
+  if (!optimizer_bytes.empty()) load_optimizer_state(*opt, optimizer_bytes, o.stage + " progress checkpoint");
+  const int64_t steps_per_epoch = N / B;
+  Schedule schedule(o.optim, steps_per_epoch);
+  comm::ExactSum grad_sum(params);
+  auto set_modes = [&] {
+    moe.train();
+    if (o.freeze_experts)
+      for (int64_t e = 0; e < K; ++e) moe.expert(e).eval();
+  };
+
+  JointEpochStats last;
+  Progress progress(o.stage, (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
+  for (int64_t epoch = start_epoch; epoch < o.optim.epochs; ++epoch) {
+    set_modes();
+    Progress epoch_clock(o.stage, 1, 1);
+    auto batches =
+        data::make_batches(data::permutation(N, derive_seed(o.seed, o.stage, {uint64_t(epoch)})), B, true);
+    // This rank's micro-batches in step order: micro-batch g of the epoch goes to rank g % P.
+    std::vector<std::vector<int64_t>> mine;
+    std::vector<int64_t> mine_step, mine_pos;
+    int64_t g = 0;
+    for (size_t s = 0; s < batches.size(); ++s) {
+      int64_t pos = 0;
+      for (auto& mb : data::make_batches(batches[s], o.micro_batch, false)) {
+        const auto size = static_cast<int64_t>(mb.size());
+        if (g++ % P == rank) {
+          mine.push_back(std::move(mb));
+          mine_step.push_back(static_cast<int64_t>(s));
+          mine_pos.push_back(pos);
+        }
+        pos += size;
+      }
+    }
+    data::BatchLoader loader(train, mine, data::Transform{}, o.prefetch);
+    const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(device);
+    at::Tensor loss_sum = torch::zeros({}, dopt), correct = torch::zeros({}, dopt);
+    double seen = 0, importance_sum = 0, similarity_sum = 0;
+    int64_t images = 0;
+    size_t next = 0;
+    for (size_t s = 0; s < batches.size(); ++s) {
+      const int64_t global_step = epoch * steps_per_epoch + static_cast<int64_t>(s);
+      set_lr(*opt, schedule.lr(global_step));
+      std::vector<Live> live;
+      while (next < mine.size() && mine_step[next] == static_cast<int64_t>(s)) {
+        data::Batch b = *loader.next();
+        Live l;
+        l.x = b.images.to(device);
+        l.y = b.labels.to(device);
+        l.pos = mine_pos[next++];
+        l.out = o.freeze_experts ? moe.forward_frozen_experts(l.x) : moe.forward(l.x);
+        l.nll = models::mixture_nll(l.out.mixture, l.y);
+        loss_sum += l.nll.detach().sum().to(torch::kDouble);
+        correct += (l.out.mixture.argmax(1) == l.y).sum().to(torch::kDouble);
+        seen += static_cast<double>(l.x.size(0));
+        images += l.x.size(0);
+        if (!regularized) {  // nothing couples the micro-batches: backward at once, free the graph
+          opt->zero_grad();
+          l.nll.sum().backward();
+          grad_sum.add(grads_of(params), "gradient of parameter");
+          continue;
+        }
+        live.push_back(std::move(l));
+      }
+      if (regularized) {
+        // The whole batch's gate probabilities (and inputs), each row from its one owner.
+        at::Tensor p_all = torch::zeros({B, K}, dopt);
+        for (const auto& l : live)
+          p_all.narrow(0, l.pos, l.x.size(0)).copy_(l.out.gate_probs.detach().to(torch::kDouble));
+        comm::allreduce(comm, p_all);
+        double imp_value = 0;
+        at::Tensor imp_grad = importance_grad(p_all, o.reg.importance, &imp_value).to(device);  // [K]
+        importance_sum += imp_value;
+        std::vector<at::Tensor> dist_rows(live.size());
+        double dmax = 0;
+        if (similarity) {
+          at::Tensor x_all = torch::zeros({B, train->manifest().image_bytes()},
+                                          torch::TensorOptions().dtype(torch::kFloat).device(device));
+          for (const auto& l : live) x_all.narrow(0, l.pos, l.x.size(0)).copy_(l.x.flatten(1));
+          comm::allreduce(comm, x_all);
+          for (size_t i = 0; i < live.size(); ++i) {
+            dist_rows[i] = pairwise_sq_distances(live[i].x.flatten(1), x_all);
+            dmax = std::max(dmax, dist_rows[i].max().item<double>());
+          }
+          dmax = comm.allreduce_max(dmax);
+        }
+        double sim_partial = 0;
+        for (auto& l : live) {
+          at::Tensor grad_p = imp_grad.unsqueeze(0).expand({l.x.size(0), K});
+          if (similarity && dmax > 0) {
+            double part = 0;
+            grad_p = grad_p + similarity_grad_rows(dist_rows[&l - live.data()] / dmax, p_all, l.out.gate_probs,
+                                                   o.reg.similarity_same, o.reg.similarity_diff, &part);
+            sim_partial += part;
+          }
+          // Sum of NLLs + B * the regularisers' first-order term: divided by B
+          // below, the gradient of mean NLL + L_imp + L_s.
+          at::Tensor surrogate = l.nll.sum() + static_cast<double>(B) *
+                                                   (l.out.gate_probs * grad_p.to(l.out.gate_probs.scalar_type())).sum();
+          opt->zero_grad();
+          surrogate.backward();
+          grad_sum.add(grads_of(params), "gradient of parameter");
+        }
+        similarity_sum += sim_partial;
+      }
+      // Exact sum over every micro-batch of every rank, then the mean over the batch.
+      grad_sum.allreduce(comm);
+      std::vector<at::Tensor> grads;
+      for (auto& p : params) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.mutable_grad());
+      }
+      grad_sum.result_into(grads, static_cast<double>(batches[s].size()));
+      grad_sum.zero();
+      opt->step();
+      nlohmann::json fields = nlohmann::json::object();
+      if (progress.due())
+        fields = {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum.item<double>() / seen : 0.0}};
+      progress.step(static_cast<int64_t>(batches[s].size()), fields);
+    }
+    std::vector<double> tot = {loss_sum.item<double>(), correct.item<double>(), seen, similarity_sum};
+    comm.allreduce(comm::host_buffer(tot), comm::ReduceOp::sum);
+    const double steps = static_cast<double>(std::max<size_t>(batches.size(), 1));
+    last.epoch = epoch + 1;
+    last.loss = tot[2] > 0 ? tot[0] / tot[2] : 0;
+    last.train_error = tot[2] > 0 ? 1 - tot[1] / tot[2] : 0;
+    last.importance = importance_sum / steps;  // the same on every rank
+    last.similarity = tot[3] / steps;
+    last.seconds = epoch_clock.seconds();
+    last.images = images;
+    log::info("{:<9} epoch {}/{}: loss {:.4f}, train error {:.2f}%{}", o.stage, epoch + 1, o.optim.epochs, last.loss,
+              100 * last.train_error,
+              regularized ? fmt::format(", L_imp {:.4g}, L_s {:.4g}", last.importance, last.similarity) : "");
+    log::event(o.stage + "_epoch", {{"epoch", last.epoch},
+                                    {"loss", last.loss},
+                                    {"train_error", last.train_error},
+                                    {"importance", last.importance},
+                                    {"similarity", last.similarity},
+                                    {"seconds", last.seconds}});
+    if (on_epoch_end) on_epoch_end(last, *opt);
+  }
+  if (o.freeze_experts)
+    for (auto& p : moe.expert_parameters()) p.set_requires_grad(true);
+  if (!o.freeze_experts && has_batchnorm(moe)) {
+    // Each rank's running statistics saw only its micro-batches: recompute them, the same on every rank.
+    auto calib = data::permutation(N, derive_seed(o.seed, o.stage + "-bn-calibration"));
+    calib.resize(static_cast<size_t>(std::min(N, o.bn_calibration)));
+    calibrate_batchnorm(
+        moe, [&](const at::Tensor& x) { moe.forward(x); }, train, calib, o.micro_batch);
+  }
+  moe.eval();
+  return last;
+}
+
+}  // namespace smoe::train

@@ -1,0 +1,102 @@
+// The jointly trained MoE (models/joint_moe.h), the small CNN and the gates
+// that read images (models/cnn_gate.h).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "common/expect_error.h"
+#include "models/cnn_gate.h"
+#include "models/joint_moe.h"
+#include "models/small_cnn.h"
+
+namespace smoe::models {
+namespace {
+
+NetworkSpec spec() {
+  NetworkSpec s;
+  s.width = 3;
+  s.hidden = {10, 6};
+  s.input = {1, 12, 12};
+  s.num_classes = 4;
+  return s;
+}
+
+GateSpec gate_spec(int64_t experts, int64_t expert_hidden) {
+  GateSpec g;
+  g.experts = experts;
+  g.classes = 4;
+  g.input = spec().input;
+  g.width = 3;
+  g.hidden = {10, 6};
+  g.expert_hidden = expert_hidden;
+  return g;
+}
+
+std::vector<Expert> small_experts(int64_t K) {
+  std::vector<Expert> e;
+  for (int64_t k = 0; k < K; ++k) e.push_back(expert_architectures().get("small_cnn")({spec(), 0, k}));
+  return e;
+}
+
+TEST(SmallCnn, ShapesAndMacs) {
+  SmallCnnSpec s{{1, 12, 12}, 3, {10, 6}, 4, true};
+  SmallCnn net(s);
+  EXPECT_EQ(net->forward(torch::randn({2, 1, 12, 12})).sizes(), (std::vector<int64_t>{2, 4}));
+  // conv 10x10x3 outputs of 1x3x3; pooled 3x5x5 = 75 -> 10 -> 6 -> 4.
+  EXPECT_EQ(net->macs(), 10 * 10 * 3 * 9 + 75 * 10 + 10 * 6 + 6 * 4);
+}
+
+// y_hat = sum_e g(e|x) softmax(f_e(x)), a distribution over classes.
+TEST(JointMoe, MixtureIsTheGateWeightedSumOfTheExpertsDistributions) {
+  torch::manual_seed(2);
+  JointMoeImpl moe(gate_kinds().get("cnn")(gate_spec(3, 6)), small_experts(3));
+  at::Tensor x = torch::randn({5, 1, 12, 12});
+  JointOutputs o = moe.forward(x);
+  EXPECT_EQ(o.gate_probs.sizes(), (std::vector<int64_t>{5, 3}));
+  EXPECT_EQ(o.expert_logits.sizes(), (std::vector<int64_t>{5, 3, 4}));
+  at::Tensor manual = torch::zeros({5, 4});
+  for (int64_t e = 0; e < 3; ++e)
+    manual += o.gate_probs.select(1, e).unsqueeze(1) * torch::softmax(moe.expert(e).forward(x), 1);
+  EXPECT_TRUE(torch::allclose(o.mixture, manual, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(o.mixture.sum(1), torch::ones({5}), 1e-5, 1e-6));
+  at::Tensor y = torch::tensor({0, 1, 2, 3, 0}, torch::kLong);
+  EXPECT_NEAR(mixture_nll(o.mixture, y)[1].item<double>(), -std::log(o.mixture[1][1].item<double>() + 1e-7), 1e-5);
+}
+
+// g = softmax_e((h_g W_q) . (h_e W_k) / sqrt(h)), h_e each expert's last hidden layer.
+TEST(JointMoe, AttentiveGateAttendsToTheExpertsHiddenLayers) {
+  torch::manual_seed(4);
+  auto gate = std::make_shared<AttentiveGateImpl>(gate_spec(2, 6));
+  JointMoeImpl moe(gate, small_experts(2));
+  at::Tensor x = torch::randn({3, 1, 12, 12});
+  JointOutputs o = moe.forward(x);
+  at::Tensor q = gate->query->forward(gate->net->hidden(x));
+  std::vector<at::Tensor> scores;
+  for (int64_t e = 0; e < 2; ++e) {
+    at::Tensor k = gate->key->forward(moe.expert(e).forward_hidden(x).hidden);
+    scores.push_back((q * k).sum(1) / std::sqrt(6.0));
+  }
+  EXPECT_TRUE(torch::allclose(o.gate_probs, torch::softmax(torch::stack(scores, 1), 1), 1e-5, 1e-6));
+  EXPECT_TRUE(gate->needs_expert_hidden());
+}
+
+// Distillation starts the plain gate from the attentive gate's trunk: the
+// convolution and both hidden layers are copied, the output layer is new.
+TEST(JointMoe, APlainGateStartsFromTheAttentiveGatesTrunk) {
+  torch::manual_seed(6);
+  Gate attentive = gate_kinds().get("attentive")(gate_spec(2, 6));
+  Gate plain = gate_kinds().get("cnn")(gate_spec(2, 6));
+  EXPECT_EQ(plain->init_from(*attentive), 6);  // conv, fc1, fc2: weights and biases
+  auto theirs = attentive->named_parameters();
+  for (const auto& p : plain->named_parameters())
+    if (theirs.contains(p.key())) EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << p.key();
+}
+
+TEST(JointMoe, RefusesAGateThatReadsTheBaseModel) {
+  EXPECT_ERROR(JointMoeImpl(gate_kinds().get("linear")({8, 4, 2}), small_experts(2)),
+               "needs a gate that reads the experts' input");
+}
+
+}  // namespace
+}  // namespace smoe::models

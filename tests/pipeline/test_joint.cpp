@@ -1,0 +1,136 @@
+// Schemes joint and joint_distill (Krishnamurthy et al.) on the quick
+// synthetic dataset, ranks as threads: the same checkpoints on 1, 2 and 3
+// ranks with both regularisers on, an exact resume from the last finished
+// epoch, distillation that leaves the experts' weights bit-identical, and
+// the configs the scheme refuses.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+
+#include "common/expect_error.h"
+#include "common/temp_dir.h"
+#include "data/integrity.h"
+#include "pipeline/stage.h"
+#include "quick_run.h"
+#include "train/checkpoint.h"
+
+namespace smoe::testing {
+namespace {
+
+Config joint_config(const std::string& data, std::vector<std::string> extra = {}) {
+  std::vector<std::string> o = {"scheme=joint",        "experts.arch=small_cnn", "experts.branch_after=0",
+                                "experts.count=3",     "gate.kind=cnn",          "model.width=3",
+                                "model.hidden=[12,8]", "joint.epochs=2",         "joint.batch_size=64",
+                                "joint.micro_batch=16", "joint.importance=0.2",  "joint.similarity_same=0.05",
+                                "joint.similarity_diff=0.02"};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return quick_config(data, o);
+}
+
+// Trains (or resumes) on `ranks` thread ranks.
+void train_ranks(const Config& config, const std::string& run_dir, int ranks, pipeline::OpenMode mode) {
+  comm::run_ranks(ranks, [&](comm::Communicator& comm) {
+    pipeline::RunDir run;
+    std::string manifest;
+    if (comm.is_root()) {
+      run = pipeline::RunDir::open_root(run_dir, config, mode);
+      manifest = run.manifest_text();
+    }
+    comm.broadcast_bytes(manifest, 0);
+    if (!comm.is_root()) run = pipeline::RunDir::attach(run_dir, manifest);
+    pipeline::RuntimeInfo rt;
+    rt.rank = comm.rank();
+    rt.world = comm.size();
+    pipeline::Pipeline p(config, comm, run, rt);
+    p.train();
+  });
+}
+
+std::string joint_sha(const std::string& run_dir) { return run_json(run_dir)["done"]["joint"]["sha256"]; }
+
+class JointScheme : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::set_num_threads(1); }
+  TempDir tmp;
+};
+
+TEST_F(JointScheme, SameCheckpointOnOneTwoAndThreeRanks) {
+  const std::string data = quick_dataset(tmp.path());
+  const Config c = joint_config(data);
+  std::vector<std::string> shas;
+  nlohmann::json first;
+  for (int ranks : {1, 2, 3}) {
+    const std::string run = tmp.path() + "/r" + std::to_string(ranks);
+    nlohmann::json report = train_quick(c, run, ranks);
+    shas.push_back(joint_sha(run));
+    if (ranks == 1) first = report;
+    for (const char* rule : {"mixture", "top1", "top2"}) EXPECT_EQ(report[rule], first[rule]) << ranks << " " << rule;
+    EXPECT_EQ(report["specialisation"], first["specialisation"]) << ranks;
+    EXPECT_EQ(report["test_samples"], 96);
+  }
+  EXPECT_EQ(shas[1], shas[0]);
+  EXPECT_EQ(shas[2], shas[0]);
+  // The regularisers were on, and recorded.
+  const auto rec = run_json(tmp.path() + "/r2")["done"]["joint"];
+  EXPECT_GT(rec["importance"].get<double>(), 0.0);
+  EXPECT_GT(rec["similarity"].get<double>(), 0.0);
+}
+
+TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
+  const std::string data = quick_dataset(tmp.path());
+  const Config c = joint_config(data, {"joint.epochs=3"});
+  train_quick(c, tmp.path() + "/whole", 2);
+  const std::string run = tmp.path() + "/stopped";
+  // Every rank fails right after epoch 2's checkpoint.
+  setenv("SMOE_FAULT", "stage:joint-epoch-2", 1);
+  EXPECT_ANY_THROW(train_ranks(c, run, 2, pipeline::OpenMode::fresh));
+  unsetenv("SMOE_FAULT");
+  const auto done = run_json(run)["done"];
+  EXPECT_FALSE(done.contains("joint"));
+  EXPECT_EQ(done["joint/progress"]["epoch"], 2);
+  train_ranks(c, run, 2, pipeline::OpenMode::resume);
+  EXPECT_EQ(run_json(run)["done"]["joint"]["resumed_after_epoch"], 2);
+  EXPECT_EQ(joint_sha(run), joint_sha(tmp.path() + "/whole"));
+  EXPECT_FALSE(std::filesystem::exists(run + "/joint-progress"));  // progress checkpoints removed once done
+}
+
+TEST_F(JointScheme, DistillationTrainsOnlyTheGate) {
+  const std::string data = quick_dataset(tmp.path());
+  const Config c = joint_config(data, {"scheme=joint_distill", "gate.kind=attentive", "distill.epochs=2",
+                                       "distill.batch_size=64", "distill.importance=0.5"});
+  const std::string run = tmp.path() + "/distill";
+  nlohmann::json report = train_quick(c, run, 2);
+  EXPECT_EQ(report["model"], "distill");
+  EXPECT_EQ(report["gate_kind"], "cnn");
+  const auto joint = train::load_state(run + "/joint.pt"), distilled = train::load_state(run + "/distill.pt");
+  int experts = 0, gates_changed = 0;
+  for (const auto& [name, t] : distilled) {
+    if (name.rfind("expert", 0) == 0) {
+      ASSERT_TRUE(joint.count(name)) << name;
+      EXPECT_TRUE(torch::equal(t, joint.at(name))) << name << " changed";
+      ++experts;
+    } else if (!joint.count(name) || !torch::equal(t, joint.at(name))) {
+      ++gates_changed;
+    }
+  }
+  EXPECT_EQ(experts, 3 * 8);  // conv, fc1, fc2, out: weight and bias, per expert
+  EXPECT_GT(gates_changed, 0);
+  // The attentive MoE ran every expert for every sample; the distilled gate routes.
+  EXPECT_LT(report["top1"]["macs"].get<double>(), report["mixture"]["macs"].get<double>());
+}
+
+TEST_F(JointScheme, RefusesConfigsItCannotRun) {
+  const std::string data = quick_dataset(tmp.path());
+  data::VerifyCache cache;
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"experts.branch_after=3"}), cache),
+               "config key 'experts.branch_after' is 3: scheme 'joint' trains experts that read the images");
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=linear"}), cache),
+               "config key 'gate.kind' is 'linear': scheme 'joint' needs a gate that reads the images");
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=nope"}), cache), "unknown gate kind 'nope'");
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"scheme=joint_distill", "distill.gate_kind=nope"}), cache),
+               "unknown gate kind 'nope'");
+}
+
+}  // namespace
+}  // namespace smoe::testing
