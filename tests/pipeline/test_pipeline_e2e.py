@@ -136,6 +136,45 @@ class Pipeline(unittest.TestCase):
         pre, logits = rows[:, :64], rows[:, 64:]
         self.assertTrue(torch.allclose(pre @ base["fc.weight"].T + base["fc.bias"], logits, atol=1e-4))
 
+    def test_joint_scheme_is_rank_count_invariant_and_resumes_exactly_after_sigkill(self):
+        # Krishnamurthy et al.'s jointly trained MoE (attentive gate, both
+        # regularisers) under mpirun: 1 and 2 ranks give the same weights; a
+        # worker killed (SIGKILL) right after epoch 2's checkpoint ends the
+        # job, and --resume continues from epoch 3 to the uninterrupted run's
+        # weights and report.
+        joint = []
+        for s in ("scheme=joint", "experts.arch=small_cnn", "experts.branch_after=0", "gate.kind=attentive",
+                  "experts.count=3", "model.hidden=[32,16]", "joint.epochs=3", "joint.batch_size=256",
+                  "joint.importance=0.2", "joint.similarity_same=0.02", "joint.similarity_diff=0.01"):
+            joint += ["--set", s]
+        runs = {name: os.path.join(self.tmp, "joint-" + name) for name in ("np1", "np2", "killed")}
+        for np, name in ((1, "np1"), (2, "np2")):
+            r = self.train(np, runs[name], *joint)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        sha = {name: read_json(os.path.join(run, "run.json"))["done"].get("joint", {}).get("sha256")
+               for name, run in runs.items() if name != "killed"}
+        self.assertEqual(sha["np1"], sha["np2"])
+        r = self.train(2, runs["killed"], *joint, env=dict(ENV, SMOE_FAULT="kill:joint-epoch-2:1"), timeout=300)
+        self.assertNotEqual(r.returncode, 0)
+        done = read_json(os.path.join(runs["killed"], "run.json"))["done"]
+        self.assertNotIn("joint", done)
+        self.assertEqual(done["joint/progress"]["epoch"], 2)
+        r = self.train(2, runs["killed"], "--resume", *joint)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        record = read_json(os.path.join(runs["killed"], "run.json"))["done"]["joint"]
+        self.assertEqual(record["resumed_after_epoch"], 2)
+        self.assertEqual(record["sha256"], sha["np2"])
+        resumed = read_json(os.path.join(runs["killed"], "report.json"))
+        reference = read_json(os.path.join(runs["np2"], "report.json"))
+        for key in ("mixture", "top1", "top2", "specialisation", "routing"):
+            self.assertEqual(resumed[key], reference[key], key)
+        # The attentive gate runs every expert: no saving from routing.
+        self.assertEqual(reference["top1"]["macs"], reference["mixture"]["macs"])
+        # The saved model opens in PyTorch.
+        state = torch.load(os.path.join(runs["np2"], "joint.pt"))
+        self.assertIn("gate.query.weight", state)
+        self.assertIn("expert002.net.out.weight", state)
+
     def test_resume_after_sigkill_during_experts(self):
         run = os.path.join(self.tmp, "killed")
         cmd = mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + self.common
