@@ -40,7 +40,7 @@ struct ModelConfig {
 
 // Options shared by every SGD training loop (base, experts, ensemblers, gate).
 struct OptimConfig {
-  std::string optimizer;  // sgd | adam
+  std::string optimizer;  // sgd | adam | adamw
   int64_t epochs;
   int64_t batch_size;
   double lr;
@@ -52,6 +52,7 @@ struct OptimConfig {
   double step_gamma;
   int64_t warmup_epochs;
   double label_smoothing;
+  double grad_clip;  // largest global L2 norm of the gradient (0 = no clipping)
 };
 
 struct BaseConfig {
@@ -103,13 +104,17 @@ struct EmConfig {
 // al. Section 6; train/moe_losses.h).
 struct RegularizerConfig {
   double importance;       // w in L_imp = w * CV(sum over the batch of g)^2
+  double load_balance;     // lambda in L_bal = lambda * mean_e (u_e - mean u)^2, u = sum over the batch of g (LEMUR)
   double similarity_same;  // beta_s: same-expert pairs close
   double similarity_diff;  // beta_d: different-expert pairs far
 };
 
 // scheme joint: gate and experts trained together, end to end.
 struct JointConfig {
-  int64_t micro_batch;  // rank-count-invariant gradient sums are over micro-batches
+  int64_t micro_batch;   // rank-count-invariant gradient sums are over micro-batches
+  int64_t top_k;         // experts each sample is routed to (0 = all: dense soft routing)
+  double gate_lr_scale;  // the gate's learning rate is this times joint.lr
+  double mixup;          // alpha of mixup's Beta(alpha, alpha) (0 = off)
   RegularizerConfig reg;
   OptimConfig optim;
 };

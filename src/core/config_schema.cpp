@@ -15,8 +15,9 @@ struct OptimDefaults {
 };
 
 void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const OptimDefaults& d) {
-  s.add(p + ".optimizer", o.optimizer, d.optimizer, "sgd (momentum, Nesterov) or adam (betas 0.9, 0.999)")
-      .one_of({"sgd", "adam"});
+  s.add(p + ".optimizer", o.optimizer, d.optimizer,
+        "sgd (momentum, Nesterov), adam (betas 0.9, 0.999; weight decay as L2) or adamw (decoupled weight decay)")
+      .one_of({"sgd", "adam", "adamw"});
   s.add(p + ".epochs", o.epochs, d.epochs, "training epochs").at_least(0);
   s.add(p + ".batch_size", o.batch_size, d.batch_size, "mini-batch size (samples per step)").at_least(1);
   s.add(p + ".lr", o.lr, d.lr, "peak learning rate").above(0);
@@ -31,11 +32,15 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
   s.add(p + ".label_smoothing", o.label_smoothing, 0.0, "label smoothing of the cross-entropy")
       .at_least(0)
       .at_most(0.99);
+  s.add(p + ".grad_clip", o.grad_clip, 0.0, "clip the gradient's global L2 norm to this (0 = no clipping)").at_least(0);
 }
 
 // Krishnamurthy et al. Section 6 (train/moe_losses.h).
 void describe_regularizers(Schema& s, const std::string& p, RegularizerConfig& r) {
   s.add(p + ".importance", r.importance, 0.0, "w of the importance loss w * CV(sum over the batch of g(k|x))^2")
+      .at_least(0);
+  s.add(p + ".load_balance", r.load_balance, 0.0,
+        "lambda of the load-balance loss lambda * mean_e (u_e - mean u)^2, u_e = sum over the batch of g(e|x) (LEMUR)")
       .at_least(0);
   s.add(p + ".similarity_same", r.similarity_same, 0.0,
         "beta_s of the sample-similarity loss: pulls same-expert pairs together (M = P'DP / B^2)")
@@ -106,8 +111,9 @@ Schema describe(Config& c) {
       .at_least(0);
   s.add("cluster.normalize", c.cluster.normalize, true, "L2-normalise embeddings before clustering");
 
-  s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits); scheme joint: cnn (a small CNN on the images) or attentive "
-        "(attends to the experts' last hidden layers)");
+  s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits); scheme joint: cnn (a small CNN on the images), attentive "
+        "(attends to the experts' last hidden layers), noisy (cnn + learned Gaussian noise in training, Shazeer et al.) "
+        "or tempered (cnn / a learned temperature in [0.5, 5] + N(0, 0.1^2) noise in training, LEMUR)");
   s.add("gate.temperature", c.gate.temperature, 0.1, "T in g0(k|x) = softmax_k(-|x - c_k|^2 / T)").above(0);
   s.add("gate.hard", c.gate.hard, false, "one-hot g0 (nearest centroid) instead of the softmax");
   describe_optim(s, "gate", c.gate.optim, {20, 256, 0.05, 0.0, "cosine"});
@@ -144,6 +150,14 @@ Schema describe(Config& c) {
         "scheme joint: samples per micro-batch; gradients are summed exactly over micro-batches so results do not "
         "depend on the rank count")
       .at_least(1);
+  s.add("joint.top_k", c.joint.top_k, int64_t{0},
+        "route each sample to its k most probable experts (softmax over those k; an expert computes only its samples); "
+        "0 = every expert (dense soft routing)")
+      .at_least(0);
+  s.add("joint.gate_lr_scale", c.joint.gate_lr_scale, 1.0, "the gate's learning rate is this times joint.lr").above(0);
+  s.add("joint.mixup", c.joint.mixup, 0.0,
+        "mixup's alpha: each micro-batch mixed with a permutation of itself by lambda ~ Beta(alpha, alpha); 0 = off")
+      .at_least(0);
   describe_regularizers(s, "joint", c.joint.reg);
   describe_optim(s, "joint", c.joint.optim, {20, 512, 1e-3, 0.0, "constant", "adam"});
   s.add("distill.gate_kind", c.distill.gate_kind, std::string("cnn"),

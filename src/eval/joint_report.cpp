@@ -11,7 +11,8 @@ JointTally::JointTally(int64_t experts, int64_t num_classes)
     : experts_(experts),
       classes_(num_classes),
       alone_(static_cast<size_t>(experts), 0),
-      top2_runs_(static_cast<size_t>(experts), 0) {
+      top2_runs_(static_cast<size_t>(experts), 0),
+      mixture_runs_(static_cast<size_t>(experts), 0) {
   spec_.usage.assign(static_cast<size_t>(experts), 0);
   spec_.routing.assign(static_cast<size_t>(experts * num_classes), 0);
 }
@@ -34,8 +35,13 @@ void JointTally::add(const at::Tensor& labels, const at::Tensor& gate, const at:
   at::Tensor probs = torch::softmax(expert_logits, 2);
   at::Tensor picked = probs.gather(1, top.unsqueeze(2).expand({n, k2, probs.size(2)}));  // [n, k2, C]
   top2_ += ((g2.unsqueeze(2) * picked).sum(1).argmax(1) == labels).sum().item<int64_t>();
-  at::Tensor runs = torch::zeros({K}, torch::kLong).index_add_(0, top.flatten().cpu(), torch::ones({n * k2}, torch::kLong));
-  for (int64_t k = 0; k < K; ++k) top2_runs_[static_cast<size_t>(k)] += runs[k].item<int64_t>();
+  at::Tensor runs = torch::zeros({K}, torch::kLong)
+                        .index_add_(0, top.flatten().cpu(), (gate.gather(1, top) > 0).flatten().cpu().to(torch::kLong));
+  at::Tensor nonzero = (gate > 0).sum(0).cpu();
+  for (int64_t k = 0; k < K; ++k) {
+    top2_runs_[static_cast<size_t>(k)] += runs[k].item<int64_t>();
+    mixture_runs_[static_cast<size_t>(k)] += nonzero[k].item<int64_t>();
+  }
   spec_.add(count_specialisation(gate.cpu(), labels.cpu(), classes_));
 }
 
@@ -44,6 +50,7 @@ void JointTally::each_field(F&& f) {
   for (int64_t* v : {&samples_, &mixture_, &top1_, &top2_}) f(*v);
   for (auto& v : alone_) f(v);
   for (auto& v : top2_runs_) f(v);
+  for (auto& v : mixture_runs_) f(v);
   f(spec_.samples);
   f(spec_.entropy);
   for (auto& v : spec_.usage) f(v);
@@ -73,19 +80,21 @@ nlohmann::json JointTally::report(const JointCosts& costs) const {
   for (double m : costs.experts) all += m;
   // Expected MACs of routing: each sample runs the experts it is routed to,
   // unless the gate itself needs every expert.
-  double top1_macs = costs.gate, top2_macs = costs.gate;
+  double top1_macs = costs.gate, top2_macs = costs.gate, mixture_macs = costs.gate;
   for (int64_t k = 0; k < experts_; ++k) {
     int64_t routed = 0;
     for (int64_t c = 0; c < classes_; ++c) routed += spec_.routing[static_cast<size_t>(k * classes_ + c)];
     top1_macs += costs.experts[static_cast<size_t>(k)] * static_cast<double>(routed) / n;
     top2_macs += costs.experts[static_cast<size_t>(k)] * static_cast<double>(top2_runs_[static_cast<size_t>(k)]) / n;
+    mixture_macs +=
+        costs.experts[static_cast<size_t>(k)] * static_cast<double>(mixture_runs_[static_cast<size_t>(k)]) / n;
   }
-  if (costs.gate_runs_every_expert) top1_macs = top2_macs = costs.gate + all;
+  if (costs.gate_runs_every_expert) top1_macs = top2_macs = mixture_macs = costs.gate + all;
   auto rule = [&](int64_t correct, double macs) {
     return nlohmann::json{{"accuracy", static_cast<double>(correct) / n}, {"correct", correct}, {"macs", macs}};
   };
   nlohmann::json r;
-  r["mixture"] = rule(mixture_, costs.gate + all);
+  r["mixture"] = rule(mixture_, mixture_macs);
   r["top1"] = rule(top1_, top1_macs);
   r["top2"] = rule(top2_, top2_macs);
   std::vector<double> alone;

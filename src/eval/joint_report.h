@@ -1,7 +1,7 @@
 // The evaluation of a jointly trained MoE (models/joint_moe.h) from its
 // outputs on the test split, as integer counts summed over batches and
 // ranks (like eval::Tally): the output mixture sum_e g(e|x) softmax(f_e(x))
-// (what it was trained as), top-1 routing (the expert of argmax g alone:
+// (what it was trained as; an expert runs where its g > 0), top-1 routing (the expert of argmax g alone:
 // conditional computation), top-2 (the two largest gates, renormalised),
 // each expert alone, Krishnamurthy et al.'s specialisation metrics and the
 // routing table. Knows nothing of ranks or run folders.
@@ -42,7 +42,8 @@ class JointTally {
   int64_t experts_, classes_;
   int64_t samples_ = 0, mixture_ = 0, top1_ = 0, top2_ = 0;
   std::vector<int64_t> alone_;      // [K] correct when expert k answers alone
-  std::vector<int64_t> top2_runs_;  // [K] samples whose top-2 includes expert k
+  std::vector<int64_t> top2_runs_;  // [K] samples whose top-2 includes expert k with g > 0
+  std::vector<int64_t> mixture_runs_;  // [K] samples with g(k|x) > 0 (a top-k gate's zeros run nothing)
   SpecialisationCount spec_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -44,6 +45,34 @@ at::Tensor AttentiveGateImpl::forward(const GateFeatures& f) {
 
 int64_t AttentiveGateImpl::forward_macs() const {
   return net->macs() + hidden_ * hidden_ + experts_ * (expert_hidden_ * hidden_ + hidden_);
+}
+
+NoisyGateImpl::NoisyGateImpl(const GateSpec& spec) {
+  net = register_module("net", SmallCnn(gate_net_spec(spec, spec.experts, true)));
+  noise = register_module("noise", torch::nn::Linear(spec.hidden.at(1), spec.experts));
+}
+
+at::Tensor NoisyGateImpl::forward(const GateFeatures& f) {
+  at::Tensor h = net->hidden(f.inputs);
+  at::Tensor logits = net->output(h);
+  if (is_training() && f.noise.defined()) logits = logits + f.noise * torch::softplus(noise->forward(h));
+  return logits;
+}
+
+TemperedGateImpl::TemperedGateImpl(const GateSpec& spec) {
+  net = register_module("net", SmallCnn(gate_net_spec(spec, spec.experts, true)));
+  log_temperature = register_parameter("log_temperature", torch::full({1}, std::log(kInitialT)));
+}
+
+double TemperedGateImpl::temperature() const {
+  return std::clamp(std::exp(log_temperature.item<double>()), kMinT, kMaxT);
+}
+
+at::Tensor TemperedGateImpl::forward(const GateFeatures& f) {
+  at::Tensor t = log_temperature.exp().clamp(kMinT, kMaxT);
+  at::Tensor logits = net->forward(f.inputs) / t;
+  if (is_training() && f.noise.defined()) logits = logits + kNoiseStd * f.noise;
+  return logits;
 }
 
 }  // namespace smoe::models

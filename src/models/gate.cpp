@@ -16,11 +16,13 @@ at::Tensor moved(const at::Tensor& t, const c10::Device& device) { return t.defi
 }  // namespace
 
 GateFeatures GateFeatures::rows(const at::Tensor& ids) const {
-  return {rows_of(embedding, ids), rows_of(base_logits, ids), rows_of(inputs, ids), rows_of(expert_hidden, ids)};
+  return {rows_of(embedding, ids), rows_of(base_logits, ids), rows_of(inputs, ids), rows_of(expert_hidden, ids),
+          rows_of(noise, ids)};
 }
 
 GateFeatures GateFeatures::to(const c10::Device& device) const {
-  return {moved(embedding, device), moved(base_logits, device), moved(inputs, device), moved(expert_hidden, device)};
+  return {moved(embedding, device), moved(base_logits, device), moved(inputs, device), moved(expert_hidden, device),
+          moved(noise, device)};
 }
 
 int64_t GateModule::init_from(const GateModule& other) {
@@ -69,7 +71,9 @@ Registry<GateFactory>& gate_kinds() {
        {"class_routing",
         [](const GateSpec& s) -> Gate { return std::make_shared<ClassRoutingGateImpl>(s.classes, s.experts); }},
        {"cnn", [](const GateSpec& s) -> Gate { return std::make_shared<CnnGateImpl>(s); }},
-       {"attentive", [](const GateSpec& s) -> Gate { return std::make_shared<AttentiveGateImpl>(s); }}});
+       {"attentive", [](const GateSpec& s) -> Gate { return std::make_shared<AttentiveGateImpl>(s); }},
+       {"noisy", [](const GateSpec& s) -> Gate { return std::make_shared<NoisyGateImpl>(s); }},
+       {"tempered", [](const GateSpec& s) -> Gate { return std::make_shared<TemperedGateImpl>(s); }}});
   return registry;
 }
 

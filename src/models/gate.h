@@ -23,15 +23,18 @@ namespace smoe::models {
 // undefined.
 struct GateFeatures {
   GateFeatures() = default;
-  GateFeatures(at::Tensor embedding, at::Tensor base_logits, at::Tensor inputs = {}, at::Tensor expert_hidden = {})
+  GateFeatures(at::Tensor embedding, at::Tensor base_logits, at::Tensor inputs = {}, at::Tensor expert_hidden = {},
+               at::Tensor noise = {})
       : embedding(std::move(embedding)),
         base_logits(std::move(base_logits)),
         inputs(std::move(inputs)),
-        expert_hidden(std::move(expert_hidden)) {}
+        expert_hidden(std::move(expert_hidden)),
+        noise(std::move(noise)) {}
   at::Tensor embedding;      // [B, D] pre-logits (normalised when cluster.normalize)
   at::Tensor base_logits;    // [B, C]
   at::Tensor inputs;         // [B, C, H, W] what the experts read (scheme joint)
   at::Tensor expert_hidden;  // [B, K, H] each expert's last hidden layer (attentive gate)
+  at::Tensor noise;          // [B, K] N(0, 1) draws for gates noisy in training (undefined: no noise)
 
   int64_t size() const { return embedding.size(0); }
   GateFeatures rows(const at::Tensor& ids) const;  // ids: int64 [b]
@@ -57,6 +60,10 @@ class GateModule : public torch::nn::Module {
   // Whether it needs GateFeatures::expert_hidden (then every expert runs
   // before the gate: no conditional computation).
   virtual bool needs_expert_hidden() const { return false; }
+  // Whether it adds GateFeatures::noise to its logits in training (the
+  // trainer draws it from the run seed, so that results do not depend on
+  // the rank count).
+  virtual bool uses_noise() const { return false; }
   // Starts from another gate's weights wherever a parameter has the same
   // name and shape (distillation starts a plain gate from the attentive
   // gate's trunk); returns how many tensors were copied.
@@ -109,7 +116,8 @@ struct GateSpec {
 };
 using GateFactory = std::function<Gate(const GateSpec&)>;
 // gate.kind -> factory. Built in: "linear", "class_routing" (used by
-// cluster.method per_class), "cnn" and "attentive" (models/cnn_gate.h).
+// cluster.method per_class), "cnn", "attentive", "noisy" and "tempered"
+// (models/cnn_gate.h).
 Registry<GateFactory>& gate_kinds();
 
 }  // namespace smoe::models

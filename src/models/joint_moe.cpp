@@ -3,12 +3,17 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "core/error.h"
 
 namespace smoe::models {
 
-JointMoeImpl::JointMoeImpl(Gate gate, std::vector<Expert> experts) : experts_(std::move(experts)) {
+JointMoeImpl::JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k)
+    : top_k_(top_k), experts_(std::move(experts)) {
   SMOE_CHECK(!experts_.empty(), "a jointly trained MoE needs at least one expert");
+  SMOE_CHECK(top_k_ >= 0 && top_k_ <= static_cast<int64_t>(experts_.size()),
+             "config key 'joint.top_k' is {}: expected 0 (all) to experts.count ({})", top_k_, experts_.size());
   gate_ = register_module("gate", std::move(gate));
   SMOE_CHECK(gate_->reads_inputs(), "a jointly trained MoE needs a gate that reads the experts' input (cnn, attentive)");
   for (size_t e = 0; e < experts_.size(); ++e) register_module(fmt::format("expert{:03d}", e), experts_[e]);
@@ -26,35 +31,72 @@ std::vector<at::Tensor> JointMoeImpl::expert_parameters() const {
   return out;
 }
 
-JointOutputs JointMoeImpl::run(const at::Tensor& x, bool experts_grad) {
-  const bool hidden = gate_->needs_expert_hidden();
-  std::vector<at::Tensor> logits, hiddens;
-  {
-    c10::optional<torch::NoGradGuard> no_grad;
-    if (!experts_grad) no_grad.emplace();
-    for (auto& e : experts_) {
-      if (hidden) {
-        HiddenAndLogits out = e->forward_hidden(x);
-        hiddens.push_back(out.hidden);
-        logits.push_back(out.logits);
-      } else {
-        logits.push_back(e->forward(x));
-      }
-    }
+void JointMoeImpl::route(JointOutputs& o) const {
+  if (top_k_ == 0) {
+    o.gate_probs = torch::softmax(o.gate_logits, 1);
+    o.routed = torch::ones_like(o.gate_logits, torch::kBool);
+    return;
   }
+  at::Tensor top = std::get<1>(o.gate_logits.topk(top_k_, 1));  // [B, k]
+  o.routed = torch::zeros_like(o.gate_logits, torch::kBool).scatter_(1, top, true);
+  at::Tensor masked = o.gate_logits.masked_fill(o.routed.logical_not(), -std::numeric_limits<double>::infinity());
+  o.gate_probs = torch::softmax(masked, 1);
+}
+
+JointOutputs JointMoeImpl::run(const at::Tensor& x, const at::Tensor& noise, bool experts_grad, bool dense) {
+  const int64_t B = x.size(0), K = num_experts();
+  const bool hidden = gate_->needs_expert_hidden();
   JointOutputs o;
-  o.expert_logits = torch::stack(logits, 1);  // [B, K, C]
   GateFeatures f;
   f.inputs = x;
-  if (hidden) f.expert_hidden = torch::stack(hiddens, 1);  // [B, K, H]
+  f.noise = noise;
+  std::vector<at::Tensor> logits(static_cast<size_t>(K)), hiddens;
+  c10::optional<torch::NoGradGuard> no_grad;
+  if (!experts_grad) no_grad.emplace();
+  if (hidden) {  // the attentive gate needs every expert on every sample first
+    for (int64_t e = 0; e < K; ++e) {
+      HiddenAndLogits out = experts_[static_cast<size_t>(e)]->forward_hidden(x);
+      hiddens.push_back(out.hidden);
+      logits[static_cast<size_t>(e)] = out.logits;
+    }
+    f.expert_hidden = torch::stack(hiddens, 1);  // [B, K, H]
+  }
+  no_grad.reset();
   o.gate_logits = gate_->forward(f);
-  o.gate_probs = torch::softmax(o.gate_logits, 1);
+  route(o);
+  if (!hidden) {
+    if (!experts_grad) no_grad.emplace();
+    for (int64_t e = 0; e < K; ++e) {
+      Expert& ex = experts_[static_cast<size_t>(e)];
+      if (top_k_ == 0 || dense) {
+        logits[static_cast<size_t>(e)] = ex->forward(x);
+        continue;
+      }
+      // Sparse dispatch: the expert sees only the samples routed to it.
+      at::Tensor rows = o.routed.select(1, e).nonzero().squeeze(1);
+      if (rows.numel() == 0) continue;
+      at::Tensor out = ex->forward(x.index_select(0, rows));
+      logits[static_cast<size_t>(e)] =
+          torch::zeros({B, out.size(1)}, out.options()).index_copy(0, rows, out);
+    }
+    no_grad.reset();
+  }
+  int64_t C = 0;
+  for (const auto& l : logits)
+    if (l.defined()) C = l.size(1);
+  for (auto& l : logits)
+    if (!l.defined()) l = torch::zeros({B, C}, x.options());
+  o.expert_logits = torch::stack(logits, 1);  // [B, K, C]
+  // Unrouted experts have g = 0: their (zero) logits add nothing.
   o.mixture = (o.gate_probs.unsqueeze(2) * torch::softmax(o.expert_logits, 2)).sum(1);
   return o;
 }
 
-JointOutputs JointMoeImpl::forward(const at::Tensor& x) { return run(x, true); }
-JointOutputs JointMoeImpl::forward_frozen_experts(const at::Tensor& x) { return run(x, false); }
+JointOutputs JointMoeImpl::forward(const at::Tensor& x, const at::Tensor& noise) { return run(x, noise, true, false); }
+JointOutputs JointMoeImpl::forward_frozen_experts(const at::Tensor& x, const at::Tensor& noise) {
+  return run(x, noise, false, false);
+}
+JointOutputs JointMoeImpl::forward_dense(const at::Tensor& x) { return run(x, {}, true, true); }
 
 at::Tensor mixture_nll(const at::Tensor& mixture, const at::Tensor& labels) {
   return -(mixture.gather(1, labels.unsqueeze(1)).squeeze(1) + 1e-7).log();

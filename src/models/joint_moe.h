@@ -9,6 +9,11 @@
 // architecture (models/expert.h): full networks on the images
 // (experts.branch_after = 0). The attentive gate also receives every
 // expert's last hidden layer.
+//
+// With top_k = k > 0 (Shazeer et al.'s top-k routing, LEMUR's top-2) only
+// the k largest gate logits of a sample are kept, g is the softmax over
+// them (0 elsewhere), and each expert runs only on the samples routed to it
+// (sparse dispatch); its logits are 0 for the others.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -21,7 +26,8 @@
 namespace smoe::models {
 
 struct JointOutputs {
-  at::Tensor gate_logits;    // [B, K]
+  at::Tensor gate_logits;    // [B, K] (with the training noise, before top-k)
+  at::Tensor routed;         // [B, K] bool: the experts each sample ran through
   at::Tensor gate_probs;     // [B, K] g(e|x)
   at::Tensor expert_logits;  // [B, K, C]
   at::Tensor mixture;        // [B, C] y_hat(x), probabilities
@@ -29,11 +35,16 @@ struct JointOutputs {
 
 class JointMoeImpl : public torch::nn::Module {
  public:
-  JointMoeImpl(Gate gate, std::vector<Expert> experts);
+  JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k = 0);
 
-  JointOutputs forward(const at::Tensor& inputs);
+  // noise: [B, K] N(0, 1) for a gate that is noisy in training (uses_noise()).
+  JointOutputs forward(const at::Tensor& inputs, const at::Tensor& noise = {});
   // With the experts run without autograd (frozen experts: distillation).
-  JointOutputs forward_frozen_experts(const at::Tensor& inputs);
+  JointOutputs forward_frozen_experts(const at::Tensor& inputs, const at::Tensor& noise = {});
+  // Every expert on every sample whatever the routing (the evaluation's
+  // per-expert figures); g and the mixture as forward().
+  JointOutputs forward_dense(const at::Tensor& inputs);
+  int64_t top_k() const { return top_k_; }
 
   GateModule& gate() { return *gate_; }
   const Gate& gate_ptr() const { return gate_; }
@@ -49,7 +60,10 @@ class JointMoeImpl : public torch::nn::Module {
   int64_t expert_macs(int64_t e) const { return experts_.at(static_cast<size_t>(e))->forward_macs(); }
 
  private:
-  JointOutputs run(const at::Tensor& inputs, bool experts_grad);
+  JointOutputs run(const at::Tensor& inputs, const at::Tensor& noise, bool experts_grad, bool dense);
+  // g from the gate's logits: softmax over the top-k (all when top_k is 0); sets o.routed.
+  void route(JointOutputs& o) const;
+  int64_t top_k_ = 0;
   Gate gate_;
   std::vector<Expert> experts_;
 };

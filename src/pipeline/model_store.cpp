@@ -158,7 +158,7 @@ std::shared_ptr<models::JointMoeImpl> ModelStore::build_joint_moe(const std::str
   const int64_t hidden = experts.front()->hidden_dim();
   models::Gate gate = build_joint_gate(gate_kind, hidden);
   lock.unlock();
-  auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts));
+  auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k);
   moe->to(device_);
   return moe;
 }

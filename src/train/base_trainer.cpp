@@ -121,6 +121,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
       }
       grad_sum.result_into(grads, static_cast<double>(batches[s].size()));
       grad_sum.zero();
+      clip_gradients(params, o.optim);
       opt->step();
       stats.images += local;
       nlohmann::json fields = nlohmann::json::object();

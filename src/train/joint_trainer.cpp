@@ -1,6 +1,9 @@
 #include "train/joint_trainer.h"
 
+#include <fmt/ranges.h>
 #include <torch/torch.h>
+
+#include <random>
 
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
@@ -20,7 +23,7 @@ namespace {
 // One of this rank's micro-batches of a step, run forward.
 struct Live {
   models::JointOutputs out;
-  at::Tensor x, y, nll;
+  at::Tensor x, y, nll;  // x after mixup; nll per sample (mixed between the two labels)
   int64_t pos = 0;  // its first row's position in the global batch
 };
 
@@ -28,6 +31,22 @@ std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params) {
   std::vector<at::Tensor> g;
   for (const auto& p : params) g.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
   return g;
+}
+
+// Mixup (Zhang et al.): lambda ~ Beta(alpha, alpha) and a partner
+// permutation of the micro-batch, both from `seed`.
+struct Mix {
+  double lambda = 1;
+  at::Tensor partner;  // int64 [b]
+};
+Mix draw_mix(int64_t b, double alpha, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::gamma_distribution<double> gamma(alpha, 1.0);
+  const double u = gamma(rng), v = gamma(rng);
+  Mix m;
+  m.lambda = u + v > 0 ? u / (u + v) : 1.0;
+  m.partner = torch::tensor(data::permutation(b, seed ^ 0x9e3779b97f4a7c15ULL), torch::kLong);
+  return m;
 }
 
 }  // namespace
@@ -42,10 +61,19 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
   const bool regularized = any_regularizer(o.reg);
   const bool similarity = o.reg.similarity_same > 0 || o.reg.similarity_diff > 0;
 
-  std::vector<at::Tensor> params = o.freeze_experts ? moe.gate().parameters() : moe.parameters();
+  // Parameter groups: the gate (at gate_lr_scale x lr), then the experts.
+  std::vector<std::vector<at::Tensor>> groups = {moe.gate().parameters()};
+  std::vector<double> lr_scales = {o.gate_lr_scale};
+  if (!o.freeze_experts) {
+    groups.push_back(moe.expert_parameters());
+    lr_scales.push_back(1.0);
+  }
+  std::vector<at::Tensor> params;
+  for (const auto& g : groups) params.insert(params.end(), g.begin(), g.end());
   if (o.freeze_experts)
     for (auto& p : moe.expert_parameters()) p.set_requires_grad(false);
-  auto opt = make_optimizer(params, o.optim);
+  auto opt = make_optimizer(groups, o.optim);
+  const bool noisy = moe.gate().uses_noise();
   if (!optimizer_bytes.empty()) load_optimizer_state(*opt, optimizer_bytes, o.stage + " progress checkpoint");
   const int64_t steps_per_epoch = N / B;
   Schedule schedule(o.optim, steps_per_epoch);
@@ -65,38 +93,59 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         data::make_batches(data::permutation(N, derive_seed(o.seed, o.stage, {uint64_t(epoch)})), B, true);
     // This rank's micro-batches in step order: micro-batch g of the epoch goes to rank g % P.
     std::vector<std::vector<int64_t>> mine;
-    std::vector<int64_t> mine_step, mine_pos;
+    std::vector<int64_t> mine_step, mine_pos, mine_index;
     int64_t g = 0;
     for (size_t s = 0; s < batches.size(); ++s) {
       int64_t pos = 0;
       for (auto& mb : data::make_batches(batches[s], o.micro_batch, false)) {
         const auto size = static_cast<int64_t>(mb.size());
-        if (g++ % P == rank) {
+        if (g % P == rank) {
           mine.push_back(std::move(mb));
           mine_step.push_back(static_cast<int64_t>(s));
           mine_pos.push_back(pos);
+          mine_index.push_back(g);
         }
+        ++g;
         pos += size;
       }
     }
     data::BatchLoader loader(train, mine, data::Transform{}, o.prefetch);
     const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(device);
     at::Tensor loss_sum = torch::zeros({}, dopt), correct = torch::zeros({}, dopt);
-    double seen = 0, importance_sum = 0, similarity_sum = 0;
+    at::Tensor top1_count = torch::zeros({K}, dopt);
+    double seen = 0, importance_sum = 0, balance_sum = 0, similarity_sum = 0;
     int64_t images = 0;
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s) {
       const int64_t global_step = epoch * steps_per_epoch + static_cast<int64_t>(s);
-      set_lr(*opt, schedule.lr(global_step));
+      set_lr(*opt, schedule.lr(global_step), lr_scales);
       std::vector<Live> live;
       while (next < mine.size() && mine_step[next] == static_cast<int64_t>(s)) {
         data::Batch b = *loader.next();
+        const uint64_t index = static_cast<uint64_t>(mine_index[next]);
         Live l;
         l.x = b.images.to(device);
         l.y = b.labels.to(device);
         l.pos = mine_pos[next++];
-        l.out = o.freeze_experts ? moe.forward_frozen_experts(l.x) : moe.forward(l.x);
+        Mix mix;
+        if (o.mixup > 0) {
+          mix = draw_mix(l.x.size(0), o.mixup, derive_seed(o.seed, o.stage + "-mixup", {uint64_t(epoch), index}));
+          mix.partner = mix.partner.to(device);
+          l.x = mix.lambda * l.x + (1 - mix.lambda) * l.x.index_select(0, mix.partner);
+        }
+        at::Tensor noise;
+        if (noisy) {
+          auto gen = at::make_generator<at::CPUGeneratorImpl>(
+              derive_seed(o.seed, o.stage + "-noise", {uint64_t(epoch), index}));
+          noise = at::randn({l.x.size(0), K}, gen, torch::TensorOptions().dtype(torch::kFloat)).to(device);
+        }
+        l.out = o.freeze_experts ? moe.forward_frozen_experts(l.x, noise) : moe.forward(l.x, noise);
         l.nll = models::mixture_nll(l.out.mixture, l.y);
+        if (o.mixup > 0)
+          l.nll = mix.lambda * l.nll +
+                  (1 - mix.lambda) * models::mixture_nll(l.out.mixture, l.y.index_select(0, mix.partner));
+        top1_count.index_add_(0, l.out.gate_probs.detach().argmax(1),
+                              torch::ones({l.x.size(0)}, dopt));
         loss_sum += l.nll.detach().sum().to(torch::kDouble);
         correct += (l.out.mixture.argmax(1) == l.y).sum().to(torch::kDouble);
         seen += static_cast<double>(l.x.size(0));
@@ -115,9 +164,11 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         for (const auto& l : live)
           p_all.narrow(0, l.pos, l.x.size(0)).copy_(l.out.gate_probs.detach().to(torch::kDouble));
         comm::allreduce(comm, p_all);
-        double imp_value = 0;
-        at::Tensor imp_grad = importance_grad(p_all, o.reg.importance, &imp_value).to(device);  // [K]
+        double imp_value = 0, bal_value = 0;
+        at::Tensor imp_grad =
+            usage_grad(p_all, o.reg.importance, o.reg.load_balance, &imp_value, &bal_value).to(device);  // [K]
         importance_sum += imp_value;
+        balance_sum += bal_value;
         std::vector<at::Tensor> dist_rows(live.size());
         double dmax = 0;
         if (similarity) {
@@ -159,6 +210,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
       }
       grad_sum.result_into(grads, static_cast<double>(batches[s].size()));
       grad_sum.zero();
+      clip_gradients(params, o.optim);
       opt->step();
       nlohmann::json fields = nlohmann::json::object();
       if (progress.due())
@@ -166,22 +218,32 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
       progress.step(static_cast<int64_t>(batches[s].size()), fields);
     }
     std::vector<double> tot = {loss_sum.item<double>(), correct.item<double>(), seen, similarity_sum};
+    at::Tensor top1 = top1_count.cpu().contiguous();
+    tot.insert(tot.end(), top1.data_ptr<double>(), top1.data_ptr<double>() + K);
     comm.allreduce(comm::host_buffer(tot), comm::ReduceOp::sum);
     const double steps = static_cast<double>(std::max<size_t>(batches.size(), 1));
     last.epoch = epoch + 1;
     last.loss = tot[2] > 0 ? tot[0] / tot[2] : 0;
     last.train_error = tot[2] > 0 ? 1 - tot[1] / tot[2] : 0;
     last.importance = importance_sum / steps;  // the same on every rank
+    last.balance = balance_sum / steps;
+    last.load.assign(static_cast<size_t>(K), 0.0);
+    for (int64_t e = 0; e < K; ++e)
+      last.load[static_cast<size_t>(e)] = tot[2] > 0 ? tot[4 + static_cast<size_t>(e)] / tot[2] : 0;
     last.similarity = tot[3] / steps;
     last.seconds = epoch_clock.seconds();
     last.images = images;
-    log::info("{:<9} epoch {}/{}: loss {:.4f}, train error {:.2f}%{}", o.stage, epoch + 1, o.optim.epochs, last.loss,
-              100 * last.train_error,
-              regularized ? fmt::format(", L_imp {:.4g}, L_s {:.4g}", last.importance, last.similarity) : "");
+    log::info("{:<9} epoch {}/{}: loss {:.4f}, train error {:.2f}%, expert load {:.3f}{}", o.stage, epoch + 1,
+              o.optim.epochs, last.loss, 100 * last.train_error, fmt::join(last.load, " "),
+              regularized ? fmt::format(", L_imp {:.4g}, L_bal {:.4g}, L_s {:.4g}", last.importance, last.balance,
+                                        last.similarity)
+                          : "");
     log::event(o.stage + "_epoch", {{"epoch", last.epoch},
                                     {"loss", last.loss},
                                     {"train_error", last.train_error},
                                     {"importance", last.importance},
+                                    {"balance", last.balance},
+                                    {"load", last.load},
                                     {"similarity", last.similarity},
                                     {"seconds", last.seconds}});
     if (on_epoch_end) on_epoch_end(last, *opt);

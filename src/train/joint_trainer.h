@@ -16,11 +16,16 @@
 //
 // With freeze_experts (distillation), only the gate trains; the experts run
 // without autograd in eval mode.
+//
+// Every random draw — a noisy gate's N(0, 1) noise, mixup's lambda and
+// partner permutation — is seeded from (seed, epoch, micro-batch index),
+// never from the rank, so it too is the same for any rank count.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "core/config.h"
@@ -38,6 +43,8 @@ struct JointTrainOptions {
   OptimConfig optim;
   RegularizerConfig reg;
   int64_t micro_batch = 64;
+  double gate_lr_scale = 1;  // the gate's learning rate is this times optim.lr
+  double mixup = 0;          // alpha of Beta(alpha, alpha); 0 = off
   bool freeze_experts = false;
   uint64_t seed = 0;
   int64_t log_every = 50;
@@ -50,7 +57,9 @@ struct JointEpochStats {
   double loss = 0;            // mean NLL of the mixture over the epoch's samples
   double train_error = 0;     // of the mixture, on the epoch's training batches
   double importance = 0;      // mean L_imp over the epoch's steps
+  double balance = 0;         // mean L_bal over the epoch's steps
   double similarity = 0;      // mean L_s over the epoch's steps
+  std::vector<double> load;   // [K] share of the epoch's samples whose largest gate value is expert e's
   double seconds = 0;         // this epoch
   int64_t images = 0;         // this rank's, this epoch
 };

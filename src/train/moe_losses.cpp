@@ -37,17 +37,22 @@ at::Tensor similarity_loss(const at::Tensor& probs, const at::Tensor& dist, doub
   return loss;
 }
 
-at::Tensor importance_grad(const at::Tensor& all_probs, double w, double* value) {
+at::Tensor load_balance_loss(const at::Tensor& probs, double lambda) {
+  at::Tensor u = probs.sum(0);
+  return lambda * (u - u.mean()).pow(2).mean();
+}
+
+at::Tensor usage_grad(const at::Tensor& all_probs, double w, double lambda, double* importance, double* balance) {
   torch::AutoGradMode enable(true);
-  at::Tensor importance = all_probs.detach().to(torch::kDouble).sum(0).requires_grad_(true);  // [K]
-  if (importance.size(0) < 2 || w == 0) {
-    *value = 0;
-    return torch::zeros_like(importance).detach();
-  }
-  at::Tensor loss = w * (importance.std() / importance.mean()).pow(2);
-  loss.backward();
-  *value = loss.item<double>();
-  return importance.grad().detach();  // dI/dP_i = identity
+  at::Tensor usage = all_probs.detach().to(torch::kDouble).sum(0).requires_grad_(true);  // I [K]
+  *importance = *balance = 0;
+  if (usage.size(0) < 2 || (w == 0 && lambda == 0)) return torch::zeros_like(usage).detach();
+  at::Tensor imp = w * (usage.std() / usage.mean()).pow(2);
+  at::Tensor bal = lambda * (usage - usage.mean()).pow(2).mean();
+  (imp + bal).backward();
+  *importance = imp.item<double>();
+  *balance = bal.item<double>();
+  return usage.grad().detach();  // dI/dP_i = identity
 }
 
 at::Tensor similarity_grad_rows(const at::Tensor& dist_rows, const at::Tensor& all_probs, const at::Tensor& row_probs,

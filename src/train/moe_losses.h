@@ -4,6 +4,7 @@
 //   importance   L_imp = w * CV(I)^2,  I = sum_i P_i  [K]           (eq. 7)
 //                CV = std / mean with the unbiased std (torch.std, as in
 //                Shazeer et al. and the authors' code); 0 when K = 1.
+//   load balance L_bal = lambda * mean_e (u_e - mean(u))^2, u = I     (LEMUR)
 //   similarity   M = P^T D P / B^2, D_ij = |x_i - x_j|^2 / max_ij |x_i - x_j|^2
 //                L_s = beta_s tr(M) / K - beta_d (sum(M) - tr(M)) / (K^2 - K)   (eq. 10)
 //
@@ -32,10 +33,12 @@ at::Tensor pairwise_sq_distances(const at::Tensor& a, const at::Tensor& b);
 // The losses on a whole batch (differentiable in probs). dist: D, already
 // normalised by its maximum.
 at::Tensor importance_loss(const at::Tensor& probs, double w);
+at::Tensor load_balance_loss(const at::Tensor& probs, double lambda);
 at::Tensor similarity_loss(const at::Tensor& probs, const at::Tensor& dist, double beta_s, double beta_d);
 
-// dL_imp/dP_i [K], the same for every row i; *value gets L_imp. all_probs: [B, K].
-at::Tensor importance_grad(const at::Tensor& all_probs, double w, double* value);
+// d(L_imp + L_bal)/dP_i [K], the same for every row i (both depend on P
+// only through I); *importance and *balance get their values. all_probs: [B, K].
+at::Tensor usage_grad(const at::Tensor& all_probs, double w, double lambda, double* importance, double* balance);
 // dL_s/dP_i [r, K] for r rows of the batch: dist_rows [r, B] their normalised
 // distances to every sample, all_probs [B, K], row_probs [r, K] their P.
 // *partial gets their share of L_s (the shares of all rows sum to L_s).
@@ -44,7 +47,7 @@ at::Tensor similarity_grad_rows(const at::Tensor& dist_rows, const at::Tensor& a
 
 // Whether any batch-level regulariser is on.
 inline bool any_regularizer(const RegularizerConfig& r) {
-  return r.importance > 0 || r.similarity_same > 0 || r.similarity_diff > 0;
+  return r.importance > 0 || r.load_balance > 0 || r.similarity_same > 0 || r.similarity_diff > 0;
 }
 
 }  // namespace smoe::train

@@ -29,20 +29,43 @@ double Schedule::lr(int64_t step) const {
   return 0.5 * o_.lr * (1.0 + std::cos(M_PI * std::min(t, 1.0)));
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const OptimConfig& o) {
-  if (o.optimizer == "adam") {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<std::vector<at::Tensor>>& groups,
+                                                        const OptimConfig& o) {
+  if (o.optimizer == "adam" || o.optimizer == "adamw") {
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    for (const auto& params : groups) g.emplace_back(params);
+    if (o.optimizer == "adamw") {
+      torch::optim::AdamWOptions opts(o.lr);
+      opts.weight_decay(o.weight_decay);
+      return std::make_unique<torch::optim::AdamW>(g, opts);
+    }
     torch::optim::AdamOptions opts(o.lr);
     opts.weight_decay(o.weight_decay);
-    return std::make_unique<torch::optim::Adam>(params, opts);
+    return std::make_unique<torch::optim::Adam>(g, opts);
   }
-  SMOE_CHECK(o.optimizer == "sgd", "unknown optimizer '{}' (known: adam, sgd)", o.optimizer);
+  SMOE_CHECK(o.optimizer == "sgd", "unknown optimizer '{}' (known: adam, adamw, sgd)", o.optimizer);
+  std::vector<torch::optim::OptimizerParamGroup> g;
+  for (const auto& params : groups) g.emplace_back(params);
   torch::optim::SGDOptions opts(o.lr);
   opts.momentum(o.momentum).weight_decay(o.weight_decay).nesterov(o.nesterov && o.momentum > 0);
-  return std::make_unique<torch::optim::SGD>(params, opts);
+  return std::make_unique<torch::optim::SGD>(g, opts);
 }
 
-void set_lr(torch::optim::Optimizer& opt, double lr) {
-  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const OptimConfig& o) {
+  return make_optimizer(std::vector<std::vector<at::Tensor>>{params}, o);
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr, const std::vector<double>& scales) {
+  size_t i = 0;
+  for (auto& group : opt.param_groups()) {
+    group.options().set_lr(lr * (i < scales.size() ? scales[i] : 1.0));
+    ++i;
+  }
+}
+
+double clip_gradients(const std::vector<at::Tensor>& params, const OptimConfig& o) {
+  if (o.grad_clip <= 0) return 0;
+  return torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
 }
 
 }  // namespace smoe::train

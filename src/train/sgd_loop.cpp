@@ -40,6 +40,7 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
       at::Tensor loss = batch_loss(ids, epoch);
       opt->zero_grad();
       loss.backward();
+      clip_gradients(params, s.optim);
       opt->step();
       loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach().to(torch::kDouble);
       ++batches;

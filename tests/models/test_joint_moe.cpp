@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <memory>
 
 #include "common/expect_error.h"
 #include "models/cnn_gate.h"
@@ -91,6 +92,90 @@ TEST(JointMoe, APlainGateStartsFromTheAttentiveGatesTrunk) {
   auto theirs = attentive->named_parameters();
   for (const auto& p : plain->named_parameters())
     if (theirs.contains(p.key())) EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << p.key();
+}
+
+// An expert that records the samples it computes (each input image is
+// filled with its sample's index).
+class RecordingExpert : public ExpertModule {
+ public:
+  explicit RecordingExpert(int64_t classes) { fc = register_module("fc", torch::nn::Linear(1, classes)); }
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor id = x.flatten(1).select(1, 0);
+    for (int64_t i = 0; i < id.size(0); ++i) seen.push_back(std::lround(id[i].item<double>()));
+    return fc->forward(id.unsqueeze(1));
+  }
+  int64_t forward_macs() const override { return 4; }
+  std::vector<int64_t> seen;
+  torch::nn::Linear fc{nullptr};
+};
+
+at::Tensor indexed_images(int64_t n) {
+  return torch::arange(n, torch::kFloat).view({n, 1, 1, 1}).expand({n, 1, 12, 12}).contiguous();
+}
+
+// Top-k dispatch: each expert's forward sees exactly the samples routed to
+// it, and g is the softmax over the k kept logits.
+TEST(JointMoe, TopKDispatchGivesEachExpertExactlyItsSamples) {
+  torch::manual_seed(8);
+  const int64_t K = 4, n = 16;
+  std::vector<std::shared_ptr<RecordingExpert>> rec;
+  std::vector<Expert> experts;
+  for (int64_t k = 0; k < K; ++k) {
+    rec.push_back(std::make_shared<RecordingExpert>(4));
+    experts.push_back(rec.back());
+  }
+  JointMoeImpl moe(gate_kinds().get("cnn")(gate_spec(K, 0)), experts, /*top_k=*/2);
+  JointOutputs o = moe.forward(indexed_images(n));
+  EXPECT_TRUE(torch::equal(o.routed.sum(1), torch::full({n}, 2, torch::kLong)));
+  for (int64_t k = 0; k < K; ++k) {
+    std::vector<int64_t> expected;
+    for (int64_t i = 0; i < n; ++i)
+      if (o.routed[i][k].item<bool>()) expected.push_back(i);
+    EXPECT_EQ(rec[static_cast<size_t>(k)]->seen, expected) << "expert " << k;
+  }
+  EXPECT_TRUE(torch::equal(o.gate_probs > 0, o.routed));
+  EXPECT_TRUE(torch::allclose(o.gate_probs.sum(1), torch::ones({n}), 1e-5, 1e-6));
+  // The kept two are the two largest logits, renormalised.
+  at::Tensor top = std::get<1>(o.gate_logits.topk(2, 1));
+  at::Tensor kept = torch::softmax(o.gate_logits.gather(1, top), 1);
+  EXPECT_TRUE(torch::allclose(o.gate_probs.gather(1, top), kept, 1e-5, 1e-6));
+}
+
+// With k = K (every expert kept) and no noise, sparse dispatch is dense soft routing.
+TEST(JointMoe, TopKWithEveryExpertIsDenseSoftRouting) {
+  torch::manual_seed(9);
+  Gate gate = gate_kinds().get("noisy")(gate_spec(3, 6));
+  auto experts = small_experts(3);
+  JointMoeImpl dense(gate, experts, 0), sparse(gate, experts, 3);
+  at::Tensor x = torch::randn({6, 1, 12, 12});
+  JointOutputs a = dense.forward(x), b = sparse.forward(x);
+  EXPECT_TRUE(torch::allclose(a.gate_probs, b.gate_probs, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::allclose(a.mixture, b.mixture, 1e-6, 1e-7));
+}
+
+// Noisy gates add the given noise in training only; the tempered gate's
+// temperature starts at 2 and stays in [0.5, 5].
+TEST(JointMoe, NoisyGatesAreNoisyOnlyInTraining) {
+  torch::manual_seed(10);
+  for (const char* kind : {"noisy", "tempered"}) {
+    Gate gate = gate_kinds().get(kind)(gate_spec(3, 6));
+    EXPECT_TRUE(gate->uses_noise());
+    GateFeatures f;
+    f.inputs = torch::randn({5, 1, 12, 12});
+    at::Tensor clean = gate->forward(f);
+    f.noise = torch::randn({5, 3});
+    gate->train();
+    EXPECT_FALSE(torch::allclose(gate->forward(f), clean)) << kind;
+    gate->eval();
+    EXPECT_TRUE(torch::equal(gate->forward(f), clean)) << kind;
+  }
+  TemperedGateImpl tempered(gate_spec(3, 6));
+  EXPECT_NEAR(tempered.temperature(), 2.0, 1e-6);
+  {
+    torch::NoGradGuard no_grad;
+    tempered.log_temperature.fill_(10.0);
+  }
+  EXPECT_EQ(tempered.temperature(), 5.0);
 }
 
 TEST(JointMoe, RefusesAGateThatReadsTheBaseModel) {

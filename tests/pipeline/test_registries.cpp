@@ -186,8 +186,8 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
   auto check = [&](const std::string& set) { pipeline::check_config(quick_config(data, {set})); };
   EXPECT_ERROR(check("cluster.method=spectral"),
                "cluster.method: unknown initial gate 'spectral' (known: kmeans, per_class)");
-  EXPECT_ERROR(check("gate.kind=noisy_topk"),
-               "gate.kind: unknown gate kind 'noisy_topk' (known: attentive, class_routing, cnn, linear)");
+  EXPECT_ERROR(check("gate.kind=switch"),
+               "gate.kind: unknown gate kind 'switch' (known: attentive, class_routing, cnn, linear, noisy, tempered)");
   EXPECT_ERROR(check("experts.arch=alexnet"),
                "experts.arch: unknown expert architecture 'alexnet' (known: branch, small_cnn)");
   EXPECT_ERROR(check("ensembler.kind=voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");

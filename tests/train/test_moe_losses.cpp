@@ -22,9 +22,12 @@ at::Tensor tiny_probs() {
 TEST(MoeLosses, ImportanceIsWTimesTheSquaredCoefficientOfVariation) {
   // I = (1.6, 1.4): mean 1.5, unbiased std sqrt(0.1^2 + 0.1^2) = 0.1414; CV^2 = 0.02 / 2.25.
   EXPECT_NEAR(importance_loss(tiny_probs(), 0.5).item<double>(), 0.5 * 0.02 / 2.25, 1e-12);
-  double value = 0;
-  importance_grad(tiny_probs(), 0.5, &value);
+  double value = 0, balance = 0;
+  usage_grad(tiny_probs(), 0.5, 0.3, &value, &balance);
   EXPECT_NEAR(value, 0.5 * 0.02 / 2.25, 1e-12);
+  // L_bal: u = (1.6, 1.4), deviations from the mean +-0.1.
+  EXPECT_NEAR(balance, 0.3 * 0.01, 1e-12);
+  EXPECT_NEAR(load_balance_loss(tiny_probs(), 0.3).item<double>(), 0.3 * 0.01, 1e-12);
   // Balanced importance costs nothing; one expert has no variation.
   EXPECT_NEAR(importance_loss(torch::full({4, 2}, 0.5, torch::kDouble), 1.0).item<double>(), 0.0, 1e-15);
   EXPECT_EQ(importance_loss(torch::ones({4, 1}, torch::kDouble), 1.0).item<double>(), 0.0);
@@ -60,25 +63,26 @@ TEST(MoeLosses, RowGradientsEqualAutogradOnTheWholeBatch) {
   at::Tensor x = torch::randn({B, 6}, torch::kDouble);
   at::Tensor d = pairwise_sq_distances(x, x);
   d = d / d.max();
-  const double w = 0.4, bs = 0.05, bd = 0.02;
+  const double w = 0.4, lambda = 0.7, bs = 0.05, bd = 0.02;
   at::Tensor p = torch::softmax(logits, 1);
-  (importance_loss(p, w) + similarity_loss(p, d, bs, bd)).backward();
+  (importance_loss(p, w) + load_balance_loss(p, lambda) + similarity_loss(p, d, bs, bd)).backward();
   at::Tensor expected = logits.grad().clone();
 
   // As two ranks would: rows [0, 6) and [6, 10), each with the whole batch's P.
   logits.mutable_grad().zero_();
   at::Tensor p2 = torch::softmax(logits, 1);
-  double imp = 0, part_a = 0, part_b = 0;
-  at::Tensor gi = importance_grad(p2, w, &imp);
+  double imp = 0, bal = 0, part_a = 0, part_b = 0;
+  at::Tensor gi = usage_grad(p2, w, lambda, &imp, &bal);
   at::Tensor ga = similarity_grad_rows(d.narrow(0, 0, 6), p2, p2.narrow(0, 0, 6), bs, bd, &part_a) + gi;
   at::Tensor gb = similarity_grad_rows(d.narrow(0, 6, 4), p2, p2.narrow(0, 6, 4), bs, bd, &part_b) + gi;
   ((p2.narrow(0, 0, 6) * ga).sum() + (p2.narrow(0, 6, 4) * gb).sum()).backward();
   EXPECT_TRUE(torch::allclose(logits.grad(), expected, 1e-9, 1e-12)) << logits.grad() - expected;
   EXPECT_NEAR(part_a + part_b, similarity_loss(p2, d, bs, bd).item<double>(), 1e-12);
   EXPECT_NEAR(imp, importance_loss(p2, w).item<double>(), 1e-12);
+  EXPECT_NEAR(bal, load_balance_loss(p2, lambda).item<double>(), 1e-12);
 }
 
-TEST(MoeLosses, BothRegularisersTrainTheGate) {
+TEST(MoeLosses, EveryRegulariserTrainsTheGate) {
   // The gate's parameters get a non-zero gradient from each regulariser
   // alone: a regulariser computed on detached gate outputs (as in some
   // public code) would leave them at zero and fail here.
@@ -92,16 +96,18 @@ TEST(MoeLosses, BothRegularisersTrainTheGate) {
   at::Tensor images = torch::randn({12, 1, 8, 8});
   at::Tensor d = pairwise_sq_distances(images.flatten(1), images.flatten(1));
   d = d / d.max();
-  for (int which = 0; which < 2; ++which) {
+  for (int which = 0; which < 3; ++which) {
     gate->zero_grad();
     models::GateFeatures f;
     f.inputs = images;
     at::Tensor p = gate->probabilities(f);
-    at::Tensor loss = which == 0 ? importance_loss(p, 1.0) : similarity_loss(p, d, 1.0, 1.0);
+    at::Tensor loss = which == 0   ? importance_loss(p, 1.0)
+                      : which == 1 ? load_balance_loss(p, 1.0)
+                                   : similarity_loss(p, d, 1.0, 1.0);
     loss.backward();
     double norm = 0;
     for (auto& t : gate->parameters()) norm += t.grad().defined() ? t.grad().abs().sum().item<double>() : 0.0;
-    EXPECT_GT(norm, 0.0) << (which == 0 ? "importance" : "similarity");
+    EXPECT_GT(norm, 0.0) << (which == 0 ? "importance" : which == 1 ? "load balance" : "similarity");
   }
 }
 

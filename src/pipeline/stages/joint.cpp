@@ -52,6 +52,8 @@ class JointStage : public Stage {
     o.optim = s.cfg.joint.optim;
     o.reg = s.cfg.joint.reg;
     o.micro_batch = s.cfg.joint.micro_batch;
+    o.gate_lr_scale = s.cfg.joint.gate_lr_scale;
+    o.mixup = s.cfg.joint.mixup;
     o.seed = derive_seed(s.cfg.seed, "joint");
     o.log_every = s.cfg.runtime.log_every;
     o.prefetch = s.cfg.data.prefetch;

@@ -48,7 +48,8 @@ class JointEvalStage : public Stage {
     for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
       heartbeat::beat("test batch");
       data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
-      models::JointOutputs out = moe->forward(x.images.to(s.rt.device));
+      // Every expert on every sample: the per-expert figures; g, the mixture and top-k as routed.
+      models::JointOutputs out = moe->forward_dense(x.images.to(s.rt.device));
       tally.add(x.labels.to(s.rt.device), out.gate_probs, out.expert_logits, out.mixture);
     }
     std::vector<int64_t> counts = tally.pack();
@@ -68,6 +69,7 @@ class JointEvalStage : public Stage {
     report["scheme"] = s.cfg.scheme;
     report["model"] = stage;
     report["gate_kind"] = gate_kind;
+    report["top_k"] = s.cfg.joint.top_k;
     report["expert_arch"] = s.cfg.experts.arch;
     report["dataset"] = s.test->manifest().name;
     report["num_experts"] = K;
