@@ -51,7 +51,7 @@ std::vector<T> list_as(const Field& f, const YAML::Node& n, const std::string& o
   std::vector<T> out;
   for (const auto& item : n) {
     T v = scalar_as<T>(f, item, origin, expected);
-    check_range(f, static_cast<double>(v), origin);
+    if constexpr (std::is_arithmetic_v<T>) check_range(f, static_cast<double>(v), origin);
     out.push_back(v);
   }
   return out;
@@ -83,6 +83,8 @@ void assign(const Field& f, const YAML::Node& n, const std::string& origin) {
           *ptr = v;
         } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
           *ptr = list_as<int64_t>(f, n, origin, "integers");
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          *ptr = list_as<std::string>(f, n, origin, "strings");
         } else {
           *ptr = list_as<double>(f, n, origin, "numbers");
         }
@@ -117,6 +119,10 @@ std::string value_yaml(const detail::FieldPtr& ptr) {
           return number_text(*p);
         } else if constexpr (std::is_same_v<T, std::string>) {
           return scalar_yaml(*p);
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          std::vector<std::string> items;
+          for (const auto& v : *p) items.push_back(scalar_yaml(v));
+          return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
         } else {
           std::vector<std::string> items;
           for (auto v : *p) items.push_back(fmt::format("{}", v));
@@ -127,7 +133,7 @@ std::string value_yaml(const detail::FieldPtr& ptr) {
 }
 
 std::string type_name(const detail::FieldPtr& ptr) {
-  static const char* names[] = {"bool", "int", "float", "string", "list of int", "list of float"};
+  static const char* names[] = {"bool", "int", "float", "string", "list of int", "list of float", "list of string"};
   return names[ptr.index()];
 }
 

@@ -81,6 +81,7 @@ struct GateConfig {
 struct ExpertsConfig {
   int64_t count;          // K
   std::string arch;       // expert architecture (models/expert.h): branch | ...
+  std::vector<std::string> archs;  // per expert (expert k: archs[k mod size]); empty: arch for all
   double gamma;           // clip(g0, gamma, 1)
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
   std::string weighting;  // reweight | sample

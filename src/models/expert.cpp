@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/network.h"
+#include "models/backbones.h"
 #include "models/small_cnn.h"
 
 namespace smoe::models {
@@ -14,9 +15,19 @@ HiddenAndLogits ExpertModule::forward_hidden(const at::Tensor&) {
 
 namespace {
 
+// What an expert reads: the images, or the frozen trunk's features.
+std::vector<int64_t> expert_input(const ExpertSpec& s) {
+  return s.branch_after == 0 ? s.base.input : Backbone(s.base).ptr()->input_shape_of(s.branch_after);
+}
+
+template <Expert (*Make)(const BackboneSpec&)>
+Expert backbone_expert(const ExpertSpec& s) {
+  return Make({expert_input(s), s.base.width, s.base.hidden.at(0), s.base.num_classes});
+}
+
 Expert small_cnn_expert(const ExpertSpec& s) {
   SmallCnnSpec spec;
-  spec.input = s.branch_after == 0 ? s.base.input : Backbone(s.base).ptr()->input_shape_of(s.branch_after);
+  spec.input = expert_input(s);
   spec.channels = s.base.width;
   spec.hidden = s.base.hidden;
   spec.outputs = s.base.num_classes;
@@ -31,7 +42,11 @@ Registry<ExpertFactory>& expert_architectures() {
       // The base model's blocks after branch_after and its head (Algorithm 1).
       {{"branch", [](const ExpertSpec& s) -> Expert { return Backbone(s.base, s.branch_after).ptr(); }},
        // Krishnamurthy et al.'s small CNN, on the images or the trunk's features.
-       {"small_cnn", small_cnn_expert}});
+       {"small_cnn", small_cnn_expert},
+       // Heterogeneous families (LEMUR): models/backbones.h.
+       {"alexnet", backbone_expert<make_alexnet_expert>},
+       {"densenet", backbone_expert<make_densenet_expert>},
+       {"bagnet", backbone_expert<make_bagnet_expert>}});
   return registry;
 }
 

@@ -4,6 +4,7 @@
 
 #include <mutex>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
 
@@ -13,8 +14,8 @@ namespace {
 // Seeding torch's one global generator and drawing a model's initial
 // weights from it must not interleave with another thread doing the same
 // (ranks as threads in tests): one model is built at a time.
-std::mutex& init_mutex() {
-  static std::mutex m;
+std::recursive_mutex& init_mutex() {
+  static std::recursive_mutex m;
   return m;
 }
 
@@ -29,6 +30,11 @@ models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
   s.input = m.shape;
   s.num_classes = m.num_classes;
   return s;
+}
+
+std::string expert_arch(const Config& c, int64_t k) {
+  const auto& a = c.experts.archs;
+  return a.empty() ? c.experts.arch : a[static_cast<size_t>(k) % a.size()];
 }
 
 ModelStore::ModelStore(const RunDir& run, const Config& config, models::NetworkSpec spec, c10::Device device)
@@ -61,7 +67,7 @@ std::string ModelStore::ensembler_path(const std::string& name, int64_t k, int64
 std::string ModelStore::q_path(int64_t round) const { return round_dir(round) + "/q.pt"; }
 
 models::Backbone ModelStore::build_base() const {
-  std::lock_guard<std::mutex> lock(init_mutex());
+  std::lock_guard<std::recursive_mutex> lock(init_mutex());
   torch::manual_seed(derive_seed(cfg_.seed, "base-init"));
   models::Backbone base(spec_, 0);
   base->to(device_);
@@ -76,7 +82,15 @@ models::Gate ModelStore::build_gate(c10::Device device) const {
 }
 
 models::Expert ModelStore::build_expert(int64_t k) const {
-  models::Expert e = models::expert_architectures().get(cfg_.experts.arch)({spec_, cfg_.experts.branch_after, k});
+  // An architecture that does not start from the base model starts from
+  // weights drawn from (run seed, k): the same on every rank.
+  std::lock_guard<std::recursive_mutex> lock(init_mutex());
+  torch::manual_seed(derive_seed(cfg_.seed, "expert-init", {uint64_t(k)}));
+  return build_expert_unseeded(k);
+}
+
+models::Expert ModelStore::build_expert_unseeded(int64_t k) const {
+  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))({spec_, cfg_.experts.branch_after, k});
   e->to(device_);
   return e;
 }
@@ -133,7 +147,7 @@ std::string ModelStore::progress_path(const std::string& stage, int64_t epoch, c
 
 models::Gate ModelStore::build_joint_gate(const std::string& kind, int64_t expert_hidden,
                                           const std::string& init_stream) const {
-  std::unique_lock<std::mutex> lock(init_mutex(), std::defer_lock);
+  std::unique_lock<std::recursive_mutex> lock(init_mutex(), std::defer_lock);
   if (!init_stream.empty()) {
     lock.lock();
     torch::manual_seed(derive_seed(cfg_.seed, init_stream));
@@ -144,19 +158,24 @@ models::Gate ModelStore::build_joint_gate(const std::string& kind, int64_t exper
   g.input = spec_.input;
   g.width = spec_.width;
   g.hidden = spec_.hidden;
-  g.expert_hidden = expert_hidden >= 0 ? expert_hidden : build_expert(0)->hidden_dim();
+  g.expert_hidden = expert_hidden >= 0 ? expert_hidden : build_expert_unseeded(0)->hidden_dim();
   models::Gate gate = models::gate_kinds().get(kind)(g);
   gate->to(device_);
   return gate;
 }
 
 std::shared_ptr<models::JointMoeImpl> ModelStore::build_joint_moe(const std::string& gate_kind) const {
-  std::unique_lock<std::mutex> lock(init_mutex());
+  std::unique_lock<std::recursive_mutex> lock(init_mutex());
   torch::manual_seed(derive_seed(cfg_.seed, "joint-init"));
   std::vector<models::Expert> experts;
-  for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(build_expert(k));
+  for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(build_expert_unseeded(k));
   const int64_t hidden = experts.front()->hidden_dim();
   models::Gate gate = build_joint_gate(gate_kind, hidden);
+  for (int64_t k = 1; k < cfg_.experts.count; ++k)
+    SMOE_CHECK(!gate->needs_expert_hidden() || experts[static_cast<size_t>(k)]->hidden_dim() == hidden,
+               "config key 'gate.kind' is '{}': it attends to one hidden size, but experts 0 ({}) and {} ({}) differ "
+               "(experts.archs)",
+               gate_kind, expert_arch(cfg_, 0), k, expert_arch(cfg_, k));
   lock.unlock();
   auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k);
   moe->to(device_);

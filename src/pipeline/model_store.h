@@ -34,6 +34,9 @@ namespace smoe::pipeline {
 // image shape and classes.
 models::NetworkSpec network_spec(const Config& config, const data::Manifest& dataset);
 
+// Expert k's architecture: experts.archs[k mod size], else experts.arch.
+std::string expert_arch(const Config& config, int64_t k);
+
 class ModelStore {
  public:
   ModelStore(const RunDir& run, const Config& config, models::NetworkSpec spec, c10::Device device);
@@ -57,6 +60,7 @@ class ModelStore {
   // A gate of the kind the initial gate routes with (gate.kind unless the
   // strategy fixes its own), on `device` (the coordinator fits gates on the CPU).
   models::Gate build_gate(c10::Device device) const;
+  // Expert k (its architecture: expert_arch), with initial weights from (run seed, k).
   models::Expert build_expert(int64_t k) const;
   // A fresh d_k of every registered ensembler that trains one, by name.
   std::map<std::string, models::EnsemblerNet> build_ensemblers() const;
@@ -91,6 +95,8 @@ class ModelStore {
   models::NetworkSpec spec_;
   c10::Device device_;
   const cluster::InitialGate* initial_;
+  // From the torch generator's current state (the caller seeds).
+  models::Expert build_expert_unseeded(int64_t k) const;
 };
 
 }  // namespace smoe::pipeline

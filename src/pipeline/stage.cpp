@@ -100,6 +100,7 @@ void check_config(const Config& c) {
   cluster::initial_gates().get(c.cluster.method);
   models::gate_kinds().get(c.gate.kind);
   models::expert_architectures().get(c.experts.arch);
+  for (const auto& arch : c.experts.archs) models::expert_architectures().get(arch);
   models::ensemblers().get(c.ensembler.kind);
   auto stages = scheme_stages(c);
   bool em = false;

@@ -9,6 +9,7 @@
 #include "common/expect_error.h"
 #include "models/cnn_gate.h"
 #include "models/joint_moe.h"
+#include "models/network.h"
 #include "models/small_cnn.h"
 
 namespace smoe::models {
@@ -90,8 +91,9 @@ TEST(JointMoe, APlainGateStartsFromTheAttentiveGatesTrunk) {
   Gate plain = gate_kinds().get("cnn")(gate_spec(2, 6));
   EXPECT_EQ(plain->init_from(*attentive), 6);  // conv, fc1, fc2: weights and biases
   auto theirs = attentive->named_parameters();
-  for (const auto& p : plain->named_parameters())
+  for (const auto& p : plain->named_parameters()) {
     if (theirs.contains(p.key())) EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << p.key();
+  }
 }
 
 // An expert that records the samples it computes (each input image is
@@ -181,6 +183,45 @@ TEST(JointMoe, NoisyGatesAreNoisyOnlyInTraining) {
 TEST(JointMoe, RefusesAGateThatReadsTheBaseModel) {
   EXPECT_ERROR(JointMoeImpl(gate_kinds().get("linear")({8, 4, 2}), small_experts(2)),
                "needs a gate that reads the experts' input");
+}
+
+}  // namespace
+}  // namespace smoe::models
+
+namespace smoe::models {
+namespace {
+
+// LEMUR's families (models/backbones.h) on images and on a trunk's feature
+// maps: the right output shapes, a hidden layer, and MACs counted per layer.
+TEST(Backbones, EveryFamilyRunsOnImagesAndTrunkFeatures) {
+  torch::manual_seed(11);
+  for (const char* arch : {"alexnet", "densenet", "bagnet", "small_cnn"})
+    for (const std::vector<int64_t>& input : {std::vector<int64_t>{1, 28, 28}, {3, 32, 32}}) {
+      NetworkSpec s = spec();
+      s.input = input;
+      s.width = 4;
+      for (int64_t branch : {0, 3}) {
+        Expert e = expert_architectures().get(arch)({s, branch, 0});
+        const auto in = branch == 0 ? input : Backbone(s)->input_shape_of(branch);
+        std::vector<int64_t> shape = {2};
+        shape.insert(shape.end(), in.begin(), in.end());
+        HiddenAndLogits out = e->forward_hidden(torch::randn(shape));
+        EXPECT_EQ(out.logits.sizes(), (std::vector<int64_t>{2, 4})) << arch << " branch " << branch;
+        EXPECT_EQ(out.hidden.size(1), e->hidden_dim()) << arch;
+        EXPECT_GT(e->forward_macs(), 0) << arch;
+      }
+    }
+}
+
+TEST(Backbones, AlexNetMacsAreItsLayersMacs) {
+  NetworkSpec s = spec();
+  s.input = {1, 8, 8};
+  s.width = 2;
+  s.hidden = {5, 5};
+  s.num_classes = 3;
+  // conv1 1->2 on 8x8, pool to 4x4; conv2 2->4 on 4x4, pool to 2x2; conv3 4->8 on 2x2; FC 32->5->3.
+  const int64_t expected = 1 * 2 * 9 * 64 + 2 * 4 * 9 * 16 + 4 * 8 * 9 * 4 + 32 * 5 + 5 * 3;
+  EXPECT_EQ(expert_architectures().get("alexnet")({s, 0, 0})->forward_macs(), expected);
 }
 
 }  // namespace

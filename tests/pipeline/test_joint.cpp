@@ -95,6 +95,30 @@ TEST_F(JointScheme, NoisyTopTwoWithMixupIsRankCountInvariant) {
   EXPECT_EQ(rec["load"].size(), 3u);
 }
 
+// Heterogeneous experts (experts.archs) in both schemes: the same weights on
+// 1 and 2 ranks, each expert's MACs its own, and Algorithm 1's scheduler
+// ordering by predicted cost (MACs x samples x epochs).
+TEST_F(JointScheme, HeterogeneousExpertsAreRankCountInvariantInBothSchemes) {
+  const std::string data = quick_dataset(tmp.path());
+  const Config joint = joint_config(data, {"experts.archs=[alexnet, densenet, bagnet]", "joint.epochs=1"});
+  nlohmann::json j1 = train_quick(joint, tmp.path() + "/j1", 1), j2 = train_quick(joint, tmp.path() + "/j2", 2);
+  EXPECT_EQ(joint_sha(tmp.path() + "/j1"), joint_sha(tmp.path() + "/j2"));
+  EXPECT_EQ(j1["expert_archs"], nlohmann::json({"alexnet", "densenet", "bagnet"}));
+
+  const Config alg1 = quick_config(data, {"experts.archs=[branch, alexnet, bagnet]"});
+  nlohmann::json a1 = train_quick(alg1, tmp.path() + "/a1", 1), a2 = train_quick(alg1, tmp.path() + "/a2", 2);
+  std::vector<double> macs;
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(a1["experts"][k]["checkpoint_sha256"], a2["experts"][k]["checkpoint_sha256"]) << k;
+    macs.push_back(a1["experts"][k]["macs"].get<double>());
+  }
+  EXPECT_EQ(a1["experts"][1]["arch"], "alexnet");
+  EXPECT_NE(macs[0], macs[1]);
+  EXPECT_NE(macs[1], macs[2]);
+  EXPECT_EQ(a1["moe"], a2["moe"]);
+  EXPECT_TRUE(a1.contains("scheduler"));
+}
+
 TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
   const std::string data = quick_dataset(tmp.path());
   const Config c = joint_config(data, {"joint.epochs=3"});

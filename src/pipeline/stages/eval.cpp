@@ -6,6 +6,8 @@
 // on every train and resume, and alone in `smoe eval`.
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "comm/tensor_collectives.h"
 #include "core/atomic_file.h"
 #include "core/heartbeat.h"
@@ -24,6 +26,20 @@ using nlohmann::json;
 namespace smoe::pipeline {
 namespace {
 
+// Pearson correlation of two series (0 when either is constant).
+double pearson(const std::vector<double>& a, const std::vector<double>& b) {
+  const double n = static_cast<double>(a.size());
+  double ma = 0, mb = 0;
+  for (size_t i = 0; i < a.size(); ++i) ma += a[i] / n, mb += b[i] / n;
+  double sab = 0, saa = 0, sbb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    sab += (a[i] - ma) * (b[i] - mb);
+    saa += (a[i] - ma) * (a[i] - ma);
+    sbb += (b[i] - mb) * (b[i] - mb);
+  }
+  return saa > 0 && sbb > 0 ? sab / std::sqrt(saa * sbb) : 0.0;
+}
+
 // The bookkeeping around the report: experts, stage times, the trunk cache,
 // the runtime and the EM rounds.
 void add_run_records(RunState& s, json& report, const std::vector<std::string>& devices, double eval_seconds,
@@ -33,13 +49,22 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
   for (int64_t k = 0; k < K; ++k) {
     json r = s.run.record(expert_task_key(k, 0));
     json e = {{"id", k}};
-    for (const char* key : {"gate_mass", "train_samples_effective", "seconds", "rank", "checkpoint_sha256"})
-      e[key] = r[key];
+    for (const char* key :
+         {"arch", "macs", "predicted_cost", "gate_mass", "train_samples_effective", "seconds", "rank", "checkpoint_sha256"})
+      if (r.contains(key)) e[key] = r[key];
     for (const auto& [key, value] : r.items())
       if (key.size() > 7 && key.compare(key.size() - 7, 7, "_sha256") == 0) e[key] = value;
     experts_json.push_back(e);
   }
   report["experts"] = experts_json;
+  // How well the scheduler's predicted costs ranked the experts' real durations.
+  std::vector<double> predicted, seconds;
+  for (const auto& e : experts_json)
+    if (e.contains("predicted_cost") && e.contains("seconds")) {
+      predicted.push_back(e["predicted_cost"].get<double>());
+      seconds.push_back(e["seconds"].get<double>());
+    }
+  if (predicted.size() >= 2) report["scheduler"] = {{"cost_seconds_correlation", pearson(predicted, seconds)}};
   json stages = json::object();
   for (const auto& st : scheme_plan(s.cfg))
     if (st.recorded && s.run.done(st.name)) stages[st.name] = s.run.record(st.name).value("seconds", 0.0);

@@ -29,6 +29,18 @@ using nlohmann::json;
 namespace smoe::pipeline {
 namespace {
 
+// Predicted cost of expert k's task, what the scheduler hands out longest
+// first: forward MACs per sample x samples per epoch x epochs (the backward
+// pass and the ensemblers scale with the same product). With reweighting
+// every expert sees every sample; with weighted sampling an expert sees
+// about its gate mass. Heterogeneous experts (experts.archs) differ in MACs.
+double predicted_cost(RunState& s, int64_t k, int64_t round, double mass) {
+  const double macs = static_cast<double>(s.store.build_expert(k)->forward_macs());
+  const double samples = s.cfg.experts.weighting == "sample" ? mass : static_cast<double>(s.train->size());
+  const double epochs = static_cast<double>(round == 0 ? s.cfg.experts.optim.epochs : s.cfg.em.expert_epochs);
+  return macs * samples * std::max(epochs, 1.0);
+}
+
 json train_expert_task(RunState& s, int64_t k, int64_t round) {
   const std::string name = round == 0 ? fmt::format("expert {}", k) : fmt::format("em {} expert {}", round, k);
   Progress clock(name, 1, 1);
@@ -62,6 +74,9 @@ json train_expert_task(RunState& s, int64_t k, int64_t round) {
   o.name = name;
   auto stats = train::train_expert(*expert, inputs, labels, w, o);
   json result = {{"id", k},
+                 {"arch", expert_arch(cfg, k)},
+                 {"macs", expert->forward_macs()},
+                 {"predicted_cost", predicted_cost(s, k, round, g.sum().item<double>())},
                  {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
                  {"train_samples_effective", w.sum().item<double>()},
                  {"samples_seen", stats.samples},
@@ -108,8 +123,12 @@ void run_expert_round(RunState& s, int64_t round) {
   std::vector<int64_t> pending;
   for (int64_t k = 0; k < s.cfg.experts.count; ++k)
     if (!s.run.done(expert_task_key(k, round))) pending.push_back(k);
-  // Longest first: with weighted sampling an expert's cost follows its gate mass.
-  pending = longest_first(pending, train::to_doubles(s.targets.sum(0)));
+  // Longest first by predicted cost (MACs x samples x epochs).
+  const std::vector<double> mass = train::to_doubles(s.targets.sum(0));
+  std::vector<double> cost;
+  for (int64_t k = 0; k < s.cfg.experts.count; ++k)
+    cost.push_back(predicted_cost(s, k, round, mass[static_cast<size_t>(k)]));
+  pending = longest_first(pending, cost);
   if (s.comm.is_root() && round == 0)
     log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), s.cfg.experts.count,
               s.comm.size(), s.comm.size() == 1 ? "" : "s");

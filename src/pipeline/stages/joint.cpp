@@ -20,7 +20,7 @@ class JointStage : public Stage {
   std::string name() const override { return "joint"; }
   std::vector<std::string> keys() const override {
     return {"seed",          "data.path",    "data.train_split",     "data.test_split", "data.limit_train",
-            "data.limit_test", "model.",     "experts.count",        "experts.arch",    "experts.branch_after",
+            "data.limit_test", "model.",     "experts.count",        "experts.arch",    "experts.archs", "experts.branch_after",
             "gate.kind",     "joint."};
   }
   void check(const Config& c) const override {
@@ -39,7 +39,7 @@ class JointStage : public Stage {
     g.width = spec.width;
     g.hidden = spec.hidden;
     g.embedding_dim = spec.prelogit_dim();
-    g.expert_hidden = models::expert_architectures().get(c.experts.arch)({spec, 0, 0})->hidden_dim();
+    g.expert_hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, 0, 0})->hidden_dim();
     SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
                "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (cnn, attentive)",
                c.gate.kind, c.scheme);

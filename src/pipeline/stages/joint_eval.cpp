@@ -70,7 +70,9 @@ class JointEvalStage : public Stage {
     report["model"] = stage;
     report["gate_kind"] = gate_kind;
     report["top_k"] = s.cfg.joint.top_k;
-    report["expert_arch"] = s.cfg.experts.arch;
+    std::vector<std::string> archs;
+    for (int64_t k = 0; k < K; ++k) archs.push_back(expert_arch(s.cfg, k));
+    report["expert_archs"] = archs;
     report["dataset"] = s.test->manifest().name;
     report["num_experts"] = K;
     report["ranks"] = s.comm.size();
