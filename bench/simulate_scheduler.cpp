@@ -7,7 +7,11 @@
 //
 // Per-expert durations come from a run's report.json (experts[].seconds),
 // resampled with a log-normal spread (default sigma 0.5) to reach K tasks;
-// without a report, 60 s median experts are used.
+// without a report, 60 s median experts are used. When the report has the
+// scheduler's predictions (experts[].predicted_cost), tasks are ordered by
+// the prediction, as run_tasks orders them, and each resampled task keeps
+// its source expert's prediction error (t / predicted); otherwise by the
+// true durations.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -22,7 +26,7 @@
 using namespace smoe;
 
 int main(int argc, char** argv) {
-  std::vector<double> measured;
+  std::vector<double> measured, predicted;
   double dispatch = 0.002, sigma = 0.5;
   uint64_t seed = 1;
   for (int i = 1; i < argc; ++i) {
@@ -40,10 +44,15 @@ int main(int argc, char** argv) {
         return 1;
       }
       auto r = nlohmann::json::parse(in);
-      for (const auto& e : r.at("experts")) measured.push_back(e.at("seconds").get<double>());
+      for (const auto& e : r.at("experts")) {
+        measured.push_back(e.at("seconds").get<double>());
+        if (e.contains("predicted_cost")) predicted.push_back(e.at("predicted_cost").get<double>());
+      }
     }
   }
   if (measured.empty()) measured = {60.0};
+  const bool by_prediction = predicted.size() == measured.size();
+  std::printf("tasks ordered by %s\n", by_prediction ? "the scheduler's predicted costs" : "their true durations");
   std::printf("measured expert durations: %zu (mean %.2f s); log-normal spread sigma %.2f; dispatch %.3f s\n",
               measured.size(), std::accumulate(measured.begin(), measured.end(), 0.0) / measured.size(), sigma,
               dispatch);
@@ -52,16 +61,19 @@ int main(int argc, char** argv) {
   double worst_256 = 0;
   for (int K : {16, 64, 256, 1024}) {
     smoe::SplitMix64 rng(seed + static_cast<uint64_t>(K));
-    std::vector<double> t(static_cast<size_t>(K));
-    for (auto& v : t) {
+    std::vector<double> t(static_cast<size_t>(K)), pred(static_cast<size_t>(K));
+    for (size_t i = 0; i < t.size(); ++i) {
       // Box-Muller normal draw for the log-normal multiplier.
       double u1 = std::max(rng.uniform(), 1e-12), u2 = rng.uniform();
       double z = std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
-      v = measured[rng.below(measured.size())] * std::exp(sigma * z - sigma * sigma / 2);
+      const size_t src = rng.below(measured.size());
+      const double m = std::exp(sigma * z - sigma * sigma / 2);
+      t[i] = measured[src] * m;
+      pred[i] = by_prediction ? predicted[src] * m : t[i];
     }
     std::vector<int64_t> ids(static_cast<size_t>(K));
     std::iota(ids.begin(), ids.end(), 0);
-    auto lpt = pipeline::longest_first(ids, t);
+    auto lpt = pipeline::longest_first(ids, pred);
     const double total = std::accumulate(t.begin(), t.end(), 0.0), longest = *std::max_element(t.begin(), t.end());
     for (int P : {1, 2, 4, 8, 16, 32, 64, 128, 256}) {
       const double lb = std::max(total / P, longest);
