@@ -108,6 +108,7 @@ struct RegularizerConfig {
   double load_balance;     // lambda in L_bal = lambda * mean_e (u_e - mean u)^2, u = sum over the batch of g (LEMUR)
   double similarity_same;  // beta_s: same-expert pairs close
   double similarity_diff;  // beta_d: different-expert pairs far
+  double diversity;        // lambda of the mean pairwise cosine similarity of the experts' mean outputs (LEMUR)
 };
 
 // scheme joint: gate and experts trained together, end to end.

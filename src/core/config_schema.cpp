@@ -45,6 +45,10 @@ void describe_regularizers(Schema& s, const std::string& p, RegularizerConfig& r
   s.add(p + ".similarity_same", r.similarity_same, 0.0,
         "beta_s of the sample-similarity loss: pulls same-expert pairs together (M = P'DP / B^2)")
       .at_least(0);
+  s.add(p + ".diversity", r.diversity, 0.0,
+        "lambda of the diversity loss: mean pairwise cosine similarity of the experts' mean output distributions "
+        "over the samples routed to them (LEMUR)")
+      .at_least(0);
   s.add(p + ".similarity_diff", r.similarity_diff, 0.0,
         "beta_d of the sample-similarity loss: pushes different-expert pairs apart (M = P'DP / B^2)")
       .at_least(0);

@@ -24,7 +24,8 @@ namespace {
 struct Live {
   models::JointOutputs out;
   at::Tensor x, y, nll;  // x after mixup; nll per sample (mixed between the two labels)
-  int64_t pos = 0;  // its first row's position in the global batch
+  int64_t pos = 0;    // its first row's position in the global batch
+  int64_t index = 0;  // its index among the epoch's micro-batches
 };
 
 std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params) {
@@ -76,6 +77,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
   const bool noisy = moe.gate().uses_noise();
   if (!optimizer_bytes.empty()) load_optimizer_state(*opt, optimizer_bytes, o.stage + " progress checkpoint");
   const int64_t steps_per_epoch = N / B;
+  const int64_t per_step = (B + o.micro_batch - 1) / o.micro_batch;  // micro-batches of a step
   Schedule schedule(o.optim, steps_per_epoch);
   comm::ExactSum grad_sum(params);
   auto set_modes = [&] {
@@ -113,7 +115,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
     const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(device);
     at::Tensor loss_sum = torch::zeros({}, dopt), correct = torch::zeros({}, dopt);
     at::Tensor top1_count = torch::zeros({K}, dopt);
-    double seen = 0, importance_sum = 0, balance_sum = 0, similarity_sum = 0;
+    double seen = 0, importance_sum = 0, balance_sum = 0, similarity_sum = 0, diversity_sum = 0;
     int64_t images = 0;
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s) {
@@ -126,7 +128,8 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         Live l;
         l.x = b.images.to(device);
         l.y = b.labels.to(device);
-        l.pos = mine_pos[next++];
+        l.pos = mine_pos[next];
+        l.index = mine_index[next++];
         Mix mix;
         if (o.mixup > 0) {
           mix = draw_mix(l.x.size(0), o.mixup, derive_seed(o.seed, o.stage + "-mixup", {uint64_t(epoch), index}));
@@ -164,6 +167,29 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         for (const auto& l : live)
           p_all.narrow(0, l.pos, l.x.size(0)).copy_(l.out.gate_probs.detach().to(torch::kDouble));
         comm::allreduce(comm, p_all);
+        // Diversity: every micro-batch's per-expert sums of its routed
+        // samples' output distributions, in its own slot of the step (one
+        // owner each: the sum over ranks is exact), then added in slot order.
+        at::Tensor div_grad;  // [K, C] dL_div / d sum_e
+        at::Tensor div_counts;
+        if (o.reg.diversity > 0) {
+          const int64_t C = train->num_classes();
+          at::Tensor slots = torch::zeros({per_step, K, C + 1}, dopt);
+          for (const auto& l : live) {
+            at::Tensor routed = l.out.routed.to(torch::kDouble);                                       // [b, K]
+            at::Tensor probs = torch::softmax(l.out.expert_logits.detach(), 2).to(torch::kDouble);  // [b, K, C]
+            at::Tensor slot = slots[l.index - static_cast<int64_t>(s) * per_step];
+            slot.narrow(1, 0, C).copy_((probs * routed.unsqueeze(2)).sum(0));
+            slot.select(1, C).copy_(routed.sum(0));
+          }
+          comm::allreduce(comm, slots);
+          at::Tensor total = slots[0].clone();
+          for (int64_t i = 1; i < per_step; ++i) total += slots[i];
+          div_counts = total.select(1, C).contiguous();
+          double div_value = 0;
+          div_grad = diversity_grad(total.narrow(1, 0, C), div_counts, o.reg.diversity, &div_value).to(device);
+          diversity_sum += div_value;
+        }
         double imp_value = 0, bal_value = 0;
         at::Tensor imp_grad =
             usage_grad(p_all, o.reg.importance, o.reg.load_balance, &imp_value, &bal_value).to(device);  // [K]
@@ -192,9 +218,14 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
             sim_partial += part;
           }
           // Sum of NLLs + B * the regularisers' first-order term: divided by B
-          // below, the gradient of mean NLL + L_imp + L_s.
+          // below, the gradient of mean NLL + L_imp + L_bal + L_s + L_div.
           at::Tensor surrogate = l.nll.sum() + static_cast<double>(B) *
                                                    (l.out.gate_probs * grad_p.to(l.out.gate_probs.scalar_type())).sum();
+          if (div_grad.defined()) {
+            at::Tensor probs = torch::softmax(l.out.expert_logits, 2) * l.out.routed.unsqueeze(2);  // [b, K, C]
+            surrogate = surrogate + static_cast<double>(B) *
+                                        (probs * div_grad.to(probs.scalar_type()).unsqueeze(0)).sum();
+          }
           opt->zero_grad();
           surrogate.backward();
           grad_sum.add(grads_of(params), "gradient of parameter");
@@ -227,6 +258,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
     last.train_error = tot[2] > 0 ? 1 - tot[1] / tot[2] : 0;
     last.importance = importance_sum / steps;  // the same on every rank
     last.balance = balance_sum / steps;
+    last.diversity = diversity_sum / steps;  // the same on every rank
     last.load.assign(static_cast<size_t>(K), 0.0);
     for (int64_t e = 0; e < K; ++e)
       last.load[static_cast<size_t>(e)] = tot[2] > 0 ? tot[4 + static_cast<size_t>(e)] / tot[2] : 0;
@@ -235,14 +267,15 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
     last.images = images;
     log::info("{:<9} epoch {}/{}: loss {:.4f}, train error {:.2f}%, expert load {:.3f}{}", o.stage, epoch + 1,
               o.optim.epochs, last.loss, 100 * last.train_error, fmt::join(last.load, " "),
-              regularized ? fmt::format(", L_imp {:.4g}, L_bal {:.4g}, L_s {:.4g}", last.importance, last.balance,
-                                        last.similarity)
+              regularized ? fmt::format(", L_imp {:.4g}, L_bal {:.4g}, L_s {:.4g}, L_div {:.4g}", last.importance,
+                                        last.balance, last.similarity, last.diversity)
                           : "");
     log::event(o.stage + "_epoch", {{"epoch", last.epoch},
                                     {"loss", last.loss},
                                     {"train_error", last.train_error},
                                     {"importance", last.importance},
                                     {"balance", last.balance},
+                                    {"diversity", last.diversity},
                                     {"load", last.load},
                                     {"similarity", last.similarity},
                                     {"seconds", last.seconds}});

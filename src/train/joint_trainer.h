@@ -58,6 +58,7 @@ struct JointEpochStats {
   double train_error = 0;     // of the mixture, on the epoch's training batches
   double importance = 0;      // mean L_imp over the epoch's steps
   double balance = 0;         // mean L_bal over the epoch's steps
+  double diversity = 0;       // mean L_div over the epoch's steps
   double similarity = 0;      // mean L_s over the epoch's steps
   std::vector<double> load;   // [K] share of the epoch's samples whose largest gate value is expert e's
   double seconds = 0;         // this epoch

@@ -70,4 +70,24 @@ at::Tensor similarity_grad_rows(const at::Tensor& dist_rows, const at::Tensor& a
   return 2 * scale * (c.trace * dp + c.sum * dp_sum.expand({-1, K}));
 }
 
+at::Tensor diversity_loss(const at::Tensor& sums, const at::Tensor& counts, double lambda) {
+  const int64_t K = sums.size(0);
+  if (K < 2) return torch::zeros({}, sums.options());
+  at::Tensor m = sums / counts.clamp_min(1).unsqueeze(1);  // [K, C] mean outputs
+  at::Tensor unit = m / m.norm(2, 1, true).clamp_min(1e-12);
+  at::Tensor cos = unit.mm(unit.t());                      // [K, K]
+  // mean over the K(K-1)/2 pairs e < f: the off-diagonal sum halves.
+  return lambda * (cos.sum() - cos.trace()) / static_cast<double>(K * (K - 1));
+}
+
+at::Tensor diversity_grad(const at::Tensor& sums, const at::Tensor& counts, double lambda, double* value) {
+  torch::AutoGradMode enable(true);
+  at::Tensor leaf = sums.detach().to(torch::kDouble).requires_grad_(true);
+  at::Tensor loss = diversity_loss(leaf, counts.to(torch::kDouble), lambda);
+  *value = loss.item<double>();
+  if (!loss.requires_grad()) return torch::zeros_like(leaf).detach();
+  loss.backward();
+  return leaf.grad().detach();
+}
+
 }  // namespace smoe::train

@@ -5,6 +5,8 @@
 //                CV = std / mean with the unbiased std (torch.std, as in
 //                Shazeer et al. and the authors' code); 0 when K = 1.
 //   load balance L_bal = lambda * mean_e (u_e - mean(u))^2, u = I     (LEMUR)
+//   diversity    L_div = lambda * mean_{e<f} cos(m_e, m_f), m_e the mean of
+//                softmax(f_e(x)) over the batch's samples routed to e  (LEMUR)
 //   similarity   M = P^T D P / B^2, D_ij = |x_i - x_j|^2 / max_ij |x_i - x_j|^2
 //                L_s = beta_s tr(M) / K - beta_d (sum(M) - tr(M)) / (K^2 - K)   (eq. 10)
 //
@@ -45,9 +47,17 @@ at::Tensor usage_grad(const at::Tensor& all_probs, double w, double lambda, doub
 at::Tensor similarity_grad_rows(const at::Tensor& dist_rows, const at::Tensor& all_probs, const at::Tensor& row_probs,
                                 double beta_s, double beta_d, double* partial);
 
+// The diversity loss from the experts' summed output distributions
+// sums [K, C] and routed counts [K] (no gradient; differentiable in `sums`
+// when it requires grad).
+at::Tensor diversity_loss(const at::Tensor& sums, const at::Tensor& counts, double lambda);
+// dL_div/dsums [K, C] (the same for every routed sample's softmax(f_e(x)));
+// *value gets L_div.
+at::Tensor diversity_grad(const at::Tensor& sums, const at::Tensor& counts, double lambda, double* value);
+
 // Whether any batch-level regulariser is on.
 inline bool any_regularizer(const RegularizerConfig& r) {
-  return r.importance > 0 || r.load_balance > 0 || r.similarity_same > 0 || r.similarity_diff > 0;
+  return r.importance > 0 || r.load_balance > 0 || r.similarity_same > 0 || r.similarity_diff > 0 || r.diversity > 0;
 }
 
 }  // namespace smoe::train

@@ -78,12 +78,13 @@ TEST_F(JointScheme, SameCheckpointOnOneTwoAndThreeRanks) {
 }
 
 // LEMUR's pieces on the joint scheme: a noisy top-2 gate (noise drawn from
-// the run seed), mixup, the load-balance loss and a faster gate: still the
-// same weights on 1 and 3 ranks.
+// the run seed), mixup, the load-balance and diversity losses, AdamW with
+// gradient clipping and a faster gate: still the same weights on 1 and 3 ranks.
 TEST_F(JointScheme, NoisyTopTwoWithMixupIsRankCountInvariant) {
   const std::string data = quick_dataset(tmp.path());
   const Config c = joint_config(data, {"gate.kind=noisy", "joint.top_k=2", "joint.mixup=0.2", "joint.load_balance=0.01",
-                                       "joint.gate_lr_scale=2", "joint.optimizer=adamw", "joint.grad_clip=1"});
+                                       "joint.gate_lr_scale=2", "joint.optimizer=adamw", "joint.grad_clip=1",
+                                       "joint.diversity=0.05"});
   nlohmann::json one = train_quick(c, tmp.path() + "/r1", 1), three = train_quick(c, tmp.path() + "/r3", 3);
   EXPECT_EQ(joint_sha(tmp.path() + "/r1"), joint_sha(tmp.path() + "/r3"));
   EXPECT_EQ(one["mixture"], three["mixture"]);
@@ -92,6 +93,7 @@ TEST_F(JointScheme, NoisyTopTwoWithMixupIsRankCountInvariant) {
   EXPECT_LT(one["mixture"]["macs"].get<double>(), 3 * one["top1"]["macs"].get<double>());
   const auto rec = run_json(tmp.path() + "/r3")["done"]["joint"];
   EXPECT_GT(rec["balance"].get<double>(), 0.0);
+  EXPECT_GT(rec["diversity"].get<double>(), 0.0);
   EXPECT_EQ(rec["load"].size(), 3u);
 }
 

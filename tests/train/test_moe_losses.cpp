@@ -82,6 +82,27 @@ TEST(MoeLosses, RowGradientsEqualAutogradOnTheWholeBatch) {
   EXPECT_NEAR(bal, load_balance_loss(p2, lambda).item<double>(), 1e-12);
 }
 
+TEST(MoeLosses, DiversityIsTheMeanPairwiseCosineOfTheExpertsMeanOutputs) {
+  // m_0 = (1, 0), m_1 = (0, 1), m_2 = (1, 1) / 2 (sums over 1, 1 and 2 samples):
+  // cos(m0, m1) = 0, cos(m0, m2) = cos(m1, m2) = 1 / sqrt(2).
+  at::Tensor sums = torch::tensor({{1.0, 0.0}, {0.0, 1.0}, {1.0, 1.0}}, torch::kDouble);
+  at::Tensor counts = torch::tensor({1.0, 1.0, 2.0}, torch::kDouble);
+  EXPECT_NEAR(diversity_loss(sums, counts, 0.5).item<double>(), 0.5 * (2 / std::sqrt(2.0)) / 3, 1e-12);
+  // Through the per-sample surrogate, the experts get autograd's gradient of the whole batch's loss.
+  torch::manual_seed(12);
+  at::Tensor logits = torch::randn({7, 3, 4}, torch::kDouble).requires_grad_(true);
+  at::Tensor routed = (torch::rand({7, 3}) > 0.3).to(torch::kDouble);
+  at::Tensor probs = torch::softmax(logits, 2) * routed.unsqueeze(2);
+  diversity_loss(probs.sum(0), routed.sum(0), 0.8).backward();
+  at::Tensor expected = logits.grad().clone();
+  logits.mutable_grad().zero_();
+  double value = 0;
+  at::Tensor g = diversity_grad(probs.sum(0).detach(), routed.sum(0), 0.8, &value);
+  ((torch::softmax(logits, 2) * routed.unsqueeze(2)) * g.unsqueeze(0)).sum().backward();
+  EXPECT_TRUE(torch::allclose(logits.grad(), expected, 1e-9, 1e-12));
+  EXPECT_GT(expected.abs().sum().item<double>(), 0.0);
+}
+
 TEST(MoeLosses, EveryRegulariserTrainsTheGate) {
   // The gate's parameters get a non-zero gradient from each regulariser
   // alone: a regulariser computed on detached gate outputs (as in some

@@ -49,7 +49,7 @@ json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::Joi
       const std::string sha = train::save_module(moe, s.store.progress_path(o.stage, st.epoch, "pt"));
       last = {{"epoch", st.epoch},          {"sha256", sha},           {"optim_sha256", sha256_hex(bytes)},
               {"loss", st.loss},            {"train_error", st.train_error}, {"importance", st.importance},
-              {"balance", st.balance},          {"load", st.load},         {"similarity", st.similarity}};
+              {"balance", st.balance}, {"diversity", st.diversity},          {"load", st.load},         {"similarity", st.similarity}};
       s.run.mark_done(key, last);
       // The previous epoch's checkpoint is no longer the one to resume from.
       std::error_code ec;
@@ -69,6 +69,7 @@ json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::Joi
                  {"train_error", last.value("train_error", 0.0)},
                  {"importance", last.value("importance", 0.0)},
                  {"balance", last.value("balance", 0.0)},
+                 {"diversity", last.value("diversity", 0.0)},
                  {"load", last.value("load", json::array())},
                  {"similarity", last.value("similarity", 0.0)},
                  {"train_seconds", seconds},
