@@ -98,8 +98,11 @@ JointOutputs JointMoeImpl::forward_frozen_experts(const at::Tensor& x, const at:
 }
 JointOutputs JointMoeImpl::forward_dense(const at::Tensor& x) { return run(x, {}, true, true); }
 
-at::Tensor mixture_nll(const at::Tensor& mixture, const at::Tensor& labels) {
-  return -(mixture.gather(1, labels.unsqueeze(1)).squeeze(1) + 1e-7).log();
+at::Tensor mixture_nll(const at::Tensor& mixture, const at::Tensor& labels, double smoothing) {
+  at::Tensor logp = (mixture + 1e-7).log();
+  at::Tensor nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1);
+  if (smoothing <= 0) return nll;
+  return (1 - smoothing) * nll - smoothing * logp.mean(1);
 }
 
 }  // namespace smoe::models

@@ -68,7 +68,8 @@ class JointMoeImpl : public torch::nn::Module {
   std::vector<Expert> experts_;
 };
 
-// -log(y_hat(y|x) + 1e-7) per sample [B] (the authors' NLL on the mixture).
-at::Tensor mixture_nll(const at::Tensor& mixture, const at::Tensor& labels);
+// -log(y_hat(y|x) + 1e-7) per sample [B] (the authors' NLL on the mixture);
+// with label smoothing eps, (1 - eps) of it + eps * mean_c -log(y_hat(c|x) + 1e-7).
+at::Tensor mixture_nll(const at::Tensor& mixture, const at::Tensor& labels, double smoothing = 0);
 
 }  // namespace smoe::models

@@ -143,10 +143,11 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
           noise = at::randn({l.x.size(0), K}, gen, torch::TensorOptions().dtype(torch::kFloat)).to(device);
         }
         l.out = o.freeze_experts ? moe.forward_frozen_experts(l.x, noise) : moe.forward(l.x, noise);
-        l.nll = models::mixture_nll(l.out.mixture, l.y);
+        const double eps = o.optim.label_smoothing;
+        l.nll = models::mixture_nll(l.out.mixture, l.y, eps);
         if (o.mixup > 0)
           l.nll = mix.lambda * l.nll +
-                  (1 - mix.lambda) * models::mixture_nll(l.out.mixture, l.y.index_select(0, mix.partner));
+                  (1 - mix.lambda) * models::mixture_nll(l.out.mixture, l.y.index_select(0, mix.partner), eps);
         top1_count.index_add_(0, l.out.gate_probs.detach().argmax(1),
                               torch::ones({l.x.size(0)}, dopt));
         loss_sum += l.nll.detach().sum().to(torch::kDouble);
