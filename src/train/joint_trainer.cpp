@@ -154,15 +154,17 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         correct += (l.out.mixture.argmax(1) == l.y).sum().to(torch::kDouble);
         seen += static_cast<double>(l.x.size(0));
         images += l.x.size(0);
-        if (!regularized) {  // nothing couples the micro-batches: backward at once, free the graph
+        live.push_back(std::move(l));
+      }
+      // Every forward of the step, then every backward: measured 1.5x faster
+      // on one core than backward after each forward (docs/joint-moe.md).
+      if (!regularized) {
+        for (auto& l : live) {
           opt->zero_grad();
           l.nll.sum().backward();
           grad_sum.add(grads_of(params), "gradient of parameter");
-          continue;
         }
-        live.push_back(std::move(l));
-      }
-      if (regularized) {
+      } else {
         // The whole batch's gate probabilities (and inputs), each row from its one owner.
         at::Tensor p_all = torch::zeros({B, K}, dopt);
         for (const auto& l : live)
