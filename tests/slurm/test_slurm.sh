@@ -153,6 +153,10 @@ scancel --batch --signal=USR1 "$job2"
 until grep -q "requeueing" "$T/work/requeue-$job2.out" 2>/dev/null; do sleep 0.5; done
 # ...once the old job step's processes are gone.
 for _ in $(seq 120); do pgrep -f "run-dir $run2" >/dev/null || break; sleep 0.5; done
+# ...and the old step's slurmstepd (it lingers up to KillWait after its
+# tasks die; a restarted job whose step 0 starts before it is gone sees the
+# launch aborted).
+for _ in $(seq 120); do pgrep -f "slurmstepd: \\[$job2\\.0\\]" >/dev/null || break; sleep 0.5; done
 sleep 2
 for _ in $(seq 60); do
   squeue -h -j "$job2" -o %T 2>/dev/null | grep -q PENDING && { scontrol update JobId="$job2" StartTime=now; break; }
