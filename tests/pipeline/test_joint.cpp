@@ -135,6 +135,9 @@ TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
   EXPECT_EQ(done["joint/progress"]["epoch"], 2);
   train_ranks(c, run, 2, pipeline::OpenMode::resume);
   EXPECT_EQ(run_json(run)["done"]["joint"]["resumed_after_epoch"], 2);
+  // The load of every epoch, the two before the stop included, and its plot.
+  EXPECT_EQ(run_json(run)["done"]["joint"]["load_history"].size(), 3u);
+  EXPECT_TRUE(std::filesystem::exists(run + "/load.png"));
   EXPECT_EQ(joint_sha(run), joint_sha(tmp.path() + "/whole"));
   EXPECT_FALSE(std::filesystem::exists(run + "/joint-progress"));  // progress checkpoints removed once done
 }

@@ -108,6 +108,21 @@ class JointEvalStage : public Stage {
     eval::plot_series(s.run.file("accuracy_vs_macs.png"), s.test->manifest().name + ": jointly trained MoE",
                       "MMACs per image", "test accuracy (%)", series);
     eval::write_routing_plot(s.run.file("routing.png"), report, s.test->manifest().class_names);
+    // Each expert's share of the training samples (largest gate value), epoch by epoch.
+    const json history = training[stage].value("load_history", json::array());
+    if (!history.empty()) {
+      std::vector<eval::Series> load;
+      for (int64_t k = 0; k < K; ++k) {
+        eval::Series e{fmt::format("expert {}", k), {}, {}, true, static_cast<int>(1 + k % 15), 17};
+        for (size_t ep = 0; ep < history.size(); ++ep) {
+          e.x.push_back(static_cast<double>(ep + 1));
+          e.y.push_back(100 * history[ep].at(static_cast<size_t>(k)).get<double>());
+        }
+        load.push_back(e);
+      }
+      eval::plot_series(s.run.file("load.png"), s.test->manifest().name + ": expert load during training", "epoch",
+                        "training samples whose largest gate is the expert's (%)", load);
+    }
     log::info("eval      mixture {:.2f}% at {:.3f} MMACs | top-1 {:.2f}% at {:.3f} | top-2 {:.2f}% | train error {:.2f}% | "
               "H_gate {:.3f}, H_usage {:.3f}, I(E;Y) {:.3f} bits",
               100 * report["mixture"]["accuracy"].get<double>(), report["mixture"]["macs"].get<double>() / 1e6,

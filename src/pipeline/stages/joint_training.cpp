@@ -39,9 +39,12 @@ json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::Joi
 
   double seconds = 0;
   int64_t images = 0;
+  // Each epoch's per-expert load, kept across a resume (the report plots it).
+  json load_history = last.value("load_history", json::array());
   auto on_epoch_end = [&](const train::JointEpochStats& st, torch::optim::Optimizer& opt) {
     seconds += st.seconds;
     images += st.images;
+    load_history.push_back(st.load);
     if (s.comm.is_root()) {
       std::filesystem::create_directories(s.store.progress_dir(o.stage));
       const std::string bytes = train::optimizer_state(opt);
@@ -49,7 +52,8 @@ json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::Joi
       const std::string sha = train::save_module(moe, s.store.progress_path(o.stage, st.epoch, "pt"));
       last = {{"epoch", st.epoch},          {"sha256", sha},           {"optim_sha256", sha256_hex(bytes)},
               {"loss", st.loss},            {"train_error", st.train_error}, {"importance", st.importance},
-              {"balance", st.balance}, {"diversity", st.diversity},          {"load", st.load},         {"similarity", st.similarity}};
+              {"balance", st.balance}, {"diversity", st.diversity},          {"load", st.load},         {"similarity", st.similarity},
+              {"load_history", load_history}};
       s.run.mark_done(key, last);
       // The previous epoch's checkpoint is no longer the one to resume from.
       std::error_code ec;
@@ -71,6 +75,7 @@ json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::Joi
                  {"balance", last.value("balance", 0.0)},
                  {"diversity", last.value("diversity", 0.0)},
                  {"load", last.value("load", json::array())},
+                 {"load_history", load_history},
                  {"similarity", last.value("similarity", 0.0)},
                  {"train_seconds", seconds},
                  {"images_per_second", seconds > 0 ? static_cast<double>(all_images) / seconds : 0.0}};
