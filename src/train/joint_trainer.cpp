@@ -157,7 +157,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         live.push_back(std::move(l));
       }
       // Every forward of the step, then every backward: measured 1.5x faster
-      // on one core than backward after each forward (docs/joint-moe.md).
+      // on one core than backward after each forward, the same weights (README).
       if (!regularized) {
         for (auto& l : live) {
           opt->zero_grad();
