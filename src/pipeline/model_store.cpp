@@ -32,6 +32,15 @@ models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
   return s;
 }
 
+models::GateSpec joint_gate_spec(const Config& c, const models::NetworkSpec& spec, int64_t expert_hidden) {
+  models::GateSpec g(spec.prelogit_dim(), spec.num_classes, c.experts.count);
+  g.input = spec.input;
+  g.width = spec.width;
+  g.hidden = spec.hidden;
+  g.expert_hidden = expert_hidden;
+  return g;
+}
+
 std::string expert_arch(const Config& c, int64_t k) {
   const auto& a = c.experts.archs;
   return a.empty() ? c.experts.arch : a[static_cast<size_t>(k) % a.size()];
@@ -152,14 +161,8 @@ models::Gate ModelStore::build_joint_gate(const std::string& kind, int64_t exper
     lock.lock();
     torch::manual_seed(derive_seed(cfg_.seed, init_stream));
   }
-  models::GateSpec g;
-  g.classes = spec_.num_classes;
-  g.experts = cfg_.experts.count;
-  g.input = spec_.input;
-  g.width = spec_.width;
-  g.hidden = spec_.hidden;
-  g.expert_hidden = expert_hidden >= 0 ? expert_hidden : build_expert_unseeded(0)->hidden_dim();
-  models::Gate gate = models::gate_kinds().get(kind)(g);
+  const int64_t hidden = expert_hidden >= 0 ? expert_hidden : build_expert_unseeded(0)->hidden_dim();
+  models::Gate gate = models::gate_kinds().get(kind)(joint_gate_spec(cfg_, spec_, hidden));
   gate->to(device_);
   return gate;
 }

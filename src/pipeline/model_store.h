@@ -34,6 +34,10 @@ namespace smoe::pipeline {
 // image shape and classes.
 models::NetworkSpec network_spec(const Config& config, const data::Manifest& dataset);
 
+// What a gate of a jointly trained MoE is built for: the images of `spec`,
+// the config's K, width and hidden sizes, the experts' hidden size.
+models::GateSpec joint_gate_spec(const Config& config, const models::NetworkSpec& spec, int64_t expert_hidden);
+
 // Expert k's architecture: experts.archs[k mod size], else experts.arch.
 std::string expert_arch(const Config& config, int64_t k);
 

@@ -25,6 +25,27 @@ std::vector<torch::nn::BatchNorm2dImpl*> batchnorms(torch::nn::Module& net) {
 
 }  // namespace
 
+std::vector<at::Tensor> gradients_of(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> g;
+  for (const auto& p : params) g.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+  return g;
+}
+
+void apply_exact_sum(comm::ExactSum& grad_sum, const std::vector<at::Tensor>& params, comm::Communicator& comm,
+                     int64_t batch_size, const OptimConfig& optim, torch::optim::Optimizer& opt) {
+  // Exact sum over every micro-batch of every rank, then the mean over the batch.
+  grad_sum.allreduce(comm);
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.mutable_grad());
+  }
+  grad_sum.result_into(grads, static_cast<double>(batch_size));
+  grad_sum.zero();
+  clip_gradients(params, optim);
+  opt.step();
+}
+
 bool has_batchnorm(torch::nn::Module& net) { return !batchnorms(net).empty(); }
 
 void calibrate_batchnorm(torch::nn::Module& net, const std::function<void(const at::Tensor&)>& forward,
@@ -104,25 +125,13 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
         at::Tensor loss = cross_entropy(logits, y, o.optim.label_smoothing).sum();
         opt->zero_grad();
         loss.backward();
-        std::vector<at::Tensor> g_now;
-        for (auto& p : params) g_now.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
-        grad_sum.add(g_now, "gradient of parameter");
+        grad_sum.add(gradients_of(params), "gradient of parameter");
         loss_sum += loss.detach();
         correct += (logits.argmax(1) == y).sum();
         seen += static_cast<double>(x.size(0));
         local += x.size(0);
       }
-      // Exact sum over every micro-batch of every rank, then the mean over the batch.
-      grad_sum.allreduce(comm);
-      std::vector<at::Tensor> grads;
-      for (auto& p : params) {
-        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-        grads.push_back(p.mutable_grad());
-      }
-      grad_sum.result_into(grads, static_cast<double>(batches[s].size()));
-      grad_sum.zero();
-      clip_gradients(params, o.optim);
-      opt->step();
+      apply_exact_sum(grad_sum, params, comm, static_cast<int64_t>(batches[s].size()), o.optim, *opt);
       stats.images += local;
       nlohmann::json fields = nlohmann::json::object();
       if (progress.due())

@@ -14,7 +14,12 @@
 #include "comm/communicator.h"
 #include "core/config.h"
 #include "data/dataset.h"
+#include "comm/tensor_collectives.h"
 #include "models/network.h"
+
+namespace torch::optim {
+class Optimizer;
+}
 
 namespace smoe::train {
 
@@ -48,6 +53,14 @@ void calibrate_batchnorm(torch::nn::Module& net, const std::function<void(const 
                          int64_t micro_batch);
 void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
                          const std::vector<int64_t>& ids, int64_t micro_batch);
+// Each parameter's gradient (zeros where autograd left none), to add into an ExactSum.
+std::vector<at::Tensor> gradients_of(const std::vector<at::Tensor>& params);
+// The end of a data-parallel step: sums `grad_sum` exactly over every rank,
+// writes sum / batch_size into each parameter's gradient, clears the sum,
+// clips (optim.grad_clip) and steps the optimiser.
+void apply_exact_sum(comm::ExactSum& grad_sum, const std::vector<at::Tensor>& params, comm::Communicator& comm,
+                     int64_t batch_size, const OptimConfig& optim, torch::optim::Optimizer& opt);
+
 // Whether a module holds any BatchNorm layer.
 bool has_batchnorm(torch::nn::Module& net);
 

@@ -28,12 +28,6 @@ struct Live {
   int64_t index = 0;  // its index among the epoch's micro-batches
 };
 
-std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> g;
-  for (const auto& p : params) g.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
-  return g;
-}
-
 // Mixup (Zhang et al.): lambda ~ Beta(alpha, alpha) and a partner
 // permutation of the micro-batch, both from `seed`.
 struct Mix {
@@ -162,7 +156,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         for (auto& l : live) {
           opt->zero_grad();
           l.nll.sum().backward();
-          grad_sum.add(grads_of(params), "gradient of parameter");
+          grad_sum.add(gradients_of(params), "gradient of parameter");
         }
       } else {
         // The whole batch's gate probabilities (and inputs), each row from its one owner.
@@ -231,21 +225,11 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
           }
           opt->zero_grad();
           surrogate.backward();
-          grad_sum.add(grads_of(params), "gradient of parameter");
+          grad_sum.add(gradients_of(params), "gradient of parameter");
         }
         similarity_sum += sim_partial;
       }
-      // Exact sum over every micro-batch of every rank, then the mean over the batch.
-      grad_sum.allreduce(comm);
-      std::vector<at::Tensor> grads;
-      for (auto& p : params) {
-        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-        grads.push_back(p.mutable_grad());
-      }
-      grad_sum.result_into(grads, static_cast<double>(batches[s].size()));
-      grad_sum.zero();
-      clip_gradients(params, o.optim);
-      opt->step();
+      apply_exact_sum(grad_sum, params, comm, static_cast<int64_t>(batches[s].size()), o.optim, *opt);
       nlohmann::json fields = nlohmann::json::object();
       if (progress.due())
         fields = {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum.item<double>() / seen : 0.0}};

@@ -48,14 +48,16 @@ inline Config quick_config(const std::string& data, const std::vector<std::strin
   return Config::load(source_dir() + "/configs/fmnist-quick.yaml", o);
 }
 
-// Trains `config` into run folder `run_dir` on `ranks` thread ranks; returns
-// report.json (null when the scheme writes none).
-inline nlohmann::json train_quick(const Config& config, const std::string& run_dir, int ranks = 2) {
+// Trains `config` into run folder `run_dir` on `ranks` thread ranks (or
+// resumes it, with OpenMode::resume); returns report.json (null when the
+// scheme writes none).
+inline nlohmann::json train_quick(const Config& config, const std::string& run_dir, int ranks = 2,
+                                  pipeline::OpenMode mode = pipeline::OpenMode::fresh) {
   comm::run_ranks(ranks, [&](comm::Communicator& comm) {
     pipeline::RunDir run;
     std::string manifest;
     if (comm.is_root()) {
-      run = pipeline::RunDir::open_root(run_dir, config, pipeline::OpenMode::fresh);
+      run = pipeline::RunDir::open_root(run_dir, config, mode);
       manifest = run.manifest_text();
     }
     comm.broadcast_bytes(manifest, 0);

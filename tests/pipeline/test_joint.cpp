@@ -28,25 +28,6 @@ Config joint_config(const std::string& data, std::vector<std::string> extra = {}
   return quick_config(data, o);
 }
 
-// Trains (or resumes) on `ranks` thread ranks.
-void train_ranks(const Config& config, const std::string& run_dir, int ranks, pipeline::OpenMode mode) {
-  comm::run_ranks(ranks, [&](comm::Communicator& comm) {
-    pipeline::RunDir run;
-    std::string manifest;
-    if (comm.is_root()) {
-      run = pipeline::RunDir::open_root(run_dir, config, mode);
-      manifest = run.manifest_text();
-    }
-    comm.broadcast_bytes(manifest, 0);
-    if (!comm.is_root()) run = pipeline::RunDir::attach(run_dir, manifest);
-    pipeline::RuntimeInfo rt;
-    rt.rank = comm.rank();
-    rt.world = comm.size();
-    pipeline::Pipeline p(config, comm, run, rt);
-    p.train();
-  });
-}
-
 std::string joint_sha(const std::string& run_dir) { return run_json(run_dir)["done"]["joint"]["sha256"]; }
 
 class JointScheme : public ::testing::Test {
@@ -128,12 +109,12 @@ TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
   const std::string run = tmp.path() + "/stopped";
   // Every rank fails right after epoch 2's checkpoint.
   setenv("SMOE_FAULT", "stage:joint-epoch-2", 1);
-  EXPECT_ANY_THROW(train_ranks(c, run, 2, pipeline::OpenMode::fresh));
+  EXPECT_ANY_THROW(train_quick(c, run, 2));
   unsetenv("SMOE_FAULT");
   const auto done = run_json(run)["done"];
   EXPECT_FALSE(done.contains("joint"));
   EXPECT_EQ(done["joint/progress"]["epoch"], 2);
-  train_ranks(c, run, 2, pipeline::OpenMode::resume);
+  train_quick(c, run, 2, pipeline::OpenMode::resume);
   EXPECT_EQ(run_json(run)["done"]["joint"]["resumed_after_epoch"], 2);
   // The load of every epoch, the two before the stop included, and its plot.
   EXPECT_EQ(run_json(run)["done"]["joint"]["load_history"].size(), 3u);

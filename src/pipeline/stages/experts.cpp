@@ -34,8 +34,7 @@ namespace {
 // pass and the ensemblers scale with the same product). With reweighting
 // every expert sees every sample; with weighted sampling an expert sees
 // about its gate mass. Heterogeneous experts (experts.archs) differ in MACs.
-double predicted_cost(RunState& s, int64_t k, int64_t round, double mass) {
-  const double macs = static_cast<double>(s.store.build_expert(k)->forward_macs());
+double predicted_cost(const RunState& s, double macs, int64_t round, double mass) {
   const double samples = s.cfg.experts.weighting == "sample" ? mass : static_cast<double>(s.train->size());
   const double epochs = static_cast<double>(round == 0 ? s.cfg.experts.optim.epochs : s.cfg.em.expert_epochs);
   return macs * samples * std::max(epochs, 1.0);
@@ -76,7 +75,8 @@ json train_expert_task(RunState& s, int64_t k, int64_t round) {
   json result = {{"id", k},
                  {"arch", expert_arch(cfg, k)},
                  {"macs", expert->forward_macs()},
-                 {"predicted_cost", predicted_cost(s, k, round, g.sum().item<double>())},
+                 {"predicted_cost",
+                  predicted_cost(s, static_cast<double>(expert->forward_macs()), round, g.sum().item<double>())},
                  {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
                  {"train_samples_effective", w.sum().item<double>()},
                  {"samples_seen", stats.samples},
@@ -127,7 +127,8 @@ void run_expert_round(RunState& s, int64_t round) {
   const std::vector<double> mass = train::to_doubles(s.targets.sum(0));
   std::vector<double> cost;
   for (int64_t k = 0; k < s.cfg.experts.count; ++k)
-    cost.push_back(predicted_cost(s, k, round, mass[static_cast<size_t>(k)]));
+    cost.push_back(predicted_cost(s, static_cast<double>(s.store.build_expert(k)->forward_macs()), round,
+                                  mass[static_cast<size_t>(k)]));
   pending = longest_first(pending, cost);
   if (s.comm.is_root() && round == 0)
     log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), s.cfg.experts.count,

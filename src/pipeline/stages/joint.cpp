@@ -32,16 +32,10 @@ class JointStage : public Stage {
   void check_inputs(const Config& c, const data::Manifest& m) const override {
     // Gates that read the base model's outputs have nothing to read here.
     const models::NetworkSpec spec = network_spec(c, m);
-    models::GateSpec g;
-    g.classes = spec.num_classes;
-    g.experts = c.experts.count;
-    g.input = spec.input;
-    g.width = spec.width;
-    g.hidden = spec.hidden;
-    g.embedding_dim = spec.prelogit_dim();
-    g.expert_hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, 0, 0})->hidden_dim();
+    const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, 0, 0})->hidden_dim();
+    const models::GateSpec g = joint_gate_spec(c, spec, hidden);
     SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
-               "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (cnn, attentive)",
+               "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (attentive, cnn, noisy, tempered)",
                c.gate.kind, c.scheme);
   }
   json run(RunState& s) override {
