@@ -5,6 +5,10 @@
 //
 // --ranks P > 0 runs the distributed K-means (cluster/distributed_kmeans.h)
 // on P ranks-as-threads, each holding a contiguous share of the rows.
+// --labels Y.npy (int64 [n]) adds the cluster-quality scores
+// (cluster/quality.h) of the result, or with --assign A.npy (int64 [n]) of
+// that given clustering instead of K-means'; --silhouette-sample sets the
+// silhouette's sample size.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -15,7 +19,28 @@
 
 #include "cluster/distributed_kmeans.h"
 #include "cluster/kmeans.h"
+#include "cluster/quality.h"
 #include "comm/thread_communicator.h"
+
+namespace {
+
+// A .npy file as a tensor of the given numpy type (e.g. "<f4", "<i8"), or exit 1.
+at::Tensor load_npy(const char* path, const std::string& type, at::ScalarType dtype) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "bench_kmeans: error: cannot open %s\n", path);
+    std::exit(1);
+  }
+  auto f = xt::detail::load_npy_file(in);
+  if (f.m_typestring != type) {
+    std::fprintf(stderr, "bench_kmeans: error: %s holds %s, expected %s\n", path, f.m_typestring.c_str(), type.c_str());
+    std::exit(1);
+  }
+  std::vector<int64_t> shape(f.m_shape.begin(), f.m_shape.end());
+  return torch::from_blob(f.m_buffer, shape, dtype).clone();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -27,6 +52,9 @@ int main(int argc, char** argv) {
   o.k = std::atoll(argv[2]);
   o.restarts = 1;
   int threads = 2, ranks = 0;
+  const char* labels_path = nullptr;
+  const char* assign_path = nullptr;
+  smoe::cluster::QualityOptions quality_options;
   for (int i = 3; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--max-iter")
@@ -41,19 +69,27 @@ int main(int argc, char** argv) {
       threads = std::atoi(argv[i + 1]);
     else if (a == "--ranks")
       ranks = std::atoi(argv[i + 1]);
+    else if (a == "--labels")
+      labels_path = argv[i + 1];
+    else if (a == "--assign")
+      assign_path = argv[i + 1];
+    else if (a == "--silhouette-sample")
+      quality_options.silhouette_sample = std::atoll(argv[i + 1]);
   }
   at::set_num_threads(threads);
-  std::ifstream in(argv[1], std::ios::binary);
-  auto f = xt::detail::load_npy_file(in);
-  if (f.m_typestring != "<f4" || f.m_shape.size() != 2) {
+  at::Tensor x = load_npy(argv[1], "<f4", torch::kFloat);
+  if (x.dim() != 2) {
     std::fprintf(stderr, "bench_kmeans: error: %s must be a float32 matrix\n", argv[1]);
     return 1;
   }
-  const int64_t n = static_cast<int64_t>(f.m_shape[0]), d = static_cast<int64_t>(f.m_shape[1]);
-  at::Tensor x = torch::from_blob(f.m_buffer, {n, d}, torch::kFloat).clone();
+  const int64_t n = x.size(0), d = x.size(1);
+  at::Tensor labels = labels_path ? load_npy(labels_path, "<i8", torch::kLong) : at::Tensor();
+  at::Tensor given = assign_path ? load_npy(assign_path, "<i8", torch::kLong) : at::Tensor();
   auto t0 = std::chrono::steady_clock::now();
   smoe::cluster::KMeansResult r;
-  if (ranks > 0) {
+  if (given.defined()) {
+    // Scores the given clustering: no K-means.
+  } else if (ranks > 0) {
     smoe::cluster::DistributedKMeansOptions dopt;
     dopt.kmeans = o;
     smoe::comm::run_ranks(ranks, [&](smoe::comm::Communicator& c) {
@@ -62,11 +98,27 @@ int main(int argc, char** argv) {
       const int64_t from = n * c.rank() / ranks, to = n * (c.rank() + 1) / ranks;
       auto mine = smoe::cluster::kmeans(x.narrow(0, from, to - from), torch::arange(from, to, torch::kLong), dopt, c);
       if (c.rank() == 0) r = mine;
+      c.barrier();
+      if (c.rank() == 0) r.assign = torch::empty({n}, torch::kLong);
+      c.barrier();
+      r.assign.narrow(0, from, to - from).copy_(mine.assign);
     });
   } else {
     r = smoe::cluster::kmeans(x, o);
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json quality;
+  if (labels.defined()) {
+    at::Tensor assign = given.defined() ? given : r.assign;
+    const int64_t C = labels.max().item<int64_t>() + 1, P = std::max(ranks, 1);
+    smoe::comm::run_ranks(P, [&](smoe::comm::Communicator& c) {
+      const int64_t from = n * c.rank() / P, to = n * (c.rank() + 1) / P;
+      auto q = smoe::cluster::cluster_quality(x.narrow(0, from, to - from), torch::arange(from, to, torch::kLong),
+                                              assign.narrow(0, from, to - from), labels.narrow(0, from, to - from),
+                                              o.k, C, c, quality_options);
+      if (c.rank() == 0) quality = q;
+    });
+  }
   int64_t iters = 0;
   for (const auto& st : r.restarts) iters += st.iterations;
   std::printf("%s\n", nlohmann::json{{"seconds", s},
@@ -76,7 +128,8 @@ int main(int argc, char** argv) {
                                      {"d", d},
                                      {"k", o.k},
                                      {"threads", threads},
-                                     {"ranks", ranks}}
+                                     {"ranks", ranks},
+                                     {"quality", quality}}
                           .dump()
                           .c_str());
   return 0;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cluster/kmeans.h"
 #include "comm/communicator.h"
@@ -24,6 +25,14 @@ namespace smoe::cluster {
 
 using Tensors = std::map<std::string, at::Tensor>;
 
+// DFCP-MoE's double-stage clustering (dfcp_gate.cpp, docs/dfcp.md).
+struct DfcpOptions {
+  int64_t k_max = 0;                                   ///< stage 1: K from experts to k_max (0: 2 x experts)
+  int64_t neighbours = 3;                              ///< stage 2: nearest clusters that vote for a reference
+  std::vector<double> thetas{0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5};  ///< stage 2: thresholds / the references' mean radius
+  double min_coverage = 0.9;                           ///< stage 2: share of rows a threshold must keep
+};
+
 struct InitialGateInputs {
   at::Tensor embedding;  // float [n, D] pre-logits (L2-normalised when cluster.normalize)
   at::Tensor labels;     // int64 [n]
@@ -33,6 +42,7 @@ struct InitialGateInputs {
   KMeansOptions kmeans;      // k = experts.count, restarts, iterations, tolerance, seed
   double temperature = 0.1;  // T in g0 = softmax(-d^2 / T)
   bool hard = false;         // one-hot g0
+  DfcpOptions dfcp;
 };
 
 struct InitialGateFit {
@@ -57,7 +67,7 @@ class InitialGate {
   virtual at::Tensor oracle_gate(const at::Tensor& labels, const Tensors& saved, int64_t experts) const { return {}; }
 };
 
-// cluster.method -> strategy. Built in: "kmeans", "per_class".
+// cluster.method -> strategy. Built in: "kmeans", "per_class", "dfcp".
 Registry<std::shared_ptr<const InitialGate>>& initial_gates();
 
 }  // namespace smoe::cluster

@@ -69,6 +69,12 @@ struct ClusterConfig {
   int64_t max_iter;
   double tol;
   bool normalize;  // L2-normalise embeddings before clustering
+  int64_t silhouette_sample;  // rows the cluster-quality report's silhouette is computed on
+  // DFCP-MoE's double-stage clustering (cluster.method dfcp; docs/dfcp.md).
+  int64_t dfcp_k_max;                // stage 1: K-means for K = experts.count .. k_max, lowest DBI wins (0: 2 x experts)
+  int64_t dfcp_neighbours;           // stage 2: a reference cluster is a nearest neighbour of at least this many
+  std::vector<double> dfcp_thetas;   // stage 2: thresholds swept, in units of the references' mean radius
+  double dfcp_min_coverage;          // stage 2: the share of rows a threshold must keep
 };
 
 struct GateConfig {
@@ -132,6 +138,7 @@ struct EvalConfig {
   std::vector<double> taus;
   int64_t batch_size;
   bool class_oracle;  // per_class only: route by the true class too
+  int64_t timing_samples;  // test samples the report's inference times are measured on (0: not measured)
 };
 
 struct RuntimeConfig {

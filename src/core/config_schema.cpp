@@ -108,12 +108,32 @@ Schema describe(Config& c) {
       .at_least(1);
 
   s.add("cluster.method", c.cluster.method, std::string("kmeans"),
-        "initial gate: kmeans (per-sample K-means) or per_class (clustering of class-mean embeddings)");
+        "initial gate: kmeans (per-sample K-means), per_class (clustering of class-mean embeddings) or dfcp "
+        "(DFCP-MoE's double-stage clustering)");
   s.add("cluster.restarts", c.cluster.restarts, int64_t{4}, "K-means restarts; the lowest inertia wins").at_least(1);
   s.add("cluster.max_iter", c.cluster.max_iter, int64_t{100}, "Lloyd iterations per restart").at_least(1);
   s.add("cluster.tol", c.cluster.tol, 1e-4, "stop when centroids move less than tol x mean feature variance")
       .at_least(0);
   s.add("cluster.normalize", c.cluster.normalize, true, "L2-normalise embeddings before clustering");
+  s.add("cluster.silhouette_sample", c.cluster.silhouette_sample, int64_t{2000},
+        "training rows (chosen by a hash of their id) the cluster-quality report computes the silhouette on")
+      .at_least(2);
+  s.add("cluster.dfcp.k_max", c.cluster.dfcp_k_max, int64_t{0},
+        "dfcp stage 1: K-means for every K from experts.count to k_max, the lowest Davies-Bouldin index wins "
+        "(0: 2 x experts.count)")
+      .at_least(0);
+  s.add("cluster.dfcp.neighbours", c.cluster.dfcp_neighbours, int64_t{3},
+        "dfcp stage 2: clusters are ranked by how many others count them among their this-many nearest clusters; "
+        "the experts.count best become the reference clusters")
+      .at_least(1);
+  s.add("cluster.dfcp.thetas", c.cluster.dfcp_thetas, std::vector<double>{0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0},
+        "dfcp stage 2: distance thresholds swept, in units of the reference clusters' mean radius; a row joins its "
+        "nearest reference centroid when closer than the threshold, else it is an outlier");
+  s.add("cluster.dfcp.min_coverage", c.cluster.dfcp_min_coverage, 0.9,
+        "dfcp stage 2: the threshold with the lowest Davies-Bouldin index among those keeping at least this share of "
+        "the rows wins")
+      .at_least(0)
+      .at_most(1);
 
   s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits); scheme joint: cnn (a small CNN on the images), attentive "
         "(attends to the experts' last hidden layers), noisy (cnn + learned Gaussian noise in training, Shazeer et al.) "
@@ -179,6 +199,10 @@ Schema describe(Config& c) {
       .at_least(0)
       .at_most(1);
   s.add("eval.batch_size", c.eval.batch_size, int64_t{500}, "evaluation batch size").at_least(1);
+  s.add("eval.timing_samples", c.eval.timing_samples, int64_t{1000},
+        "test samples on which the coordinator measures the wall-clock inference time per sample of the base model, "
+        "the top-1 MoE and the anytime model (0: not measured)")
+      .at_least(0);
   s.add("eval.class_oracle", c.eval.class_oracle, false, "per_class only: also report routing by the true class");
 
   s.add("runtime.threads", c.runtime.threads, int64_t{0},

@@ -67,6 +67,33 @@ RuleCount count_base(const at::Tensor& base_probs, const at::Tensor& labels, int
   return r;
 }
 
+at::Tensor top1_probs(const at::Tensor& gate, const at::Tensor& probs) { return chosen(probs, gate.argmax(1)); }
+
+at::Tensor top2_probs(const at::Tensor& gate, const at::Tensor& expert_probs) {
+  if (gate.size(1) < 2) return top1_probs(gate, expert_probs);
+  auto [g, k] = gate.topk(2, 1);
+  return g.select(1, 0).unsqueeze(1) * chosen(expert_probs, k.select(1, 0)) +
+         g.select(1, 1).unsqueeze(1) * chosen(expert_probs, k.select(1, 1));
+}
+
+namespace {
+// The experts the anytime model runs at tau: alpha_k = g_k (1 - max_y phi(y|x)) >= tau.
+at::Tensor anytime_active(const at::Tensor& base_probs, const at::Tensor& gate, double tau) {
+  SMOE_CHECK(tau >= 0 && tau <= 1, "tau must be in [0, 1], got {}", tau);
+  at::Tensor confidence = std::get<0>(base_probs.max(1));     // max_y phi(y|x)  [N]
+  at::Tensor alpha = gate * (1.0 - confidence).unsqueeze(1);  // [N, K]
+  return alpha >= tau;                                        // [N, K]
+}
+}  // namespace
+
+at::Tensor anytime_probs(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
+                         double tau) {
+  at::Tensor active = anytime_active(base_probs, gate, tau);
+  at::Tensor early = active.logical_not().all(1);                                       // [N]
+  at::Tensor mix = ((gate * active.to(gate.dtype())).unsqueeze(2) * ens_probs).sum(1);  // [N, C]
+  return torch::where(early.unsqueeze(1), base_probs, mix);
+}
+
 RuleCount count_top1(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, bool ensembled) {
   at::Tensor k = gate.argmax(1);
   RuleCount r;
@@ -79,28 +106,21 @@ RuleCount count_top1(const at::Tensor& gate, const at::Tensor& probs, const at::
 
 RuleCount count_top2(const at::Tensor& gate, const at::Tensor& expert_probs, const at::Tensor& labels) {
   if (gate.size(1) < 2) return count_top1(gate, expert_probs, labels, false);
-  auto [g, k] = gate.topk(2, 1);
-  at::Tensor k0 = k.select(1, 0), k1 = k.select(1, 1);
-  at::Tensor mix = g.select(1, 0).unsqueeze(1) * chosen(expert_probs, k0) +
-                   g.select(1, 1).unsqueeze(1) * chosen(expert_probs, k1);
+  at::Tensor k = std::get<1>(gate.topk(2, 1));
   RuleCount r;
   r.samples = labels.size(0);
-  r.correct = correct(mix, labels);
-  r.runs = runs_of_ids(torch::cat({k0, k1}), gate.size(1));
+  r.correct = correct(top2_probs(gate, expert_probs), labels);
+  r.runs = runs_of_ids(torch::cat({k.select(1, 0), k.select(1, 1)}), gate.size(1));
   return r;
 }
 
 RuleCount count_anytime(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs,
                         const at::Tensor& labels, double tau) {
-  SMOE_CHECK(tau >= 0 && tau <= 1, "tau must be in [0, 1], got {}", tau);
-  at::Tensor confidence = std::get<0>(base_probs.max(1));                               // max_y phi(y|x)  [N]
-  at::Tensor alpha = gate * (1.0 - confidence).unsqueeze(1);                            // [N, K]
-  at::Tensor active = alpha >= tau;                                                     // [N, K]
-  at::Tensor early = active.logical_not().all(1);                                       // [N]
-  at::Tensor mix = ((gate * active.to(gate.dtype())).unsqueeze(2) * ens_probs).sum(1);  // [N, C]
+  at::Tensor active = anytime_active(base_probs, gate, tau);
+  at::Tensor early = active.logical_not().all(1);
   RuleCount r;
   r.samples = labels.size(0);
-  r.correct = correct(torch::where(early.unsqueeze(1), base_probs, mix), labels);
+  r.correct = correct(anytime_probs(base_probs, gate, ens_probs, tau), labels);
   r.early_exits = early.sum().item<int64_t>();
   r.runs = runs_of_mask(active);
   for (int64_t n : r.runs) r.ensembler_runs += n;

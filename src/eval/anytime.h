@@ -52,6 +52,11 @@ Point point_of(const RuleCount& r, const Costs& c, double ensembler_macs, bool b
 // ensembled with the base; `ensembled` says whether each run pays an
 // ensembler).
 RuleCount count_base(const at::Tensor& base_probs, const at::Tensor& labels, int64_t experts);
+// Each rule's class probabilities [n, C] (what count_* below score).
+at::Tensor top1_probs(const at::Tensor& gate, const at::Tensor& probs);
+at::Tensor top2_probs(const at::Tensor& gate, const at::Tensor& expert_probs);
+at::Tensor anytime_probs(const at::Tensor& base_probs, const at::Tensor& gate, const at::Tensor& ens_probs, double tau);
+
 // One expert per sample, the gate's argmax.
 RuleCount count_top1(const at::Tensor& gate, const at::Tensor& probs, const at::Tensor& labels, bool ensembled);
 // The two most probable experts, weighted by their gate values, no base.

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "core/error.h"
@@ -58,6 +59,14 @@ json anytime_summary(const std::vector<Point>& curve, const Point& base) {
   return summary;
 }
 
+// mAP and balanced accuracy beside a rule's accuracy (null when undefined).
+void add_class_metrics(json& point, const ClassCount& count) {
+  const ClassMetrics m = class_metrics(count);
+  auto number = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  point["map"] = number(m.map);
+  point["balanced_accuracy"] = number(m.balanced_accuracy);
+}
+
 }  // namespace
 
 Tally::Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportOptions& o)
@@ -74,6 +83,15 @@ Tally::Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportO
   anytime_.assign(o.taus.size(), zero);
   spec_.usage.assign(static_cast<size_t>(experts), 0);
   spec_.routing.assign(static_cast<size_t>(experts * o.num_classes), 0);
+  ClassCount none;
+  none.classes = o.num_classes;
+  none.bins = score_bins(o.num_classes);
+  none.positives.assign(static_cast<size_t>(o.num_classes * none.bins), 0);
+  none.negatives = none.positives;
+  none.total.assign(static_cast<size_t>(o.num_classes), 0);
+  none.correct = none.total;
+  classes_["base"] = none;
+  for (const auto& name : rules) classes_[name] = none;
 }
 
 void Tally::add(const TestOutputs& t) {
@@ -99,6 +117,13 @@ void Tally::add(const TestOutputs& t) {
   for (size_t i = 0; i < options_.taus.size(); ++i)
     anytime_[i].add(count_anytime(base_probs, t.gate, ensembled, t.labels, options_.taus[i]));
   spec_.add(count_specialisation(t.gate, t.labels, options_.num_classes));
+  for (auto& [name, count] : classes_) {
+    at::Tensor probs = name == "base"            ? base_probs
+                       : name == "no_ensembling" ? top1_probs(t.gate, expert_probs)
+                       : name == "top2"          ? top2_probs(t.gate, expert_probs)
+                                                 : top1_probs(t.gate, t.ensembled.at(name));
+    count.add(count_classes(probs, t.labels, count.bins));
+  }
 }
 
 template <typename F>
@@ -118,6 +143,7 @@ void Tally::each_field(F&& f) {
   f(spec_.entropy);
   for (auto& v : spec_.usage) f(v);
   for (auto& v : spec_.routing) f(v);
+  for (auto& [name, count] : classes_) count.each(f);
 }
 
 std::vector<int64_t> Tally::pack() const {
@@ -148,6 +174,7 @@ Report build_report(const Tally& tally, Costs costs) {
       const double ens = name == "no_ensembling" || name == "top2" ? 0.0 : o.ensembler_macs.at(name);
       Point p = point_of(count, costs, ens);
       block[name] = point_json(p);
+      if (&rules == &tally.moe()) add_class_metrics(block[name], tally.classes().at(name));
       if (keep) keep->push_back(p);
     }
     return block;
@@ -156,6 +183,7 @@ Report build_report(const Tally& tally, Costs costs) {
   Report r;
   json& report = r.json;
   report["base"] = point_json(base_pt);
+  add_class_metrics(report["base"], tally.classes().at("base"));
   std::vector<Point> moe_points;
   report["moe"] = moe_block(tally.moe(), &moe_points);
   if (o.class_oracle) report["class_oracle"] = moe_block(tally.oracle(), nullptr);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "eval/anytime.h"
+#include "eval/class_metrics.h"
 #include "eval/specialisation.h"
 
 namespace smoe::eval {
@@ -54,6 +55,8 @@ class Tally {
   const Rules& oracle() const { return oracle_; }
   const std::vector<RuleCount>& anytime() const { return anytime_; }  // one per tau
   const SpecialisationCount& specialisation() const { return spec_; }
+  // Per-class counts (mAP, balanced accuracy) of "base" and each MoE rule.
+  const std::map<std::string, ClassCount>& classes() const { return classes_; }
   const ReportOptions& options() const { return options_; }
 
  private:
@@ -66,6 +69,7 @@ class Tally {
   Rules moe_, oracle_;
   std::vector<RuleCount> anytime_;
   SpecialisationCount spec_;
+  std::map<std::string, ClassCount> classes_;
 };
 
 struct Report {

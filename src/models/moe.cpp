@@ -48,6 +48,37 @@ MoeOutputs MoeModel::forward(const at::Tensor& images) {
   return out;
 }
 
+at::Tensor MoeModel::predict(const at::Tensor& images, Predict rule, const std::string& ensembler, double tau) {
+  torch::NoGradGuard no_grad;
+  base_->eval();
+  at::Tensor trunk = base_->blocks(images, 0, branch_after_);
+  at::Tensor pre = base_->prelogits(base_->blocks(trunk, branch_after_, NetworkSpec::kBlocks));
+  at::Tensor base_logits = base_->classify(pre);
+  at::Tensor base_probs = torch::softmax(base_logits, 1);
+  if (rule == Predict::base) return base_probs;
+  at::Tensor gate = gate_->probabilities(gate_features(pre, base_logits));
+  // Weight of each (sample, expert) pair, zero where the expert does not run.
+  at::Tensor weight;
+  if (rule == Predict::top1) {
+    weight = torch::one_hot(gate.argmax(1), num_experts()).to(gate.dtype());
+  } else {
+    at::Tensor active = gate * (1.0 - std::get<0>(base_probs.max(1))).unsqueeze(1) >= tau;
+    weight = gate * active.to(gate.dtype());
+  }
+  at::Tensor out = torch::zeros_like(base_probs);
+  for (int64_t k = 0; k < num_experts(); ++k) {
+    at::Tensor rows = weight.select(1, k).nonzero().reshape(-1);
+    if (rows.numel() == 0) continue;
+    SMOE_ASSERT(has_expert(k), "MoE prediction without expert {}", k);
+    at::Tensor logits = experts_[static_cast<size_t>(k)]->forward(trunk.index_select(0, rows));
+    at::Tensor probs = ensembled_probs(k, ensembler, base_logits.index_select(0, rows), logits);
+    out.index_add_(0, rows, weight.select(1, k).index_select(0, rows).unsqueeze(1) * probs);
+  }
+  if (rule == Predict::top1) return out;
+  at::Tensor early = (weight == 0).all(1).unsqueeze(1);
+  return torch::where(early, base_probs, out);
+}
+
 at::Tensor MoeModel::ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
                                      const at::Tensor& expert_logits) {
   const auto& rule = ensemblers().get(name);

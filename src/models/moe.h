@@ -49,6 +49,16 @@ class MoeModel {
   // The base model's logits and every expert's and ensembler's outputs for
   // images [B, C, H, W] (no grad, eval mode).
   MoeOutputs forward(const at::Tensor& images);
+  // The class probabilities [B, C] of one inference rule, computing only
+  // what the rule needs (the path whose time per sample the report measures):
+  // the base model alone (Predict::base); the top-1 MoE, each sample
+  // through the gate's argmax expert and ensembler `ensembler`
+  // (Predict::top1); or the anytime model at `tau`, each sample through the
+  // experts with g_k (1 - max_y phi(y|x)) >= tau, or the base model alone
+  // when there is none (Predict::anytime). Equal to what forward() gives for
+  // the same rule (eval/anytime.h's *_probs).
+  enum class Predict { base, top1, anytime };
+  at::Tensor predict(const at::Tensor& images, Predict rule, const std::string& ensembler = "bagging", double tau = 0);
   // e'_k(.|x) [B, C] under ensembler `name`, from expert k's and the base model's logits.
   at::Tensor ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
                              const at::Tensor& expert_logits);

@@ -57,6 +57,41 @@ TEST(Moe, ForwardComposesTheBaseTheGateTheExpertsAndTheEnsemblers) {
   EXPECT_EQ(moe.ensembler_macs("stacking"), 2 * 3 * 3);
 }
 
+// The sparse inference paths (what the report times) give what the dense
+// forward pass gives for the same rule.
+TEST(Moe, PredictRunsOnlyTheRoutedExpertsAndMatchesTheDenseForward) {
+  torch::manual_seed(8);
+  const int64_t K = 3, branch = 3;
+  Backbone base(spec());
+  MoeModel moe(base, branch, true, gate_kinds().get("linear")({spec().prelogit_dim(), 3, K}), K);
+  for (int64_t k = 0; k < K; ++k)
+    moe.set_expert(k, expert_architectures().get("branch")({spec(), branch, k}),
+                   {{"stacking", ensemblers().get("stacking")->build(3)}});
+  at::Tensor x = torch::randn({16, 1, 12, 12});
+  MoeOutputs out = moe.forward(x);
+  at::Tensor base_probs = torch::softmax(out.base_logits, 1);
+  EXPECT_TRUE(torch::allclose(moe.predict(x, MoeModel::Predict::base), base_probs));
+  for (const std::string name : {"bagging", "stacking"}) {
+    at::Tensor k = out.gate_probs.argmax(1);
+    at::Tensor expected = out.ensembled.at(name).gather(1, k.view({-1, 1, 1}).expand({-1, 1, 3})).squeeze(1);
+    EXPECT_TRUE(torch::allclose(moe.predict(x, MoeModel::Predict::top1, name), expected, 1e-5, 1e-6)) << name;
+  }
+  // tau at the median of the samples' largest alpha (some samples exit
+  // early), and at the largest second-largest alpha (a sample runs two experts).
+  at::Tensor alpha = out.gate_probs * (1 - std::get<0>(base_probs.max(1))).unsqueeze(1);
+  at::Tensor top = std::get<0>(alpha.topk(2, 1));
+  for (double tau : {top.select(1, 0).median().item<double>(), top.select(1, 1).max().item<double>()}) {
+    at::Tensor active = alpha >= tau;
+    at::Tensor early = active.logical_not().all(1);
+    at::Tensor mix = ((out.gate_probs * active.to(torch::kFloat)).unsqueeze(2) * out.ensembled.at("bagging")).sum(1);
+    EXPECT_TRUE(torch::allclose(moe.predict(x, MoeModel::Predict::anytime, "bagging", tau),
+                                torch::where(early.unsqueeze(1), base_probs, mix), 1e-5, 1e-6))
+        << "tau " << tau;
+  }
+  EXPECT_TRUE((alpha >= top.select(1, 0).median()).logical_not().all(1).any().item<bool>());
+  EXPECT_TRUE(((alpha >= top.select(1, 1).max()).sum(1) > 1).any().item<bool>());
+}
+
 TEST(Moe, ARankHoldingSomeExpertsCannotRunTheWholeModel) {
   Backbone base(spec());
   MoeModel moe(base, 3, false, gate_kinds().get("linear")({spec().prelogit_dim(), 3, 2}), 2);

@@ -4,10 +4,13 @@
 #include <torch/torch.h>
 
 #include "cluster/initial_gate.h"
+#include "cluster/quality.h"
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "data/sampler.h"
+#include "eval/plots.h"
 #include "models/moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -18,6 +21,24 @@ using nlohmann::json;
 
 namespace smoe::pipeline {
 namespace {
+
+// clusters.png: the cluster x class counts of the training split, each row
+// labelled with its size and purity.
+void write_cluster_plot(const RunState& s, const json& q) {
+  std::vector<std::string> rows, cols;
+  const auto& purity = q["cluster_purity"];
+  for (size_t k = 0; k < purity.size(); ++k)
+    rows.push_back(purity[k].is_null() ? fmt::format("cluster {} (empty)", k)
+                                       : fmt::format("{} ({:.2f})", k, purity[k].get<double>()));
+  for (const auto& n : s.train->manifest().class_names) cols.push_back(n.size() > 10 ? n.substr(0, 9) + "." : n);
+  eval::plot_heatmap(s.run.file("clusters.png"),
+                     fmt::format("training samples per cluster (purity) and class: DBI {:.2f}, NMI {:.2f}",
+                                 q["davies_bouldin"].get<double>(), q["nmi"].is_null() ? 0.0 : q["nmi"].get<double>()),
+                     q["contingency"].get<std::vector<std::vector<int64_t>>>(), rows, cols);
+  auto show = [](const json& v) { return v.is_null() ? std::string("n/a") : fmt::format("{:.3f}", v.get<double>()); };
+  log::info("cluster   quality: DBI {}, silhouette {}, purity {}, NMI {}, ARI {} ({})", show(q["davies_bouldin"]),
+            show(q["silhouette"]), show(q["purity"]), show(q["nmi"]), show(q["ari"]), s.run.file("clusters.png"));
+}
 
 class ClusterStage : public Stage {
  public:
@@ -61,7 +82,19 @@ class ClusterStage : public Stage {
     in.kmeans.seed = derive_seed(s.cfg.seed, "cluster");
     in.temperature = s.cfg.gate.temperature;
     in.hard = s.cfg.gate.hard;
+    in.dfcp.k_max = s.cfg.cluster.dfcp_k_max;
+    in.dfcp.neighbours = s.cfg.cluster.dfcp_neighbours;
+    in.dfcp.thetas = s.cfg.cluster.dfcp_thetas;
+    in.dfcp.min_coverage = s.cfg.cluster.dfcp_min_coverage;
     cluster::InitialGateFit fit = s.store.initial_gate().fit(in);
+    // The clusters' quality, whatever the strategy (a strategy without an
+    // assignment is scored by its g0's argmax); every rank scores its rows.
+    cluster::QualityOptions qo;
+    qo.silhouette_sample = s.cfg.cluster.silhouette_sample;
+    qo.seed = derive_seed(s.cfg.seed, "cluster-quality");
+    const at::Tensor scored = fit.assign.defined() ? fit.assign : fit.g0.argmax(1);
+    const json quality = cluster::cluster_quality(in.embedding, in.ids, scored, in.labels, in.kmeans.k,
+                                                  in.num_classes, s.comm, qo);
     // g0 (and the assignment) of every row, in id order, on the coordinator.
     at::Tensor gid = comm::gather_rows(s.comm, in.ids, 0);
     at::Tensor g0 = comm::gather_rows(s.comm, fit.g0.cpu().contiguous(), 0);
@@ -70,6 +103,8 @@ class ClusterStage : public Stage {
     json record;
     if (s.comm.is_root()) {
       record = fit.record;
+      record["quality"] = quality;
+      write_cluster_plot(s, quality);
       train::StateDict saved(fit.saved.begin(), fit.saved.end());
       s.g0 = comm::reorder_by_id(g0, gid);
       saved["g0"] = s.g0;

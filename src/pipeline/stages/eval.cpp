@@ -6,7 +6,9 @@
 // on every train and resume, and alone in `smoe eval`.
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
+#include <numeric>
 
 #include "comm/tensor_collectives.h"
 #include "core/atomic_file.h"
@@ -65,6 +67,8 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
       seconds.push_back(e["seconds"].get<double>());
     }
   if (predicted.size() >= 2) report["scheduler"] = {{"cost_seconds_correlation", pearson(predicted, seconds)}};
+  if (s.run.done("cluster") && s.run.record("cluster").contains("quality"))
+    report["cluster_quality"] = s.run.record("cluster")["quality"];
   json stages = json::object();
   for (const auto& st : scheme_plan(s.cfg))
     if (st.recorded && s.run.done(st.name)) stages[st.name] = s.run.record(st.name).value("seconds", 0.0);
@@ -103,6 +107,47 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
   for (int64_t r = 1; r <= s.final_round(); ++r) em.push_back(s.run.record(fmt::format("em/{}", r)));
   report["em_steps"] = s.final_round();
   if (s.final_round() > 0) report["em"] = em;
+}
+
+// Wall-clock inference time per sample of the base model, the top-1 MoE and
+// the anytime model at the tau that matches the base model's accuracy (else
+// its best tau), each through its own sparse path (MoeModel::predict), on
+// the first eval.timing_samples test samples in batches of eval.batch_size,
+// with this rank's threads; the batches are read before the clock starts and
+// each batch's predictions are brought back to the host (on a GPU, the wait
+// for the kernels is counted). One warm-up batch per rule first.
+json time_inference(RunState& s, models::MoeModel& moe, const json& report) {
+  const int64_t n = std::min(s.cfg.eval.timing_samples, s.test->size());
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<at::Tensor> batches;
+  for (const auto& b : data::make_batches(ids, s.cfg.eval.batch_size, false))
+    batches.push_back(data::make_batch(*s.test, b, data::Transform{}).images.to(s.rt.device));
+  const json& summary = report["anytime_summary"];
+  const json tau_json = summary["tau_at_base_accuracy"].is_null() ? summary["best_tau"] : summary["tau_at_base_accuracy"];
+  const double tau = tau_json.is_null() ? 0.0 : tau_json.get<double>();
+  using P = models::MoeModel::Predict;
+  json ms = json::object();
+  for (const auto& [name, rule] : std::vector<std::pair<std::string, P>>{{"base", P::base}, {"moe_top1", P::top1},
+                                                                          {"anytime", P::anytime}}) {
+    heartbeat::beat("inference timing");
+    moe.predict(batches.front(), rule, s.cfg.ensembler.kind, tau).argmax(1).cpu();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& x : batches) moe.predict(x, rule, s.cfg.ensembler.kind, tau).argmax(1).cpu();
+    ms[name] = 1000.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+               static_cast<double>(n);
+  }
+  log::info("eval      inference ms per sample ({} samples, batch {}, {} threads, {}): base {:.3f}, MoE top-1 {:.3f}, "
+            "anytime (tau {}) {:.3f}",
+            n, s.cfg.eval.batch_size, s.rt.threads, s.rt.device_name(), ms["base"].get<double>(),
+            ms["moe_top1"].get<double>(), tau, ms["anytime"].get<double>());
+  return {{"samples", n},
+          {"batch_size", s.cfg.eval.batch_size},
+          {"threads", s.rt.threads},
+          {"device", s.rt.device_name()},
+          {"ensembler", s.cfg.ensembler.kind},
+          {"anytime_tau", tau},
+          {"ms_per_sample", ms}};
 }
 
 class EvalStage : public Stage {
@@ -201,6 +246,7 @@ json evaluate_test(RunState& s, int64_t round) {
   report["ensembler"] = s.cfg.ensembler.kind;
   report.update(r.json);
   report["anytime_csv"] = r.anytime_csv;
+  if (s.cfg.eval.timing_samples > 0 && s.test->size() > 0) report["inference_time"] = time_inference(s, moe, report);
   return report;
 }
 

@@ -1,0 +1,42 @@
+// DFCP-MoE's double-stage clustering as an initial-gate strategy
+// (cluster/dfcp.h): g0 is the soft assignment to the final clusters' means;
+// an outlier row (beyond the threshold of every reference) gets the uniform
+// g0 1/K, so that no expert specialises on it and every expert still sees it
+// at a low weight. The gate starts from the centroids, as with kmeans.
+#include <torch/torch.h>
+
+#include "cluster/dfcp.h"
+#include "cluster/gate_init.h"
+#include "cluster/initial_gate.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace smoe::cluster {
+namespace {
+
+class DfcpInitialGate : public InitialGate {
+ public:
+  InitialGateFit fit(const InitialGateInputs& in) const override {
+    SMOE_CHECK(in.comm, "cluster.method dfcp runs collectively");
+    DfcpResult r = dfcp_cluster(in.embedding, in.ids, in.kmeans, in.dfcp, *in.comm);
+    InitialGateFit out;
+    const int64_t K = in.kmeans.k;
+    at::Tensor g0 = soft_assignment(in.embedding, r.centroids, in.temperature, in.hard);
+    at::Tensor outlier = (r.assign < 0).unsqueeze(1);
+    out.g0 = torch::where(outlier, torch::full_like(g0, 1.0 / static_cast<double>(K)), g0);
+    out.assign = r.assign;
+    out.saved = {{"centroids", r.centroids}};
+    out.record = r.record;
+    return out;
+  }
+  void init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const override {
+    if (!gate.init_from_centroids(saved.at("centroids"), temperature))
+      log::info("gate      this gate kind cannot start from the centroids: it keeps its initialisation");
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<const InitialGate> make_dfcp_initial_gate() { return std::make_shared<DfcpInitialGate>(); }
+
+}  // namespace smoe::cluster
