@@ -1,9 +1,10 @@
 // smoe: train and evaluate single-gate Mixtures of Experts.
 //
-//   smoe train  --config FILE --run-dir DIR [--set key=value ...] [--resume | --force]
+//   smoe train  [--config FILE] --run-dir DIR [--set key=value ...] [--resume | --force]
 //   smoe eval   --run-dir DIR [--set eval.taus=[...] ...]
 //   smoe config --print [--config FILE] [--set key=value ...]
 //   smoe config --keys
+//   smoe --version
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
 #include <boost/program_options.hpp>
@@ -16,9 +17,12 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop.h"
 #include "data/manifest.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/provenance.h"
 #include "pipeline/run_dir.h"
+#include "pipeline/run_lock.h"
 #include "pipeline/runtime.h"
 #include "pipeline/stage.h"
 #include "pipeline/stall_inspector.h"
@@ -30,10 +34,11 @@ namespace {
 
 const char* kUsage =
     "usage:\n"
-    "  smoe train  --config FILE --run-dir DIR [--set key=value ...] [--resume | --force]\n"
+    "  smoe train  [--config FILE] --run-dir DIR [--set key=value ...] [--resume | --force]\n"
     "  smoe eval   --run-dir DIR [--set key=value ...]\n"
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
     "  smoe config --keys\n"
+    "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
 struct Args {
@@ -51,7 +56,8 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   Args a;
   po::options_description opts("smoe " + cmd);
   opts.add_options()("help,h", "this help");
-  if (cmd == "train" || cmd == "config") opts.add_options()("config", po::value(&a.config), "experiment YAML file");
+  if (cmd == "train" || cmd == "config")
+    opts.add_options()("config", po::value(&a.config), "experiment YAML file (default: every key's default, then --set)");
   if (cmd != "config") opts.add_options()("run-dir", po::value(&a.run_dir)->required(), "run folder");
   opts.add_options()("set", po::value(&a.sets)->composing(), "override a config key: --set experts.count=8");
   if (cmd == "train")
@@ -74,7 +80,6 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   po::store(po::command_line_parser(argv).options(opts).run(), vm);
   po::notify(vm);
   if (cmd == "train") {
-    SMOE_CHECK(!a.config.empty(), "the option '--config' is required but missing");
     SMOE_CHECK(!(a.resume && a.force), "--resume and --force exclude each other");
     SMOE_CHECK(a.redo_from.empty() || a.resume, "--redo-from needs --resume");
   }
@@ -106,12 +111,14 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
   std::string error, manifest, config_yaml;
   Config cfg;
   pipeline::RunDir run;
+  pipeline::RunLock lock;  // one job per run folder, held by rank 0 until the end
   if (comm.is_root()) {
     // What earlier checks of the shards found (data/integrity.h).
     const std::string shards_cache = (std::filesystem::path(a.run_dir) / "shards_verified.json").string();
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
+        lock = pipeline::RunLock::acquire(a.run_dir);
         // Check the registry names, the scheme, the dataset and given
         // checkpoints before creating anything.
         auto shards = data::load_verify_cache(shards_cache);
@@ -122,6 +129,7 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
         run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
         data::save_verify_cache(shards, shards_cache);
       } else {
+        lock = pipeline::RunLock::acquire(a.run_dir);
         run = pipeline::RunDir::existing(a.run_dir);
         cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), a.sets);
         auto diffs = pipeline::config_differences(run.saved_config_yaml(), cfg);
@@ -147,6 +155,18 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
     cfg = Config::from_yaml_text(config_yaml, "rank 0's config", {});
     run = pipeline::RunDir::attach(a.run_dir, manifest);
   }
+  // Every rank must see the run folder rank 0 wrote (a shared file system).
+  std::string unseen;
+  if (!comm.is_root() && !pipeline::wait_for_file(run.file("run.json"), 10.0))
+    unseen = fmt::format("rank {} on host {} does not see the run folder {} that rank 0 wrote: put it on a file system "
+                         "every node shares",
+                         rank, pipeline::host_name(), a.run_dir);
+  std::vector<std::string> unseen_all = comm.allgather_bytes(unseen);
+  for (const auto& u : unseen_all)
+    if (!u.empty()) {
+      if (comm.is_root()) throw Error(u);
+      return 1;
+    }
 
   // Phase 2: the work. Any failure from here ends every rank.
   try {
@@ -171,6 +191,12 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
       p.evaluate();
     log::event("finish", {{"command", cmd}});
     log::shutdown();
+  } catch (const Stopped& e) {
+    // Every rank agreed to stop at the same step (core/stop.h): no abort.
+    log::warn("{}; resume with --resume (exit {})", e.what(), kResumableExit);
+    log::event("stopped", {{"message", e.what()}});
+    log::shutdown();
+    return kResumableExit;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "smoe: error%s: %s\n", comm.size() > 1 ? fmt::format(" on rank {}", rank).c_str() : "",
                  e.what());
@@ -188,9 +214,17 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
 int main(int argc, char** argv) {
   int status = apps::run_cli("smoe", [&]() -> int {
     std::vector<std::string> args(argv + 1, argv + argc);
-    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    if (args.empty()) {  // a usage error: to stderr
+      std::cerr << kUsage;
+      return 2;
+    }
+    if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
       std::cout << kUsage;
-      return args.empty() ? 2 : 0;
+      return 0;
+    }
+    if (args[0] == "--version" || args[0] == "version") {
+      std::cout << pipeline::version_line() << "\n";
+      return 0;
     }
     const std::string cmd = args[0];
     SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config",

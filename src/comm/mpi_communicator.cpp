@@ -247,8 +247,28 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   SMOE_MPI_CHECK(MPI_Comm_rank(node, &node_rank));
   SMOE_MPI_CHECK(MPI_Comm_size(node, &node_size));
   SMOE_MPI_CHECK(MPI_Comm_free(&node));
-  local_rank_ = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", node_rank));
-  local_size_ = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", node_size);
+  // The node's ranks as MPI itself groups them (right under any launcher and
+  // any MPI; launcher variables are not consulted).
+  local_rank_ = node_rank;
+  local_size_ = node_size;
+  // Under srun, a world smaller than the step's tasks means each task
+  // started its own MPI world (an srun --mpi plugin MPI does not speak).
+  int world_size = 1;
+  SMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
+  const int step_tasks = env_int("SLURM_STEP_NUM_TASKS", 0);
+  SMOE_CHECK(step_tasks <= 0 || step_tasks == world_size,
+             "srun started {} tasks but MPI sees a world of {} rank{}: each task is its own job; launch with "
+             "srun --mpi=pmix (Debian's OpenMPI) or mpirun",
+             step_tasks, world_size, world_size == 1 ? "" : "s");
+}
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  if (MPI_Get_library_version(text, &len) != MPI_SUCCESS) return "unknown";
+  std::string s(text, static_cast<size_t>(len));
+  const size_t end = s.find_first_of(",\n");  // "Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4"
+  return s.substr(0, end);
 }
 
 MpiRuntime::~MpiRuntime() {

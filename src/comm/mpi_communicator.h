@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "comm/communicator.h"
 
@@ -20,8 +21,10 @@ class MpiRuntime {
 
   // The world communicator.
   std::unique_ptr<Communicator> world();
-  // Rank and number of ranks on this node: OMPI_COMM_WORLD_LOCAL_RANK /
-  // SLURM_LOCALID when set, else MPI_Comm_split_type(MPI_COMM_TYPE_SHARED).
+  // Rank and number of ranks on this node, from
+  // MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) (launcher variables such as
+  // OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID are not trusted). Under srun,
+  // a world size other than SLURM_STEP_NUM_TASKS is an error at start-up.
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
 
@@ -30,5 +33,8 @@ class MpiRuntime {
   int local_rank_ = 0;
   int local_size_ = 1;
 };
+
+// The MPI library, e.g. "Open MPI v4.1.4".
+std::string mpi_library_version();
 
 }  // namespace smoe::comm

@@ -206,7 +206,8 @@ Schema describe(Config& c) {
   s.add("eval.class_oracle", c.eval.class_oracle, false, "per_class only: also report routing by the true class");
 
   s.add("runtime.threads", c.runtime.threads, int64_t{0},
-        "intra-op threads per rank (0 = the node's cores divided by its ranks)")
+        "intra-op threads per rank (0: SLURM_CPUS_PER_TASK inside Slurm, else the cores the rank is bound to, else the "
+        "node's cores divided by its ranks)")
       .at_least(0);
   s.add("runtime.device", c.runtime.device, std::string("auto"), "auto uses CUDA when available")
       .one_of({"auto", "cpu", "cuda"});

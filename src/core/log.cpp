@@ -79,9 +79,9 @@ class JsonSink : public spdlog::sinks::base_sink<std::mutex> {
 void init(const Options& o) {
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   if (o.world > 1)
-    console->set_pattern(fmt::format("%H:%M:%S [rank {}] %^%l%$ %v", o.rank));
+    console->set_pattern(fmt::format("%Y-%m-%d %H:%M:%S [rank {}] %^%l%$ %v", o.rank));
   else
-    console->set_pattern("%H:%M:%S %^%l%$ %v");
+    console->set_pattern("%Y-%m-%d %H:%M:%S %^%l%$ %v");
   spdlog::level::level_enum level = spdlog::level::info;
   if (o.verbose) level = spdlog::level::debug;
   if (o.quiet || o.rank != 0) level = spdlog::level::warn;

@@ -7,6 +7,12 @@
 #include "data/hdf5_check.h"
 
 namespace smoe::data {
+
+std::string hdf5_version() {
+  unsigned major = 0, minor = 0, release = 0;
+  if (H5get_libversion(&major, &minor, &release) < 0) return "unknown";
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);
+}
 namespace {
 
 constexpr const char* kImages = "images";
@@ -48,7 +54,11 @@ void write_shard(const std::string& path, const uint8_t* images, const int64_t* 
   SMOE_ASSERT(shape.size() == 3 && count > 0, "write_shard: bad shape or empty shard");
   SMOE_CHECK(options.chunk_images >= 1, "chunk size must be at least 1 image, got {}", options.chunk_images);
   SMOE_CHECK(options.gzip_level >= 0 && options.gzip_level <= 9, "gzip level must be 0..9, got {}", options.gzip_level);
-  H5Id file(SMOE_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path));
+  // No file locks: a shard is written once, into a temporary folder, by one
+  // process, and Lustre mounted without flock refuses them.
+  H5Id fapl(SMOE_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), path));
+  SMOE_H5_CHECK(H5Pset_file_locking(fapl.get(), 0, 1), path);
+  H5Id file(SMOE_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path));
 
   const hsize_t n = static_cast<hsize_t>(count);
   hsize_t img_dims[4] = {n, static_cast<hsize_t>(shape[0]), static_cast<hsize_t>(shape[1]),

@@ -21,6 +21,9 @@ struct ShardWriteOptions {
 void write_shard(const std::string& path, const uint8_t* images, const int64_t* labels, int64_t count,
                  const std::vector<int64_t>& shape, const ShardWriteOptions& options);
 
+// The HDF5 library's version, e.g. "1.10.8".
+std::string hdf5_version();
+
 class ShardReader {
  public:
   // Opens and checks the shard's structure: datasets present, dtypes, ranks,

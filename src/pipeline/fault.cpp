@@ -28,6 +28,7 @@ void inject_stage_fault(const std::string& stage, int rank) {
   if (f.size() < 2 || f.size() > 3 || f[1] != stage) return;
   if (f.size() == 3 && f[2] != std::to_string(rank)) return;
   if (f[0] == "kill") std::raise(SIGKILL);
+  if (f[0] == "term") std::raise(SIGTERM);  // what Slurm sends at the time limit
   if (f[0] == "hang")  // stuck without progress, not waiting on anyone: the stall inspector's case
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   if (f[0] == "stage")

@@ -4,6 +4,9 @@
 //   stage:NAME[:RANK]   every rank (or rank RANK) throws as stage NAME starts
 //   kill:NAME[:RANK]    every rank (or rank RANK) dies by SIGKILL as stage NAME
 //                       starts (a lost node: nothing is flushed or cleaned up)
+//   term:NAME[:RANK]    ... receives SIGTERM there (a time limit, preemption):
+//                       inside a training loop smoe stops at the next step
+//                       and exits 75, resumable
 //   hang:NAME[:RANK]    ... stops making progress there for ever (what the
 //                       stall inspector must catch)
 //

@@ -1,5 +1,8 @@
 #include "pipeline/run_dir.h"
 
+#include <chrono>
+#include <thread>
+
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -168,5 +171,14 @@ std::string RunDir::saved_config_yaml() const {
 }
 
 void RunDir::save_locked() const { write_file_atomic(file(kManifest), manifest_.dump(2) + "\n"); }
+
+bool wait_for_file(const std::string& path, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!fs::exists(path)) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return true;
+}
 
 }  // namespace smoe::pipeline

@@ -3,8 +3,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/torch.h>
 
-#include <thread>
-
+#include "core/affinity.h"
 #include "core/error.h"
 
 namespace smoe::pipeline {
@@ -15,8 +14,7 @@ RuntimeInfo setup_runtime(const RuntimeConfig& c, int rank, int world, int local
   r.world = world;
   r.local_rank = local_rank;
   r.local_size = std::max(local_size, 1);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  r.threads = c.threads > 0 ? static_cast<int>(c.threads) : std::max(1, cores / r.local_size);
+  r.threads = threads_for_rank(static_cast<int>(c.threads), r.local_size);
   at::set_num_threads(r.threads);
   const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   r.device = choose_device(c.device, gpus, rank, local_rank, r.local_size);

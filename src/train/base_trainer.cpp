@@ -7,8 +7,10 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "core/stop.h"
 #include "data/batch.h"
 #include "data/sampler.h"
+#include "train/checkpoint.h"
 #include "train/losses.h"
 #include "train/optim.h"
 
@@ -73,23 +75,32 @@ void calibrate_batchnorm(models::Backbone& net, const std::shared_ptr<const data
       *net, [&](const at::Tensor& x) { net->forward(x); }, train, ids, micro_batch);
 }
 
+bool stop_requested_anywhere(comm::Communicator& comm) {
+  int64_t flag = stop_requested() ? 1 : 0;
+  comm.allreduce(comm::host_buffer(&flag, 1), comm::ReduceOp::max);
+  return flag != 0;
+}
+
 BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
-                          comm::Communicator& comm, const BaseTrainOptions& o) {
+                          comm::Communicator& comm, const BaseTrainOptions& o, int64_t start_epoch,
+                          const std::string& optimizer_state, const BaseEpochHook& on_epoch_end) {
   const int64_t N = train->size(), B = o.optim.batch_size;
   const int rank = comm.rank(), P = comm.size();
   SMOE_CHECK(N >= B, "base.batch_size ({}) exceeds the {} training samples", B, N);
   const auto device = net->parameters().front().device();
   std::vector<at::Tensor> params = net->parameters();
   auto opt = make_optimizer(params, o.optim);
+  if (!optimizer_state.empty()) load_optimizer_state(*opt, optimizer_state, "base progress checkpoint");
   const int64_t steps_per_epoch = N / B;
   Schedule schedule(o.optim, steps_per_epoch);
   comm::ExactSum grad_sum(params);
 
   BaseTrainStats stats;
-  Progress progress("base", o.optim.epochs * steps_per_epoch, o.log_every);
-  int64_t global_step = 0;
+  Progress progress("base", (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
+  int64_t global_step = start_epoch * steps_per_epoch;
+  StopScope stop_scope;  // SIGTERM / SIGUSR1 stop at the next step boundary
   net->train();
-  for (int64_t epoch = 0; epoch < o.optim.epochs; ++epoch) {
+  for (int64_t epoch = start_epoch; epoch < o.optim.epochs; ++epoch) {
     auto batches = data::make_batches(data::permutation(N, derive_seed(o.seed, "base", {uint64_t(epoch)})), B, true);
     // This rank's micro-batches, in step order; micro-batch g of the epoch goes to rank g % P.
     std::vector<std::vector<int64_t>> mine;
@@ -115,6 +126,9 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
     double seen = 0;
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s, ++global_step) {
+      if (stop_requested_anywhere(comm))
+        throw Stopped(fmt::format("base: a stop signal (SIGTERM or SIGUSR1) reached the job in epoch {}: it resumes after epoch {}",
+                                  epoch + 1, epoch));
       set_lr(*opt, schedule.lr(global_step));
       int64_t local = 0;
       while (next < mine.size() && mine_step[next] == static_cast<int64_t>(s)) {
@@ -149,6 +163,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
               100 * stats.final_train_accuracy);
     log::event("base_epoch",
                {{"epoch", epoch + 1}, {"loss", stats.final_loss}, {"train_accuracy", stats.final_train_accuracy}});
+    if (on_epoch_end) on_epoch_end(epoch + 1, stats, *opt);
   }
   stats.seconds = progress.seconds();  // the training loop alone
   auto calib = data::permutation(N, derive_seed(o.seed, "bn-calibration"));

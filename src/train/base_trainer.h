@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "comm/communicator.h"
 #include "core/config.h"
@@ -42,8 +43,20 @@ struct BaseTrainStats {
   int64_t images = 0;               // processed by this rank
 };
 
+// Called on every rank after each epoch (1-based; the stage saves a checkpoint there).
+using BaseEpochHook = std::function<void(int64_t epoch, const BaseTrainStats&, torch::optim::Optimizer&)>;
+
+// Trains epochs [start_epoch, optim.epochs); optimizer_state (when not empty)
+// is the state saved after epoch start_epoch, and `net` holds that epoch's
+// weights. Throws Stopped (core/stop.h) at the first step boundary after a
+// stop signal reached any rank (the last epoch's checkpoint is the progress
+// kept). Then recomputes the BatchNorm statistics.
 BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const data::Dataset>& train,
-                          comm::Communicator& comm, const BaseTrainOptions& options);
+                          comm::Communicator& comm, const BaseTrainOptions& options, int64_t start_epoch = 0,
+                          const std::string& optimizer_state = "", const BaseEpochHook& on_epoch_end = {});
+
+// Collective: whether a stop signal (core/stop.h) reached any rank.
+bool stop_requested_anywhere(comm::Communicator& comm);
 
 // Recomputes every BatchNorm's running statistics of `net` as the plain
 // average over micro-batches of the calibration samples (identical on every

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "core/stop.h"
 #include "data/batch.h"
 #include "data/sampler.h"
 #include "train/base_trainer.h"
@@ -82,6 +83,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
 
   JointEpochStats last;
   Progress progress(o.stage, (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
+  StopScope stop_scope;  // SIGTERM / SIGUSR1 stop at the next step boundary
   for (int64_t epoch = start_epoch; epoch < o.optim.epochs; ++epoch) {
     set_modes();
     Progress epoch_clock(o.stage, 1, 1);
@@ -113,6 +115,9 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
     int64_t images = 0;
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s) {
+      if (stop_requested_anywhere(comm))
+        throw Stopped(fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) reached the job in epoch {}: it resumes after epoch {}", o.stage,
+                                  epoch + 1, epoch));
       const int64_t global_step = epoch * steps_per_epoch + static_cast<int64_t>(s);
       set_lr(*opt, schedule.lr(global_step), lr_scales);
       std::vector<Live> live;

@@ -72,6 +72,7 @@ class Pipeline(unittest.TestCase):
             self.assertEqual(reports[np]["base"], reports[1]["base"])
             self.assertEqual(reports[np]["moe"], reports[1]["moe"])
             self.assertEqual(reports[np]["anytime"], reports[1]["anytime"])
+            self.assertEqual(reports[np]["cluster_quality"], reports[1]["cluster_quality"])
             self.assertEqual([e["checkpoint_sha256"] for e in reports[np]["experts"]],
                              [e["checkpoint_sha256"] for e in reports[1]["experts"]])
             self.assertEqual([e["stacking_sha256"] for e in reports[np]["experts"]],
@@ -107,7 +108,21 @@ class Pipeline(unittest.TestCase):
             lines = f.read().splitlines()
         self.assertEqual(lines[0], "tau,accuracy,macs,early_exit_rate,mean_experts_per_sample")
         self.assertEqual(len(lines), 1 + len(r["anytime"]))
-        for png in ("accuracy_vs_macs.png", "routing.png"):
+        # DFCP-MoE's metrics beside the accuracy, the clusters' quality, measured inference times.
+        for point in [r["base"]] + list(r["moe"].values()):
+            self.assertGreater(point["map"], 0.5)
+            self.assertGreater(point["balanced_accuracy"], 0.5)
+        q = r["cluster_quality"]
+        self.assertEqual(q["rows"], r["train_samples"])
+        self.assertEqual(sum(q["sizes"]), q["rows"] - q["outliers"])
+        self.assertEqual(sum(map(sum, q["contingency"])), sum(q["sizes"]))
+        for key in ("davies_bouldin", "silhouette", "purity", "nmi", "ari", "inertia"):
+            self.assertIsInstance(q[key], float, key)
+        t = r["inference_time"]
+        self.assertEqual((t["samples"], t["batch_size"], t["threads"]), (1000, 500, 1))
+        for rule in ("base", "moe_top1", "anytime"):
+            self.assertGreater(t["ms_per_sample"][rule], 0)
+        for png in ("accuracy_vs_macs.png", "routing.png", "clusters.png"):
             with open(os.path.join(run, png), "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         self.assertEqual(sum(map(sum, r["routing"])), r["test_samples"])
@@ -342,6 +357,26 @@ class Pipeline(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("smoe: error: --resume: %s holds no smoe run (no run.json)" % os.path.join(self.tmp, "z"),
                       r.stderr)
+
+    def test_dfcp_initial_gate_is_rank_count_invariant(self):
+        # DFCP's double-stage clustering redone on finished 1- and 3-rank runs.
+        reports = {}
+        for np in (1, 3):
+            run = os.path.join(self.tmp, "dfcp-np%d" % np)
+            shutil.copytree(self.runs[np], run)
+            r = self.train(np, run, "--resume", "--redo-from", "cluster", "--set", "cluster.method=dfcp",
+                           "--set", "cluster.dfcp.k_max=6")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            reports[np] = read_json(os.path.join(run, "report.json"))
+            cluster = read_json(os.path.join(run, "run.json"))["done"]["cluster"]
+            self.assertEqual([s["k"] for s in cluster["stage1"]], [4, 5, 6])
+            self.assertEqual(len(cluster["references"]), 4)
+            self.assertGreaterEqual(cluster["coverage"], 0.9)
+        self.assertEqual(reports[3]["cluster_quality"], reports[1]["cluster_quality"])
+        self.assertEqual(reports[3]["moe"], reports[1]["moe"])
+        self.assertEqual([e["checkpoint_sha256"] for e in reports[3]["experts"]],
+                         [e["checkpoint_sha256"] for e in reports[1]["experts"]])
+        self.assertNotEqual(reports[1]["cluster_quality"], read_json(os.path.join(self.runs[1], "report.json"))["cluster_quality"])
 
     def test_baselines_per_class_with_oracle_and_single_expert(self):
         run = os.path.join(self.tmp, "perclass")

@@ -185,7 +185,7 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
   const std::string data = quick_dataset(dir.path());
   auto check = [&](const std::string& set) { pipeline::check_config(quick_config(data, {set})); };
   EXPECT_ERROR(check("cluster.method=spectral"),
-               "cluster.method: unknown initial gate 'spectral' (known: kmeans, per_class)");
+               "cluster.method: unknown initial gate 'spectral' (known: dfcp, kmeans, per_class)");
   EXPECT_ERROR(check("gate.kind=switch"),
                "gate.kind: unknown gate kind 'switch' (known: attentive, class_routing, cnn, linear, noisy, tempered)");
   EXPECT_ERROR(check("experts.arch=resnext"),

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "core/atomic_file.h"
 #include "pipeline/run_dir.h"
+#include "pipeline/run_lock.h"
 
 namespace fs = std::filesystem;
 
@@ -58,6 +61,21 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
   EXPECT_ERROR(RunDir::open_root(tmp / "mine", cfg, OpenMode::force),
                "is not an smoe run folder; refusing to delete it");
   EXPECT_TRUE(fs::exists(tmp / "mine/thesis.tex"));
+}
+
+// One job per run folder: a second lock on the same folder fails naming the
+// holder; once released (or its process dead: flock) the next one takes it.
+TEST(RunLock, ASecondJobOnTheSameFolderStopsNamingTheFirst) {
+  testing::TempDir tmp;
+  const std::string run = tmp / "run";
+  {
+    RunLock first = RunLock::acquire(run);
+    EXPECT_EQ(first.path(), run + ".lock");
+    EXPECT_ERROR(RunLock::acquire(run + "/"), "run folder " + run + "/ is in use by host ");
+    EXPECT_ERROR(RunLock::acquire(run), fmt::format("pid {}", getpid()));
+  }
+  RunLock again = RunLock::acquire(run);  // released with its owner
+  EXPECT_FALSE(fs::exists(run)) << "the lock lives beside the run folder, not in it";
 }
 
 }  // namespace

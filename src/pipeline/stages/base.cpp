@@ -10,6 +10,7 @@
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
+#include "pipeline/stages/epoch_checkpoints.h"
 #include "train/base_trainer.h"
 #include "train/checkpoint.h"
 
@@ -62,11 +63,21 @@ class BaseStage : public Stage {
     o.seed = derive_seed(s.cfg.seed, "base");
     o.log_every = s.cfg.runtime.log_every;
     o.prefetch = s.cfg.data.prefetch;
-    auto stats = train::train_base(s.base, s.train, s.comm, o);
+    // A checkpoint after every epoch: a stopped or killed job resumes after
+    // its last finished epoch, with the uninterrupted run's weights.
+    EpochCheckpoints checkpoints(s, "base", o.optim.epochs);
+    const int64_t start = checkpoints.resume(*s.base);
+    auto on_epoch_end = [&](int64_t epoch, const train::BaseTrainStats& st, torch::optim::Optimizer& opt) {
+      checkpoints.save(*s.base, opt, epoch, {{"loss", st.final_loss}, {"train_accuracy", st.final_train_accuracy}});
+    };
+    train::train_base(s.base, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
     // Identical on every rank by construction; rank 0's copy is made authoritative anyway.
     broadcast_module(s.comm, *s.base, 0);
-    json record = {{"final_loss", stats.final_loss}, {"train_accuracy", stats.final_train_accuracy}};
+    json record = {{"final_loss", checkpoints.last().value("loss", 0.0)},
+                   {"train_accuracy", checkpoints.last().value("train_accuracy", 0.0)},
+                   {"resumed_after_epoch", start}};
     if (s.comm.is_root()) record["sha256"] = train::save_module(*s.base, s.store.base_path());
+    checkpoints.finish();
     return record;
   }
 };

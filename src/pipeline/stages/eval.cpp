@@ -18,6 +18,7 @@
 #include "data/batch.h"
 #include "data/sampler.h"
 #include "eval/report.h"
+#include "pipeline/provenance.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
@@ -167,10 +168,12 @@ class EvalStage : public Stage {
     // Each rank's device, for the report.
     std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
     const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
+    const json prov = provenance(s.comm, s.rt);
     if (!s.comm.is_root()) return json();
     const std::string csv = report["anytime_csv"];
     report.erase("anytime_csv");
     add_run_records(s, report, devices, clock.seconds(), peaks);
+    report["provenance"] = prov;
     write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
     write_file_atomic(s.run.file("anytime.csv"), csv);
     eval::write_report_plots(s.run.file("accuracy_vs_macs.png"), s.run.file("routing.png"), report,

@@ -18,6 +18,7 @@
 #include "eval/joint_report.h"
 #include "eval/plots.h"
 #include "eval/report.h"
+#include "pipeline/provenance.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 
@@ -56,6 +57,7 @@ class JointEvalStage : public Stage {
     s.comm.allreduce(comm::host_buffer(counts), comm::ReduceOp::sum);
     std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
     const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
+    const json prov = provenance(s.comm, s.rt);
     if (!s.comm.is_root()) return json();
     tally.unpack(counts);
     SMOE_CHECK(tally.samples() == s.test->size(), "evaluation counted {} of {} test samples", tally.samples(),
@@ -94,6 +96,7 @@ class JointEvalStage : public Stage {
     report["stages"] = stages;
     report["peak_rss_mb"] = rss;
     report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
+    report["provenance"] = prov;
     write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
 
     std::vector<eval::Series> series;

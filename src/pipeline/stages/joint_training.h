@@ -1,12 +1,7 @@
 // What the joint and distill stages share: training a jointly trained MoE
-// (train/joint_trainer.h) with a checkpoint after every epoch, so that a
-// killed or preempted job resumes from its last finished epoch, exactly.
-//
-// After epoch E rank 0 writes <stage>-progress/epoch-E.pt (weights) and
-// epoch-E.optim (the optimiser's state), then records "<stage>/progress"
-// = {epoch, hashes} in run.json; a resumed run checks both files against
-// the hashes and continues with epoch E + 1. `--redo-from STAGE` forgets
-// the record, so the stage starts over.
+// (train/joint_trainer.h) with a checkpoint after every epoch
+// (epoch_checkpoints.h), so that a killed or preempted job resumes from its
+// last finished epoch, exactly.
 #pragma once
 
 #include <nlohmann/json.hpp>
