@@ -29,6 +29,8 @@ struct DataConfig {
   int64_t prefetch;          // batches prepared ahead on the loader thread
   int64_t crop_padding;      // augmentation: random crop after zero padding
   bool hflip;                // augmentation: random horizontal flip
+  double label_noise;        // share of training labels flipped to another class (symmetric noise)
+  double trusted_fraction;   // share of training samples in the trusted labelled subset (never noisy)
 };
 
 struct ModelConfig {
@@ -149,12 +151,23 @@ struct RuntimeConfig {
   int64_t memory_budget_mb;  // per rank, for smoe's caches: data splits and trunk features
 };
 
+// The pseudo-labelling stage (DFCP-MoE Section 3.1.4; scheme dfcp).
+struct PseudoConfig {
+  int64_t dim;         // the Siamese projection's output dimension
+  int64_t steps;       // training steps of the projection on pairs of trusted samples
+  int64_t batch_size;  // pairs per step
+  double lr;           // Adam
+  double margin;       // contrastive margin on the distance of normalised projections
+  double validation;   // share of the trusted subset held out to choose tau by F1
+};
+
 struct Config {
   int64_t seed;
   std::string scheme;  // training scheme (pipeline/stage.h): algorithm1 | em | ...
   DataConfig data;
   ModelConfig model;
   BaseConfig base;
+  PseudoConfig pseudo;
   ClusterConfig cluster;
   GateConfig gate;
   ExpertsConfig experts;

@@ -85,6 +85,16 @@ Schema describe(Config& c) {
         "augmentation: zero padding (pixels) before the random crop")
       .at_least(0);
   s.add("data.hflip", c.data.hflip, true, "augmentation: random horizontal flips");
+  s.add("data.label_noise", c.data.label_noise, 0.0,
+        "symmetric label noise: this share of the training labels (outside the trusted subset) is replaced by "
+        "another class, chosen by a hash of (seed, id); the test split stays clean")
+      .at_least(0)
+      .at_most(1);
+  s.add("data.trusted_fraction", c.data.trusted_fraction, 0.05,
+        "share of the training samples (chosen by a hash of (seed, id)) forming the trusted labelled subset: never "
+        "noisy, and what the pseudo_label stage (scheme dfcp) labels the others from")
+      .at_least(0)
+      .at_most(1);
 
   s.add("model.arch", c.model.arch, std::string("tiny_resnet"), "network family").one_of({"tiny_resnet", "plain_cnn"});
   s.add("model.depth", c.model.depth, int64_t{10}, "tiny_resnet depth (10, 18 or 34)").at_least(10).at_most(34);
@@ -106,6 +116,21 @@ Schema describe(Config& c) {
   s.add("base.bn_calibration", c.base.bn_calibration, int64_t{4096},
         "training samples used to recompute BatchNorm statistics after training")
       .at_least(1);
+
+  s.add("pseudo.dim", c.pseudo.dim, int64_t{64}, "pseudo_label: output dimension of the Siamese projection")
+      .at_least(1);
+  s.add("pseudo.steps", c.pseudo.steps, int64_t{600}, "pseudo_label: training steps of the projection").at_least(1);
+  s.add("pseudo.batch_size", c.pseudo.batch_size, int64_t{256}, "pseudo_label: pairs of trusted samples per step")
+      .at_least(2);
+  s.add("pseudo.lr", c.pseudo.lr, 1e-3, "pseudo_label: Adam learning rate").above(0);
+  s.add("pseudo.margin", c.pseudo.margin, 1.0,
+        "pseudo_label: contrastive margin on the distance of L2-normalised projections (in [0, 2])")
+      .above(0)
+      .at_most(2);
+  s.add("pseudo.validation", c.pseudo.validation, 0.2,
+        "pseudo_label: share of the trusted subset held out to choose the similarity threshold tau by F1")
+      .above(0)
+      .at_most(0.9);
 
   s.add("cluster.method", c.cluster.method, std::string("kmeans"),
         "initial gate: kmeans (per-sample K-means), per_class (clustering of class-mean embeddings) or dfcp "

@@ -6,11 +6,36 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "data/shard.h"
 
 namespace smoe::data {
 
+struct Dataset::Storage {
+  std::vector<uint8_t> pixels;                       // memory storage
+  std::vector<std::unique_ptr<ShardReader>> shards;  // stream storage
+};
+
+Dataset::Dataset() : storage_(std::make_shared<Storage>()) {}
 Dataset::~Dataset() = default;
+
+bool is_trusted(uint64_t seed, int64_t id, double fraction) {
+  if (fraction <= 0) return false;
+  return static_cast<double>(mix64(seed ^ mix64(static_cast<uint64_t>(id) + 0x7275737465640000ULL))) / 0x1p64 <
+         fraction;
+}
+
+std::shared_ptr<Dataset> Dataset::relabelled(std::vector<int64_t> labels) const {
+  SMOE_CHECK(static_cast<int64_t>(labels.size()) == size_, "relabelling split '{}' of {} samples with {} labels",
+             split_.name, size_, labels.size());
+  for (int64_t y : labels)
+    SMOE_CHECK(y >= 0 && y < num_classes(), "relabelling split '{}': label {} is outside [0, {})", split_.name, y,
+               num_classes());
+  std::shared_ptr<Dataset> ds(new Dataset(*this));
+  ds->true_labels_ = true_labels();
+  ds->labels_ = std::move(labels);
+  return ds;
+}
 
 std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string& split,
                                        const DatasetOptions& options) {
@@ -29,7 +54,7 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string
              "storage must be auto, memory or stream, got '{}'", options.storage);
 
   ds->labels_.resize(static_cast<size_t>(ds->size_));
-  if (memory) ds->pixels_.resize(static_cast<size_t>(bytes));
+  if (memory) ds->storage_->pixels.resize(static_cast<size_t>(bytes));
   std::vector<int64_t> shard_labels;
   for (const auto& sh : s.shards) {
     if (sh.offset >= ds->size_) break;
@@ -56,14 +81,28 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string
     }
     if (memory) {
       if (take == sh.count) {
-        reader->read_images(ds->pixels_.data() + sh.offset * img);
+        reader->read_images(ds->storage_->pixels.data() + sh.offset * img);
       } else {
         std::vector<uint8_t> all(static_cast<size_t>(shard_bytes));
         reader->read_images(all.data());
-        std::memcpy(ds->pixels_.data() + sh.offset * img, all.data(), static_cast<size_t>(take * img));
+        std::memcpy(ds->storage_->pixels.data() + sh.offset * img, all.data(), static_cast<size_t>(take * img));
       }
     } else {
-      ds->shards_.push_back(std::move(reader));
+      ds->storage_->shards.push_back(std::move(reader));
+    }
+  }
+  SMOE_CHECK(options.label_noise >= 0 && options.label_noise <= 1, "label noise must be in [0, 1], got {}",
+             options.label_noise);
+  if (options.label_noise > 0 && ds->num_classes() > 1) {
+    // Symmetric noise: a flipped label moves to one of the C - 1 other classes.
+    ds->true_labels_ = ds->labels_;
+    const uint64_t C = static_cast<uint64_t>(ds->num_classes());
+    for (int64_t i = 0; i < ds->size_; ++i) {
+      if (is_trusted(options.noise_seed, i, options.trusted_fraction)) continue;
+      const uint64_t h = mix64(options.noise_seed ^ mix64(static_cast<uint64_t>(i)));
+      if (static_cast<double>(h >> 11) / 0x1p53 >= options.label_noise) continue;
+      auto& y = ds->labels_[static_cast<size_t>(i)];
+      y = static_cast<int64_t>((static_cast<uint64_t>(y) + 1 + mix64(h) % (C - 1)) % C);
     }
   }
   return ds;
@@ -74,8 +113,9 @@ void Dataset::read(const int64_t* ids, size_t n, uint8_t* out) const {
   for (size_t i = 0; i < n; ++i)
     SMOE_CHECK(ids[i] >= 0 && ids[i] < size_, "sample id {} outside split '{}' of {} samples", ids[i], split_.name,
                size_);
-  if (!pixels_.empty() || size_ == 0) {
-    for (size_t i = 0; i < n; ++i) std::memcpy(out + i * img, pixels_.data() + ids[i] * img, static_cast<size_t>(img));
+  const auto& pixels = storage_->pixels;
+  if (!pixels.empty() || size_ == 0) {
+    for (size_t i = 0; i < n; ++i) std::memcpy(out + i * img, pixels.data() + ids[i] * img, static_cast<size_t>(img));
     return;
   }
   // Streaming: group by shard, read each shard's rows in ascending order
@@ -92,7 +132,7 @@ void Dataset::read(const int64_t* ids, size_t n, uint8_t* out) const {
     rows.clear();
     for (auto& it : items) rows.push_back(it.first);
     buf.resize(rows.size() * static_cast<size_t>(img));
-    shards_[s]->read_rows(rows.data(), rows.size(), buf.data());
+    storage_->shards[s]->read_rows(rows.data(), rows.size(), buf.data());
     for (size_t j = 0; j < items.size(); ++j)
       std::memcpy(out + items[j].second * img, buf.data() + j * img, static_cast<size_t>(img));
   }

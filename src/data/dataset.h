@@ -21,7 +21,18 @@ struct DatasetOptions {
   int64_t cache_mb = 256;           // chunk cache per shard when streaming
   int64_t cache_budget_mb = 0;      // streaming: all the split's chunk caches together (0 = no limit)
   int64_t limit = 0;                // keep the first `limit` samples (0 = all)
+  // Symmetric label noise (DFCP-MoE's motivation): each sample's label is
+  // replaced, with probability label_noise, by one of the other classes,
+  // both chosen by a hash of (noise_seed, id); trusted samples
+  // (is_trusted()) keep their true label. 0 = the labels as stored.
+  double label_noise = 0;
+  double trusted_fraction = 0;
+  uint64_t noise_seed = 0;
 };
+
+// Whether sample `id` belongs to the trusted labelled subset (about
+// `fraction` of the samples, chosen by a hash of (seed, id)).
+bool is_trusted(uint64_t seed, int64_t id, double fraction);
 
 class Dataset {
  public:
@@ -36,12 +47,18 @@ class Dataset {
   const std::vector<int64_t>& shape() const { return manifest_.shape; }  // C, H, W
   int64_t image_bytes() const { return manifest_.image_bytes(); }
   int64_t num_classes() const { return manifest_.num_classes; }
-  // Labels of samples [0, size()), always in memory.
+  // Labels of samples [0, size()), always in memory: the training labels
+  // (with DatasetOptions::label_noise, the noisy ones).
   const std::vector<int64_t>& labels() const { return labels_; }
+  // The labels as stored (the ground truth the noise was added to).
+  const std::vector<int64_t>& true_labels() const { return true_labels_.empty() ? labels_ : true_labels_; }
+  // The same samples (images shared, not copied) with other training labels
+  // (pseudo-labels); true_labels() stay. labels.size() must be size().
+  std::shared_ptr<Dataset> relabelled(std::vector<int64_t> labels) const;
   // Per-channel normalisation statistics (the train split's).
   const std::vector<double>& mean() const { return manifest_.stats_split().mean; }
   const std::vector<double>& stddev() const { return manifest_.stats_split().std; }
-  bool in_memory() const { return !pixels_.empty() || size_ == 0; }
+  bool in_memory() const { return !storage_->pixels.empty() || size_ == 0; }
   // Bytes the streamed shards' chunk caches may hold together (0 in memory).
   int64_t cache_bytes() const { return cache_bytes_; }
 
@@ -50,15 +67,16 @@ class Dataset {
   void read(const int64_t* ids, size_t n, uint8_t* out) const;
 
  private:
-  Dataset() = default;
+  Dataset();
+  struct Storage;  // the images: in memory, or the open shards; shared by relabelled copies
 
   Manifest manifest_;
   SplitInfo split_;
   int64_t size_ = 0;
   int64_t cache_bytes_ = 0;
   std::vector<int64_t> labels_;
-  std::vector<uint8_t> pixels_;                       // memory storage
-  std::vector<std::unique_ptr<ShardReader>> shards_;  // stream storage
+  std::vector<int64_t> true_labels_;  // set when the training labels differ from the stored ones
+  std::shared_ptr<Storage> storage_;
 };
 
 }  // namespace smoe::data

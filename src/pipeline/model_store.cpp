@@ -148,6 +148,8 @@ models::MoeModel ModelStore::load_moe(models::Backbone base, int64_t round, std:
 
 std::string ModelStore::joint_path(const std::string& stage) const { return run_.file(stage + ".pt"); }
 
+std::string ModelStore::pseudo_labels_path() const { return run_.file("pseudo_labels.pt"); }
+
 std::string ModelStore::progress_dir(const std::string& stage) const { return run_.file(stage + "-progress"); }
 
 std::string ModelStore::progress_path(const std::string& stage, int64_t epoch, const std::string& ext) const {

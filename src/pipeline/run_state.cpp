@@ -9,9 +9,12 @@
 #include "core/log.h"
 #include "core/memory.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "train/checkpoint.h"
 
 namespace smoe::pipeline {
+uint64_t trusted_seed(const Config& c) { return derive_seed(c.seed, "label-noise"); }
+
 namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
@@ -19,7 +22,7 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 // Opens a split; with data.storage auto it loads whole when it fits in what
 // is left of the rank's memory budget, which it then uses up.
 std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& split, int64_t limit,
-                                          int64_t& budget_left) {
+                                          int64_t& budget_left, bool training = false) {
   SMOE_CHECK(!c.data.path.empty(), "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
   data::DatasetOptions o;
   o.storage = c.data.storage;
@@ -29,6 +32,11 @@ std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& sp
   // left (at least 1 MiB a shard).
   o.cache_budget_mb = std::max<int64_t>(budget_left / 4 / kMiB, 1);
   o.limit = limit;
+  if (training) {  // label noise on the training split only
+    o.label_noise = c.data.label_noise;
+    o.trusted_fraction = c.data.trusted_fraction;
+    o.noise_seed = trusted_seed(c);
+  }
   auto ds = data::Dataset::open(c.data.path, split, o);
   budget_left -= ds->in_memory() ? ds->size() * ds->image_bytes() : ds->cache_bytes();
   return ds;
@@ -42,7 +50,7 @@ RunState::RunState(Config config, comm::Communicator& comm_, RunDir& run_, Runti
       run(run_),
       rt(runtime),
       budget_left(cfg.runtime.memory_budget_mb * kMiB),
-      train(open_split(cfg, cfg.data.train_split, cfg.data.limit_train, budget_left)),
+      train(open_split(cfg, cfg.data.train_split, cfg.data.limit_train, budget_left, true)),
       test(open_split(cfg, cfg.data.test_split, cfg.data.limit_test, budget_left)),
       store(run, cfg, network_spec(cfg, train->manifest()), rt.device) {
   SMOE_CHECK(train->size() >= cfg.experts.count, "{} training samples for {} experts", train->size(),

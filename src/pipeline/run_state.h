@@ -77,4 +77,7 @@ struct RunState {
 // current stage started (Pipeline resets the peak at each stage's start).
 std::vector<double> ranks_peak_rss_mb(comm::Communicator& comm);
 
+// The seed of the label noise and of the trusted subset (data::is_trusted).
+uint64_t trusted_seed(const Config& c);
+
 }  // namespace smoe::pipeline

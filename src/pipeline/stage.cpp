@@ -19,11 +19,13 @@ std::unique_ptr<Stage> make_eval_stage();
 std::unique_ptr<Stage> make_joint_stage();
 std::unique_ptr<Stage> make_distill_stage();
 std::unique_ptr<Stage> make_joint_eval_stage();
+std::unique_ptr<Stage> make_pseudo_label_stage();
 
 Registry<StageFactory>& stages() {
   static Registry<StageFactory> registry("stage", "scheme",
                                          {{"base", make_base_stage},
                                           {"embed", make_embed_stage},
+                                          {"pseudo_label", make_pseudo_label_stage},
                                           {"cluster", make_cluster_stage},
                                           {"gate", make_gate_stage},
                                           {"experts", make_experts_stage},
@@ -40,6 +42,8 @@ Registry<std::vector<std::string>>& schemes() {
       "training scheme", "scheme",
       {{"algorithm1", {"base", "embed", "cluster", "gate", "experts", "eval"}},
        {"em", {"base", "embed", "cluster", "gate", "experts", "em", "eval"}},
+       // DFCP-MoE: the samples relabelled from a trusted subset before clustering.
+       {"dfcp", {"base", "embed", "pseudo_label", "cluster", "gate", "experts", "eval"}},
        // Krishnamurthy et al.: gate and experts trained together; then optionally the gate distilled.
        {"joint", {"joint", "joint_eval"}},
        {"joint_distill", {"joint", "distill", "joint_eval"}}});

@@ -2,9 +2,13 @@
 # A real single-node Slurm on localhost: installs Debian's slurmctld, slurmd,
 # slurm-client and munge (no recommends), starts munged, slurmctld and slurmd
 # with a private config, state and spool under a temporary folder (no systemd,
-# no cgroups), submits slurm/train.sbatch on the quick config with 2 tasks,
-# waits for it and checks the report. It stops exactly the daemons it started,
-# also when it fails. Needs root (it installs packages and runs the daemons).
+# no cgroups; task/affinity binds the tasks), then through the batch scripts
+# users submit: slurm/train.sbatch on the quick config with 2 tasks x 1 cpu
+# and 1 task x 2 cpus (the cores and threads each rank reports), the scaling
+# array, and slurm/resubmit.sbatch through real time-limit expiries in the
+# middle of the base stage (same hashes as an uninterrupted run, at most one
+# epoch redone). It stops exactly the daemons it started, also when it fails.
+# Needs root (it installs packages and runs the daemons).
 set -euo pipefail
 SRC="${SMOE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 BIN="${SMOE_BIN:-$SRC/build/bin}"
@@ -66,7 +70,7 @@ SlurmdPidFile=$T/slurmd.pid
 SlurmctldLogFile=$T/log/slurmctld.log
 SlurmdLogFile=$T/log/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
@@ -116,6 +120,12 @@ assert r["ranks"] == 2, r["ranks"]
 assert r["num_experts"] == 4
 assert r["moe"]["bagging"]["accuracy"] > 0.5, r["moe"]
 print("test_slurm: report ok: %d ranks, base %.3f, MoE bagging %.3f" % (r["ranks"], r["base"]["accuracy"], r["moe"]["bagging"]["accuracy"]))
+# --cpus-per-task=1: each rank on its own core, one thread (SLURM_CPUS_PER_TASK, srun -c).
+ranks = r["provenance"]["ranks"]
+print("test_slurm: -c 1:", ", ".join("rank %d cores %s threads %d" % (x["rank"], x["affinity"], x["threads"]) for x in ranks))
+assert [x["threads"] for x in ranks] == [1, 1], ranks
+assert [x["cores"] for x in ranks] == [1, 1], ranks
+assert ranks[0]["affinity"] != ranks[1]["affinity"], ranks
 PY
 
 wait_job() {  # job id, seconds
@@ -125,6 +135,21 @@ wait_job() {  # job id, seconds
     sleep 1
   done
 }
+
+# --cpus-per-task=2: one rank on both cores with two threads.
+if [ "$cpus" -ge 2 ]; then
+  run_c2="$T/work/run-c2"
+  job_c2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run_c2" SMOE="$BIN/smoe" \
+    SMOE_ARGS="--set data.path=$data --set data.limit_train=1000 --set base.epochs=1 --set experts.epochs=1 --set ensembler.epochs=1 -q" \
+    sbatch --parsable --ntasks=1 --ntasks-per-node=1 --cpus-per-task=2 --output="$T/work/c2-%j.out" --chdir="$SRC" slurm/train.sbatch)"
+  wait_job "$job_c2" 600
+  /usr/bin/python3 - "$run_c2/report.json" <<'PY'
+import json, sys
+ranks = json.load(open(sys.argv[1]))["provenance"]["ranks"]
+print("test_slurm: -c 2:", ", ".join("rank %d cores %s threads %d" % (x["rank"], x["affinity"], x["threads"]) for x in ranks))
+assert [(x["cores"], x["threads"]) for x in ranks] == [(2, 2)], ranks
+PY
+fi
 
 # The scaling study as a job array over rank counts, reusing the finished run.
 array="$(BASE_RUN="$run" SMOE="$BIN/smoe" SCALING_DIR="$T/work" \
@@ -136,35 +161,57 @@ for p in 1 2; do
   grep -q "^$p," "$T/work/scaling.csv" || { echo "test_slurm: no P=$p row in the scaling table"; cat "$T"/work/scaling-*.out; exit 1; }
 done
 
-# A job that reaches its time limit requeues itself and resumes: the warning
-# signal Slurm sends before the limit is sent by hand here, once base is done.
+# A job whose base stage outlasts its time limit: Slurm signals the batch
+# script before the limit (--signal=B:USR1@40 with --time=1), the script
+# stops smoe (which exits 75 at the next step) and requeues the job, which
+# resumes after the last finished epoch, as many times as it takes. The run
+# ends with the hashes of the same run made uninterrupted.
 run2="$T/work/run-requeue"
-job2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run2" SMOE="$BIN/smoe" \
-  SMOE_ARGS="--set data.path=$data --set base.epochs=2 --set experts.epochs=12 -q" \
-  sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$T/work/requeue-%j.out" --chdir="$SRC" slurm/resubmit.sbatch)"
-echo "test_slurm: submitted requeueing job $job2"
-deadline=$((SECONDS + 600))
-until [ -f "$run2/run.json" ] && grep -q '"expert/' "$run2/run.json"; do
-  [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $job2 never reached the experts"; cat "$T"/work/requeue-*.out; exit 1; }
-  sleep 0.5
+requeue_args="--set data.path=$data --set data.limit_train=1500 --set base.epochs=90 --set experts.epochs=1 --set ensembler.epochs=1"
+job2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run2" SMOE="$BIN/smoe" SMOE_ARGS="$requeue_args" \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --time=1 --signal=B:USR1@40 \
+  --output="$T/work/requeue-%j.out" --chdir="$SRC" slurm/resubmit.sbatch)"
+echo "test_slurm: submitted job $job2 (time limit 1 min, base stage longer than that)"
+deadline=$((SECONDS + 900))
+restarts_seen=0
+while squeue -h -j "$job2" 2>/dev/null | grep -q .; do
+  [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $job2 did not finish in time"; cat "$T"/work/requeue-*.out; exit 1; }
+  # Slurm holds a requeued job (BeginTime) before it may start again: release
+  # it once the old step's processes and slurmstepd are gone (a restarted job
+  # whose step starts before the old slurmstepd is gone sees its launch aborted).
+  if squeue -h -j "$job2" -o %T 2>/dev/null | grep -q PENDING; then
+    for _ in $(seq 120); do pgrep -f "run-dir $run2" >/dev/null || break; sleep 0.5; done
+    for _ in $(seq 120); do pgrep -f "slurmstepd: \\[$job2\\.0\\]" >/dev/null || break; sleep 0.5; done
+    sleep 2
+    scontrol update JobId="$job2" StartTime=now 2>/dev/null || true
+    restarts_seen=$((restarts_seen + 1))
+  fi
+  sleep 1
 done
-scancel --batch --signal=USR1 "$job2"
-# Slurm holds a requeued job for a while before it may start again; release it.
-until grep -q "requeueing" "$T/work/requeue-$job2.out" 2>/dev/null; do sleep 0.5; done
-# ...once the old job step's processes are gone.
-for _ in $(seq 120); do pgrep -f "run-dir $run2" >/dev/null || break; sleep 0.5; done
-# ...and the old step's slurmstepd (it lingers up to KillWait after its
-# tasks die; a restarted job whose step 0 starts before it is gone sees the
-# launch aborted).
-for _ in $(seq 120); do pgrep -f "slurmstepd: \\[$job2\\.0\\]" >/dev/null || break; sleep 0.5; done
-sleep 2
-for _ in $(seq 60); do
-  squeue -h -j "$job2" -o %T 2>/dev/null | grep -q PENDING && { scontrol update JobId="$job2" StartTime=now; break; }
-  sleep 0.5
-done
-wait_job "$job2" 900
 cat "$T/work/requeue-$job2.out"
 grep -q "requeueing" "$T/work/requeue-$job2.out" || { echo "test_slurm: the job did not requeue"; exit 1; }
 grep -q "(restart 1): train .*--resume" "$T/work/requeue-$job2.out" || { echo "test_slurm: the requeued job did not resume"; exit 1; }
 [ -f "$run2/report.json" ] || { echo "test_slurm: the requeued job did not finish the run"; exit 1; }
-echo "test_slurm: requeued job resumed and finished"
+# The same run, uninterrupted.
+ref="$T/work/run-reference"
+read -r -a ref_args <<< "$requeue_args"
+mpirun -np 2 --oversubscribe --allow-run-as-root "$BIN/smoe" train --config configs/fmnist-quick.yaml --run-dir "$ref" \
+  --set runtime.threads=1 -q "${ref_args[@]}"
+/usr/bin/python3 - "$run2" "$ref" "$T/work/requeue-$job2.out" <<'PY'
+import json, re, sys
+run, ref, out = sys.argv[1:4]
+a = json.load(open(run + "/run.json"))["done"]
+b = json.load(open(ref + "/run.json"))["done"]
+assert a["base"]["sha256"] == b["base"]["sha256"], "the requeued run's base model differs from the uninterrupted one"
+ra, rb = json.load(open(run + "/report.json")), json.load(open(ref + "/report.json"))
+assert ra["moe"] == rb["moe"] and ra["base"] == rb["base"], "the requeued run's report differs"
+log = open(out).read()
+stops = [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"reached the job in epoch (\d+): it resumes after epoch (\d+)", log)]
+resumes = [int(m.group(1)) for m in re.finditer(r"resuming after epoch (\d+) of", log)]
+assert stops, "smoe never stopped inside the base stage"
+for stopped_in, kept in stops:
+    assert stopped_in - kept == 1, (stopped_in, kept)   # at most the epoch in progress is redone
+print("test_slurm: time-limit requeues: stopped in epochs %s, resumed after %s; base and report equal the uninterrupted run's; "
+      "work redone per requeue: less than one epoch" % ([e for e, _ in stops], resumes))
+PY
+echo "test_slurm: requeued job resumed and finished with the uninterrupted run's hashes"

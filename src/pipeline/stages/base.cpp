@@ -31,6 +31,8 @@ class BaseStage : public Stage {
             "data.limit_test",
             "data.crop_padding",
             "data.hflip",
+            "data.label_noise",
+            "data.trusted_fraction",
             "model.",
             "base."};
   }

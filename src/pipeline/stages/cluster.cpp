@@ -3,6 +3,8 @@
 // (cluster.pt), every rank clustering its own rows; g0 goes to every rank.
 #include <torch/torch.h>
 
+#include <tuple>
+
 #include "cluster/initial_gate.h"
 #include "cluster/quality.h"
 #include "comm/tensor_collectives.h"
@@ -14,6 +16,7 @@
 #include "models/moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
 #include "train/tensors.h"
 
@@ -55,23 +58,10 @@ class ClusterStage : public Stage {
                c.experts.count, c.data.train_split, n);
   }
   json run(RunState& s) override {
-    // Every rank clusters its own rows: those it embedded, or after a resume
-    // the same rows read back from embeddings.f32. Any split gives the same
-    // centroids and g0 (distributed_kmeans.h); no rank holds all the rows.
+    // Every rank clusters its own rows; any split gives the same centroids
+    // and g0 (distributed_kmeans.h); no rank holds all the rows.
     cluster::InitialGateInputs in;
-    at::Tensor rows;
-    if (s.local_prelogits.defined()) {
-      in.ids = s.local_ids;
-      rows = s.local_prelogits;
-    } else {
-      const int64_t batch = s.cfg.eval.batch_size, N = s.train->size();
-      std::vector<int64_t> mine;
-      for (int64_t b : data::round_robin((N + batch - 1) / batch, s.comm.rank(), s.comm.size()))
-        for (int64_t i = b * batch; i < std::min(N, (b + 1) * batch); ++i) mine.push_back(i);
-      in.ids = torch::tensor(mine, torch::kLong);
-      rows = s.open_embeddings().rows(mine).narrow(1, 0, s.base->spec().prelogit_dim());
-    }
-    in.embedding = s.cfg.cluster.normalize ? models::normalize_rows(rows) : rows;
+    std::tie(in.ids, in.embedding) = local_embedding_rows(s);
     in.labels = s.train_labels().index_select(0, in.ids);
     in.comm = &s.comm;
     in.num_classes = s.train->num_classes();
@@ -93,8 +83,10 @@ class ClusterStage : public Stage {
     qo.silhouette_sample = s.cfg.cluster.silhouette_sample;
     qo.seed = derive_seed(s.cfg.seed, "cluster-quality");
     const at::Tensor scored = fit.assign.defined() ? fit.assign : fit.g0.argmax(1);
-    const json quality = cluster::cluster_quality(in.embedding, in.ids, scored, in.labels, in.kmeans.k,
-                                                  in.num_classes, s.comm, qo);
+    // Scored against the true labels (the training labels may be noisy or pseudo-labels).
+    const at::Tensor truth = torch::tensor(s.train->true_labels(), torch::kLong).index_select(0, in.ids);
+    const json quality =
+        cluster::cluster_quality(in.embedding, in.ids, scored, truth, in.kmeans.k, in.num_classes, s.comm, qo);
     // g0 (and the assignment) of every row, in id order, on the coordinator.
     at::Tensor gid = comm::gather_rows(s.comm, in.ids, 0);
     at::Tensor g0 = comm::gather_rows(s.comm, fit.g0.cpu().contiguous(), 0);

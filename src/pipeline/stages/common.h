@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace torch::nn {
 class Module;
@@ -28,6 +29,12 @@ void run_expert_round(RunState& state, int64_t round);
 // Collective: round `round`'s MoE on the test split; the report (without the
 // run's bookkeeping) on rank 0, null elsewhere.
 nlohmann::json evaluate_test(RunState& state, int64_t round);
+
+// This rank's share of the training samples' pre-logit embeddings: the rows
+// it embedded in this process, or after a resume the same rows read back
+// from embeddings.f32 (ids [n_r], rows [n_r, D]; L2-normalised with
+// cluster.normalize). Any split gives the same results downstream.
+std::pair<at::Tensor, at::Tensor> local_embedding_rows(RunState& state);
 
 // Collective: every rank takes rank `root`'s parameters and buffers of `m`
 // (a model built on each rank starts as the root's, whatever each rank's

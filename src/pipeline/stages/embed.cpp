@@ -8,8 +8,11 @@
 
 #include "core/hash.h"
 #include "data/batch.h"
+#include "data/sampler.h"
+#include "models/moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
 #include "train/row_cache.h"
 
 using nlohmann::json;
@@ -52,5 +55,21 @@ class EmbedStage : public Stage {
 }  // namespace
 
 std::unique_ptr<Stage> make_embed_stage() { return std::make_unique<EmbedStage>(); }
+
+std::pair<at::Tensor, at::Tensor> local_embedding_rows(RunState& s) {
+  at::Tensor ids, rows;
+  if (s.local_prelogits.defined()) {
+    ids = s.local_ids;
+    rows = s.local_prelogits;
+  } else {
+    const int64_t batch = s.cfg.eval.batch_size, N = s.train->size();
+    std::vector<int64_t> mine;
+    for (int64_t b : data::round_robin((N + batch - 1) / batch, s.comm.rank(), s.comm.size()))
+      for (int64_t i = b * batch; i < std::min(N, (b + 1) * batch); ++i) mine.push_back(i);
+    ids = torch::tensor(mine, torch::kLong);
+    rows = s.open_embeddings().rows(mine).narrow(1, 0, s.base->spec().prelogit_dim());
+  }
+  return {ids, s.cfg.cluster.normalize ? models::normalize_rows(rows) : rows};
+}
 
 }  // namespace smoe::pipeline
