@@ -17,6 +17,8 @@ struct Dataset::Storage {
 };
 
 Dataset::Dataset() : storage_(std::make_shared<Storage>()) {}
+
+bool Dataset::in_memory() const { return !storage_->pixels.empty() || size_ == 0; }
 Dataset::~Dataset() = default;
 
 bool is_trusted(uint64_t seed, int64_t id, double fraction) {

@@ -58,7 +58,7 @@ class Dataset {
   // Per-channel normalisation statistics (the train split's).
   const std::vector<double>& mean() const { return manifest_.stats_split().mean; }
   const std::vector<double>& stddev() const { return manifest_.stats_split().std; }
-  bool in_memory() const { return !storage_->pixels.empty() || size_ == 0; }
+  bool in_memory() const;
   // Bytes the streamed shards' chunk caches may hold together (0 in memory).
   int64_t cache_bytes() const { return cache_bytes_; }
 

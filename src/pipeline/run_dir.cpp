@@ -41,15 +41,18 @@ std::string expert_task_key(int64_t k, int64_t round) {
 }
 
 std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now, size_t allowed_from) {
-  std::map<std::string, std::string> a, b;
+  std::map<std::string, std::string> a, b, defaults;
   flatten(YAML::Load(saved_yaml), "", a);
   flatten(YAML::Load(now.to_yaml(false)), "", b);
+  // A key the saved config lacks was added to smoe after the run was made,
+  // with a default that keeps the old behaviour: absent means that default.
+  flatten(YAML::Load(Config::defaults().to_yaml(false)), "", defaults);
   const auto plan = scheme_plan(now);
   std::vector<std::string> diffs;
   for (const auto& [k, v] : b) {
     if (first_stage_using(plan, k) >= std::min(allowed_from, plan.size())) continue;
     auto it = a.find(k);
-    std::string old = it == a.end() ? "(absent)" : it->second;
+    std::string old = it != a.end() ? it->second : defaults.count(k) ? defaults.at(k) : "(absent)";
     if (old != v) diffs.push_back(fmt::format("{}: {} -> {}", k, old, v));
   }
   return diffs;

@@ -102,6 +102,49 @@ TEST(Dataset, LimitKeepsTheFirstSamples) {
   EXPECT_EQ(out[5], testing::pixel_value(39, 0, 0, 5));
 }
 
+// Symmetric label noise: about the requested share of the labels moves to
+// another class, trusted samples never do, the true labels stay readable,
+// and the same seed gives the same noise; a relabelled copy shares the images.
+TEST(Dataset, LabelNoiseSparesTheTrustedSamplesAndRelabellingSharesTheImages) {
+  testing::TempDir tmp;
+  testing::SyntheticSpec spec;
+  spec.train = 2000;
+  testing::make_dataset(tmp / "ds", spec);
+  DatasetOptions o;
+  o.label_noise = 0.4;
+  o.trusted_fraction = 0.1;
+  o.noise_seed = 5;
+  o.storage = "stream";
+  auto ds = Dataset::open(tmp / "ds", "train", o);
+  int64_t flipped = 0, trusted = 0;
+  for (int64_t i = 0; i < ds->size(); ++i) {
+    const int64_t y = ds->labels()[static_cast<size_t>(i)], truth = ds->true_labels()[static_cast<size_t>(i)];
+    EXPECT_EQ(truth, i % 4);
+    EXPECT_TRUE(y >= 0 && y < 4);
+    if (is_trusted(5, i, 0.1)) {
+      ++trusted;
+      EXPECT_EQ(y, truth) << "trusted sample " << i << " is noisy";
+    } else {
+      flipped += y != truth;
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(trusted) / 2000, 0.1, 0.03);
+  EXPECT_NEAR(static_cast<double>(flipped) / static_cast<double>(2000 - trusted), 0.4, 0.04);
+  EXPECT_EQ(Dataset::open(tmp / "ds", "train", o)->labels(), ds->labels());
+  EXPECT_EQ(Dataset::open(tmp / "ds", "test", {})->true_labels(), Dataset::open(tmp / "ds", "test", {})->labels());
+
+  auto re = ds->relabelled(std::vector<int64_t>(2000, 3));
+  EXPECT_EQ(re->labels()[7], 3);
+  EXPECT_EQ(re->true_labels(), ds->true_labels());
+  std::vector<uint8_t> a(64), b(64);
+  int64_t id = 1234;
+  ds->read(&id, 1, a.data());
+  re->read(&id, 1, b.data());
+  EXPECT_EQ(a, b);
+  EXPECT_ERROR(ds->relabelled({1, 2}), "relabelling split 'train' of 2000 samples with 2 labels");
+  EXPECT_ERROR(ds->relabelled(std::vector<int64_t>(2000, 9)), "label 9 is outside [0, 4)");
+}
+
 TEST(Dataset, MissingOrDamagedShardIsNamed) {
   testing::TempDir tmp;
   testing::make_dataset(tmp / "ds");

@@ -358,20 +358,26 @@ class Pipeline(unittest.TestCase):
         self.assertIn("smoe: error: --resume: %s holds no smoe run (no run.json)" % os.path.join(self.tmp, "z"),
                       r.stderr)
 
-    def test_dfcp_initial_gate_is_rank_count_invariant(self):
-        # DFCP's double-stage clustering redone on finished 1- and 3-rank runs.
-        reports = {}
+    def test_dfcp_scheme_is_rank_count_invariant(self):
+        # DFCP-MoE on finished 1- and 3-rank runs: pseudo-labels from a
+        # trusted tenth of the samples, then the double-stage clustering.
+        reports, pseudo = {}, {}
         for np in (1, 3):
             run = os.path.join(self.tmp, "dfcp-np%d" % np)
             shutil.copytree(self.runs[np], run)
-            r = self.train(np, run, "--resume", "--redo-from", "cluster", "--set", "cluster.method=dfcp",
+            r = self.train(np, run, "--resume", "--redo-from", "pseudo_label", "--set", "scheme=dfcp",
+                           "--set", "data.trusted_fraction=0.1", "--set", "cluster.method=dfcp",
                            "--set", "cluster.dfcp.k_max=6")
             self.assertEqual(r.returncode, 0, r.stderr)
             reports[np] = read_json(os.path.join(run, "report.json"))
+            pseudo[np] = read_json(os.path.join(run, "run.json"))["done"]["pseudo_label"]
+            self.assertGreater(pseudo[np]["pseudo_label_accuracy"], 0.6)
+            self.assertEqual(pseudo[np]["given_label_accuracy"], 1.0)  # no label noise here
             cluster = read_json(os.path.join(run, "run.json"))["done"]["cluster"]
             self.assertEqual([s["k"] for s in cluster["stage1"]], [4, 5, 6])
             self.assertEqual(len(cluster["references"]), 4)
             self.assertGreaterEqual(cluster["coverage"], 0.9)
+        self.assertEqual(pseudo[3]["sha256"], pseudo[1]["sha256"])
         self.assertEqual(reports[3]["cluster_quality"], reports[1]["cluster_quality"])
         self.assertEqual(reports[3]["moe"], reports[1]["moe"])
         self.assertEqual([e["checkpoint_sha256"] for e in reports[3]["experts"]],

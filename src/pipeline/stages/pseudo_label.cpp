@@ -1,27 +1,20 @@
 // Stage "pseudo_label" (DFCP-MoE Section 3.1.4; scheme dfcp): the training
-// samples relabelled from a small trusted labelled subset.
+// samples relabelled from a small trusted labelled subset
+// (data.trusted_fraction, chosen by a hash of the id; never noisy) with the
+// Siamese similarity of cluster/pseudo_label.h, on the base model's
+// embeddings. A sample whose most similar trusted sample is below tau is an
+// outlier and keeps its given label. The later stages train on these labels;
+// pseudo_labels.pt keeps them for a resume, and run.json how many were right
+// against the true labels.
 //
-// A Siamese projection (two layers on the base model's embeddings, outputs
-// L2-normalised; the two branches share it) is trained with the pairwise
-// contrastive loss y d^2 + (1 - y) max(0, m - d)^2 on pairs of trusted
-// samples (half same-class, half not). Each sample then takes the label of
-// its most similar trusted sample (similarity 1 - d/2) when the similarity
-// is at least tau, else it is an outlier and keeps its given label. tau is
-// the threshold of the grid 0, 0.01, ..., 1 with the best F1 on a held-out
-// part of the trusted subset (precision: correct among those labelled;
-// recall: correct among all). The later stages train on the pseudo-labels
-// (report.json and run.json say how many were right against the true
-// labels); pseudo_labels.pt keeps them for a resume.
-//
-// Collective: the trusted rows (a bounded share of the data) and the
-// projection go to every rank, each rank labels its own rows; the projection
-// is trained on rank 0 and broadcast, so the labels do not depend on the
-// rank count.
+// Collective: the trusted rows (a bounded share of the data) go to every
+// rank, the projection is trained on rank 0 and broadcast, each rank labels
+// its own rows: the labels do not depend on the rank count.
 #include <torch/torch.h>
 
-#include <random>
 #include <tuple>
 
+#include "cluster/pseudo_label.h"
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -37,58 +30,6 @@ using nlohmann::json;
 
 namespace smoe::pipeline {
 namespace {
-
-struct ProjectionImpl : torch::nn::Module {
-  ProjectionImpl(int64_t in, int64_t dim)
-      : fc1(register_module("fc1", torch::nn::Linear(in, 2 * dim))),
-        fc2(register_module("fc2", torch::nn::Linear(2 * dim, dim))) {}
-  at::Tensor forward(const at::Tensor& x) {
-    return torch::nn::functional::normalize(fc2(torch::relu(fc1(x))),
-                                            torch::nn::functional::NormalizeFuncOptions().dim(1).eps(1e-8));
-  }
-  torch::nn::Linear fc1, fc2;
-};
-TORCH_MODULE(Projection);
-
-// Nearest reference row (by distance of projections) of each row: (distance, index).
-std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& z, const at::Tensor& ref) {
-  if (z.size(0) == 0) return {torch::zeros({0}), torch::zeros({0}, torch::kLong)};
-  auto [d, i] = torch::cdist(z, ref).min(1);
-  return {d, i};
-}
-
-// Trains the projection on pairs of the trusted rows x [t, D] with labels y.
-void train_projection(Projection& net, const at::Tensor& x, const at::Tensor& y, const PseudoConfig& c,
-                      uint64_t seed) {
-  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(c.lr));
-  const int64_t n = x.size(0);
-  std::vector<std::vector<int64_t>> by_class;
-  const int64_t C = y.max().item<int64_t>() + 1;
-  by_class.resize(static_cast<size_t>(C));
-  for (int64_t i = 0; i < n; ++i) by_class[static_cast<size_t>(y[i].item<int64_t>())].push_back(i);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int64_t> any(0, n - 1);
-  for (int64_t step = 0; step < c.steps; ++step) {
-    std::vector<int64_t> a, b;
-    std::vector<float> same;
-    for (int64_t p = 0; p < c.batch_size; ++p) {
-      const int64_t i = any(rng);
-      const auto& mates = by_class[static_cast<size_t>(y[i].item<int64_t>())];
-      int64_t j = any(rng);
-      if (p % 2 == 0 && mates.size() > 1) j = mates[std::uniform_int_distribution<size_t>(0, mates.size() - 1)(rng)];
-      a.push_back(i);
-      b.push_back(j);
-      same.push_back(y[i].item<int64_t>() == y[j].item<int64_t>() ? 1.0f : 0.0f);
-    }
-    at::Tensor za = net->forward(x.index_select(0, torch::tensor(a))), zb = net->forward(x.index_select(0, torch::tensor(b)));
-    at::Tensor d = (za - zb).pow(2).sum(1).clamp_min(1e-12).sqrt();
-    at::Tensor s = torch::tensor(same);
-    at::Tensor loss = (s * d.pow(2) + (1 - s) * (c.margin - d).clamp_min(0).pow(2)).mean();
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-  }
-}
 
 class PseudoLabelStage : public Stage {
  public:
@@ -119,7 +60,11 @@ class PseudoLabelStage : public Stage {
     at::Tensor pick = torch::tensor(mine_trusted, torch::kLong);
     at::Tensor t_ids = comm::gather_rows(s.comm, ids.index_select(0, pick).contiguous(), 0);
     at::Tensor t_rows = comm::gather_rows(s.comm, rows.index_select(0, pick).contiguous(), 0);
-    if (s.comm.is_root()) t_rows = comm::reorder_by_id(t_rows, t_ids), t_ids = std::get<0>(t_ids.sort());
+    if (s.comm.is_root()) {
+      at::Tensor order = t_ids.argsort();
+      t_rows = t_rows.index_select(0, order);
+      t_ids = t_ids.index_select(0, order);
+    }
     t_ids = comm::broadcast_tensor(s.comm, t_ids, 0);
     t_rows = comm::broadcast_tensor(s.comm, t_rows, 0);
     const int64_t T = t_ids.size(0);
@@ -139,42 +84,28 @@ class PseudoLabelStage : public Stage {
                "validation share", T);
     at::Tensor fit = torch::tensor(fit_v, torch::kLong), val = torch::tensor(val_v, torch::kLong);
 
-    Projection net(rows.size(1), s.cfg.pseudo.dim);
-    if (s.comm.is_root()) {
-      torch::manual_seed(derive_seed(seed, "pseudo-init"));
-      net = Projection(rows.size(1), s.cfg.pseudo.dim);
-      torch::AutoGradMode with_grad(true);
-      train_projection(net, t_rows.index_select(0, fit), t_labels.index_select(0, fit), s.cfg.pseudo,
-                       derive_seed(seed, "pseudo-pairs"));
-    }
-    broadcast_module(s.comm, *net, 0);
+    cluster::PseudoLabelOptions po;
+    po.dim = s.cfg.pseudo.dim;
+    po.steps = s.cfg.pseudo.steps;
+    po.batch_size = s.cfg.pseudo.batch_size;
+    po.lr = s.cfg.pseudo.lr;
+    po.margin = s.cfg.pseudo.margin;
+    po.seed = derive_seed(seed, "pseudo");
+    cluster::PseudoLabeler labeler(rows.size(1), po);
+    if (s.comm.is_root()) labeler.fit(t_rows.index_select(0, fit), t_labels.index_select(0, fit));
+    broadcast_module(s.comm, labeler.module(), 0);
+    const cluster::TauChoice tau = labeler.choose_tau(t_rows.index_select(0, fit), t_labels.index_select(0, fit),
+                                                      t_rows.index_select(0, val), t_labels.index_select(0, val));
 
-    // tau: the best F1 on the held-out trusted rows, labelled from the others.
-    at::Tensor z_fit = net->forward(t_rows.index_select(0, fit));
-    auto [d_val, i_val] = nearest(net->forward(t_rows.index_select(0, val)), z_fit);
-    at::Tensor sim_val = 1 - d_val / 2;
-    at::Tensor right = t_labels.index_select(0, fit).index_select(0, i_val) == t_labels.index_select(0, val);
-    double tau = 0, best_f1 = -1, best_p = 0, best_r = 0;
-    for (int k = 0; k <= 100; ++k) {
-      const double t = k / 100.0;
-      at::Tensor labelled = sim_val >= t;
-      const double tp = (labelled & right).sum().item<double>(), n_lab = labelled.sum().item<double>();
-      const double precision = n_lab > 0 ? tp / n_lab : 0, recall = tp / static_cast<double>(val.size(0));
-      const double f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0;
-      if (f1 > best_f1) best_f1 = f1, tau = t, best_p = precision, best_r = recall;
-    }
-
-    // Every rank labels its rows from the whole trusted subset.
-    at::Tensor z_all = net->forward(t_rows);
-    auto [d, nn] = nearest(net->forward(rows), z_all);
-    at::Tensor label = t_labels.index_select(0, nn);
-    at::Tensor inlier = (1 - d / 2) >= tau;
+    // Every rank labels its rows from the whole trusted subset; a trusted
+    // row keeps its own label.
+    at::Tensor label = labeler.label(rows, t_rows, t_labels, tau.tau);
     std::vector<int64_t> out(static_cast<size_t>(ids.size(0)));
     for (int64_t r = 0; r < ids.size(0); ++r) {
       const int64_t id = ids[r].item<int64_t>();
-      out[static_cast<size_t>(r)] = data::is_trusted(seed, id, s.cfg.data.trusted_fraction) ? truth[static_cast<size_t>(id)]
-                                    : inlier[r].item<bool>()                             ? label[r].item<int64_t>()
-                                                                                         : -1;
+      out[static_cast<size_t>(r)] = data::is_trusted(seed, id, s.cfg.data.trusted_fraction)
+                                        ? truth[static_cast<size_t>(id)]
+                                        : label[r].item<int64_t>();
     }
     at::Tensor all_ids = comm::gather_rows(s.comm, ids.contiguous(), 0);
     at::Tensor all = comm::gather_rows(s.comm, torch::tensor(out, torch::kLong), 0);
@@ -194,10 +125,10 @@ class PseudoLabelStage : public Stage {
       };
       record = {{"trusted", T},
                 {"held_out", val.size(0)},
-                {"tau", tau},
-                {"f1", best_f1},
-                {"precision", best_p},
-                {"recall", best_r},
+                {"tau", tau.tau},
+                {"f1", tau.f1},
+                {"precision", tau.precision},
+                {"recall", tau.recall},
                 {"outliers", share(outlier, others)},
                 {"pseudo_label_accuracy", share(pseudo == t, assigned)},
                 {"given_label_accuracy", share(g == t, others)},
@@ -205,7 +136,7 @@ class PseudoLabelStage : public Stage {
       record["sha256"] = train::save_state({{"labels", labels}, {"pseudo", pseudo}}, s.store.pseudo_labels_path());
       log::info("pseudo    {} trusted samples, tau {:.2f} (F1 {:.3f}): {:.1f}% outliers; labels right {:.2f}% given -> "
                 "{:.2f}% pseudo-labelled ({:.2f}% of those labelled)",
-                T, tau, best_f1, 100 * record["outliers"].get<double>(), 100 * record["given_label_accuracy"].get<double>(),
+                T, tau.tau, tau.f1, 100 * record["outliers"].get<double>(), 100 * record["given_label_accuracy"].get<double>(),
                 100 * record["training_label_accuracy"].get<double>(), 100 * record["pseudo_label_accuracy"].get<double>());
     }
     relabel(s, comm::broadcast_tensor(s.comm, labels, 0));
