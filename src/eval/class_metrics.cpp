@@ -35,6 +35,17 @@ int64_t score_bins(int64_t classes) {
   return std::clamp<int64_t>((int64_t{1} << 18) / std::max<int64_t>(classes, 1), 64, 2048);
 }
 
+ClassCount ClassCount::zeros(int64_t classes) {
+  ClassCount c;
+  c.classes = classes;
+  c.bins = score_bins(classes);
+  c.positives.assign(static_cast<size_t>(classes * c.bins), 0);
+  c.negatives = c.positives;
+  c.total.assign(static_cast<size_t>(classes), 0);
+  c.correct = c.total;
+  return c;
+}
+
 void ClassCount::add(const ClassCount& o) {
   if (classes == 0) {
     *this = o;

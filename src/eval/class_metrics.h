@@ -18,6 +18,8 @@
 namespace smoe::eval {
 
 struct ClassCount {
+  // All zero, for C classes and score_bins(C) bins.
+  static ClassCount zeros(int64_t classes);
   int64_t classes = 0, bins = 0;
   std::vector<int64_t> positives, negatives;  // [C * bins]: samples of (not of) class c scoring in bin b
   std::vector<int64_t> total, correct;        // [C]: samples of class c, and those predicted c

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "core/error.h"
 #include "eval/report.h"
 
@@ -15,6 +17,7 @@ JointTally::JointTally(int64_t experts, int64_t num_classes)
       mixture_runs_(static_cast<size_t>(experts), 0) {
   spec_.usage.assign(static_cast<size_t>(experts), 0);
   spec_.routing.assign(static_cast<size_t>(experts * num_classes), 0);
+  mixture_classes_ = top1_classes_ = ClassCount::zeros(num_classes);
 }
 
 void JointTally::add(const at::Tensor& labels, const at::Tensor& gate, const at::Tensor& expert_logits,
@@ -43,6 +46,9 @@ void JointTally::add(const at::Tensor& labels, const at::Tensor& gate, const at:
     mixture_runs_[static_cast<size_t>(k)] += nonzero[k].item<int64_t>();
   }
   spec_.add(count_specialisation(gate.cpu(), labels.cpu(), classes_));
+  mixture_classes_.add(count_classes(mixture.cpu(), labels.cpu(), mixture_classes_.bins));
+  at::Tensor top1_probs = probs.gather(1, first.view({-1, 1, 1}).expand({n, 1, probs.size(2)})).squeeze(1);
+  top1_classes_.add(count_classes(top1_probs.cpu(), labels.cpu(), top1_classes_.bins));
 }
 
 template <typename F>
@@ -55,6 +61,8 @@ void JointTally::each_field(F&& f) {
   f(spec_.entropy);
   for (auto& v : spec_.usage) f(v);
   for (auto& v : spec_.routing) f(v);
+  mixture_classes_.each(f);
+  top1_classes_.each(f);
 }
 
 std::vector<int64_t> JointTally::pack() const {
@@ -96,6 +104,12 @@ nlohmann::json JointTally::report(const JointCosts& costs) const {
   nlohmann::json r;
   r["mixture"] = rule(mixture_, mixture_macs);
   r["top1"] = rule(top1_, top1_macs);
+  for (auto [key, count] : {std::pair<const char*, const ClassCount*>{"mixture", &mixture_classes_}, {"top1", &top1_classes_}}) {
+    const ClassMetrics m = class_metrics(*count);
+    r[key]["map"] = std::isfinite(m.map) ? nlohmann::json(m.map) : nlohmann::json(nullptr);
+    r[key]["balanced_accuracy"] =
+        std::isfinite(m.balanced_accuracy) ? nlohmann::json(m.balanced_accuracy) : nlohmann::json(nullptr);
+  }
   r["top2"] = rule(top2_, top2_macs);
   std::vector<double> alone;
   for (int64_t v : alone_) alone.push_back(static_cast<double>(v) / n);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "eval/class_metrics.h"
 #include "eval/specialisation.h"
 
 namespace smoe::eval {
@@ -31,7 +32,7 @@ class JointTally {
   std::vector<int64_t> pack() const;
   void unpack(const std::vector<int64_t>& flat);
   int64_t samples() const { return samples_; }
-  // "mixture", "top1", "top2" ({accuracy, macs}), "experts_alone" (accuracy
+  // "mixture", "top1" ({accuracy, macs, map, balanced_accuracy}), "top2" ({accuracy, macs}), "experts_alone" (accuracy
   // per expert), "specialisation", "routing".
   nlohmann::json report(const JointCosts& costs) const;
 
@@ -45,6 +46,7 @@ class JointTally {
   std::vector<int64_t> top2_runs_;  // [K] samples whose top-2 includes expert k with g > 0
   std::vector<int64_t> mixture_runs_;  // [K] samples with g(k|x) > 0 (a top-k gate's zeros run nothing)
   SpecialisationCount spec_;
+  ClassCount mixture_classes_, top1_classes_;  // mAP and balanced accuracy of the mixture and of top-1 routing
 };
 
 }  // namespace smoe::eval

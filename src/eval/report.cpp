@@ -83,13 +83,7 @@ Tally::Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportO
   anytime_.assign(o.taus.size(), zero);
   spec_.usage.assign(static_cast<size_t>(experts), 0);
   spec_.routing.assign(static_cast<size_t>(experts * o.num_classes), 0);
-  ClassCount none;
-  none.classes = o.num_classes;
-  none.bins = score_bins(o.num_classes);
-  none.positives.assign(static_cast<size_t>(o.num_classes * none.bins), 0);
-  none.negatives = none.positives;
-  none.total.assign(static_cast<size_t>(o.num_classes), 0);
-  none.correct = none.total;
+  const ClassCount none = ClassCount::zeros(o.num_classes);
   classes_["base"] = none;
   for (const auto& name : rules) classes_[name] = none;
 }

@@ -112,44 +112,52 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
 
 // Wall-clock inference time per sample of the base model, the top-1 MoE and
 // the anytime model at the tau that matches the base model's accuracy (else
-// its best tau), each through its own sparse path (MoeModel::predict), on
-// the first eval.timing_samples test samples in batches of eval.batch_size,
-// with this rank's threads; the batches are read before the clock starts and
-// each batch's predictions are brought back to the host (on a GPU, the wait
-// for the kernels is counted). One warm-up batch per rule first.
+// its best tau), each through its own sparse path (MoeModel::predict).
 json time_inference(RunState& s, models::MoeModel& moe, const json& report) {
+  const json& summary = report["anytime_summary"];
+  const json tau_json = summary["tau_at_base_accuracy"].is_null() ? summary["best_tau"] : summary["tau_at_base_accuracy"];
+  const double tau = tau_json.is_null() ? 0.0 : tau_json.get<double>();
+  using P = models::MoeModel::Predict;
+  const std::string& ens = s.cfg.ensembler.kind;
+  json t = time_per_sample(s, {{"base", [&](const at::Tensor& x) { return moe.predict(x, P::base); }},
+                               {"moe_top1", [&](const at::Tensor& x) { return moe.predict(x, P::top1, ens); }},
+                               {"anytime", [&](const at::Tensor& x) { return moe.predict(x, P::anytime, ens, tau); }}});
+  t["ensembler"] = ens;
+  t["anytime_tau"] = tau;
+  return t;
+}
+
+}  // namespace
+
+json time_per_sample(RunState& s, const std::vector<std::pair<std::string, TimedModel>>& models) {
   const int64_t n = std::min(s.cfg.eval.timing_samples, s.test->size());
   std::vector<int64_t> ids(static_cast<size_t>(n));
   std::iota(ids.begin(), ids.end(), 0);
   std::vector<at::Tensor> batches;
   for (const auto& b : data::make_batches(ids, s.cfg.eval.batch_size, false))
     batches.push_back(data::make_batch(*s.test, b, data::Transform{}).images.to(s.rt.device));
-  const json& summary = report["anytime_summary"];
-  const json tau_json = summary["tau_at_base_accuracy"].is_null() ? summary["best_tau"] : summary["tau_at_base_accuracy"];
-  const double tau = tau_json.is_null() ? 0.0 : tau_json.get<double>();
-  using P = models::MoeModel::Predict;
   json ms = json::object();
-  for (const auto& [name, rule] : std::vector<std::pair<std::string, P>>{{"base", P::base}, {"moe_top1", P::top1},
-                                                                          {"anytime", P::anytime}}) {
+  std::string line;
+  for (const auto& [name, model] : models) {
     heartbeat::beat("inference timing");
-    moe.predict(batches.front(), rule, s.cfg.ensembler.kind, tau).argmax(1).cpu();
+    model(batches.front()).argmax(1).cpu();  // warm-up
     const auto t0 = std::chrono::steady_clock::now();
-    for (const auto& x : batches) moe.predict(x, rule, s.cfg.ensembler.kind, tau).argmax(1).cpu();
-    ms[name] = 1000.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-               static_cast<double>(n);
+    for (const auto& x : batches) model(x).argmax(1).cpu();
+    const double v = 1000.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                     static_cast<double>(n);
+    ms[name] = v;
+    line += fmt::format("{}{} {:.3f}", line.empty() ? "" : ", ", name, v);
   }
-  log::info("eval      inference ms per sample ({} samples, batch {}, {} threads, {}): base {:.3f}, MoE top-1 {:.3f}, "
-            "anytime (tau {}) {:.3f}",
-            n, s.cfg.eval.batch_size, s.rt.threads, s.rt.device_name(), ms["base"].get<double>(),
-            ms["moe_top1"].get<double>(), tau, ms["anytime"].get<double>());
+  log::info("eval      inference ms per sample ({} samples, batch {}, {} threads, {}): {}", n, s.cfg.eval.batch_size,
+            s.rt.threads, s.rt.device_name(), line);
   return {{"samples", n},
           {"batch_size", s.cfg.eval.batch_size},
           {"threads", s.rt.threads},
           {"device", s.rt.device_name()},
-          {"ensembler", s.cfg.ensembler.kind},
-          {"anytime_tau", tau},
           {"ms_per_sample", ms}};
 }
+
+namespace {
 
 class EvalStage : public Stage {
  public:

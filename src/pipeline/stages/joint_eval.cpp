@@ -21,6 +21,7 @@
 #include "pipeline/provenance.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
 
 using nlohmann::json;
 
@@ -55,6 +56,10 @@ class JointEvalStage : public Stage {
     }
     std::vector<int64_t> counts = tally.pack();
     s.comm.allreduce(comm::host_buffer(counts), comm::ReduceOp::sum);
+    // The mixture as it was trained (a top-k gate's experts run only their samples).
+    json timing;
+    if (s.comm.is_root() && s.cfg.eval.timing_samples > 0 && s.test->size() > 0)
+      timing = time_per_sample(s, {{"mixture", [&](const at::Tensor& x) { return moe->forward(x).mixture; }}});
     std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
     const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
     const json prov = provenance(s.comm, s.rt);
@@ -97,6 +102,7 @@ class JointEvalStage : public Stage {
     report["peak_rss_mb"] = rss;
     report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
     report["provenance"] = prov;
+    if (!timing.is_null()) report["inference_time"] = timing;
     write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
 
     std::vector<eval::Series> series;
