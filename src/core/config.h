@@ -125,6 +125,8 @@ struct JointConfig {
   int64_t top_k;         // experts each sample is routed to (0 = all: dense soft routing)
   double gate_lr_scale;  // the gate's learning rate is this times joint.lr
   double mixup;          // alpha of mixup's Beta(alpha, alpha) (0 = off)
+  bool conditional;      // DFCP-MoE's conditional training: expert e learns only from the classes it owns
+  std::vector<int64_t> class_owner;  // conditional: the expert owning each class (empty: contiguous blocks)
   RegularizerConfig reg;
   OptimConfig optim;
 };

@@ -211,6 +211,12 @@ Schema describe(Config& c) {
   s.add("joint.mixup", c.joint.mixup, 0.0,
         "mixup's alpha: each micro-batch mixed with a permutation of itself by lambda ~ Beta(alpha, alpha); 0 = off")
       .at_least(0);
+  s.add("joint.conditional", c.joint.conditional, false,
+        "DFCP-MoE's conditional training: each expert's gradient (from the mixture and from its own cross-entropy, "
+        "which is added) comes only from samples of the classes it owns (joint.class_owner)");
+  s.add("joint.class_owner", c.joint.class_owner, std::vector<int64_t>{},
+        "joint.conditional: the expert that owns each class, one entry per class (empty: class c goes to expert "
+        "c * experts / classes)");
   describe_regularizers(s, "joint", c.joint.reg);
   describe_optim(s, "joint", c.joint.optim, {20, 512, 1e-3, 0.0, "constant", "adam"});
   s.add("distill.gate_kind", c.distill.gate_kind, std::string("cnn"),

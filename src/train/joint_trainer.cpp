@@ -81,6 +81,15 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
       for (int64_t e = 0; e < K; ++e) moe.expert(e).eval();
   };
 
+  // Conditional training: owns[c][e] = expert e owns class c.
+  at::Tensor owns;
+  if (!o.class_owner.empty()) {
+    SMOE_CHECK(o.mixup == 0, "joint.conditional: mixup mixes the classes the experts' gradients are masked by");
+    at::Tensor owner = torch::tensor(o.class_owner, torch::kLong);
+    SMOE_CHECK(owner.min().item<int64_t>() >= 0 && owner.max().item<int64_t>() < K,
+               "joint.class_owner: every entry must be an expert in [0, {})", K);
+    owns = torch::one_hot(owner, K).to(torch::kBool).to(device);
+  }
   JointEpochStats last;
   Progress progress(o.stage, (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
   StopScope stop_scope;  // SIGTERM / SIGUSR1 stop at the next step boundary
@@ -143,7 +152,22 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         }
         l.out = o.freeze_experts ? moe.forward_frozen_experts(l.x, noise) : moe.forward(l.x, noise);
         const double eps = o.optim.label_smoothing;
+        if (owns.defined()) {
+          // Conditional training: an expert's output counts in the mixture of
+          // a sample of a class it does not own as a constant.
+          at::Tensor own = owns.index_select(0, l.y);  // [b, K]
+          at::Tensor probs = torch::softmax(l.out.expert_logits, 2);
+          probs = torch::where(own.unsqueeze(2), probs, probs.detach());
+          l.out.mixture = (l.out.gate_probs.unsqueeze(2) * probs).sum(1);
+        }
         l.nll = models::mixture_nll(l.out.mixture, l.y, eps);
+        if (owns.defined()) {
+          at::Tensor own = owns.index_select(0, l.y).to(l.out.expert_logits.dtype());
+          at::Tensor ce = -torch::log_softmax(l.out.expert_logits, 2)
+                               .gather(2, l.y.view({-1, 1, 1}).expand({l.x.size(0), K, 1}))
+                               .squeeze(2);  // [b, K]
+          l.nll = l.nll + (own * ce).sum(1);
+        }
         if (o.mixup > 0)
           l.nll = mix.lambda * l.nll +
                   (1 - mix.lambda) * models::mixture_nll(l.out.mixture, l.y.index_select(0, mix.partner), eps);

@@ -45,6 +45,11 @@ struct JointTrainOptions {
   int64_t micro_batch = 64;
   double gate_lr_scale = 1;  // the gate's learning rate is this times optim.lr
   double mixup = 0;          // alpha of Beta(alpha, alpha); 0 = off
+  // Conditional training (DFCP-MoE): the expert owning each class (one entry
+  // per class; empty = off). Expert e's gradient then comes only from samples
+  // of its classes, from the mixture's loss (its output is held constant in
+  // the mixture of the other samples) and from its own cross-entropy, added.
+  std::vector<int64_t> class_owner;
   bool freeze_experts = false;
   uint64_t seed = 0;
   int64_t log_every = 50;

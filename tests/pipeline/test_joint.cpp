@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <map>
 
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
@@ -121,6 +122,37 @@ TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
   EXPECT_TRUE(std::filesystem::exists(run + "/load.png"));
   EXPECT_EQ(joint_sha(run), joint_sha(tmp.path() + "/whole"));
   EXPECT_FALSE(std::filesystem::exists(run + "/joint-progress"));  // progress checkpoints removed once done
+}
+
+// DFCP-MoE's conditional training: an expert learns only from the classes
+// it owns. Expert 1 owns no class here, so no batch holds one of its classes:
+// its weights after two epochs are those after one (the second epoch's
+// batches moved nothing), while expert 0's moved (no weight decay, which
+// would move every weight anyway).
+TEST_F(JointScheme, ConditionalTrainingLeavesAnExpertWithoutItsClassesUntouched) {
+  const std::string data = quick_dataset(tmp.path());
+  std::map<int, train::StateDict> after;
+  for (int epochs : {1, 2}) {
+    const Config c = joint_config(data, {"experts.count=2", "joint.conditional=true", "joint.class_owner=[0,0,0,0]",
+                                         "joint.weight_decay=0", "joint.epochs=" + std::to_string(epochs)});
+    const std::string run = tmp.path() + "/e" + std::to_string(epochs);
+    train_quick(c, run, 2);
+    after[epochs] = train::load_state(run + "/joint.pt");
+  }
+  int64_t same = 0, moved = 0;
+  for (const auto& [name, t] : after[1]) {
+    if (name.rfind("expert001.", 0) == 0) {
+      EXPECT_TRUE(torch::equal(t, after[2].at(name))) << name << " moved";
+      ++same;
+    } else if (name.rfind("expert000.", 0) == 0 && t.is_floating_point() && !torch::equal(t, after[2].at(name))) {
+      ++moved;
+    }
+  }
+  EXPECT_GT(same, 0);
+  EXPECT_GT(moved, 0);
+  // An owner list of the wrong length is refused.
+  EXPECT_ANY_THROW(train_quick(joint_config(data, {"joint.conditional=true", "joint.class_owner=[0,1]"}),
+                               tmp.path() + "/bad", 1));
 }
 
 TEST_F(JointScheme, DistillationTrainsOnlyTheGate) {

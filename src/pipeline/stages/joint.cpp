@@ -20,7 +20,7 @@ class JointStage : public Stage {
   std::string name() const override { return "joint"; }
   std::vector<std::string> keys() const override {
     return {"seed",          "data.path",    "data.train_split",     "data.test_split", "data.limit_train",
-            "data.limit_test", "model.",     "experts.count",        "experts.arch",    "experts.archs", "experts.branch_after",
+            "data.limit_test", "data.label_noise", "data.trusted_fraction", "model.",     "experts.count",        "experts.arch",    "experts.archs", "experts.branch_after",
             "gate.kind",     "joint."};
   }
   void check(const Config& c) const override {
@@ -48,6 +48,14 @@ class JointStage : public Stage {
     o.micro_batch = s.cfg.joint.micro_batch;
     o.gate_lr_scale = s.cfg.joint.gate_lr_scale;
     o.mixup = s.cfg.joint.mixup;
+    if (s.cfg.joint.conditional) {
+      const int64_t C = s.train->num_classes(), K = s.cfg.experts.count;
+      o.class_owner = s.cfg.joint.class_owner;
+      if (o.class_owner.empty())
+        for (int64_t c = 0; c < C; ++c) o.class_owner.push_back(c * K / C);
+      SMOE_CHECK(static_cast<int64_t>(o.class_owner.size()) == C,
+                 "config key 'joint.class_owner' has {} entries for {} classes", o.class_owner.size(), C);
+    }
     o.seed = derive_seed(s.cfg.seed, "joint");
     o.log_every = s.cfg.runtime.log_every;
     o.prefetch = s.cfg.data.prefetch;
