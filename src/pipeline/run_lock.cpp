@@ -86,7 +86,15 @@ RunLock RunLock::acquire(const std::string& run_dir) {
     std::error_code ec;
     fs::create_directories(parent, ec);
   }
-  const int fd = ::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  bool writable = true;
+  if (fd < 0 && (errno == EROFS || errno == EACCES)) {
+    // A folder nobody can write needs no lock (what writes there fails with
+    // its own one-line error); an existing lock file is still honoured.
+    fd = ::open(lock.path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lock;
+    writable = false;
+  }
   SMOE_CHECK(fd >= 0, "cannot create the run-folder lock {}: {}", lock.path_, std::strerror(errno));
   // A requeued Slurm job may start while its previous incarnation is still
   // being killed (KillWait): it waits for that one's lock.
@@ -102,7 +110,7 @@ RunLock RunLock::acquire(const std::string& run_dir) {
     const nlohmann::json before = read_owner(lock.path_);
     if (before.contains("pid"))
       log::debug("run lock  {}: the last holder ({}) is gone", lock.path_, describe(before));
-    write_all(fd, owner_record(), lock.path_);
+    if (writable) write_all(fd, owner_record(), lock.path_);
     lock.fd_ = fd;
     return lock;
   }
@@ -115,6 +123,7 @@ RunLock RunLock::acquire(const std::string& run_dir) {
   }
   ::close(fd);
   SMOE_CHECK(flock_unsupported(err), "cannot lock {}: {}", lock.path_, std::strerror(err));
+  if (!writable) return lock;
   // No flock on this file system: the file's existence is the lock.
   nlohmann::json owner = read_owner(lock.path_);
   if (owner.contains("pid")) {

@@ -8,7 +8,9 @@
 // mounted without -o flock, some NFS), the file itself is the lock, created
 // exclusively: a leftover one from a dead process of this host is detected
 // (its pid is gone) and replaced; one from another host must be removed by
-// hand, and the error says which file. A requeued Slurm job
+// hand, and the error says which file. Where the lock file cannot be
+// created (a read-only run folder's parent) and none exists, nothing is
+// locked: nobody can write there either. A requeued Slurm job
 // (SLURM_RESTART_COUNT > 0) waits up to 120 s for its previous incarnation
 // to die; SMOE_LOCK_WAIT_S sets that wait for any job.
 #pragma once

@@ -593,6 +593,60 @@ class Pipeline(unittest.TestCase):
         finally:
             subprocess.run(["umount", mnt])
 
+    def test_cli_conventions_and_provenance(self):
+        # --version names the build and its libraries; bare smoe is a usage error on stderr.
+        r = subprocess.run([SMOE, "--version"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"^smoe \d+\.\d+\.\d+ \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\), libtorch [\d.]+, "
+                                   r".*MPI.*, HDF5 [\d.]+\n$")
+        r = subprocess.run([SMOE], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stdout, "")
+        self.assertIn("usage:", r.stderr)
+        # train without --config: every default, then --set (here: a dataset that is not there).
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([SMOE, "train", "--run-dir", os.path.join(tmp, "run"), "--set",
+                                "data.path=" + os.path.join(tmp, "none")], capture_output=True, text=True, env=ENV)
+            self.assertEqual(r.returncode, 1)
+            self.assertNotIn("--config", r.stderr)
+            self.assertIn(os.path.join(tmp, "none"), r.stderr)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "run")))
+        # Every report says where and with what it ran; console lines carry the date.
+        rep = read_json(os.path.join(self.runs[2], "report.json"))["provenance"]
+        for key in ("smoe_version", "git_commit", "libtorch", "mpi", "hdf5"):
+            self.assertTrue(rep[key], key)
+        self.assertEqual([x["rank"] for x in rep["ranks"]], [0, 1])
+        for x in rep["ranks"]:
+            self.assertEqual(x["threads"], 1)
+            self.assertTrue(x["host"] and x["affinity"] and x["pid"] > 0)
+        r = subprocess.run(mpirun(1) + [SMOE, "eval", "--run-dir", self.runs[1]] + self.common[2:-1],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout + r.stderr, r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} info eval")
+
+    def test_a_second_job_on_the_same_run_folder_stops_naming_the_first(self):
+        run = os.path.join(self.tmp, "locked")
+        shutil.copytree(self.runs[1], run)
+        lock_holder = subprocess.Popen(["/usr/bin/python3", "-c", "import fcntl, sys, time\n"
+                                        "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                                        "f.seek(0); f.truncate(); f.write('{\"host\": \"elsewhere\", \"pid\": 4242, "
+                                        "\"slurm_job\": \"77\", \"since\": \"then\"}'); f.flush()\n"
+                                        "print('locked', flush=True); time.sleep(60)", run + ".lock"],
+                                       stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(lock_holder.stdout.readline().strip(), "locked")
+            r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV,
+                               timeout=60)
+            self.assertEqual(r.returncode, 1)
+            self.assertEqual(r.stderr, "smoe: error: run folder %s is in use by host elsewhere pid 4242 (Slurm job 77) "
+                             "since then (lock %s.lock): wait for that job to end or stop it\n" % (run, run))
+        finally:
+            lock_holder.kill()
+            lock_holder.wait()
+        # The holder is gone: its lock went with it.
+        r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
                            capture_output=True, text=True)
