@@ -84,6 +84,9 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
   spec.seed = o.seed;
   spec.log_every = o.log_every;
   spec.sample_weights = sample ? &w : nullptr;
+  spec.start_epoch = o.start_epoch;
+  spec.optimizer_state = o.optimizer_state;
+  spec.on_epoch_end = o.on_epoch_end;
   expert.train();
   const auto device = expert.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;

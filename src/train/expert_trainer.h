@@ -60,6 +60,10 @@ struct ExpertTrainOptions {
   uint64_t seed = 0;                   // the expert's own stream
   int64_t log_every = 50;
   std::string name = "expert";
+  // Resuming after an epoch, and the per-epoch hook (train/sgd_loop.h).
+  int64_t start_epoch = 0;
+  std::string optimizer_state;
+  LoopEpochHook on_epoch_end;
 };
 
 LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,

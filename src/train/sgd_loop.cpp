@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "data/sampler.h"
+#include "train/checkpoint.h"
 #include "train/optim.h"
 
 namespace smoe::train {
@@ -25,9 +26,10 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
   const int64_t steps_per_epoch = (per_epoch + B - 1) / B;
   Schedule schedule(s.optim, steps_per_epoch);
   auto opt = make_optimizer(params, s.optim);
-  Progress progress(s.stage, s.optim.epochs * steps_per_epoch, s.log_every);
-  int64_t step = 0;
-  for (int64_t epoch = 0; epoch < s.optim.epochs; ++epoch) {
+  if (!s.optimizer_state.empty()) load_optimizer_state(*opt, s.optimizer_state, s.stage + " progress checkpoint");
+  Progress progress(s.stage, (s.optim.epochs - s.start_epoch) * steps_per_epoch, s.log_every);
+  int64_t step = s.start_epoch * steps_per_epoch;
+  for (int64_t epoch = s.start_epoch; epoch < s.optim.epochs; ++epoch) {
     const uint64_t seed = derive_seed(s.seed, "epoch", {uint64_t(epoch)});
     std::vector<int64_t> order =
         s.sample_weights ? data::weighted_sample(*s.sample_weights, per_epoch, seed) : data::permutation(s.n, seed);
@@ -50,6 +52,10 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
       progress.step(static_cast<int64_t>(ids.size()), fields);
     }
     stats.final_loss = batches ? loss_sum.item<double>() / batches : 0;
+    if (s.on_epoch_end) {
+      stats.steps = step;
+      s.on_epoch_end(epoch + 1, *opt, stats);
+    }
   }
   stats.steps = step;
   stats.seconds = progress.seconds();

@@ -13,7 +13,16 @@
 
 #include "core/config.h"
 
+namespace torch::optim {
+class Optimizer;
+}
+
 namespace smoe::train {
+
+// Called after each epoch (1-based) with the optimiser and the stats so
+// far (where a long task saves a checkpoint).
+struct LoopStats;
+using LoopEpochHook = std::function<void(int64_t epoch, torch::optim::Optimizer&, const LoopStats&)>;
 
 struct LoopSpec {
   std::string stage;  // for progress lines, e.g. "expert 3"
@@ -22,6 +31,11 @@ struct LoopSpec {
   uint64_t seed = 0;
   int64_t log_every = 50;
   const std::vector<double>* sample_weights = nullptr;  // sampling mode when set
+  // Resuming: epochs [start_epoch, epochs) run, after the optimiser state
+  // saved after epoch start_epoch (the parameters already hold its weights).
+  int64_t start_epoch = 0;
+  std::string optimizer_state;
+  LoopEpochHook on_epoch_end;
 };
 
 struct LoopStats {

@@ -226,6 +226,26 @@ class Pipeline(unittest.TestCase):
         self.assertEqual([e["checkpoint_sha256"] for e in resumed["experts"]],
                          [e["checkpoint_sha256"] for e in reference["experts"]])
 
+    def test_an_expert_task_killed_mid_training_resumes_after_its_last_epoch(self):
+        # The rank training expert 1 dies right after that expert's epoch-2
+        # checkpoint; the resumed job continues it after epoch 2 (on any rank)
+        # and ends with the uninterrupted run's weights.
+        run = os.path.join(self.tmp, "expert-killed")
+        env = dict(ENV, SMOE_FAULT="kill:expert-1-epoch-2")
+        r = self.train(2, run, env=env)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertTrue(os.path.exists(os.path.join(run, "experts", "expert-001.progress.json")))
+        r = subprocess.run(mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run, "--resume"] + self.common[:-1],
+                           capture_output=True, text=True, env=ENV, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("expert 1 resuming after epoch 2 of 3", r.stdout + r.stderr)
+        reference = read_json(os.path.join(self.runs[2], "report.json"))
+        resumed = read_json(os.path.join(run, "report.json"))
+        self.assertEqual([e["checkpoint_sha256"] for e in resumed["experts"]],
+                         [e["checkpoint_sha256"] for e in reference["experts"]])
+        self.assertEqual(resumed["moe"], reference["moe"])
+        self.assertEqual(sorted(f for f in os.listdir(os.path.join(run, "experts")) if "progress" in f), [])
+
     def test_a_memory_budget_smaller_than_the_data_changes_nothing(self):
         # 1 MiB per rank: both splits stream from the shards and the trunk
         # features spill to disk; the report and every checkpoint are those
@@ -359,14 +379,14 @@ class Pipeline(unittest.TestCase):
                       r.stderr)
 
     def test_dfcp_scheme_is_rank_count_invariant(self):
-        # DFCP-MoE on finished 1- and 3-rank runs: pseudo-labels from a
-        # trusted tenth of the samples, then the double-stage clustering.
+        # DFCP-MoE on finished 1- and 3-rank runs: pseudo-labels from the
+        # trusted subset (5 %, the default), then the double-stage clustering.
         reports, pseudo = {}, {}
         for np in (1, 3):
             run = os.path.join(self.tmp, "dfcp-np%d" % np)
             shutil.copytree(self.runs[np], run)
             r = self.train(np, run, "--resume", "--redo-from", "pseudo_label", "--set", "scheme=dfcp",
-                           "--set", "data.trusted_fraction=0.1", "--set", "cluster.method=dfcp",
+                           "--set", "cluster.method=dfcp",
                            "--set", "cluster.dfcp.k_max=6")
             self.assertEqual(r.returncode, 0, r.stderr)
             reports[np] = read_json(os.path.join(run, "report.json"))

@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "core/atomic_file.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -40,7 +42,38 @@ double predicted_cost(const RunState& s, double macs, int64_t round, double mass
   return macs * samples * std::max(epochs, 1.0);
 }
 
-json train_expert_task(RunState& s, int64_t k, int64_t round) {
+// Per-epoch checkpoints of Algorithm 1's expert tasks (round 0): after each
+// epoch the rank training expert k writes experts/expert-NNN.progress.pt and
+// .optim, then .progress.json {epoch, hashes, samples, fingerprint}; a task
+// handed out again (a resumed job, on any rank) continues after that epoch
+// when the fingerprint — the config and the hashes of the base model, g0 and
+// the pseudo-labels it trains on — is the same, and starts over otherwise.
+// The files go once the task's final checkpoint is written. (EM M-step tasks
+// are short and kept per task.)
+struct TaskProgress {
+  std::string json_path, weights_path, optim_path;
+  std::string fingerprint;
+};
+
+TaskProgress task_progress(const RunState& s, int64_t k, const std::string& fingerprint) {
+  const std::string stem = fmt::format("{}/expert-{:03d}.progress", s.store.round_dir(0), k);
+  return {stem + ".json", stem + ".pt", stem + ".optim", fingerprint};
+}
+
+// Rank 0, before the tasks are handed out: what an expert task's checkpoint must match.
+std::string task_fingerprint(RunState& s) {
+  std::string text = s.cfg.to_yaml(false);
+  for (const char* stage : {"base", "cluster", "pseudo_label"})
+    if (s.run.done(stage)) text += std::string(stage) + " " + s.run.record(stage).value("sha256", std::string()) + "\n";
+  return sha256_hex(text);
+}
+
+void remove_progress(const TaskProgress& p) {
+  std::error_code ec;
+  for (const auto& f : {p.json_path, p.weights_path, p.optim_path}) std::filesystem::remove(f, ec);
+}
+
+json train_expert_task(RunState& s, int64_t k, int64_t round, const std::string& fingerprint) {
   const std::string name = round == 0 ? fmt::format("expert {}", k) : fmt::format("em {} expert {}", round, k);
   Progress clock(name, 1, 1);
   inject_expert_fault(k);  // SMOE_FAULT=expert:K (failure tests)
@@ -71,7 +104,44 @@ json train_expert_task(RunState& s, int64_t k, int64_t round) {
                       : derive_seed(cfg.seed, "em-experts", {uint64_t(round), uint64_t(k)});
   o.log_every = cfg.runtime.log_every;
   o.name = name;
+  int64_t samples_before = 0;
+  const TaskProgress progress = task_progress(s, k, fingerprint);
+  if (round == 0 && !fingerprint.empty()) {
+    if (std::filesystem::exists(progress.json_path)) {
+      json p = json::parse(read_file(progress.json_path), nullptr, false);
+      const bool usable = !p.is_discarded() && p.value("fingerprint", "") == fingerprint &&
+                          std::filesystem::exists(progress.weights_path) &&
+                          sha256_file(progress.weights_path) == p.value("sha256", "") &&
+                          std::filesystem::exists(progress.optim_path) &&
+                          sha256_file(progress.optim_path) == p.value("optim_sha256", "");
+      if (usable) {
+        train::load_module(*expert, progress.weights_path);
+        o.start_epoch = p.at("epoch").get<int64_t>();
+        o.optimizer_state = read_file(progress.optim_path);
+        samples_before = p.value("samples", int64_t{0});
+        log::info("{} resuming after epoch {} of {} ({})", name, o.start_epoch, o.optim.epochs, progress.weights_path);
+      } else {
+        log::info("{}: {} is from another run or damaged; starting over", name, progress.json_path);
+        remove_progress(progress);
+      }
+    }
+    o.on_epoch_end = [&](int64_t epoch, torch::optim::Optimizer& opt, const train::LoopStats& st) {
+      if (epoch == o.optim.epochs) return;  // the task's own checkpoint follows
+      const std::string bytes = train::optimizer_state(opt);
+      write_file_atomic(progress.optim_path, bytes);
+      const std::string sha = train::save_module(*expert, progress.weights_path);
+      write_file_atomic(progress.json_path, json{{"epoch", epoch},
+                                                 {"sha256", sha},
+                                                 {"optim_sha256", sha256_hex(bytes)},
+                                                 {"samples", samples_before + st.samples},
+                                                 {"fingerprint", fingerprint}}
+                                                .dump() +
+                                            "\n");
+      inject_stage_fault(fmt::format("expert-{}-epoch-{}", k, epoch), s.comm.rank());
+    };
+  }
   auto stats = train::train_expert(*expert, inputs, labels, w, o);
+  stats.samples += samples_before;
   json result = {{"id", k},
                  {"arch", expert_arch(cfg, k)},
                  {"macs", expert->forward_macs()},
@@ -95,6 +165,7 @@ json train_expert_task(RunState& s, int64_t k, int64_t round) {
     result[kind + "_sha256"] = train::save_module(*net, s.store.ensembler_path(kind, k, round));
   }
   result["seconds"] = clock.seconds();
+  if (round == 0) remove_progress(progress);
   log::info("{} done on rank {} in {} (loss {:.4f}, {} samples seen)", name, s.comm.rank(),
             format_duration(clock.seconds()), stats.final_loss, stats.samples);
   return result;
@@ -133,8 +204,11 @@ void run_expert_round(RunState& s, int64_t round) {
   if (s.comm.is_root() && round == 0)
     log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), s.cfg.experts.count,
               s.comm.size(), s.comm.size() == 1 ? "" : "s");
+  // The fingerprint an expert task's per-epoch checkpoint must match, from rank 0.
+  std::string fingerprint = s.comm.is_root() && round == 0 ? task_fingerprint(s) : std::string();
+  s.comm.broadcast_bytes(fingerprint, 0);
   run_tasks(
-      s.comm, pending, [&](int64_t k) { return train_expert_task(s, k, round); },
+      s.comm, pending, [&](int64_t k) { return train_expert_task(s, k, round, fingerprint); },
       [&](int64_t k, int rank, const json& result) { s.run.mark_done(expert_task_key(k, round), result); });
 }
 
