@@ -192,7 +192,7 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
                "experts.arch: unknown expert architecture 'resnext' (known: alexnet, bagnet, branch, densenet, small_cnn)");
   EXPECT_ERROR(check("ensembler.kind=voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");
   EXPECT_ERROR(check("scheme=lemur"),
-               "scheme: unknown training scheme 'lemur' (known: algorithm1, em, joint, joint_distill)");
+               "scheme: unknown training scheme 'lemur' (known: algorithm1, dfcp, em, joint, joint_distill)");
 }
 
 }  // namespace
