@@ -7,24 +7,13 @@
 #include <numeric>
 
 #include "cluster/distributed_kmeans.h"
+#include "cluster/gate_init.h"
 #include "cluster/quality.h"
 #include "core/error.h"
 #include "core/log.h"
 
 namespace smoe::cluster {
 namespace {
-
-// Squared distances [n, k] by differences, row by row.
-at::Tensor row_distances(const at::Tensor& x, const at::Tensor& c) {
-  const int64_t n = x.size(0), block = 1024;
-  at::Tensor d = torch::empty({n, c.size(0)}, x.options());
-  at::Tensor cc = c.unsqueeze(0);
-  for (int64_t start = 0; start < n; start += block) {
-    const int64_t len = std::min(block, n - start);
-    d.narrow(0, start, len).copy_((x.narrow(0, start, len).unsqueeze(1) - cc).pow(2).sum(2));
-  }
-  return d;
-}
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
   at::Tensor c = t.to(torch::kLong).cpu().contiguous();
@@ -61,7 +50,7 @@ std::pair<at::Tensor, at::Tensor> reference_clusters(const at::Tensor& centroids
 at::Tensor assign_to_references(const at::Tensor& x, const at::Tensor& references, double threshold) {
   torch::NoGradGuard no_grad;
   if (x.size(0) == 0) return torch::zeros({0}, torch::kLong);
-  auto [d2, nearest] = row_distances(x.to(torch::kFloat), references.to(torch::kFloat)).min(1);
+  auto [d2, nearest] = rowwise_squared_distances(x, references).min(1);
   return torch::where(d2.sqrt() < threshold, nearest, torch::full_like(nearest, -1));
 }
 

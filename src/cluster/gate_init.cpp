@@ -10,12 +10,8 @@
 
 namespace smoe::cluster {
 
-at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard) {
-  SMOE_CHECK(temperature > 0, "gate temperature must be positive, got {}", temperature);
+at::Tensor rowwise_squared_distances(const at::Tensor& embeddings, const at::Tensor& centroids) {
   torch::NoGradGuard no_grad;
-  // Row by row, by differences (not the blocked matrix product of K-means'
-  // assignment): a row's g0 is then the same bits whichever rows share the
-  // call, so the initial gate does not depend on how rows are split among ranks.
   at::Tensor x = embeddings.to(torch::kFloat), c = centroids.to(torch::kFloat).unsqueeze(0);
   const int64_t n = x.size(0), block = 1024;
   at::Tensor d = torch::empty({n, centroids.size(0)}, x.options());
@@ -23,6 +19,13 @@ at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centr
     const int64_t len = std::min(block, n - start);
     d.narrow(0, start, len).copy_((x.narrow(0, start, len).unsqueeze(1) - c).pow(2).sum(2));
   }
+  return d;
+}
+
+at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard) {
+  SMOE_CHECK(temperature > 0, "gate temperature must be positive, got {}", temperature);
+  // Row by row: the initial gate does not depend on how rows are split among ranks.
+  at::Tensor d = rowwise_squared_distances(embeddings, centroids);
   if (hard) return torch::one_hot(d.argmin(1), centroids.size(0)).to(torch::kFloat);
   return torch::softmax(-d / temperature, 1);
 }

@@ -12,6 +12,12 @@
 
 namespace smoe::cluster {
 
+// Squared distances [n, K] of rows x [n, d] to centroids c [K, d], by
+// differences row by row (not kmeans.h's blocked matrix product): a row's
+// distances are the same bits whichever rows share the call, so results do
+// not depend on how rows are split among ranks.
+at::Tensor rowwise_squared_distances(const at::Tensor& x, const at::Tensor& c);
+
 // g0 [n, K] from embeddings [n, d] and centroids [K, d]; rows sum to 1.
 at::Tensor soft_assignment(const at::Tensor& embeddings, const at::Tensor& centroids, double temperature, bool hard);
 
