@@ -226,6 +226,22 @@ class Pipeline(unittest.TestCase):
         self.assertEqual([e["checkpoint_sha256"] for e in resumed["experts"]],
                          [e["checkpoint_sha256"] for e in reference["experts"]])
 
+    def test_sigterm_in_the_base_stage_stops_resumably_and_resumes_exactly(self):
+        # Rank 1 gets SIGTERM right after the base model's epoch-2 checkpoint
+        # (what Slurm sends at a time limit): every rank stops at the next
+        # step, the job exits 75, and --resume continues after epoch 2.
+        run = os.path.join(self.tmp, "terminated")
+        r = self.train(2, run, env=dict(ENV, SMOE_FAULT="term:base-epoch-2:1"))
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("reached the job in epoch 3: it resumes after epoch 2", r.stdout + r.stderr)
+        self.assertEqual(read_json(os.path.join(run, "run.json"))["done"]["base/progress"]["epoch"], 2)
+        r = self.train(2, run, "--resume")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        done = read_json(os.path.join(run, "run.json"))["done"]
+        self.assertEqual(done["base"]["resumed_after_epoch"], 2)
+        self.assertEqual(done["base"]["sha256"], read_json(os.path.join(self.runs[2], "run.json"))["done"]["base"]["sha256"])
+        self.assertFalse(os.path.exists(os.path.join(run, "base-progress")))
+
     def test_an_expert_task_killed_mid_training_resumes_after_its_last_epoch(self):
         # The rank training expert 1 dies right after that expert's epoch-2
         # checkpoint; the resumed job continues it after epoch 2 (on any rank)
@@ -644,6 +660,23 @@ class Pipeline(unittest.TestCase):
                            capture_output=True, text=True, env=ENV, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout + r.stderr, r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} info eval")
+
+    def test_smoe_run_binds_each_rank_to_its_own_cores(self):
+        # launch/smoe-run under mpirun: with threads left to smoe
+        # (runtime.threads 0), each rank runs as many threads as the cores
+        # it is bound to, as report.json's provenance records them.
+        cores = len(os.sched_getaffinity(0))
+        run = os.path.join(self.tmp, "bound")
+        shutil.copytree(self.runs[2], run)
+        env = dict(ENV, SMOE=SMOE)
+        for ranks in (1, 2) if cores >= 2 else (1,):
+            r = subprocess.run([os.path.join(SRC, "launch", "smoe-run"), "-n", str(ranks), "eval", "--run-dir", run,
+                                "--set", "runtime.threads=0", "-q"], capture_output=True, text=True, env=env, timeout=300)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = read_json(os.path.join(run, "report.json"))["provenance"]["ranks"]
+            per = cores // ranks
+            self.assertEqual([(x["cores"], x["threads"]) for x in got], [(per, per)] * ranks, got)
+            self.assertEqual(len({x["affinity"] for x in got}), ranks, got)  # disjoint cores
 
     def test_a_second_job_on_the_same_run_folder_stops_naming_the_first(self):
         run = os.path.join(self.tmp, "locked")
