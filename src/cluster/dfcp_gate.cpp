@@ -9,12 +9,11 @@
 #include "cluster/gate_init.h"
 #include "cluster/initial_gate.h"
 #include "core/error.h"
-#include "core/log.h"
 
 namespace smoe::cluster {
 namespace {
 
-class DfcpInitialGate : public InitialGate {
+class DfcpInitialGate : public CentroidInitialGate {
  public:
   InitialGateFit fit(const InitialGateInputs& in) const override {
     SMOE_CHECK(in.comm, "cluster.method dfcp runs collectively");
@@ -28,10 +27,6 @@ class DfcpInitialGate : public InitialGate {
     out.saved = {{"centroids", r.centroids}};
     out.record = r.record;
     return out;
-  }
-  void init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const override {
-    if (!gate.init_from_centroids(saved.at("centroids"), temperature))
-      log::info("gate      this gate kind cannot start from the centroids: it keeps its initialisation");
   }
 };
 

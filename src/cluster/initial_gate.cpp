@@ -1,6 +1,13 @@
 #include "cluster/initial_gate.h"
 
+#include "core/log.h"
+
 namespace smoe::cluster {
+
+void CentroidInitialGate::init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const {
+  if (!gate.init_from_centroids(saved.at("centroids"), temperature))
+    log::info("gate      this gate kind cannot start from the centroids: it keeps its initialisation");
+}
 
 // The built-in strategies, one file each.
 std::shared_ptr<const InitialGate> make_kmeans_initial_gate();     // kmeans_gate.cpp

@@ -67,6 +67,13 @@ class InitialGate {
   virtual at::Tensor oracle_gate(const at::Tensor& labels, const Tensors& saved, int64_t experts) const { return {}; }
 };
 
+// A strategy whose fit() saves "centroids": the gate starts from their
+// closed form (GateModule::init_from_centroids) where its kind can.
+class CentroidInitialGate : public InitialGate {
+ public:
+  void init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const override;
+};
+
 // cluster.method -> strategy. Built in: "kmeans", "per_class", "dfcp".
 Registry<std::shared_ptr<const InitialGate>>& initial_gates();
 

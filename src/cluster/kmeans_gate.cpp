@@ -13,7 +13,7 @@
 namespace smoe::cluster {
 namespace {
 
-class KMeansInitialGate : public InitialGate {
+class KMeansInitialGate : public CentroidInitialGate {
  public:
   InitialGateFit fit(const InitialGateInputs& in) const override {
     KMeansResult km;
@@ -37,10 +37,6 @@ class KMeansInitialGate : public InitialGate {
     log::info("cluster   k-means: inertia {:.4g} (restart {}), cluster sizes [{}]", km.inertia, km.best_restart,
               fmt::join(s, ", "));
     return out;
-  }
-  void init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const override {
-    if (!gate.init_from_centroids(saved.at("centroids"), temperature))
-      log::info("gate      this gate kind cannot start from the centroids: it keeps its initialisation");
   }
 };
 

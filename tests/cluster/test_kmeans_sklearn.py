@@ -16,15 +16,16 @@ BIN = os.environ.get("SMOE_BIN", os.path.join(SRC, "build/bin"))
 
 
 def blobs(n, d, centres, seed):
+    """n points in d dimensions around `centres` Gaussian centres: (float32 [n, d], their centre int64 [n])."""
     rng = np.random.default_rng(seed)
     c = rng.normal(size=(centres, d)) * 3
     labels = rng.integers(0, centres, size=n)
-    return (c[labels] + rng.normal(size=(n, d))).astype(np.float32)
+    return (c[labels] + rng.normal(size=(n, d))).astype(np.float32), labels.astype(np.int64)
 
 
 class DistributedKMeansVsSklearn(unittest.TestCase):
     def test_same_inertia_on_any_rank_count_and_within_one_percent_of_sklearn(self):
-        x = blobs(4000, 16, 10, seed=3)
+        x, _ = blobs(4000, 16, 10, seed=3)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "x.npy")
             np.save(path, x)

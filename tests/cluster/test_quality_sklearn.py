@@ -13,15 +13,8 @@ import unittest
 import numpy as np
 from sklearn import metrics
 
-SRC = os.environ.get("SMOE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
-BIN = os.environ.get("SMOE_BIN", os.path.join(SRC, "build/bin"))
+from test_kmeans_sklearn import BIN, blobs  # noqa: E402  (same folder)
 
-
-def blobs(n, d, centres, seed):
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centres, d)) * 3
-    labels = rng.integers(0, centres, size=n)
-    return (c[labels] + rng.normal(size=(n, d))).astype(np.float32), labels.astype(np.int64)
 
 
 def score(tmp, x, labels, assign, k, ranks, sample):
