@@ -1,6 +1,7 @@
 """smoe train / smoe eval end to end on the quick Fashion-MNIST config, under
 mpirun: rank-count invariance, exact resume after SIGKILL, failure handling,
 Python interop of the checkpoints, the report's contents and bad inputs."""
+import fcntl
 import json
 import os
 import shutil
@@ -37,6 +38,31 @@ def mpirun(np):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+def kill_job(p, run, timeout=60):
+    """SIGKILLs an mpirun job started with start_new_session and waits until
+    its ranks are gone: mpirun is reaped at once, but its ranks die (and
+    release the run folder's lock) a moment later, longer on a loaded machine.
+    A resume started before that would rightly refuse the busy folder."""
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + timeout
+    with open(run + ".lock", "a+") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise AssertionError("the killed job still holds %s.lock after %d s" % (run, timeout))
+                time.sleep(0.1)
 
 
 @unittest.skipUnless(os.path.isdir(FASHION), "dataset-fashion-mnist is not installed")
@@ -207,8 +233,7 @@ class Pipeline(unittest.TestCase):
                 break
             time.sleep(0.05)
         self.assertIsNone(p.poll(), "the run ended before it could be killed")
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_job(p, run)
         done = read_json(manifest)["done"]
         self.assertNotIn("experts", done)
         self.assertFalse(os.path.exists(os.path.join(run, "report.json")))
@@ -254,7 +279,7 @@ class Pipeline(unittest.TestCase):
         r = subprocess.run(mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run, "--resume"] + self.common[:-1],
                            capture_output=True, text=True, env=ENV, timeout=600)
         self.assertEqual(r.returncode, 0, r.stderr)
-        logs = "".join(open(os.path.join(run, f)).read() for f in os.listdir(run) if f.startswith("log"))
+        logs = "".join(read_text(os.path.join(run, f)) for f in os.listdir(run) if f.startswith("log"))
         self.assertIn("expert 1 resuming after epoch 2 of 3", logs)  # on whichever rank took the task
         reference = read_json(os.path.join(self.runs[2], "report.json"))
         resumed = read_json(os.path.join(run, "report.json"))
@@ -496,8 +521,7 @@ class Pipeline(unittest.TestCase):
                 break
             time.sleep(0.05)
         self.assertIsNone(p.poll(), "the run ended before it could be killed")
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_job(p, run)
         self.assertNotIn("em/2", read_json(manifest)["done"])
         # A fault as the em stage starts, on a worker, ends the job at once.
         start = time.time()
@@ -698,6 +722,7 @@ class Pipeline(unittest.TestCase):
         finally:
             lock_holder.kill()
             lock_holder.wait()
+            lock_holder.stdout.close()
         # The holder is gone: its lock went with it.
         r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
