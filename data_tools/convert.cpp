@@ -20,7 +20,8 @@ data::Manifest convert(const std::string& format, const std::string& src, const 
   if (format == "cifar100") return convert_cifar(src, out, options, 100);
   if (format == "npy") return convert_npy(src, out, options);
   if (format == "image-folder") return convert_image_folder(src, out, options);
-  fail("unknown format '{}' (expected fashion-mnist, mnist, cifar10, cifar100, npy or image-folder)", format);
+  if (format == "gtsrb") return convert_gtsrb(src, out, options);
+  fail("unknown format '{}' (expected fashion-mnist, mnist, cifar10, cifar100, npy, image-folder or gtsrb)", format);
 }
 
 }  // namespace smoe::data_tools

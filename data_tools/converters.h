@@ -17,11 +17,14 @@ struct ConvertOptions {
   std::string cifar100_labels = "fine";  // fine | coarse
   std::string npy_layout = "auto";       // auto | nchw | nhwc
   int64_t image_channels = 0;            // image folder: 0 = from the first image, else 1 or 3
+  int64_t image_size = 32;               // gtsrb: images resized to size x size
+  bool gtsrb_roi = true;                 // gtsrb: crop each image to its sign's region of interest
 };
 
 // Formats: fashion-mnist, mnist (idx files, gzip'ed or not), cifar10,
 // cifar100 (binary batches), npy (<split>_images.npy + <split>_labels.npy),
-// image-folder (ROOT/<split>/<class>/* or ROOT/<class>/*, PNG or JPEG).
+// image-folder (ROOT/<split>/<class>/* or ROOT/<class>/*, PNG or JPEG),
+// gtsrb (GTSRB's Final_Training / Final_Test PPM + CSV layout, gtsrb.cpp).
 data::Manifest convert(const std::string& format, const std::string& src, const std::string& out,
                        const ConvertOptions& options);
 
@@ -31,6 +34,7 @@ data::Manifest convert_cifar(const std::string& src, const std::string& out, con
                              int classes);
 data::Manifest convert_npy(const std::string& src, const std::string& out, const ConvertOptions& options);
 data::Manifest convert_image_folder(const std::string& src, const std::string& out, const ConvertOptions& options);
+data::Manifest convert_gtsrb(const std::string& src, const std::string& out, const ConvertOptions& options);
 
 // Reads a whole idx file (optionally gzip-compressed): checks the magic
 // (unsigned bytes, `dims` dimensions), the sizes and that the data is complete.

@@ -22,7 +22,7 @@ namespace {
 const char* kUsage =
     "usage:\n"
     "  smoe-data convert FORMAT SRC OUT [options]   FORMAT: fashion-mnist, mnist, cifar10, cifar100, npy, "
-    "image-folder\n"
+    "image-folder, gtsrb\n"
     "  smoe-data inspect DIR                        what a dataset folder holds\n"
     "  smoe-data verify DIR                         re-read every shard and check it against the manifest\n";
 
@@ -49,7 +49,9 @@ int cmd_convert(const std::vector<std::string>& args) {
       ("force", po::bool_switch(&o.writer.force), "replace OUT if it exists")                            //
       ("cifar100-labels", po::value(&o.cifar100_labels)->default_value("fine"), "fine or coarse")        //
       ("layout", po::value(&o.npy_layout)->default_value("auto"), "npy images: auto, nchw or nhwc")      //
-      ("channels", po::value(&o.image_channels)->default_value(0), "image-folder: 1 or 3 (0 = from the first image)");
+      ("channels", po::value(&o.image_channels)->default_value(0), "image-folder: 1 or 3 (0 = from the first image)")  //
+      ("size", po::value(&o.image_size)->default_value(32), "gtsrb: images resized to SIZE x SIZE pixels")            //
+      ("no-roi", po::bool_switch(), "gtsrb: keep the whole frame instead of cropping to the sign's region");
   po::positional_options_description pos;
   pos.add("format", 1).add("src", 1).add("out", 1);
   for (const auto& a : args)
@@ -57,8 +59,9 @@ int cmd_convert(const std::vector<std::string>& args) {
       std::cout << opts;
       return 0;
     }
-  parse(args, opts, pos);
+  const po::variables_map vm = parse(args, opts, pos);
   o.writer.shard.gzip_level = data_tools::parse_compression(compression);
+  o.gtsrb_roi = !vm["no-roi"].as<bool>();
 
   auto t0 = std::chrono::steady_clock::now();
   auto m = data_tools::convert(format, src, out, o);

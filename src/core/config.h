@@ -67,6 +67,7 @@ struct BaseConfig {
 
 struct ClusterConfig {
   std::string method;  // initial-gate strategy (cluster/initial_gate.h): kmeans | per_class | ...
+  std::string features;  // a file of per-sample features to cluster instead of the embeddings ("" = embeddings)
   int64_t restarts;
   int64_t max_iter;
   double tol;

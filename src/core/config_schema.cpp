@@ -135,6 +135,10 @@ Schema describe(Config& c) {
   s.add("cluster.method", c.cluster.method, std::string("kmeans"),
         "initial gate: kmeans (per-sample K-means), per_class (clustering of class-mean embeddings) or dfcp "
         "(DFCP-MoE's double-stage clustering)");
+  s.add("cluster.features", c.cluster.features, std::string(),
+        "per-sample features to cluster (and pseudo-label) instead of the base model's embeddings: an HDF5 file "
+        "with a float dataset /features [N, D] read by rows, or a torch file (.pt: a tensor [N, D] or a dict with "
+        "'features', read whole), row i for training sample i; empty: the base model's embeddings");
   s.add("cluster.restarts", c.cluster.restarts, int64_t{4}, "K-means restarts; the lowest inertia wins").at_least(1);
   s.add("cluster.max_iter", c.cluster.max_iter, int64_t{100}, "Lloyd iterations per restart").at_least(1);
   s.add("cluster.tol", c.cluster.tol, 1e-4, "stop when centroids move less than tol x mean feature variance")

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <stb/stb_image_write.h>
 
+#include <array>
 #include <filesystem>
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
@@ -259,6 +260,100 @@ TEST(ImageFolder, PngTreeWithSplitsAndSortedClasses) {
   testing::write_raw(odd, "not a png");
   EXPECT_ERROR(convert("image-folder", tmp / "imgs", tmp / "out3", small_shards()), odd + ": cannot decode image");
   EXPECT_FALSE(fs::exists(tmp / "out2"));
+}
+
+// A GTSRB tree: PPM frames of varying size whose sign region (the ROI) is
+// one colour per class and whose border is another.
+void write_ppm(const fs::path& path, int w, int h, const std::array<uint8_t, 3>& inside,
+               const std::array<uint8_t, 3>& border, int x1, int y1, int x2, int y2) {
+  std::string bytes = "P6\n" + std::to_string(w) + " " + std::to_string(h) + "\n255\n";
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c)
+        bytes.push_back(static_cast<char>(x >= x1 && x < x2 && y >= y1 && y < y2 ? inside[c] : border[c]));
+  testing::write_raw(path, bytes);
+}
+
+const std::array<std::array<uint8_t, 3>, 2> kSignColour{{{200, 10, 10}, {10, 10, 200}}};
+const std::array<uint8_t, 3> kBorder{0, 250, 0};
+
+void write_gtsrb(const fs::path& root) {
+  const std::string header = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n";
+  for (int cls = 0; cls < 2; ++cls) {
+    const std::string name = cls == 0 ? "00000" : "00001";
+    const fs::path dir = root / "GTSRB/Final_Training/Images" / name;
+    fs::create_directories(dir);
+    std::string csv = header;
+    for (int i = 0; i < 3; ++i) {
+      const int w = 10 + 2 * i, h = 8 + i;  // sizes vary, as in GTSRB
+      const std::string file = "0000" + std::to_string(i) + "_00000.ppm";
+      write_ppm(dir / file, w, h, kSignColour[cls], kBorder, 2, 2, w - 2, h - 2);
+      csv += fmt::format("{};{};{};2;2;{};{};{}\n", file, w, h, w - 2, h - 2, cls);
+    }
+    testing::write_raw(dir / ("GT-" + name + ".csv"), csv);
+  }
+  const fs::path test = root / "GTSRB/Final_Test/Images";
+  fs::create_directories(test);
+  std::string gt = header;
+  for (int i = 0; i < 2; ++i) {
+    const std::string file = "0000" + std::to_string(i) + ".ppm";
+    write_ppm(test / file, 9, 9, kSignColour[1 - i], kBorder, 1, 1, 8, 8);
+    gt += fmt::format("{};9;9;1;1;8;8;{}\n", file, 1 - i);
+  }
+  testing::write_raw(root / "GT-final_test.csv", gt);  // the ground truth, downloaded apart
+}
+
+TEST(Gtsrb, PpmAndCsvCroppedToTheSignAndResized) {
+  TempDir tmp;
+  write_gtsrb(tmp / "src");
+  ConvertOptions o = small_shards();
+  o.image_size = 6;
+  auto m = convert("gtsrb", tmp / "src", tmp / "out", o);
+  EXPECT_EQ(m.class_names, (std::vector<std::string>{"00000", "00001"}));
+  EXPECT_EQ(m.shape, (std::vector<int64_t>{3, 6, 6}));
+  EXPECT_EQ(m.split("train").count, 6);
+  EXPECT_EQ(m.split("test").count, 2);
+  auto train = data::Dataset::open(tmp / "out", "train");
+  EXPECT_EQ(train->labels(), (std::vector<int64_t>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(data::Dataset::open(tmp / "out", "test")->labels(), (std::vector<int64_t>{1, 0}));
+  // Cropped to the sign: every pixel is the class's colour, none the border's.
+  for (int64_t id : {0, 4}) {
+    auto img = image_of(tmp / "out", "train", id);
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 36; ++p)
+        ASSERT_NEAR(img[static_cast<size_t>(c * 36 + p)], kSignColour[id < 3 ? 0 : 1][c], 1) << id << " " << c << " " << p;
+  }
+  // --no-roi keeps the frame: the corner is the border's colour.
+  o.gtsrb_roi = false;
+  convert("gtsrb", tmp / "src", tmp / "whole", o);
+  auto whole = image_of(tmp / "whole", "train", 0);
+  EXPECT_EQ(whole[36], kBorder[1]);  // channel 1, pixel (0, 0)
+}
+
+TEST(Gtsrb, BadSourcesFailNamingTheFileAndWriteNothing) {
+  TempDir tmp;
+  write_gtsrb(tmp / "src");
+  const fs::path csv = tmp / "src/GTSRB/Final_Training/Images/00001/GT-00001.csv";
+  const std::string good = testing::read_raw(csv);
+  const std::string header = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n";
+  testing::write_raw(csv, header + "00000_00000.ppm;10;8;2;2;30;6;1\n");
+  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()),
+               "00000_00000.ppm: region of interest (2, 2)-(30, 6) is not inside the 10x8 image");
+  testing::write_raw(csv, header + "00000_00000.ppm;10;8;2;2;8;6;7\n");
+  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()), "GT-00001.csv:2: ClassId 7 out of range [0, 2)");
+  testing::write_raw(csv, header + "gone.ppm;10;8;2;2;8;6;1\n");
+  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()), "gone.ppm: listed in its CSV but missing");
+  testing::write_raw(csv, "Filename;Width;Height;ClassId\n00000_00000.ppm;10;8;1\n");
+  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()), "GT-00001.csv: no column 'Roi.X1'");
+  testing::write_raw(csv, header + "00000_00000.ppm;10;8;two;2;8;6;1\n");
+  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()),
+               "GT-00001.csv:2: column Roi.X1 is 'two', expected an integer");
+  testing::write_raw(csv, good);
+  fs::remove(tmp / "src/GT-final_test.csv");
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+  auto m = convert("gtsrb", tmp / "src", tmp / "out", small_shards());  // no ground truth: no test split
+  EXPECT_EQ(m.splits.size(), 1u);
+  EXPECT_ERROR(convert("gtsrb", tmp / "nowhere", tmp / "out2", small_shards()), "no Final_Training/Images folder");
 }
 
 TEST(Convert, UnknownFormatAndCompression) {

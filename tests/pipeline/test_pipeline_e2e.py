@@ -11,6 +11,7 @@ import tempfile
 import time
 import unittest
 
+import h5py
 import numpy as np
 import torch
 
@@ -445,6 +446,59 @@ class Pipeline(unittest.TestCase):
         self.assertEqual([e["checkpoint_sha256"] for e in reports[3]["experts"]],
                          [e["checkpoint_sha256"] for e in reports[1]["experts"]])
         self.assertNotEqual(reports[1]["cluster_quality"], read_json(os.path.join(self.runs[1], "report.json"))["cluster_quality"])
+
+    def test_clusters_from_a_features_file_in_hdf5_or_torch_format(self):
+        # Features made elsewhere (cluster.features): here each sample's class
+        # one-hot plus a little noise, so that K-means on them never splits a
+        # class, which the base model's embeddings do.
+        manifest = read_json(os.path.join(self.data, "manifest.json"))
+        train = manifest["splits"]["train"]
+        labels = np.concatenate([h5py.File(os.path.join(self.data, s["file"]), "r")["labels"][:] for s in train["shards"]])
+        rng = np.random.default_rng(0)
+        feats = (3 * np.eye(10)[labels] + 0.05 * rng.standard_normal((len(labels), 10))).astype(np.float32)
+        h5 = os.path.join(self.tmp, "features.h5")
+        with h5py.File(h5, "w") as f:
+            f["features"] = feats
+        pt = os.path.join(self.tmp, "features.pt")
+        torch.save(torch.from_numpy(feats), pt)
+        one_entry = os.path.join(self.tmp, "one-entry.pt")
+        torch.save({"features": torch.from_numpy(feats)}, one_entry)
+        short = os.path.join(self.tmp, "short.h5")
+        with h5py.File(short, "w") as f:
+            f["features"] = feats[:100]
+        # A file with too few rows is refused before anything is written.
+        bad_run = os.path.join(self.tmp, "features-bad")
+        r = self.train(1, bad_run, "--set", "cluster.features=" + short)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("features file %s (config key 'cluster.features') has 100 rows but the training split has 3000 "
+                      "samples" % short, r.stderr)
+        self.assertFalse(os.path.exists(bad_run))
+        r = self.train(1, bad_run, "--set", "cluster.features=" + one_entry)
+        self.assertIn("features file %s: libtorch cannot read a dict of one entry; save the tensor itself" % one_entry,
+                      r.stderr)
+        self.assertFalse(os.path.exists(bad_run))
+        # HDF5 on 2 ranks and torch on 1 give the same g0 (the base model and
+        # embeddings are reused: --redo-from cluster).
+        records = {}
+        for ranks, path in ((2, h5), (1, pt)):
+            run = os.path.join(self.tmp, "features-np%d" % ranks)
+            shutil.copytree(self.runs[ranks], run)
+            r = self.train(ranks, run, "--resume", "--redo-from", "cluster", "--set", "cluster.features=" + path)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            records[ranks] = read_json(os.path.join(run, "run.json"))["done"]["cluster"]
+            self.assertEqual(records[ranks]["features"]["file"], path)
+            self.assertEqual(records[ranks]["features"]["dim"], 10)
+            contingency = records[ranks]["quality"]["contingency"]
+            for c in range(10):  # every class in one cluster
+                self.assertEqual(sum(1 for row in contingency if row[c] > 0), 1, "class %d split" % c)
+            saved = torch.load(os.path.join(run, "cluster.pt"))
+            self.assertEqual(tuple(saved["feature_centroids"].shape), (4, 10))
+            self.assertEqual(saved["centroids"].shape[0], 4)  # the gate starts in the embeddings' space
+            self.assertNotEqual(saved["centroids"].shape[1], 10)
+            self.assertTrue(os.path.exists(os.path.join(run, "report.json")))
+        self.assertEqual(records[1]["sha256"], records[2]["sha256"])
+        base_record = read_json(os.path.join(self.runs[1], "run.json"))["done"]["cluster"]
+        self.assertGreater(records[1]["quality"]["nmi"], base_record["quality"]["nmi"])
 
     def test_baselines_per_class_with_oracle_and_single_expert(self):
         run = os.path.join(self.tmp, "perclass")

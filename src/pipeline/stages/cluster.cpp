@@ -5,10 +5,12 @@
 
 #include <tuple>
 
+#include "cluster/distributed_kmeans.h"
 #include "cluster/initial_gate.h"
 #include "cluster/quality.h"
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "data/sampler.h"
@@ -56,12 +58,13 @@ class ClusterStage : public Stage {
                "config key 'experts.count' is {} but the training split '{}' has {} samples: every expert needs at "
                "least one",
                c.experts.count, c.data.train_split, n);
+    if (!c.cluster.features.empty()) check_cluster_features(c.cluster.features, n);
   }
   json run(RunState& s) override {
     // Every rank clusters its own rows; any split gives the same centroids
     // and g0 (distributed_kmeans.h); no rank holds all the rows.
     cluster::InitialGateInputs in;
-    std::tie(in.ids, in.embedding) = local_embedding_rows(s);
+    std::tie(in.ids, in.embedding) = local_cluster_features(s);
     in.labels = s.train_labels().index_select(0, in.ids);
     in.comm = &s.comm;
     in.num_classes = s.train->num_classes();
@@ -77,6 +80,20 @@ class ClusterStage : public Stage {
     in.dfcp.thetas = s.cfg.cluster.dfcp_thetas;
     in.dfcp.min_coverage = s.cfg.cluster.dfcp_min_coverage;
     cluster::InitialGateFit fit = s.store.initial_gate().fit(in);
+    json features = "embeddings";
+    if (!s.cfg.cluster.features.empty()) {
+      features = {{"file", s.cfg.cluster.features}, {"dim", in.embedding.size(1)}};
+      if (s.comm.is_root()) features["sha256"] = sha256_file(s.cfg.cluster.features);
+      // The gate routes from the base model's embeddings, not from the file's
+      // features: it starts from each cluster's mean embedding.
+      if (fit.saved.count("centroids")) {
+        auto [eids, embedding] = local_embedding_rows(s);
+        SMOE_ASSERT(torch::equal(eids, in.ids), "embeddings and features rows differ");
+        auto [sums, counts] = cluster::group_sums(embedding, fit.g0.argmax(1), fit.g0.size(1), s.comm);
+        fit.saved["feature_centroids"] = fit.saved["centroids"];
+        fit.saved["centroids"] = (sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype())).to(torch::kFloat);
+      }
+    }
     // The clusters' quality, whatever the strategy (a strategy without an
     // assignment is scored by its g0's argmax); every rank scores its rows.
     cluster::QualityOptions qo;
@@ -95,6 +112,7 @@ class ClusterStage : public Stage {
     json record;
     if (s.comm.is_root()) {
       record = fit.record;
+      record["features"] = features;
       record["quality"] = quality;
       write_cluster_plot(s, quality);
       train::StateDict saved(fit.saved.begin(), fit.saved.end());

@@ -49,6 +49,15 @@ nlohmann::json time_per_sample(RunState& state, const std::vector<std::pair<std:
 // cluster.normalize). Any split gives the same results downstream.
 std::pair<at::Tensor, at::Tensor> local_embedding_rows(RunState& state);
 
+// What the clustering and the pseudo-labelling use for this rank's rows (the
+// same ids as local_embedding_rows): the rows of the cluster.features file
+// when one is set, else the embeddings; L2-normalised with cluster.normalize
+// (cluster_features.cpp).
+std::pair<at::Tensor, at::Tensor> local_cluster_features(RunState& state);
+// Checks a cluster.features file (readable, a float [N, D], at least
+// `samples` rows) and returns D; fails naming the file.
+int64_t check_cluster_features(const std::string& path, int64_t samples);
+
 // Collective: every rank takes rank `root`'s parameters and buffers of `m`
 // (a model built on each rank starts as the root's, whatever each rank's
 // random generator did).

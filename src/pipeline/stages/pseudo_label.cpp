@@ -2,7 +2,7 @@
 // samples relabelled from a small trusted labelled subset
 // (data.trusted_fraction, chosen by a hash of the id; never noisy) with the
 // Siamese similarity of cluster/pseudo_label.h, on the base model's
-// embeddings. A sample whose most similar trusted sample is below tau is an
+// embeddings (or cluster.features). A sample whose most similar trusted sample is below tau is an
 // outlier and keeps its given label. The later stages train on these labels;
 // pseudo_labels.pt keeps them for a resume, and run.json how many were right
 // against the true labels.
@@ -34,7 +34,7 @@ namespace {
 class PseudoLabelStage : public Stage {
  public:
   std::string name() const override { return "pseudo_label"; }
-  std::vector<std::string> keys() const override { return {"pseudo.", "data.trusted_fraction"}; }
+  std::vector<std::string> keys() const override { return {"pseudo.", "data.trusted_fraction", "cluster.features"}; }
   void check(const Config& c) const override {
     SMOE_CHECK(c.data.trusted_fraction > 0,
                "config key 'data.trusted_fraction' is 0: the pseudo_label stage (scheme dfcp) labels the samples from "
@@ -48,7 +48,7 @@ class PseudoLabelStage : public Stage {
   json run(RunState& s) override {
     torch::NoGradGuard outer_no_grad;
     const int64_t N = s.train->size();
-    auto [ids, rows] = local_embedding_rows(s);
+    auto [ids, rows] = local_cluster_features(s);
     const uint64_t seed = trusted_seed(s.cfg);
     const std::vector<int64_t>& truth = s.train->true_labels();
     const std::vector<int64_t>& given = s.train->labels();

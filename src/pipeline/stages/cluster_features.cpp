@@ -1,0 +1,101 @@
+// What the clustering and the pseudo-labelling run on: the base model's
+// embeddings (embed stage), or per-sample features made elsewhere
+// (cluster.features; DFCP-MoE clusters an ImageNet network's features).
+// HDF5 files are read by rows, so that a rank reads only its own; a torch
+// file is read whole and must fit the rank's memory budget.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "core/error.h"
+#include "core/atomic_file.h"
+#include "data/feature_file.h"
+#include "models/moe.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stages/common.h"
+#include "train/checkpoint.h"
+
+namespace smoe::pipeline {
+namespace {
+
+bool is_torch_file(const std::string& path) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  return ext == ".pt" || ext == ".pth";
+}
+
+// The whole tensor of a torch file: a tensor, or a dict with "features".
+at::Tensor load_torch_features(const std::string& path) {
+  SMOE_CHECK(std::filesystem::is_regular_file(path), "features file {} does not exist", path);
+  const std::string bytes = read_file(path);
+  c10::IValue v;
+  try {
+    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    // libtorch 1.13's unpickler lacks SETITEM, which Python uses for a dict of one entry.
+    SMOE_CHECK(what.find("opcode for unpickling at 0x73") == std::string::npos,
+               "features file {}: libtorch cannot read a dict of one entry; save the tensor itself "
+               "(torch.save(features, path))",
+               path);
+    fail("features file {}: not a readable torch file ({})", path, what.substr(0, what.find('\n')));
+  }
+  at::Tensor t;
+  if (v.isTensor()) {
+    t = v.toTensor();
+  } else if (v.isGenericDict()) {
+    for (const auto& item : v.toGenericDict())
+      if (item.key().isString() && item.key().toStringRef() == "features" && item.value().isTensor())
+        t = item.value().toTensor();
+  }
+  SMOE_CHECK(t.defined(), "features file {}: expected a tensor [N, D] or a dict with a tensor 'features'", path);
+  SMOE_CHECK(t.dim() == 2 && t.is_floating_point(), "features file {}: expected a float tensor [N, D], got a {}-d {} one",
+             path, t.dim(), c10::toString(t.scalar_type()));
+  return t.to(torch::kFloat).contiguous();
+}
+
+}  // namespace
+
+int64_t check_cluster_features(const std::string& path, int64_t samples) {
+  int64_t rows = 0, dim = 0;
+  if (is_torch_file(path)) {
+    const at::Tensor t = load_torch_features(path);
+    rows = t.size(0);
+    dim = t.size(1);
+  } else {
+    data::FeatureFile f(path);
+    rows = f.rows();
+    dim = f.dim();
+  }
+  SMOE_CHECK(rows >= samples,
+             "features file {} (config key 'cluster.features') has {} rows but the training split has {} samples: "
+             "row i must be training sample i",
+             path, rows, samples);
+  return dim;
+}
+
+std::pair<at::Tensor, at::Tensor> local_cluster_features(RunState& s) {
+  auto [ids, rows] = local_embedding_rows(s);
+  const std::string& path = s.cfg.cluster.features;
+  if (path.empty()) return {ids, rows};
+  const std::vector<int64_t> want(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+  at::Tensor features;
+  if (is_torch_file(path)) {
+    SMOE_CHECK(s.take_budget(static_cast<int64_t>(std::filesystem::file_size(path))),
+               "features file {} is larger than what is left of runtime.memory_budget_mb on a rank: a torch file is "
+               "read whole; write the features as HDF5 (dataset /features), which is read by rows",
+               path);
+    const at::Tensor all = load_torch_features(path);
+    SMOE_CHECK(all.size(0) >= s.train->size(), "features file {} has {} rows for {} training samples", path,
+               all.size(0), s.train->size());
+    features = all.index_select(0, ids).clone();
+  } else {
+    data::FeatureFile f(path);
+    std::vector<float> values = f.read_rows(want);
+    features = torch::from_blob(values.data(), {static_cast<int64_t>(want.size()), f.dim()}, torch::kFloat).clone();
+  }
+  SMOE_CHECK(torch::isfinite(features).all().item<bool>(), "features file {}: rows of this run hold NaN or inf", path);
+  return {ids, s.cfg.cluster.normalize ? models::normalize_rows(features) : features};
+}
+
+}  // namespace smoe::pipeline
