@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <map>
 #include <set>
 #include <sstream>
@@ -191,22 +192,22 @@ void Config::merge(const YAML::Node& node, const std::string& origin) {
   merge_node(schema.fields(), index_of(schema.fields()), node, "", origin, seen);
 }
 
-void Config::set(const std::string& assignment) {
+void Config::set(const std::string& assignment, const std::string& origin) {
   auto eq = assignment.find('=');
-  SMOE_CHECK(eq != std::string::npos && eq > 0, "--set '{}': expected key=value", assignment);
+  SMOE_CHECK(eq != std::string::npos && eq > 0, "{} '{}': expected key=value", origin, assignment);
   std::string key = assignment.substr(0, eq);
   std::string text = assignment.substr(eq + 1);
   auto schema = detail::describe(*this);
   auto idx = index_of(schema.fields());
   auto it = idx.find(key);
-  SMOE_CHECK(it != idx.end(), "config key '{}' (--set): unknown key", key);
+  SMOE_CHECK(it != idx.end(), "config key '{}' ({}): unknown key", key, origin);
   YAML::Node value;
   try {
     value = text.empty() ? YAML::Node(YAML::NodeType::Null) : YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    fail("config key '{}' (--set): cannot parse value '{}': {}", key, text, e.msg);
+    fail("config key '{}' ({}): cannot parse value '{}': {}", key, origin, text, e.msg);
   }
-  assign(*it->second, value, "--set");
+  assign(*it->second, value, origin);
 }
 
 Config Config::from_yaml_text(const std::string& text, const std::string& origin,
@@ -238,7 +239,59 @@ Config Config::load(const std::string& yaml_path, const std::vector<std::string>
   return from_yaml_text(read_file(yaml_path), yaml_path, overrides);
 }
 
+namespace {
+
+// "lr=0.1 step_epochs=[3, 4]" -> {"lr=0.1", "step_epochs=[3, 4]"}: split on
+// spaces outside brackets.
+std::vector<std::string> split_assignments(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  int depth = 0;
+  for (char ch : text) {
+    if (ch == '[' || ch == '{') ++depth;
+    if (ch == ']' || ch == '}') --depth;
+    if (std::isspace(static_cast<unsigned char>(ch)) && depth == 0) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+const std::set<std::string>& optim_keys() {
+  static const std::set<std::string> keys{"optimizer",     "epochs",          "batch_size", "lr",         "momentum",
+                                          "weight_decay",  "nesterov",        "schedule",   "step_epochs", "step_gamma",
+                                          "warmup_epochs", "label_smoothing", "grad_clip"};
+  return keys;
+}
+
+}  // namespace
+
+OptimConfig Config::expert_optim(int64_t k) const {
+  if (experts.optims.empty()) return experts.optim;
+  const std::string& text = experts.optims[static_cast<size_t>(k) % experts.optims.size()];
+  Config copy = *this;
+  for (const std::string& a : split_assignments(text)) {
+    const auto eq = a.find('=');
+    const std::string key = eq == std::string::npos ? a : a.substr(0, eq);
+    SMOE_CHECK(eq != std::string::npos && optim_keys().count(key),
+               "config key 'experts.optims': '{}' in '{}' is not key=value over an optimiser key ({})", a, text,
+               fmt::format("{}", fmt::join(optim_keys(), ", ")));
+    copy.set("experts." + a, "experts.optims '" + text + "'");
+  }
+  return copy.experts.optim;
+}
+
 void Config::validate() const {
+  for (size_t k = 0; k < experts.optims.size(); ++k) {
+    const OptimConfig o = expert_optim(static_cast<int64_t>(k));
+    SMOE_CHECK(o.warmup_epochs <= std::max<int64_t>(o.epochs, 0) || o.epochs == 0,
+               "config key 'experts.optims' ('{}'): warmup_epochs ({}) exceeds epochs ({})", experts.optims[k],
+               o.warmup_epochs, o.epochs);
+  }
   const int64_t depth = model.depth;
   SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "config key 'model.depth': expected 10, 18 or 34, got {}",
              depth);

@@ -91,6 +91,7 @@ struct ExpertsConfig {
   int64_t count;          // K
   std::string arch;       // expert architecture (models/expert.h): branch | ...
   std::vector<std::string> archs;  // per expert (expert k: archs[k mod size]); empty: arch for all
+  std::vector<std::string> optims;  // per expert: "key=value ..." over optim's keys (expert k: optims[k mod size])
   double gamma;           // clip(g0, gamma, 1)
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
   std::string weighting;  // reweight | sample
@@ -191,9 +192,11 @@ struct Config {
   // Applies one YAML mapping (nested or with dotted keys) on top of this config.
   void merge(const YAML::Node& node, const std::string& origin);
   // Applies one "a.b=value" override; the value is parsed as YAML.
-  void set(const std::string& assignment);
+  void set(const std::string& assignment, const std::string& origin = "--set");
   // Checks relations between keys (after all merges).
   void validate() const;
+  // Expert k's optimiser settings: experts.optim with experts.optims[k mod size] applied.
+  OptimConfig expert_optim(int64_t k) const;
   // The fully resolved config as YAML, each key with its doc as a comment.
   std::string to_yaml(bool with_docs = true) const;
 };

@@ -179,6 +179,10 @@ Schema describe(Config& c) {
   s.add("experts.archs", c.experts.archs, std::vector<std::string>{},
         "heterogeneous experts: expert k's architecture is archs[k mod size] (e.g. [alexnet, densenet, bagnet, "
         "small_cnn]); empty: experts.arch for every expert");
+  s.add("experts.optims", c.experts.optims, std::vector<std::string>{},
+        "per-expert optimiser settings (Algorithm 1's expert tasks): expert k trains with the experts.* optimiser "
+        "keys overridden by optims[k mod size], space-separated key=value pairs (e.g. ['lr=0.05', "
+        "'optimizer=adamw lr=0.001 weight_decay=0.05']); empty: the same settings for every expert");
   s.add("experts.gamma", c.experts.gamma, 0.1, "gamma in w_k = clip(g0(k|x), gamma, 1)").at_least(0).at_most(1);
   s.add("experts.branch_after", c.experts.branch_after, int64_t{3},
         "blocks of the base model shared and frozen by every expert (block 0 is the stem)")

@@ -84,6 +84,7 @@ models::Backbone ModelStore::build_base() const {
 }
 
 models::Gate ModelStore::build_gate(c10::Device device) const {
+  std::lock_guard<std::recursive_mutex> lock(init_mutex());  // draws from the global stream: not inside another's seeding
   const std::string kind = initial_->gate_kind(cfg_.gate.kind);
   models::Gate g = models::gate_kinds().get(kind)({spec_.prelogit_dim(), spec_.num_classes, cfg_.experts.count});
   g->to(device);
@@ -104,7 +105,16 @@ models::Expert ModelStore::build_expert_unseeded(int64_t k) const {
   return e;
 }
 
+std::pair<models::Expert, std::map<std::string, models::EnsemblerNet>> ModelStore::build_expert_task(int64_t k) const {
+  std::lock_guard<std::recursive_mutex> lock(init_mutex());
+  models::Expert expert = build_expert(k);
+  return {expert, build_ensemblers()};
+}
+
 std::map<std::string, models::EnsemblerNet> ModelStore::build_ensemblers() const {
+  // Unseeded (the stream goes on from the caller's seed), but never inside
+  // another thread's seeded construction.
+  std::lock_guard<std::recursive_mutex> lock(init_mutex());
   std::map<std::string, models::EnsemblerNet> nets;
   for (const auto& name : models::ensemblers().names())
     if (auto net = models::ensemblers().get(name)->build(spec_.num_classes)) {

@@ -68,6 +68,10 @@ class ModelStore {
   models::Expert build_expert(int64_t k) const;
   // A fresh d_k of every registered ensembler that trains one, by name.
   std::map<std::string, models::EnsemblerNet> build_ensemblers() const;
+  // Expert k and its fresh ensemblers, drawn in one go from the stream of
+  // (run seed, k): nothing another thread draws (thread ranks in tests) can
+  // fall between the seeding and the last draw.
+  std::pair<models::Expert, std::map<std::string, models::EnsemblerNet>> build_expert_task(int64_t k) const;
 
   // Saved models of a round (0 = Algorithm 1, r = after EM round r).
   models::Gate load_gate(int64_t round, c10::Device device) const;

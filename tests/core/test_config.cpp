@@ -100,6 +100,30 @@ TEST(Config, OutOfRangeValues) {
                "'model.depth': expected 10, 18 or 34, got 12");
 }
 
+// experts.optims: expert k's optimiser settings are experts.* with
+// optims[k mod size] applied; a bad entry is named with its key.
+TEST(Config, PerExpertOptimiserSettings) {
+  Config c = Config::from_yaml_text(
+      "experts:\n  lr: 0.02\n  epochs: 4\n  optims: ['lr=0.05', 'optimizer=adamw lr=0.001 step_epochs=[1, 2] epochs=2']\n",
+      "f.yaml", {});
+  EXPECT_EQ(c.expert_optim(0).lr, 0.05);
+  EXPECT_EQ(c.expert_optim(0).epochs, 4);
+  EXPECT_EQ(c.expert_optim(0).optimizer, "sgd");
+  EXPECT_EQ(c.expert_optim(1).optimizer, "adamw");
+  EXPECT_EQ(c.expert_optim(1).lr, 0.001);
+  EXPECT_EQ(c.expert_optim(1).epochs, 2);
+  EXPECT_EQ(c.expert_optim(1).step_epochs, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(c.expert_optim(2).lr, 0.05);  // k mod size
+  EXPECT_EQ(c.experts.optim.lr, 0.02);    // the shared settings are untouched
+  EXPECT_EQ(Config::defaults().expert_optim(3).lr, Config::defaults().experts.optim.lr);
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"experts.optims=['lr=-1']"}),
+               "config key 'experts.lr' (experts.optims 'lr=-1'): must be > 0, got -1");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"experts.optims=['count=3']"}),
+               "config key 'experts.optims': 'count=3' in 'count=3' is not key=value over an optimiser key");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"experts.optims=['epochs=1 warmup_epochs=2']"}),
+               "config key 'experts.optims' ('epochs=1 warmup_epochs=2'): warmup_epochs (2) exceeds epochs (1)");
+}
+
 TEST(Config, MalformedInputs) {
   EXPECT_ERROR(Config::from_yaml_text("experts: [1, 2\n", "bad.yaml", {}), "bad.yaml: invalid YAML at line");
   EXPECT_ERROR(Config::from_yaml_text("", "f", {"experts.count"}), "--set 'experts.count': expected key=value");

@@ -80,17 +80,25 @@ TEST_F(JointScheme, NoisyTopTwoWithMixupIsRankCountInvariant) {
 }
 
 // Heterogeneous experts (experts.archs) in both schemes: the same weights on
-// 1 and 2 ranks, each expert's MACs its own, and Algorithm 1's scheduler
-// ordering by predicted cost (MACs x samples x epochs).
-TEST_F(JointScheme, HeterogeneousExpertsAreRankCountInvariantInBothSchemes) {
+// 1 and 2 ranks, each expert's MACs its own, Algorithm 1's scheduler
+// ordering by predicted cost (MACs x samples x epochs), and an exact resume.
+TEST_F(JointScheme, HeterogeneousExpertsAreRankCountInvariantAndResumeInBothSchemes) {
   const std::string data = quick_dataset(tmp.path());
   const Config joint = joint_config(data, {"experts.archs=[alexnet, densenet, bagnet]", "joint.epochs=1"});
   nlohmann::json j1 = train_quick(joint, tmp.path() + "/j1", 1), j2 = train_quick(joint, tmp.path() + "/j2", 2);
   EXPECT_EQ(joint_sha(tmp.path() + "/j1"), joint_sha(tmp.path() + "/j2"));
   EXPECT_EQ(j1["expert_archs"], nlohmann::json({"alexnet", "densenet", "bagnet"}));
 
-  const Config alg1 = quick_config(data, {"experts.archs=[branch, alexnet, bagnet]"});
+  // Per-expert optimiser settings (experts.optims) too: expert 1 (alexnet)
+  // trains two epochs with AdamW.
+  const Config alg1 = quick_config(
+      data, {"experts.archs=[branch, alexnet, bagnet]", "experts.optims=['lr=0.02', 'optimizer=adamw lr=0.002 epochs=2']"});
   nlohmann::json a1 = train_quick(alg1, tmp.path() + "/a1", 1), a2 = train_quick(alg1, tmp.path() + "/a2", 2);
+  EXPECT_EQ(a1["experts"][1]["optimizer"], "adamw");
+  EXPECT_EQ(a1["experts"][1]["lr"], 0.002);
+  EXPECT_EQ(a1["experts"][1]["epochs"], 2);
+  EXPECT_EQ(a1["experts"][2]["lr"], 0.02);  // optims[2 mod 2]
+  EXPECT_EQ(a1["experts"][2]["epochs"], 1);
   std::vector<double> macs;
   for (size_t k = 0; k < 3; ++k) {
     EXPECT_EQ(a1["experts"][k]["checkpoint_sha256"], a2["experts"][k]["checkpoint_sha256"]) << k;
@@ -101,6 +109,27 @@ TEST_F(JointScheme, HeterogeneousExpertsAreRankCountInvariantInBothSchemes) {
   EXPECT_NE(macs[1], macs[2]);
   EXPECT_EQ(a1["moe"], a2["moe"]);
   EXPECT_TRUE(a1.contains("scheduler"));
+
+  // Both resume exactly: Algorithm 1 stopped inside the alexnet expert's
+  // task after its first epoch, the joint scheme after its first epoch.
+  const std::string stopped = tmp.path() + "/a-stopped";
+  setenv("SMOE_FAULT", "stage:expert-1-epoch-1", 1);
+  EXPECT_ANY_THROW(train_quick(alg1, stopped, 2));
+  unsetenv("SMOE_FAULT");
+  EXPECT_TRUE(std::filesystem::exists(stopped + "/experts/expert-001.progress.json"));
+  nlohmann::json resumed = train_quick(alg1, stopped, 2, pipeline::OpenMode::resume);
+  for (size_t k = 0; k < 3; ++k)
+    EXPECT_EQ(resumed["experts"][k]["checkpoint_sha256"], a2["experts"][k]["checkpoint_sha256"]) << k;
+  EXPECT_EQ(resumed["moe"], a2["moe"]);
+
+  const Config joint2 = joint_config(data, {"experts.archs=[alexnet, densenet, bagnet]", "joint.epochs=2"});
+  train_quick(joint2, tmp.path() + "/j-whole", 2);
+  setenv("SMOE_FAULT", "stage:joint-epoch-1", 1);
+  EXPECT_ANY_THROW(train_quick(joint2, tmp.path() + "/j-stopped", 2));
+  unsetenv("SMOE_FAULT");
+  train_quick(joint2, tmp.path() + "/j-stopped", 2, pipeline::OpenMode::resume);
+  EXPECT_EQ(run_json(tmp.path() + "/j-stopped")["done"]["joint"]["resumed_after_epoch"], 1);
+  EXPECT_EQ(joint_sha(tmp.path() + "/j-stopped"), joint_sha(tmp.path() + "/j-whole"));
 }
 
 TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {

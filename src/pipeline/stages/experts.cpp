@@ -6,6 +6,7 @@
 // (scheduler.h); each finished task is recorded in run.json, so a resumed
 // run trains only the missing experts. EM M-steps run the same tasks as
 // later rounds.
+#include <tuple>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -35,10 +36,11 @@ namespace {
 // first: forward MACs per sample x samples per epoch x epochs (the backward
 // pass and the ensemblers scale with the same product). With reweighting
 // every expert sees every sample; with weighted sampling an expert sees
-// about its gate mass. Heterogeneous experts (experts.archs) differ in MACs.
-double predicted_cost(const RunState& s, double macs, int64_t round, double mass) {
+// about its gate mass. Heterogeneous experts (experts.archs) differ in MACs,
+// and experts.optims may give them different epochs.
+double predicted_cost(const RunState& s, int64_t k, double macs, int64_t round, double mass) {
   const double samples = s.cfg.experts.weighting == "sample" ? mass : static_cast<double>(s.train->size());
-  const double epochs = static_cast<double>(round == 0 ? s.cfg.experts.optim.epochs : s.cfg.em.expert_epochs);
+  const double epochs = static_cast<double>(round == 0 ? s.cfg.expert_optim(k).epochs : s.cfg.em.expert_epochs);
   return macs * samples * std::max(epochs, 1.0);
 }
 
@@ -82,9 +84,8 @@ json train_expert_task(RunState& s, int64_t k, int64_t round, const std::string&
   models::Expert expert;
   std::map<std::string, models::EnsemblerNet> ensemblers;
   if (round == 0) {
-    expert = s.store.build_expert(k);
+    std::tie(expert, ensemblers) = s.store.build_expert_task(k);
     expert->init_from_base(*s.base);  // theta_{e_k} <- theta_phi
-    ensemblers = s.store.build_ensemblers();
   } else {  // the M-step continues the previous round's expert and ensemblers
     expert = s.store.load_expert(k, round - 1);
     ensemblers = s.store.load_ensemblers(k, round - 1);
@@ -94,7 +95,7 @@ json train_expert_task(RunState& s, int64_t k, int64_t round, const std::string&
   at::Tensor g = s.targets.select(1, k).contiguous();
   at::Tensor w = train::clip_weights(g, cfg.experts.gamma);
   train::ExpertTrainOptions o;
-  o.optim = cfg.experts.optim;
+  o.optim = cfg.expert_optim(k);  // experts.optims: per-expert settings
   if (round > 0) {
     o.optim.epochs = cfg.em.expert_epochs;
     o.optim.warmup_epochs = 0;
@@ -144,9 +145,12 @@ json train_expert_task(RunState& s, int64_t k, int64_t round, const std::string&
   stats.samples += samples_before;
   json result = {{"id", k},
                  {"arch", expert_arch(cfg, k)},
+                 {"optimizer", o.optim.optimizer},
+                 {"lr", o.optim.lr},
+                 {"epochs", o.optim.epochs},
                  {"macs", expert->forward_macs()},
                  {"predicted_cost",
-                  predicted_cost(s, static_cast<double>(expert->forward_macs()), round, g.sum().item<double>())},
+                  predicted_cost(s, k, static_cast<double>(expert->forward_macs()), round, g.sum().item<double>())},
                  {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
                  {"train_samples_effective", w.sum().item<double>()},
                  {"samples_seen", stats.samples},
@@ -198,7 +202,7 @@ void run_expert_round(RunState& s, int64_t round) {
   const std::vector<double> mass = train::to_doubles(s.targets.sum(0));
   std::vector<double> cost;
   for (int64_t k = 0; k < s.cfg.experts.count; ++k)
-    cost.push_back(predicted_cost(s, static_cast<double>(s.store.build_expert(k)->forward_macs()), round,
+    cost.push_back(predicted_cost(s, k, static_cast<double>(s.store.build_expert(k)->forward_macs()), round,
                                   mass[static_cast<size_t>(k)]));
   pending = longest_first(pending, cost);
   if (s.comm.is_root() && round == 0)
