@@ -19,8 +19,10 @@ from krishnamurthy_table import ROOT, mean_std, metrics, run  # noqa: E402
 CFG = os.path.join(ROOT, "configs", "lemur")
 HET = os.path.join(CFG, "fmnist-heterogeneous.yaml")
 ROWS = [
-    ("1", "noisy top-2, 8 experts", os.path.join(CFG, "fmnist-top2.yaml"), []),
-    ("1", "dense, the same 8 experts", os.path.join(CFG, "fmnist-dense.yaml"), []),
+    ("1", "noisy top-2, shared trunk + 8 FC experts", os.path.join(CFG, "fmnist-top2.yaml"), []),
+    ("1", "dense at equal MACs: the trunk + 2 FC experts", os.path.join(CFG, "fmnist-dense.yaml"),
+     ["experts.count=2"]),
+    ("1", "dense, the trunk + the same 8 experts", os.path.join(CFG, "fmnist-dense.yaml"), []),
     ("2", "heterogeneous MoE (4 backbones)", HET, []),
 ] + [("2", "%s alone" % a, HET, ["experts.count=1", "experts.archs=[%s]" % a])
      for a in ("alexnet", "densenet", "bagnet", "small_cnn")] + [
@@ -37,10 +39,13 @@ def main():
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--smoe", default=os.path.join(ROOT, "build", "bin", "smoe"))
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--claims", nargs="+", default=["1", "2", "3"], help="the claims whose rows to run")
     a = ap.parse_args()
     print("| claim | model | test error, mean ± std (n=%d) | top-1 routing error | MMACs / image (top-1) |" % len(a.seeds))
     print("|---|---|---|---|---|")
     for claim, label, config, extra in ROWS:
+        if claim not in a.claims:
+            continue
         name = label.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
         reports = [run(a.smoe, config, os.path.join(a.runs, "%s-seed%d" % (name, s)), s, a.ranks, a.sets + extra)
                    for s in a.seeds]

@@ -174,7 +174,7 @@ Schema describe(Config& c) {
   s.add("experts.count", c.experts.count, int64_t{4}, "number of experts K").at_least(1);
   s.add("experts.arch", c.experts.arch, std::string("branch"),
         "expert architecture: branch (the base model's blocks after branch_after, started from its weights) or "
-        "small_cnn (Krishnamurthy et al.'s one convolution and two hidden layers), alexnet, densenet or bagnet (LEMUR's "
+        "small_cnn (Krishnamurthy et al.'s one convolution and two hidden layers), alexnet, densenet, bagnet or mlp (LEMUR's "
         "families, models/backbones.h); all but branch start from scratch");
   s.add("experts.archs", c.experts.archs, std::vector<std::string>{},
         "heterogeneous experts: expert k's architecture is archs[k mod size] (e.g. [alexnet, densenet, bagnet, "
@@ -185,7 +185,8 @@ Schema describe(Config& c) {
         "'optimizer=adamw lr=0.001 weight_decay=0.05']); empty: the same settings for every expert");
   s.add("experts.gamma", c.experts.gamma, 0.1, "gamma in w_k = clip(g0(k|x), gamma, 1)").at_least(0).at_most(1);
   s.add("experts.branch_after", c.experts.branch_after, int64_t{3},
-        "blocks of the base model shared and frozen by every expert (block 0 is the stem)")
+        "blocks of the base model shared and frozen by every expert (block 0 is the stem); in the joint scheme, "
+        "the shared trunk trained with the gate and experts (0: the experts read the images)")
       .at_least(0);
   s.add("experts.weighting", c.experts.weighting, std::string("reweight"),
         "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k")

@@ -162,8 +162,39 @@ class BagNetImpl : public ExpertModule {
   int64_t macs_ = 0, hidden_ = 0;
 };
 
+// LEMUR experiment 1's fully connected expert on a shared trunk's features:
+// average pooling to a 4x4 grid (less where the map is smaller), flattened,
+// FC(hidden) ReLU, FC(hidden) ReLU, FC(classes).
+class MlpImpl : public ExpertModule {
+ public:
+  explicit MlpImpl(const BackboneSpec& s) {
+    check_input(s, "mlp");
+    grid_h_ = std::min<int64_t>(4, s.input[1]);
+    grid_w_ = std::min<int64_t>(4, s.input[2]);
+    const int64_t flat = s.input[0] * grid_h_ * grid_w_;
+    fc1 = register_module("fc1", torch::nn::Linear(flat, s.hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(s.hidden, s.hidden));
+    out = register_module("out", torch::nn::Linear(s.hidden, s.classes));
+    macs_ = flat * s.hidden + s.hidden * s.hidden + s.hidden * s.classes;
+    hidden_ = s.hidden;
+  }
+  HiddenAndLogits forward_hidden(const at::Tensor& x) override {
+    at::Tensor v = torch::adaptive_avg_pool2d(x, {grid_h_, grid_w_}).flatten(1);
+    at::Tensor h = torch::relu(fc2->forward(torch::relu(fc1->forward(v))));
+    return {h, out->forward(h)};
+  }
+  at::Tensor forward(const at::Tensor& x) override { return forward_hidden(x).logits; }
+  int64_t forward_macs() const override { return macs_; }
+  int64_t hidden_dim() const override { return hidden_; }
+
+ private:
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, out{nullptr};
+  int64_t grid_h_ = 4, grid_w_ = 4, macs_ = 0, hidden_ = 0;
+};
+
 }  // namespace
 
+Expert make_mlp_expert(const BackboneSpec& spec) { return std::make_shared<MlpImpl>(spec); }
 Expert make_alexnet_expert(const BackboneSpec& spec) { return std::make_shared<AlexNetImpl>(spec); }
 Expert make_densenet_expert(const BackboneSpec& spec) { return std::make_shared<DenseNetImpl>(spec); }
 Expert make_bagnet_expert(const BackboneSpec& spec) { return std::make_shared<BagNetImpl>(spec); }

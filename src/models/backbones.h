@@ -14,6 +14,9 @@
 //   bagnet    small receptive fields (BagNet: local patches vote): conv3x3(w)
 //             ReLU, three conv1x1 with ReLU (2w, 2w, 4w), a 1x1 classifier
 //             per position, class logits averaged over positions
+//   mlp       average pool to 4x4, FC(hidden[0]) ReLU, FC(hidden[0]) ReLU,
+//             FC(classes): LEMUR experiment 1's fully connected experts on a
+//             shared trunk's features
 //
 // Pooling is skipped where a feature map is already smaller than 4x4.
 #pragma once
@@ -29,9 +32,10 @@ struct BackboneSpec {
   int64_t classes = 10;
 };
 
-// Factories of the registry entries "alexnet", "densenet", "bagnet".
+// Factories of the registry entries "alexnet", "densenet", "bagnet", "mlp".
 Expert make_alexnet_expert(const BackboneSpec& spec);
 Expert make_densenet_expert(const BackboneSpec& spec);
 Expert make_bagnet_expert(const BackboneSpec& spec);
+Expert make_mlp_expert(const BackboneSpec& spec);
 
 }  // namespace smoe::models

@@ -46,7 +46,8 @@ Registry<ExpertFactory>& expert_architectures() {
        // Heterogeneous families (LEMUR): models/backbones.h.
        {"alexnet", backbone_expert<make_alexnet_expert>},
        {"densenet", backbone_expert<make_densenet_expert>},
-       {"bagnet", backbone_expert<make_bagnet_expert>}});
+       {"bagnet", backbone_expert<make_bagnet_expert>},
+       {"mlp", backbone_expert<make_mlp_expert>}});
   return registry;
 }
 

@@ -50,7 +50,7 @@ struct ExpertSpec {
 
 using ExpertFactory = std::function<Expert(const ExpertSpec&)>;
 // experts.arch -> factory. Built in: "branch", "small_cnn" (models/small_cnn.h),
-// "alexnet", "densenet", "bagnet" (models/backbones.h).
+// "alexnet", "densenet", "bagnet", "mlp" (models/backbones.h).
 Registry<ExpertFactory>& expert_architectures();
 
 }  // namespace smoe::models

@@ -9,8 +9,9 @@
 
 namespace smoe::models {
 
-JointMoeImpl::JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k)
+JointMoeImpl::JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k, Trunk trunk)
     : top_k_(top_k), experts_(std::move(experts)) {
+  if (trunk) trunk_ = register_module("trunk", std::move(trunk));
   SMOE_CHECK(!experts_.empty(), "a jointly trained MoE needs at least one expert");
   SMOE_CHECK(top_k_ >= 0 && top_k_ <= static_cast<int64_t>(experts_.size()),
              "config key 'joint.top_k' is {}: expected 0 (all) to experts.count ({})", top_k_, experts_.size());
@@ -26,6 +27,8 @@ void JointMoeImpl::set_gate(Gate gate) {
 
 std::vector<at::Tensor> JointMoeImpl::expert_parameters() const {
   std::vector<at::Tensor> out;
+  if (trunk_)
+    for (auto& p : trunk_->parameters()) out.push_back(p);
   for (const auto& e : experts_)
     for (auto& p : e->parameters()) out.push_back(p);
   return out;
@@ -43,16 +46,19 @@ void JointMoeImpl::route(JointOutputs& o) const {
   o.gate_probs = torch::softmax(masked, 1);
 }
 
-JointOutputs JointMoeImpl::run(const at::Tensor& x, const at::Tensor& noise, bool experts_grad, bool dense) {
-  const int64_t B = x.size(0), K = num_experts();
+JointOutputs JointMoeImpl::run(const at::Tensor& images, const at::Tensor& noise, bool experts_grad, bool dense) {
+  const int64_t B = images.size(0), K = num_experts();
   const bool hidden = gate_->needs_expert_hidden();
   JointOutputs o;
+  c10::optional<torch::NoGradGuard> no_grad;
+  if (!experts_grad) no_grad.emplace();
+  // What the gate and the experts read: the shared trunk's features (frozen
+  // with the experts), or the images.
+  const at::Tensor x = trunk_ ? trunk_->forward(images) : images;
   GateFeatures f;
   f.inputs = x;
   f.noise = noise;
   std::vector<at::Tensor> logits(static_cast<size_t>(K)), hiddens;
-  c10::optional<torch::NoGradGuard> no_grad;
-  if (!experts_grad) no_grad.emplace();
   if (hidden) {  // the attentive gate needs every expert on every sample first
     for (int64_t e = 0; e < K; ++e) {
       HiddenAndLogits out = experts_[static_cast<size_t>(e)]->forward_hidden(x);

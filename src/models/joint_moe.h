@@ -14,6 +14,10 @@
 // the k largest gate logits of a sample are kept, g is the softmax over
 // them (0 elsewhere), and each expert runs only on the samples routed to it
 // (sparse dispatch); its logits are 0 for the others.
+//
+// With a shared trunk (experts.branch_after = n > 0 in the joint scheme:
+// blocks [0, n) of model.arch, LEMUR's shared convolutional trunk), the gate
+// and the experts read the trunk's features and all three train together.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -22,6 +26,7 @@
 
 #include "models/expert.h"
 #include "models/gate.h"
+#include "models/network.h"
 
 namespace smoe::models {
 
@@ -35,7 +40,9 @@ struct JointOutputs {
 
 class JointMoeImpl : public torch::nn::Module {
  public:
-  JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k = 0);
+  // With a trunk, the gate and the experts read its features and it trains
+  // with them (it is frozen with the experts in forward_frozen_experts).
+  JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k = 0, Trunk trunk = nullptr);
 
   // noise: [B, K] N(0, 1) for a gate that is noisy in training (uses_noise()).
   JointOutputs forward(const at::Tensor& inputs, const at::Tensor& noise = {});
@@ -52,10 +59,13 @@ class JointMoeImpl : public torch::nn::Module {
   void set_gate(Gate gate);
   int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
   ExpertModule& expert(int64_t e) { return *experts_.at(static_cast<size_t>(e)); }
-  // Parameters of every expert / of the gate.
+  // Parameters of the shared trunk and every expert: what trains at the
+  // experts' learning rate and freezes with them.
   std::vector<at::Tensor> expert_parameters() const;
 
-  // MACs per input: the gate, and expert e.
+  // MACs per input: the shared trunk (0 without), the gate, and expert e.
+  int64_t trunk_macs() const { return trunk_ ? trunk_->macs() : 0; }
+  bool has_trunk() const { return static_cast<bool>(trunk_); }
   int64_t gate_macs() const { return gate_->forward_macs(); }
   int64_t expert_macs(int64_t e) const { return experts_.at(static_cast<size_t>(e))->forward_macs(); }
 
@@ -64,6 +74,7 @@ class JointMoeImpl : public torch::nn::Module {
   // g from the gate's logits: softmax over the top-k (all when top_k is 0); sets o.routed.
   void route(JointOutputs& o) const;
   int64_t top_k_ = 0;
+  Trunk trunk_{nullptr};
   Gate gate_;
   std::vector<Expert> experts_;
 };

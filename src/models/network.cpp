@@ -167,22 +167,50 @@ at::Tensor BackboneImpl::forward(const at::Tensor& x) {
   return classify(prelogits(blocks(x, first_, NetworkSpec::kBlocks)));
 }
 
-Shape BackboneImpl::input_shape_of(int64_t block) const {
+Shape input_shape_of(const NetworkSpec& spec, int64_t block) {
   // Output shape of each block: the stem keeps the resolution; tiny-ResNet
   // stages 2-4 halve it with stride-2 3x3 convolutions (ceil), the plain
   // CNN's blocks 1 and 2 with 2x2 max pooling (floor).
-  const int64_t w = spec_.width;
+  const int64_t w = spec.width;
   const int64_t widths[] = {w, w, 2 * w, 4 * w, 8 * w};
-  Shape s = spec_.input;
+  Shape s = spec.input;
   for (int64_t b = 0; b < block; ++b) {
     s[0] = widths[b];
-    const bool halve = spec_.arch == "plain_cnn" ? (b == 1 || b == 2) : b >= 2;
+    const bool halve = spec.arch == "plain_cnn" ? (b == 1 || b == 2) : b >= 2;
     if (halve) {
-      s[1] = spec_.arch == "plain_cnn" ? s[1] / 2 : (s[1] + 1) / 2;
-      s[2] = spec_.arch == "plain_cnn" ? s[2] / 2 : (s[2] + 1) / 2;
+      s[1] = spec.arch == "plain_cnn" ? s[1] / 2 : (s[1] + 1) / 2;
+      s[2] = spec.arch == "plain_cnn" ? s[2] / 2 : (s[2] + 1) / 2;
     }
   }
   return s;
+}
+
+Shape BackboneImpl::input_shape_of(int64_t block) const { return models::input_shape_of(spec_, block); }
+
+TrunkImpl::TrunkImpl(const NetworkSpec& spec, int64_t blocks) : spec_(spec) {
+  spec_.validate();
+  SMOE_CHECK(blocks >= 1 && blocks < NetworkSpec::kBlocks, "a shared trunk holds 1 to {} blocks, got {}",
+             NetworkSpec::kBlocks - 1, blocks);
+  for (int64_t b = 0; b < blocks; ++b)
+    blocks_.push_back(register_module("block" + std::to_string(b), make_block(spec_, b)));
+}
+
+at::Tensor TrunkImpl::forward(at::Tensor x) {
+  for (auto& b : blocks_) x = b->forward(x);
+  return x;
+}
+
+Shape TrunkImpl::output_shape() const {
+  Shape s = spec_.input;
+  for (const auto& b : blocks_) b->macs(s);
+  return s;
+}
+
+int64_t TrunkImpl::macs() const {
+  Shape s = spec_.input;
+  int64_t m = 0;
+  for (const auto& b : blocks_) m += b->macs(s);
+  return m;
 }
 
 int64_t BackboneImpl::macs(int64_t from, int64_t to) const {

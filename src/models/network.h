@@ -27,6 +27,9 @@ namespace smoe::models {
 // [C, H, W] of an activation.
 using Shape = std::vector<int64_t>;
 
+// Shape of the input of block `block` of the network `spec` ([C, H, W]).
+Shape input_shape_of(const NetworkSpec& spec, int64_t block);
+
 // A block that knows its multiply-accumulate count for a given input shape
 // (convolutions and linear layers; BatchNorm folds into the convolution at
 // inference, ReLU and pooling are not MACs).
@@ -81,5 +84,23 @@ class BackboneImpl : public ExpertModule {
   torch::nn::Linear fc_{nullptr};
 };
 TORCH_MODULE(Backbone);
+
+// Blocks [0, n) of a network alone (no head): the shared trunk a jointly
+// trained MoE trains with its gate and experts (LEMUR's "shared
+// convolutional trunk"), named as in the Backbone ("block0", ...).
+class TrunkImpl : public torch::nn::Module {
+ public:
+  TrunkImpl(const NetworkSpec& spec, int64_t blocks);
+  at::Tensor forward(at::Tensor x);
+  int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
+  // Shape of its output ([C, H, W]) and MACs for one image.
+  Shape output_shape() const;
+  int64_t macs() const;
+
+ private:
+  NetworkSpec spec_;
+  std::vector<std::shared_ptr<BlockImpl>> blocks_;
+};
+TORCH_MODULE(Trunk);
 
 }  // namespace smoe::models

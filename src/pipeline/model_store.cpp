@@ -34,7 +34,8 @@ models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
 
 models::GateSpec joint_gate_spec(const Config& c, const models::NetworkSpec& spec, int64_t expert_hidden) {
   models::GateSpec g(spec.prelogit_dim(), spec.num_classes, c.experts.count);
-  g.input = spec.input;
+  // The gate reads the shared trunk's features when there is one.
+  g.input = c.experts.branch_after > 0 ? models::input_shape_of(spec, c.experts.branch_after) : spec.input;
   g.width = spec.width;
   g.hidden = spec.hidden;
   g.expert_hidden = expert_hidden;
@@ -191,8 +192,12 @@ std::shared_ptr<models::JointMoeImpl> ModelStore::build_joint_moe(const std::str
                "config key 'gate.kind' is '{}': it attends to one hidden size, but experts 0 ({}) and {} ({}) differ "
                "(experts.archs)",
                gate_kind, expert_arch(cfg_, 0), k, expert_arch(cfg_, k));
+  // The shared trunk (experts.branch_after blocks), drawn last: runs without one keep their streams.
+  models::Trunk trunk{nullptr};
+  if (cfg_.experts.branch_after > 0) trunk = models::Trunk(spec_, cfg_.experts.branch_after);
   lock.unlock();
-  auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k);
+  auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k,
+                                                    std::move(trunk));
   moe->to(device_);
   return moe;
 }

@@ -195,7 +195,7 @@ namespace {
 // maps: the right output shapes, a hidden layer, and MACs counted per layer.
 TEST(Backbones, EveryFamilyRunsOnImagesAndTrunkFeatures) {
   torch::manual_seed(11);
-  for (const char* arch : {"alexnet", "densenet", "bagnet", "small_cnn"})
+  for (const char* arch : {"alexnet", "densenet", "bagnet", "small_cnn", "mlp"})
     for (const std::vector<int64_t>& input : {std::vector<int64_t>{1, 28, 28}, {3, 32, 32}}) {
       NetworkSpec s = spec();
       s.input = input;
@@ -211,6 +211,46 @@ TEST(Backbones, EveryFamilyRunsOnImagesAndTrunkFeatures) {
         EXPECT_GT(e->forward_macs(), 0) << arch;
       }
     }
+}
+
+// A shared trunk (LEMUR experiment 1): the gate and the experts read its
+// features, its MACs are its blocks', the loss's gradient reaches it, and it
+// is frozen with the experts.
+TEST(JointMoe, ASharedTrunkFeedsTheGateAndTheExpertsAndTrains) {
+  torch::manual_seed(12);
+  const NetworkSpec s = spec();
+  const int64_t n = 2;
+  Trunk trunk(s, n);
+  const Shape out = trunk->output_shape();
+  EXPECT_EQ(out, input_shape_of(s, n));
+  Backbone full(s);
+  EXPECT_EQ(trunk->macs(), full->macs(0, n));
+  GateSpec g = gate_spec(3, 0);
+  g.input = out;
+  std::vector<Expert> experts;
+  for (int64_t k = 0; k < 3; ++k) experts.push_back(expert_architectures().get("mlp")({s, n, k}));
+  JointMoeImpl moe(gate_kinds().get("noisy")(g), experts, /*top_k=*/2, trunk);
+  EXPECT_TRUE(moe.has_trunk());
+  EXPECT_EQ(moe.trunk_macs(), trunk->macs());
+  // The trunk's parameters train with the experts.
+  EXPECT_EQ(moe.expert_parameters().size(), trunk->parameters().size() + 3 * experts[0]->parameters().size());
+  at::Tensor labels = torch::tensor({0, 1, 2, 3, 0, 1}, torch::kLong);
+  JointOutputs o = moe.forward(torch::randn({6, 1, 12, 12}), torch::randn({6, 3}));
+  mixture_nll(o.mixture, labels).mean().backward();
+  for (auto& p : trunk->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_GT(p.grad().abs().sum().item<double>(), 0);
+  }
+  // Frozen with the experts: no gradient reaches it, the gate's does.
+  moe.zero_grad();
+  for (auto& p : trunk->parameters()) p.mutable_grad() = at::Tensor();
+  JointOutputs f = moe.forward_frozen_experts(torch::randn({6, 1, 12, 12}), torch::randn({6, 3}));
+  mixture_nll(f.mixture, labels).mean().backward();
+  for (auto& p : trunk->parameters()) EXPECT_FALSE(p.grad().defined() && p.grad().abs().sum().item<double>() > 0);
+  double gate_grad = 0;
+  for (auto& p : moe.gate().parameters())
+    if (p.grad().defined()) gate_grad += p.grad().abs().sum().item<double>();
+  EXPECT_GT(gate_grad, 0);
 }
 
 TEST(Backbones, AlexNetMacsAreItsLayersMacs) {

@@ -132,6 +132,38 @@ TEST_F(JointScheme, HeterogeneousExpertsAreRankCountInvariantAndResumeInBothSche
   EXPECT_EQ(joint_sha(tmp.path() + "/j-stopped"), joint_sha(tmp.path() + "/j-whole"));
 }
 
+// LEMUR experiment 1: a shared trunk (two blocks of model.arch) trained with
+// a noisy top-2 gate and fully connected experts on its features. Rank-count
+// invariant; the trunk's weights move (against a 0-epoch run, the initial
+// model); its MACs count once in the mixture's.
+TEST_F(JointScheme, ASharedTrunkWithFullyConnectedExpertsTrainsAndIsRankCountInvariant) {
+  const std::string data = quick_dataset(tmp.path());
+  auto cfg = [&](int epochs) {
+    return joint_config(data, {"experts.branch_after=2", "experts.arch=mlp", "gate.kind=noisy", "joint.top_k=2",
+                               "joint.load_balance=0.01", "joint.epochs=" + std::to_string(epochs)});
+  };
+  nlohmann::json one = train_quick(cfg(1), tmp.path() + "/t1", 1);
+  nlohmann::json two = train_quick(cfg(1), tmp.path() + "/t2", 2);
+  EXPECT_EQ(joint_sha(tmp.path() + "/t1"), joint_sha(tmp.path() + "/t2"));
+  EXPECT_EQ(one["mixture"], two["mixture"]);
+  EXPECT_EQ(one["trunk_blocks"], 2);
+  const double trunk = one["trunk_macs"].get<double>();
+  EXPECT_GT(trunk, 0);
+  EXPECT_GT(one["mixture"]["macs"].get<double>(), trunk);
+  train_quick(cfg(0), tmp.path() + "/t0", 1);
+  const auto trained = train::load_state(tmp.path() + "/t1/joint.pt");
+  const auto initial = train::load_state(tmp.path() + "/t0/joint.pt");
+  ASSERT_TRUE(trained.count("trunk.block0.conv.weight") || trained.count("trunk.block0.weight")) << "no trunk in joint.pt";
+  int moved = 0, trunk_tensors = 0;
+  for (const auto& [name, t] : trained)
+    if (name.rfind("trunk.", 0) == 0 && t.is_floating_point()) {
+      ++trunk_tensors;
+      moved += !torch::equal(t, initial.at(name));
+    }
+  EXPECT_GT(trunk_tensors, 0);
+  EXPECT_GT(moved, trunk_tensors / 2);
+}
+
 TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
   const std::string data = quick_dataset(tmp.path());
   const Config c = joint_config(data, {"joint.epochs=3"});

@@ -3,7 +3,10 @@
 // and the configs a scheme rejects.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "common/expect_error.h"
+#include "pipeline/quick_run.h"
 #include "core/config.h"
 #include "pipeline/stage.h"
 
@@ -87,6 +90,35 @@ TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
                "config key 'eval.class_oracle': cluster.method 'kmeans' has no class oracle");
   check_config(with({"cluster.method=per_class", "eval.class_oracle=true"}));
   check_config(with({"scheme=em", "em.steps=3"}));
+}
+
+// Every config shipped under configs/ loads and passes its scheme's checks,
+// against a manifest shaped like the dataset it names (CIFAR-10 or
+// Fashion-MNIST): a broken shipped config is found here, not by a user.
+TEST(Schemes, EveryShippedConfigPassesItsSchemesChecks) {
+  int checked = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(testing::source_dir() + "/configs")) {
+    if (e.path().extension() != ".yaml" || e.path().string().find("/sweeps/") != std::string::npos) continue;
+    SCOPED_TRACE(e.path().string());
+    const Config c = Config::load(e.path().string(), {});
+    data::Manifest m;
+    const bool cifar = c.data.path.find("cifar") != std::string::npos;
+    m.shape = cifar ? std::vector<int64_t>{3, 32, 32} : std::vector<int64_t>{1, 28, 28};
+    m.num_classes = 10;
+    for (int k = 0; k < 10; ++k) m.class_names.push_back(std::to_string(k));
+    for (const char* split : {"train", "test"}) {
+      data::SplitInfo si;
+      si.name = split;
+      si.count = std::string(split) == "train" ? (cifar ? 50000 : 60000) : 10000;
+      m.splits.push_back(si);
+    }
+    for (const auto& stage : scheme_stages(c)) {
+      EXPECT_NO_THROW(stage->check(c)) << stage->name();
+      EXPECT_NO_THROW(stage->check_inputs(c, m)) << stage->name();
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 20);
 }
 
 }  // namespace

@@ -24,15 +24,16 @@ class JointStage : public Stage {
             "gate.kind",     "joint."};
   }
   void check(const Config& c) const override {
-    SMOE_CHECK(c.experts.branch_after == 0,
-               "config key 'experts.branch_after' is {}: scheme '{}' trains experts that read the images (set "
-               "experts.branch_after: 0)",
-               c.experts.branch_after, c.scheme);
+    // branch_after = n > 0: a shared trunk of n blocks of model.arch, trained with the gate and the experts.
+    SMOE_CHECK(c.experts.branch_after < models::NetworkSpec::kBlocks,
+               "config key 'experts.branch_after' is {}: scheme '{}' shares at most {} blocks as its trunk (0: the "
+               "experts read the images)",
+               c.experts.branch_after, c.scheme, models::NetworkSpec::kBlocks - 1);
   }
   void check_inputs(const Config& c, const data::Manifest& m) const override {
     // Gates that read the base model's outputs have nothing to read here.
     const models::NetworkSpec spec = network_spec(c, m);
-    const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, 0, 0})->hidden_dim();
+    const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
     const models::GateSpec g = joint_gate_spec(c, spec, hidden);
     SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
                "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (attentive, cnn, noisy, tempered)",

@@ -69,7 +69,8 @@ class JointEvalStage : public Stage {
                s.test->size());
 
     eval::JointCosts costs;
-    costs.gate = static_cast<double>(moe->gate_macs());
+    // The shared trunk runs on every sample, as the gate does.
+    costs.gate = static_cast<double>(moe->gate_macs() + moe->trunk_macs());
     for (int64_t k = 0; k < K; ++k) costs.experts.push_back(static_cast<double>(moe->expert_macs(k)));
     costs.gate_runs_every_expert = moe->gate().needs_expert_hidden();
     json report = tally.report(costs);
@@ -77,6 +78,8 @@ class JointEvalStage : public Stage {
     report["model"] = stage;
     report["gate_kind"] = gate_kind;
     report["top_k"] = s.cfg.joint.top_k;
+    report["trunk_blocks"] = s.cfg.experts.branch_after;
+    report["trunk_macs"] = moe->trunk_macs();
     std::vector<std::string> archs;
     for (int64_t k = 0; k < K; ++k) archs.push_back(expert_arch(s.cfg, k));
     report["expert_archs"] = archs;
