@@ -140,6 +140,14 @@ struct DistillConfig {
   OptimConfig optim;
 };
 
+// Stage "finetune" (scheme algorithm1_finetune): Algorithm 1's MoE trained
+// further as a jointly trained one (its gate and experts, on the mixture loss).
+struct FinetuneConfig {
+  bool freeze_experts;  // train only the gate on the frozen experts (Krishnamurthy et al. Section 4.2)
+  RegularizerConfig reg;
+  OptimConfig optim;
+};
+
 struct EvalConfig {
   std::vector<double> taus;
   int64_t batch_size;
@@ -179,6 +187,7 @@ struct Config {
   EmConfig em;
   JointConfig joint;
   DistillConfig distill;
+  FinetuneConfig finetune;
   EvalConfig eval;
   RuntimeConfig runtime;
 

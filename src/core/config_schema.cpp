@@ -62,7 +62,8 @@ Schema describe(Config& c) {
   s.add("scheme", c.scheme, std::string("algorithm1"),
         "training scheme, an ordered list of stages: algorithm1 (Royer et al. Algorithm 1), em (Algorithm 1, then "
         "em.steps EM rounds), joint (gate and experts trained together, Krishnamurthy et al.) or joint_distill "
-        "(joint, then the gate distilled with the experts frozen)");
+        "(joint, then the gate distilled with the experts frozen) or algorithm1_finetune (Algorithm 1, then its MoE "
+        "trained further as a jointly trained one: stage finetune)");
 
   s.add("data.path", c.data.path, std::string(), "dataset folder made by smoe-data convert");
   s.add("data.train_split", c.data.train_split, std::string("train"), "split to train on");
@@ -232,6 +233,11 @@ Schema describe(Config& c) {
         "distill stage: the gate kind trained on the frozen experts (started from the trained gate's shared layers)");
   describe_regularizers(s, "distill", c.distill.reg);
   describe_optim(s, "distill", c.distill.optim, {10, 512, 1e-3, 0.0, "constant", "adam"});
+  s.add("finetune.freeze_experts", c.finetune.freeze_experts, false,
+        "finetune stage: train only Algorithm 1's gate on its frozen experts (a gate trained on frozen experts, "
+        "Krishnamurthy et al. Section 4.2) instead of gate and experts together");
+  describe_regularizers(s, "finetune", c.finetune.reg);
+  describe_optim(s, "finetune", c.finetune.optim, {2, 256, 1e-4, 0.0, "constant", "adam"});
 
   s.add("eval.taus", c.eval.taus,
         std::vector<double>{0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0},

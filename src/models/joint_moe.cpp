@@ -27,11 +27,23 @@ void JointMoeImpl::set_gate(Gate gate) {
 
 std::vector<at::Tensor> JointMoeImpl::expert_parameters() const {
   std::vector<at::Tensor> out;
-  if (trunk_)
+  if (trunk_ && !trunk_frozen_)
     for (auto& p : trunk_->parameters()) out.push_back(p);
   for (const auto& e : experts_)
     for (auto& p : e->parameters()) out.push_back(p);
   return out;
+}
+
+void JointMoeImpl::freeze_trunk() {
+  if (!trunk_) return;
+  trunk_frozen_ = true;
+  for (auto& p : trunk_->parameters()) p.set_requires_grad(false);
+  trunk_->eval();
+}
+
+void JointMoeImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (trunk_ && trunk_frozen_) trunk_->eval();
 }
 
 void JointMoeImpl::route(JointOutputs& o) const {

@@ -59,9 +59,13 @@ class JointMoeImpl : public torch::nn::Module {
   void set_gate(Gate gate);
   int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
   ExpertModule& expert(int64_t e) { return *experts_.at(static_cast<size_t>(e)); }
-  // Parameters of the shared trunk and every expert: what trains at the
-  // experts' learning rate and freezes with them.
+  // Parameters of the shared trunk (unless frozen) and every expert: what
+  // trains at the experts' learning rate and freezes with them.
   std::vector<at::Tensor> expert_parameters() const;
+  // Freezes the trunk for good: no gradient, BatchNorm statistics kept (eval
+  // mode whatever the MoE's mode). Algorithm 1's trunk when fine-tuned.
+  void freeze_trunk();
+  void train(bool on = true) override;
 
   // MACs per input: the shared trunk (0 without), the gate, and expert e.
   int64_t trunk_macs() const { return trunk_ ? trunk_->macs() : 0; }
@@ -75,6 +79,7 @@ class JointMoeImpl : public torch::nn::Module {
   void route(JointOutputs& o) const;
   int64_t top_k_ = 0;
   Trunk trunk_{nullptr};
+  bool trunk_frozen_ = false;
   Gate gate_;
   std::vector<Expert> experts_;
 };

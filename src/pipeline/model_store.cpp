@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "models/base_tail_gate.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
 
@@ -198,6 +199,32 @@ std::shared_ptr<models::JointMoeImpl> ModelStore::build_joint_moe(const std::str
   lock.unlock();
   auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k,
                                                     std::move(trunk));
+  moe->to(device_);
+  return moe;
+}
+
+std::shared_ptr<models::JointMoeImpl> ModelStore::build_finetune_moe(models::BackboneImpl& base) const {
+  const int64_t n = cfg_.experts.branch_after;
+  SMOE_CHECK(n >= 1, "config key 'experts.branch_after' is 0: the finetune stage needs Algorithm 1's shared trunk");
+  // Built unseeded (every weight is then copied), but never inside another thread's seeding.
+  std::unique_lock<std::recursive_mutex> lock(init_mutex());
+  models::Trunk trunk(spec_, n);
+  {
+    // The trunk's blocks are the base model's, by name.
+    torch::NoGradGuard no_grad;
+    auto src = base.named_parameters(true);
+    auto srcb = base.named_buffers(true);
+    for (auto& p : trunk->named_parameters(true)) p.value().copy_(src[p.key()]);
+    for (auto& b : trunk->named_buffers(true)) b.value().copy_(srcb[b.key()]);
+  }
+  models::Backbone tail(spec_, n);
+  lock.unlock();
+  tail->copy_from(base);
+  auto gate = std::make_shared<models::BaseTailGateImpl>(tail, load_gate(0, device_), cfg_.cluster.normalize);
+  std::vector<models::Expert> experts;
+  for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(load_expert(k, 0));
+  auto moe = std::make_shared<models::JointMoeImpl>(gate, std::move(experts), /*top_k=*/0, trunk);
+  moe->freeze_trunk();
   moe->to(device_);
   return moe;
 }

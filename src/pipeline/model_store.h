@@ -97,6 +97,11 @@ class ModelStore {
   // seed: the same on every rank), or one loaded from `path`.
   std::shared_ptr<models::JointMoeImpl> build_joint_moe(const std::string& gate_kind) const;
   std::shared_ptr<models::JointMoeImpl> load_joint_moe(const std::string& path, const std::string& gate_kind) const;
+  // Algorithm 1's MoE (round 0) as a jointly trained one: the base model's
+  // blocks [0, branch_after) as a frozen trunk, the gate reading the base
+  // model's embedding of the trunk's features (models/base_tail_gate.h), the
+  // trained experts; no top-k (the mixture of every expert). Stage finetune.
+  std::shared_ptr<models::JointMoeImpl> build_finetune_moe(models::BackboneImpl& base) const;
 
  private:
   const RunDir& run_;

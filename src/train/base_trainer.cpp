@@ -54,12 +54,15 @@ void calibrate_batchnorm(torch::nn::Module& net, const std::function<void(const 
                          const std::shared_ptr<const data::Dataset>& train, const std::vector<int64_t>& ids,
                          int64_t micro_batch) {
   torch::NoGradGuard no_grad;
-  auto bns = batchnorms(net);
+  net.train();
+  // Parts that stay in eval mode (a frozen trunk) keep their statistics.
+  std::vector<torch::nn::BatchNorm2dImpl*> bns;
+  for (auto* bn : batchnorms(net))
+    if (bn->is_training()) bns.push_back(bn);
   for (auto* bn : bns) {
     bn->reset_running_stats();
     bn->options.momentum(c10::nullopt);  // cumulative average over the calibration batches
   }
-  net.train();
   const auto device = net.parameters().front().device();
   for (const auto& b : data::make_batches(ids, micro_batch, false)) {
     data::Batch batch = data::make_batch(*train, b, data::Transform{});

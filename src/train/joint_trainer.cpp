@@ -58,10 +58,18 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
   const bool similarity = o.reg.similarity_same > 0 || o.reg.similarity_diff > 0;
 
   // Parameter groups: the gate (at gate_lr_scale x lr), then the experts.
-  std::vector<std::vector<at::Tensor>> groups = {moe.gate().parameters()};
+  // Frozen parameters (a fine-tuned Algorithm-1 MoE's base tail inside its
+  // gate) are left out.
+  auto trainable = [](const std::vector<at::Tensor>& ps) {
+    std::vector<at::Tensor> out;
+    for (const auto& p : ps)
+      if (p.requires_grad()) out.push_back(p);
+    return out;
+  };
+  std::vector<std::vector<at::Tensor>> groups = {trainable(moe.gate().parameters())};
   std::vector<double> lr_scales = {o.gate_lr_scale};
   if (!o.freeze_experts) {
-    groups.push_back(moe.expert_parameters());
+    groups.push_back(trainable(moe.expert_parameters()));
     lr_scales.push_back(1.0);
   }
   std::vector<at::Tensor> params;

@@ -164,6 +164,61 @@ TEST_F(JointScheme, ASharedTrunkWithFullyConnectedExpertsTrainsAndIsRankCountInv
   EXPECT_GT(moved, trunk_tensors / 2);
 }
 
+// Joint fine-tuning of Algorithm 1's MoE (scheme algorithm1_finetune): the
+// same checkpoint on 1 and 2 ranks; the trunk and the base model's tail in
+// the gate keep the base model's weights and BatchNorm statistics bit for
+// bit; the experts move; Algorithm 1's report gains a "finetuned" section.
+// With finetune.freeze_experts only the gate moves (the experts stay
+// Algorithm 1's, bit for bit).
+TEST_F(JointScheme, FineTuningAlgorithmOneKeepsTheTrunkAndMovesTheExpertsOrOnlyTheGate) {
+  const std::string data = quick_dataset(tmp.path());
+  auto cfg = [&](bool freeze) {
+    return quick_config(data, {"scheme=algorithm1_finetune", "finetune.epochs=1", "finetune.batch_size=64",
+                               "joint.micro_batch=16", "finetune.lr=0.001",
+                               std::string("finetune.freeze_experts=") + (freeze ? "true" : "false")});
+  };
+  nlohmann::json one = train_quick(cfg(false), tmp.path() + "/f1", 1);
+  nlohmann::json two = train_quick(cfg(false), tmp.path() + "/f2", 2);
+  const auto sha = [](const std::string& run) { return run_json(run)["done"]["finetune"]["sha256"]; };
+  EXPECT_EQ(sha(tmp.path() + "/f1"), sha(tmp.path() + "/f2"));
+  ASSERT_TRUE(one.contains("finetuned"));
+  ASSERT_TRUE(one.contains("moe"));  // Algorithm 1's own rows stay
+  EXPECT_EQ(one["finetuned"]["mixture"], two["finetuned"]["mixture"]);
+  EXPECT_EQ(one["finetuned"]["gate_kind"], "algorithm1");
+  EXPECT_TRUE(std::filesystem::exists(tmp.path() + "/f1/finetune-routing.png"));
+
+  const auto base = train::load_state(tmp.path() + "/f1/base.pt");
+  for (bool freeze : {false, true}) {
+    const std::string run = tmp.path() + (freeze ? "/frozen" : "/f1");
+    if (freeze) train_quick(cfg(true), run, 2);
+    const auto tuned = train::load_state(run + "/finetune.pt");
+    int frozen = 0, experts_moved = 0, gate_moved = 0;
+    for (const auto& [name, t] : tuned) {
+      for (const char* prefix : {"trunk.", "gate.tail."})
+        if (name.rfind(prefix, 0) == 0) {
+          const std::string base_name = name.substr(std::string(prefix).size());
+          ASSERT_TRUE(base.count(base_name)) << name;
+          EXPECT_TRUE(torch::equal(t, base.at(base_name))) << name << " moved";
+          ++frozen;
+        }
+      if (name.rfind("expert000.", 0) == 0) {
+        const auto alg1 = train::load_state(run + "/experts/expert-000.pt");
+        experts_moved += !torch::equal(t, alg1.at(name.substr(10)));
+      }
+      if (name.rfind("gate.inner.", 0) == 0) {
+        const auto gate = train::load_state(run + "/gate.pt");
+        gate_moved += !torch::equal(t, gate.at(name.substr(11)));
+      }
+    }
+    EXPECT_GT(frozen, 10) << freeze;
+    EXPECT_GT(gate_moved, 0) << freeze;
+    if (freeze)
+      EXPECT_EQ(experts_moved, 0);
+    else
+      EXPECT_GT(experts_moved, 0);
+  }
+}
+
 TEST_F(JointScheme, ResumesExactlyFromTheLastFinishedEpoch) {
   const std::string data = quick_dataset(tmp.path());
   const Config c = joint_config(data, {"joint.epochs=3"});
@@ -239,13 +294,20 @@ TEST_F(JointScheme, DistillationTrainsOnlyTheGate) {
   EXPECT_GT(gates_changed, 0);
   // The attentive MoE ran every expert for every sample; the distilled gate routes.
   EXPECT_LT(report["top1"]["macs"].get<double>(), report["mixture"]["macs"].get<double>());
+  // Every rank evaluates the distilled model (the 2-rank evaluation once mixed
+  // in rank 1's batches through the attentive one).
+  nlohmann::json one = train_quick(c, tmp.path() + "/distill1", 1);
+  EXPECT_EQ(one["mixture"], report["mixture"]);
+  EXPECT_EQ(one["top1"], report["top1"]);
 }
 
 TEST_F(JointScheme, RefusesConfigsItCannotRun) {
   const std::string data = quick_dataset(tmp.path());
   data::VerifyCache cache;
-  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"experts.branch_after=3"}), cache),
-               "config key 'experts.branch_after' is 3: scheme 'joint' trains experts that read the images");
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"experts.branch_after=5"}), cache),
+               "config key 'experts.branch_after' is 5: scheme 'joint' shares at most 4 blocks as its trunk");
+  EXPECT_ERROR(pipeline::check_inputs(quick_config(data, {"scheme=algorithm1_finetune", "experts.branch_after=0"}), cache),
+               "config key 'experts.branch_after' is 0: scheme 'algorithm1_finetune' fine-tunes Algorithm 1's MoE");
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=linear"}), cache),
                "config key 'gate.kind' is 'linear': scheme 'joint' needs a gate that reads the images");
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=nope"}), cache), "unknown gate kind 'nope'");

@@ -1,11 +1,15 @@
-// Stage "joint_eval" (schemes joint and joint_distill): the jointly trained
-// MoE (distill.pt when the scheme distilled its gate, else joint.pt) on the
+// Stage "joint_eval" (schemes joint, joint_distill and algorithm1_finetune):
+// the jointly trained MoE (distill.pt when the scheme distilled its gate,
+// finetune.pt after a fine-tuned Algorithm 1 — then report.json's
+// "finetuned" and finetune-*.png —, else joint.pt) on the
 // test split, in fixed batches shared round-robin among the ranks; each rank
 // counts what its batches did (eval::JointTally), the counts are summed,
 // and rank 0 writes report.json, accuracy_vs_macs.png and routing.png.
 // Never recorded: it runs on every train and resume, and in `smoe eval`.
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <numeric>
 
 #include "comm/tensor_collectives.h"
@@ -22,6 +26,7 @@
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
+#include "train/checkpoint.h"
 
 using nlohmann::json;
 
@@ -35,11 +40,23 @@ class JointEvalStage : public Stage {
   bool recorded() const override { return false; }
   json run(RunState& s) override {
     Progress clock("eval", 1, 1);
-    const bool distilled = s.run.done("distill");
-    const std::string stage = distilled ? "distill" : "joint";
-    const std::string gate_kind = distilled ? s.cfg.distill.gate_kind : s.cfg.gate.kind;
+    // From the scheme, not from run.json: only rank 0's copy of run.json
+    // knows what this job has finished, and every rank must load the same model.
+    const auto& plan = schemes().get(s.cfg.scheme);
+    auto in_scheme = [&](const char* st) { return std::find(plan.begin(), plan.end(), st) != plan.end(); };
+    const bool distilled = in_scheme("distill"), finetuned = in_scheme("finetune");
+    const std::string stage = finetuned ? "finetune" : distilled ? "distill" : "joint";
+    const std::string gate_kind =
+        finetuned ? "algorithm1" : distilled ? s.cfg.distill.gate_kind : s.cfg.gate.kind;
     torch::NoGradGuard no_grad;
-    auto moe = s.store.load_joint_moe(s.store.joint_path(stage), gate_kind);
+    std::shared_ptr<models::JointMoeImpl> moe;
+    if (finetuned) {
+      moe = s.store.build_finetune_moe(*s.base);
+      train::load_module(*moe, s.store.joint_path(stage));
+      moe->eval();
+    } else {
+      moe = s.store.load_joint_moe(s.store.joint_path(stage), gate_kind);
+    }
     const int64_t K = moe->num_experts(), C = s.test->num_classes();
     log::info("eval      {} test samples ({}, {} gate)", s.test->size(), s.store.joint_path(stage), gate_kind);
 
@@ -106,7 +123,16 @@ class JointEvalStage : public Stage {
     report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
     report["provenance"] = prov;
     if (!timing.is_null()) report["inference_time"] = timing;
-    write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
+    // After Algorithm 1's own evaluation, the fine-tuned model is one more
+    // section of its report, its plots prefixed.
+    const std::string prefix = finetuned ? "finetune-" : "";
+    if (finetuned && std::filesystem::exists(s.run.file("report.json"))) {
+      json full = json::parse(read_file(s.run.file("report.json")));
+      full["finetuned"] = report;
+      write_file_atomic(s.run.file("report.json"), full.dump(2) + "\n");
+    } else {
+      write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
+    }
 
     std::vector<eval::Series> series;
     int color = 1;
@@ -117,9 +143,9 @@ class JointEvalStage : public Stage {
                         false,
                         color++,
                         17});
-    eval::plot_series(s.run.file("accuracy_vs_macs.png"), s.test->manifest().name + ": jointly trained MoE",
+    eval::plot_series(s.run.file(prefix + "accuracy_vs_macs.png"), s.test->manifest().name + ": jointly trained MoE",
                       "MMACs per image", "test accuracy (%)", series);
-    eval::write_routing_plot(s.run.file("routing.png"), report, s.test->manifest().class_names);
+    eval::write_routing_plot(s.run.file(prefix + "routing.png"), report, s.test->manifest().class_names);
     // Each expert's share of the training samples (largest gate value), epoch by epoch.
     const json history = training[stage].value("load_history", json::array());
     if (!history.empty()) {
@@ -132,7 +158,7 @@ class JointEvalStage : public Stage {
         }
         load.push_back(e);
       }
-      eval::plot_series(s.run.file("load.png"), s.test->manifest().name + ": expert load during training", "epoch",
+      eval::plot_series(s.run.file(prefix + "load.png"), s.test->manifest().name + ": expert load during training", "epoch",
                         "training samples whose largest gate is the expert's (%)", load);
     }
     log::info("eval      mixture {:.2f}% at {:.3f} MMACs | top-1 {:.2f}% at {:.3f} | top-2 {:.2f}% | train error {:.2f}% | "

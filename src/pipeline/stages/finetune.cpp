@@ -1,0 +1,53 @@
+// Stage "finetune" (scheme algorithm1_finetune): Algorithm 1's MoE trained
+// further as a jointly trained one — what none of the papers' systems
+// offers. The model is ModelStore::build_finetune_moe: the base model's
+// trunk, frozen; Algorithm 1's gate on the base model's embedding (the base
+// model's tail frozen inside it); the trained experts; y_hat = sum_e g(e|x)
+// softmax(f_e(x)), trained on the mixture NLL (Krishnamurthy et al.'s loss)
+// with finetune.* optimiser settings and regularisers, data-parallel with
+// exact gradient sums, a checkpoint per epoch (joint_training.h). With
+// finetune.freeze_experts only the gate trains on the frozen experts (a gate
+// trained on frozen experts: Krishnamurthy et al. Section 4.2). Saved as
+// finetune.pt; joint_eval evaluates it into report.json's "finetuned".
+#include "core/rng.h"
+#include "models/joint_moe.h"
+#include "pipeline/run_state.h"
+#include "pipeline/stage.h"
+#include "pipeline/stages/joint_training.h"
+
+using nlohmann::json;
+
+namespace smoe::pipeline {
+namespace {
+
+class FinetuneStage : public Stage {
+ public:
+  std::string name() const override { return "finetune"; }
+  std::vector<std::string> keys() const override { return {"finetune.", "joint.micro_batch"}; }
+  void check(const Config& c) const override {
+    SMOE_CHECK(c.experts.branch_after >= 1,
+               "config key 'experts.branch_after' is 0: scheme '{}' fine-tunes Algorithm 1's MoE, whose experts read "
+               "a shared trunk",
+               c.scheme);
+  }
+  json run(RunState& s) override {
+    auto moe = s.store.build_finetune_moe(*s.base);
+    train::JointTrainOptions o;
+    o.stage = "finetune";
+    o.optim = s.cfg.finetune.optim;
+    o.reg = s.cfg.finetune.reg;
+    o.micro_batch = s.cfg.joint.micro_batch;
+    o.freeze_experts = s.cfg.finetune.freeze_experts;
+    o.seed = derive_seed(s.cfg.seed, "finetune");
+    o.log_every = s.cfg.runtime.log_every;
+    o.prefetch = s.cfg.data.prefetch;
+    o.bn_calibration = s.cfg.base.bn_calibration;
+    return run_joint_training(s, *moe, o);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_finetune_stage() { return std::make_unique<FinetuneStage>(); }
+
+}  // namespace smoe::pipeline
