@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,11 +40,23 @@ ROWS = [
     ("distilled-similarity", "distilled after L_s", 0.089),
     # Royer et al.'s Algorithm 1 with the same K (bagging; top-1 without ensembling); no paper value.
     ("algorithm1", "Royer Algorithm 1 (K = 5)", None),
+    # The vanilla MoE widened to Algorithm 1's MACs (4.9 MMACs per image): the equal-MACs comparison.
+    ("vanilla-wide", "vanilla MoE at Algorithm 1's MACs (width 29)", None),
+    # Algorithm 1, then its MoE trained further (smoe's scheme algorithm1_finetune): gate and experts
+    # together, or only the gate on the frozen experts (the paper's Section 4.2 protocol). They start
+    # from the algorithm1 row's run folder of the same seed when it exists (only the finetune stage runs).
+    ("algorithm1-finetune", "Royer Algorithm 1 + joint fine-tuning (2 epochs)", None),
+    ("algorithm1-gate", "Royer Algorithm 1 + its gate trained on the frozen experts (2 epochs)", None),
 ]
 
 
 def metrics(r):
     """Test error, top-1 error, MACs, training error and images/s of a run's report."""
+    if "finetuned" in r:  # Algorithm 1 trained further: its jointly trained mixture
+        f = r["finetuned"]
+        return {"error": 1 - f["mixture"]["accuracy"], "top1": 1 - f["top1"]["accuracy"], "macs": f["mixture"]["macs"],
+                "top1_macs": f["top1"]["macs"], "train_error": f["train_error"],
+                "ips": f["training"]["finetune"]["images_per_second"]}
     if "moe" in r:  # Algorithm 1: the MoE with bagging is its model; top-1 expert without ensembling
         bag, top1 = r["moe"]["bagging"], r["moe"]["no_ensembling"]
         return {"error": 1 - bag["accuracy"], "top1": 1 - top1["accuracy"], "macs": bag["macs"],
@@ -53,8 +66,12 @@ def metrics(r):
             "ips": r["training"]["joint"]["images_per_second"]}
 
 
-def run(smoe, config, folder, seed, ranks, extra):
+def run(smoe, config, folder, seed, ranks, extra, start_from=None):
     report = os.path.join(folder, "report.json")
+    if not os.path.exists(report) and start_from and os.path.exists(os.path.join(start_from, "report.json")) \
+            and not os.path.exists(folder):
+        shutil.copytree(start_from, folder)  # its finished stages are reused; report.json is rewritten
+        os.remove(os.path.join(folder, "report.json"))
     if not os.path.exists(report):
         mode = ["--resume"] if os.path.exists(os.path.join(folder, "run.json")) else []
         cmd = ["mpirun", "-np", str(ranks), "--bind-to", "core", smoe, "train", "--config", config, "--run-dir",
@@ -78,8 +95,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS if r[0] != "algorithm1"],
-                    help="rows to run (algorithm1 only when named)")
+    ap.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS if not r[0].startswith("algorithm1") and r[0] != "vanilla-wide"],
+                    help="rows to run (the algorithm1 and vanilla-wide rows only when named)")
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--smoe", default=os.path.join(ROOT, "build", "bin", "smoe"))
     ap.add_argument("--set", dest="sets", action="append", default=[])
@@ -89,7 +106,9 @@ def main():
         if name not in a.rows:
             continue
         config = os.path.join(ROOT, "configs", "krishnamurthy", "fmnist-%s.yaml" % name)
-        reports = [run(a.smoe, config, os.path.join(a.runs, "%s-seed%d" % (name, s)), s, a.ranks, a.sets)
+        start = (lambda s: os.path.join(a.runs, "algorithm1-seed%d" % s)) if name.startswith("algorithm1-") \
+            else (lambda s: None)
+        reports = [run(a.smoe, config, os.path.join(a.runs, "%s-seed%d" % (name, s)), s, a.ranks, a.sets, start(s))
                    for s in a.seeds]
         m = [metrics(r) for r in reports]
         err = [x["error"] for x in m]

@@ -81,7 +81,14 @@ RunDir RunDir::open_root(const std::string& path, const Config& config, OpenMode
     } catch (const json::exception& e) {
       fail("{}: invalid JSON ({})", manifest_path, e.what());
     }
-    auto diffs = config_differences(d.saved_config_yaml(), config, from);
+    // A key whose first stage has recorded nothing yet (nor has any later
+    // one) changed nothing that exists: the new value is simply used.
+    size_t started = 0;
+    for (const auto& [k, v] : d.manifest_["done"].items()) {
+      const size_t owner = stage_owning(plan, k);
+      if (owner < plan.size()) started = std::max(started, owner + 1);
+    }
+    auto diffs = config_differences(d.saved_config_yaml(), config, std::min(from, started));
     SMOE_CHECK(diffs.empty(),
                "--resume: the config differs from the run's in {} (start a new run, use --force, "
                "or --redo-from the first stage it changes)",

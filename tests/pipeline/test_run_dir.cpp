@@ -46,12 +46,27 @@ TEST(RunDir, FreshRunsRefuseExistingFoldersResumeChecksTheConfig) {
     RunDir redo = RunDir::open_root(tmp / "run", changed, OpenMode::resume, "cluster");
     EXPECT_TRUE(redo.done("base"));
     EXPECT_FALSE(redo.done("expert/000"));
+    redo.mark_done("cluster", {{"seconds", 1.0}});  // redone with the new count
   }
   EXPECT_ERROR(RunDir::open_root(tmp / "run", changed, OpenMode::resume, "gaet"),
                "--redo-from 'gaet': expected one of");
   // The redone run saved its new config: resuming it again needs that config.
   EXPECT_NO_THROW(RunDir::open_root(tmp / "run", changed, OpenMode::resume));
   EXPECT_ERROR(RunDir::open_root(tmp / "run", cfg, OpenMode::resume), "experts.count: 8 -> 4");
+
+  // A key first used by a stage that has recorded nothing (nor has any
+  // later one) may change on a plain resume: nothing made with it exists.
+  {
+    RunDir early = RunDir::open_root(tmp / "early", cfg, OpenMode::fresh);
+    early.mark_done("base", {{"seconds", 1.0}});
+  }
+  Config later = cfg;
+  later.experts.gamma = 0.3;  // first used by the experts stage, not started
+  EXPECT_NO_THROW(RunDir::open_root(tmp / "early", later, OpenMode::resume));
+  EXPECT_NO_THROW(RunDir::open_root(tmp / "early", later, OpenMode::resume));  // saved as the run's config
+  Config earlier = later;
+  earlier.base.optim.lr = 0.5;  // the base stage finished with the old value
+  EXPECT_ERROR(RunDir::open_root(tmp / "early", earlier, OpenMode::resume), "base.lr: 0.1 -> 0.5");
 
   RunDir forced = RunDir::open_root(tmp / "run", cfg, OpenMode::force);
   EXPECT_FALSE(forced.done("base"));
