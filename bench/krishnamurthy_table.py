@@ -112,7 +112,7 @@ def main():
                    for s in a.seeds]
         m = [metrics(r) for r in reports]
         err = [x["error"] for x in m]
-        spec = {k: statistics.mean(r["specialisation"][k] for r in reports)
+        spec = {k: statistics.mean(r.get("finetuned", r)["specialisation"][k] for r in reports)
                 for k in ("gate_entropy", "usage_entropy", "mutual_information")}
         if m[0]["train_error"] is not None:
             pick = min(range(len(m)), key=lambda i: m[i]["train_error"])
