@@ -4,6 +4,7 @@
 //   smoe eval   --run-dir DIR [--set eval.taus=[...] ...]
 //   smoe config --print [--config FILE] [--set key=value ...]
 //   smoe config --keys
+//   smoe table  [--csv FILE] [--metric PATH ...] RUN_OR_FOLDER ...
 //   smoe --version
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
@@ -14,10 +15,12 @@
 #include "apps/cli.h"
 #include "comm/mpi_communicator.h"
 #include "comm/router.h"
+#include "core/atomic_file.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/stop.h"
+#include "eval/run_table.h"
 #include "data/manifest.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/provenance.h"
@@ -38,6 +41,7 @@ const char* kUsage =
     "  smoe eval   --run-dir DIR [--set key=value ...]\n"
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
     "  smoe config --keys\n"
+    "  smoe table  [--csv FILE] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -96,6 +100,38 @@ int cmd_config(const Args& a) {
   Config cfg = Config::load(a.config, a.sets);
   pipeline::check_config(cfg);
   std::cout << cfg.to_yaml();
+  return 0;
+}
+
+// table: finished runs as mean ± std per config over seeds (eval/run_table.h).
+int cmd_table(const std::vector<std::string>& argv) {
+  std::vector<std::string> paths, metrics;
+  std::string csv;
+  po::options_description opts("smoe table [options] RUN_OR_FOLDER ...");
+  opts.add_options()("help,h", "this help")                                                               //
+      ("csv", po::value(&csv), "also write the table as CSV (mean and std columns) to this file")          //
+      ("metric", po::value(&metrics)->composing(),
+       "a report.json path to tabulate, e.g. moe.bagging.macs (repeatable; default: every 'accuracy')")  //
+      ("runs", po::value(&paths)->composing(), "run folders, or folders holding run folders");
+  po::positional_options_description pos;
+  pos.add("runs", -1);
+  if (wants_help(argv)) {
+    std::cout << "Runs whose configs differ only in seed, runtime.* and data.path form one cell.\n" << opts;
+    return 0;
+  }
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  SMOE_CHECK(!paths.empty(), "smoe table: give run folders (or folders holding them)");
+  std::vector<eval::RunRow> runs;
+  for (const auto& p : paths)
+    for (const auto& dir : eval::find_runs(p)) runs.push_back(eval::read_run(dir, metrics));
+  SMOE_CHECK(std::any_of(runs.begin(), runs.end(), [](const eval::RunRow& r) { return !r.metrics.empty(); }),
+             "smoe table: none of the {} runs has {}", runs.size(),
+             metrics.empty() ? std::string("an accuracy in its report.json") : "the metrics asked for");
+  const eval::RunTable t = eval::make_table(runs, metrics);
+  std::cout << eval::to_markdown(t);
+  if (!csv.empty()) write_file_atomic(csv, eval::to_csv(t));
   return 0;
 }
 
@@ -227,8 +263,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::string cmd = args[0];
-    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config",
-               "unknown command '{}' (expected train, eval or config)", cmd);
+    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table",
+               "unknown command '{}' (expected train, eval, config or table)", cmd);
+    if (cmd == "table") return cmd_table(std::vector<std::string>(args.begin() + 1, args.end()));
     bool help = false;
     Args a = parse(cmd, std::vector<std::string>(args.begin() + 1, args.end()), help);
     if (help) return 0;

@@ -781,6 +781,26 @@ class Pipeline(unittest.TestCase):
         r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_table_of_runs(self):
+        # smoe table: the four rank counts' runs share one config, so they are
+        # one cell of n = 4 whose spread is 0 (rank-count invariance);
+        # Markdown on stdout, CSV to a file.
+        csv = os.path.join(self.tmp, "table.csv")
+        runs = [self.runs[n] for n in (1, 2, 3, 5)]
+        r = subprocess.run([SMOE, "table", "--csv", csv, "--metric", "moe.bagging.accuracy", "--metric", "base.accuracy"]
+                           + runs, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0], "| n | moe.bagging.accuracy | base.accuracy |")
+        self.assertEqual(len(lines), 3)
+        accuracy = read_json(os.path.join(self.runs[1], "report.json"))["moe"]["bagging"]["accuracy"]
+        self.assertTrue(lines[2].startswith("| 4 | %.4f ± 0.0000 |" % accuracy), lines[2])
+        self.assertEqual(read_text(csv).splitlines()[0],
+                         "n,moe.bagging.accuracy mean,moe.bagging.accuracy std,base.accuracy mean,base.accuracy std")
+        r = subprocess.run([SMOE, "table", os.path.join(self.tmp, "no-such-runs")], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, "smoe: error: %s does not exist\n" % os.path.join(self.tmp, "no-such-runs"))
+
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
                            capture_output=True, text=True)

@@ -1,0 +1,78 @@
+// smoe table (eval/run_table.h): runs grouped by their configs minus the
+// seed, mean ± std per cell, on run folders the test writes.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/expect_error.h"
+#include "common/temp_dir.h"
+#include "core/atomic_file.h"
+#include "eval/run_table.h"
+
+namespace smoe::eval {
+namespace {
+
+void write_run(const std::string& dir, int seed, int experts, double bagging, double base) {
+  std::filesystem::create_directories(dir);
+  write_file_atomic(dir + "/config.yaml", "seed: " + std::to_string(seed) + "\nexperts:\n  count: " +
+                                              std::to_string(experts) + "\nruntime:\n  threads: " +
+                                              std::to_string(seed + 1) + "\n");
+  write_file_atomic(dir + "/report.json",
+                    "{\"base\": {\"accuracy\": " + std::to_string(base) + ", \"macs\": 10},"
+                    " \"moe\": {\"bagging\": {\"accuracy\": " + std::to_string(bagging) + ", \"macs\": 42}},"
+                    " \"anytime\": [{\"accuracy\": 0.5}], \"experts\": [{\"accuracy\": 0.1}]}\n");
+}
+
+TEST(RunTable, GroupsBySeedlessConfigAndGivesMeanAndSampleStd) {
+  testing::TempDir tmp;
+  write_run(tmp / "sweep/a-s0", 0, 4, 0.80, 0.70);
+  write_run(tmp / "sweep/a-s1", 1, 4, 0.90, 0.72);
+  write_run(tmp / "sweep/b-s0", 0, 8, 0.85, 0.70);
+  std::filesystem::create_directories(tmp / "sweep/unfinished");  // no report.json: not a run yet
+  std::vector<RunRow> runs;
+  for (const auto& d : find_runs(tmp / "sweep")) runs.push_back(read_run(d));
+  ASSERT_EQ(runs.size(), 3u);
+  EXPECT_EQ(runs[0].metrics.count("anytime.accuracy"), 0u);  // arrays are not cells
+  const RunTable t = make_table(runs);
+  // seed and runtime.* vary but are ignored; experts.count is the cell.
+  EXPECT_EQ(t.varied, (std::vector<std::string>{"experts.count"}));
+  EXPECT_EQ(t.metrics, (std::vector<std::string>{"base.accuracy", "moe.bagging.accuracy"}));
+  ASSERT_EQ(t.cells.size(), 2u);
+  EXPECT_EQ(t.cells[0].values, (std::vector<std::string>{"4"}));
+  EXPECT_EQ(t.cells[0].dirs.size(), 2u);
+  // mean 0.85, sample std sqrt(((0.05)^2 * 2) / 1) = 0.0707
+  EXPECT_EQ(mean_std(t.cells[0].metrics.at("moe.bagging.accuracy")), "0.8500 ± 0.0707");
+  EXPECT_EQ(to_markdown(t),
+            "| experts.count | n | base.accuracy | moe.bagging.accuracy |\n"
+            "|---|---|---|---|\n"
+            "| 4 | 2 | 0.7100 ± 0.0141 | 0.8500 ± 0.0707 |\n"
+            "| 8 | 1 | 0.7000 | 0.8500 |\n");
+  EXPECT_EQ(to_csv(t),
+            "experts.count,n,base.accuracy mean,base.accuracy std,moe.bagging.accuracy mean,moe.bagging.accuracy std\n"
+            "4,2,0.71,0.0141421,0.85,0.0707107\n"
+            "8,1,0.7,0,0.85,0\n");
+  // Chosen metrics, in the order given.
+  const RunRow macs = read_run(tmp / "sweep/a-s0", {"moe.bagging.macs", "base.macs", "no.such.path"});
+  EXPECT_EQ(macs.metrics, (std::map<std::string, double>{{"moe.bagging.macs", 42}, {"base.macs", 10}}));
+  EXPECT_EQ(make_table({macs}, {"moe.bagging.macs", "base.macs"}).metrics,
+            (std::vector<std::string>{"moe.bagging.macs", "base.macs"}));
+  // A key the run's config.yaml lacks counts as its default.
+  EXPECT_EQ(runs[0].config.at("gate.temperature"), "0.1");
+}
+
+TEST(RunTable, BadRunFoldersFailNamingTheFile) {
+  testing::TempDir tmp;
+  EXPECT_ERROR(find_runs(tmp / "nowhere"), "nowhere does not exist");
+  std::filesystem::create_directories(tmp / "empty");
+  EXPECT_ERROR(find_runs(tmp / "empty"), "empty: no finished run folder (one holding a report.json)");
+  write_run(tmp / "r", 0, 4, 0.8, 0.7);
+  write_file_atomic(tmp / "r/report.json", "{\"base\": ");
+  EXPECT_ERROR(read_run(tmp / "r"), "r/report.json: invalid JSON");
+  write_file_atomic(tmp / "r/config.yaml", "experts: [unclosed");
+  EXPECT_ERROR(read_run(tmp / "r"), "r/config.yaml: invalid YAML at line");
+  std::filesystem::remove(tmp / "r/config.yaml");
+  EXPECT_ERROR(read_run(tmp / "r"), "r/config.yaml: missing (not an smoe run folder?)");
+}
+
+}  // namespace
+}  // namespace smoe::eval
