@@ -5,6 +5,7 @@
 //   smoe config --print [--config FILE] [--set key=value ...]
 //   smoe config --keys
 //   smoe table  [--csv FILE] [--metric PATH ...] RUN_OR_FOLDER ...
+//   smoe sweep  SWEEP_FILE --out DIR
 //   smoe --version
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
@@ -29,6 +30,7 @@
 #include "pipeline/runtime.h"
 #include "pipeline/stage.h"
 #include "pipeline/stall_inspector.h"
+#include "pipeline/sweep.h"
 
 namespace po = boost::program_options;
 using namespace smoe;
@@ -42,6 +44,7 @@ const char* kUsage =
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
     "  smoe config --keys\n"
     "  smoe table  [--csv FILE] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
+    "  smoe sweep  SWEEP_FILE --out DIR          a grid of overrides x seeds, then its table\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -138,9 +141,7 @@ int cmd_table(const std::vector<std::string>& argv) {
 // train and eval: every rank runs this. Errors that every rank meets alike
 // (config, run folder) are printed once by rank 0; any other error is
 // printed by the rank that met it, and ends the whole job.
-int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
-  comm::MpiRuntime mpi(&argc, &argv);
-  comm::DeviceRouter comm(mpi.world());
+int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& cmd, const Args& a) {
   const int rank = comm.rank();
 
   // Phase 1: config and run folder, decided by rank 0 and shared.
@@ -245,6 +246,122 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
   return 0;
 }
 
+int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
+  comm::MpiRuntime mpi(&argc, &argv);
+  comm::DeviceRouter comm(mpi.world());
+  return run_job(mpi, comm, cmd, a);
+}
+
+// sweep: every run of a sweep file, one after another, each a normal run
+// folder under --out; earlier stages shared where configs allow
+// (pipeline/sweep.h); finished runs skipped. Then the table of the sweep.
+int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
+  std::string file, out;
+  bool verbose = false, quiet = false;
+  po::options_description opts("smoe sweep SWEEP_FILE --out DIR");
+  opts.add_options()("help,h", "this help")                                                    //
+      ("sweep", po::value(&file)->required(), "the sweep file (YAML: config, set, grid, seeds)")  //
+      ("out", po::value(&out)->required(), "the sweep folder: one run folder per run")            //
+      ("verbose,v", po::bool_switch(&verbose), "debug messages")                                  //
+      ("quiet,q", po::bool_switch(&quiet), "warnings and errors only");
+  po::positional_options_description pos;
+  pos.add("sweep", 1);
+  if (wants_help(args)) {
+    std::cout << opts;
+    return 0;
+  }
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  comm::MpiRuntime mpi(&argc, &argv);
+  comm::DeviceRouter comm(mpi.world());
+  // Every rank reads the sweep file (the same text gives the same runs).
+  std::string error;
+  pipeline::Sweep sweep;
+  try {
+    sweep = pipeline::load_sweep(file);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    if (comm.is_root()) throw Error(error);
+    return 1;
+  }
+  namespace fs = std::filesystem;
+  auto dir_of = [&](size_t i) { return (fs::path(out) / sweep.runs[i].name).string(); };
+  auto finished = [&](size_t j, const std::string& stage) {
+    return fs::exists(fs::path(dir_of(j)) / "run.json") && pipeline::RunDir::existing(dir_of(j)).done(stage);
+  };
+  for (size_t i = 0; i < sweep.runs.size(); ++i) {
+    Args a;
+    a.config = sweep.config_path;
+    a.sets = sweep.runs[i].sets;
+    a.run_dir = dir_of(i);
+    a.verbose = verbose;
+    a.quiet = quiet;
+    // Rank 0 decides what the run needs and prepares its folder.
+    std::string action;
+    if (comm.is_root()) {
+      try {
+        if (fs::exists(fs::path(a.run_dir) / "report.json")) {
+          action = "done";
+        } else if (fs::exists(fs::path(a.run_dir) / "run.json")) {
+          action = "resume";
+        } else {
+          const pipeline::SweepStart start = pipeline::sweep_start(sweep, i, finished);
+          action = "fresh";
+          if (start.from >= 0) {
+            // Its earlier stages are those of run `from`: start from a copy of its folder.
+            std::error_code ec;
+            fs::remove_all(a.run_dir, ec);
+            fs::create_directories(out);
+            fs::copy(dir_of(static_cast<size_t>(start.from)), a.run_dir, fs::copy_options::recursive);
+            for (const auto& e : fs::directory_iterator(a.run_dir)) {
+              const std::string n = e.path().filename().string();
+              if (n == "report.json" || n.rfind("log", 0) == 0 || e.path().extension() == ".png")
+                fs::remove(e.path());
+            }
+            action = "copy " + start.redo_from + " " + sweep.runs[static_cast<size_t>(start.from)].name;
+          }
+        }
+      } catch (const std::exception& e) {
+        action = std::string("error ") + e.what();
+      }
+    }
+    comm.broadcast_bytes(action, 0);
+    if (action.rfind("error ", 0) == 0) {
+      if (comm.is_root()) throw Error(action.substr(6));
+      return 1;
+    }
+    if (action == "done") {
+      if (comm.is_root() && !quiet) std::cout << fmt::format("sweep: {} already finished\n", sweep.runs[i].name);
+      continue;
+    }
+    a.resume = action != "fresh";
+    if (action.rfind("copy ", 0) == 0) {
+      const std::string rest = action.substr(5);
+      a.redo_from = rest.substr(0, rest.find(' '));
+      if (comm.is_root() && !quiet)
+        std::cout << fmt::format("sweep: {} starts from {}'s finished stages{}\n", sweep.runs[i].name,
+                                 rest.substr(rest.find(' ') + 1),
+                                 a.redo_from.empty() ? " (only the evaluation differs)" : ", redoing from " + a.redo_from);
+    } else if (comm.is_root() && !quiet) {
+      std::cout << fmt::format("sweep: {} ({} of {})\n", sweep.runs[i].name, i + 1, sweep.runs.size());
+    }
+    std::cout.flush();
+    const int rc = run_job(mpi, comm, "train", a);
+    if (rc != 0) return rc;
+  }
+  if (comm.is_root()) {
+    std::vector<eval::RunRow> runs;
+    for (size_t i = 0; i < sweep.runs.size(); ++i) runs.push_back(eval::read_run(dir_of(i)));
+    const eval::RunTable t = eval::make_table(runs);
+    std::cout << eval::to_markdown(t);
+    write_file_atomic((fs::path(out) / "table.csv").string(), eval::to_csv(t));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -263,9 +380,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::string cmd = args[0];
-    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table",
-               "unknown command '{}' (expected train, eval, config or table)", cmd);
+    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table" || cmd == "sweep",
+               "unknown command '{}' (expected train, eval, config, table or sweep)", cmd);
     if (cmd == "table") return cmd_table(std::vector<std::string>(args.begin() + 1, args.end()));
+    if (cmd == "sweep") return cmd_sweep(std::vector<std::string>(args.begin() + 1, args.end()), argc, argv);
     bool help = false;
     Args a = parse(cmd, std::vector<std::string>(args.begin() + 1, args.end()), help);
     if (help) return 0;

@@ -801,6 +801,39 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr, "smoe: error: %s does not exist\n" % os.path.join(self.tmp, "no-such-runs"))
 
+    def test_sweep_shares_earlier_stages_resumes_and_tabulates(self):
+        # A grid of experts.gamma x two seeds: the gamma-0.3 runs start from
+        # the gamma-0.1 runs' finished stages (same base model, new experts);
+        # a second invocation skips what is finished and redoes what is not.
+        sweep = os.path.join(self.tmp, "sweep.yaml")
+        out = os.path.join(self.tmp, "sweep")
+        with open(sweep, "w") as f:
+            f.write("config: %s\nset: [data.path=%s, data.limit_train=600, data.limit_test=200, base.epochs=1, "
+                    "experts.epochs=1, ensembler.epochs=1, runtime.threads=1]\ngrid:\n  experts.gamma: [0.1, 0.3]\n"
+                    "seeds: [0, 1]\n" % (QUICK, self.data))
+        r = subprocess.run(mpirun(2) + [SMOE, "sweep", sweep, "--out", out], capture_output=True, text=True, env=ENV,
+                           timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("sweep: experts.gamma-0.3_seed-0 starts from experts.gamma-0.1_seed-0's finished stages, "
+                      "redoing from experts", r.stdout)
+        done = {name: read_json(os.path.join(out, name, "run.json"))["done"]
+                for name in ("experts.gamma-0.1_seed-0", "experts.gamma-0.3_seed-0", "experts.gamma-0.1_seed-1")}
+        self.assertEqual(done["experts.gamma-0.3_seed-0"]["base"], done["experts.gamma-0.1_seed-0"]["base"])
+        self.assertEqual(done["experts.gamma-0.3_seed-0"]["cluster"], done["experts.gamma-0.1_seed-0"]["cluster"])
+        self.assertNotEqual(done["experts.gamma-0.3_seed-0"]["expert/000"]["checkpoint_sha256"],
+                            done["experts.gamma-0.1_seed-0"]["expert/000"]["checkpoint_sha256"])
+        self.assertNotEqual(done["experts.gamma-0.1_seed-1"]["base"]["sha256"],
+                            done["experts.gamma-0.1_seed-0"]["base"]["sha256"])  # another seed: its own base model
+        self.assertIn("| experts.gamma | n |", r.stdout)
+        self.assertEqual(len(read_text(os.path.join(out, "table.csv")).splitlines()), 3)
+        os.remove(os.path.join(out, "experts.gamma-0.3_seed-1", "report.json"))
+        r = subprocess.run(mpirun(2) + [SMOE, "sweep", sweep, "--out", out], capture_output=True, text=True, env=ENV,
+                           timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.count("already finished"), 3)
+        self.assertIn("sweep: experts.gamma-0.3_seed-1 (4 of 4)", r.stdout)
+        self.assertTrue(os.path.exists(os.path.join(out, "experts.gamma-0.3_seed-1", "report.json")))
+
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],
                            capture_output=True, text=True)
