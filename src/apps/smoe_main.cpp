@@ -166,6 +166,8 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
         run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
         data::save_verify_cache(shards, shards_cache);
       } else {
+        // A folder that holds no run gets no lock file beside it.
+        pipeline::RunDir::existing(a.run_dir);
         lock = pipeline::RunLock::acquire(a.run_dir);
         run = pipeline::RunDir::existing(a.run_dir);
         cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), a.sets);

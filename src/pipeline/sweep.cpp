@@ -28,7 +28,7 @@ std::string folder_name(const std::vector<std::pair<std::string, std::string>>& 
   for (const auto& [k, v] : kv) {
     if (!out.empty()) out += "_";
     out += k + "-";
-    for (char c : v) out += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ? c : '+';
+    for (char c : v) out += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' ? c : '+';
   }
   return out;
 }
