@@ -336,4 +336,25 @@ std::vector<KeyInfo> config_keys() {
   return keys;
 }
 
+namespace {
+
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n)
+      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+    return;
+  }
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  out[prefix] = e.c_str();
+}
+
+}  // namespace
+
+std::map<std::string, std::string> flat_yaml(const std::string& yaml_text) {
+  std::map<std::string, std::string> out;
+  flatten(YAML::Load(yaml_text), "", out);
+  return out;
+}
+
 }  // namespace smoe

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <variant>
@@ -218,5 +219,10 @@ struct KeyInfo {
   std::string doc;
 };
 std::vector<KeyInfo> config_keys();
+
+// A config's YAML text flattened to dotted keys -> each value's YAML text
+// (flow style): how run folders compare and tabulate configs. Throws
+// YAML::Exception on invalid YAML.
+std::map<std::string, std::string> flat_yaml(const std::string& yaml_text);
 
 }  // namespace smoe

@@ -20,17 +20,6 @@ using nlohmann::json;
 namespace smoe::eval {
 namespace {
 
-void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
-  if (n.IsMap()) {
-    for (const auto& kv : n)
-      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
-    return;
-  }
-  YAML::Emitter e;
-  e << YAML::Flow << n;
-  out[prefix] = e.c_str();
-}
-
 // Numeric leaves named "accuracy", objects only (arrays such as the anytime
 // grid or the per-expert list are not cells of a table), at most 3 deep.
 void accuracies(const json& j, const std::string& prefix, int depth, std::map<std::string, double>& out) {
@@ -78,16 +67,12 @@ RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_p
   SMOE_CHECK(fs::is_regular_file(config), "{}: missing (not an smoe run folder?)", config);
   SMOE_CHECK(fs::is_regular_file(report), "{}: missing (the run has not finished its evaluation)", report);
   try {
-    flatten(YAML::Load(read_file(config)), "", r.config);
+    r.config = flat_yaml(read_file(config));
   } catch (const YAML::Exception& e) {
     fail("{}: invalid YAML at line {}: {}", config, e.mark.line + 1, e.msg);
   }
   // A key added to smoe after the run was made ran at its default.
-  static const std::map<std::string, std::string> defaults = [] {
-    std::map<std::string, std::string> d;
-    flatten(YAML::Load(Config::defaults().to_yaml(false)), "", d);
-    return d;
-  }();
+  static const std::map<std::string, std::string> defaults = flat_yaml(Config::defaults().to_yaml(false));
   for (const auto& [k, v] : defaults) r.config.emplace(k, v);
   json j;
   try {

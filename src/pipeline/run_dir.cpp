@@ -3,7 +3,6 @@
 #include <chrono>
 #include <thread>
 
-#include <yaml-cpp/yaml.h>
 
 #include <filesystem>
 
@@ -20,18 +19,6 @@ namespace {
 constexpr const char* kManifest = "run.json";
 constexpr const char* kConfig = "config.yaml";
 
-// Flattens a YAML mapping into dotted keys -> scalar text.
-void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
-  if (n.IsMap()) {
-    for (const auto& kv : n)
-      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
-  } else {
-    YAML::Emitter e;
-    e << YAML::Flow << n;
-    out[prefix] = e.c_str();
-  }
-}
-
 bool is_empty_dir(const std::string& p) { return fs::is_directory(p) && fs::is_empty(p); }
 
 }  // namespace
@@ -41,12 +28,10 @@ std::string expert_task_key(int64_t k, int64_t round) {
 }
 
 std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now, size_t allowed_from) {
-  std::map<std::string, std::string> a, b, defaults;
-  flatten(YAML::Load(saved_yaml), "", a);
-  flatten(YAML::Load(now.to_yaml(false)), "", b);
+  const auto a = flat_yaml(saved_yaml), b = flat_yaml(now.to_yaml(false));
   // A key the saved config lacks was added to smoe after the run was made,
   // with a default that keeps the old behaviour: absent means that default.
-  flatten(YAML::Load(Config::defaults().to_yaml(false)), "", defaults);
+  const auto defaults = flat_yaml(Config::defaults().to_yaml(false));
   const auto plan = scheme_plan(now);
   std::vector<std::string> diffs;
   for (const auto& [k, v] : b) {

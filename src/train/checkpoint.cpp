@@ -29,16 +29,22 @@ std::string save_state(const StateDict& state, const std::string& path) {
 
 std::string save_module(const torch::nn::Module& m, const std::string& path) { return save_state(state_dict(m), path); }
 
-StateDict load_state(const std::string& path) {
-  SMOE_CHECK(std::filesystem::exists(path), "checkpoint {} does not exist", path);
-  std::string bytes = read_file(path);
-  c10::IValue v;
+c10::IValue load_pickle(const std::string& path, const std::string& what) {
+  SMOE_CHECK(std::filesystem::is_regular_file(path), "{} {} does not exist", what, path);
+  const std::string bytes = read_file(path);
   try {
-    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+    return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    fail("{}: not a readable checkpoint ({})", path, what.substr(0, what.find('\n')));
+    const std::string message = e.what();
+    SMOE_CHECK(message.find("opcode for unpickling at 0x73") == std::string::npos,
+               "{} {}: libtorch cannot read a dict of one entry; save the tensor itself, or a dict of several entries",
+               what, path);
+    fail("{}: not a readable {} ({})", path, what, message.substr(0, message.find('\n')));
   }
+}
+
+StateDict load_state(const std::string& path) {
+  const c10::IValue v = load_pickle(path, "checkpoint");
   SMOE_CHECK(v.isGenericDict(), "{}: not a state dict (expected a dict of tensors)", path);
   StateDict out;
   for (const auto& item : v.toGenericDict()) {

@@ -21,6 +21,10 @@ std::string save_state(const StateDict& state, const std::string& path);
 std::string save_module(const torch::nn::Module& m, const std::string& path);
 // Reads a state dict; errors name the file.
 StateDict load_state(const std::string& path);
+// Reads any value saved by torch.save or torch::pickle_save; `what` names the
+// file in errors ("checkpoint", "features file"). libtorch 1.13 cannot read a
+// Python dict of one entry (pickle's SETITEM): that error says so.
+c10::IValue load_pickle(const std::string& path, const std::string& what);
 // Loads into a module: every parameter and buffer must be present with its shape.
 void load_module(torch::nn::Module& m, const std::string& path);
 

@@ -3,7 +3,6 @@
 // (cluster.pt), every rank clustering its own rows; g0 goes to every rank.
 #include <torch/torch.h>
 
-#include <tuple>
 
 #include "cluster/distributed_kmeans.h"
 #include "cluster/initial_gate.h"
@@ -64,7 +63,9 @@ class ClusterStage : public Stage {
     // Every rank clusters its own rows; any split gives the same centroids
     // and g0 (distributed_kmeans.h); no rank holds all the rows.
     cluster::InitialGateInputs in;
-    std::tie(in.ids, in.embedding) = local_cluster_features(s);
+    const auto [ids, embedding] = local_embedding_rows(s);
+    in.ids = ids;
+    in.embedding = cluster_feature_rows(s, ids, embedding);
     in.labels = s.train_labels().index_select(0, in.ids);
     in.comm = &s.comm;
     in.num_classes = s.train->num_classes();
@@ -87,8 +88,6 @@ class ClusterStage : public Stage {
       // The gate routes from the base model's embeddings, not from the file's
       // features: it starts from each cluster's mean embedding.
       if (fit.saved.count("centroids")) {
-        auto [eids, embedding] = local_embedding_rows(s);
-        SMOE_ASSERT(torch::equal(eids, in.ids), "embeddings and features rows differ");
         auto [sums, counts] = cluster::group_sums(embedding, fit.g0.argmax(1), fit.g0.size(1), s.comm);
         fit.saved["feature_centroids"] = fit.saved["centroids"];
         fit.saved["centroids"] = (sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype())).to(torch::kFloat);

@@ -9,7 +9,6 @@
 #include <memory>
 
 #include "core/error.h"
-#include "core/atomic_file.h"
 #include "data/feature_file.h"
 #include "models/moe.h"
 #include "pipeline/run_state.h"
@@ -26,20 +25,7 @@ bool is_torch_file(const std::string& path) {
 
 // The whole tensor of a torch file: a tensor, or a dict with "features".
 at::Tensor load_torch_features(const std::string& path) {
-  SMOE_CHECK(std::filesystem::is_regular_file(path), "features file {} does not exist", path);
-  const std::string bytes = read_file(path);
-  c10::IValue v;
-  try {
-    v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    // libtorch 1.13's unpickler lacks SETITEM, which Python uses for a dict of one entry.
-    SMOE_CHECK(what.find("opcode for unpickling at 0x73") == std::string::npos,
-               "features file {}: libtorch cannot read a dict of one entry; save the tensor itself "
-               "(torch.save(features, path))",
-               path);
-    fail("features file {}: not a readable torch file ({})", path, what.substr(0, what.find('\n')));
-  }
+  const c10::IValue v = train::load_pickle(path, "features file");
   at::Tensor t;
   if (v.isTensor()) {
     t = v.toTensor();
@@ -74,10 +60,9 @@ int64_t check_cluster_features(const std::string& path, int64_t samples) {
   return dim;
 }
 
-std::pair<at::Tensor, at::Tensor> local_cluster_features(RunState& s) {
-  auto [ids, rows] = local_embedding_rows(s);
+at::Tensor cluster_feature_rows(RunState& s, const at::Tensor& ids, const at::Tensor& embedding_rows) {
   const std::string& path = s.cfg.cluster.features;
-  if (path.empty()) return {ids, rows};
+  if (path.empty()) return embedding_rows;
   const std::vector<int64_t> want(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
   at::Tensor features;
   if (is_torch_file(path)) {
@@ -95,7 +80,7 @@ std::pair<at::Tensor, at::Tensor> local_cluster_features(RunState& s) {
     features = torch::from_blob(values.data(), {static_cast<int64_t>(want.size()), f.dim()}, torch::kFloat).clone();
   }
   SMOE_CHECK(torch::isfinite(features).all().item<bool>(), "features file {}: rows of this run hold NaN or inf", path);
-  return {ids, s.cfg.cluster.normalize ? models::normalize_rows(features) : features};
+  return s.cfg.cluster.normalize ? models::normalize_rows(features) : features;
 }
 
 }  // namespace smoe::pipeline

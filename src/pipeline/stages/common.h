@@ -49,11 +49,11 @@ nlohmann::json time_per_sample(RunState& state, const std::vector<std::pair<std:
 // cluster.normalize). Any split gives the same results downstream.
 std::pair<at::Tensor, at::Tensor> local_embedding_rows(RunState& state);
 
-// What the clustering and the pseudo-labelling use for this rank's rows (the
-// same ids as local_embedding_rows): the rows of the cluster.features file
-// when one is set, else the embeddings; L2-normalised with cluster.normalize
-// (cluster_features.cpp).
-std::pair<at::Tensor, at::Tensor> local_cluster_features(RunState& state);
+// What the clustering and the pseudo-labelling use for rows `ids` (this
+// rank's, from local_embedding_rows): the rows of the cluster.features file
+// when one is set (L2-normalised with cluster.normalize), else
+// `embedding_rows` themselves (cluster_features.cpp).
+at::Tensor cluster_feature_rows(RunState& state, const at::Tensor& ids, const at::Tensor& embedding_rows);
 // Checks a cluster.features file (readable, a float [N, D], at least
 // `samples` rows) and returns D; fails naming the file.
 int64_t check_cluster_features(const std::string& path, int64_t samples);

@@ -5,7 +5,6 @@
 // every expert's features; the distilled gate gives back conditional
 // computation. The experts' weights stay bit-identical. Saved as distill.pt.
 #include "core/log.h"
-#include "core/rng.h"
 #include "models/joint_moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -33,15 +32,8 @@ class DistillStage : public Stage {
               s.cfg.gate.kind);
     moe->set_gate(gate);
     broadcast_module(s.comm, moe->gate(), 0);
-    train::JointTrainOptions o;
-    o.stage = "distill";
-    o.optim = s.cfg.distill.optim;
-    o.reg = s.cfg.distill.reg;
-    o.micro_batch = s.cfg.joint.micro_batch;
+    train::JointTrainOptions o = joint_train_options(s, "distill", s.cfg.distill.optim, s.cfg.distill.reg);
     o.freeze_experts = true;
-    o.seed = derive_seed(s.cfg.seed, "distill");
-    o.log_every = s.cfg.runtime.log_every;
-    o.prefetch = s.cfg.data.prefetch;
     json record = run_joint_training(s, *moe, o);
     record["gate_tensors_copied"] = copied;
     return record;

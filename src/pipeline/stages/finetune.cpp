@@ -9,7 +9,6 @@
 // finetune.freeze_experts only the gate trains on the frozen experts (a gate
 // trained on frozen experts: Krishnamurthy et al. Section 4.2). Saved as
 // finetune.pt; joint_eval evaluates it into report.json's "finetuned".
-#include "core/rng.h"
 #include "models/joint_moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -32,16 +31,8 @@ class FinetuneStage : public Stage {
   }
   json run(RunState& s) override {
     auto moe = s.store.build_finetune_moe(*s.base);
-    train::JointTrainOptions o;
-    o.stage = "finetune";
-    o.optim = s.cfg.finetune.optim;
-    o.reg = s.cfg.finetune.reg;
-    o.micro_batch = s.cfg.joint.micro_batch;
+    train::JointTrainOptions o = joint_train_options(s, "finetune", s.cfg.finetune.optim, s.cfg.finetune.reg);
     o.freeze_experts = s.cfg.finetune.freeze_experts;
-    o.seed = derive_seed(s.cfg.seed, "finetune");
-    o.log_every = s.cfg.runtime.log_every;
-    o.prefetch = s.cfg.data.prefetch;
-    o.bn_calibration = s.cfg.base.bn_calibration;
     return run_joint_training(s, *moe, o);
   }
 };

@@ -8,7 +8,6 @@
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
 #include "pipeline/stages/joint_training.h"
-#include "core/rng.h"
 
 using nlohmann::json;
 
@@ -42,11 +41,7 @@ class JointStage : public Stage {
   json run(RunState& s) override {
     auto moe = s.store.build_joint_moe(s.cfg.gate.kind);
     broadcast_module(s.comm, *moe, 0);
-    train::JointTrainOptions o;
-    o.stage = "joint";
-    o.optim = s.cfg.joint.optim;
-    o.reg = s.cfg.joint.reg;
-    o.micro_batch = s.cfg.joint.micro_batch;
+    train::JointTrainOptions o = joint_train_options(s, "joint", s.cfg.joint.optim, s.cfg.joint.reg);
     o.gate_lr_scale = s.cfg.joint.gate_lr_scale;
     o.mixup = s.cfg.joint.mixup;
     if (s.cfg.joint.conditional) {
@@ -57,10 +52,6 @@ class JointStage : public Stage {
       SMOE_CHECK(static_cast<int64_t>(o.class_owner.size()) == C,
                  "config key 'joint.class_owner' has {} entries for {} classes", o.class_owner.size(), C);
     }
-    o.seed = derive_seed(s.cfg.seed, "joint");
-    o.log_every = s.cfg.runtime.log_every;
-    o.prefetch = s.cfg.data.prefetch;
-    o.bn_calibration = s.cfg.base.bn_calibration;
     return run_joint_training(s, *moe, o);
   }
 };

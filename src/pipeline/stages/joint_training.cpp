@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "core/rng.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stages/epoch_checkpoints.h"
 #include "train/checkpoint.h"
@@ -9,6 +10,20 @@
 using nlohmann::json;
 
 namespace smoe::pipeline {
+
+train::JointTrainOptions joint_train_options(const RunState& s, const std::string& stage, const OptimConfig& optim,
+                                             const RegularizerConfig& reg) {
+  train::JointTrainOptions o;
+  o.stage = stage;
+  o.optim = optim;
+  o.reg = reg;
+  o.micro_batch = s.cfg.joint.micro_batch;
+  o.seed = derive_seed(s.cfg.seed, stage);
+  o.log_every = s.cfg.runtime.log_every;
+  o.prefetch = s.cfg.data.prefetch;
+  o.bn_calibration = s.cfg.base.bn_calibration;
+  return o;
+}
 
 json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::JointTrainOptions& o) {
   EpochCheckpoints checkpoints(s, o.stage, o.optim.epochs);

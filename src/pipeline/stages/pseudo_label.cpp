@@ -48,7 +48,8 @@ class PseudoLabelStage : public Stage {
   json run(RunState& s) override {
     torch::NoGradGuard outer_no_grad;
     const int64_t N = s.train->size();
-    auto [ids, rows] = local_cluster_features(s);
+    auto [ids, embedding] = local_embedding_rows(s);
+    const at::Tensor rows = cluster_feature_rows(s, ids, embedding);
     const uint64_t seed = trusted_seed(s.cfg);
     const std::vector<int64_t>& truth = s.train->true_labels();
     const std::vector<int64_t>& given = s.train->labels();
