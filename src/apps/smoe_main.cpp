@@ -4,8 +4,8 @@
 //   smoe eval   --run-dir DIR [--set eval.taus=[...] ...]
 //   smoe config --print [--config FILE] [--set key=value ...]
 //   smoe config --keys
-//   smoe table  [--csv FILE] [--metric PATH ...] RUN_OR_FOLDER ...
-//   smoe sweep  SWEEP_FILE --out DIR
+//   smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...
+//   smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N]
 //   smoe --version
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
@@ -21,12 +21,14 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/stop.h"
+#include "eval/run_plot.h"
 #include "eval/run_table.h"
 #include "data/manifest.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/provenance.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/run_lock.h"
+#include "pipeline/scheduler.h"
 #include "pipeline/runtime.h"
 #include "pipeline/stage.h"
 #include "pipeline/stall_inspector.h"
@@ -43,8 +45,8 @@ const char* kUsage =
     "  smoe eval   --run-dir DIR [--set key=value ...]\n"
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
     "  smoe config --keys\n"
-    "  smoe table  [--csv FILE] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
-    "  smoe sweep  SWEEP_FILE --out DIR          a grid of overrides x seeds, then its table\n"
+    "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
+    "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N]          a grid of overrides x seeds, then its table\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -109,10 +111,13 @@ int cmd_config(const Args& a) {
 // table: finished runs as mean ± std per config over seeds (eval/run_table.h).
 int cmd_table(const std::vector<std::string>& argv) {
   std::vector<std::string> paths, metrics;
-  std::string csv;
+  std::string csv, plot;
   po::options_description opts("smoe table [options] RUN_OR_FOLDER ...");
   opts.add_options()("help,h", "this help")                                                               //
       ("csv", po::value(&csv), "also write the table as CSV (mean and std columns) to this file")          //
+      ("plot", po::value(&plot),
+       "also draw accuracy against MACs to this PNG: per cell the base model, the MoE and the anytime curve, "
+       "with ± std error bars")  //
       ("metric", po::value(&metrics)->composing(),
        "a report.json path to tabulate, e.g. moe.bagging.macs (repeatable; default: every 'accuracy')")  //
       ("runs", po::value(&paths)->composing(), "run folders, or folders holding run folders");
@@ -135,6 +140,7 @@ int cmd_table(const std::vector<std::string>& argv) {
   const eval::RunTable t = eval::make_table(runs, metrics);
   std::cout << eval::to_markdown(t);
   if (!csv.empty()) write_file_atomic(csv, eval::to_csv(t));
+  if (!plot.empty()) eval::plot_table(t, plot, "accuracy vs MACs");
   return 0;
 }
 
@@ -254,17 +260,202 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
   return run_job(mpi, comm, cmd, a);
 }
 
-// sweep: every run of a sweep file, one after another, each a normal run
-// folder under --out; earlier stages shared where configs allow
-// (pipeline/sweep.h); finished runs skipped. Then the table of the sweep.
+// sweep: every run of a sweep file, each a normal run folder under --out;
+// earlier stages shared where configs allow (pipeline/sweep.h); finished runs
+// skipped. The job's ranks form groups of --ranks-per-run ranks; the runs are
+// tasks that the dynamic scheduler (pipeline/scheduler.h) hands to the
+// groups' first ranks, a run that starts from another's folder only once that
+// one is finished. Then the table of the sweep.
+constexpr int kSweepTaskTag = 1011;  // group root -> its ranks: the next run, or -1
+constexpr int kSweepExitTag = 1012;  // every rank <-> world rank 0: exit statuses
+
+class SweepDriver {
+ public:
+  SweepDriver(comm::MpiRuntime& mpi, comm::Communicator& world, const pipeline::Sweep& sweep, std::string out,
+              int per_run, bool verbose, bool quiet)
+      : mpi_(mpi), world_(world), sweep_(sweep), out_(std::move(out)), verbose_(verbose), quiet_(quiet) {
+    groups_ = (world.size() + per_run - 1) / per_run;
+    group_ = std::make_unique<comm::DeviceRouter>(mpi.split_world(world.rank() / per_run));
+    leaders_ = mpi.split_world(group_->is_root() ? 0 : -1);
+    const int first = world.rank() - group_->rank();
+    where_ = groups_ == 1 ? std::string()
+             : group_->size() == 1 ? fmt::format("[rank {}] ", first)
+                                   : fmt::format("[ranks {}-{}] ", first, first + group_->size() - 1);
+  }
+
+  // Every rank: runs what its group is handed; returns the job's exit
+  // status (0, kResumableExit or 1), the same on every rank.
+  int run() {
+    int rc = 0;
+    if (group_->is_root()) {
+      std::vector<int64_t> tasks, after;
+      if (world_.is_root()) plan(tasks, after);
+      pipeline::run_tasks(
+          *leaders_, tasks, after,
+          [&](int64_t i) {
+            if (rc != 0) return nlohmann::json{{"halt", true}};  // stopped or failed: take nothing more
+            for (int r = 1; r < group_->size(); ++r) group_->send(r, kSweepTaskTag, std::to_string(i));
+            rc = std::max(rc, run_in_group(static_cast<size_t>(i)));
+            return nlohmann::json{{"halt", rc != 0}};
+          },
+          [](int64_t, int, const nlohmann::json&) {});
+      for (int r = 1; r < group_->size(); ++r) group_->send(r, kSweepTaskTag, "-1");
+    } else {
+      for (;;) {
+        const int64_t i = std::stoll(group_->recv_idle(0, kSweepTaskTag).payload);
+        if (i < 0) break;
+        rc = std::max(rc, run_in_group(static_cast<size_t>(i)));
+      }
+    }
+    return worst_exit(rc);
+  }
+
+  // The rank that met an error in a run (rethrown by the caller after every
+  // rank has agreed to end).
+  std::exception_ptr error() const { return error_; }
+
+ private:
+  std::string dir_of(size_t i) const { return (std::filesystem::path(out_) / sweep_.runs[i].name).string(); }
+  bool has(size_t i, const char* file) const { return std::filesystem::exists(std::filesystem::path(dir_of(i)) / file); }
+
+  // World rank 0: the runs still to do, and the run each must wait for (the
+  // one whose folder it will start from, when that one is not finished yet).
+  void plan(std::vector<int64_t>& tasks, std::vector<int64_t>& after) const {
+    for (size_t i = 0; i < sweep_.runs.size(); ++i) {
+      if (has(i, "report.json")) {
+        if (!quiet_) std::cout << fmt::format("sweep: {} already finished\n", sweep_.runs[i].name);
+        continue;
+      }
+      int64_t from = -1;
+      if (!has(i, "run.json")) {  // a started run resumes from its own folder
+        from = pipeline::sweep_start(sweep_, i, [](size_t, const std::string&) { return true; }).from;
+        if (from >= 0 && has(static_cast<size_t>(from), "report.json")) from = -1;
+      }
+      tasks.push_back(static_cast<int64_t>(i));
+      after.push_back(from);
+    }
+    if (!quiet_)
+      std::cout << fmt::format("sweep: {} of {} runs to do, by {} group{} of {} rank{}\n", tasks.size(),
+                               sweep_.runs.size(), groups_, groups_ == 1 ? "" : "s", group_->size(),
+                               group_->size() == 1 ? "" : "s")
+                << std::flush;
+  }
+
+  // Every rank of a group: run i, its folder prepared by the group's first rank.
+  int run_in_group(size_t i) {
+    namespace fs = std::filesystem;
+    Args a;
+    a.config = sweep_.config_path;
+    a.sets = sweep_.runs[i].sets;
+    a.run_dir = dir_of(i);
+    a.verbose = verbose_;
+    a.quiet = quiet_;
+    const std::string& name = sweep_.runs[i].name;
+    std::string action;
+    if (group_->is_root()) {
+      try {
+        action = prepare(i);
+      } catch (const std::exception& e) {
+        action = std::string("error ") + e.what();
+      }
+    }
+    group_->broadcast_bytes(action, 0);
+    if (action.rfind("error ", 0) == 0) return fail_run(Error(action.substr(6)));
+    if (action == "done") {
+      say(fmt::format("{} already finished", name));
+      return 0;
+    }
+    a.resume = action != "fresh";
+    if (action.rfind("copy ", 0) == 0) {
+      const std::string rest = action.substr(5);
+      a.redo_from = rest.substr(0, rest.find(' '));
+      say(fmt::format("{} starts from {}'s finished stages{}", name, rest.substr(rest.find(' ') + 1),
+                      a.redo_from.empty() ? " (only the evaluation differs)" : ", redoing from " + a.redo_from));
+    } else {
+      say(fmt::format("{} ({} of {})", name, i + 1, sweep_.runs.size()));
+    }
+    try {
+      return run_job(mpi_, *group_, "train", a);
+    } catch (const std::exception& e) {
+      return fail_run(e);
+    }
+  }
+
+  // The group's first rank: what run i needs, its folder made ready.
+  std::string prepare(size_t i) const {
+    namespace fs = std::filesystem;
+    if (has(i, "report.json")) return "done";
+    if (has(i, "run.json")) return "resume";
+    // Only runs that are finished can lend their folders: others may be
+    // running in another group right now.
+    auto finished = [&](size_t j, const std::string& stage) {
+      return has(j, "report.json") && pipeline::RunDir::existing(dir_of(j)).done(stage);
+    };
+    const pipeline::SweepStart start = pipeline::sweep_start(sweep_, i, finished);
+    if (start.from < 0) return "fresh";
+    // Its earlier stages are those of run `from`: start from a copy of its folder.
+    const std::string dir = dir_of(i);
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::create_directories(out_);
+    fs::copy(dir_of(static_cast<size_t>(start.from)), dir, fs::copy_options::recursive);
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string n = e.path().filename().string();
+      if (n == "report.json" || n.rfind("log", 0) == 0 || e.path().extension() == ".png") fs::remove(e.path());
+    }
+    return "copy " + start.redo_from + " " + sweep_.runs[static_cast<size_t>(start.from)].name;
+  }
+
+  void say(const std::string& line) const {
+    if (group_->is_root() && !quiet_) std::cout << "sweep: " << where_ << line << "\n" << std::flush;
+  }
+
+  // An error that the group's first rank met before the run started (the
+  // config, the folder): the other ranks of the group only end.
+  int fail_run(const std::exception& e) {
+    if (group_->is_root() && !error_) error_ = std::make_exception_ptr(Error(e.what()));
+    return 1;
+  }
+
+  // The worst exit status over every rank, gathered by world rank 0 with
+  // idle waits (ranks that finished early must not spin on a core that
+  // another group trains on).
+  int worst_exit(int rc) {
+    if (!world_.is_root()) {
+      world_.send(0, kSweepExitTag, std::to_string(rc));
+      return std::stoi(world_.recv_idle(0, kSweepExitTag).payload);
+    }
+    int worst = rc;
+    for (int r = 1; r < world_.size(); ++r)
+      worst = std::max(worst, std::stoi(world_.recv_idle(comm::kAnySource, kSweepExitTag).payload));
+    for (int r = 1; r < world_.size(); ++r) world_.send(r, kSweepExitTag, std::to_string(worst));
+    return worst;
+  }
+
+  comm::MpiRuntime& mpi_;
+  comm::Communicator& world_;
+  const pipeline::Sweep& sweep_;
+  std::string out_;
+  bool verbose_, quiet_;
+  int groups_ = 1;
+  std::unique_ptr<comm::DeviceRouter> group_;
+  std::unique_ptr<comm::Communicator> leaders_;  // the groups' first ranks; null elsewhere
+  std::string where_;
+  std::exception_ptr error_;
+};
+
 int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   std::string file, out;
+  int per_run = 0;
   bool verbose = false, quiet = false;
   po::options_description opts("smoe sweep SWEEP_FILE --out DIR");
   opts.add_options()("help,h", "this help")                                                    //
       ("sweep", po::value(&file)->required(), "the sweep file (YAML: config, set, grid, seeds)")  //
       ("out", po::value(&out)->required(), "the sweep folder: one run folder per run")            //
-      ("verbose,v", po::bool_switch(&verbose), "debug messages")                                  //
+      ("ranks-per-run", po::value(&per_run)->default_value(0),
+       "ranks that run each run together; the job's ranks form groups of this size that take runs as they "
+       "free up (default 0: all ranks, one run at a time)")           //
+      ("verbose,v", po::bool_switch(&verbose), "debug messages")  //
       ("quiet,q", po::bool_switch(&quiet), "warnings and errors only");
   po::positional_options_description pos;
   pos.add("sweep", 1);
@@ -276,90 +467,34 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
   comm::MpiRuntime mpi(&argc, &argv);
-  comm::DeviceRouter comm(mpi.world());
+  comm::DeviceRouter world(mpi.world());
   // Every rank reads the sweep file (the same text gives the same runs).
   std::string error;
   pipeline::Sweep sweep;
   try {
+    SMOE_CHECK(per_run >= 0 && per_run <= world.size(), "smoe sweep: --ranks-per-run {} is not between 0 and the job's {} rank{}",
+               per_run, world.size(), world.size() == 1 ? "" : "s");
     sweep = pipeline::load_sweep(file);
   } catch (const std::exception& e) {
     error = e.what();
   }
   if (!error.empty()) {
-    if (comm.is_root()) throw Error(error);
+    if (world.is_root()) throw Error(error);
     return 1;
   }
-  namespace fs = std::filesystem;
-  auto dir_of = [&](size_t i) { return (fs::path(out) / sweep.runs[i].name).string(); };
-  auto finished = [&](size_t j, const std::string& stage) {
-    return fs::exists(fs::path(dir_of(j)) / "run.json") && pipeline::RunDir::existing(dir_of(j)).done(stage);
-  };
-  for (size_t i = 0; i < sweep.runs.size(); ++i) {
-    Args a;
-    a.config = sweep.config_path;
-    a.sets = sweep.runs[i].sets;
-    a.run_dir = dir_of(i);
-    a.verbose = verbose;
-    a.quiet = quiet;
-    // Rank 0 decides what the run needs and prepares its folder.
-    std::string action;
-    if (comm.is_root()) {
-      try {
-        if (fs::exists(fs::path(a.run_dir) / "report.json")) {
-          action = "done";
-        } else if (fs::exists(fs::path(a.run_dir) / "run.json")) {
-          action = "resume";
-        } else {
-          const pipeline::SweepStart start = pipeline::sweep_start(sweep, i, finished);
-          action = "fresh";
-          if (start.from >= 0) {
-            // Its earlier stages are those of run `from`: start from a copy of its folder.
-            std::error_code ec;
-            fs::remove_all(a.run_dir, ec);
-            fs::create_directories(out);
-            fs::copy(dir_of(static_cast<size_t>(start.from)), a.run_dir, fs::copy_options::recursive);
-            for (const auto& e : fs::directory_iterator(a.run_dir)) {
-              const std::string n = e.path().filename().string();
-              if (n == "report.json" || n.rfind("log", 0) == 0 || e.path().extension() == ".png")
-                fs::remove(e.path());
-            }
-            action = "copy " + start.redo_from + " " + sweep.runs[static_cast<size_t>(start.from)].name;
-          }
-        }
-      } catch (const std::exception& e) {
-        action = std::string("error ") + e.what();
-      }
-    }
-    comm.broadcast_bytes(action, 0);
-    if (action.rfind("error ", 0) == 0) {
-      if (comm.is_root()) throw Error(action.substr(6));
-      return 1;
-    }
-    if (action == "done") {
-      if (comm.is_root() && !quiet) std::cout << fmt::format("sweep: {} already finished\n", sweep.runs[i].name);
-      continue;
-    }
-    a.resume = action != "fresh";
-    if (action.rfind("copy ", 0) == 0) {
-      const std::string rest = action.substr(5);
-      a.redo_from = rest.substr(0, rest.find(' '));
-      if (comm.is_root() && !quiet)
-        std::cout << fmt::format("sweep: {} starts from {}'s finished stages{}\n", sweep.runs[i].name,
-                                 rest.substr(rest.find(' ') + 1),
-                                 a.redo_from.empty() ? " (only the evaluation differs)" : ", redoing from " + a.redo_from);
-    } else if (comm.is_root() && !quiet) {
-      std::cout << fmt::format("sweep: {} ({} of {})\n", sweep.runs[i].name, i + 1, sweep.runs.size());
-    }
-    std::cout.flush();
-    const int rc = run_job(mpi, comm, "train", a);
-    if (rc != 0) return rc;
-  }
-  if (comm.is_root()) {
+  SweepDriver driver(mpi, world, sweep, out, per_run == 0 ? world.size() : per_run, verbose, quiet);
+  const int rc = driver.run();
+  if (driver.error()) std::rethrow_exception(driver.error());
+  if (rc != 0) return rc;
+  if (world.is_root()) {
     std::vector<eval::RunRow> runs;
-    for (size_t i = 0; i < sweep.runs.size(); ++i) runs.push_back(eval::read_run(dir_of(i)));
+    for (size_t i = 0; i < sweep.runs.size(); ++i)
+      runs.push_back(eval::read_run((std::filesystem::path(out) / sweep.runs[i].name).string()));
     const eval::RunTable t = eval::make_table(runs);
     std::cout << eval::to_markdown(t);
-    write_file_atomic((fs::path(out) / "table.csv").string(), eval::to_csv(t));
+    write_file_atomic((std::filesystem::path(out) / "table.csv").string(), eval::to_csv(t));
+    eval::plot_table(t, (std::filesystem::path(out) / "accuracy_macs.png").string(),
+                     std::filesystem::path(file).stem().string());
   }
   return 0;
 }

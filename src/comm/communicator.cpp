@@ -1,6 +1,9 @@
 #include "comm/communicator.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "core/error.h"
 
@@ -77,6 +80,15 @@ double Communicator::allreduce_sum(double v) {
 int64_t Communicator::allreduce_sum(int64_t v) {
   allreduce(host_buffer(&v, 1), ReduceOp::sum);
   return v;
+}
+
+Message Communicator::recv_idle(int source, int tag) {
+  auto pause = std::chrono::microseconds(200);
+  for (;;) {
+    if (auto m = try_recv(source, tag)) return *m;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(20000));
+  }
 }
 
 double Communicator::allreduce_max(double v) {

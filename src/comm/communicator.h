@@ -115,6 +115,10 @@ class Communicator {
   double allreduce_sum(double v);
   int64_t allreduce_sum(int64_t v);
   double allreduce_max(double v);
+  // recv without taking a core: polls try_recv with a growing sleep (0.2 ms
+  // up to 20 ms). MPI's blocking receive busy-polls, which would steal the
+  // core of a rank training on the same node; for waits that may be long.
+  Message recv_idle(int source, int tag);
 };
 
 }  // namespace smoe::comm

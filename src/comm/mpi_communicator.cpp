@@ -285,4 +285,15 @@ MpiRuntime::~MpiRuntime() {
 
 std::unique_ptr<Communicator> MpiRuntime::world() { return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD); }
 
+std::unique_ptr<Communicator> MpiRuntime::split_world(int color) {
+  int rank = 0;
+  SMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  MPI_Comm part = MPI_COMM_NULL;
+  SMOE_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color < 0 ? MPI_UNDEFINED : color, rank, &part));
+  if (part == MPI_COMM_NULL) return nullptr;
+  auto c = std::make_unique<MpiCommunicator>(part);  // a duplicate, with errors returned
+  SMOE_MPI_CHECK(MPI_Comm_free(&part));
+  return c;
+}
+
 }  // namespace smoe::comm

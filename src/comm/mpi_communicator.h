@@ -21,6 +21,10 @@ class MpiRuntime {
 
   // The world communicator.
   std::unique_ptr<Communicator> world();
+  // Collective over the world: the ranks that pass the same colour form one
+  // communicator (ordered by world rank); a negative colour gets nullptr.
+  // `smoe sweep` runs each run on such a group of ranks.
+  std::unique_ptr<Communicator> split_world(int color);
   // Rank and number of ranks on this node, from
   // MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) (launcher variables such as
   // OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID are not trusted). Under srun,

@@ -95,6 +95,7 @@ struct ExpertsConfig {
   std::vector<std::string> optims;  // per expert: "key=value ..." over optim's keys (expert k: optims[k mod size])
   double gamma;           // clip(g0, gamma, 1)
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
+  int64_t depth;          // branch experts: tiny_resnet depth of their blocks (0: the base's)
   std::string weighting;  // reweight | sample
   bool augment;           // crop + flip augmentation (disables the trunk cache)
   std::string trunk_cache;  // auto | memory | disk | off: where the frozen trunk's features are kept

@@ -189,6 +189,11 @@ Schema describe(Config& c) {
         "blocks of the base model shared and frozen by every expert (block 0 is the stem); in the joint scheme, "
         "the shared trunk trained with the gate and experts (0: the experts read the images)")
       .at_least(0);
+  s.add("experts.depth", c.experts.depth, int64_t{0},
+        "branch experts: the tiny_resnet depth (10, 18 or 34) of their blocks, for Royer et al.'s Table 1 (0: the "
+        "base model's). Blocks the base has are started from its weights; blocks it lacks start as the identity "
+        "(last BatchNorm scale 0)")
+      .at_least(0);
   s.add("experts.weighting", c.experts.weighting, std::string("reweight"),
         "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k")
       .one_of({"reweight", "sample"});

@@ -47,10 +47,11 @@ void plot_series(const std::string& path, const std::string& title, const std::s
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (const auto& s : series)
     for (size_t i = 0; i < s.x.size(); ++i) {
+      const double e = i < s.yerr.size() ? s.yerr[i] : 0.0;
       x0 = std::min(x0, s.x[i]);
       x1 = std::max(x1, s.x[i]);
-      y0 = std::min(y0, s.y[i]);
-      y1 = std::max(y1, s.y[i]);
+      y0 = std::min(y0, s.y[i] - e);
+      y1 = std::max(y1, s.y[i] + e);
     }
   SMOE_CHECK(x0 <= x1, "plot {}: no points", path);
   const double dx = std::max(1e-9, (x1 - x0) * 0.06), dy = std::max(0.05, (y1 - y0) * 0.08);
@@ -68,6 +69,14 @@ void plot_series(const std::string& path, const std::string& title, const std::s
     plssym(0, 1.3);
     if (s.line && s.x.size() > 1) plline(static_cast<PLINT>(s.x.size()), s.x.data(), s.y.data());
     plpoin(static_cast<PLINT>(s.x.size()), s.x.data(), s.y.data(), s.marker);
+    if (s.yerr.size() == s.y.size() && !s.y.empty()) {
+      std::vector<double> lo(s.y.size()), hi(s.y.size());
+      for (size_t i = 0; i < s.y.size(); ++i) {
+        lo[i] = s.y[i] - s.yerr[i];
+        hi[i] = s.y[i] + s.yerr[i];
+      }
+      plerry(static_cast<PLINT>(s.y.size()), s.x.data(), lo.data(), hi.data());
+    }
     text.push_back(s.label.c_str());
     opt.push_back(s.line ? (PL_LEGEND_LINE | PL_LEGEND_SYMBOL) : PL_LEGEND_SYMBOL);
     colors.push_back(s.color);
@@ -75,13 +84,14 @@ void plot_series(const std::string& path, const std::string& title, const std::s
     widths.push_back(1.0);
     scales.push_back(1.0);
     symbol_numbers.push_back(1);
-    symbols.push_back("#(850)");
+    symbols.push_back(s.marker == 6 ? "#(841)" : "#(850)");  // the square, else the filled circle
   }
   PLFLT lw, lh;
   std::vector<PLINT> zero(series.size(), 0);
   std::vector<PLFLT> zerof(series.size(), 0.0);
   pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_BOTTOM | PL_POSITION_RIGHT, 0.02, 0.02,
-           0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, 1.0, 2.0, 1.0, colors.data(),
+           0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, series.size() > 8 ? 0.6 : 1.0,
+           2.0, 1.0, colors.data(),
            text.data(), zero.data(), zero.data(), zerof.data(), zerof.data(), colors.data(), line_styles.data(),
            widths.data(), colors.data(), scales.data(), symbol_numbers.data(), symbols.data());
   png.close();

@@ -13,6 +13,7 @@ struct Series {
   bool line = false;  // polyline through the points, else markers only
   int color = 1;      // PLplot colour-map-0 index
   int marker = 17;    // PLplot symbol code
+  std::vector<double> yerr;  // error bars: y ± yerr (empty: none)
 };
 
 // Accuracy (%) against MACs: one series per method.

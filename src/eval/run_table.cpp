@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -58,7 +59,87 @@ double stdev(const std::vector<double>& v) {
   return std::sqrt(s / static_cast<double>(v.size() - 1));
 }
 
+// Names with numbers in numeric order: experts.count-2 before experts.count-10.
+bool natural_less(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+      size_t ie = i, je = j;
+      while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
+      while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;
+      const std::string x = a.substr(i, ie - i), y = b.substr(j, je - j);
+      if (i > 0 && j > 0 && a[i - 1] == '.' && b[j - 1] == '.') {  // a fraction's digits: 1.25 < 1.5
+        if (x != y) return x < y;
+        i = ie;
+        j = je;
+        continue;
+      }
+      const std::string xs = x.substr(std::min(x.find_first_not_of('0'), x.size())),
+                        ys = y.substr(std::min(y.find_first_not_of('0'), y.size()));
+      if (xs.size() != ys.size()) return xs.size() < ys.size();
+      if (xs != ys) return xs < ys;
+      i = ie;
+      j = je;
+    } else {
+      if (a[i] != b[j]) return a[i] < b[j];
+      ++i;
+      ++j;
+    }
+  }
+  return a.size() - i < b.size() - j;
+}
+
 }  // namespace
+
+const nlohmann::json* report_value(const nlohmann::json& report, const std::string& path) {
+  // Split on the dots outside brackets (a selector's value may hold one).
+  std::vector<std::string> parts(1);
+  int depth = 0;
+  for (char c : path) {
+    depth += c == '[' ? 1 : c == ']' ? -1 : 0;
+    if (c == '.' && depth == 0)
+      parts.emplace_back();
+    else
+      parts.back() += c;
+  }
+  const json* node = &report;
+  for (const auto& part : parts) {
+    std::string key = part, field, value;
+    const size_t open = part.find('[');
+    if (open != std::string::npos && part.back() == ']' && part.find('=', open) != std::string::npos) {
+      key = part.substr(0, open);
+      const std::string sel = part.substr(open + 1, part.size() - open - 2);
+      field = sel.substr(0, sel.find('='));
+      value = sel.substr(sel.find('=') + 1);
+    }
+    if (node->is_object() && node->contains(key)) {
+      node = &(*node)[key];
+    } else if (node->is_array() && !key.empty() && key.find_first_not_of("0123456789") == std::string::npos &&
+               std::stoul(key) < node->size()) {
+      node = &(*node)[std::stoul(key)];
+    } else {
+      return nullptr;
+    }
+    if (field.empty()) continue;
+    if (!node->is_array()) return nullptr;
+    const json* found = nullptr;
+    for (const auto& e : *node) {
+      if (!e.is_object() || !e.contains(field)) continue;
+      const json& f = e[field];
+      char* end = nullptr;
+      const double want = std::strtod(value.c_str(), &end);
+      const bool numeric = end && *end == '\0' && !value.empty();
+      if ((f.is_number() && numeric && std::abs(f.get<double>() - want) <= 1e-9 * std::max(1.0, std::abs(want))) ||
+          (f.is_string() && f.get<std::string>() == value)) {
+        found = &e;
+        break;
+      }
+    }
+    if (!found) return nullptr;
+    node = found;
+  }
+  return node;
+}
 
 RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths) {
   RunRow r;
@@ -84,10 +165,7 @@ RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_p
     accuracies(j, "", 0, r.metrics);
   } else {
     for (const auto& path : metric_paths) {
-      const json* node = &j;
-      std::stringstream ss(path);
-      for (std::string part; std::getline(ss, part, '.') && node;)
-        node = node->is_object() && node->contains(part) ? &(*node)[part] : nullptr;
+      const json* node = report_value(j, path);
       if (node && node->is_number()) r.metrics[path] = node->get<double>();
     }
   }
@@ -101,7 +179,7 @@ std::vector<std::string> find_runs(const std::string& path) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(path))
     if (e.is_directory() && fs::is_regular_file(e.path() / "report.json")) out.push_back(e.path().string());
-  std::sort(out.begin(), out.end());
+  std::sort(out.begin(), out.end(), natural_less);
   SMOE_CHECK(!out.empty(), "{}: no finished run folder (one holding a report.json) in it or under it", path);
   return out;
 }
@@ -147,8 +225,20 @@ RunTable make_table(const std::vector<RunRow>& runs, const std::vector<std::stri
 
 std::string mean_std(const std::vector<double>& v) {
   if (v.empty()) return "—";
-  if (v.size() == 1) return fmt::format("{:.4f}", v[0]);
-  return fmt::format("{:.4f} ± {:.4f}", mean(v), stdev(v));
+  // Counts such as MACs in k, M or G, with three decimals.
+  const double m = mean(v), a = std::abs(m);
+  double unit = 1;
+  const char* suffix = "";
+  if (a >= 1e9) {
+    unit = 1e9, suffix = "G";
+  } else if (a >= 1e6) {
+    unit = 1e6, suffix = "M";
+  } else if (a >= 1e4) {
+    unit = 1e3, suffix = "k";
+  }
+  const int digits = unit == 1 ? 4 : 3;
+  if (v.size() == 1) return fmt::format("{:.{}f}{}", m / unit, digits, suffix);
+  return fmt::format("{:.{}f}{} ± {:.{}f}{}", m / unit, digits, suffix, stdev(v) / unit, digits, suffix);
 }
 
 std::string to_markdown(const RunTable& t) {

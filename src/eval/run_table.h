@@ -9,6 +9,7 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,16 @@ struct RunRow {
   std::map<std::string, double> metrics;      // report.json paths -> value
 };
 
+// The value at `path` in a report: keys separated by dots, an array element
+// by its index (anytime.3.accuracy) or by a field's value
+// (anytime[tau=0.5].accuracy); nullptr when absent.
+const nlohmann::json* report_value(const nlohmann::json& report, const std::string& path);
+
 // Reads one finished run folder (config.yaml and report.json); fails naming the file.
 RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths = {});
 // The run folders under `path`: itself when it holds a report.json, else its
-// sub-folders that do (sorted by name); fails when there are none.
+// sub-folders that do (sorted by name, numbers in numeric order:
+// experts.count-2 before experts.count-10); fails when there are none.
 std::vector<std::string> find_runs(const std::string& path);
 
 struct TableCell {

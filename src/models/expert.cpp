@@ -40,7 +40,12 @@ Registry<ExpertFactory>& expert_architectures() {
   static Registry<ExpertFactory> registry(
       "expert architecture", "experts.arch",
       // The base model's blocks after branch_after and its head (Algorithm 1).
-      {{"branch", [](const ExpertSpec& s) -> Expert { return Backbone(s.base, s.branch_after).ptr(); }},
+      {{"branch",
+        [](const ExpertSpec& s) -> Expert {
+          NetworkSpec spec = s.base;
+          if (s.depth > 0) spec.depth = s.depth;
+          return Backbone(spec, s.branch_after).ptr();
+        }},
        // Krishnamurthy et al.'s small CNN, on the images or the trunk's features.
        {"small_cnn", small_cnn_expert},
        // Heterogeneous families (LEMUR): models/backbones.h.

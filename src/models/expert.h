@@ -46,6 +46,7 @@ struct ExpertSpec {
   NetworkSpec base;          // the base model (input shape, classes, width)
   int64_t branch_after = 3;  // blocks shared (frozen) with the base
   int64_t index = 0;         // which expert (for per-expert architectures)
+  int64_t depth = 0;         // "branch": the tiny_resnet depth of its blocks (0: the base's)
 };
 
 using ExpertFactory = std::function<Expert(const ExpertSpec&)>;

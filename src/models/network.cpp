@@ -223,15 +223,25 @@ int64_t BackboneImpl::macs(int64_t from, int64_t to) const {
 
 void BackboneImpl::copy_from(BackboneImpl& other) {
   torch::NoGradGuard no_grad;
+  // A deeper network (experts.depth above the base's) has residual blocks the
+  // other lacks: they start as the identity (the last BatchNorm's scale 0,
+  // so the block adds nothing to its shortcut), and the network computes
+  // what the other computes.
+  const bool deeper = spec_.arch == "tiny_resnet" && spec_.depth > other.spec().depth;
   auto src_params = other.named_parameters(true);
   auto src_buffers = other.named_buffers(true);
   for (auto& p : named_parameters(true)) {
     const at::Tensor* s = src_params.find(p.key());
+    if (!s && deeper) {
+      if (p.key().size() >= 11 && p.key().compare(p.key().size() - 11, 11, ".bn2.weight") == 0) p.value().zero_();
+      continue;
+    }
     SMOE_CHECK(s && s->sizes() == p.value().sizes(), "cannot initialise {} from the base model", p.key());
     p.value().copy_(*s);
   }
   for (auto& b : named_buffers(true)) {
     const at::Tensor* s = src_buffers.find(b.key());
+    if (!s && deeper) continue;  // a fresh BatchNorm's statistics
     SMOE_CHECK(s && s->sizes() == b.value().sizes(), "cannot initialise buffer {} from the base model", b.key());
     b.value().copy_(*s);
   }

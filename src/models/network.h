@@ -72,7 +72,8 @@ class BackboneImpl : public ExpertModule {
   int64_t head_macs() const { return spec_.prelogit_dim() * spec_.num_classes; }
 
   // Parameters and buffers of blocks [first, kBlocks) and the head, copied by
-  // name from `other` (which must hold them).
+  // name from `other` (which must hold them, except the extra residual blocks
+  // of a deeper tiny_resnet: those start as the identity).
   void copy_from(BackboneImpl& other);
   // The parameters of blocks [from, to).
   std::vector<at::Tensor> block_parameters(int64_t from, int64_t to);

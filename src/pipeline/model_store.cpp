@@ -102,7 +102,7 @@ models::Expert ModelStore::build_expert(int64_t k) const {
 }
 
 models::Expert ModelStore::build_expert_unseeded(int64_t k) const {
-  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))({spec_, cfg_.experts.branch_after, k});
+  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))({spec_, cfg_.experts.branch_after, k, cfg_.experts.depth});
   e->to(device_);
   return e;
 }

@@ -5,6 +5,7 @@
 #include <deque>
 #include <exception>
 #include <queue>
+#include <set>
 #include <thread>
 
 #include "core/error.h"
@@ -15,31 +16,48 @@ using nlohmann::json;
 
 namespace {
 
-// Waits for a request without spinning: MPI's blocking receive busy-polls,
-// which would take the core that rank 0's own worker trains on.
-comm::Message next_request(comm::Communicator& comm) {
-  auto pause = std::chrono::microseconds(200);
-  for (;;) {
-    if (auto m = comm.try_recv(comm::kAnySource, kRequestTag)) return *m;
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(20000));
-  }
-}
-
-void serve(comm::Communicator& comm, std::deque<int64_t> pending, const DoneFn& on_done) {
+void serve(comm::Communicator& comm, const std::vector<int64_t>& tasks, const std::vector<int64_t>& after,
+           const DoneFn& on_done) {
+  std::set<int64_t> waited_for;  // prerequisites not yet done
+  for (int64_t a : after)
+    if (a >= 0 && std::find(tasks.begin(), tasks.end(), a) != tasks.end()) waited_for.insert(a);
+  std::vector<std::pair<int64_t, int64_t>> pending;  // (task, prerequisite), in hand-out order
+  for (size_t i = 0; i < tasks.size(); ++i) pending.push_back({tasks[i], after.empty() ? -1 : after[i]});
+  std::deque<int> idle;  // workers waiting for a task that is not ready yet
+  bool halted = false;
   int stopped = 0;
+  // Answers `worker` with the first ready task, STOP when nothing is left;
+  // false when it must wait.
+  auto answer = [&](int worker) {
+    if (halted || pending.empty()) {
+      comm.send(worker, kReplyTag, json{{"type", "stop"}}.dump());
+      ++stopped;
+      return true;
+    }
+    for (auto it = pending.begin(); it != pending.end(); ++it) {
+      if (it->second >= 0 && waited_for.count(it->second)) continue;
+      comm.send(worker, kReplyTag, json{{"type", "task"}, {"task", it->first}}.dump());
+      pending.erase(it);
+      return true;
+    }
+    return false;
+  };
   while (stopped < comm.size()) {
-    comm::Message m = next_request(comm);
+    comm::Message m = comm.recv_idle(comm::kAnySource, kRequestTag);
     json req = json::parse(m.payload);
     if (req["type"] == "shutdown") return;  // this rank's worker failed; the job is ending
-    if (!req["result"].is_null()) on_done(req["task"].get<int64_t>(), m.source, req["result"]);
-    if (pending.empty()) {
-      comm.send(m.source, kReplyTag, json{{"type", "stop"}}.dump());
-      ++stopped;
-    } else {
-      comm.send(m.source, kReplyTag, json{{"type", "task"}, {"task", pending.front()}}.dump());
-      pending.pop_front();
+    if (!req["result"].is_null()) {
+      const int64_t task = req["task"].get<int64_t>();
+      on_done(task, m.source, req["result"]);
+      waited_for.erase(task);
+      if (req["result"].is_object() && req["result"].value("halt", false)) halted = true;
     }
+    idle.push_back(m.source);
+    while (!idle.empty() && answer(idle.front())) idle.pop_front();
+    // Everyone waits and nothing can become ready: a prerequisite that is
+    // never handed out (not in `tasks`) was filtered above, so this is a bug.
+    SMOE_ASSERT(static_cast<int>(idle.size()) + stopped < comm.size() || idle.empty(),
+                "run_tasks: every worker waits for a task that can never be ready");
   }
 }
 
@@ -71,12 +89,19 @@ double simulate_schedule(const std::vector<int64_t>& order, const std::vector<do
 }
 
 void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work, const DoneFn& on_done) {
+  run_tasks(comm, tasks, {}, work, on_done);
+}
+
+void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const std::vector<int64_t>& after,
+               const TaskFn& work, const DoneFn& on_done) {
+  SMOE_CHECK(after.empty() || after.size() == tasks.size(), "run_tasks: {} prerequisites for {} tasks", after.size(),
+             tasks.size());
   std::thread scheduler;
   std::exception_ptr scheduler_error;
   if (comm.is_root()) {
     scheduler = std::thread([&] {
       try {
-        serve(comm, std::deque<int64_t>(tasks.begin(), tasks.end()), on_done);
+        serve(comm, tasks, after, on_done);
       } catch (...) {
         // Recording a result failed (on_done: run.json cannot be written...):
         // wake rank 0's own worker, which may be waiting for a reply that
@@ -94,7 +119,7 @@ void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, cons
     json request = {{"type", "request"}, {"result", nullptr}};
     for (;;) {
       comm.send(0, kRequestTag, request.dump());
-      json reply = json::parse(comm.recv(0, kReplyTag).payload);
+      json reply = json::parse(comm.recv_idle(0, kReplyTag).payload);
       if (reply["type"] == "stop" || reply["type"] == "failed") break;
       const int64_t task = reply["task"].get<int64_t>();
       request = {{"type", "request"}, {"task", task}, {"result", work(task)}};

@@ -18,6 +18,12 @@
 //      worker FAILED (tag kReplyTag) so that the worker stops waiting and
 //      rethrows the scheduler's error (the caller then aborts the job).
 //
+//   g) Optionally a task waits for another (`after`): it is handed out only
+//      once that task's result is recorded. A worker that asks while every
+//      pending task waits is answered when one becomes ready.
+//   h) A result holding "halt": true ends the hand-out: every later request
+//      is answered STOP (a failed or stopped sweep run).
+//
 // Tasks are handed out in the order given (put the longest first), so K
 // tasks on P ranks finish in about ceil(K/P) task-times even when task costs
 // differ. A worker that throws ends the job through the caller's abort; the
@@ -50,5 +56,9 @@ double simulate_schedule(const std::vector<int64_t>& order, const std::vector<do
 
 // Collective: every rank calls it. `tasks` and `on_done` matter on rank 0 only.
 void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const TaskFn& work, const DoneFn& on_done);
+// The same, where tasks[i] is handed out only after task after[i] is done
+// (-1: no wait; a task outside `tasks` counts as done).
+void run_tasks(comm::Communicator& comm, const std::vector<int64_t>& tasks, const std::vector<int64_t>& after,
+               const TaskFn& work, const DoneFn& on_done);
 
 }  // namespace smoe::pipeline

@@ -110,6 +110,13 @@ void check_config(const Config& c) {
   models::expert_architectures().get(c.experts.arch);
   for (const auto& arch : c.experts.archs) models::expert_architectures().get(arch);
   models::ensemblers().get(c.ensembler.kind);
+  SMOE_CHECK(c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() &&
+                                      c.model.arch == "tiny_resnet"),
+             "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "
+             "(experts.arch: branch, model.arch: tiny_resnet, no experts.archs)",
+             c.experts.depth);
+  SMOE_CHECK(c.experts.depth == 0 || c.experts.depth == 10 || c.experts.depth == 18 || c.experts.depth == 34,
+             "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
   auto stages = scheme_stages(c);
   bool em = false;
   for (const auto& st : stages) {

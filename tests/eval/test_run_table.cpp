@@ -7,6 +7,9 @@
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "core/atomic_file.h"
+#include <nlohmann/json.hpp>
+
+#include "eval/run_plot.h"
 #include "eval/run_table.h"
 
 namespace smoe::eval {
@@ -58,6 +61,57 @@ TEST(RunTable, GroupsBySeedlessConfigAndGivesMeanAndSampleStd) {
             (std::vector<std::string>{"moe.bagging.macs", "base.macs"}));
   // A key the run's config.yaml lacks counts as its default.
   EXPECT_EQ(runs[0].config.at("gate.temperature"), "0.1");
+}
+
+// Metric paths reach into arrays: by index, or by a field's value (the
+// anytime grid's tau); absent elements give no value.
+TEST(RunTable, MetricPathsSelectArrayElementsByIndexOrField) {
+  const auto j = nlohmann::json::parse(
+      R"({"anytime": [{"tau": 0.0, "accuracy": 0.9, "macs": 5e6}, {"tau": 0.5, "accuracy": 0.8, "macs": 3e6}],
+          "moe": {"bagging": {"accuracy": 0.85}}, "em": [{"kind": "round", "q": 2}]})");
+  auto value = [&](const std::string& p) {
+    const nlohmann::json* v = report_value(j, p);
+    return v && v->is_number() ? v->get<double>() : -1.0;
+  };
+  EXPECT_EQ(value("anytime.1.accuracy"), 0.8);
+  EXPECT_EQ(value("anytime[tau=0.5].macs"), 3e6);
+  EXPECT_EQ(value("anytime[tau=0].accuracy"), 0.9);
+  EXPECT_EQ(value("em[kind=round].q"), 2);
+  EXPECT_EQ(value("moe.bagging.accuracy"), 0.85);
+  EXPECT_EQ(value("anytime[tau=0.3].accuracy"), -1);
+  EXPECT_EQ(value("anytime.7.accuracy"), -1);
+  EXPECT_EQ(value("moe.top2.accuracy"), -1);
+}
+
+// Counts such as MACs read in k, M and G; accuracies keep four decimals.
+TEST(RunTable, LargeValuesAreScaled) {
+  EXPECT_EQ(mean_std({3282688.0, 3282688.0}), "3.283M ± 0.000M");
+  EXPECT_EQ(mean_std({2.64e9}), "2.640G");
+  EXPECT_EQ(mean_std({12000, 14000}), "13.000k ± 1.414k");
+  EXPECT_EQ(mean_std({0.5, 0.7}), "0.6000 ± 0.1414");
+}
+
+// A sweep's folders list in numeric order (experts.count-2 before -10,
+// 0.25 before 0.5), and their plot is drawn.
+TEST(RunTable, RunFoldersListInNumericOrderAndPlot) {
+  testing::TempDir tmp;
+  for (int k : {10, 2, 1}) write_run(tmp / ("s/experts.count-" + std::to_string(k) + "_seed-0"), 0, k, 0.8, 0.7);
+  write_run(tmp / "g/gamma-0.5", 0, 4, 0.8, 0.7);
+  write_run(tmp / "g/gamma-0.25", 0, 5, 0.8, 0.7);
+  const auto dirs = find_runs(tmp / "s");
+  ASSERT_EQ(dirs.size(), 3u);
+  EXPECT_NE(dirs[0].find("count-1_"), std::string::npos);
+  EXPECT_NE(dirs[1].find("count-2_"), std::string::npos);
+  EXPECT_NE(dirs[2].find("count-10_"), std::string::npos);
+  EXPECT_NE(find_runs(tmp / "g")[0].find("gamma-0.25"), std::string::npos);
+  std::vector<RunRow> runs;
+  for (const auto& d : dirs) runs.push_back(read_run(d));
+  plot_table(make_table(runs), tmp / "plot.png", "test");
+  EXPECT_GT(std::filesystem::file_size(tmp / "plot.png"), 1000u);
+  std::vector<RunRow> none{runs[0]};
+  write_file_atomic(dirs[0] + "/report.json", "{\"experts\": []}");
+  none[0] = read_run(dirs[0]);
+  EXPECT_ERROR(plot_table(make_table(none), tmp / "none.png", "t"), "none.png: the runs hold no accuracy with its MACs");
 }
 
 TEST(RunTable, BadRunFoldersFailNamingTheFile) {

@@ -85,6 +85,40 @@ TEST(Network, ExpertStartsAsTheBaseModelsTail) {
         << p.key();
 }
 
+// experts.depth (Royer et al. Table 1): a deeper expert on a tr10 base starts
+// as the base's tail (its extra residual blocks as the identity), and a
+// shallower one on a tr18 base starts from the first block of each stage;
+// both have their own depth's MACs.
+TEST(Network, ExpertsOfAnotherDepthStartFromTheBasesBlocks) {
+  torch::manual_seed(1);
+  NetworkSpec s10 = small(), s18 = small();
+  s10.depth = 10;
+  s18.depth = 18;
+  Backbone base10(s10), base18(s18);
+  base10->eval();
+  base18->eval();
+  torch::NoGradGuard no_grad;
+  at::Tensor x = torch::randn({3, 1, 8, 8});
+
+  Expert deeper = expert_architectures().get("branch")(ExpertSpec{s10, 3, 0, 18});
+  deeper->init_from_base(*base10);
+  deeper->eval();
+  EXPECT_TRUE(torch::allclose(deeper->forward(base10->blocks(x, 0, 3)), base10->forward(x), 1e-5, 1e-6));
+  EXPECT_EQ(deeper->forward_macs(), Backbone(s18, 3)->forward_macs());
+  EXPECT_GT(deeper->forward_macs(), base10->macs(3, NetworkSpec::kBlocks) + base10->head_macs());
+  // The extra blocks are trainable, not frozen at zero: their other weights are drawn.
+  bool drawn = false;
+  for (const auto& p : deeper->named_parameters())
+    if (p.key().find(".1.conv1.weight") != std::string::npos) drawn = drawn || p.value().abs().sum().item<double>() > 0;
+  EXPECT_TRUE(drawn);
+
+  Expert shallower = expert_architectures().get("branch")(ExpertSpec{s18, 3, 0, 10});
+  shallower->init_from_base(*base18);
+  for (const auto& p : shallower->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), *base18->named_parameters().find(p.key()))) << p.key();
+  EXPECT_EQ(shallower->forward_macs(), Backbone(s10, 3)->forward_macs());
+}
+
 TEST(Network, BadSpecsAreNamed) {
   EXPECT_ERROR(Backbone(small(), 5), "experts.branch_after must be in [0, 5) for a 5-block network, got 5");
   NetworkSpec s = small();

@@ -46,24 +46,42 @@ def read_text(path):
         return f.read()
 
 
-def kill_job(p, run, timeout=60):
+def kill_job(p, *runs, timeout=60):
     """SIGKILLs an mpirun job started with start_new_session and waits until
     its ranks are gone: mpirun is reaped at once, but its ranks die (and
-    release the run folder's lock) a moment later, longer on a loaded machine.
+    release the run folders' locks) a moment later, longer on a loaded machine.
     A resume started before that would rightly refuse the busy folder."""
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     deadline = time.time() + timeout
-    with open(run + ".lock", "a+") as f:
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-                return
-            except BlockingIOError:
-                if time.time() > deadline:
-                    raise AssertionError("the killed job still holds %s.lock after %d s" % (run, timeout))
-                time.sleep(0.1)
+    for run in runs:
+        with open(run + ".lock", "a+") as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    if time.time() > deadline:
+                        raise AssertionError("the killed job still holds %s.lock after %d s" % (run, timeout))
+                    time.sleep(0.1)
+
+
+def stage_hashes(run):
+    """Every sha256 that run.json records for the finished stages: the
+    checkpoints and outputs that identify what the run computed (not the
+    mid-stage progress snapshots, which are resume bookkeeping taken when
+    the clock says)."""
+    found = {}
+
+    def walk(prefix, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(prefix + "/" + k, x)
+        elif prefix.endswith("sha256") and "/progress/" not in prefix:
+            found[prefix] = v
+    walk("", read_json(os.path.join(run, "run.json"))["done"])
+    return found
 
 
 @unittest.skipUnless(os.path.isdir(FASHION), "dataset-fashion-mnist is not installed")
@@ -833,6 +851,60 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(r.stdout.count("already finished"), 3)
         self.assertIn("sweep: experts.gamma-0.3_seed-1 (4 of 4)", r.stdout)
         self.assertTrue(os.path.exists(os.path.join(out, "experts.gamma-0.3_seed-1", "report.json")))
+
+    def test_sweep_in_groups_matches_runs_made_one_by_one(self):
+        # 2 configs x 2 seeds under mpirun -np 3, each run on a group of one
+        # rank (three groups, the runs handed out as the groups free up, a
+        # run that starts from another's folder only once that one is done),
+        # killed as soon as one run is finished and resumed: every run folder
+        # holds what the same run made alone by `smoe train` holds, and the
+        # sweep's table is the table of those four runs.
+        sets = ["data.path=" + self.data, "data.limit_train=600", "data.limit_test=200", "base.epochs=1",
+                "experts.epochs=2", "ensembler.epochs=1", "runtime.threads=1"]
+        sweep = os.path.join(self.tmp, "sweep-groups.yaml")
+        out = os.path.join(self.tmp, "sweep-groups")
+        with open(sweep, "w") as f:
+            f.write("config: %s\nset: [%s]\ngrid:\n  experts.gamma: [0.1, 0.3]\nseeds: [0, 1]\n"
+                    % (QUICK, ", ".join(sets)))
+        names = ["experts.gamma-%s_seed-%d" % (g, n) for g in ("0.1", "0.3") for n in (0, 1)]
+        cmd = mpirun(3) + [SMOE, "sweep", sweep, "--out", out, "--ranks-per-run", "1"]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                             start_new_session=True)
+        deadline = time.time() + 300
+        while not any(os.path.exists(os.path.join(out, n, "report.json")) for n in names):
+            self.assertIsNone(p.poll(), "the sweep ended before any run finished")
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        kill_job(p, *[os.path.join(out, n) for n in names])
+        unfinished = [n for n in names if not os.path.exists(os.path.join(out, n, "report.json"))]
+        self.assertTrue(unfinished, "the kill came after the whole sweep")
+        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("by 3 groups of 1 rank", r.stdout)
+        one_by_one = os.path.join(self.tmp, "one-by-one")
+        for n, (g, seed) in zip(names, [(g, s) for g in ("0.1", "0.3") for s in (0, 1)]):
+            run = os.path.join(one_by_one, n)
+            args = [SMOE, "train", "--config", QUICK, "--run-dir", run, "-q"]
+            for kv in sets + ["experts.gamma=" + g, "seed=%d" % seed]:
+                args += ["--set", kv]
+            t = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+            self.assertEqual(t.returncode, 0, t.stderr)
+            mine, alone = read_json(os.path.join(out, n, "report.json")), read_json(os.path.join(run, "report.json"))
+            for key in ("base", "moe", "anytime", "cluster_quality"):
+                self.assertEqual(mine[key], alone[key], "%s: %s" % (n, key))
+            self.assertEqual(stage_hashes(os.path.join(out, n)), stage_hashes(run), n)
+        tables = [subprocess.run([SMOE, "table", d], capture_output=True, text=True, check=True).stdout
+                  for d in (out, one_by_one)]
+        self.assertEqual(tables[0], tables[1])
+        self.assertIn(tables[0], r.stdout)
+
+    def test_sweep_refuses_groups_larger_than_the_job(self):
+        r = subprocess.run(mpirun(2) + [SMOE, "sweep", os.path.join(SRC, "configs/sweeps/royer-table6-ensembling.yaml"),
+                                        "--out", os.path.join(self.tmp, "never"), "--ranks-per-run", "3"],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("smoe: error: smoe sweep: --ranks-per-run 3 is not between 0 and the job's 2 ranks", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "never")))
 
     def test_config_print(self):
         r = subprocess.run([SMOE, "config", "--print", "--config", QUICK, "--set", "experts.count=7"],

@@ -52,7 +52,9 @@ TEST_P(Farm, EveryTaskRunsExactlyOnceAndIsRecorded) {
     EXPECT_EQ(ran.count(t), 1u) << t;
     EXPECT_TRUE(recorded.count(t)) << t;
   }
-  if (tasks >= 4 * ranks) EXPECT_EQ(workers.size(), static_cast<size_t>(ranks));  // the coordinator works too
+  if (tasks >= 4 * ranks) {
+    EXPECT_EQ(workers.size(), static_cast<size_t>(ranks));  // the coordinator works too
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(RanksAndTasks, Farm,
@@ -74,6 +76,58 @@ TEST(Farm, AFailingTaskEndsEveryRankWithItsError) {
                                }),
                "task 4 failed");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+// Tasks that wait for others (a sweep run that starts from an earlier run's
+// folder): none starts before its prerequisite's result is recorded, workers
+// that ask too early are served later, and every task still runs once.
+TEST(Farm, ATaskStartsOnlyAfterItsPrerequisiteIsDone) {
+  // 0 <- 1 <- 2 (a chain), 3 <- 4, 5 free; 7 waits for a task not in the list.
+  const std::vector<int64_t> ids{0, 1, 2, 3, 4, 5, 6};
+  const std::vector<int64_t> after{-1, 0, 1, -1, 3, -1, 99};
+  for (int ranks : {1, 2, 3}) {
+    std::mutex mu;
+    std::set<int64_t> done;
+    std::vector<std::string> violations;
+    std::multiset<int64_t> ran;
+    comm::run_ranks(ranks, [&](comm::Communicator& c) {
+      run_tasks(
+          c, ids, after,
+          [&](int64_t t) {
+            {
+              std::lock_guard<std::mutex> lock(mu);
+              const int64_t pre = after[static_cast<size_t>(t)];
+              if (pre >= 0 && pre < 7 && !done.count(pre)) violations.push_back(fmt::format("{} before {}", t, pre));
+              ran.insert(t);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(t == 0 ? 30 : 3));
+            return json{{"ok", true}};
+          },
+          [&](int64_t t, int, const json&) {
+            std::lock_guard<std::mutex> lock(mu);
+            done.insert(t);
+          });
+    });
+    EXPECT_TRUE(violations.empty()) << ranks << " ranks: " << violations.front();
+    EXPECT_EQ(ran.size(), ids.size()) << ranks << " ranks";
+    EXPECT_EQ(done.size(), ids.size()) << ranks << " ranks";
+  }
+}
+
+// A result that says halt (a sweep run failed or was stopped) ends the
+// hand-out: the tasks not yet handed out never run, and no rank waits.
+TEST(Farm, AHaltingResultEndsTheHandOut) {
+  std::atomic<int> ran{0};
+  comm::run_ranks(2, [&](comm::Communicator& c) {
+    run_tasks(
+        c, {0, 1, 2, 3, 4, 5, 6, 7}, {-1, 0, 1, 2, 3, 4, 5, 6},  // a chain: one task at a time
+        [&](int64_t t) {
+          ++ran;
+          return json{{"halt", t == 2}};
+        },
+        [](int64_t, int, const json&) {});
+  });
+  EXPECT_EQ(ran.load(), 3);
 }
 
 // The coordinator cannot record a result (run.json unwritable): its error

@@ -1,0 +1,100 @@
+#include "eval/run_plot.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "eval/plots.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace smoe::eval {
+namespace {
+
+// One point (or one point of a curve) over a cell's runs.
+struct Samples {
+  std::vector<double> macs, accuracy;
+};
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+double std_of(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean_of(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+
+// Adds report `j`'s point at `path` (an object with accuracy and macs).
+void add_point(const json& j, const std::string& path, Samples& s) {
+  const json* a = report_value(j, path + ".accuracy");
+  const json* m = report_value(j, path + ".macs");
+  if (!a || !m || !a->is_number() || !m->is_number()) return;
+  s.accuracy.push_back(a->get<double>());
+  s.macs.push_back(m->get<double>());
+}
+
+// Appends the mean point(s) of `points` to `series` (MMACs, accuracy in %).
+void append(Series& series, const std::vector<Samples>& points, size_t runs) {
+  for (const auto& p : points) {
+    if (p.accuracy.size() != runs || runs == 0) continue;  // not in every run of the cell
+    series.x.push_back(mean_of(p.macs) / 1e6);
+    series.y.push_back(100 * mean_of(p.accuracy));
+    series.yerr.push_back(100 * std_of(p.accuracy));
+  }
+}
+
+}  // namespace
+
+void plot_table(const RunTable& t, const std::string& path, const std::string& title) {
+  static const int kColors[] = {1, 9, 3, 13, 8, 10, 4, 14, 11, 5, 12, 6, 2, 7};
+  std::vector<Series> series;
+  for (size_t c = 0; c < t.cells.size(); ++c) {
+    const TableCell& cell = t.cells[c];
+    std::string label;
+    for (size_t k = 0; k < t.varied.size(); ++k) label += (k ? ", " : "") + t.varied[k] + "=" + cell.values[k];
+    if (!label.empty()) label += ": ";
+    Samples base, moe;
+    std::vector<Samples> anytime;
+    for (const auto& dir : cell.dirs) {
+      const std::string report = (fs::path(dir) / "report.json").string();
+      json j;
+      try {
+        j = json::parse(read_file(report));
+      } catch (const json::exception& e) {
+        fail("{}: invalid JSON ({})", report, e.what());
+      }
+      add_point(j, "base", base);
+      add_point(j, j.contains("moe") ? "moe.bagging" : "mixture", moe);
+      if (j.contains("anytime") && j["anytime"].is_array()) {
+        const json& a = j["anytime"];
+        if (anytime.size() < a.size()) anytime.resize(a.size());
+        for (size_t i = 0; i < a.size(); ++i) add_point(a, std::to_string(i), anytime[i]);
+      }
+    }
+    const int color = kColors[c % (sizeof(kColors) / sizeof(kColors[0]))];
+    Series curve{label + "anytime", {}, {}, true, color, 1, {}};
+    append(curve, anytime, cell.dirs.size());
+    Series top1{label + (t.cells.size() == 1 ? "MoE, top-1" : "MoE"), {}, {}, false, color, 17, {}};
+    append(top1, {moe}, cell.dirs.size());
+    Series b{label + "base", {}, {}, false, color, 6, {}};
+    append(b, {base}, cell.dirs.size());
+    for (auto* s : {&curve, &top1, &b})
+      if (!s->x.empty()) series.push_back(std::move(*s));
+  }
+  SMOE_CHECK(!series.empty(), "plot {}: the runs hold no accuracy with its MACs (base, moe.bagging, mixture, anytime)",
+             path);
+  plot_series(path, title, "MMACs per image", "test accuracy (%), mean ± std over seeds", series);
+}
+
+}  // namespace smoe::eval
