@@ -2,14 +2,20 @@
 // dataset, batches built and prefetched on the loader thread, exact gradient
 // sums) against a bare libtorch loop of the same model on tensors already in
 // memory (normalised, indexed per batch). Prints images/s of both and their
-// ratio.
+// ratio. Like with like: the process is bound to as many cores as compute
+// threads, so smoe's loader thread shares those cores instead of taking a
+// spare one that the bare loop would not use.
 //
 //   bench_train_loop DATASET_DIR [threads=1] [epochs=1] [limit=20000] [rounds=3]
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <sched.h>
+
 #include <chrono>
 #include <cstdio>
+
+#include "core/affinity.h"
 
 #include "comm/thread_communicator.h"
 #include "data/batch.h"
@@ -28,7 +34,20 @@ int main(int argc, char** argv) {
   const int64_t epochs = argc > 3 ? std::atoll(argv[3]) : 1;
   const int64_t limit = argc > 4 ? std::atoll(argv[4]) : 20000;
   const int rounds = argc > 5 ? std::atoi(argv[5]) : 3;
-  at::set_num_threads(threads);
+  // Bind to the first `threads` cores of the allowed set.
+  const std::vector<int> allowed = affinity_cpus();
+  if (static_cast<int>(allowed.size()) < threads) {
+    std::fprintf(stderr, "bench_train_loop: %d threads but only %zu cores allowed\n", threads, allowed.size());
+    return 2;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int i = 0; i < threads; ++i) CPU_SET(allowed[static_cast<size_t>(i)], &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    std::perror("bench_train_loop: sched_setaffinity");
+    return 2;
+  }
+  at::set_num_threads(threads);  // its pool threads start on those cores
   data::DatasetOptions dopt;
   dopt.limit = limit;
   std::shared_ptr<const data::Dataset> ds = data::Dataset::open(argv[1], "train", dopt);
@@ -81,8 +100,10 @@ int main(int argc, char** argv) {
     return rate;
   };
   // The machine is noisy: interleave the two and compare paired runs.
-  std::printf("threads %d, %lld images x %lld epoch(s), batch 128, tiny-ResNet-10 width 16\n", threads,
-              static_cast<long long>(ds->size()), static_cast<long long>(epochs));
+  std::printf("threads %d on cores %s (loader thread included), %lld images x %lld epoch(s), batch 128, "
+              "tiny-ResNet-10 width 16\n",
+              threads, cpu_list(affinity_cpus()).c_str(), static_cast<long long>(ds->size()),
+              static_cast<long long>(epochs));
   std::printf("%6s %14s %14s %8s\n", "round", "bare_img/s", "smoe_img/s", "ratio");
   std::vector<double> ratios;
   for (int round = 0; round < rounds; ++round) {

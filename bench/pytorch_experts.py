@@ -1,15 +1,26 @@
 #!/usr/bin/python3
-"""The expert stage of a finished smoe run, written the way a PyTorch user
-would: the same tiny-ResNet (it loads smoe's base.pt), the same g0
-(cluster.pt), the same hyperparameters (config.yaml), data from the same HDF5
-shards through h5py and a torch.utils.data.DataLoader, the frozen trunk run
-on every batch, experts trained one after the other in one process.
+"""The expert stage of a finished smoe run, written in PyTorch-Python: the
+same tiny-ResNet (it loads smoe's base.pt), the same g0 (cluster.pt), the
+same hyperparameters (config.yaml), experts trained one after the other in
+one process. Three ways of writing it:
 
-  bench/pytorch_experts.py RUN_DIR [--threads 1] [--preload]
+  (default)  data from the HDF5 shards through h5py and a DataLoader, sample
+             by sample, the frozen trunk run on every batch (a first draft);
+  --preload  the splits read into tensors first, still a DataLoader and the
+             trunk on every batch;
+  --careful  what a careful PyTorch user writes: tensors preloaded, the whole
+             split normalised at once, the frozen trunk's features computed
+             once (inside the clock, as smoe's trunk cache is), mini-batches
+             drawn by indexing those tensors (no DataLoader). Algorithmically
+             the same as smoe's expert stage.
+
+  bench/pytorch_experts.py RUN_DIR [--threads 1] [--preload | --careful]
 
 Prints the wall time of the expert stage (experts and stacking ensemblers;
 the base model's training logits are computed before the clock starts, as
-smoe's embed stage does) and the mean test accuracy of the bagged experts.
+smoe's embed stage does) and the test accuracy of every expert bagged with
+the base model, averaged over the experts (the same measure is computed on
+smoe's own expert checkpoints in RUN_DIR/experts, for a side-by-side check).
 """
 import argparse
 import json
@@ -133,7 +144,10 @@ def main():
     ap.add_argument("run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--preload", action="store_true", help="read the splits into memory first (outside the clock)")
+    ap.add_argument("--careful", action="store_true",
+                    help="preloaded tensors, trunk features computed once, batches by indexing (no DataLoader)")
     a = ap.parse_args()
+    a.preload = a.preload or a.careful
     torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(open(os.path.join(a.run, "config.yaml")))
     d, m, ex, en = cfg["data"], cfg["model"], cfg["experts"], cfg["ensembler"]
@@ -154,8 +168,12 @@ def main():
                                  for x, _, _ in torch.utils.data.DataLoader(train, batch_size=500)])
 
     start = time.time()
-    experts = []
-    for k in range(K):
+    if a.careful:
+        experts = careful_experts(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, b, B)
+        seconds = time.time() - start
+    else:
+        experts, seconds = None, None
+    for k in range(K if experts is None else 0):
         expert = TinyResNet(m["depth"], m["width"], in_ch, classes)
         expert.load_state_dict(base.state_dict())
         # The trunk (blocks < branch_after) stays frozen.
@@ -206,19 +224,92 @@ def main():
                 sopt.zero_grad()
                 loss.backward()
                 sopt.step()
-        experts.append(expert)
+        experts = (experts or []) + [expert]
         print("pytorch: expert %d done at %.1f s" % (k, time.time() - start), file=sys.stderr)
-    seconds = time.time() - start
+    if seconds is None:
+        seconds = time.time() - start
 
+    # smoe's experts from their checkpoints, for the same measure.
+    smoe_experts = []
+    for k in range(K):
+        path = os.path.join(a.run, "experts", "expert-%03d.pt" % k)
+        if os.path.exists(path):
+            e = TinyResNet(m["depth"], m["width"], in_ch, classes)
+            e.load_state_dict(base.state_dict())
+            e.load_state_dict(torch.load(path), strict=False)
+            e.eval()
+            smoe_experts.append(e)
+    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads, "preload": a.preload,
+                      "careful": a.careful, "bagged_expert_accuracy": bagged_accuracy(test, base, experts),
+                      "smoe_bagged_expert_accuracy": bagged_accuracy(test, base, smoe_experts)
+                      if len(smoe_experts) == K else None}))
+
+
+def bagged_accuracy(test, base, experts):
+    """Test accuracy of each expert bagged with the base model (mean of the
+    two softmaxes), averaged over the experts."""
     with torch.no_grad():
         correct, total = 0, 0
         for x, y, _ in torch.utils.data.DataLoader(test, batch_size=500):
-            bl = base.head(base.blocks(x, 0, 5))
-            probs = torch.stack([0.5 * (F.softmax(bl, 1) + F.softmax(e.head(e.blocks(x, 0, 5)), 1)) for e in experts])
-            correct += int((probs.mean(0).argmax(1) == y).sum())
+            bl = F.softmax(base.head(base.blocks(x, 0, 5)), 1)
+            for e in experts:
+                correct += int(((bl + F.softmax(e.head(e.blocks(x, 0, 5)), 1)).argmax(1) == y).sum())
             total += len(y)
-    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads, "preload": a.preload,
-                      "bagged_all_experts_accuracy": correct / total}))
+    return correct / (total * len(experts))
+
+
+def careful_experts(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, b, B):
+    """The expert stage as a careful PyTorch user writes it (see --careful)."""
+    x_all = (train.images.float().div_(255.0) - train.mean) / train.std  # the whole split at once
+    y_all = train.labels.long()
+    n = len(y_all)
+    with torch.no_grad():
+        feats = torch.cat([base.blocks(x_all[s:s + 500], 0, b) for s in range(0, n, 500)])
+    experts = []
+    per_epoch = (n + B - 1) // B
+    for k in range(K):
+        expert = TinyResNet(m["depth"], m["width"], in_ch, classes)
+        expert.load_state_dict(base.state_dict())
+        tail = [getattr(expert, "block%d" % i) for i in range(b, 5)] + [expert.fc]
+        params = [p for t in tail for p in t.parameters()]
+        opt = torch.optim.SGD(params, lr=ex["lr"], momentum=ex["momentum"], weight_decay=ex["weight_decay"],
+                              nesterov=ex["nesterov"])
+        w_all = g0[:, k].clamp(ex["gamma"], 1.0)
+        for t in tail:
+            t.train()
+        step = 0
+        for epoch in range(ex["epochs"]):
+            perm = torch.randperm(n)
+            for s in range(0, n, B):
+                idx = perm[s:s + B]
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(ex, step, per_epoch)
+                step += 1
+                logits = expert.head(expert.blocks(feats[idx], b, 5))
+                loss = (w_all[idx] * F.cross_entropy(logits, y_all[idx], reduction="none")).sum() / len(idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        expert.eval()
+        with torch.no_grad():
+            exp_logits = torch.cat([expert.head(expert.blocks(feats[s:s + 500], b, 5)) for s in range(0, n, 500)])
+        st = nn.Linear(2 * classes, classes)
+        with torch.no_grad():
+            eye = torch.eye(classes) * 0.5
+            st.weight.copy_(torch.cat([eye, eye], 1))
+            st.bias.zero_()
+        sopt = torch.optim.SGD(st.parameters(), lr=en["lr"], momentum=en["momentum"], nesterov=en["nesterov"])
+        inputs = torch.cat([base_logits, exp_logits], 1)
+        for epoch in range(en["epochs"]):
+            perm = torch.randperm(n)
+            for s in range(0, n, en["batch_size"]):
+                idx = perm[s:s + en["batch_size"]]
+                loss = (w_all[idx] * F.cross_entropy(st(inputs[idx]), y_all[idx], reduction="none")).sum() / len(idx)
+                sopt.zero_grad(set_to_none=True)
+                loss.backward()
+                sopt.step()
+        experts.append(expert)
+    return experts
 
 
 if __name__ == "__main__":

@@ -55,9 +55,18 @@ void plot_series(const std::string& path, const std::string& title, const std::s
     }
   SMOE_CHECK(x0 <= x1, "plot {}: no points", path);
   const double dx = std::max(1e-9, (x1 - x0) * 0.06), dy = std::max(0.05, (y1 - y0) * 0.08);
-  PngStream png(path);
+  // Many series: the legend goes right of the plot, outside the data.
+  const bool outside = series.size() > 4;
+  PngStream png(path, outside ? 1300 : 900, 650);
   plcol0(15);
-  plenv(x0 - dx, x1 + dx, y0 - dy, y1 + dy, 0, 0);
+  if (outside) {
+    pladv(0);
+    plvpor(0.1, 0.55, 0.13, 0.9);
+    plwind(x0 - dx, x1 + dx, y0 - dy, y1 + dy);
+    plbox("bcnst", 0.0, 0, "bcnstv", 0.0, 0);
+  } else {
+    plenv(x0 - dx, x1 + dx, y0 - dy, y1 + dy, 0, 0);
+  }
   pllab(xlabel.c_str(), ylabel.c_str(), title.c_str());
   std::vector<const char*> text;
   std::vector<PLINT> opt, colors, markers, line_styles;
@@ -89,9 +98,11 @@ void plot_series(const std::string& path, const std::string& title, const std::s
   PLFLT lw, lh;
   std::vector<PLINT> zero(series.size(), 0);
   std::vector<PLFLT> zerof(series.size(), 0.0);
-  pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_BOTTOM | PL_POSITION_RIGHT, 0.02, 0.02,
-           0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, series.size() > 8 ? 0.6 : 1.0,
-           2.0, 1.0, colors.data(),
+  const PLINT where = outside ? (PL_POSITION_RIGHT | PL_POSITION_OUTSIDE)
+                              : (PL_POSITION_BOTTOM | PL_POSITION_RIGHT);
+  pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, where, outside ? 0.01 : 0.02, outside ? 0.0 : 0.02,
+           0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, series.size() > 8 ? 0.7 : 1.0,
+           2.0, outside ? 0.0 : 1.0, colors.data(),
            text.data(), zero.data(), zero.data(), zerof.data(), zerof.data(), colors.data(), line_styles.data(),
            widths.data(), colors.data(), scales.data(), symbol_numbers.data(), symbols.data());
   png.close();
