@@ -90,6 +90,11 @@ TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
                "config key 'eval.class_oracle': cluster.method 'kmeans' has no class oracle");
   check_config(with({"cluster.method=per_class", "eval.class_oracle=true"}));
   check_config(with({"scheme=em", "em.steps=3"}));
+  // experts.depth sets the depth of branch experts of a tiny-ResNet, nothing else.
+  EXPECT_ERROR(check_config(with({"experts.depth=18", "experts.arch=small_cnn"})),
+               "config key 'experts.depth' is 18: it sets the depth of branch experts of a tiny_resnet base");
+  EXPECT_ERROR(check_config(with({"experts.depth=12"})), "config key 'experts.depth': expected 0, 10, 18 or 34, got 12");
+  check_config(with({"experts.depth=34"}));
 }
 
 // Every config shipped under configs/ loads and passes its scheme's checks,
@@ -103,13 +108,16 @@ TEST(Schemes, EveryShippedConfigPassesItsSchemesChecks) {
     const Config c = Config::load(e.path().string(), {});
     data::Manifest m;
     const bool cifar = c.data.path.find("cifar") != std::string::npos;
-    m.shape = cifar ? std::vector<int64_t>{3, 32, 32} : std::vector<int64_t>{1, 28, 28};
-    m.num_classes = 10;
-    for (int k = 0; k < 10; ++k) m.class_names.push_back(std::to_string(k));
-    for (const char* split : {"train", "test"}) {
+    const bool tiny_imagenet = c.data.path.find("tiny-imagenet") != std::string::npos;
+    m.shape = tiny_imagenet ? std::vector<int64_t>{3, 64, 64}
+              : cifar       ? std::vector<int64_t>{3, 32, 32}
+                            : std::vector<int64_t>{1, 28, 28};
+    m.num_classes = tiny_imagenet ? 200 : c.data.path.find("cifar100") != std::string::npos ? 100 : 10;
+    for (int64_t k = 0; k < m.num_classes; ++k) m.class_names.push_back(std::to_string(k));
+    for (const char* split : {"train", tiny_imagenet ? "val" : "test"}) {
       data::SplitInfo si;
       si.name = split;
-      si.count = std::string(split) == "train" ? (cifar ? 50000 : 60000) : 10000;
+      si.count = std::string(split) == "train" ? (tiny_imagenet ? 100000 : cifar ? 50000 : 60000) : 10000;
       m.splits.push_back(si);
     }
     for (const auto& stage : scheme_stages(c)) {

@@ -2,10 +2,13 @@
 // which earlier run each can start from.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "core/atomic_file.h"
 #include "pipeline/quick_run.h"
+#include "pipeline/stage.h"
 #include "pipeline/sweep.h"
 
 namespace smoe::pipeline {
@@ -43,6 +46,32 @@ TEST(Sweep, TheGridTimesTheSeedsInOrderWithTheirOverrides) {
   EXPECT_EQ(four.redo_from, "cluster");
   // An earlier run that has not finished its base stage cannot be reused.
   EXPECT_EQ(sweep_start(s, 2, [](size_t, const std::string& st) { return st != "base"; }).from, -1);
+}
+
+// Every sweep file shipped under configs/sweeps (the quick ones and the
+// paper-size ones) expands, and each of its runs passes the config checks;
+// in the Table 1 sweeps, runs that differ only in experts.depth share the
+// base model (they start from the run with the other expert depth).
+TEST(Sweep, EveryShippedSweepFileExpandsIntoValidRuns) {
+  int files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(testing::source_dir() + "/configs/sweeps")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    const Sweep s = load_sweep(e.path().string());
+    EXPECT_GE(s.runs.size(), 3u);
+    for (const auto& r : s.runs) EXPECT_NO_THROW(check_config(r.config)) << r.name;
+    if (e.path().filename().string().find("table1") != std::string::npos) {
+      auto all_done = [](size_t, const std::string&) { return true; };
+      for (size_t i = 0; i < s.runs.size(); ++i)
+        if (s.runs[i].name.find("experts.depth-18") != std::string::npos) {
+          const SweepStart st = sweep_start(s, i, all_done);
+          EXPECT_GE(st.from, 0) << s.runs[i].name;
+          EXPECT_EQ(st.redo_from, "experts") << s.runs[i].name;
+        }
+    }
+    ++files;
+  }
+  EXPECT_GE(files, 10);
 }
 
 TEST(Sweep, BadSweepFilesFailNamingTheFileAndTheKey) {
