@@ -40,6 +40,22 @@ class PngStream {
   bool closed_ = false;
 };
 
+// The legend's Hershey glyph for a plpoin marker code.
+const char* legend_symbol(int marker) {
+  switch (marker) {
+    case 2:
+      return "+";
+    case 3:
+      return "*";
+    case 5:
+      return "x";
+    case 6:
+      return "#(841)";  // square
+    default:
+      return "#(850)";  // filled circle
+  }
+}
+
 }  // namespace
 
 void plot_series(const std::string& path, const std::string& title, const std::string& xlabel,
@@ -93,7 +109,7 @@ void plot_series(const std::string& path, const std::string& title, const std::s
     widths.push_back(1.0);
     scales.push_back(1.0);
     symbol_numbers.push_back(1);
-    symbols.push_back(s.marker == 6 ? "#(841)" : "#(850)");  // the square, else the filled circle
+    symbols.push_back(legend_symbol(s.marker));
   }
   PLFLT lw, lh;
   std::vector<PLINT> zero(series.size(), 0);

@@ -64,7 +64,14 @@ void plot_table(const RunTable& t, const std::string& path, const std::string& t
     std::string label;
     for (size_t k = 0; k < t.varied.size(); ++k) label += (k ? ", " : "") + t.varied[k] + "=" + cell.values[k];
     if (!label.empty()) label += ": ";
-    Samples base, moe;
+    // A table of one or two cells shows every MoE variant; larger ones the
+    // bagged top-1 MoE only, so that the legend stays readable.
+    const bool all_variants = t.cells.size() <= 2;
+    static const std::vector<std::pair<std::string, std::string>> kVariants = {
+        {"bagging", "MoE, bagging"}, {"no_ensembling", "MoE, top-1 alone"}, {"stacking", "MoE, stacking"},
+        {"top2", "MoE, top-2"}};
+    Samples base;
+    std::vector<Samples> moe(kVariants.size());
     std::vector<Samples> anytime;
     for (const auto& dir : cell.dirs) {
       const std::string report = (fs::path(dir) / "report.json").string();
@@ -75,7 +82,11 @@ void plot_table(const RunTable& t, const std::string& path, const std::string& t
         fail("{}: invalid JSON ({})", report, e.what());
       }
       add_point(j, "base", base);
-      add_point(j, j.contains("moe") ? "moe.bagging" : "mixture", moe);
+      if (j.contains("moe")) {
+        for (size_t v = 0; v < kVariants.size(); ++v) add_point(j, "moe." + kVariants[v].first, moe[v]);
+      } else {
+        add_point(j, "mixture", moe[0]);
+      }
       if (j.contains("anytime") && j["anytime"].is_array()) {
         const json& a = j["anytime"];
         if (anytime.size() < a.size()) anytime.resize(a.size());
@@ -85,12 +96,16 @@ void plot_table(const RunTable& t, const std::string& path, const std::string& t
     const int color = kColors[c % (sizeof(kColors) / sizeof(kColors[0]))];
     Series curve{label + "anytime", {}, {}, true, color, 1, {}};
     append(curve, anytime, cell.dirs.size());
-    Series top1{label + (t.cells.size() == 1 ? "MoE, top-1" : "MoE"), {}, {}, false, color, 17, {}};
-    append(top1, {moe}, cell.dirs.size());
+    if (!curve.x.empty()) series.push_back(std::move(curve));
+    static const int kMarkers[] = {17, 5, 2, 3};  // filled circle, x, +, *
+    for (size_t v = 0; v < (all_variants ? kVariants.size() : 1); ++v) {
+      Series m{label + (all_variants ? kVariants[v].second : std::string("MoE")), {}, {}, false, color, kMarkers[v], {}};
+      append(m, {moe[v]}, cell.dirs.size());
+      if (!m.x.empty()) series.push_back(std::move(m));
+    }
     Series b{label + "base", {}, {}, false, color, 6, {}};
     append(b, {base}, cell.dirs.size());
-    for (auto* s : {&curve, &top1, &b})
-      if (!s->x.empty()) series.push_back(std::move(*s));
+    if (!b.x.empty()) series.push_back(std::move(b));
   }
   SMOE_CHECK(!series.empty(), "plot {}: the runs hold no accuracy with its MACs (base, moe.bagging, mixture, anytime)",
              path);
