@@ -269,6 +269,13 @@ int cmd_run(const std::string& cmd, const Args& a, int& argc, char**& argv) {
 constexpr int kSweepTaskTag = 1011;  // group root -> its ranks: the next run, or -1
 constexpr int kSweepExitTag = 1012;  // every rank <-> world rank 0: exit statuses
 
+// The worse of two exit statuses: an error (1) over a stop (75) over 0.
+int worse_exit(int a, int b) {
+  auto severity = [](int rc) { return rc == 0 ? 0 : rc == kResumableExit ? 1 : 2; };
+  const int worst = severity(a) >= severity(b) ? a : b;
+  return severity(worst) == 2 ? 1 : worst;
+}
+
 class SweepDriver {
  public:
   SweepDriver(comm::MpiRuntime& mpi, comm::Communicator& world, const pipeline::Sweep& sweep, std::string out,
@@ -286,6 +293,11 @@ class SweepDriver {
   // Every rank: runs what its group is handed; returns the job's exit
   // status (0, kResumableExit or 1), the same on every rank.
   int run() {
+    // SIGTERM / SIGUSR1 (a time limit) only set the stop flag for the whole
+    // sweep: a base or joint stage stops at its next step, anything else
+    // finishes the run it is in; no group starts another, and every rank
+    // exits with kResumableExit.
+    StopScope stop_scope;
     int rc = 0;
     if (group_->is_root()) {
       std::vector<int64_t> tasks, after;
@@ -293,9 +305,11 @@ class SweepDriver {
       pipeline::run_tasks(
           *leaders_, tasks, after,
           [&](int64_t i) {
+            if (rc == 0 && stop_requested()) rc = kResumableExit;
             if (rc != 0) return nlohmann::json{{"halt", true}};  // stopped or failed: take nothing more
             for (int r = 1; r < group_->size(); ++r) group_->send(r, kSweepTaskTag, std::to_string(i));
-            rc = std::max(rc, run_in_group(static_cast<size_t>(i)));
+            rc = worse_exit(rc, run_in_group(static_cast<size_t>(i)));
+            if (rc == 0 && stop_requested()) rc = kResumableExit;
             return nlohmann::json{{"halt", rc != 0}};
           },
           [](int64_t, int, const nlohmann::json&) {});
@@ -304,7 +318,7 @@ class SweepDriver {
       for (;;) {
         const int64_t i = std::stoll(group_->recv_idle(0, kSweepTaskTag).payload);
         if (i < 0) break;
-        rc = std::max(rc, run_in_group(static_cast<size_t>(i)));
+        rc = worse_exit(rc, run_in_group(static_cast<size_t>(i)));
       }
     }
     return worst_exit(rc);
@@ -427,7 +441,7 @@ class SweepDriver {
     }
     int worst = rc;
     for (int r = 1; r < world_.size(); ++r)
-      worst = std::max(worst, std::stoi(world_.recv_idle(comm::kAnySource, kSweepExitTag).payload));
+      worst = worse_exit(worst, std::stoi(world_.recv_idle(comm::kAnySource, kSweepExitTag).payload));
     for (int r = 1; r < world_.size(); ++r) world_.send(r, kSweepExitTag, std::to_string(worst));
     return worst;
   }
@@ -485,6 +499,9 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   SweepDriver driver(mpi, world, sweep, out, per_run == 0 ? world.size() : per_run, verbose, quiet);
   const int rc = driver.run();
   if (driver.error()) std::rethrow_exception(driver.error());
+  if (rc == kResumableExit && world.is_root())
+    std::cerr << fmt::format("smoe sweep: stopped on a signal; run the same command again to continue (exit {})\n",
+                             kResumableExit);
   if (rc != 0) return rc;
   if (world.is_root()) {
     std::vector<eval::RunRow> runs;

@@ -898,6 +898,37 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(tables[0], tables[1])
         self.assertIn(tables[0], r.stdout)
 
+    def test_sweep_stops_on_sigterm_and_resumes(self):
+        # SIGTERM to the ranks (what Slurm's time limit does) once the first
+        # run has started: every rank exits 75 (resumable), no group starts
+        # another run, and the same command then finishes the sweep.
+        sweep = os.path.join(self.tmp, "sweep-stop.yaml")
+        out = os.path.join(self.tmp, "sweep-stop")
+        with open(sweep, "w") as f:
+            f.write("config: %s\nset: [data.path=%s, data.limit_train=600, data.limit_test=200, base.epochs=3, "
+                    "experts.epochs=1, ensembler.epochs=1, runtime.threads=1]\ngrid:\n  experts.gamma: [0.1, 0.3]\n"
+                    "seeds: [0]\n" % (QUICK, self.data))
+        cmd = mpirun(2) + [SMOE, "sweep", sweep, "--out", out, "--ranks-per-run", "1"]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+                             start_new_session=True)
+        first = os.path.join(out, "experts.gamma-0.1_seed-0", "run.json")
+        deadline = time.time() + 120
+        while not os.path.exists(first):
+            self.assertIsNone(p.poll(), "the sweep ended before its first run started")
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.02)
+        ranks = subprocess.run(["pgrep", "-f", "^%s sweep %s" % (SMOE, sweep)], capture_output=True, text=True)
+        for pid in ranks.stdout.split():
+            os.kill(int(pid), signal.SIGTERM)
+        _, err = p.communicate(timeout=300)
+        self.assertEqual(p.returncode, 75, err)
+        self.assertIn("smoe sweep: stopped on a signal; run the same command again to continue (exit 75)", err)
+        self.assertFalse(os.path.exists(os.path.join(out, "experts.gamma-0.3_seed-0", "report.json")))
+        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for g in ("0.1", "0.3"):
+            self.assertTrue(os.path.exists(os.path.join(out, "experts.gamma-%s_seed-0" % g, "report.json")))
+
     def test_sweep_refuses_groups_larger_than_the_job(self):
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", os.path.join(SRC, "configs/sweeps/royer-table6-ensembling.yaml"),
                                         "--out", os.path.join(self.tmp, "never"), "--ranks-per-run", "3"],
