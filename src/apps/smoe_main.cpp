@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "core/stop.h"
 #include "eval/run_plot.h"
 #include "eval/run_table.h"
@@ -519,6 +520,7 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  memory::tune_malloc(2);  // before any thread starts (core/memory.h)
   int status = apps::run_cli("smoe", [&]() -> int {
     std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty()) {  // a usage error: to stderr

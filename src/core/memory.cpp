@@ -3,6 +3,10 @@
 #include <fstream>
 #include <string>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 namespace smoe::memory {
 namespace {
 
@@ -25,6 +29,20 @@ int64_t status_field(const char* name) {
 
 int64_t resident_bytes() { return status_field("VmRSS:"); }
 int64_t peak_resident_bytes() { return status_field("VmHWM:"); }
+
+void tune_malloc(int arenas) {
+#ifdef __GLIBC__
+  mallopt(M_ARENA_MAX, arenas);
+#else
+  (void)arenas;
+#endif
+}
+
+void release_free_memory() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
 
 bool reset_peak() {
   std::ofstream out("/proc/self/clear_refs");

@@ -8,7 +8,13 @@ namespace smoe::data {
 
 void hdf5_quiet() {
   static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  std::call_once(once, [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    // HDF5 keeps freed blocks on its own free lists, unbounded by default:
+    // a rank that streams many batches would grow with the steps it takes.
+    // 1 MiB per kind of list in all, 256 KiB per list.
+    H5set_free_list_limits(1 << 20, 1 << 18, 1 << 20, 1 << 18, 1 << 20, 1 << 18);
+  });
 }
 
 std::string hdf5_error_message() {

@@ -9,7 +9,8 @@
 
 namespace smoe::data {
 
-// Silences HDF5's own stderr printing (once per process).
+// Silences HDF5's own stderr printing and bounds its internal free lists
+// (once per process; smoe's readers call it before opening a file).
 void hdf5_quiet();
 // The innermost HDF5 error message of the current stack ("" if none).
 std::string hdf5_error_message();

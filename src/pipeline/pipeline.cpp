@@ -32,6 +32,7 @@ void Pipeline::run_stage(Stage& stage) {
   heartbeat::stage(name);
   inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=stage:NAME[:RANK] or kill:NAME[:RANK] (failure tests)
   Progress clock(name, 1, 1);
+  memory::release_free_memory();
   memory::reset_peak();
   json record = stage.run(s);
   if (record.is_null()) record = json::object();
