@@ -52,7 +52,7 @@ const char* kUsage =
     "Run `smoe COMMAND --help` for a command's options.\n";
 
 struct Args {
-  std::string config, run_dir, redo_from;
+  std::string config, run_dir, redo_from, until;
   std::vector<std::string> sets;
   bool resume = false, force = false, verbose = false, quiet = false, print = false, keys = false;
 };
@@ -74,7 +74,9 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
     opts.add_options()("resume", po::bool_switch(&a.resume), "continue the run in --run-dir")  //
         ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over")     //
         ("redo-from", po::value(&a.redo_from),
-         "with --resume: redo this stage and every later one of the scheme (base, embed, cluster, gate, experts, em)");
+         "with --resume: redo this stage and every later one of the scheme (base, embed, cluster, gate, experts, em)")  //
+        ("until", po::value(&a.until),
+         "stop after this stage of the scheme (e.g. base: train the base model only); --resume continues");
   if (cmd == "config")
     opts.add_options()("print", po::bool_switch(&a.print), "print the resolved config as YAML")  //
         ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc");
@@ -162,6 +164,13 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
+        if (!a.until.empty()) {
+          std::vector<std::string> names;
+          for (const auto& st : pipeline::scheme_plan(cfg))
+            if (st.recorded) names.push_back(st.name);
+          SMOE_CHECK(std::find(names.begin(), names.end(), a.until) != names.end(),
+                     "--until {}: not a stage of scheme '{}' ({})", a.until, cfg.scheme, fmt::join(names, ", "));
+        }
         lock = pipeline::RunLock::acquire(a.run_dir);
         // Check the registry names, the scheme, the dataset and given
         // checkpoints before creating anything.
@@ -232,7 +241,7 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
                          {"local_rank", rt.local_rank}});
     pipeline::Pipeline p(cfg, comm, run, rt);
     if (cmd == "train")
-      p.train();
+      p.train(a.until);
     else
       p.evaluate();
     log::event("finish", {{"command", cmd}});

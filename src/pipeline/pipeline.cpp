@@ -44,8 +44,14 @@ void Pipeline::run_stage(Stage& stage) {
   log::event("stage_done", {{"stage", name}, {"seconds", clock.seconds()}});
 }
 
-void Pipeline::train() {
-  for (auto& stage : stages_) run_stage(*stage);
+void Pipeline::train(const std::string& until) {
+  for (auto& stage : stages_) {
+    run_stage(*stage);
+    if (stage->name() == until) {
+      log::info("stopped after stage {} (--until); smoe train --resume continues", until);
+      return;
+    }
+  }
 }
 
 void Pipeline::evaluate() {

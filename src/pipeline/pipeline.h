@@ -25,8 +25,9 @@ class Pipeline {
   Pipeline(Config config, comm::Communicator& comm, RunDir& run, RuntimeInfo runtime);
   ~Pipeline();
 
-  // Every stage not yet recorded as finished, then the evaluation.
-  void train();
+  // Every stage not yet recorded as finished, then the evaluation; with
+  // `until`, the stages up to and including that one only.
+  void train(const std::string& until = "");
   // The evaluation alone, from a finished run's checkpoints.
   void evaluate();
 

@@ -929,6 +929,28 @@ class Pipeline(unittest.TestCase):
         for g in ("0.1", "0.3"):
             self.assertTrue(os.path.exists(os.path.join(out, "experts.gamma-%s_seed-0" % g, "report.json")))
 
+    def test_until_stops_after_a_stage_and_resume_continues(self):
+        # --until base trains the base model only (run.json records it, no
+        # later stage, no report); --resume then runs the rest and gives the
+        # report of an uninterrupted run. A name that is not a stage of the
+        # scheme fails before anything is created.
+        run = os.path.join(self.tmp, "until")
+        r = self.train(2, run, "--until", "base")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        done = read_json(os.path.join(run, "run.json"))["done"]
+        self.assertIn("base", done)
+        self.assertNotIn("embed", done)
+        self.assertFalse(os.path.exists(os.path.join(run, "report.json")))
+        r = self.train(2, run, "--resume")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(read_json(os.path.join(run, "report.json"))["moe"],
+                         read_json(os.path.join(self.runs[2], "report.json"))["moe"])
+        r = self.train(1, os.path.join(self.tmp, "until-bad"), "--until", "experts2")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("smoe: error: --until experts2: not a stage of scheme 'algorithm1' (base, embed, cluster, gate, "
+                      "experts)", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "until-bad")))
+
     def test_sweep_refuses_groups_larger_than_the_job(self):
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", os.path.join(SRC, "configs/sweeps/royer-table6-ensembling.yaml"),
                                         "--out", os.path.join(self.tmp, "never"), "--ranks-per-run", "3"],
