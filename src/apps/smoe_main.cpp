@@ -367,7 +367,6 @@ class SweepDriver {
 
   // Every rank of a group: run i, its folder prepared by the group's first rank.
   int run_in_group(size_t i) {
-    namespace fs = std::filesystem;
     Args a;
     a.config = sweep_.config_path;
     a.sets = sweep_.runs[i].sets;
