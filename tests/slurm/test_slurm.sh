@@ -162,16 +162,17 @@ for p in 1 2; do
 done
 
 # A job whose base stage outlasts its time limit: Slurm signals the batch
-# script before the limit (--signal=B:USR1@40 with --time=1), the script
+# script before the limit (--signal=B:USR1@80 with --time=2: 40 s into each
+# start, well inside the base stage even on a loaded machine), the script
 # stops smoe (which exits 75 at the next step) and requeues the job, which
 # resumes after the last finished epoch, as many times as it takes. The run
 # ends with the hashes of the same run made uninterrupted.
 run2="$T/work/run-requeue"
 requeue_args="--set data.path=$data --set data.limit_train=1500 --set base.epochs=90 --set experts.epochs=1 --set ensembler.epochs=1"
 job2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run2" SMOE="$BIN/smoe" SMOE_ARGS="$requeue_args" \
-  sbatch --parsable --ntasks=2 --cpus-per-task=1 --time=1 --signal=B:USR1@40 \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --time=2 --signal=B:USR1@80 \
   --output="$T/work/requeue-%j.out" --chdir="$SRC" slurm/resubmit.sbatch)"
-echo "test_slurm: submitted job $job2 (time limit 1 min, base stage longer than that)"
+echo "test_slurm: submitted job $job2 (time limit 2 min, signalled after 40 s, base stage longer than that)"
 deadline=$((SECONDS + 900))
 restarts_seen=0
 while squeue -h -j "$job2" 2>/dev/null | grep -q .; do
