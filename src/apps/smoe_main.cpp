@@ -5,7 +5,7 @@
 //   smoe config --print [--config FILE] [--set key=value ...]
 //   smoe config --keys
 //   smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...
-//   smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N]
+//   smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]
 //   smoe --version
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
@@ -47,7 +47,7 @@ const char* kUsage =
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
     "  smoe config --keys\n"
     "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
-    "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N]          a grid of overrides x seeds, then its table\n"
+    "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its table\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -467,18 +467,46 @@ class SweepDriver {
   std::exception_ptr error_;
 };
 
+// sweep --dry-run: each run, the earlier run whose finished stages it will
+// start from (when every earlier run is finished), and its folder's state.
+int sweep_plan(const pipeline::Sweep& sweep, const std::string& out) {
+  namespace fs = std::filesystem;
+  auto all_done = [](size_t, const std::string&) { return true; };
+  size_t fresh = 0, done = 0;
+  for (size_t i = 0; i < sweep.runs.size(); ++i) {
+    const fs::path dir = fs::path(out) / sweep.runs[i].name;
+    const pipeline::SweepStart st = pipeline::sweep_start(sweep, i, all_done);
+    const std::string state = fs::exists(dir / "report.json") ? "finished"
+                              : fs::exists(dir / "run.json")  ? "started: resumes"
+                                                              : "to do";
+    done += state == "finished";
+    fresh += st.from < 0;
+    std::cout << fmt::format("{:>4}  {}  [{}]  {}\n", i + 1, sweep.runs[i].name, state,
+                             st.from < 0 ? std::string("from scratch")
+                             : st.redo_from.empty()
+                                 ? "reuses every stage of " + sweep.runs[static_cast<size_t>(st.from)].name
+                                 : fmt::format("reuses {}'s stages before {}", sweep.runs[static_cast<size_t>(st.from)].name,
+                                               st.redo_from));
+  }
+  std::cout << fmt::format("{} runs ({} finished); {} from scratch, {} reusing an earlier run's stages\n",
+                           sweep.runs.size(), done, fresh, sweep.runs.size() - fresh);
+  return 0;
+}
+
 int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   std::string file, out;
   int per_run = 0;
-  bool verbose = false, quiet = false;
+  bool verbose = false, quiet = false, dry_run = false;
   po::options_description opts("smoe sweep SWEEP_FILE --out DIR");
   opts.add_options()("help,h", "this help")                                                    //
       ("sweep", po::value(&file)->required(), "the sweep file (YAML: config, set, grid, seeds)")  //
       ("out", po::value(&out)->required(), "the sweep folder: one run folder per run")            //
       ("ranks-per-run", po::value(&per_run)->default_value(0),
        "ranks that run each run together; the job's ranks form groups of this size that take runs as they "
-       "free up (default 0: all ranks, one run at a time)")           //
-      ("verbose,v", po::bool_switch(&verbose), "debug messages")  //
+       "free up (default 0: all ranks, one run at a time)")  //
+      ("dry-run", po::bool_switch(&dry_run),
+       "print the runs, what each reuses and what is already done, then stop (no MPI, nothing written)")  //
+      ("verbose,v", po::bool_switch(&verbose), "debug messages")                                        //
       ("quiet,q", po::bool_switch(&quiet), "warnings and errors only");
   po::positional_options_description pos;
   pos.add("sweep", 1);
@@ -489,6 +517,7 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
+  if (dry_run) return sweep_plan(pipeline::load_sweep(file), out);
   comm::MpiRuntime mpi(&argc, &argv);
   comm::DeviceRouter world(mpi.world());
   // Every rank reads the sweep file (the same text gives the same runs).

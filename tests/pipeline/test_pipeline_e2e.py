@@ -897,6 +897,16 @@ class Pipeline(unittest.TestCase):
                   for d in (out, one_by_one)]
         self.assertEqual(tables[0], tables[1])
         self.assertIn(tables[0], r.stdout)
+        # --dry-run: the plan, the folders' state, nothing written.
+        plan = subprocess.run([SMOE, "sweep", sweep, "--out", out, "--dry-run"], capture_output=True, text=True)
+        self.assertEqual(plan.returncode, 0, plan.stderr)
+        self.assertIn("experts.gamma-0.3_seed-1  [finished]  reuses experts.gamma-0.1_seed-1's stages before experts",
+                      plan.stdout)
+        self.assertIn("4 runs (4 finished); 2 from scratch, 2 reusing an earlier run's stages", plan.stdout)
+        nowhere = os.path.join(self.tmp, "sweep-dry")
+        plan = subprocess.run([SMOE, "sweep", sweep, "--out", nowhere, "--dry-run"], capture_output=True, text=True)
+        self.assertIn("experts.gamma-0.1_seed-0  [to do]  from scratch", plan.stdout)
+        self.assertFalse(os.path.exists(nowhere))
 
     def test_sweep_stops_on_sigterm_and_resumes(self):
         # SIGTERM to the ranks (what Slurm's time limit does) once the first
