@@ -168,12 +168,44 @@ def main():
                                  for x, _, _ in torch.utils.data.DataLoader(train, batch_size=500)])
 
     start = time.time()
-    if a.careful:
-        experts = careful_experts(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, b, B)
-        seconds = time.time() - start
-    else:
-        experts, seconds = None, None
-    for k in range(K if experts is None else 0):
+    build = careful_experts if a.careful else dataloader_experts
+    experts = build(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, b, B)
+    seconds = time.time() - start
+
+    # smoe's experts from their checkpoints, for the same measure.
+    smoe_experts = []
+    for k in range(K):
+        path = os.path.join(a.run, "experts", "expert-%03d.pt" % k)
+        if os.path.exists(path):
+            e = TinyResNet(m["depth"], m["width"], in_ch, classes)
+            e.load_state_dict(base.state_dict())
+            e.load_state_dict(torch.load(path), strict=False)
+            e.eval()
+            smoe_experts.append(e)
+    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads, "preload": a.preload,
+                      "careful": a.careful, "bagged_expert_accuracy": bagged_accuracy(test, base, experts),
+                      "smoe_bagged_expert_accuracy": bagged_accuracy(test, base, smoe_experts)
+                      if len(smoe_experts) == K else None}))
+
+
+def bagged_accuracy(test, base, experts):
+    """Test accuracy of each expert bagged with the base model (mean of the
+    two softmaxes), averaged over the experts."""
+    with torch.no_grad():
+        correct, total = 0, 0
+        for x, y, _ in torch.utils.data.DataLoader(test, batch_size=500):
+            bl = F.softmax(base.head(base.blocks(x, 0, 5)), 1)
+            for e in experts:
+                correct += int(((bl + F.softmax(e.head(e.blocks(x, 0, 5)), 1)).argmax(1) == y).sum())
+            total += len(y)
+    return correct / (total * len(experts))
+
+
+def dataloader_experts(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, b, B):
+    """The expert stage through a DataLoader, the frozen trunk run on every
+    batch (the default and --preload versions)."""
+    experts = []
+    for k in range(K):
         expert = TinyResNet(m["depth"], m["width"], in_ch, classes)
         expert.load_state_dict(base.state_dict())
         # The trunk (blocks < branch_after) stays frozen.
@@ -208,54 +240,31 @@ def main():
                 outs.append(expert.head(expert.blocks(x, 0, 5)))
                 ys.append(y)
             exp_logits, ys = torch.cat(outs), torch.cat(ys)
-        st = nn.Linear(2 * classes, classes)
-        with torch.no_grad():
-            eye = torch.eye(classes) * 0.5
-            st.weight.copy_(torch.cat([eye, eye], 1))
-            st.bias.zero_()
-        sopt = torch.optim.SGD(st.parameters(), lr=en["lr"], momentum=en["momentum"], nesterov=en["nesterov"])
-        n = len(ys)
-        for epoch in range(en["epochs"]):
-            perm = torch.randperm(n)
-            for s in range(0, n, en["batch_size"]):
-                idx = perm[s:s + en["batch_size"]]
-                out = st(torch.cat([base_logits[idx], exp_logits[idx]], 1))
-                loss = (w_all[idx] * F.cross_entropy(out, ys[idx], reduction="none")).sum() / len(idx)
-                sopt.zero_grad()
-                loss.backward()
-                sopt.step()
-        experts = (experts or []) + [expert]
-        print("pytorch: expert %d done at %.1f s" % (k, time.time() - start), file=sys.stderr)
-    if seconds is None:
-        seconds = time.time() - start
-
-    # smoe's experts from their checkpoints, for the same measure.
-    smoe_experts = []
-    for k in range(K):
-        path = os.path.join(a.run, "experts", "expert-%03d.pt" % k)
-        if os.path.exists(path):
-            e = TinyResNet(m["depth"], m["width"], in_ch, classes)
-            e.load_state_dict(base.state_dict())
-            e.load_state_dict(torch.load(path), strict=False)
-            e.eval()
-            smoe_experts.append(e)
-    print(json.dumps({"expert_stage_seconds": seconds, "experts": K, "threads": a.threads, "preload": a.preload,
-                      "careful": a.careful, "bagged_expert_accuracy": bagged_accuracy(test, base, experts),
-                      "smoe_bagged_expert_accuracy": bagged_accuracy(test, base, smoe_experts)
-                      if len(smoe_experts) == K else None}))
+        train_stacking(base_logits, exp_logits, ys, w_all, classes, en)
+        experts.append(expert)
+        print("pytorch: expert %d done" % k, file=sys.stderr)
+    return experts
 
 
-def bagged_accuracy(test, base, experts):
-    """Test accuracy of each expert bagged with the base model (mean of the
-    two softmaxes), averaged over the experts."""
+def train_stacking(base_logits, exp_logits, ys, w_all, classes, en):
+    """The stacking ensembler d_k on the frozen logits, started as their average."""
+    st = nn.Linear(2 * classes, classes)
     with torch.no_grad():
-        correct, total = 0, 0
-        for x, y, _ in torch.utils.data.DataLoader(test, batch_size=500):
-            bl = F.softmax(base.head(base.blocks(x, 0, 5)), 1)
-            for e in experts:
-                correct += int(((bl + F.softmax(e.head(e.blocks(x, 0, 5)), 1)).argmax(1) == y).sum())
-            total += len(y)
-    return correct / (total * len(experts))
+        eye = torch.eye(classes) * 0.5
+        st.weight.copy_(torch.cat([eye, eye], 1))
+        st.bias.zero_()
+    sopt = torch.optim.SGD(st.parameters(), lr=en["lr"], momentum=en["momentum"], nesterov=en["nesterov"])
+    inputs = torch.cat([base_logits, exp_logits], 1)
+    n = len(ys)
+    for epoch in range(en["epochs"]):
+        perm = torch.randperm(n)
+        for s in range(0, n, en["batch_size"]):
+            idx = perm[s:s + en["batch_size"]]
+            loss = (w_all[idx] * F.cross_entropy(st(inputs[idx]), ys[idx], reduction="none")).sum() / len(idx)
+            sopt.zero_grad(set_to_none=True)
+            loss.backward()
+            sopt.step()
+    return st
 
 
 def careful_experts(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, b, B):
@@ -293,21 +302,7 @@ def careful_experts(train, base, g0, ex, en, base_logits, m, in_ch, classes, K, 
         expert.eval()
         with torch.no_grad():
             exp_logits = torch.cat([expert.head(expert.blocks(feats[s:s + 500], b, 5)) for s in range(0, n, 500)])
-        st = nn.Linear(2 * classes, classes)
-        with torch.no_grad():
-            eye = torch.eye(classes) * 0.5
-            st.weight.copy_(torch.cat([eye, eye], 1))
-            st.bias.zero_()
-        sopt = torch.optim.SGD(st.parameters(), lr=en["lr"], momentum=en["momentum"], nesterov=en["nesterov"])
-        inputs = torch.cat([base_logits, exp_logits], 1)
-        for epoch in range(en["epochs"]):
-            perm = torch.randperm(n)
-            for s in range(0, n, en["batch_size"]):
-                idx = perm[s:s + en["batch_size"]]
-                loss = (w_all[idx] * F.cross_entropy(st(inputs[idx]), y_all[idx], reduction="none")).sum() / len(idx)
-                sopt.zero_grad(set_to_none=True)
-                loss.backward()
-                sopt.step()
+        train_stacking(base_logits, exp_logits, y_all, w_all, classes, en)
         experts.append(expert)
     return experts
 

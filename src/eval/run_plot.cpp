@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -21,20 +20,6 @@ struct Samples {
   std::vector<double> macs, accuracy;
 };
 
-double mean_of(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
-}
-
-double std_of(const std::vector<double>& v) {
-  if (v.size() < 2) return 0;
-  const double m = mean_of(v);
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / static_cast<double>(v.size() - 1));
-}
-
 // Adds report `j`'s point at `path` (an object with accuracy and macs).
 void add_point(const json& j, const std::string& path, Samples& s) {
   const json* a = report_value(j, path + ".accuracy");
@@ -48,9 +33,9 @@ void add_point(const json& j, const std::string& path, Samples& s) {
 void append(Series& series, const std::vector<Samples>& points, size_t runs) {
   for (const auto& p : points) {
     if (p.accuracy.size() != runs || runs == 0) continue;  // not in every run of the cell
-    series.x.push_back(mean_of(p.macs) / 1e6);
-    series.y.push_back(100 * mean_of(p.accuracy));
-    series.yerr.push_back(100 * std_of(p.accuracy));
+    series.x.push_back(mean(p.macs) / 1e6);
+    series.y.push_back(100 * mean(p.accuracy));
+    series.yerr.push_back(100 * stdev(p.accuracy));
   }
 }
 

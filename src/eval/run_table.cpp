@@ -45,20 +45,6 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-double mean(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return s / static_cast<double>(v.size());
-}
-
-double stdev(const std::vector<double>& v) {
-  if (v.size() < 2) return 0;
-  const double m = mean(v);
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / static_cast<double>(v.size() - 1));
-}
-
 // Names with numbers in numeric order: experts.count-2 before experts.count-10.
 bool natural_less(const std::string& a, const std::string& b) {
   size_t i = 0, j = 0;
@@ -90,6 +76,20 @@ bool natural_less(const std::string& a, const std::string& b) {
 }
 
 }  // namespace
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+double stdev(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
 
 const nlohmann::json* report_value(const nlohmann::json& report, const std::string& path) {
   // Split on the dots outside brackets (a selector's value may hold one).

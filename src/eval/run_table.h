@@ -49,6 +49,9 @@ struct RunTable {
 // ending in '.'). Metric columns in `order` when given, else sorted.
 RunTable make_table(const std::vector<RunRow>& runs, const std::vector<std::string>& order = {},
                     const std::vector<std::string>& ignored = {"seed", "runtime.", "data.path"});
+// Mean (0 for none) and sample standard deviation (0 below two values).
+double mean(const std::vector<double>& v);
+double stdev(const std::vector<double>& v);
 // "0.8512 ± 0.0071" (sample standard deviation), "0.8512" for one value, "—" for none.
 std::string mean_std(const std::vector<double>& v);
 std::string to_markdown(const RunTable& t);

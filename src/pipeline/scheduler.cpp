@@ -1,7 +1,6 @@
 #include "pipeline/scheduler.h"
 
 #include <algorithm>
-#include <chrono>
 #include <deque>
 #include <exception>
 #include <queue>

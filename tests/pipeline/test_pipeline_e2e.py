@@ -819,16 +819,22 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr, "smoe: error: %s does not exist\n" % os.path.join(self.tmp, "no-such-runs"))
 
+    def write_sweep(self, name, sets, seeds):
+        """A sweep file over experts.gamma in {0.1, 0.3} on the quick config
+        and this test's data: self.tmp/NAME.yaml, its runs under self.tmp/NAME."""
+        path = os.path.join(self.tmp, name + ".yaml")
+        with open(path, "w") as f:
+            f.write("config: %s\nset: [%s]\ngrid:\n  experts.gamma: [0.1, 0.3]\nseeds: [%s]\n"
+                    % (QUICK, ", ".join(["data.path=" + self.data] + sets), ", ".join(map(str, seeds))))
+        return path, os.path.join(self.tmp, name)
+
+    SMALL = ["data.limit_train=600", "data.limit_test=200", "ensembler.epochs=1", "runtime.threads=1"]
+
     def test_sweep_shares_earlier_stages_resumes_and_tabulates(self):
         # A grid of experts.gamma x two seeds: the gamma-0.3 runs start from
         # the gamma-0.1 runs' finished stages (same base model, new experts);
         # a second invocation skips what is finished and redoes what is not.
-        sweep = os.path.join(self.tmp, "sweep.yaml")
-        out = os.path.join(self.tmp, "sweep")
-        with open(sweep, "w") as f:
-            f.write("config: %s\nset: [data.path=%s, data.limit_train=600, data.limit_test=200, base.epochs=1, "
-                    "experts.epochs=1, ensembler.epochs=1, runtime.threads=1]\ngrid:\n  experts.gamma: [0.1, 0.3]\n"
-                    "seeds: [0, 1]\n" % (QUICK, self.data))
+        sweep, out = self.write_sweep("sweep", self.SMALL + ["base.epochs=1", "experts.epochs=1"], [0, 1])
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", sweep, "--out", out], capture_output=True, text=True, env=ENV,
                            timeout=600)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -859,13 +865,9 @@ class Pipeline(unittest.TestCase):
         # killed as soon as one run is finished and resumed: every run folder
         # holds what the same run made alone by `smoe train` holds, and the
         # sweep's table is the table of those four runs.
-        sets = ["data.path=" + self.data, "data.limit_train=600", "data.limit_test=200", "base.epochs=1",
-                "experts.epochs=2", "ensembler.epochs=1", "runtime.threads=1"]
-        sweep = os.path.join(self.tmp, "sweep-groups.yaml")
-        out = os.path.join(self.tmp, "sweep-groups")
-        with open(sweep, "w") as f:
-            f.write("config: %s\nset: [%s]\ngrid:\n  experts.gamma: [0.1, 0.3]\nseeds: [0, 1]\n"
-                    % (QUICK, ", ".join(sets)))
+        sets = self.SMALL + ["base.epochs=1", "experts.epochs=2"]
+        sweep, out = self.write_sweep("sweep-groups", sets, [0, 1])
+        sets = ["data.path=" + self.data] + sets
         names = ["experts.gamma-%s_seed-%d" % (g, n) for g in ("0.1", "0.3") for n in (0, 1)]
         cmd = mpirun(3) + [SMOE, "sweep", sweep, "--out", out, "--ranks-per-run", "1"]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
@@ -912,12 +914,7 @@ class Pipeline(unittest.TestCase):
         # SIGTERM to the ranks (what Slurm's time limit does) once the first
         # run has started: every rank exits 75 (resumable), no group starts
         # another run, and the same command then finishes the sweep.
-        sweep = os.path.join(self.tmp, "sweep-stop.yaml")
-        out = os.path.join(self.tmp, "sweep-stop")
-        with open(sweep, "w") as f:
-            f.write("config: %s\nset: [data.path=%s, data.limit_train=600, data.limit_test=200, base.epochs=3, "
-                    "experts.epochs=1, ensembler.epochs=1, runtime.threads=1]\ngrid:\n  experts.gamma: [0.1, 0.3]\n"
-                    "seeds: [0]\n" % (QUICK, self.data))
+        sweep, out = self.write_sweep("sweep-stop", self.SMALL + ["base.epochs=3", "experts.epochs=1"], [0])
         cmd = mpirun(2) + [SMOE, "sweep", sweep, "--out", out, "--ranks-per-run", "1"]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
                              start_new_session=True)
