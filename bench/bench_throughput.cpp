@@ -8,16 +8,21 @@
 //              allreduce over every rank, conversion back), as images/s at
 //              the step's batch;
 //   expert     one expert's step (the base's blocks after branch_after) on
-//              trunk features already in memory;
+//              trunk features already in memory, and K experts' steps fused
+//              into one (experts.fuse: grouped convolutions), both in
+//              expert-images/s (images x experts per second);
 //   train loop train_base itself: all of the above together.
 // Run it under mpirun to see the exchange between ranks:
 //
 //   mpirun -np 2 --map-by slot:PE=1 --bind-to core bench_throughput DATASET_DIR
 //       [--width 16] [--batch 128] [--micro 64] [--steps 40] [--threads 1] [--augment 1] [--epochs 1]
+//       [--experts 4]
 //
 // bench/base_efficiency.sh prints the base stage's parallel efficiency
 // T1 / (2 T2) (smoe train --until base) and then these pieces.
 #include <torch/torch.h>
+
+#include <fmt/format.h>
 
 #include <chrono>
 #include <cstdio>
@@ -29,6 +34,7 @@
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
+#include "models/fused_branch.h"
 #include "models/network.h"
 #include "train/base_trainer.h"
 #include "train/optim.h"
@@ -149,6 +155,25 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < steps; ++i) estep();
   const double expert_rate = static_cast<double>(steps * per_rank) / seconds_since(t0);
 
+  // K experts' steps as one (experts.fuse = K).
+  const int64_t K = flag(argc, argv, "--experts", 4);
+  std::vector<std::shared_ptr<models::BackboneImpl>> group;
+  for (int64_t k = 0; k < K; ++k) group.push_back(std::make_shared<models::BackboneImpl>(spec, branch));
+  models::FusedBranch fused(group);
+  fused->train();
+  auto fopt = train::make_optimizer(fused->parameters(), optim);
+  const at::Tensor fused_labels = batch.labels.repeat_interleave(K);
+  auto fstep = [&] {
+    fopt->zero_grad();
+    at::Tensor logits = fused->forward(feats);
+    torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(2)}), fused_labels).backward();
+    fopt->step();
+  };
+  for (int i = 0; i < 3; ++i) fstep();
+  t0 = Clock::now();
+  for (int64_t i = 0; i < steps; ++i) fstep();
+  const double fused_rate = static_cast<double>(steps * per_rank * K) / seconds_since(t0);
+
   // The training loop itself (loader, steps, exchange), one epoch of steps * B images.
   data::DatasetOptions lopt;
   lopt.limit = steps * B;
@@ -183,6 +208,8 @@ int main(int argc, char** argv) {
     std::printf("%-44s %12.0f   (%.2f ms per step, %lld gradients)\n", "exchange (exact gradient sum, all ranks)",
                 static_cast<double>(B) / exchange_s, 1e3 * exchange_s, static_cast<long long>(numel));
     std::printf("%-44s %12.0f\n", "expert step (blocks 3-4 on trunk features)", expert_rate);
+    std::printf("%-44s %12.0f   (%.2fx one expert's)\n", fmt::format("{} experts fused (expert-images/s)", K).c_str(),
+                fused_rate, fused_rate / expert_rate);
     std::printf("%-44s %12.0f   (all ranks together%s)\n", "train loop (train_base)", loop_rate,
                 o.augment ? ", crop + flip" : "");
     std::printf("the loop's ideal from its pieces: %.0f images/s; it reaches %.2f of it\n",

@@ -56,6 +56,7 @@ struct OptimConfig {
   int64_t warmup_epochs;
   double label_smoothing;
   double grad_clip;  // largest global L2 norm of the gradient (0 = no clipping)
+  std::string precision;  // float32 | bfloat16 (autocast of the forward pass, train/precision.h)
 };
 
 struct BaseConfig {
@@ -96,6 +97,7 @@ struct ExpertsConfig {
   double gamma;           // clip(g0, gamma, 1)
   int64_t branch_after;   // blocks of the base shared (frozen) by every expert
   int64_t depth;          // branch experts: tiny_resnet depth of their blocks (0: the base's)
+  int64_t fuse;           // experts trained together per task, as grouped convolutions (1: one by one)
   std::string weighting;  // reweight | sample
   bool augment;           // crop + flip augmentation (disables the trunk cache)
   std::string trunk_cache;  // auto | memory | disk | off: where the frozen trunk's features are kept

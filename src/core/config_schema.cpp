@@ -33,6 +33,11 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
       .at_least(0)
       .at_most(0.99);
   s.add(p + ".grad_clip", o.grad_clip, 0.0, "clip the gradient's global L2 norm to this (0 = no clipping)").at_least(0);
+  s.add(p + ".precision", o.precision, std::string("float32"),
+        "bfloat16: the forward passes autocast to bfloat16 (weights, gradients and optimiser state stay float32) "
+        "where the hardware computes it natively (AVX-512 BF16 or AMX CPUs, GPUs of compute capability 8.0+); "
+        "elsewhere float32 runs and the report says why")
+      .one_of({"float32", "bfloat16"});
 }
 
 // Krishnamurthy et al. Section 6 (train/moe_losses.h).
@@ -194,6 +199,11 @@ Schema describe(Config& c) {
         "base model's). Blocks the base has are started from its weights; blocks it lacks start as the identity "
         "(last BatchNorm scale 0)")
       .at_least(0);
+  s.add("experts.fuse", c.experts.fuse, int64_t{1},
+        "branch experts trained together: experts [g*fuse, (g+1)*fuse) are one task, one pass over the data "
+        "with their convolutions stacked as grouped convolutions (same samples in the same order for the "
+        "group; needs weighting: reweight, one architecture and optimiser for all). 1: one task per expert")
+      .at_least(1);
   s.add("experts.weighting", c.experts.weighting, std::string("reweight"),
         "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k")
       .one_of({"reweight", "sample"});

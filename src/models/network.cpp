@@ -25,17 +25,20 @@ int64_t conv_macs(const nn::Conv2dImpl& conv, Shape& in) {
   return macs;
 }
 
-nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
+// `groups` > 1 builds `groups` independent copies side by side (channels
+// [g*in, (g+1)*in) -> [g*out, (g+1)*out)): fused_branch.h.
+nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride, int64_t groups) {
+  return nn::Conv2d(
+      nn::Conv2dOptions(in * groups, out * groups, 3).stride(stride).padding(1).bias(false).groups(groups));
 }
 
 // conv3x3 -> BN -> ReLU (the tiny-ResNet stem, and every plain-CNN block),
 // optionally followed by 2x2 max pooling.
 class ConvBlockImpl : public BlockImpl {
  public:
-  ConvBlockImpl(int64_t in, int64_t out, bool pool) : pool_(pool) {
-    conv = register_module("conv", conv3x3(in, out, 1));
-    bn = register_module("bn", nn::BatchNorm2d(out));
+  ConvBlockImpl(int64_t in, int64_t out, bool pool, int64_t groups) : pool_(pool) {
+    conv = register_module("conv", conv3x3(in, out, 1, groups));
+    bn = register_module("bn", nn::BatchNorm2d(out * groups));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor y = torch::relu(bn->forward(conv->forward(x)));
@@ -57,14 +60,16 @@ class ConvBlockImpl : public BlockImpl {
 // when the shape changes).
 class BasicBlockImpl : public nn::Module {
  public:
-  BasicBlockImpl(int64_t in, int64_t out, int64_t stride) {
-    conv1 = register_module("conv1", conv3x3(in, out, stride));
-    bn1 = register_module("bn1", nn::BatchNorm2d(out));
-    conv2 = register_module("conv2", conv3x3(out, out, 1));
-    bn2 = register_module("bn2", nn::BatchNorm2d(out));
+  BasicBlockImpl(int64_t in, int64_t out, int64_t stride, int64_t groups) {
+    conv1 = register_module("conv1", conv3x3(in, out, stride, groups));
+    bn1 = register_module("bn1", nn::BatchNorm2d(out * groups));
+    conv2 = register_module("conv2", conv3x3(out, out, 1, groups));
+    bn2 = register_module("bn2", nn::BatchNorm2d(out * groups));
     if (stride != 1 || in != out) {
-      down_conv = register_module("down_conv", nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)));
-      down_bn = register_module("down_bn", nn::BatchNorm2d(out));
+      down_conv = register_module(
+          "down_conv",
+          nn::Conv2d(nn::Conv2dOptions(in * groups, out * groups, 1).stride(stride).bias(false).groups(groups)));
+      down_bn = register_module("down_bn", nn::BatchNorm2d(out * groups));
     }
   }
   at::Tensor forward(const at::Tensor& x) {
@@ -89,9 +94,9 @@ class BasicBlockImpl : public nn::Module {
 
 class StageImpl : public BlockImpl {
  public:
-  StageImpl(int64_t in, int64_t out, int64_t blocks, int64_t stride) {
+  StageImpl(int64_t in, int64_t out, int64_t blocks, int64_t stride, int64_t groups) {
     for (int64_t i = 0; i < blocks; ++i) {
-      auto b = std::make_shared<BasicBlockImpl>(i == 0 ? in : out, out, i == 0 ? stride : 1);
+      auto b = std::make_shared<BasicBlockImpl>(i == 0 ? in : out, out, i == 0 ? stride : 1, groups);
       register_module(std::to_string(i), b);
       blocks_.push_back(b);
     }
@@ -117,18 +122,19 @@ std::vector<int64_t> stage_depths(int64_t depth) {
   return {3, 4, 6, 3};  // 34
 }
 
-std::shared_ptr<BlockImpl> make_block(const NetworkSpec& s, int64_t b) {
+}  // namespace
+
+std::shared_ptr<BlockImpl> make_block(const NetworkSpec& s, int64_t b, int64_t groups) {
+  SMOE_CHECK(b >= 0 && b < NetworkSpec::kBlocks && groups >= 1, "block {} x {} groups", b, groups);
   const int64_t w = s.width;
   const int64_t widths[] = {w, w, 2 * w, 4 * w, 8 * w};
   if (s.arch == "plain_cnn") {
     const int64_t in = b == 0 ? s.input[0] : widths[b - 1];
-    return std::make_shared<ConvBlockImpl>(in, widths[b], /*pool=*/b == 1 || b == 2);
+    return std::make_shared<ConvBlockImpl>(in, widths[b], /*pool=*/b == 1 || b == 2, groups);
   }
-  if (b == 0) return std::make_shared<ConvBlockImpl>(s.input[0], w, false);
-  return std::make_shared<StageImpl>(widths[b - 1], widths[b], stage_depths(s.depth)[b - 1], b == 1 ? 1 : 2);
+  if (b == 0) return std::make_shared<ConvBlockImpl>(s.input[0], w, false, groups);
+  return std::make_shared<StageImpl>(widths[b - 1], widths[b], stage_depths(s.depth)[b - 1], b == 1 ? 1 : 2, groups);
 }
-
-}  // namespace
 
 void NetworkSpec::validate() const {
   SMOE_CHECK(arch == "tiny_resnet" || arch == "plain_cnn", "model.arch: unknown architecture '{}'", arch);

@@ -40,6 +40,12 @@ class BlockImpl : public torch::nn::Module {
   virtual int64_t macs(Shape& in) const = 0;
 };
 
+// Block b (0 = stem, 1..4 = stages) of the network `spec`; `groups` > 1
+// builds that many independent copies side by side as grouped convolutions
+// and BatchNorms over the stacked channels (copy g on channels
+// [g*C, (g+1)*C) of every activation; models/fused_branch.h).
+std::shared_ptr<BlockImpl> make_block(const NetworkSpec& spec, int64_t block, int64_t groups = 1);
+
 // A Backbone is also the default expert architecture ("branch": the base's
 // blocks after experts.branch_after), hence ExpertModule.
 class BackboneImpl : public ExpertModule {

@@ -117,6 +117,12 @@ void check_config(const Config& c) {
              c.experts.depth);
   SMOE_CHECK(c.experts.depth == 0 || c.experts.depth == 10 || c.experts.depth == 18 || c.experts.depth == 34,
              "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
+  SMOE_CHECK(c.experts.fuse == 1 || (c.experts.arch == "branch" && c.experts.archs.empty() &&
+                                     c.experts.optims.empty() && c.experts.weighting == "reweight" &&
+                                     c.experts.optim.grad_clip == 0),
+             "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
+             "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
+             c.experts.fuse);
   auto stages = scheme_stages(c);
   bool em = false;
   for (const auto& st : stages) {

@@ -13,6 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/losses.h"
 #include "train/optim.h"
+#include "train/precision.h"
 
 namespace smoe::train {
 
@@ -99,6 +100,9 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
   comm::ExactSum grad_sum(params);
 
   BaseTrainStats stats;
+  const PrecisionPlan precision = plan_precision(o.optim.precision, device);
+  warn_precision_fallback(precision);
+  stats.precision = precision.used;
   Progress progress("base", (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
   int64_t global_step = start_epoch * steps_per_epoch;
   StopScope stop_scope;  // SIGTERM / SIGUSR1 stop at the next step boundary
@@ -138,8 +142,12 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
         data::Batch b = *loader.next();
         ++next;
         at::Tensor x = b.images.to(device), y = b.labels.to(device);
-        at::Tensor logits = net->forward(x);
-        at::Tensor loss = cross_entropy(logits, y, o.optim.label_smoothing).sum();
+        at::Tensor logits, loss;
+        {
+          AutocastScope autocast(precision.used, device);
+          logits = net->forward(x);
+          loss = cross_entropy(logits, y, o.optim.label_smoothing).sum();
+        }
         opt->zero_grad();
         loss.backward();
         grad_sum.add(gradients_of(params), "gradient of parameter");

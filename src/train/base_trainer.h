@@ -41,6 +41,7 @@ struct BaseTrainStats {
   double final_loss = 0;            // mean training loss of the last epoch
   double final_train_accuracy = 0;  // on the (augmented) training batches of the last epoch
   int64_t images = 0;               // processed by this rank
+  std::string precision = "float32";  // what the forward passes ran in (train/precision.h)
 };
 
 // Called on every rank after each epoch (1-based; the stage saves a checkpoint there).

@@ -102,6 +102,59 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
   });
 }
 
+LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs& inputs, const at::Tensor& labels,
+                              const at::Tensor& weights, const ExpertTrainOptions& o,
+                              std::vector<double>* expert_losses) {
+  const int64_t K = fused.count();
+  SMOE_CHECK(o.weighting == "reweight", "experts trained together need weighting: reweight, not '{}'", o.weighting);
+  SMOE_CHECK(labels.size(0) == inputs.size() && weights.dim() == 2 && weights.size(0) == inputs.size() &&
+                 weights.size(1) == K,
+             "fused expert training: {} inputs, {} labels, weights of {} dims for {} experts", inputs.size(),
+             labels.size(0), weights.dim(), K);
+  LoopSpec spec;
+  spec.stage = o.name;
+  spec.n = inputs.size();
+  spec.optim = o.optim;
+  spec.seed = o.seed;
+  spec.log_every = o.log_every;
+  spec.start_epoch = o.start_epoch;
+  spec.optimizer_state = o.optimizer_state;
+  spec.on_epoch_end = o.on_epoch_end;
+  fused.train();
+  const auto device = fused.parameters().front().device();
+  const double smoothing = o.optim.label_smoothing;
+  const at::Tensor labels_d = labels.to(device), weights_d = weights.to(device).contiguous();
+  // Each expert's summed batch losses over the current epoch (read once, at the end).
+  at::Tensor epoch_losses;
+  int64_t loss_epoch = -1, batches = 0;
+  LoopStats stats = sgd_loop(fused.parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
+    at::Tensor x = inputs.get(ids, derive_seed(o.seed, "augment", {uint64_t(epoch)}));
+    at::Tensor idx = torch::tensor(ids, torch::kLong).to(device);
+    const int64_t B = static_cast<int64_t>(ids.size());
+    at::Tensor logits = fused.forward(x.to(device));  // [B, K, classes]
+    at::Tensor y = labels_d.index_select(0, idx).repeat_interleave(K);
+    at::Tensor ce = cross_entropy(logits.reshape({B * K, -1}), y, smoothing).view({B, K});
+    // per expert: sum_x w_k(x) CE(e_k(x), y) / B
+    at::Tensor per_expert = (weights_d.index_select(0, idx) * ce).sum(0) / static_cast<double>(B);
+    if (epoch != loss_epoch) {
+      loss_epoch = epoch;
+      batches = 0;
+      epoch_losses = torch::zeros({K}, per_expert.options().dtype(torch::kDouble));
+    }
+    epoch_losses += per_expert.detach();
+    ++batches;
+    return per_expert.sum();
+  });
+  if (expert_losses) {
+    expert_losses->assign(static_cast<size_t>(K), 0.0);
+    if (epoch_losses.defined() && batches > 0) {
+      at::Tensor mean = (epoch_losses / static_cast<double>(batches)).cpu().contiguous();
+      expert_losses->assign(mean.data_ptr<double>(), mean.data_ptr<double>() + K);
+    }
+  }
+  return stats;
+}
+
 LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_logits,
                           const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
                           const OptimConfig& optim, uint64_t seed, const std::string& name) {

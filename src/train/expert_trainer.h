@@ -16,6 +16,7 @@
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "models/ensembler.h"
+#include "models/fused_branch.h"
 #include "models/gate.h"
 #include "models/network.h"
 #include "train/row_cache.h"
@@ -68,6 +69,17 @@ struct ExpertTrainOptions {
 
 LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,
                        const at::Tensor& weights, const ExpertTrainOptions& options);
+
+// The K experts stacked in `fused` trained together (experts.fuse): one pass
+// over the data in the order and augmentation of options.seed, every batch
+// through all K at once, minimising sum_k sum_x w_k(x) CE(e_k(x), y) / B with
+// weights [N, K]. Each expert's gradient is its own loss's, so this is
+// train_expert on each expert with the same options (reweighting only), up to
+// float summation order in the kernels. `expert_losses` receives each
+// expert's mean batch loss over the last epoch.
+LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs& inputs, const at::Tensor& labels,
+                              const at::Tensor& weights, const ExpertTrainOptions& options,
+                              std::vector<double>* expert_losses = nullptr);
 
 // Rows of a per-sample tensor by id (from RAM or disk, row_cache.h).
 using RowsOf = std::function<at::Tensor(const std::vector<int64_t>& ids)>;

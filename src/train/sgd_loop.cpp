@@ -9,12 +9,16 @@
 #include "data/sampler.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
+#include "train/precision.h"
 
 namespace smoe::train {
 
 LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
                    const std::function<at::Tensor(const std::vector<int64_t>&, int64_t)>& batch_loss) {
   LoopStats stats;
+  const PrecisionPlan precision = plan_precision(s.optim.precision, params.front().device());
+  warn_precision_fallback(precision);
+  stats.precision = precision.used;
   if (s.optim.epochs == 0 || s.n == 0) return stats;
   int64_t per_epoch = s.n;
   if (s.sample_weights) {
@@ -39,7 +43,11 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
     int64_t batches = 0;
     for (const auto& ids : data::make_batches(order, B, false)) {
       set_lr(*opt, schedule.lr(step++));
-      at::Tensor loss = batch_loss(ids, epoch);
+      at::Tensor loss;
+      {
+        AutocastScope autocast(precision.used, params.front().device());
+        loss = batch_loss(ids, epoch);
+      }
       opt->zero_grad();
       loss.backward();
       clip_gradients(params, s.optim);

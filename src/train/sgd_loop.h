@@ -43,6 +43,7 @@ struct LoopStats {
   double final_loss = 0;  // mean batch loss of the last epoch
   int64_t steps = 0;
   int64_t samples = 0;
+  std::string precision = "float32";  // what the forward passes ran in (train/precision.h)
 };
 
 // batch_loss(ids, epoch) returns the scalar loss of a batch.

@@ -307,6 +307,42 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(resumed["moe"], reference["moe"])
         self.assertEqual(sorted(f for f in os.listdir(os.path.join(run, "experts")) if "progress" in f), [])
 
+    def test_fused_experts_are_rank_count_invariant_and_resume_exactly(self):
+        # experts.fuse=2 redone on finished runs: experts 0-1 and 2-3 are two
+        # tasks, each trained as one grouped network. The checkpoints are the
+        # same on 1 and 3 ranks; a rank killed right after group 1's epoch-2
+        # checkpoint resumes it after epoch 2 and ends with the same weights.
+        fuse = ("--resume", "--redo-from", "experts", "--set", "experts.fuse=2")
+        reports = {}
+        for np in (1, 3):
+            run = os.path.join(self.tmp, "fused-np%d" % np)
+            shutil.copytree(self.runs[np], run)
+            r = self.train(np, run, *fuse)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            reports[np] = read_json(os.path.join(run, "report.json"))
+        hashes = [e["checkpoint_sha256"] for e in reports[1]["experts"]]
+        self.assertEqual([e["checkpoint_sha256"] for e in reports[3]["experts"]], hashes)
+        self.assertEqual(reports[3]["moe"], reports[1]["moe"])
+        done = read_json(os.path.join(self.tmp, "fused-np1", "run.json"))["done"]
+        self.assertEqual([done["expert/%03d" % k]["fused_with"] for k in range(4)], [[0, 1], [0, 1], [2, 3], [2, 3]])
+        # Their own sample order: not the experts trained one by one.
+        alone = read_json(os.path.join(self.runs[1], "report.json"))
+        self.assertNotEqual(hashes[0], alone["experts"][0]["checkpoint_sha256"])
+        self.assertGreater(reports[1]["moe"]["bagging"]["accuracy"], reports[1]["base"]["accuracy"] - 0.02)
+
+        run = os.path.join(self.tmp, "fused-killed")
+        shutil.copytree(self.runs[2], run)
+        r = self.train(2, run, *fuse, env=dict(ENV, SMOE_FAULT="kill:group-1-epoch-2"))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertTrue(os.path.exists(os.path.join(run, "experts", "group-001.progress.json")))
+        r = self.train(2, run, "--resume", "--set", "experts.fuse=2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        logs = "".join(read_text(os.path.join(run, f)) for f in os.listdir(run) if f.startswith("log"))
+        self.assertIn("experts 2-3 resuming after epoch 2 of 3", logs)
+        self.assertEqual([e["checkpoint_sha256"] for e in read_json(os.path.join(run, "report.json"))["experts"]],
+                         hashes)
+        self.assertEqual(sorted(f for f in os.listdir(os.path.join(run, "experts")) if "progress" in f), [])
+
     def test_a_memory_budget_smaller_than_the_data_changes_nothing(self):
         # 1 MiB per rank: both splits stream from the shards and the trunk
         # features spill to disk; the report and every checkpoint are those

@@ -95,6 +95,13 @@ TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
                "config key 'experts.depth' is 18: it sets the depth of branch experts of a tiny_resnet base");
   EXPECT_ERROR(check_config(with({"experts.depth=12"})), "config key 'experts.depth': expected 0, 10, 18 or 34, got 12");
   check_config(with({"experts.depth=34"}));
+  // experts.fuse stacks branch experts of one optimiser trained on reweighted samples.
+  for (const char* other : {"experts.weighting=sample", "experts.arch=small_cnn", "experts.grad_clip=1",
+                            "experts.optims=['lr=0.1']"})
+    EXPECT_ERROR(check_config(with({"experts.fuse=2", other})),
+                 "config key 'experts.fuse' is 2: experts trained together need experts.arch: branch");
+  check_config(with({"experts.fuse=3", "experts.depth=18"}));
+  EXPECT_ERROR(check_config(with({"experts.precision=fp16"})), "experts.precision");
 }
 
 // Every config shipped under configs/ loads and passes its scheme's checks,

@@ -300,6 +300,61 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
   }
 }
 
+// experts.fuse: three experts trained together (one pass, grouped
+// convolutions) end where each trained alone with the same options ends —
+// same sample order, each its own weights — up to float summation order;
+// and each expert's reported loss is its own.
+TEST(Experts, TrainedTogetherEqualTrainedOneByOne) {
+  torch::manual_seed(9);
+  models::NetworkSpec spec = tiny();
+  const int64_t branch = 3, K = 3, N = 120;
+  models::Backbone base(spec);
+  models::Shape in = base->input_shape_of(branch);
+  at::Tensor features = torch::randn({N, in[0], in[1], in[2]});
+  at::Tensor labels = torch::randint(0, spec.num_classes, {N}, torch::kLong);
+  at::Tensor weights = torch::rand({N, K}).clamp_min(0.1);
+  ExpertTrainOptions o;
+  o.optim = Config::defaults().experts.optim;
+  o.optim.epochs = 3;
+  o.optim.lr = 0.05;
+  o.optim.batch_size = 16;
+  o.optim.weight_decay = 5e-4;
+  o.seed = 77;
+  o.log_every = 1000;
+  const ExpertInputs inputs(RowCache::from_rows(features));
+  std::vector<std::shared_ptr<models::BackboneImpl>> alone, together;
+  std::vector<double> losses_alone;
+  for (int64_t k = 0; k < K; ++k) {
+    for (auto* v : {&alone, &together}) {
+      v->push_back(std::make_shared<models::BackboneImpl>(spec, branch));
+      v->back()->copy_from(*base);
+    }
+    losses_alone.push_back(train_expert(*alone.back(), inputs, labels, weights.select(1, k).contiguous(), o).final_loss);
+  }
+  models::FusedBranch fused(together);
+  std::vector<double> losses;
+  auto stats = train_experts_fused(*fused, inputs, labels, weights, o, &losses);
+  fused->unstack_into(together);
+  EXPECT_EQ(stats.samples, 3 * N);
+  ASSERT_EQ(losses.size(), size_t(K));
+  for (int64_t k = 0; k < K; ++k) {
+    EXPECT_NEAR(losses[k], losses_alone[k], 1e-4) << "expert " << k;
+    auto want = alone[k]->named_parameters();
+    for (auto& p : together[k]->named_parameters()) {
+      const double diff = (p.value() - want[p.key()]).abs().max().item<double>();
+      EXPECT_LT(diff, 1e-4) << "expert " << k << " " << p.key();
+    }
+    auto want_b = alone[k]->named_buffers();
+    for (auto& b : together[k]->named_buffers())
+      EXPECT_TRUE(torch::allclose(b.value().to(torch::kDouble), want_b[b.key()].to(torch::kDouble), 1e-4, 1e-5))
+          << "expert " << k << " " << b.key();
+  }
+  // The experts did learn different things (their weights differ).
+  EXPECT_GT((together[0]->named_parameters()["fc.weight"] - together[1]->named_parameters()["fc.weight"]).abs().max().item<double>(), 1e-3);
+  o.weighting = "sample";
+  EXPECT_ERROR(train_experts_fused(*fused, inputs, labels, weights, o), "need weighting: reweight");
+}
+
 }  // namespace
 }  // namespace smoe::train
 

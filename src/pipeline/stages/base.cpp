@@ -72,12 +72,13 @@ class BaseStage : public Stage {
     auto on_epoch_end = [&](int64_t epoch, const train::BaseTrainStats& st, torch::optim::Optimizer& opt) {
       checkpoints.save(*s.base, opt, epoch, {{"loss", st.final_loss}, {"train_accuracy", st.final_train_accuracy}});
     };
-    train::train_base(s.base, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
+    const auto stats = train::train_base(s.base, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
     // Identical on every rank by construction; rank 0's copy is made authoritative anyway.
     broadcast_module(s.comm, *s.base, 0);
     json record = {{"final_loss", checkpoints.last().value("loss", 0.0)},
                    {"train_accuracy", checkpoints.last().value("train_accuracy", 0.0)},
-                   {"resumed_after_epoch", start}};
+                   {"resumed_after_epoch", start},
+                   {"precision", stats.precision}};
     if (s.comm.is_root()) record["sha256"] = train::save_module(*s.base, s.store.base_path());
     checkpoints.finish();
     return record;

@@ -104,6 +104,12 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
         {"estimated_rank_seconds_saved", std::max(0.0, ranks * cache_s * passes - ranks * cache_s)}};
   }
   report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
+  // What the training forward passes ran in (base.precision, experts.precision:
+  // a bfloat16 request falls back to float32 where the hardware lacks it).
+  report["precision"] = {
+      {"base", s.run.done("base") ? s.run.record("base").value("precision", "float32") : "float32"},
+      {"experts", s.run.done(expert_task_key(0, 0)) ? s.run.record(expert_task_key(0, 0)).value("precision", "float32")
+                                                     : "float32"}};
   json em = json::array();
   for (int64_t r = 1; r <= s.final_round(); ++r) em.push_back(s.run.record(fmt::format("em/{}", r)));
   report["em_steps"] = s.final_round();

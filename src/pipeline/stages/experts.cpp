@@ -6,7 +6,6 @@
 // (scheduler.h); each finished task is recorded in run.json, so a resumed
 // run trains only the missing experts. EM M-steps run the same tasks as
 // later rounds.
-#include <tuple>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -44,21 +43,53 @@ double predicted_cost(const RunState& s, int64_t k, double macs, int64_t round, 
   return macs * samples * std::max(epochs, 1.0);
 }
 
+// Experts [t*F, (t+1)*F) are task t (F = experts.fuse, 1 by default): with
+// F > 1 they are trained together as one fused network
+// (models/fused_branch.h) on the same samples in the same order, drawn from
+// the group's own seed. The grouping depends on the expert ids only, never
+// on the ranks.
+std::vector<int64_t> task_members(const Config& cfg, int64_t task) {
+  std::vector<int64_t> out;
+  for (int64_t k = task * cfg.experts.fuse; k < std::min(cfg.experts.count, (task + 1) * cfg.experts.fuse); ++k)
+    out.push_back(k);
+  return out;
+}
+
+int64_t task_count(const Config& cfg) { return (cfg.experts.count + cfg.experts.fuse - 1) / cfg.experts.fuse; }
+
+// The seed of task t's sample order and augmentation: expert k's own stream
+// when it trains alone (as before experts.fuse existed), the group's when fused.
+uint64_t task_seed(const Config& cfg, int64_t task, int64_t round) {
+  const int64_t F = cfg.experts.fuse;
+  if (F == 1)
+    return round == 0 ? derive_seed(cfg.seed, "experts", {uint64_t(task)})
+                      : derive_seed(cfg.seed, "em-experts", {uint64_t(round), uint64_t(task)});
+  return derive_seed(cfg.seed, "expert-group", {uint64_t(round), uint64_t(F), uint64_t(task)});
+}
+
+std::string task_name(const Config& cfg, int64_t task, int64_t round) {
+  const auto m = task_members(cfg, task);
+  const std::string who =
+      m.size() == 1 ? fmt::format("expert {}", m[0]) : fmt::format("experts {}-{}", m.front(), m.back());
+  return round == 0 ? who : fmt::format("em {} {}", round, who);
+}
+
 // Per-epoch checkpoints of Algorithm 1's expert tasks (round 0): after each
-// epoch the rank training expert k writes experts/expert-NNN.progress.pt and
-// .optim, then .progress.json {epoch, hashes, samples, fingerprint}; a task
-// handed out again (a resumed job, on any rank) continues after that epoch
-// when the fingerprint — the config and the hashes of the base model, g0 and
-// the pseudo-labels it trains on — is the same, and starts over otherwise.
-// The files go once the task's final checkpoint is written. (EM M-step tasks
-// are short and kept per task.)
+// epoch the rank training task t writes experts/expert-NNN.progress.pt and
+// .optim (group-NNN.* for a fused group), then .progress.json {epoch,
+// hashes, samples, fingerprint}; a task handed out again (a resumed job, on
+// any rank) continues after that epoch when the fingerprint — the config and
+// the hashes of the base model, g0 and the pseudo-labels it trains on — is
+// the same, and starts over otherwise. The files go once the task's final
+// checkpoints are written. (EM M-step tasks are short and kept per task.)
 struct TaskProgress {
   std::string json_path, weights_path, optim_path;
   std::string fingerprint;
 };
 
-TaskProgress task_progress(const RunState& s, int64_t k, const std::string& fingerprint) {
-  const std::string stem = fmt::format("{}/expert-{:03d}.progress", s.store.round_dir(0), k);
+TaskProgress task_progress(const RunState& s, int64_t task, const std::string& fingerprint) {
+  const std::string stem = fmt::format("{}/{}-{:03d}.progress", s.store.round_dir(0),
+                                       s.cfg.experts.fuse == 1 ? "expert" : "group", task);
   return {stem + ".json", stem + ".pt", stem + ".optim", fingerprint};
 }
 
@@ -75,104 +106,156 @@ void remove_progress(const TaskProgress& p) {
   for (const auto& f : {p.json_path, p.weights_path, p.optim_path}) std::filesystem::remove(f, ec);
 }
 
-json train_expert_task(RunState& s, int64_t k, int64_t round, const std::string& fingerprint) {
-  const std::string name = round == 0 ? fmt::format("expert {}", k) : fmt::format("em {} expert {}", round, k);
-  Progress clock(name, 1, 1);
-  inject_expert_fault(k);  // SMOE_FAULT=expert:K (failure tests)
-  const Config& cfg = s.cfg;
-  const auto& inputs = *s.expert_inputs;
-  models::Expert expert;
-  std::map<std::string, models::EnsemblerNet> ensemblers;
-  if (round == 0) {
-    std::tie(expert, ensemblers) = s.store.build_expert_task(k);
-    expert->init_from_base(*s.base);  // theta_{e_k} <- theta_phi
-  } else {  // the M-step continues the previous round's expert and ensemblers
-    expert = s.store.load_expert(k, round - 1);
-    ensemblers = s.store.load_ensemblers(k, round - 1);
+// Resumes `module` and the options from task progress that matches, or
+// removes progress that does not; then sets the per-epoch hook that writes it.
+// Returns the samples seen before.
+int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::nn::Module& module,
+                              train::ExpertTrainOptions& o, const std::string& fault_name) {
+  int64_t samples_before = 0;
+  if (std::filesystem::exists(progress.json_path)) {
+    json p = json::parse(read_file(progress.json_path), nullptr, false);
+    const bool usable = !p.is_discarded() && p.value("fingerprint", "") == progress.fingerprint &&
+                        std::filesystem::exists(progress.weights_path) &&
+                        sha256_file(progress.weights_path) == p.value("sha256", "") &&
+                        std::filesystem::exists(progress.optim_path) &&
+                        sha256_file(progress.optim_path) == p.value("optim_sha256", "");
+    if (usable) {
+      train::load_module(module, progress.weights_path);
+      o.start_epoch = p.at("epoch").get<int64_t>();
+      o.optimizer_state = read_file(progress.optim_path);
+      samples_before = p.value("samples", int64_t{0});
+      log::info("{} resuming after epoch {} of {} ({})", o.name, o.start_epoch, o.optim.epochs,
+                progress.weights_path);
+    } else {
+      log::info("{}: {} is from another run or damaged; starting over", o.name, progress.json_path);
+      remove_progress(progress);
+    }
   }
+  const int64_t epochs = o.optim.epochs;
+  o.on_epoch_end = [&s, progress, &module, epochs, samples_before, fault_name](
+                       int64_t epoch, torch::optim::Optimizer& opt, const train::LoopStats& st) {
+    if (epoch == epochs) return;  // the task's own checkpoints follow
+    const std::string bytes = train::optimizer_state(opt);
+    write_file_atomic(progress.optim_path, bytes);
+    const std::string sha = train::save_module(module, progress.weights_path);
+    write_file_atomic(progress.json_path, json{{"epoch", epoch},
+                                               {"sha256", sha},
+                                               {"optim_sha256", sha256_hex(bytes)},
+                                               {"samples", samples_before + st.samples},
+                                               {"fingerprint", progress.fingerprint}}
+                                              .dump() +
+                                          "\n");
+    inject_stage_fault(fmt::format("{}-epoch-{}", fault_name, epoch), s.comm.rank());
+  };
+  return samples_before;
+}
 
+// Algorithm 1 steps 4-5 for the experts of task t: train them (alone or
+// fused), save each one's checkpoint, then fit each one's ensemblers on the
+// frozen base and expert logits. Returns {"experts": [one record per expert]}.
+json train_expert_task(RunState& s, int64_t task, int64_t round, const std::string& fingerprint) {
+  const Config& cfg = s.cfg;
+  const std::vector<int64_t> members = task_members(cfg, task);
+  const bool fused = cfg.experts.fuse > 1;
+  const std::string name = task_name(cfg, task, round);
+  Progress clock(name, 1, 1);
+  for (int64_t k : members) inject_expert_fault(k);  // SMOE_FAULT=expert:K (failure tests)
+  const auto& inputs = *s.expert_inputs;
+  std::vector<models::Expert> experts;
+  std::vector<std::map<std::string, models::EnsemblerNet>> ensemblers;
+  std::vector<at::Tensor> gates, weights;
+  for (int64_t k : members) {
+    if (round == 0) {
+      auto [e, ens] = s.store.build_expert_task(k);
+      e->init_from_base(*s.base);  // theta_{e_k} <- theta_phi
+      experts.push_back(e);
+      ensemblers.push_back(ens);
+    } else {  // the M-step continues the previous round's expert and ensemblers
+      experts.push_back(s.store.load_expert(k, round - 1));
+      ensemblers.push_back(s.store.load_ensemblers(k, round - 1));
+    }
+    gates.push_back(s.targets.select(1, k).contiguous());
+    weights.push_back(train::clip_weights(gates.back(), cfg.experts.gamma));
+  }
   at::Tensor labels = s.train_labels();
-  at::Tensor g = s.targets.select(1, k).contiguous();
-  at::Tensor w = train::clip_weights(g, cfg.experts.gamma);
   train::ExpertTrainOptions o;
-  o.optim = cfg.expert_optim(k);  // experts.optims: per-expert settings
+  o.optim = cfg.expert_optim(members.front());  // experts.optims: per-expert settings (one expert per task then)
   if (round > 0) {
     o.optim.epochs = cfg.em.expert_epochs;
     o.optim.warmup_epochs = 0;
   }
   o.weighting = cfg.experts.weighting;
-  o.seed = round == 0 ? derive_seed(cfg.seed, "experts", {uint64_t(k)})
-                      : derive_seed(cfg.seed, "em-experts", {uint64_t(round), uint64_t(k)});
+  o.seed = task_seed(cfg, task, round);
   o.log_every = cfg.runtime.log_every;
   o.name = name;
-  int64_t samples_before = 0;
-  const TaskProgress progress = task_progress(s, k, fingerprint);
-  if (round == 0 && !fingerprint.empty()) {
-    if (std::filesystem::exists(progress.json_path)) {
-      json p = json::parse(read_file(progress.json_path), nullptr, false);
-      const bool usable = !p.is_discarded() && p.value("fingerprint", "") == fingerprint &&
-                          std::filesystem::exists(progress.weights_path) &&
-                          sha256_file(progress.weights_path) == p.value("sha256", "") &&
-                          std::filesystem::exists(progress.optim_path) &&
-                          sha256_file(progress.optim_path) == p.value("optim_sha256", "");
-      if (usable) {
-        train::load_module(*expert, progress.weights_path);
-        o.start_epoch = p.at("epoch").get<int64_t>();
-        o.optimizer_state = read_file(progress.optim_path);
-        samples_before = p.value("samples", int64_t{0});
-        log::info("{} resuming after epoch {} of {} ({})", name, o.start_epoch, o.optim.epochs, progress.weights_path);
-      } else {
-        log::info("{}: {} is from another run or damaged; starting over", name, progress.json_path);
-        remove_progress(progress);
-      }
+  const TaskProgress progress = task_progress(s, task, fingerprint);
+  // Training: alone, or the group stacked into one network.
+  std::vector<std::shared_ptr<models::BackboneImpl>> branches;
+  models::FusedBranch net{nullptr};
+  if (fused) {
+    for (auto& e : experts) {
+      branches.push_back(std::dynamic_pointer_cast<models::BackboneImpl>(e));
+      SMOE_CHECK(branches.back() != nullptr, "experts.fuse needs branch experts");
     }
-    o.on_epoch_end = [&](int64_t epoch, torch::optim::Optimizer& opt, const train::LoopStats& st) {
-      if (epoch == o.optim.epochs) return;  // the task's own checkpoint follows
-      const std::string bytes = train::optimizer_state(opt);
-      write_file_atomic(progress.optim_path, bytes);
-      const std::string sha = train::save_module(*expert, progress.weights_path);
-      write_file_atomic(progress.json_path, json{{"epoch", epoch},
-                                                 {"sha256", sha},
-                                                 {"optim_sha256", sha256_hex(bytes)},
-                                                 {"samples", samples_before + st.samples},
-                                                 {"fingerprint", fingerprint}}
-                                                .dump() +
-                                            "\n");
-      inject_stage_fault(fmt::format("expert-{}-epoch-{}", k, epoch), s.comm.rank());
-    };
+    net = models::FusedBranch(branches);
   }
-  auto stats = train::train_expert(*expert, inputs, labels, w, o);
+  torch::nn::Module& trained = fused ? static_cast<torch::nn::Module&>(*net) : *experts.front();
+  const std::string fault_name = fused ? fmt::format("group-{}", task) : fmt::format("expert-{}", members.front());
+  int64_t samples_before = 0;
+  if (round == 0 && !fingerprint.empty()) samples_before = resume_and_checkpoint(s, progress, trained, o, fault_name);
+  train::LoopStats stats;
+  std::vector<double> losses;
+  if (fused) {
+    stats = train::train_experts_fused(*net, inputs, labels, torch::stack(weights, 1), o, &losses);
+    net->unstack_into(branches);
+  } else {
+    stats = train::train_expert(*experts.front(), inputs, labels, weights.front(), o);
+    losses = {stats.final_loss};
+  }
   stats.samples += samples_before;
-  json result = {{"id", k},
-                 {"arch", expert_arch(cfg, k)},
-                 {"optimizer", o.optim.optimizer},
-                 {"lr", o.optim.lr},
-                 {"epochs", o.optim.epochs},
-                 {"macs", expert->forward_macs()},
-                 {"predicted_cost",
-                  predicted_cost(s, k, static_cast<double>(expert->forward_macs()), round, g.sum().item<double>())},
-                 {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
-                 {"train_samples_effective", w.sum().item<double>()},
-                 {"samples_seen", stats.samples},
-                 {"final_loss", stats.final_loss},
-                 {"rank", s.comm.rank()},
-                 {"checkpoint_sha256", train::save_module(*expert, s.store.expert_path(k, round))}};
+  const double train_seconds = clock.seconds();
 
-  // Step 5: the trained ensemblers on the frozen base and expert logits.
-  at::Tensor expert_logits = train::logits_of(*expert, inputs, cfg.eval.batch_size);
-  for (auto& [kind, net] : ensemblers) {
-    auto estats = train::train_ensembler(*net, [&](const std::vector<int64_t>& ids) { return s.base_logits(ids); },
-                                         expert_logits, labels, w.cpu(), cfg.ensembler.optim,
-                                         derive_seed(cfg.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
-                                         kind + " " + name.substr(name.find(' ') + 1));
-    result[kind + "_loss"] = estats.final_loss;
-    result[kind + "_sha256"] = train::save_module(*net, s.store.ensembler_path(kind, k, round));
+  json records = json::array();
+  for (size_t i = 0; i < members.size(); ++i) {
+    const int64_t k = members[i];
+    auto& expert = experts[i];
+    const at::Tensor& g = gates[i];
+    const at::Tensor& w = weights[i];
+    json result = {{"id", k},
+                   {"arch", expert_arch(cfg, k)},
+                   {"optimizer", o.optim.optimizer},
+                   {"lr", o.optim.lr},
+                   {"epochs", o.optim.epochs},
+                   {"macs", expert->forward_macs()},
+                   {"predicted_cost",
+                    predicted_cost(s, k, static_cast<double>(expert->forward_macs()), round, g.sum().item<double>())},
+                   {"gate_mass", g.sum().item<double>() / static_cast<double>(g.size(0))},
+                   {"train_samples_effective", w.sum().item<double>()},
+                   {"samples_seen", stats.samples},
+                   {"final_loss", losses[i]},
+                   {"precision", stats.precision},
+                   {"rank", s.comm.rank()},
+                   {"checkpoint_sha256", train::save_module(*expert, s.store.expert_path(k, round))}};
+    if (fused) result["fused_with"] = members;
+    const double before = clock.seconds();
+    // Step 5: the trained ensemblers on the frozen base and expert logits.
+    at::Tensor expert_logits = train::logits_of(*expert, inputs, cfg.eval.batch_size);
+    for (auto& [kind, ens] : ensemblers[i]) {
+      auto estats = train::train_ensembler(
+          *ens, [&](const std::vector<int64_t>& ids) { return s.base_logits(ids); }, expert_logits, labels, w.cpu(),
+          cfg.ensembler.optim, derive_seed(cfg.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
+          round == 0 ? fmt::format("{} {}", kind, k) : fmt::format("{} {} expert {}", kind, round, k));
+      result[kind + "_loss"] = estats.final_loss;
+      result[kind + "_sha256"] = train::save_module(*ens, s.store.ensembler_path(kind, k, round));
+    }
+    // A fused group's training time is shared out equally among its experts.
+    result["seconds"] = train_seconds / static_cast<double>(members.size()) + (clock.seconds() - before);
+    records.push_back(result);
   }
-  result["seconds"] = clock.seconds();
   if (round == 0) remove_progress(progress);
   log::info("{} done on rank {} in {} (loss {:.4f}, {} samples seen)", name, s.comm.rank(),
             format_duration(clock.seconds()), stats.final_loss, stats.samples);
-  return result;
+  return {{"experts", records}};
 }
 
 class ExpertsStage : public Stage {
@@ -195,25 +278,39 @@ class ExpertsStage : public Stage {
 
 void run_expert_round(RunState& s, int64_t round) {
   std::filesystem::create_directories(s.store.round_dir(round));
-  std::vector<int64_t> pending;
-  for (int64_t k = 0; k < s.cfg.experts.count; ++k)
-    if (!s.run.done(expert_task_key(k, round))) pending.push_back(k);
-  // Longest first by predicted cost (MACs x samples x epochs).
+  const Config& cfg = s.cfg;
+  // Longest first by predicted cost (MACs x samples x epochs, summed over a fused group).
   const std::vector<double> mass = train::to_doubles(s.targets.sum(0));
+  std::vector<int64_t> pending;
   std::vector<double> cost;
-  for (int64_t k = 0; k < s.cfg.experts.count; ++k)
-    cost.push_back(predicted_cost(s, k, static_cast<double>(s.store.build_expert(k)->forward_macs()), round,
-                                  mass[static_cast<size_t>(k)]));
+  int64_t experts_pending = 0;
+  for (int64_t t = 0; t < task_count(cfg); ++t) {
+    double c = 0;
+    bool done = true;
+    for (int64_t k : task_members(cfg, t)) {
+      c += predicted_cost(s, k, static_cast<double>(s.store.build_expert(k)->forward_macs()), round,
+                          mass[static_cast<size_t>(k)]);
+      done = done && s.run.done(expert_task_key(k, round));
+    }
+    cost.push_back(c);
+    if (!done) {
+      pending.push_back(t);
+      experts_pending += static_cast<int64_t>(task_members(cfg, t).size());
+    }
+  }
   pending = longest_first(pending, cost);
   if (s.comm.is_root() && round == 0)
-    log::info("experts   {} of {} expert tasks to train on {} rank{}", pending.size(), s.cfg.experts.count,
-              s.comm.size(), s.comm.size() == 1 ? "" : "s");
+    log::info("experts   {} of {} experts to train on {} rank{}{}", experts_pending, cfg.experts.count, s.comm.size(),
+              s.comm.size() == 1 ? "" : "s",
+              cfg.experts.fuse > 1 ? fmt::format(", {} at a time ({} tasks)", cfg.experts.fuse, pending.size()) : "");
   // The fingerprint an expert task's per-epoch checkpoint must match, from rank 0.
   std::string fingerprint = s.comm.is_root() && round == 0 ? task_fingerprint(s) : std::string();
   s.comm.broadcast_bytes(fingerprint, 0);
   run_tasks(
-      s.comm, pending, [&](int64_t k) { return train_expert_task(s, k, round, fingerprint); },
-      [&](int64_t k, int rank, const json& result) { s.run.mark_done(expert_task_key(k, round), result); });
+      s.comm, pending, [&](int64_t t) { return train_expert_task(s, t, round, fingerprint); },
+      [&](int64_t, int, const json& result) {
+        for (const auto& r : result.at("experts")) s.run.mark_done(expert_task_key(r.at("id").get<int64_t>(), round), r);
+      });
 }
 
 std::unique_ptr<Stage> make_experts_stage() { return std::make_unique<ExpertsStage>(); }

@@ -1,0 +1,94 @@
+#include "train/precision.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/Device.h>
+
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace smoe::train {
+
+bool cpu_has_native_bf16() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream flags(line.substr(line.find(':') + 1));
+    std::string f;
+    while (flags >> f)
+      if (f == "avx512_bf16" || f == "amx_bf16") return true;
+    return false;  // the first CPU's flags are every CPU's
+  }
+  return false;
+}
+
+namespace {
+
+// Compute capability 8.0 (Ampere) or newer with cuDNN 8 computes bfloat16
+// convolutions natively (false in a CPU-only libtorch).
+bool cuda_has_native_bf16() { return at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8(); }
+
+}  // namespace
+
+PrecisionPlan plan_precision(const std::string& requested, const c10::Device& device) {
+  SMOE_CHECK(requested == "float32" || requested == "bfloat16",
+             "precision: expected float32 or bfloat16, got '{}'", requested);
+  PrecisionPlan p;
+  p.requested = p.used = requested;
+  if (requested == "float32") return p;
+  if (device.is_cuda()) {
+    if (!cuda_has_native_bf16()) {
+      p.used = "float32";
+      p.reason = "this GPU has no native bfloat16 convolutions (compute capability below 8.0 or cuDNN before 8)";
+    }
+  } else if (!cpu_has_native_bf16()) {
+    p.used = "float32";
+    p.reason = "this CPU has no bfloat16 instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo)";
+  }
+  return p;
+}
+
+void warn_precision_fallback(const PrecisionPlan& plan) {
+  static std::once_flag once;
+  if (!plan.reason.empty())
+    std::call_once(once, [&] { log::warn("{} requested, {} used: {}", plan.requested, plan.used, plan.reason); });
+}
+
+AutocastScope::AutocastScope(const std::string& precision, const c10::Device& device) {
+  if (precision != "bfloat16") return;
+  active_ = true;
+  cuda_ = device.is_cuda();
+  if (cuda_) {
+    was_enabled_ = at::autocast::is_enabled();
+    dtype_before_ = static_cast<int>(at::autocast::get_autocast_gpu_dtype());
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  } else {
+    was_enabled_ = at::autocast::is_cpu_enabled();
+    dtype_before_ = static_cast<int>(at::autocast::get_autocast_cpu_dtype());
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  // The casts of the weights cached for this forward pass are dropped when
+  // the outermost scope ends (the weights change at the next step).
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  if (cuda_) {
+    at::autocast::set_enabled(was_enabled_);
+    at::autocast::set_autocast_gpu_dtype(static_cast<at::ScalarType>(dtype_before_));
+  } else {
+    at::autocast::set_cpu_enabled(was_enabled_);
+    at::autocast::set_autocast_cpu_dtype(static_cast<at::ScalarType>(dtype_before_));
+  }
+}
+
+}  // namespace smoe::train

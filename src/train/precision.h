@@ -1,0 +1,49 @@
+// Reduced precision for training (runtime.precision; issue #14): bfloat16
+// autocast of the forward pass (convolutions and matrix products in
+// bfloat16; BatchNorm statistics, losses, gradients, optimiser state and
+// checkpoints stay float32), where the hardware computes bfloat16 natively —
+// a CPU with AVX-512 BF16 or AMX, or a CUDA device of compute capability 8.0
+// or newer. Elsewhere bfloat16 would run in oneDNN's reference kernels (about
+// 20x slower on this project's CPU), so a request falls back to float32 and
+// says why; the report records both.
+#pragma once
+
+#include <string>
+
+namespace c10 {
+struct Device;
+}
+
+namespace smoe::train {
+
+struct PrecisionPlan {
+  std::string requested = "float32";  // float32 | bfloat16
+  std::string used = "float32";       // what the forward passes run in
+  std::string reason;                 // why used differs from requested (empty when it does not)
+};
+
+// Whether this CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 in
+// /proc/cpuinfo's flags).
+bool cpu_has_native_bf16();
+
+// What `requested` runs as on `device`.
+PrecisionPlan plan_precision(const std::string& requested, const c10::Device& device);
+// Logs a fallback's reason once per process (nothing when there is none).
+void warn_precision_fallback(const PrecisionPlan& plan);
+
+// Autocast to bfloat16 on `device` for its lifetime when `precision` is
+// "bfloat16" (nothing otherwise). Wrap the forward pass and the loss; run
+// backward() outside.
+class AutocastScope {
+ public:
+  AutocastScope(const std::string& precision, const c10::Device& device);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool active_ = false, cuda_ = false, was_enabled_ = false;
+  int dtype_before_ = 0;
+};
+
+}  // namespace smoe::train
