@@ -57,6 +57,7 @@ struct OptimConfig {
   double label_smoothing;
   double grad_clip;  // largest global L2 norm of the gradient (0 = no clipping)
   std::string precision;  // float32 | bfloat16 (autocast of the forward pass, train/precision.h)
+  bool channels_last;     // convolution weights in channels-last memory format while training
 };
 
 struct BaseConfig {

@@ -38,6 +38,9 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
         "where the hardware computes it natively (AVX-512 BF16 or AMX CPUs, GPUs of compute capability 8.0+); "
         "elsewhere float32 runs and the report says why")
       .one_of({"float32", "bfloat16"});
+  s.add(p + ".channels_last", o.channels_last, false,
+        "convolution weights in channels-last memory format while training (oneDNN's and cuDNN's preferred "
+        "layout: the same arithmetic in another summation order; checkpoints are saved in the usual layout)");
 }
 
 // Krishnamurthy et al. Section 6 (train/moe_losses.h).

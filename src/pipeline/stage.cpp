@@ -123,6 +123,10 @@ void check_config(const Config& c) {
              "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
              "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
              c.experts.fuse);
+  SMOE_CHECK(c.experts.fuse == 1 || !c.experts.optim.channels_last,
+             "config key 'experts.channels_last' with experts.fuse {}: fused experts' grouped convolutions run in "
+             "the usual layout (set one or the other)",
+             c.experts.fuse);
   auto stages = scheme_stages(c);
   bool em = false;
   for (const auto& st : stages) {

@@ -53,6 +53,29 @@ PrecisionPlan plan_precision(const std::string& requested, const c10::Device& de
   return p;
 }
 
+ChannelsLastScope::ChannelsLastScope(std::vector<at::Tensor> params, bool enable) {
+  if (!enable) return;
+  for (const auto& p : params)
+    if (p.dim() == 4 && p.device().is_cpu() && p.size(0) < 8) {
+      static std::once_flag once;
+      std::call_once(once, [&] {
+        log::warn("channels_last not applied: a convolution has {} output channels (fewer than 8), where "
+                  "libtorch 1.13's oneDNN channels-last kernels write out of bounds",
+                  p.size(0));
+      });
+      return;
+    }
+  for (auto& p : params)
+    if (p.dim() == 4) {
+      p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+      params_.push_back(p);
+    }
+}
+
+ChannelsLastScope::~ChannelsLastScope() {
+  for (auto& p : params_) p.set_data(p.data().contiguous());
+}
+
 void warn_precision_fallback(const PrecisionPlan& plan) {
   static std::once_flag once;
   if (!plan.reason.empty())

@@ -1,14 +1,19 @@
-// Reduced precision for training (runtime.precision; issue #14): bfloat16
+// How a training loop's forward passes run (issue #14). Reduced precision
+// (<section>.precision): bfloat16
 // autocast of the forward pass (convolutions and matrix products in
 // bfloat16; BatchNorm statistics, losses, gradients, optimiser state and
 // checkpoints stay float32), where the hardware computes bfloat16 natively —
 // a CPU with AVX-512 BF16 or AMX, or a CUDA device of compute capability 8.0
 // or newer. Elsewhere bfloat16 would run in oneDNN's reference kernels (about
 // 20x slower on this project's CPU), so a request falls back to float32 and
-// says why; the report records both.
+// says why; the report records both. Memory format (<section>.channels_last):
+// convolution weights in channels-last layout while training.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <string>
+#include <vector>
 
 namespace c10 {
 struct Device;
@@ -30,6 +35,27 @@ bool cpu_has_native_bf16();
 PrecisionPlan plan_precision(const std::string& requested, const c10::Device& device);
 // Logs a fallback's reason once per process (nothing when there is none).
 void warn_precision_fallback(const PrecisionPlan& plan);
+
+// Keeps the 4-D tensors among `params` (convolution weights) in
+// channels-last memory format for its lifetime when `enable`, so that
+// oneDNN and cuDNN run their preferred NHWC kernels (activations follow the
+// weights' format), and puts them back in the usual layout at the end, even
+// when training throws. Values are unchanged; only their memory order is.
+// Not on CPU networks with a convolution of fewer than 8 output channels:
+// there libtorch 1.13's oneDNN NHWC kernels write past their buffers
+// (valgrind: tiny-ResNets of width 4-6 corrupt the heap, 8 and more do not),
+// so the scope leaves the layout alone and says so once.
+class ChannelsLastScope {
+ public:
+  ChannelsLastScope(std::vector<at::Tensor> params, bool enable);
+  ~ChannelsLastScope();
+  bool active() const { return !params_.empty(); }
+  ChannelsLastScope(const ChannelsLastScope&) = delete;
+  ChannelsLastScope& operator=(const ChannelsLastScope&) = delete;
+
+ private:
+  std::vector<at::Tensor> params_;
+};
 
 // Autocast to bfloat16 on `device` for its lifetime when `precision` is
 // "bfloat16" (nothing otherwise). Wrap the forward pass and the loss; run

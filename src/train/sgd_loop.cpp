@@ -29,6 +29,7 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
   const int64_t B = s.optim.batch_size;
   const int64_t steps_per_epoch = (per_epoch + B - 1) / B;
   Schedule schedule(s.optim, steps_per_epoch);
+  ChannelsLastScope channels_last(params, s.optim.channels_last);
   auto opt = make_optimizer(params, s.optim);
   if (!s.optimizer_state.empty()) load_optimizer_state(*opt, s.optimizer_state, s.stage + " progress checkpoint");
   Progress progress(s.stage, (s.optim.epochs - s.start_epoch) * steps_per_epoch, s.log_every);

@@ -101,6 +101,8 @@ TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
     EXPECT_ERROR(check_config(with({"experts.fuse=2", other})),
                  "config key 'experts.fuse' is 2: experts trained together need experts.arch: branch");
   check_config(with({"experts.fuse=3", "experts.depth=18"}));
+  EXPECT_ERROR(check_config(with({"experts.fuse=2", "experts.channels_last=true"})),
+               "config key 'experts.channels_last' with experts.fuse 2");
   EXPECT_ERROR(check_config(with({"experts.precision=fp16"})), "experts.precision");
 }
 

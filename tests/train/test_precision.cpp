@@ -64,7 +64,7 @@ struct Toy {
 
 Toy toy() {
   Toy t;
-  t.spec.width = 4;
+  t.spec.width = 8;  // channels-last needs 8 output channels or more (train/precision.h)
   t.spec.input = {1, 8, 8};
   t.spec.num_classes = 2;
   torch::manual_seed(3);
@@ -76,7 +76,7 @@ Toy toy() {
   return t;
 }
 
-LoopStats train_toy(Toy& t, const std::string& precision, models::Backbone& expert) {
+LoopStats train_toy(Toy& t, const std::string& precision, models::Backbone& expert, bool channels_last = false) {
   expert = models::Backbone(t.spec, 3);
   expert->copy_from(*t.base);
   ExpertTrainOptions o;
@@ -85,6 +85,7 @@ LoopStats train_toy(Toy& t, const std::string& precision, models::Backbone& expe
   o.optim.lr = 0.1;
   o.optim.batch_size = 32;
   o.optim.precision = precision;
+  o.optim.channels_last = channels_last;
   o.seed = 5;
   o.log_every = 1000;
   return train_expert(*expert, ExpertInputs(RowCache::from_rows(t.features)), t.labels, t.weights, o);
@@ -100,6 +101,35 @@ TEST(Precision, ABfloat16RequestFallsBackCleanlyWithoutTheInstructions) {
   EXPECT_EQ(train_toy(t, "bfloat16", b).precision, "float32");
   auto pa = a->named_parameters();
   for (auto& p : b->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), pa[p.key()])) << p.key();
+}
+
+// Channels-last weights while training: the same expert up to summation
+// order, the weights back in the usual layout afterwards (and so in the
+// checkpoints), the scope restoring them when training throws, and left off
+// for networks with convolutions of fewer than 8 output channels.
+TEST(Precision, ChannelsLastTrainsTheSameNetworkInTheUsualLayoutAfterwards) {
+  Toy t = toy();
+  models::Backbone a{nullptr}, b{nullptr};
+  train_toy(t, "float32", a, false);
+  train_toy(t, "float32", b, true);
+  auto pa = a->named_parameters();
+  for (auto& p : b->named_parameters()) {
+    EXPECT_TRUE(p.value().is_contiguous()) << p.key();
+    EXPECT_LT((p.value() - pa[p.key()]).abs().max().item<double>(), 1e-4) << p.key();
+  }
+  at::Tensor narrow = torch::randn({4, 2, 3, 3}), w = torch::randn({8, 2, 3, 3});
+  {
+    ChannelsLastScope scope({narrow, w}, true);  // a convolution of 4 output channels: left alone
+    EXPECT_FALSE(scope.active());
+    EXPECT_TRUE(w.is_contiguous());
+  }
+  try {
+    ChannelsLastScope scope({w}, true);
+    EXPECT_TRUE(w.is_contiguous(at::MemoryFormat::ChannelsLast));
+    throw std::runtime_error("training failed");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_TRUE(w.is_contiguous());
 }
 
 // On a CPU with AVX-512 BF16 or AMX: a bfloat16 expert trains (finite loss,

@@ -156,7 +156,10 @@ models::NetworkSpec tiny() {
 }
 
 // Weights of a base model trained on `ranks` ranks-as-threads.
-std::map<std::string, at::Tensor> train_on(int ranks, const std::string& dir) {
+std::map<std::string, at::Tensor> train_on(int ranks, const std::string& dir, bool channels_last = false,
+                                           int64_t width = 4) {
+  models::NetworkSpec spec = tiny();
+  spec.width = width;
   std::map<std::string, at::Tensor> weights;
   std::mutex mu;
   std::shared_ptr<const data::Dataset> ds = data::Dataset::open(dir, "train");
@@ -164,15 +167,16 @@ std::map<std::string, at::Tensor> train_on(int ranks, const std::string& dir) {
   // The ranks are threads of one process sharing torch's generator: draw the
   // initial weights once (each process of a real run draws the same ones).
   torch::manual_seed(5);
-  models::Backbone init(tiny());
+  models::Backbone init(spec);
   comm::run_ranks(ranks, [&](comm::Communicator& c) {
-    models::Backbone net(tiny());
+    models::Backbone net(spec);
     net->copy_from(*init);
     BaseTrainOptions o;
     o.optim = Config::defaults().base.optim;
     o.optim.epochs = 2;
     o.optim.batch_size = 24;
     o.optim.lr = 0.05;
+    o.optim.channels_last = channels_last;
     o.micro_batch = 8;
     o.bn_calibration = 40;
     o.augment = true;
@@ -205,6 +209,23 @@ TEST(BaseTrainer, WeightsAreBitIdenticalForOneTwoAndThreeRanks) {
     if (init->named_parameters().contains(name)) moved |= !torch::equal(w, init->named_parameters()[name]);
   }
   EXPECT_TRUE(moved) << "training changed nothing";
+}
+
+// base.channels_last: still bit-identical across rank counts, within float
+// summation order of the usual layout, and handed back in the usual layout.
+TEST(BaseTrainer, ChannelsLastIsRankCountInvariantToo) {
+  testing::TempDir tmp;
+  testing::make_dataset(tmp / "ds");
+  auto one = train_on(1, tmp / "ds", true, 8);
+  auto three = train_on(3, tmp / "ds", true, 8);
+  auto usual = train_on(1, tmp / "ds", false, 8);
+  ASSERT_FALSE(one.empty());
+  for (const auto& [name, w] : one) {
+    EXPECT_TRUE(torch::equal(w, three.at(name))) << name;
+    EXPECT_TRUE(w.is_contiguous()) << name;
+    if (w.is_floating_point())
+      EXPECT_LT((w - usual.at(name)).abs().max().item<double>(), 1e-3) << name;
+  }
 }
 
 // The trunk cache in RAM and spilled to disk, on 1 and 3 ranks: every rank
