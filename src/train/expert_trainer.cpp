@@ -87,6 +87,7 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
   spec.start_epoch = o.start_epoch;
   spec.optimizer_state = o.optimizer_state;
   spec.on_epoch_end = o.on_epoch_end;
+  spec.stop_on_signal = o.stop_on_signal;
   expert.train();
   const auto device = expert.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;
@@ -120,6 +121,7 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
   spec.start_epoch = o.start_epoch;
   spec.optimizer_state = o.optimizer_state;
   spec.on_epoch_end = o.on_epoch_end;
+  spec.stop_on_signal = o.stop_on_signal;
   fused.train();
   const auto device = fused.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;

@@ -65,6 +65,7 @@ struct ExpertTrainOptions {
   int64_t start_epoch = 0;
   std::string optimizer_state;
   LoopEpochHook on_epoch_end;
+  bool stop_on_signal = false;  // LoopSpec::stop_on_signal
 };
 
 LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/progress.h"
+#include "core/stop.h"
 #include "core/rng.h"
 #include "data/sampler.h"
 #include "train/checkpoint.h"
@@ -43,6 +44,9 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
     at::Tensor loss_sum;
     int64_t batches = 0;
     for (const auto& ids : data::make_batches(order, B, false)) {
+      if (s.stop_on_signal && stop_requested())
+        throw Stopped(fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) arrived in epoch {}: it resumes after epoch {}",
+                                  s.stage, epoch + 1, epoch));
       set_lr(*opt, schedule.lr(step++));
       at::Tensor loss;
       {

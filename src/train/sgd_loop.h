@@ -36,6 +36,9 @@ struct LoopSpec {
   int64_t start_epoch = 0;
   std::string optimizer_state;
   LoopEpochHook on_epoch_end;
+  // Throw Stopped (core/stop.h) at the next batch after SIGTERM or SIGUSR1
+  // reached this process (inside a StopScope; this rank alone, no collective).
+  bool stop_on_signal = false;
 };
 
 struct LoopStats {

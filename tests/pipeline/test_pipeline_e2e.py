@@ -286,6 +286,26 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(done["base"]["sha256"], read_json(os.path.join(self.runs[2], "run.json"))["done"]["base"]["sha256"])
         self.assertFalse(os.path.exists(os.path.join(run, "base-progress")))
 
+    def test_sigterm_in_the_experts_stage_stops_resumably_and_resumes_exactly(self):
+        # The rank training expert 1 gets SIGTERM right after that expert's
+        # epoch-2 checkpoint: the task stops at its next batch, no task is
+        # handed out after it, every rank exits 75, and --resume continues
+        # expert 1 after epoch 2 to the uninterrupted run's weights.
+        run = os.path.join(self.tmp, "experts-terminated")
+        r = self.train(2, run, env=dict(ENV, SMOE_FAULT="term:expert-1-epoch-2"))
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("expert 1: a stop signal (SIGTERM or SIGUSR1) arrived in epoch 3: it resumes after epoch 2",
+                      r.stdout + r.stderr)
+        self.assertNotIn("experts", read_json(os.path.join(run, "run.json"))["done"])
+        self.assertTrue(os.path.exists(os.path.join(run, "experts", "expert-001.progress.json")))
+        r = self.train(2, run, "--resume")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        logs = "".join(read_text(os.path.join(run, f)) for f in os.listdir(run) if f.startswith("log"))
+        self.assertIn("expert 1 resuming after epoch 2 of 3", logs)
+        reference = read_json(os.path.join(self.runs[2], "report.json"))
+        self.assertEqual([e["checkpoint_sha256"] for e in read_json(os.path.join(run, "report.json"))["experts"]],
+                         [e["checkpoint_sha256"] for e in reference["experts"]])
+
     def test_an_expert_task_killed_mid_training_resumes_after_its_last_epoch(self):
         # The rank training expert 1 dies right after that expert's epoch-2
         # checkpoint; the resumed job continues it after epoch 2 (on any rank)

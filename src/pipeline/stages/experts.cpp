@@ -16,12 +16,14 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "core/stop.h"
 #include "pipeline/fault.h"
 #include "pipeline/run_state.h"
 #include "pipeline/scheduler.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
+#include "train/base_trainer.h"
 #include "train/expert_trainer.h"
 #include "train/losses.h"
 #include "train/tensors.h"
@@ -188,6 +190,7 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
   o.seed = task_seed(cfg, task, round);
   o.log_every = cfg.runtime.log_every;
   o.name = name;
+  o.stop_on_signal = true;  // run_expert_round holds a StopScope
   const TaskProgress progress = task_progress(s, task, fingerprint);
   // Training: alone, or the group stacked into one network.
   std::vector<std::shared_ptr<models::BackboneImpl>> branches;
@@ -205,12 +208,19 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
   if (round == 0 && !fingerprint.empty()) samples_before = resume_and_checkpoint(s, progress, trained, o, fault_name);
   train::LoopStats stats;
   std::vector<double> losses;
-  if (fused) {
-    stats = train::train_experts_fused(*net, inputs, labels, torch::stack(weights, 1), o, &losses);
-    net->unstack_into(branches);
-  } else {
-    stats = train::train_expert(*experts.front(), inputs, labels, weights.front(), o);
-    losses = {stats.final_loss};
+  try {
+    if (fused) {
+      stats = train::train_experts_fused(*net, inputs, labels, torch::stack(weights, 1), o, &losses);
+      net->unstack_into(branches);
+    } else {
+      stats = train::train_expert(*experts.front(), inputs, labels, weights.front(), o);
+      losses = {stats.final_loss};
+    }
+  } catch (const Stopped& e) {
+    // The last epoch's progress checkpoint is kept; the hand-out ends
+    // (scheduler.h "halt") and run_expert_round stops every rank.
+    log::info("{} on rank {}", e.what(), s.comm.rank());
+    return {{"halt", true}, {"stopped", e.what()}, {"experts", json::array()}};
   }
   stats.samples += samples_before;
   const double train_seconds = clock.seconds();
@@ -303,14 +313,30 @@ void run_expert_round(RunState& s, int64_t round) {
     log::info("experts   {} of {} experts to train on {} rank{}{}", experts_pending, cfg.experts.count, s.comm.size(),
               s.comm.size() == 1 ? "" : "s",
               cfg.experts.fuse > 1 ? fmt::format(", {} at a time ({} tasks)", cfg.experts.fuse, pending.size()) : "");
+  if (s.comm.is_root() && round == 0 && cfg.experts.fuse > 1 && task_count(cfg) < s.comm.size())
+    log::warn("experts.fuse {} makes {} expert tasks for {} ranks: {} rank{} will have no expert to train "
+              "(set experts.fuse to at most experts.count / ranks = {})",
+              cfg.experts.fuse, task_count(cfg), s.comm.size(), s.comm.size() - task_count(cfg),
+              s.comm.size() - task_count(cfg) == 1 ? "" : "s", std::max<int64_t>(1, cfg.experts.count / s.comm.size()));
   // The fingerprint an expert task's per-epoch checkpoint must match, from rank 0.
   std::string fingerprint = s.comm.is_root() && round == 0 ? task_fingerprint(s) : std::string();
   s.comm.broadcast_bytes(fingerprint, 0);
+  // SIGTERM / SIGUSR1 (a Slurm time limit) stop a task at its next batch:
+  // no task is handed out after it, the finished ones stay recorded, and
+  // every rank ends the stage with Stopped (exit 75, resumable).
+  StopScope stop_scope;
+  std::string stopped;  // rank 0: why the first stopped task stopped
   run_tasks(
       s.comm, pending, [&](int64_t t) { return train_expert_task(s, t, round, fingerprint); },
       [&](int64_t, int, const json& result) {
+        if (result.contains("stopped") && stopped.empty()) stopped = result["stopped"].get<std::string>();
         for (const auto& r : result.at("experts")) s.run.mark_done(expert_task_key(r.at("id").get<int64_t>(), round), r);
       });
+  s.comm.broadcast_bytes(stopped, 0);
+  if (stopped.empty() && train::stop_requested_anywhere(s.comm))
+    stopped = "experts: a stop signal (SIGTERM or SIGUSR1) reached the job";
+  if (!stopped.empty())
+    throw Stopped(fmt::format("{}; the finished expert tasks are kept and --resume continues the others", stopped));
 }
 
 std::unique_ptr<Stage> make_experts_stage() { return std::make_unique<ExpertsStage>(); }
