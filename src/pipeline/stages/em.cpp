@@ -1,14 +1,15 @@
 // Stage "em" (Royer et al., "An alternative joint training scheme"): after
 // Algorithm 1, em.steps rounds of
 //
-//   E-step  every rank evaluates the experts it holds (expert k on rank
-//           k mod P) on the training samples, filling its columns of the
-//           N x K matrix of e'_k(y|x) (zeros elsewhere); an allreduce (sum)
-//           in chunks of em.chunk_samples rows gives every rank the whole
-//           matrix — NCCL when the tensors live on a GPU, MPI otherwise. Each
-//           entry has exactly one non-zero term, so the sum is exact and the
-//           result does not depend on the rank count. The posterior
-//           q(k|x) ∝ g(k|x) e'_k(y|x) replaces the gate targets.
+//   E-step  every rank computes, for the rows it owns (batches of
+//           eval.batch_size ids, batch b on rank b mod P), the likelihoods
+//           e'_k(y|x) of every expert, the gate g(k|x) and the posterior
+//           q(k|x) ∝ g(k|x) e'_k(y|x), its rows of the N x K matrix q (zeros
+//           elsewhere); an allreduce (sum) in chunks of em.chunk_samples rows
+//           gives every rank the whole q — NCCL when the tensors live on a
+//           GPU, MPI otherwise. Each entry has exactly one non-zero term, so
+//           the sum is exact and q does not depend on the rank count. q
+//           replaces the gate targets.
 //   M-step  experts and ensemblers continue from the previous round with
 //           w_k = clip(q(k|x), gamma, 1), handed out dynamically as in the
 //           experts stage; the gate is refitted by KL(q || g).
@@ -37,46 +38,55 @@ using nlohmann::json;
 namespace smoe::pipeline {
 namespace {
 
-// Collective: e'_k(y|x) [N, K] of round `round`'s experts on every training
-// sample, on every rank. Fills `stats`.
-at::Tensor expert_likelihoods(RunState& s, int64_t round, json& stats) {
+// Collective: the posterior q(k|x) ∝ g(k|x) e'_k(y|x) [N, K] of round
+// `round`'s gate and experts on every training sample, on every rank.
+// Rows are owned, not experts: batch b of eval.batch_size consecutive ids is
+// computed by rank b mod P with the gate and every expert (experts are small),
+// so all P ranks work whatever K, and a batch's values do not depend on the
+// rank computing it. Rows of other ranks stay zero, and one chunked allreduce
+// of q assembles it (each entry has exactly one non-zero term: exact, so q
+// does not depend on the rank count). Fills `stats`.
+at::Tensor row_owned_posterior(RunState& s, int64_t round, json& stats) {
   torch::NoGradGuard no_grad;
   const int64_t N = s.train->size(), K = s.cfg.experts.count, batch = s.cfg.eval.batch_size;
+  const int P = s.comm.size();
   Progress eval_clock("e-step", 1, 1);
   at::Tensor labels = s.train_labels().to(s.rt.device);
-  at::Tensor local = torch::zeros({N, K}, torch::TensorOptions().device(s.rt.device));
-  std::vector<int64_t> mine;
-  for (int64_t k = s.comm.rank(); k < K; k += s.comm.size()) mine.push_back(k);
-  if (!mine.empty()) {
-    models::MoeModel moe = s.store.load_moe(s.base, round, mine);
-    // Batch by batch: the trunk's features and the base logits are read by
-    // rows (RAM or disk), never held whole.
-    for (int64_t k : mine) {
-      models::ExpertModule& expert = moe.expert(k);
-      expert.eval();
-      for (int64_t start = 0; start < N; start += batch) {
-        heartbeat::beat("e-step batch");
-        std::vector<int64_t> ids;
-        for (int64_t i = start; i < std::min(N, start + batch); ++i) ids.push_back(i);
-        at::Tensor logits = expert.forward(s.expert_inputs->plain(ids).to(s.rt.device));
-        at::Tensor probs =
-            moe.ensembled_probs(k, s.cfg.ensembler.kind, s.base_logits(ids).to(s.rt.device), logits);
-        const int64_t n = static_cast<int64_t>(ids.size());
-        local.select(1, k).narrow(0, start, n).copy_(probs.gather(1, labels.narrow(0, start, n).unsqueeze(1)).squeeze(1));
-      }
+  at::Tensor q = torch::zeros({N, K});
+  models::MoeModel moe = s.store.load_moe(s.base, round);
+  models::Gate gate = s.store.load_gate(round, torch::kCPU);
+  gate->eval();
+  for (int64_t k = 0; k < K; ++k) moe.expert(k).eval();
+  int64_t rows = 0;
+  for (int64_t start = batch * s.comm.rank(); start < N; start += batch * P) {
+    heartbeat::beat("e-step batch");
+    std::vector<int64_t> ids;
+    for (int64_t i = start; i < std::min(N, start + batch); ++i) ids.push_back(i);
+    const int64_t n = static_cast<int64_t>(ids.size());
+    const at::Tensor x = s.expert_inputs->plain(ids).to(s.rt.device);
+    const at::Tensor base_logits = s.base_logits(ids).to(s.rt.device);
+    const at::Tensor y = labels.narrow(0, start, n).unsqueeze(1);
+    at::Tensor likelihood = torch::empty({n, K});
+    for (int64_t k = 0; k < K; ++k) {
+      at::Tensor probs = moe.ensembled_probs(k, s.cfg.ensembler.kind, base_logits, moe.expert(k).forward(x));
+      likelihood.select(1, k).copy_(probs.gather(1, y).squeeze(1));
     }
+    q.narrow(0, start, n).copy_(train::posterior(gate->probabilities(s.gate_features(ids)), likelihood));
+    rows += n;
   }
   const double eval_s = eval_clock.seconds();
   s.comm.barrier();  // the allreduce's time should not include waiting for slower ranks
   Progress reduce_clock("allreduce", 1, 1);
   const int64_t chunk = s.cfg.em.chunk_samples;
-  comm::allreduce_in_chunks(s.comm, local, chunk);
+  q = q.to(s.rt.device);
+  comm::allreduce_in_chunks(s.comm, q, chunk);
   stats["expert_eval_seconds"] = eval_s;
+  stats["rows_on_rank_0"] = rows;
   stats["allreduce_seconds"] = reduce_clock.seconds();
   stats["allreduce_bytes"] = N * K * static_cast<int64_t>(sizeof(float));
   stats["allreduce_chunks"] = (N + chunk - 1) / chunk;
   stats["device"] = s.rt.device_name();
-  return local.cpu();
+  return q.cpu();
 }
 
 class EmStage : public Stage {
@@ -149,17 +159,7 @@ class EmStage : public Stage {
     }
     Progress clock(fmt::format("em {} e-step", r), 1, 1);
     json stats;
-    at::Tensor likelihood = expert_likelihoods(s, r - 1, stats);
-    // The current gate g on every training sample (rank 0 computes, all receive).
-    at::Tensor g;
-    if (s.comm.is_root()) {
-      models::Gate gate = s.store.load_gate(r - 1, torch::kCPU);
-      g = train::gate_probabilities(
-          *gate, [&](const std::vector<int64_t>& ids) { return s.gate_features(ids); }, s.train->size(),
-          s.cfg.eval.batch_size);
-    }
-    g = comm::broadcast_tensor(s.comm, g, 0);
-    q = train::posterior(g, likelihood);
+    q = row_owned_posterior(s, r - 1, stats);
     stats["seconds"] = clock.seconds();
     stats["changed_top_expert"] = (q.argmax(1) != previous.argmax(1)).sum().item<int64_t>();
     if (s.comm.is_root()) {
