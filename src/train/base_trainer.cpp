@@ -93,7 +93,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
   SMOE_CHECK(N >= B, "base.batch_size ({}) exceeds the {} training samples", B, N);
   const auto device = net->parameters().front().device();
   std::vector<at::Tensor> params = net->parameters();
-  auto channels_last = std::make_unique<ChannelsLastScope>(params, o.optim.channels_last);
+  ChannelsLastScope channels_last(params, o.optim.channels_last);
   auto opt = make_optimizer(params, o.optim);
   if (!optimizer_state.empty()) load_optimizer_state(*opt, optimizer_state, "base progress checkpoint");
   const int64_t steps_per_epoch = N / B;
@@ -101,8 +101,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
   comm::ExactSum grad_sum(params);
 
   BaseTrainStats stats;
-  const PrecisionPlan precision = plan_precision(o.optim.precision, device);
-  warn_precision_fallback(precision);
+  const PrecisionPlan precision = plan_training_precision(o.optim.precision, device);
   stats.precision = precision.used;
   Progress progress("base", (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
   int64_t global_step = start_epoch * steps_per_epoch;

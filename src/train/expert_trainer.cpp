@@ -27,6 +27,21 @@ LoopSpec quiet_loop(const std::string& stage, int64_t n, const OptimConfig& opti
   return spec;
 }
 
+// The loop of an expert task (alone or fused) over n samples.
+LoopSpec expert_loop(const ExpertTrainOptions& o, int64_t n) {
+  LoopSpec spec;
+  spec.stage = o.name;
+  spec.n = n;
+  spec.optim = o.optim;
+  spec.seed = o.seed;
+  spec.log_every = o.log_every;
+  spec.start_epoch = o.start_epoch;
+  spec.optimizer_state = o.optimizer_state;
+  spec.on_epoch_end = o.on_epoch_end;
+  spec.stop_on_signal = o.stop_on_signal;
+  return spec;
+}
+
 }  // namespace
 
 ExpertInputs::ExpertInputs(std::shared_ptr<const RowCache> cache) : cache_(std::move(cache)) {}
@@ -77,17 +92,8 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
     at::Tensor wd = weights.to(torch::kDouble).cpu().contiguous();
     w.assign(wd.data_ptr<double>(), wd.data_ptr<double>() + wd.numel());
   }
-  LoopSpec spec;
-  spec.stage = o.name;
-  spec.n = inputs.size();
-  spec.optim = o.optim;
-  spec.seed = o.seed;
-  spec.log_every = o.log_every;
+  LoopSpec spec = expert_loop(o, inputs.size());
   spec.sample_weights = sample ? &w : nullptr;
-  spec.start_epoch = o.start_epoch;
-  spec.optimizer_state = o.optimizer_state;
-  spec.on_epoch_end = o.on_epoch_end;
-  spec.stop_on_signal = o.stop_on_signal;
   expert.train();
   const auto device = expert.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;
@@ -112,16 +118,7 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
                  weights.size(1) == K,
              "fused expert training: {} inputs, {} labels, weights of {} dims for {} experts", inputs.size(),
              labels.size(0), weights.dim(), K);
-  LoopSpec spec;
-  spec.stage = o.name;
-  spec.n = inputs.size();
-  spec.optim = o.optim;
-  spec.seed = o.seed;
-  spec.log_every = o.log_every;
-  spec.start_epoch = o.start_epoch;
-  spec.optimizer_state = o.optimizer_state;
-  spec.on_epoch_end = o.on_epoch_end;
-  spec.stop_on_signal = o.stop_on_signal;
+  const LoopSpec spec = expert_loop(o, inputs.size());
   fused.train();
   const auto device = fused.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;

@@ -76,10 +76,12 @@ ChannelsLastScope::~ChannelsLastScope() {
   for (auto& p : params_) p.set_data(p.data().contiguous());
 }
 
-void warn_precision_fallback(const PrecisionPlan& plan) {
+PrecisionPlan plan_training_precision(const std::string& requested, const c10::Device& device) {
+  PrecisionPlan plan = plan_precision(requested, device);
   static std::once_flag once;
   if (!plan.reason.empty())
     std::call_once(once, [&] { log::warn("{} requested, {} used: {}", plan.requested, plan.used, plan.reason); });
+  return plan;
 }
 
 AutocastScope::AutocastScope(const std::string& precision, const c10::Device& device) {

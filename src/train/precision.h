@@ -33,8 +33,8 @@ bool cpu_has_native_bf16();
 
 // What `requested` runs as on `device`.
 PrecisionPlan plan_precision(const std::string& requested, const c10::Device& device);
-// Logs a fallback's reason once per process (nothing when there is none).
-void warn_precision_fallback(const PrecisionPlan& plan);
+// plan_precision for a training loop: a fallback's reason is logged once per process.
+PrecisionPlan plan_training_precision(const std::string& requested, const c10::Device& device);
 
 // Keeps the 4-D tensors among `params` (convolution weights) in
 // channels-last memory format for its lifetime when `enable`, so that

@@ -7,8 +7,8 @@
 #include <cmath>
 
 #include "core/progress.h"
-#include "core/stop.h"
 #include "core/rng.h"
+#include "core/stop.h"
 #include "data/sampler.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
@@ -19,8 +19,7 @@ namespace smoe::train {
 LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
                    const std::function<at::Tensor(const std::vector<int64_t>&, int64_t)>& batch_loss) {
   LoopStats stats;
-  const PrecisionPlan precision = plan_precision(s.optim.precision, params.front().device());
-  warn_precision_fallback(precision);
+  const PrecisionPlan precision = plan_training_precision(s.optim.precision, params.front().device());
   stats.precision = precision.used;
   if (s.optim.epochs == 0 || s.n == 0) return stats;
   int64_t per_epoch = s.n;
