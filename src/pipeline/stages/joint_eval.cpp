@@ -142,7 +142,8 @@ class JointEvalStage : public Stage {
                         {100 * report[rule]["accuracy"].get<double>()},
                         false,
                         color++,
-                        17});
+                        17,
+                        {}});
     eval::plot_series(s.run.file(prefix + "accuracy_vs_macs.png"), s.test->manifest().name + ": jointly trained MoE",
                       "MMACs per image", "test accuracy (%)", series);
     eval::write_routing_plot(s.run.file(prefix + "routing.png"), report, s.test->manifest().class_names);
@@ -151,7 +152,7 @@ class JointEvalStage : public Stage {
     if (!history.empty()) {
       std::vector<eval::Series> load;
       for (int64_t k = 0; k < K; ++k) {
-        eval::Series e{fmt::format("expert {}", k), {}, {}, true, static_cast<int>(1 + k % 15), 17};
+        eval::Series e{fmt::format("expert {}", k), {}, {}, true, static_cast<int>(1 + k % 15), 17, {}};
         for (size_t ep = 0; ep < history.size(); ++ep) {
           e.x.push_back(static_cast<double>(ep + 1));
           e.y.push_back(100 * history[ep].at(static_cast<size_t>(k)).get<double>());
