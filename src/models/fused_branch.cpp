@@ -16,6 +16,10 @@ std::string expert_name(const std::string& fused_name) {
   return fused_name;
 }
 
+// The classifier's tensors stack one slice per expert (a new leading
+// dimension); everything else concatenates along the channels.
+bool one_per_expert(const std::string& fused_name) { return fused_name == "fc_weight" || fused_name == "fc_bias"; }
+
 }  // namespace
 
 FusedBranchImpl::FusedBranchImpl(const std::vector<std::shared_ptr<BackboneImpl>>& experts)
@@ -50,7 +54,7 @@ FusedBranchImpl::FusedBranchImpl(const std::vector<std::shared_ptr<BackboneImpl>
       into.copy_(parts.front());
       return;
     }
-    at::Tensor stacked = name == "fc_weight" || name == "fc_bias" ? torch::stack(parts) : torch::cat(parts);
+    at::Tensor stacked = one_per_expert(name) ? torch::stack(parts) : torch::cat(parts);
     SMOE_CHECK(stacked.sizes() == into.sizes(), "fusing experts: '{}' stacked has another shape than fused", name);
     into.copy_(stacked);
   };
@@ -74,21 +78,24 @@ at::Tensor FusedBranchImpl::forward(const at::Tensor& x) {
 void FusedBranchImpl::unstack_into(const std::vector<std::shared_ptr<BackboneImpl>>& experts) {
   SMOE_CHECK(static_cast<int64_t>(experts.size()) == k_, "unfusing {} experts into {}", k_, experts.size());
   torch::NoGradGuard no_grad;
-  auto unstack = [&](const std::string& name, const at::Tensor& from, bool buffer) {
-    const bool stacked = name == "fc_weight" || name == "fc_bias";
+  std::vector<torch::OrderedDict<std::string, at::Tensor>> params, buffers;
+  for (const auto& e : experts) {
+    params.push_back(e->named_parameters(true));
+    buffers.push_back(e->named_buffers(true));
+  }
+  auto unstack = [&](const std::string& name, const at::Tensor& from,
+                     std::vector<torch::OrderedDict<std::string, at::Tensor>>& into) {
     for (int64_t k = 0; k < k_; ++k) {
-      auto d = buffer ? experts[static_cast<size_t>(k)]->named_buffers(true)
-                      : experts[static_cast<size_t>(k)]->named_parameters(true);
-      at::Tensor* t = d.find(expert_name(name));
+      at::Tensor* t = into[static_cast<size_t>(k)].find(expert_name(name));
       SMOE_CHECK(t != nullptr, "unfusing experts: an expert has no '{}'", expert_name(name));
       if (from.dim() == 0)
         t->copy_(from);
       else
-        t->copy_(stacked ? from.select(0, k) : from.chunk(k_, 0)[static_cast<size_t>(k)]);
+        t->copy_(one_per_expert(name) ? from.select(0, k) : from.chunk(k_, 0)[static_cast<size_t>(k)]);
     }
   };
-  for (const auto& p : named_parameters(true)) unstack(p.key(), p.value(), false);
-  for (const auto& b : named_buffers(true)) unstack(b.key(), b.value(), true);
+  for (const auto& p : named_parameters(true)) unstack(p.key(), p.value(), params);
+  for (const auto& b : named_buffers(true)) unstack(b.key(), b.value(), buffers);
 }
 
 }  // namespace smoe::models
