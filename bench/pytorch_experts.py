@@ -159,8 +159,9 @@ def main():
     base = TinyResNet(m["depth"], m["width"], in_ch, classes)
     base.load_state_dict(torch.load(os.path.join(a.run, "base.pt")), strict=False)
     base.eval()
-    g0 = torch.load(os.path.join(a.run, "cluster.pt"))["g0"]
     K, b = ex["count"], ex["branch_after"]
+    # g0.f32: float32 [N, K] in id order.
+    g0 = torch.from_numpy(np.fromfile(os.path.join(a.run, "g0.f32"), dtype="<f4").reshape(len(train), K))
     B = ex["batch_size"]
 
     with torch.no_grad():

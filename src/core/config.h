@@ -113,7 +113,6 @@ struct EnsemblerConfig {
 struct EmConfig {
   int64_t steps;          // N_E; 0 = Algorithm 1
   int64_t expert_epochs;  // M-step epochs per round
-  int64_t chunk_samples;  // E-step allreduce chunk (rows of the N x K matrix)
 };
 
 // The batch-level regularisers of a jointly trained MoE (Krishnamurthy et

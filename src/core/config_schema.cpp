@@ -224,8 +224,6 @@ Schema describe(Config& c) {
 
   s.add("em.steps", c.em.steps, int64_t{0}, "EM rounds N_E after Algorithm 1 (0 = Algorithm 1 only)").at_least(0);
   s.add("em.expert_epochs", c.em.expert_epochs, int64_t{1}, "expert epochs in each M-step").at_least(0);
-  s.add("em.chunk_samples", c.em.chunk_samples, int64_t{65536}, "rows of the N x K E-step matrix reduced at once")
-      .at_least(1);
 
   s.add("joint.micro_batch", c.joint.micro_batch, int64_t{64},
         "scheme joint: samples per micro-batch; gradients are summed exactly over micro-batches so results do not "

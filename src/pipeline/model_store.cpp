@@ -58,6 +58,8 @@ ModelStore::ModelStore(const RunDir& run, const Config& config, models::NetworkS
 std::string ModelStore::base_path() const { return run_.file("base.pt"); }
 std::string ModelStore::embeddings_path() const { return run_.file("embeddings.f32"); }
 std::string ModelStore::cluster_path() const { return run_.file("cluster.pt"); }
+std::string ModelStore::g0_path() const { return run_.file("g0.f32"); }
+std::string ModelStore::assign_path() const { return run_.file("assign.f32"); }
 
 std::string ModelStore::round_dir(int64_t round) const {
   return run_.file(round == 0 ? std::string("experts") : fmt::format("em-{}", round));
@@ -75,7 +77,7 @@ std::string ModelStore::ensembler_path(const std::string& name, int64_t k, int64
   return fmt::format("{}/{}-{:03d}.pt", round_dir(round), name, k);
 }
 
-std::string ModelStore::q_path(int64_t round) const { return round_dir(round) + "/q.pt"; }
+std::string ModelStore::q_path(int64_t round) const { return round_dir(round) + "/q.f32"; }
 
 models::Backbone ModelStore::build_base() const {
   std::lock_guard<std::recursive_mutex> lock(init_mutex());

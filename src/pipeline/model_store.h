@@ -1,9 +1,9 @@
 // The run folder's models: where each checkpoint lives and how each model is
 // built and loaded. The only place that knows the layout
 //
-//   base.pt, embeddings.f32, cluster.pt, gate.pt
+//   base.pt, embeddings.f32, cluster.pt, g0.f32, assign.f32, gate.pt
 //   experts/expert-NNN.pt, experts/<ensembler>-NNN.pt      (Algorithm 1: round 0)
-//   em-R/expert-NNN.pt, em-R/<ensembler>-NNN.pt, em-R/gate.pt, em-R/q.pt   (EM round R)
+//   em-R/expert-NNN.pt, em-R/<ensembler>-NNN.pt, em-R/gate.pt, em-R/q.f32  (EM round R)
 //   joint.pt, distill.pt                     (scheme joint: the whole MoE, gate and experts)
 //   <stage>-progress/epoch-NNN.pt|.optim      (a joint or distill stage between epochs)
 //
@@ -52,6 +52,10 @@ class ModelStore {
   std::string base_path() const;
   std::string embeddings_path() const;
   std::string cluster_path() const;
+  // Per-sample rows in id order, float32 (train/row_cache.h): g0 [N, K], the
+  // clusters' assignment [N] (-1: a dfcp outlier), an EM round's q [N, K].
+  std::string g0_path() const;
+  std::string assign_path() const;
   std::string round_dir(int64_t round) const;  // experts/ or em-R/
   std::string gate_path(int64_t round) const;
   std::string expert_path(int64_t k, int64_t round) const;

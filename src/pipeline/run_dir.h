@@ -3,7 +3,7 @@
 //   config.yaml          the resolved config
 //   run.json             manifest of finished stages and tasks (atomic writes)
 //   log.jsonl            rank 0's JSON-lines log (log.rank-N.jsonl for the others)
-//   base.pt, embeddings.f32, cluster.pt, gate.pt
+//   base.pt, embeddings.f32, cluster.pt, g0.f32, assign.f32, gate.pt
 //   experts/expert-NNN.pt, experts/stacking-NNN.pt, em-R/ (model_store.h)
 //   report.json, anytime.csv, accuracy_vs_macs.png, routing.png
 //

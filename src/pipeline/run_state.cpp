@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "comm/tensor_collectives.h"
 #include "core/error.h"
@@ -97,13 +98,30 @@ at::Tensor RunState::base_logits(const std::vector<int64_t>& ids) {
   return rows.narrow(1, D, rows.size(1) - D).contiguous();
 }
 
-void RunState::root_load_g0() {
-  if (comm.is_root() && !g0.defined()) g0 = train::load_state(store.cluster_path()).at("g0");
+void RunState::release_budget(int64_t bytes) { budget_left += bytes; }
+
+train::RowCacheMode RunState::per_sample_mode(int64_t n, int64_t k) {
+  return take_budget(train::RowCache::bytes_of(n, {k})) ? train::RowCacheMode::memory : train::RowCacheMode::disk;
 }
 
-void RunState::share_expert_inputs() {
-  root_load_g0();
-  g0 = comm::broadcast_tensor(comm, g0, 0);
+train::RowCache& RunState::open_g0() {
+  if (!g0) {
+    const int64_t n = train->size(), k = cfg.experts.count;
+    SMOE_CHECK(std::filesystem::exists(store.g0_path()),
+               "{}: missing (a run folder whose cluster stage predates g0.f32? resume with --redo-from cluster)",
+               store.g0_path());
+    g0 = train::RowCache::open(store.g0_path(), n, {k}, per_sample_mode(n, k));
+  }
+  return *g0;
+}
+
+train::RowCache& RunState::open_q(int64_t round) {
+  const int64_t n = train->size(), k = cfg.experts.count;
+  if (q && q->mode() == train::RowCacheMode::memory) release_budget(q->bytes());
+  if (targets == q.get()) targets = nullptr;
+  q.reset();
+  q = train::RowCache::open(store.q_path(round), n, {k}, per_sample_mode(n, k));
+  return *q;
 }
 
 void RunState::prepare_expert_inputs() {

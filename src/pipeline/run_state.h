@@ -41,8 +41,12 @@ struct RunState {
   // (embeddings.f32): in RAM within the budget, else read by rows from disk.
   std::unique_ptr<train::RowCache> embeddings;
   at::Tensor local_ids, local_prelogits;  // this rank's rows of the embed stage, when it ran in this process
-  at::Tensor g0;               // [N, K] rank 0 (cluster.pt), every rank after share_expert_inputs()
-  at::Tensor targets;          // [N, K] what the experts fit: g0, or q of the current EM round
+  // The frozen initial gate g0 [N, K] (g0.f32) and, in EM mode, the current
+  // round's posterior q [N, K] (em-R/q.f32), written by the ranks at their
+  // rows' offsets: in RAM within the budget, else read by rows from the run
+  // folder. No rank gathers them.
+  std::unique_ptr<train::RowCache> g0, q;
+  const train::RowCache* targets = nullptr;  // what the experts fit: g0, or q of the current EM round
   std::unique_ptr<train::ExpertInputs> expert_inputs;  // the frozen trunk's outputs
   double trunk_cache_seconds = 0;
 
@@ -60,10 +64,15 @@ struct RunState {
   // cluster.normalize, and logits), and the base model's logits.
   models::GateFeatures gate_features(const std::vector<int64_t>& ids);
   at::Tensor base_logits(const std::vector<int64_t>& ids);
-  // Rank 0: cluster.pt's g0 when not in memory.
-  void root_load_g0();
-  // Collective: g0 on every rank.
-  void share_expert_inputs();
+  // Gives `bytes` back to the budget.
+  void release_budget(int64_t bytes);
+  // Where an [N, K] per-sample tensor stays on this rank: in RAM when it fits
+  // in what is left of the budget (then taken), else on disk.
+  train::RowCacheMode per_sample_mode(int64_t n, int64_t k);
+  // g0.f32 (opened on first use after a resume).
+  train::RowCache& open_g0();
+  // em-R/q.f32 of a finished E-step, replacing the previous round's q.
+  train::RowCache& open_q(int64_t round);
   // Collective: the experts' inputs (the trunk's features, cached once and
   // shared out among the ranks, in RAM or on disk as the budget allows,
   // unless the experts train on augmented images).

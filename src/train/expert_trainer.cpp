@@ -166,21 +166,20 @@ LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_
                   });
 }
 
-LoopStats train_gate(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets,
+LoopStats train_gate(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n,
                      const OptimConfig& optim, uint64_t seed) {
   SMOE_CHECK(gate.trainable(), "this gate kind has no weights to train");
   gate.train();
-  return sgd_loop(gate.parameters(), quiet_loop("gate", targets.size(0), optim, seed),
-                  [&](const std::vector<int64_t>& ids, int64_t) {
-                    return kl_to_logits(index_rows(targets, ids), gate.forward(features(ids))).mean();
-                  });
+  return sgd_loop(gate.parameters(), quiet_loop("gate", n, optim, seed), [&](const std::vector<int64_t>& ids, int64_t) {
+    return kl_to_logits(targets(ids), gate.forward(features(ids))).mean();
+  });
 }
 
 LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
                      const OptimConfig& optim, uint64_t seed) {
   return train_gate(
-      gate, [&](const std::vector<int64_t>& ids) { return inputs.rows(torch::tensor(ids, torch::kLong)); }, targets,
-      optim, seed);
+      gate, [&](const std::vector<int64_t>& ids) { return inputs.rows(torch::tensor(ids, torch::kLong)); },
+      [&](const std::vector<int64_t>& ids) { return index_rows(targets, ids); }, targets.size(0), optim, seed);
 }
 
 namespace {
@@ -196,14 +195,14 @@ void for_batches(int64_t n, int64_t batch, const std::function<void(const std::v
 
 }  // namespace
 
-GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets, int64_t batch) {
+GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n,
+                 int64_t batch) {
   torch::NoGradGuard no_grad;
   gate.eval();
-  const int64_t n = targets.size(0);
   double kl = 0;
   int64_t agree = 0;
   for_batches(n, batch, [&](const std::vector<int64_t>& ids, int64_t) {
-    at::Tensor t = index_rows(targets, ids), logits = gate.forward(features(ids));
+    at::Tensor t = targets(ids), logits = gate.forward(features(ids));
     kl += kl_to_logits(t, logits).sum().item<double>();
     agree += (logits.argmax(1) == t.argmax(1)).sum().item<int64_t>();
   });

@@ -93,8 +93,9 @@ LoopStats train_ensembler(models::EnsemblerModule& ensembler, const RowsOf& base
                           const OptimConfig& optim, uint64_t seed, const std::string& name);
 
 // Fits the gate g on the base model's outputs by minimising KL(target || g)
-// (targets [N, K]: g0, or q in EM mode), reading the features by batch.
-LoopStats train_gate(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets,
+// over n rows (targets [n, K]: g0, or q in EM mode), reading the features
+// and the targets by batch.
+LoopStats train_gate(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n,
                      const OptimConfig& optim, uint64_t seed);
 // The same on features held whole.
 LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& inputs, const at::Tensor& targets,
@@ -106,7 +107,8 @@ struct GateFit {
   double kl = 0;
   double top1_agreement = 0;
 };
-GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const at::Tensor& targets, int64_t batch);
+GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n,
+                 int64_t batch);
 // g(k|x) [N, K] of every row, in batches of `batch` ids.
 at::Tensor gate_probabilities(models::GateModule& gate, const GateRowsOf& features, int64_t n, int64_t batch);
 

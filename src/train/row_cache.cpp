@@ -6,9 +6,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 #include <torch/torch.h>
 
 #include "comm/tensor_collectives.h"
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/heartbeat.h"
 #include "data/batch.h"
@@ -46,6 +48,72 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
   for (int64_t d : shape) row *= d;
   return row;
 }
+
+// The collective writing of one file of n rows of `row` floats in id order:
+// rank 0 creates it at its full size (as file.part when atomic), every rank
+// writes its rows at their offsets (disjoint ranges), and finish() publishes
+// it once every rank has written (fsync'ed, and renamed onto `file` by rank
+// 0 when atomic, so a reader sees the old file or the whole new one). One
+// descriptor per rank whatever the rank count.
+class RowFileWriter {
+ public:
+  RowFileWriter(std::string file, int64_t n, int64_t row, comm::Communicator& comm, bool atomic)
+      : file_(std::move(file)),
+        path_(atomic ? file_ + ".part" : file_),
+        comm_(comm),
+        atomic_(atomic),
+        row_bytes_(static_cast<off_t>(row) * static_cast<off_t>(sizeof(float))) {
+    fs::create_directories(fs::path(file_).parent_path());
+    if (comm.rank() == 0) {
+      const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(n) * row_bytes_) != 0) {
+        const std::string why = errno_message("cannot write " + file_);
+        if (fd >= 0) ::close(fd);
+        throw Error(why);
+      }
+      ::close(fd);
+    }
+    comm.barrier();
+    fd_ = ::open(path_.c_str(), O_WRONLY);
+    if (fd_ < 0)
+      throw Error(errno_message("cannot open " + path_ + " (is the run folder on a file system every rank sees?)"));
+  }
+  ~RowFileWriter() {
+    if (fd_ >= 0) ::close(fd_);
+    std::error_code ec;
+    if (!finished_ && atomic_ && comm_.rank() == 0) fs::remove(path_, ec);  // a failed write leaves no .part
+  }
+  RowFileWriter(const RowFileWriter&) = delete;
+  RowFileWriter& operator=(const RowFileWriter&) = delete;
+
+  // Rows [m, row] (float, contiguous) of ids first, first + 1, ...
+  void write(int64_t first, const at::Tensor& rows) {
+    write_at(fd_, static_cast<const char*>(rows.data_ptr()), static_cast<size_t>(rows.nbytes()),
+             static_cast<off_t>(first) * row_bytes_, file_);
+  }
+
+  void finish() {
+    if (atomic_ && ::fsync(fd_) != 0) throw Error(errno_message("cannot write " + file_));
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw Error(errno_message("cannot write " + file_));
+    comm_.barrier();  // every row is written
+    if (atomic_ && comm_.rank() == 0) {
+      if (::rename(path_.c_str(), file_.c_str()) != 0) throw Error(errno_message("cannot write " + file_));
+      fsync_dir(fs::path(file_).parent_path().string());
+    }
+    if (atomic_) comm_.barrier();  // every rank sees the file
+    finished_ = true;
+  }
+
+ private:
+  std::string file_, path_;
+  comm::Communicator& comm_;
+  bool atomic_;
+  off_t row_bytes_;
+  int fd_ = -1;
+  bool finished_ = false;
+};
 
 }  // namespace
 
@@ -104,45 +172,44 @@ std::unique_ptr<RowCache> RowCache::build(int64_t n, std::vector<int64_t> shape,
     return c;
   }
 
-  // One file of every row in id order: rank 0 sizes it, each rank writes the
-  // rows it computed at their offsets (disjoint ranges), then every rank
-  // opens it for reading. One descriptor per rank whatever the rank count.
-  fs::create_directories(fs::path(file).parent_path());
-  c->file_ = file;
-  const off_t row_bytes = static_cast<off_t>(c->row_) * static_cast<off_t>(sizeof(float));
-  if (comm.rank() == 0) {
-    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(n) * row_bytes) != 0) {
-      const std::string why = errno_message("cannot write " + file);
-      if (fd >= 0) ::close(fd);
-      throw Error(why);
-    }
-    ::close(fd);
-  }
-  comm.barrier();
+  // One file of every row in id order, each rank writing the rows it computed.
   {
-    const int fd = ::open(file.c_str(), O_WRONLY);
-    if (fd < 0)
-      throw Error(errno_message("cannot open " + file + " (is the run folder on a file system every rank sees?)"));
-    try {
-      each_batch([&](int64_t slot, const at::Tensor& rows) {
-        write_at(fd, static_cast<const char*>(rows.data_ptr()), static_cast<size_t>(rows.nbytes()),
-                 static_cast<off_t>(mine[static_cast<size_t>(slot)] * batch) * row_bytes, file);
-      });
-      if (keep_file && ::fsync(fd) != 0) throw Error(errno_message("cannot write " + file));
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    if (::close(fd) != 0) throw Error(errno_message("cannot write " + file));
+    RowFileWriter out(file, n, c->row_, comm, /*atomic=*/keep_file);
+    each_batch([&](int64_t slot, const at::Tensor& rows) { out.write(mine[static_cast<size_t>(slot)] * batch, rows); });
+    out.finish();
   }
-  comm.barrier();  // every row is written
-  if (keep_file && mode == RowCacheMode::memory) return open(file, n, c->shape_, RowCacheMode::memory);
+  if (keep_file) return open(file, n, c->shape_, mode);
+  c->file_ = file;
   c->fd_ = ::open(file.c_str(), O_RDONLY);
   if (c->fd_ < 0) throw Error(errno_message("cannot open " + file));
-  c->remove_ = !keep_file && comm.rank() == 0;
+  c->remove_ = comm.rank() == 0;
   comm.barrier();  // every rank holds it open before anyone may remove it
   return c;
+}
+
+std::unique_ptr<RowCache> RowCache::write(const std::string& file, int64_t n, std::vector<int64_t> shape,
+                                          const at::Tensor& ids, const at::Tensor& rows, comm::Communicator& comm,
+                                          RowCacheMode mode) {
+  const int64_t row = numel_of(shape);
+  SMOE_CHECK(ids.dim() == 1 && rows.size(0) == ids.size(0), "row cache: {} ids for {} rows", ids.numel(),
+             rows.size(0));
+  const at::Tensor flat = rows.reshape({rows.size(0), row}).to(torch::kFloat).cpu().contiguous();
+  const at::Tensor id = ids.to(torch::kLong).cpu().contiguous();
+  const int64_t* p = id.data_ptr<int64_t>();
+  for (int64_t i = 0; i < id.numel(); ++i)
+    SMOE_CHECK(p[i] >= 0 && p[i] < n, "row cache: id {} outside [0, {}) ({})", p[i], n, file);
+  {
+    RowFileWriter out(file, n, row, comm, /*atomic=*/true);
+    // Runs of consecutive ids go in one write each.
+    for (int64_t i = 0, m = id.numel(); i < m;) {
+      int64_t j = i + 1;
+      while (j < m && p[j] == p[j - 1] + 1) ++j;
+      out.write(p[i], flat.narrow(0, i, j - i));
+      i = j;
+    }
+    out.finish();
+  }
+  return open(file, n, std::move(shape), mode);
 }
 
 std::unique_ptr<RowCache> RowCache::open(const std::string& file, int64_t n, std::vector<int64_t> shape,
@@ -202,11 +269,38 @@ at::Tensor RowCache::rows(const std::vector<int64_t>& ids) const {
   at::Tensor out = torch::empty({n, row_});
   const size_t row_bytes = static_cast<size_t>(row_) * sizeof(float);
   char* dst = static_cast<char*>(out.data_ptr());
-  for (size_t i = 0; i < ids.size(); ++i) {
+  // Runs of consecutive ids in one read each.
+  for (size_t i = 0; i < ids.size();) {
     SMOE_ASSERT(ids[i] >= 0 && ids[i] < n_, "row cache: id {} outside [0, {})", ids[i], n_);
-    read_at(fd_, dst + i * row_bytes, row_bytes, static_cast<off_t>(ids[i]) * static_cast<off_t>(row_bytes), file_);
+    size_t j = i + 1;
+    while (j < ids.size() && ids[j] == ids[j - 1] + 1 && ids[j] < n_) ++j;
+    read_at(fd_, dst + i * row_bytes, (j - i) * row_bytes, static_cast<off_t>(ids[i]) * static_cast<off_t>(row_bytes),
+            file_);
+    i = j;
   }
   return out.view(shape);
+}
+
+at::Tensor RowCache::column(int64_t j, int64_t batch) const {
+  SMOE_ASSERT(j >= 0 && j < row_, "row cache: column {} of rows of {}", j, row_);
+  at::Tensor out = torch::empty({n_});
+  for (int64_t start = 0; start < n_; start += batch) {
+    std::vector<int64_t> ids(static_cast<size_t>(std::min(batch, n_ - start)));
+    std::iota(ids.begin(), ids.end(), start);
+    out.narrow(0, start, static_cast<int64_t>(ids.size()))
+        .copy_(rows(ids).reshape({static_cast<int64_t>(ids.size()), row_}).select(1, j));
+  }
+  return out;
+}
+
+at::Tensor RowCache::sum_rows(int64_t batch) const {
+  at::Tensor sum = torch::zeros({row_}, torch::kDouble);
+  for (int64_t start = 0; start < n_; start += batch) {
+    std::vector<int64_t> ids(static_cast<size_t>(std::min(batch, n_ - start)));
+    std::iota(ids.begin(), ids.end(), start);
+    sum += rows(ids).reshape({static_cast<int64_t>(ids.size()), row_}).to(torch::kDouble).sum(0);
+  }
+  return sum;
 }
 
 int64_t trunk_cache_bytes(const models::Backbone& base, int64_t samples, int64_t branch_after) {

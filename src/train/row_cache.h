@@ -10,7 +10,12 @@
 //           back with pread, so a rank holds only the batch it works on (the
 //           page cache does the rest).
 // Both give the same rows bit for bit. A cache built with a file to keep
-// (the embed stage's embeddings.f32) can be opened again by a resumed run.
+// (the embed stage's embeddings.f32) can be opened again by a resumed run;
+// such files are written atomically (file.part, fsync, rename by rank 0
+// once every rank has written). write() does the same for rows a rank
+// computed in its own order (the initial gate g0 of the rows a rank
+// clustered): per-sample [N, K] tensors live in the run folder, never
+// gathered on one rank.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -44,12 +49,24 @@ class RowCache {
   // Opens the rows a build with keep_file left in `file` (memory: loads them).
   static std::unique_ptr<RowCache> open(const std::string& file, int64_t n, std::vector<int64_t> shape,
                                         RowCacheMode mode);
+  // Collective: writes this rank's `rows` [m, shape...] at their `ids` [m]
+  // (any ids, in any order; the ranks' ids together cover [0, n) once) into
+  // `file` in id order, atomically, and opens it on every rank in `mode`.
+  static std::unique_ptr<RowCache> write(const std::string& file, int64_t n, std::vector<int64_t> shape,
+                                         const at::Tensor& ids, const at::Tensor& rows, comm::Communicator& comm,
+                                         RowCacheMode mode);
   // A memory cache holding `rows` [n, ...] as they are.
   static std::unique_ptr<RowCache> from_rows(const at::Tensor& rows);
   ~RowCache();
 
   // Rows of `ids` (any order), float [n, shape...], on the CPU.
   at::Tensor rows(const std::vector<int64_t>& ids) const;
+  // Column j of rows [n, J] (float [n]), read in batches of `batch` rows:
+  // what one expert needs of g0 or q.
+  at::Tensor column(int64_t j, int64_t batch) const;
+  // The sum of every row (double [row numel]), accumulated in id order in
+  // batches of `batch` rows: the same in either mode.
+  at::Tensor sum_rows(int64_t batch) const;
   int64_t size() const { return n_; }
   RowCacheMode mode() const { return mode_; }
   int64_t bytes() const { return n_ * row_ * static_cast<int64_t>(sizeof(float)); }

@@ -41,6 +41,11 @@ def read_json(path):
         return json.load(f)
 
 
+def read_rows(path, n, k):
+    """A run folder's per-sample rows (g0.f32, q.f32): float32 [n, k] in id order."""
+    return torch.from_numpy(np.fromfile(path, dtype="<f4").reshape(n, k))
+
+
 def read_text(path):
     with open(path) as f:
         return f.read()
@@ -187,10 +192,13 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(tuple(stacking["linear.weight"].shape), (10, 20))
         gate = torch.load(os.path.join(run, "gate.pt"))
         self.assertEqual(tuple(gate["linear.weight"].shape), (4, 64))  # [experts, pre-logits]
-        cluster = torch.load(os.path.join(run, "cluster.pt"))
-        g0 = cluster["g0"]
-        self.assertEqual(tuple(g0.shape), (3000, 4))
+        # g0.f32: float32 [N, K] in id order, each row a distribution over the experts; cluster.pt
+        # keeps the centroids it comes from, and no per-sample tensor.
+        g0 = read_rows(os.path.join(run, "g0.f32"), 3000, 4)
         self.assertTrue(torch.allclose(g0.sum(1), torch.ones(3000), atol=1e-5))
+        cluster = torch.load(os.path.join(run, "cluster.pt"))
+        self.assertEqual(tuple(cluster["centroids"].shape), (4, 64))
+        self.assertFalse(any(t.dim() > 0 and t.shape[0] == 3000 for t in cluster.values()))
         # embeddings.f32: float32 [N, D + C] in id order; the logits are the base model's head on the pre-logits.
         rows = torch.from_numpy(np.fromfile(os.path.join(run, "embeddings.f32"), dtype="<f4").reshape(3000, 74))
         pre, logits = rows[:, :64], rows[:, 64:]
@@ -571,6 +579,7 @@ class Pipeline(unittest.TestCase):
             self.assertNotEqual(saved["centroids"].shape[1], 10)
             self.assertTrue(os.path.exists(os.path.join(run, "report.json")))
         self.assertEqual(records[1]["sha256"], records[2]["sha256"])
+        self.assertEqual(records[1]["g0_sha256"], records[2]["g0_sha256"])
         base_record = read_json(os.path.join(self.runs[1], "run.json"))["done"]["cluster"]
         self.assertGreater(records[1]["quality"]["nmi"], base_record["quality"]["nmi"])
 
@@ -585,7 +594,7 @@ class Pipeline(unittest.TestCase):
         class_to_expert = read_json(os.path.join(run, "run.json"))["done"]["cluster"]["class_to_expert"]
         self.assertEqual(len(class_to_expert), 10)
         self.assertEqual(sorted(set(class_to_expert)), [0, 1, 2, 3])
-        g0 = torch.load(os.path.join(run, "cluster.pt"))["g0"]
+        g0 = read_rows(os.path.join(run, "g0.f32"), 3000, 4)
         labels = torch.tensor([class_to_expert[c] for c in range(10)])
         self.assertTrue(torch.equal(g0.sum(1), torch.ones(3000)))                  # one-hot rows
         self.assertEqual(len({(int(e)) for e in g0.argmax(1)}), 4)
@@ -617,7 +626,14 @@ class Pipeline(unittest.TestCase):
         for entry in reports[2]["em"]:
             for key in ("expert_eval_seconds", "allreduce_seconds", "allreduce_bytes", "changed_top_expert", "seconds"):
                 self.assertIn(key, entry["estep"])
-            self.assertEqual(entry["estep"]["allreduce_bytes"], 3000 * 4 * 4)
+            # q is written by rows, not reduced: only [K + 2] int64 counts cross, whatever N.
+            self.assertEqual(entry["estep"]["allreduce_bytes"], (4 + 2) * 8)
+            self.assertEqual(entry["estep"]["q_file_bytes"], 3000 * 4 * 4)
+            self.assertAlmostEqual(sum(entry["estep"]["q_mass"]), 1.0, places=5)
+        # The same q, bit for bit, on 1 and 2 ranks.
+        for r in (1, 2):
+            self.assertEqual(read_json(os.path.join(runs[1], "run.json"))["done"]["em/%d/estep" % r]["q_sha256"],
+                             read_json(os.path.join(runs[2], "run.json"))["done"]["em/%d/estep" % r]["q_sha256"])
             self.assertIn("anytime_summary", entry)
             self.assertGreater(entry["moe"]["bagging"]["accuracy"], 0.5)
         # Algorithm 1 is the case N_E = 0: the EM run's first experts are the Algorithm 1 experts.
@@ -627,7 +643,7 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(alg1["em_steps"], 0)
         self.assertNotIn("em", alg1)
         # The rounds' experts differ from Algorithm 1's, and q is a posterior over experts.
-        q = torch.load(os.path.join(runs[2], "em-2", "q.pt"))["q"]
+        q = read_rows(os.path.join(runs[2], "em-2", "q.f32"), 3000, 4)
         self.assertTrue(torch.allclose(q.sum(1), torch.ones(3000), atol=1e-5))
         for k in range(4):
             a1 = torch.load(os.path.join(runs[2], "experts", "expert-%03d.pt" % k))

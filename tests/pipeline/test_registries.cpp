@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <numeric>
+
 #include "cluster/initial_gate.h"
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
@@ -14,6 +16,7 @@
 #include "pipeline/stage.h"
 #include "quick_run.h"
 #include "train/checkpoint.h"
+#include "train/row_cache.h"
 
 namespace smoe::testing {
 namespace {
@@ -48,7 +51,9 @@ TEST(Registries, AnInitialGateIsOneClassAndOneRegistration) {
   auto report = train_quick(quick_config(quick_dataset(dir.path()), {"cluster.method=round_robin"}), run);
   auto done = run_json(run)["done"];
   EXPECT_EQ(done["cluster"]["toy"], "round_robin");
-  at::Tensor g0 = train::load_state(run + "/cluster.pt").at("g0");
+  std::vector<int64_t> ids(256);
+  std::iota(ids.begin(), ids.end(), 0);
+  at::Tensor g0 = train::RowCache::open(run + "/g0.f32", 256, {3}, train::RowCacheMode::memory)->rows(ids);
   EXPECT_TRUE(torch::equal(g0.argmax(1), torch::arange(256) % 3));
   // The gate (linear, with no centroids to start from) was still fitted to g0; each expert got a third of the mass.
   EXPECT_TRUE(done["gate"].contains("kl_final"));
@@ -156,8 +161,8 @@ class GateMassStage : public pipeline::Stage {
   std::string name() const override { return "gate_mass"; }
   std::vector<std::string> keys() const override { return {}; }
   nlohmann::json run(pipeline::RunState& s) override {
-    s.share_expert_inputs();
-    at::Tensor mass = (s.g0.sum(0) / s.g0.size(0)).to(torch::kDouble).contiguous();
+    const train::RowCache& g0 = s.open_g0();
+    at::Tensor mass = (g0.sum_rows(100) / static_cast<double>(g0.size())).contiguous();
     return {{"mass", std::vector<double>(mass.data_ptr<double>(), mass.data_ptr<double>() + mass.numel())}};
   }
 };

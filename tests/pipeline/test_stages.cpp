@@ -52,7 +52,7 @@ TEST(Schemes, AChangedKeyForcesTheFirstStageThatDeclaresIt) {
   EXPECT_EQ(stage_of("runtime.threads"), "(none)");
   EXPECT_EQ(stage_of("data.prefetch"), "(none)");
   // Without the em stage, em.* keys change no recorded result.
-  EXPECT_EQ(first_stage_using(scheme_plan(with({})), "em.chunk_samples"), scheme_plan(with({})).size());
+  EXPECT_EQ(first_stage_using(scheme_plan(with({})), "em.expert_epochs"), scheme_plan(with({})).size());
   // A key no stage declares is assumed to change everything.
   EXPECT_EQ(first_stage_using(plan, "no.such.key"), 0u);
 }

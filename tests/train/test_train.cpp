@@ -269,6 +269,50 @@ TEST(TrunkCache, MemoryAndDiskOnAnyRankCountGiveTheSameRows) {
   EXPECT_EQ(reference.sizes(), (at::IntArrayRef{100, 4, 8, 8}));
 }
 
+// Per-sample rows written by whichever rank has them (g0 of the rows a rank
+// clustered, in its own order): on 1 and 3 ranks, with each rank's ids
+// scattered and out of order, the file holds every row in id order, the
+// same bytes, published whole (no .part left); every rank reads them back in
+// either mode, and a column and the row sums equal the tensor's.
+TEST(RowCache, RowsWrittenByAnyRanksInAnyOrderMakeOneFileInIdOrder) {
+  testing::TempDir tmp;
+  const int64_t n = 103, k = 4;
+  torch::manual_seed(5);
+  const at::Tensor all = torch::softmax(torch::randn({n, k}), 1);
+  const std::string file = tmp / "g0.f32";
+  std::string reference;
+  for (int ranks : {1, 3}) {
+    for (RowCacheMode mode : {RowCacheMode::memory, RowCacheMode::disk}) {
+      comm::run_ranks(ranks, [&](comm::Communicator& c) {
+        // Rank r has ids r, r + P, ... (no two consecutive on 3 ranks), backwards.
+        at::Tensor ids = torch::arange(c.rank(), n, ranks, torch::kLong).flip(0);
+        auto cache = RowCache::write(file, n, {k}, ids, all.index_select(0, ids), c, mode);
+        EXPECT_EQ(cache->mode(), mode);
+        std::vector<int64_t> every(static_cast<size_t>(n));
+        std::iota(every.begin(), every.end(), 0);
+        EXPECT_TRUE(torch::equal(cache->rows(every), all));
+        EXPECT_TRUE(torch::equal(cache->column(2, 10), all.select(1, 2)));
+        EXPECT_TRUE(torch::allclose(cache->sum_rows(7), all.to(torch::kDouble).sum(0)));
+        c.barrier();
+      });
+      EXPECT_FALSE(std::filesystem::exists(file + ".part"));
+      const std::string bytes = read_file(file);
+      if (reference.empty()) reference = bytes;
+      EXPECT_EQ(bytes, reference) << ranks << " ranks";
+    }
+  }
+  EXPECT_EQ(reference.size(), static_cast<size_t>(n * k * 4));
+  // One float per row (the clusters' assignment) and an id out of range.
+  comm::run_ranks(1, [&](comm::Communicator& c) {
+    auto assign = RowCache::write(tmp / "assign.f32", 3, {}, torch::tensor({2, 0, 1}), torch::tensor({7, 5, 6}), c,
+                                  RowCacheMode::disk);
+    EXPECT_TRUE(torch::equal(assign->rows({0, 1, 2}), torch::tensor({5.f, 6.f, 7.f})));
+    EXPECT_ERROR(RowCache::write(tmp / "bad.f32", 3, {}, torch::tensor({0, 3}), torch::zeros({2}), c,
+                                 RowCacheMode::disk),
+                 "id 3 outside [0, 3)");
+  });
+}
+
 TEST(Gate, KlFitMatchesTheTargets) {
   torch::manual_seed(4);
   at::Tensor x = torch::randn({400, 6});

@@ -1,6 +1,8 @@
 // Stage "cluster" (Algorithm 1 step 2): the initial-gate strategy of
-// cluster.method turns the embeddings into the frozen initial gate g0 [N, K]
-// (cluster.pt), every rank clustering its own rows; g0 goes to every rank.
+// cluster.method turns the embeddings into the frozen initial gate g0 [N, K],
+// every rank clustering its own rows and writing their g0 (and assignment)
+// at their offsets in g0.f32 (assign.f32); cluster.pt keeps what the
+// strategy fitted (centroids, ...). No rank gathers a per-sample tensor.
 #include <torch/torch.h>
 
 
@@ -103,11 +105,13 @@ class ClusterStage : public Stage {
     const at::Tensor truth = torch::tensor(s.train->true_labels(), torch::kLong).index_select(0, in.ids);
     const json quality =
         cluster::cluster_quality(in.embedding, in.ids, scored, truth, in.kmeans.k, in.num_classes, s.comm, qo);
-    // g0 (and the assignment) of every row, in id order, on the coordinator.
-    at::Tensor gid = comm::gather_rows(s.comm, in.ids, 0);
-    at::Tensor g0 = comm::gather_rows(s.comm, fit.g0.cpu().contiguous(), 0);
-    at::Tensor assign;
-    if (fit.assign.defined()) assign = comm::gather_rows(s.comm, fit.assign.cpu().contiguous(), 0);
+    // g0 (and the assignment) of every row, written by the rank that has it.
+    const int64_t N = s.train->size(), K = s.cfg.experts.count;
+    if (s.g0 && s.g0->mode() == train::RowCacheMode::memory) s.release_budget(s.g0->bytes());
+    s.g0.reset();
+    s.g0 = train::RowCache::write(s.store.g0_path(), N, {K}, in.ids, fit.g0, s.comm, s.per_sample_mode(N, K));
+    if (fit.assign.defined())
+      train::RowCache::write(s.store.assign_path(), N, {}, in.ids, fit.assign, s.comm, train::RowCacheMode::disk);
     json record;
     if (s.comm.is_root()) {
       record = fit.record;
@@ -115,15 +119,11 @@ class ClusterStage : public Stage {
       record["quality"] = quality;
       write_cluster_plot(s, quality);
       train::StateDict saved(fit.saved.begin(), fit.saved.end());
-      s.g0 = comm::reorder_by_id(g0, gid);
-      saved["g0"] = s.g0;
-      if (assign.defined()) saved["assign"] = comm::reorder_by_id(assign, gid);
       saved["temperature"] = torch::tensor(s.cfg.gate.temperature, torch::kDouble);
       record["sha256"] = train::save_state(saved, s.store.cluster_path());
-      record["gate_mass"] = train::to_doubles(s.g0.sum(0) / s.g0.size(0));
+      record["g0_sha256"] = sha256_file(s.store.g0_path());
+      record["gate_mass"] = train::to_doubles(s.g0->sum_rows(s.cfg.eval.batch_size) / static_cast<double>(N));
     }
-    // The frozen initial gate goes to every rank.
-    s.g0 = comm::broadcast_tensor(s.comm, s.g0, 0);
     return record;
   }
 };

@@ -99,7 +99,9 @@ TaskProgress task_progress(const RunState& s, int64_t task, const std::string& f
 std::string task_fingerprint(RunState& s) {
   std::string text = s.cfg.to_yaml(false);
   for (const char* stage : {"base", "cluster", "pseudo_label"})
-    if (s.run.done(stage)) text += std::string(stage) + " " + s.run.record(stage).value("sha256", std::string()) + "\n";
+    if (s.run.done(stage))
+      text += std::string(stage) + " " + s.run.record(stage).value("sha256", std::string()) + " " +
+              s.run.record(stage).value("g0_sha256", std::string()) + "\n";
   return sha256_hex(text);
 }
 
@@ -176,7 +178,7 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
       experts.push_back(s.store.load_expert(k, round - 1));
       ensemblers.push_back(s.store.load_ensemblers(k, round - 1));
     }
-    gates.push_back(s.targets.select(1, k).contiguous());
+    gates.push_back(s.targets->column(k, cfg.eval.batch_size));  // one column of g0 or q: [N]
     weights.push_back(train::clip_weights(gates.back(), cfg.experts.gamma));
   }
   at::Tensor labels = s.train_labels();
@@ -274,9 +276,8 @@ class ExpertsStage : public Stage {
   std::vector<std::string> keys() const override { return {"experts.", "ensembler."}; }
   std::vector<std::string> record_prefixes() const override { return {"expert/"}; }
   json run(RunState& s) override {
-    s.share_expert_inputs();
     s.prepare_expert_inputs();
-    s.targets = s.g0;
+    s.targets = &s.open_g0();
     run_expert_round(s, 0);
     json record = {{"trunk_cache_seconds", s.trunk_cache_seconds}, {"trunk_cache_mode", s.trunk_cache_mode()}};
     if (s.expert_inputs->cached()) record["trunk_cache_bytes"] = s.expert_inputs->cache()->bytes();
@@ -290,7 +291,7 @@ void run_expert_round(RunState& s, int64_t round) {
   std::filesystem::create_directories(s.store.round_dir(round));
   const Config& cfg = s.cfg;
   // Longest first by predicted cost (MACs x samples x epochs, summed over a fused group).
-  const std::vector<double> mass = train::to_doubles(s.targets.sum(0));
+  const std::vector<double> mass = train::to_doubles(s.targets->sum_rows(cfg.eval.batch_size));
   std::vector<int64_t> pending;
   std::vector<double> cost;
   int64_t experts_pending = 0;

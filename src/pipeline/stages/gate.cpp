@@ -1,7 +1,7 @@
 // Stage "gate" (Algorithm 1 step 3): on the coordinator, the gate g starts
 // from what the initial-gate strategy gives (the closed form of g0 for
 // K-means; the whole of a fixed routing) and, when it has weights, is fitted
-// to g0 by KL(g0 || g) on the embeddings (gate.pt).
+// to g0 by KL(g0 || g) on the embeddings (gate.pt), both read by batch.
 #include <torch/torch.h>
 
 #include "core/log.h"
@@ -24,7 +24,7 @@ class GateStage : public Stage {
   json run(RunState& s) override {
     json record;
     if (!s.comm.is_root()) return record;
-    s.root_load_g0();
+    const train::RowCache& g0 = s.open_g0();
     models::Gate gate = s.store.build_gate(torch::kCPU);
     const auto cluster_state = train::load_state(s.store.cluster_path());
     s.store.initial_gate().init_gate(*gate, {cluster_state.begin(), cluster_state.end()}, s.cfg.gate.temperature);
@@ -33,9 +33,11 @@ class GateStage : public Stage {
       // The features are read by batch (from RAM or disk): rank 0 never holds them all.
       const train::GateRowsOf x = [&](const std::vector<int64_t>& ids) { return s.gate_features(ids); };
       const int64_t batch = s.cfg.eval.batch_size;
-      record["kl_initial"] = train::gate_fit(*gate, x, s.g0, batch).kl;
-      train::train_gate(*gate, x, s.g0, s.cfg.gate.optim, derive_seed(s.cfg.seed, "gate"));
-      const train::GateFit fit = train::gate_fit(*gate, x, s.g0, batch);
+      const train::RowsOf targets = [&](const std::vector<int64_t>& ids) { return g0.rows(ids); };
+      const int64_t n = g0.size();
+      record["kl_initial"] = train::gate_fit(*gate, x, targets, n, batch).kl;
+      train::train_gate(*gate, x, targets, n, s.cfg.gate.optim, derive_seed(s.cfg.seed, "gate"));
+      const train::GateFit fit = train::gate_fit(*gate, x, targets, n, batch);
       record["kl_final"] = fit.kl;
       record["top1_agreement"] = fit.top1_agreement;
       log::info("gate      KL(g0 || g) {:.4g} -> {:.4g}; top-1 agreement with g0 {:.2f}%",
