@@ -68,18 +68,14 @@ at::Tensor ExpertInputs::compute(const std::vector<int64_t>& ids, const data::Tr
   return base_->blocks(b.images.to(base_->parameters().front().device()), 0, branch_after_);
 }
 
-at::Tensor logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t batch) {
-  torch::NoGradGuard no_grad;
+std::unique_ptr<RowCache> logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t classes,
+                                    int64_t batch, RowCacheMode mode, const std::string& file) {
   net.eval();
   const auto device = net.parameters().front().device();
-  std::vector<at::Tensor> out;
-  for (int64_t start = 0; start < inputs.size(); start += batch) {
+  return RowCache::build_local(inputs.size(), {classes}, batch, mode, file, [&](const std::vector<int64_t>& ids) {
     heartbeat::beat("logits batch");
-    std::vector<int64_t> ids;
-    for (int64_t i = start; i < std::min(inputs.size(), start + batch); ++i) ids.push_back(i);
-    out.push_back(net.forward(inputs.plain(ids).to(device)).cpu());
-  }
-  return torch::cat(out);
+    return net.forward(inputs.plain(ids).to(device));
+  });
 }
 
 LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs, const at::Tensor& labels,
@@ -155,12 +151,12 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
 }
 
 LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_logits,
-                          const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
+                          const RowsOf& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
                           const OptimConfig& optim, uint64_t seed, const std::string& name) {
   stacking.train();
   return sgd_loop(stacking.parameters(), quiet_loop(name, labels.size(0), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
-                    at::Tensor out = stacking.forward(base_logits(ids), index_rows(expert_logits, ids));
+                    at::Tensor out = stacking.forward(base_logits(ids), expert_logits(ids));
                     at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
                     return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
                   });

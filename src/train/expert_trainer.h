@@ -50,10 +50,12 @@ class ExpertInputs {
   data::Transform transform_;
 };
 
-// Logits of `net` on the un-augmented inputs of every training sample, in
-// batches of `batch` consecutive ids (eval mode, no grad), on the CPU: the
-// inputs are never all in memory at once.
-at::Tensor logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t batch);
+// Logits [N, classes] of `net` on the un-augmented inputs of every training
+// sample, computed by this rank in batches of `batch` consecutive ids (eval
+// mode, no grad): held in RAM (memory) or in `file`, which goes with the
+// cache (disk). The inputs are never all in memory at once.
+std::unique_ptr<RowCache> logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t classes,
+                                    int64_t batch, RowCacheMode mode, const std::string& file);
 
 struct ExpertTrainOptions {
   OptimConfig optim;
@@ -89,7 +91,7 @@ using GateRowsOf = std::function<models::GateFeatures(const std::vector<int64_t>
 // These two small loops print one progress line, at the end.
 // Fits d_k on frozen logits: minimises sum_x w(x) CE(d_k(base(x), e_k(x)), y).
 LoopStats train_ensembler(models::EnsemblerModule& ensembler, const RowsOf& base_logits,
-                          const at::Tensor& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
+                          const RowsOf& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
                           const OptimConfig& optim, uint64_t seed, const std::string& name);
 
 // Fits the gate g on the base model's outputs by minimising KL(target || g)

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "comm/tensor_collectives.h"
+#include "comm/thread_communicator.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/heartbeat.h"
@@ -167,6 +168,10 @@ std::unique_ptr<RowCache> RowCache::build(int64_t n, std::vector<int64_t> shape,
     // them all; rows are then found through locate() (no reordered copy).
     at::Tensor block = torch::zeros({c->slots_ * batch, c->row_});
     each_batch([&](int64_t slot, const at::Tensor& rows) { block.narrow(0, slot * batch, rows.size(0)).copy_(rows); });
+    if (c->ranks_ == 1) {
+      c->blocks_ = block;  // no second copy
+      return c;
+    }
     c->blocks_ = torch::empty({c->ranks_ * c->slots_ * batch, c->row_});
     comm.allgather(comm::buffer_of(block), comm::buffer_of(c->blocks_));
     return c;
@@ -185,6 +190,12 @@ std::unique_ptr<RowCache> RowCache::build(int64_t n, std::vector<int64_t> shape,
   c->remove_ = comm.rank() == 0;
   comm.barrier();  // every rank holds it open before anyone may remove it
   return c;
+}
+
+std::unique_ptr<RowCache> RowCache::build_local(int64_t n, std::vector<int64_t> shape, int64_t batch,
+                                                RowCacheMode mode, const std::string& file, const Compute& compute) {
+  comm::ThreadGroup self(1);
+  return build(n, std::move(shape), batch, *self.communicator(0), mode, file, compute);
 }
 
 std::unique_ptr<RowCache> RowCache::write(const std::string& file, int64_t n, std::vector<int64_t> shape,

@@ -372,9 +372,10 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(sorted(f for f in os.listdir(os.path.join(run, "experts")) if "progress" in f), [])
 
     def test_a_memory_budget_smaller_than_the_data_changes_nothing(self):
-        # 1 MiB per rank: both splits stream from the shards and the trunk
-        # features spill to disk; the report and every checkpoint are those
-        # of the run that held everything in RAM.
+        # 1 MiB per rank: both splits stream from the shards, the trunk
+        # features spill to disk, g0 and each expert's logits on the training
+        # set are read back from files; the report and every checkpoint
+        # (ensemblers included) are those of the run that held everything in RAM.
         run = os.path.join(self.tmp, "budget")
         r = self.train(2, run, "--set", "runtime.memory_budget_mb=1")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -384,8 +385,15 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(small["trunk_cache"]["mode"], "disk")
         for key in ("base", "moe", "anytime", "specialisation", "routing"):
             self.assertEqual(small[key], reference[key], key)
-        self.assertEqual([e["checkpoint_sha256"] for e in small["experts"]],
-                         [e["checkpoint_sha256"] for e in reference["experts"]])
+        for key in ("checkpoint_sha256", "stacking_sha256"):
+            self.assertEqual([e[key] for e in small["experts"]], [e[key] for e in reference["experts"]], key)
+        self.assertEqual({e["logits_mode"] for e in reference["experts"]}, {"memory"})
+        self.assertEqual({e["logits_mode"] for e in small["experts"]}, {"disk"})
+        g0_record = {name: read_json(os.path.join(r, "run.json"))["done"]["cluster"] for name, r in
+                     (("small", run), ("reference", self.runs[2]))}
+        self.assertEqual(g0_record["reference"]["g0_mode"], "memory")
+        self.assertEqual(g0_record["small"]["g0_mode"], "disk")
+        self.assertEqual(g0_record["small"]["g0_sha256"], g0_record["reference"]["g0_sha256"])
         for stage in ("base", "embed", "cluster", "gate", "experts", "eval"):
             self.assertEqual(len(small["peak_rss_mb"][stage]), 2, stage)  # one peak per rank
         self.assertEqual(os.listdir(os.path.join(run, "cache")), [])  # spilled files removed

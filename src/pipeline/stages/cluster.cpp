@@ -122,6 +122,7 @@ class ClusterStage : public Stage {
       saved["temperature"] = torch::tensor(s.cfg.gate.temperature, torch::kDouble);
       record["sha256"] = train::save_state(saved, s.store.cluster_path());
       record["g0_sha256"] = sha256_file(s.store.g0_path());
+      record["g0_mode"] = train::mode_name(s.g0->mode());  // rank 0's: in RAM or read from g0.f32
       record["gate_mass"] = train::to_doubles(s.g0->sum_rows(s.cfg.eval.batch_size) / static_cast<double>(N));
     }
     return record;

@@ -53,7 +53,8 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
     json r = s.run.record(expert_task_key(k, 0));
     json e = {{"id", k}};
     for (const char* key :
-         {"arch", "optimizer", "lr", "epochs", "macs", "predicted_cost", "gate_mass", "train_samples_effective", "seconds", "rank", "checkpoint_sha256"})
+         {"arch", "optimizer", "lr", "epochs", "macs", "predicted_cost", "gate_mass", "train_samples_effective",
+          "seconds", "rank", "checkpoint_sha256", "logits_mode"})
       if (r.contains(key)) e[key] = r[key];
     for (const auto& [key, value] : r.items())
       if (key.size() > 7 && key.compare(key.size() - 7, 7, "_sha256") == 0) e[key] = value;

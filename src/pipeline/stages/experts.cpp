@@ -250,16 +250,27 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
                    {"checkpoint_sha256", train::save_module(*expert, s.store.expert_path(k, round))}};
     if (fused) result["fused_with"] = members;
     const double before = clock.seconds();
-    // Step 5: the trained ensemblers on the frozen base and expert logits.
-    at::Tensor expert_logits = train::logits_of(*expert, inputs, cfg.eval.batch_size);
+    // Step 5: the trained ensemblers on the frozen base and expert logits;
+    // the expert's [N, C] logits stay in RAM within the budget, else in a
+    // file of the run folder's cache/ (removed afterwards), read by batch.
+    const int64_t classes = s.train->num_classes();
+    const int64_t logits_bytes = train::RowCache::bytes_of(labels.size(0), {classes});
+    const bool in_ram = s.take_budget(logits_bytes);
+    auto expert_logits = train::logits_of(
+        *expert, inputs, classes, cfg.eval.batch_size, in_ram ? train::RowCacheMode::memory : train::RowCacheMode::disk,
+        s.run.file(fmt::format("cache/expert-logits.rank-{}.f32", s.comm.rank())));
+    result["logits_mode"] = train::mode_name(expert_logits->mode());
     for (auto& [kind, ens] : ensemblers[i]) {
       auto estats = train::train_ensembler(
-          *ens, [&](const std::vector<int64_t>& ids) { return s.base_logits(ids); }, expert_logits, labels, w.cpu(),
+          *ens, [&](const std::vector<int64_t>& ids) { return s.base_logits(ids); },
+          [&](const std::vector<int64_t>& ids) { return expert_logits->rows(ids); }, labels, w.cpu(),
           cfg.ensembler.optim, derive_seed(cfg.seed, "ensembler", {uint64_t(round), uint64_t(k)}),
           round == 0 ? fmt::format("{} {}", kind, k) : fmt::format("{} {} expert {}", kind, round, k));
       result[kind + "_loss"] = estats.final_loss;
       result[kind + "_sha256"] = train::save_module(*ens, s.store.ensembler_path(kind, k, round));
     }
+    expert_logits.reset();
+    if (in_ram) s.release_budget(logits_bytes);
     // A fused group's training time is shared out equally among its experts.
     result["seconds"] = train_seconds / static_cast<double>(members.size()) + (clock.seconds() - before);
     records.push_back(result);
