@@ -2,7 +2,9 @@
 // prints one JSON line with the time, the inertia and the iterations.
 //
 //   bench_kmeans X.npy K [--max-iter 100] [--tol 1e-4] [--restarts 1] [--seed 0] [--threads 2] [--ranks 0]
+//                        [--centroids C.npy]
 //
+// --centroids writes the centroids found (float32 [K, d]).
 // --ranks P > 0 runs the distributed K-means (cluster/distributed_kmeans.h)
 // on P ranks-as-threads, each holding a contiguous share of the rows.
 // --labels Y.npy (int64 [n]) adds the cluster-quality scores
@@ -15,6 +17,8 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
 
 #include "cluster/distributed_kmeans.h"
@@ -54,6 +58,7 @@ int main(int argc, char** argv) {
   int threads = 2, ranks = 0;
   const char* labels_path = nullptr;
   const char* assign_path = nullptr;
+  const char* centroids_path = nullptr;
   smoe::cluster::QualityOptions quality_options;
   for (int i = 3; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -73,6 +78,8 @@ int main(int argc, char** argv) {
       labels_path = argv[i + 1];
     else if (a == "--assign")
       assign_path = argv[i + 1];
+    else if (a == "--centroids")
+      centroids_path = argv[i + 1];
     else if (a == "--silhouette-sample")
       quality_options.silhouette_sample = std::atoll(argv[i + 1]);
   }
@@ -118,6 +125,12 @@ int main(int argc, char** argv) {
                                               o.k, C, c, quality_options);
       if (c.rank() == 0) quality = q;
     });
+  }
+  if (centroids_path && r.centroids.defined()) {
+    at::Tensor c = r.centroids.to(torch::kFloat).contiguous();
+    xt::xarray<float> out = xt::adapt(c.data_ptr<float>(), static_cast<size_t>(c.numel()), xt::no_ownership(),
+                                      std::vector<size_t>{static_cast<size_t>(c.size(0)), static_cast<size_t>(c.size(1))});
+    xt::dump_npy(centroids_path, out);
   }
   int64_t iters = 0;
   for (const auto& st : r.restarts) iters += st.iterations;

@@ -82,13 +82,14 @@ def main():
         small, large = reports[a.n], reports[a.factor * a.n]
         print("peak resident memory per stage (MiB), ranks 0 / 1, %d and %d training images, budget %d MiB"
               % (a.n, a.factor * a.n, a.budget_mb))
-        print("%-8s %18s %18s %8s" % ("stage", "N", "%dN" % a.factor, "ratio"))
+        print("%-8s %18s %18s %8s %16s" % ("stage", "N", "%dN" % a.factor, "ratio", "seconds N / %dN" % a.factor))
         worst = 0.0
         for stage in ("base", "embed", "cluster", "gate", "experts", "eval"):
             p, q = small["peak_rss_mb"][stage], large["peak_rss_mb"][stage]
             ratio = max(q) / max(p)
             worst = max(worst, ratio)
-            print("%-8s %8.0f / %7.0f %8.0f / %7.0f %8.2f" % (stage, p[0], p[1], q[0], q[1], ratio))
+            print("%-8s %8.0f / %7.0f %8.0f / %7.0f %8.2f %7.1f / %6.1f"
+                  % (stage, p[0], p[1], q[0], q[1], ratio, small["stages"][stage], large["stages"][stage]))
         print("trunk cache: %s at N, %s at %dN" % (small["trunk_cache"]["mode"], large["trunk_cache"]["mode"],
                                                   a.factor))
         print("largest ratio: %.2f" % worst)

@@ -43,7 +43,8 @@ int cmd_convert(const std::vector<std::string>& args) {
       ("src", po::value(&src)->required(), "source file or folder")                                      //
       ("out", po::value(&out)->required(), "output dataset folder")                                      //
       ("shard-size", po::value(&o.writer.shard_size)->default_value(10000), "images per shard")          //
-      ("chunk", po::value(&o.writer.shard.chunk_images)->default_value(256), "images per HDF5 chunk")    //
+      ("chunk", po::value(&o.writer.shard.chunk_images)->default_value(0),
+       "images per HDF5 chunk (0: about 256 KiB of pixels, at most 256 images)")  //
       ("compression", po::value(&compression)->default_value("gzip-1"), "none, gzip or gzip-1..gzip-9")  //
       ("name", po::value(&o.name), "dataset name (default from the format)")                             //
       ("force", po::bool_switch(&o.writer.force), "replace OUT if it exists")                            //

@@ -67,7 +67,11 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string
     int64_t per_shard = options.cache_mb << 20;
     if (options.cache_budget_mb > 0)
       per_shard = std::min(per_shard, (options.cache_budget_mb << 20) / static_cast<int64_t>(s.shards.size()));
-    size_t cache = memory ? 0 : static_cast<size_t>(std::max<int64_t>(std::min(shard_bytes, per_shard), 1 << 20));
+    // The whole shard, in whole chunks (the cache holds chunks: one short of
+    // the shard would evict on every pass), when the budget allows.
+    const int64_t chunk = std::max<int64_t>(ds->manifest_.chunk_images, 1);
+    const int64_t shard_in_chunks = (sh.count + chunk - 1) / chunk * chunk * img;
+    size_t cache = memory ? 0 : static_cast<size_t>(std::max<int64_t>(std::min(shard_in_chunks, per_shard), 1 << 20));
     auto reader = std::make_unique<ShardReader>(path, ds->shape(), cache);
     if (!memory) ds->cache_bytes_ += static_cast<int64_t>(cache);
     SMOE_CHECK(reader->count() == sh.count, "{}: holds {} samples but the manifest says {}", path, reader->count(),

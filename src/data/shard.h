@@ -41,7 +41,8 @@ class ShardReader {
   void read_images(uint8_t* out) const;
   void read_labels(int64_t* out) const;
   // Images at rows[0..n) (any order), one hyperslab read per row; with a
-  // chunk cache sized to the shard, random access stays fast even for gzip.
+  // chunk cache that holds the shard's chunks, random access stays fast even
+  // for gzip, and the cache never holds more than `cache_bytes`.
   void read_rows(const int64_t* rows, size_t n, uint8_t* out) const;
 
  private:

@@ -11,6 +11,7 @@
 #include "common/temp_dir.h"
 #include "data/dataset.h"
 #include "data_tools/converters.h"
+#include "data_tools/dataset_writer.h"
 #include "data_tools/inspect.h"
 
 namespace fs = std::filesystem;
@@ -32,6 +33,27 @@ std::vector<uint8_t> image_of(const std::string& dir, const std::string& split, 
   std::vector<uint8_t> out(static_cast<size_t>(ds->image_bytes()));
   ds->read(&id, 1, out.data());
   return out;
+}
+
+// --chunk 0 (the default) chunks about 256 KiB of pixels, at most 256
+// images: what a streamed split reads back one chunk per random image.
+TEST(DatasetWriter, DefaultChunksHoldAbout256KiB) {
+  TempDir tmp;
+  for (const auto& [shape, expected] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
+           {{3, 64, 64}, 21}, {{1, 28, 28}, 256}, {{3, 32, 32}, 85}, {{3, 300, 300}, 1}}) {
+    const std::string out = tmp / fmt::format("c{}", shape[1]);
+    WriterOptions o;
+    o.shard.chunk_images = 0;  // what smoe-data's --chunk gives by default
+    DatasetWriter w(out, "t", shape, {"a"}, o);
+    const int64_t img = shape[0] * shape[1] * shape[2];
+    std::vector<uint8_t> images(static_cast<size_t>(2 * img), 1);
+    std::vector<int64_t> labels = {0, 0};
+    w.begin_split("train");
+    w.add(images.data(), labels.data(), 2, "test");
+    w.end_split();
+    EXPECT_EQ(w.finish().chunk_images, expected) << shape[1];
+    EXPECT_EQ(data::Manifest::load(out).chunk_images, expected);
+  }
 }
 
 TEST(Idx, ConvertsPixelsAndLabelsExactly) {
