@@ -75,12 +75,7 @@ bool RunState::take_budget(int64_t bytes) {
 int64_t RunState::embedding_width() const { return base->spec().prelogit_dim() + base->spec().num_classes; }
 
 train::RowCache& RunState::open_embeddings() {
-  if (!embeddings) {
-    const int64_t n = train->size();
-    const bool memory = take_budget(train::RowCache::bytes_of(n, {embedding_width()}));
-    embeddings = train::RowCache::open(store.embeddings_path(), n, {embedding_width()},
-                                       memory ? train::RowCacheMode::memory : train::RowCacheMode::disk);
-  }
+  if (!embeddings) embeddings = open_rows(store.embeddings_path(), {embedding_width()});
   return *embeddings;
 }
 
@@ -98,29 +93,35 @@ at::Tensor RunState::base_logits(const std::vector<int64_t>& ids) {
   return rows.narrow(1, D, rows.size(1) - D).contiguous();
 }
 
-void RunState::release_budget(int64_t bytes) { budget_left += bytes; }
+train::RowCacheMode RunState::reserve_rows(int64_t bytes) {
+  return take_budget(bytes) ? train::RowCacheMode::memory : train::RowCacheMode::disk;
+}
 
-train::RowCacheMode RunState::per_sample_mode(int64_t n, int64_t k) {
-  return take_budget(train::RowCache::bytes_of(n, {k})) ? train::RowCacheMode::memory : train::RowCacheMode::disk;
+std::unique_ptr<train::RowCache> RunState::open_rows(const std::string& file, const std::vector<int64_t>& shape) {
+  const int64_t n = train->size();
+  return train::RowCache::open(file, n, shape, reserve_rows(train::RowCache::bytes_of(n, shape)));
+}
+
+void RunState::drop_rows(std::unique_ptr<train::RowCache>& cache) {
+  if (!cache) return;
+  if (cache->mode() == train::RowCacheMode::memory) budget_left += cache->bytes();
+  if (targets == cache.get()) targets = nullptr;
+  cache.reset();
 }
 
 train::RowCache& RunState::open_g0() {
   if (!g0) {
-    const int64_t n = train->size(), k = cfg.experts.count;
     SMOE_CHECK(std::filesystem::exists(store.g0_path()),
                "{}: missing (a run folder whose cluster stage predates g0.f32? resume with --redo-from cluster)",
                store.g0_path());
-    g0 = train::RowCache::open(store.g0_path(), n, {k}, per_sample_mode(n, k));
+    g0 = open_rows(store.g0_path(), {cfg.experts.count});
   }
   return *g0;
 }
 
 train::RowCache& RunState::open_q(int64_t round) {
-  const int64_t n = train->size(), k = cfg.experts.count;
-  if (q && q->mode() == train::RowCacheMode::memory) release_budget(q->bytes());
-  if (targets == q.get()) targets = nullptr;
-  q.reset();
-  q = train::RowCache::open(store.q_path(round), n, {k}, per_sample_mode(n, k));
+  drop_rows(q);
+  q = open_rows(store.q_path(round), {cfg.experts.count});
   return *q;
 }
 

@@ -64,11 +64,15 @@ struct RunState {
   // cluster.normalize, and logits), and the base model's logits.
   models::GateFeatures gate_features(const std::vector<int64_t>& ids);
   at::Tensor base_logits(const std::vector<int64_t>& ids);
-  // Gives `bytes` back to the budget.
-  void release_budget(int64_t bytes);
-  // Where an [N, K] per-sample tensor stays on this rank: in RAM when it fits
-  // in what is left of the budget (then taken), else on disk.
-  train::RowCacheMode per_sample_mode(int64_t n, int64_t k);
+  // Where a row cache of `bytes` stays on this rank: in RAM when it fits in
+  // what is left of the budget (then taken), else on disk.
+  train::RowCacheMode reserve_rows(int64_t bytes);
+  // Opens rows of every training sample that a finished stage left in `file`,
+  // in RAM when the budget allows.
+  std::unique_ptr<train::RowCache> open_rows(const std::string& file, const std::vector<int64_t>& shape);
+  // Closes a row cache, giving back the budget it took in RAM (and unsetting
+  // `targets` if they were its rows).
+  void drop_rows(std::unique_ptr<train::RowCache>& cache);
   // g0.f32 (opened on first use after a resume).
   train::RowCache& open_g0();
   // em-R/q.f32 of a finished E-step, replacing the previous round's q.

@@ -206,12 +206,4 @@ GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const Row
           static_cast<double>(agree) / static_cast<double>(std::max<int64_t>(n, 1))};
 }
 
-at::Tensor gate_probabilities(models::GateModule& gate, const GateRowsOf& features, int64_t n, int64_t batch) {
-  torch::NoGradGuard no_grad;
-  gate.eval();
-  std::vector<at::Tensor> parts;
-  for_batches(n, batch, [&](const std::vector<int64_t>& ids, int64_t) { parts.push_back(gate.probabilities(features(ids))); });
-  return torch::cat(parts);
-}
-
 }  // namespace smoe::train

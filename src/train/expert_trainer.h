@@ -111,7 +111,5 @@ struct GateFit {
 };
 GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n,
                  int64_t batch);
-// g(k|x) [N, K] of every row, in batches of `batch` ids.
-at::Tensor gate_probabilities(models::GateModule& gate, const GateRowsOf& features, int64_t n, int64_t batch);
 
 }  // namespace smoe::train

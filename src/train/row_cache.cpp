@@ -292,25 +292,24 @@ at::Tensor RowCache::rows(const std::vector<int64_t>& ids) const {
   return out.view(shape);
 }
 
-at::Tensor RowCache::column(int64_t j, int64_t batch) const {
-  SMOE_ASSERT(j >= 0 && j < row_, "row cache: column {} of rows of {}", j, row_);
-  at::Tensor out = torch::empty({n_});
+void RowCache::for_each_batch(int64_t batch, const std::function<void(int64_t start, const at::Tensor&)>& f) const {
   for (int64_t start = 0; start < n_; start += batch) {
     std::vector<int64_t> ids(static_cast<size_t>(std::min(batch, n_ - start)));
     std::iota(ids.begin(), ids.end(), start);
-    out.narrow(0, start, static_cast<int64_t>(ids.size()))
-        .copy_(rows(ids).reshape({static_cast<int64_t>(ids.size()), row_}).select(1, j));
+    f(start, rows(ids).reshape({static_cast<int64_t>(ids.size()), row_}));
   }
+}
+
+at::Tensor RowCache::column(int64_t j, int64_t batch) const {
+  SMOE_ASSERT(j >= 0 && j < row_, "row cache: column {} of rows of {}", j, row_);
+  at::Tensor out = torch::empty({n_});
+  for_each_batch(batch, [&](int64_t start, const at::Tensor& r) { out.narrow(0, start, r.size(0)).copy_(r.select(1, j)); });
   return out;
 }
 
 at::Tensor RowCache::sum_rows(int64_t batch) const {
   at::Tensor sum = torch::zeros({row_}, torch::kDouble);
-  for (int64_t start = 0; start < n_; start += batch) {
-    std::vector<int64_t> ids(static_cast<size_t>(std::min(batch, n_ - start)));
-    std::iota(ids.begin(), ids.end(), start);
-    sum += rows(ids).reshape({static_cast<int64_t>(ids.size()), row_}).to(torch::kDouble).sum(0);
-  }
+  for_each_batch(batch, [&](int64_t, const at::Tensor& r) { sum += r.to(torch::kDouble).sum(0); });
   return sum;
 }
 

@@ -78,6 +78,8 @@ class RowCache {
 
  private:
   RowCache() = default;
+  // f(start, rows [m, row numel]) over consecutive batches of `batch` ids covering [0, n).
+  void for_each_batch(int64_t batch, const std::function<void(int64_t start, const at::Tensor&)>& f) const;
   // Memory mode: where id's row lives, rank `owner`'s block at row `slot_row`.
   void locate(int64_t id, int64_t& owner, int64_t& slot_row) const;
 

@@ -107,9 +107,9 @@ class ClusterStage : public Stage {
         cluster::cluster_quality(in.embedding, in.ids, scored, truth, in.kmeans.k, in.num_classes, s.comm, qo);
     // g0 (and the assignment) of every row, written by the rank that has it.
     const int64_t N = s.train->size(), K = s.cfg.experts.count;
-    if (s.g0 && s.g0->mode() == train::RowCacheMode::memory) s.release_budget(s.g0->bytes());
-    s.g0.reset();
-    s.g0 = train::RowCache::write(s.store.g0_path(), N, {K}, in.ids, fit.g0, s.comm, s.per_sample_mode(N, K));
+    s.drop_rows(s.g0);
+    s.g0 = train::RowCache::write(s.store.g0_path(), N, {K}, in.ids, fit.g0, s.comm,
+                                  s.reserve_rows(train::RowCache::bytes_of(N, {K})));
     if (fit.assign.defined())
       train::RowCache::write(s.store.assign_path(), N, {}, in.ids, fit.assign, s.comm, train::RowCacheMode::disk);
     json record;

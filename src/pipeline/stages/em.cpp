@@ -80,8 +80,8 @@ std::unique_ptr<train::RowCache> row_owned_posterior(RunState& s, int64_t round,
     rows += n;
     return q;
   };
-  auto q = train::RowCache::build(N, {K}, batch, s.comm, s.per_sample_mode(N, K), file, posterior_rows,
-                                  /*keep_file=*/true);
+  auto q = train::RowCache::build(N, {K}, batch, s.comm, s.reserve_rows(train::RowCache::bytes_of(N, {K})), file,
+                                  posterior_rows, /*keep_file=*/true);
   const double eval_s = eval_clock.seconds();
   s.comm.barrier();  // the allreduce's time should not include waiting for slower ranks
   Progress reduce_clock("allreduce", 1, 1);
@@ -187,8 +187,7 @@ class EmStage : public Stage {
         static_cast<double>(q->bytes()) / 1048576.0, train::mode_name(q->mode()),
         stats["changed_top_expert"].get<int64_t>());
     // q replaces the previous round's (which `previous` may be: it is no longer read).
-    if (s.q && s.q->mode() == train::RowCacheMode::memory) s.release_budget(s.q->bytes());
-    if (s.targets == s.q.get()) s.targets = nullptr;
+    s.drop_rows(s.q);
     s.q = std::move(q);
     return *s.q;
   }

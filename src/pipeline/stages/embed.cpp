@@ -30,10 +30,9 @@ class EmbedStage : public Stage {
     base->eval();
     const auto device = base->parameters().front().device();
     const int64_t N = s.train->size(), W = s.embedding_width();
-    const bool memory = s.take_budget(train::RowCache::bytes_of(N, {W}));
     std::vector<at::Tensor> ids, pre;
     s.embeddings = train::RowCache::build(
-        N, {W}, s.cfg.eval.batch_size, s.comm, memory ? train::RowCacheMode::memory : train::RowCacheMode::disk,
+        N, {W}, s.cfg.eval.batch_size, s.comm, s.reserve_rows(train::RowCache::bytes_of(N, {W})),
         s.store.embeddings_path(),
         [&](const std::vector<int64_t>& batch) {
           data::Batch x = data::make_batch(*s.train, batch, data::Transform{});

@@ -254,11 +254,9 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
     // the expert's [N, C] logits stay in RAM within the budget, else in a
     // file of the run folder's cache/ (removed afterwards), read by batch.
     const int64_t classes = s.train->num_classes();
-    const int64_t logits_bytes = train::RowCache::bytes_of(labels.size(0), {classes});
-    const bool in_ram = s.take_budget(logits_bytes);
-    auto expert_logits = train::logits_of(
-        *expert, inputs, classes, cfg.eval.batch_size, in_ram ? train::RowCacheMode::memory : train::RowCacheMode::disk,
-        s.run.file(fmt::format("cache/expert-logits.rank-{}.f32", s.comm.rank())));
+    auto expert_logits = train::logits_of(*expert, inputs, classes, cfg.eval.batch_size,
+                                          s.reserve_rows(train::RowCache::bytes_of(labels.size(0), {classes})),
+                                          s.run.file(fmt::format("cache/expert-logits.rank-{}.f32", s.comm.rank())));
     result["logits_mode"] = train::mode_name(expert_logits->mode());
     for (auto& [kind, ens] : ensemblers[i]) {
       auto estats = train::train_ensembler(
@@ -269,8 +267,7 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
       result[kind + "_loss"] = estats.final_loss;
       result[kind + "_sha256"] = train::save_module(*ens, s.store.ensembler_path(kind, k, round));
     }
-    expert_logits.reset();
-    if (in_ram) s.release_budget(logits_bytes);
+    s.drop_rows(expert_logits);
     // A fused group's training time is shared out equally among its experts.
     result["seconds"] = train_seconds / static_cast<double>(members.size()) + (clock.seconds() - before);
     records.push_back(result);
