@@ -30,7 +30,7 @@ void Pipeline::run_stage(Stage& stage) {
   }
   log::info("{:<9} starting", name);
   heartbeat::stage(name);
-  inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=stage:NAME[:RANK] or kill:NAME[:RANK] (failure tests)
+  inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=ACTION:NAME[:RANK] (pipeline/fault.h)
   Progress clock(name, 1, 1);
   memory::release_free_memory();
   memory::reset_peak();
@@ -40,6 +40,7 @@ void Pipeline::run_stage(Stage& stage) {
   record["peak_rss_mb"] = ranks_peak_rss_mb(s.comm);
   s.comm.barrier();
   if (stage.recorded() && s.comm.is_root()) s.run.mark_done(name, record);
+  inject_stage_fault(name + "-done", s.comm.rank());  // the stage finished on every rank (and is recorded)
   log::info("{:<9} done in {}", name, format_duration(clock.seconds()));
   log::event("stage_done", {{"stage", name}, {"seconds", clock.seconds()}});
 }

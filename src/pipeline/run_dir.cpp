@@ -1,13 +1,12 @@
 #include "pipeline/run_dir.h"
 
 #include <chrono>
-#include <thread>
-
-
 #include <filesystem>
+#include <thread>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "pipeline/fault.h"
 #include "pipeline/stage.h"
 
 namespace fs = std::filesystem;
@@ -154,9 +153,12 @@ json RunDir::record(const std::string& key) const {
 }
 
 void RunDir::mark_done(const std::string& key, json record) {
-  std::lock_guard<std::mutex> lock(mu_);
-  manifest_["done"][key] = std::move(record);
-  save_locked();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    manifest_["done"][key] = std::move(record);
+    save_locked();
+  }
+  inject_stage_fault("recorded-" + key, 0);  // SMOE_FAULT=killjob:recorded-KEY (only rank 0 records)
 }
 
 std::string RunDir::saved_config_yaml() const {

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import unittest
 
 import h5py
@@ -26,7 +25,7 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 
 def visible_gpus():
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=HANG).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
@@ -51,25 +50,22 @@ def read_text(path):
         return f.read()
 
 
-def kill_job(p, *runs, timeout=60):
-    """SIGKILLs an mpirun job started with start_new_session and waits until
-    its ranks are gone: mpirun is reaped at once, but its ranks die (and
-    release the run folders' locks) a moment later, longer on a loaded machine.
-    A resume started before that would rightly refuse the busy folder."""
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    deadline = time.time() + timeout
+# Timeouts in this file are hang detection only: every command here takes
+# seconds to a few minutes on a 2-core machine, so only a hang reaches this
+# bound, and no test asserts how fast anything was. Kills, signals and time
+# limits happen at named points of the program (SMOE_FAULT, src/pipeline/fault.h).
+HANG = 1800
+
+
+def wait_until_released(*runs):
+    """Blocks until no process of a killed job holds the run folders' locks:
+    mpirun is reaped at once, its ranks a moment later, later still on a
+    loaded machine. A resume started before that would rightly refuse the
+    busy folder. A blocking lock: no clock involved."""
     for run in runs:
         with open(run + ".lock", "a+") as f:
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(f, fcntl.LOCK_UN)
-                    break
-                except BlockingIOError:
-                    if time.time() > deadline:
-                        raise AssertionError("the killed job still holds %s.lock after %d s" % (run, timeout))
-                    time.sleep(0.1)
+            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def stage_hashes(run):
@@ -111,9 +107,9 @@ class Pipeline(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def train(cls, np, run, *extra, env=None, timeout=900):
+    def train(cls, np, run, *extra, env=None):
         cmd = mpirun(np) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + cls.common + list(extra)
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or ENV)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG, env=env or ENV)
 
     def test_rank_count_invariance(self):
         reports = {np: read_json(os.path.join(run, "report.json")) for np, run in self.runs.items()}
@@ -222,7 +218,7 @@ class Pipeline(unittest.TestCase):
         sha = {name: read_json(os.path.join(run, "run.json"))["done"].get("joint", {}).get("sha256")
                for name, run in runs.items() if name != "killed"}
         self.assertEqual(sha["np1"], sha["np2"])
-        r = self.train(2, runs["killed"], *joint, env=dict(ENV, SMOE_FAULT="kill:joint-epoch-2:1"), timeout=300)
+        r = self.train(2, runs["killed"], *joint, env=dict(ENV, SMOE_FAULT="kill:joint-epoch-2:1"))
         self.assertNotEqual(r.returncode, 0)
         done = read_json(os.path.join(runs["killed"], "run.json"))["done"]
         self.assertNotIn("joint", done)
@@ -244,23 +240,17 @@ class Pipeline(unittest.TestCase):
         self.assertIn("expert002.net.out.weight", state)
 
     def test_resume_after_sigkill_during_experts(self):
+        # The whole job (mpirun and every rank) SIGKILLed right after run.json
+        # records expert 0: the experts stage never finishes; --resume redoes
+        # none of the finished experts and ends with the uninterrupted run's
+        # report and weights.
         run = os.path.join(self.tmp, "killed")
-        cmd = mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + self.common
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+        r = self.train(2, run, env=dict(ENV, SMOE_FAULT="killjob:recorded-expert/000"))
+        self.assertEqual(r.returncode, -signal.SIGKILL, r.stderr)  # mpirun itself was killed
+        wait_until_released(run)
         manifest = os.path.join(run, "run.json")
-        deadline = time.time() + 600
-        finished_before = {}
-        while time.time() < deadline and p.poll() is None:
-            try:
-                done = read_json(manifest)["done"]
-            except (OSError, ValueError):
-                done = {}
-            finished_before = {k: v for k, v in done.items() if k.startswith("expert/")}
-            if finished_before:
-                break
-            time.sleep(0.05)
-        self.assertIsNone(p.poll(), "the run ended before it could be killed")
-        kill_job(p, run)
+        finished_before = {k: v for k, v in read_json(manifest)["done"].items() if k.startswith("expert/")}
+        self.assertIn("expert/000", finished_before)
         done = read_json(manifest)["done"]
         self.assertNotIn("experts", done)
         self.assertFalse(os.path.exists(os.path.join(run, "report.json")))
@@ -324,7 +314,7 @@ class Pipeline(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertTrue(os.path.exists(os.path.join(run, "experts", "expert-001.progress.json")))
         r = subprocess.run(mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run, "--resume"] + self.common[:-1],
-                           capture_output=True, text=True, env=ENV, timeout=600)
+                           capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         logs = "".join(read_text(os.path.join(run, f)) for f in os.listdir(run) if f.startswith("log"))
         self.assertIn("expert 1 resuming after epoch 2 of 3", logs)  # on whichever rank took the task
@@ -400,11 +390,12 @@ class Pipeline(unittest.TestCase):
 
     def test_a_failing_rank_ends_the_job_quickly(self):
         run = os.path.join(self.tmp, "fault")
-        start = time.time()
-        r = self.train(2, run, env=dict(ENV, SMOE_FAULT="expert:1"), timeout=120)
+        # The job ends through the failing rank's error (MPI_Abort), not by
+        # the stall inspector (30 min by default) nor never: a hang reaches HANG.
+        r = self.train(2, run, env=dict(ENV, SMOE_FAULT="expert:1"))
         self.assertNotEqual(r.returncode, 0)
-        self.assertLess(time.time() - start, 60 + 30)
         self.assertIn("injected fault while training expert 1", r.stderr)
+        self.assertNotIn("stall:", r.stderr)
 
     def test_a_fault_in_any_stage_fails_fast_and_a_kill_there_resumes_exactly(self):
         # Each stage is reached by resuming a finished run from it (--redo-from;
@@ -415,10 +406,9 @@ class Pipeline(unittest.TestCase):
             for rank in (0, 1):  # the coordinator, a worker
                 run = os.path.join(self.tmp, "fault-%s-%d" % (stage, rank))
                 shutil.copytree(self.runs[2], run)
-                start = time.time()
-                r = self.train(2, run, *redo, env=dict(ENV, SMOE_FAULT="stage:%s:%d" % (stage, rank)), timeout=120)
+                r = self.train(2, run, *redo, env=dict(ENV, SMOE_FAULT="stage:%s:%d" % (stage, rank)))
                 self.assertNotEqual(r.returncode, 0, stage)
-                self.assertLess(time.time() - start, 60, stage)
+                self.assertNotIn("stall:", r.stderr, stage)  # ended by the error, not the stall inspector
                 self.assertIn("smoe: error on rank %d: injected fault in stage %s on rank %d" % (rank, stage, rank),
                               r.stderr)
                 shutil.rmtree(run)
@@ -427,10 +417,9 @@ class Pipeline(unittest.TestCase):
             run = os.path.join(self.tmp, "kill-%s" % stage)
             shutil.copytree(self.runs[2], run)
             os.remove(os.path.join(run, "report.json"))
-            start = time.time()
-            r = self.train(2, run, *redo, env=dict(ENV, SMOE_FAULT="kill:%s:1" % stage), timeout=120)
+            r = self.train(2, run, *redo, env=dict(ENV, SMOE_FAULT="kill:%s:1" % stage))
             self.assertNotEqual(r.returncode, 0, stage)
-            self.assertLess(time.time() - start, 60, stage)
+            self.assertNotIn("stall:", r.stderr, stage)  # mpirun ended the job, not the stall inspector
             self.assertFalse(os.path.exists(os.path.join(run, "report.json")), stage)
             r = self.train(2, run, "--resume")
             self.assertEqual(r.returncode, 0, r.stderr)
@@ -445,15 +434,16 @@ class Pipeline(unittest.TestCase):
         # A rank stuck in its own work (not waiting on anyone) for longer than
         # runtime.stall_timeout_s: the stall inspector aborts the whole job
         # with one line naming the rank and its stage — the worker, and the
-        # coordinator itself.
+        # coordinator itself. The inspector is a clock by design; 10 s is far
+        # beyond any step of the quick config (milliseconds), so only the
+        # injected hang reaches it, and the test waits for the verdict
+        # however long it takes to come.
         for stage, rank in (("gate", 1), ("experts", 0)):
             run = os.path.join(self.tmp, "stall-%s" % stage)
             shutil.copytree(self.runs[2], run)
-            start = time.time()
-            r = self.train(2, run, "--resume", "--redo-from", stage, "--set", "runtime.stall_timeout_s=3",
-                           env=dict(ENV, SMOE_FAULT="hang:%s:%d" % (stage, rank)), timeout=120)
+            r = self.train(2, run, "--resume", "--redo-from", stage, "--set", "runtime.stall_timeout_s=10",
+                           env=dict(ENV, SMOE_FAULT="hang:%s:%d" % (stage, rank)))
             self.assertNotEqual(r.returncode, 0)
-            self.assertLess(time.time() - start, 30)
             self.assertIn("smoe: error on rank 0: stall: rank %d made no progress for" % rank, r.stderr)
             self.assertIn("in stage %s (last: stage %s started)" % (stage, stage), r.stderr)
             shutil.rmtree(run)
@@ -462,7 +452,7 @@ class Pipeline(unittest.TestCase):
         run = os.path.join(self.tmp, "eval-copy")
         shutil.copytree(self.runs[1], run)
         r = subprocess.run([SMOE, "eval", "--run-dir", run, "--set", "eval.taus=[0, 0.5, 1]", "-q"],
-                           capture_output=True, text=True, env=ENV, timeout=300)
+                           capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         rep = read_json(os.path.join(run, "report.json"))
         self.assertEqual([p["tau"] for p in rep["anytime"]], [0, 0.5, 1])
@@ -658,28 +648,19 @@ class Pipeline(unittest.TestCase):
             em2 = torch.load(os.path.join(runs[2], "em-2", "expert-%03d.pt" % k))
             self.assertFalse(all(torch.equal(a1[n], em2[n]) for n in a1), "expert %d unchanged by EM" % k)
 
-        # A kill inside EM round 2 resumes to the same result.
+        # The whole job killed inside EM round 2 (once its expert 0 is
+        # recorded) resumes to the same result.
         run = os.path.join(self.tmp, "em-killed")
-        cmd = mpirun(2) + [SMOE, "train", "--config", QUICK, "--run-dir", run] + self.common + list(em)
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+        r = self.train(2, run, *em, env=dict(ENV, SMOE_FAULT="killjob:recorded-em/2/expert/000"))
+        self.assertEqual(r.returncode, -signal.SIGKILL, r.stderr)
+        wait_until_released(run)
         manifest = os.path.join(run, "run.json")
-        deadline = time.time() + 600
-        while time.time() < deadline and p.poll() is None:
-            try:
-                done = read_json(manifest)["done"]
-            except (OSError, ValueError):
-                done = {}
-            if any(k.startswith("em/2/expert/") for k in done):
-                break
-            time.sleep(0.05)
-        self.assertIsNone(p.poll(), "the run ended before it could be killed")
-        kill_job(p, run)
+        self.assertIn("em/2/expert/000", read_json(manifest)["done"])
         self.assertNotIn("em/2", read_json(manifest)["done"])
-        # A fault as the em stage starts, on a worker, ends the job at once.
-        start = time.time()
-        r = self.train(2, run, "--resume", *em, env=dict(ENV, SMOE_FAULT="stage:em:1"), timeout=120)
+        # A fault as the em stage starts, on a worker, ends the job through its error.
+        r = self.train(2, run, "--resume", *em, env=dict(ENV, SMOE_FAULT="stage:em:1"))
         self.assertNotEqual(r.returncode, 0)
-        self.assertLess(time.time() - start, 60)
+        self.assertNotIn("stall:", r.stderr)
         self.assertIn("injected fault in stage em on rank 1", r.stderr)
         r = self.train(2, run, "--resume", *em)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -785,7 +766,7 @@ class Pipeline(unittest.TestCase):
                 f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 150 * 1024))
             resume = [SMOE, "train", "--config", QUICK, "--run-dir", run, "--resume"] + self.common
             r = subprocess.run(resume + ["--redo-from", "experts"], capture_output=True, text=True, env=ENV,
-                               timeout=60)
+                               timeout=HANG)
             self.assertEqual(r.returncode, 1, r.stderr)
             # (the first write of expert 0: its first epoch's checkpoint)
             self.assertRegex(r.stderr, r"^smoe: error: cannot write %s/experts/expert-000\.progress\.optim: No space left on "
@@ -800,7 +781,7 @@ class Pipeline(unittest.TestCase):
             subprocess.run(["mount", "-o", "remount,ro", mnt], check=True)
             before = snapshot()
             for cmd in (resume, [SMOE, "eval", "--run-dir", run, "-q"]):
-                r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+                r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=HANG)
                 self.assertEqual(r.returncode, 1, r.stderr)
                 self.assertRegex(r.stderr, r"^smoe: error: cannot write %s/[a-z_.]+: Read-only file system\n$" % run)
             self.assertEqual(snapshot(), before)
@@ -834,7 +815,7 @@ class Pipeline(unittest.TestCase):
             self.assertEqual(x["threads"], 1)
             self.assertTrue(x["host"] and x["affinity"] and x["pid"] > 0)
         r = subprocess.run(mpirun(1) + [SMOE, "eval", "--run-dir", self.runs[1]] + self.common[2:-1],
-                           capture_output=True, text=True, env=ENV, timeout=300)
+                           capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout + r.stderr, r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} info eval")
 
@@ -848,7 +829,7 @@ class Pipeline(unittest.TestCase):
         env = dict(ENV, SMOE=SMOE)
         for ranks in (1, 2) if cores >= 2 else (1,):
             r = subprocess.run([os.path.join(SRC, "launch", "smoe-run"), "-n", str(ranks), "eval", "--run-dir", run,
-                                "--set", "runtime.threads=0", "-q"], capture_output=True, text=True, env=env, timeout=300)
+                                "--set", "runtime.threads=0", "-q"], capture_output=True, text=True, env=env, timeout=HANG)
             self.assertEqual(r.returncode, 0, r.stderr)
             got = read_json(os.path.join(run, "report.json"))["provenance"]["ranks"]
             per = cores // ranks
@@ -858,25 +839,25 @@ class Pipeline(unittest.TestCase):
     def test_a_second_job_on_the_same_run_folder_stops_naming_the_first(self):
         run = os.path.join(self.tmp, "locked")
         shutil.copytree(self.runs[1], run)
-        lock_holder = subprocess.Popen(["/usr/bin/python3", "-c", "import fcntl, sys, time\n"
+        lock_holder = subprocess.Popen(["/usr/bin/python3", "-c", "import fcntl, sys\n"
                                         "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
                                         "f.seek(0); f.truncate(); f.write('{\"host\": \"elsewhere\", \"pid\": 4242, "
                                         "\"slurm_job\": \"77\", \"since\": \"then\"}'); f.flush()\n"
-                                        "print('locked', flush=True); time.sleep(60)", run + ".lock"],
-                                       stdout=subprocess.PIPE, text=True)
+                                        "print('locked', flush=True); sys.stdin.read()", run + ".lock"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             self.assertEqual(lock_holder.stdout.readline().strip(), "locked")
             r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV,
-                               timeout=60)
+                               timeout=HANG)
             self.assertEqual(r.returncode, 1)
             self.assertEqual(r.stderr, "smoe: error: run folder %s is in use by host elsewhere pid 4242 (Slurm job 77) "
                              "since then (lock %s.lock): wait for that job to end or stop it\n" % (run, run))
         finally:
-            lock_holder.kill()
+            lock_holder.stdin.close()  # the holder ends (and its lock with it)
             lock_holder.wait()
             lock_holder.stdout.close()
         # The holder is gone: its lock went with it.
-        r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV, timeout=300)
+        r = subprocess.run([SMOE, "eval", "--run-dir", run, "-q"], capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_table_of_runs(self):
@@ -916,7 +897,7 @@ class Pipeline(unittest.TestCase):
         # a second invocation skips what is finished and redoes what is not.
         sweep, out = self.write_sweep("sweep", self.SMALL + ["base.epochs=1", "experts.epochs=1"], [0, 1])
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", sweep, "--out", out], capture_output=True, text=True, env=ENV,
-                           timeout=600)
+                           timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("sweep: experts.gamma-0.3_seed-0 starts from experts.gamma-0.1_seed-0's finished stages, "
                       "redoing from experts", r.stdout)
@@ -932,7 +913,7 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(len(read_text(os.path.join(out, "table.csv")).splitlines()), 3)
         os.remove(os.path.join(out, "experts.gamma-0.3_seed-1", "report.json"))
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", sweep, "--out", out], capture_output=True, text=True, env=ENV,
-                           timeout=600)
+                           timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.count("already finished"), 3)
         self.assertIn("sweep: experts.gamma-0.3_seed-1 (4 of 4)", r.stdout)
@@ -942,7 +923,8 @@ class Pipeline(unittest.TestCase):
         # 2 configs x 2 seeds under mpirun -np 3, each run on a group of one
         # rank (three groups, the runs handed out as the groups free up, a
         # run that starts from another's folder only once that one is done),
-        # killed as soon as one run is finished and resumed: every run folder
+        # the whole job killed as the first run finishes (SMOE_FAULT at
+        # eval-done, after its report.json) and resumed: every run folder
         # holds what the same run made alone by `smoe train` holds, and the
         # sweep's table is the table of those four runs.
         sets = self.SMALL + ["base.epochs=1", "experts.epochs=2"]
@@ -950,17 +932,15 @@ class Pipeline(unittest.TestCase):
         sets = ["data.path=" + self.data] + sets
         names = ["experts.gamma-%s_seed-%d" % (g, n) for g in ("0.1", "0.3") for n in (0, 1)]
         cmd = mpirun(3) + [SMOE, "sweep", sweep, "--out", out, "--ranks-per-run", "1"]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-                             start_new_session=True)
-        deadline = time.time() + 300
-        while not any(os.path.exists(os.path.join(out, n, "report.json")) for n in names):
-            self.assertIsNone(p.poll(), "the sweep ended before any run finished")
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.05)
-        kill_job(p, *[os.path.join(out, n) for n in names])
-        unfinished = [n for n in names if not os.path.exists(os.path.join(out, n, "report.json"))]
-        self.assertTrue(unfinished, "the kill came after the whole sweep")
-        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(ENV, SMOE_FAULT="killjob:eval-done"),
+                           timeout=HANG)
+        self.assertEqual(r.returncode, -signal.SIGKILL, r.stderr)
+        wait_until_released(*[os.path.join(out, n) for n in names if os.path.isdir(os.path.join(out, n))])
+        finished = [n for n in names if os.path.exists(os.path.join(out, n, "report.json"))]
+        self.assertTrue(finished, "no run finished before the kill")
+        # A gamma-0.3 run starts from its seed's gamma-0.1 run: not finished.
+        self.assertTrue(all(n.startswith("experts.gamma-0.1") for n in finished), finished)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("by 3 groups of 1 rank", r.stdout)
         one_by_one = os.path.join(self.tmp, "one-by-one")
@@ -969,7 +949,7 @@ class Pipeline(unittest.TestCase):
             args = [SMOE, "train", "--config", QUICK, "--run-dir", run, "-q"]
             for kv in sets + ["experts.gamma=" + g, "seed=%d" % seed]:
                 args += ["--set", kv]
-            t = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+            t = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=HANG)
             self.assertEqual(t.returncode, 0, t.stderr)
             mine, alone = read_json(os.path.join(out, n, "report.json")), read_json(os.path.join(run, "report.json"))
             for key in ("base", "moe", "anytime", "cluster_quality"):
@@ -991,27 +971,18 @@ class Pipeline(unittest.TestCase):
         self.assertFalse(os.path.exists(nowhere))
 
     def test_sweep_stops_on_sigterm_and_resumes(self):
-        # SIGTERM to the ranks (what Slurm's time limit does) once the first
-        # run has started: every rank exits 75 (resumable), no group starts
-        # another run, and the same command then finishes the sweep.
+        # SIGTERM to every rank (what Slurm's time limit does) right after the
+        # first run's base epoch 1: every rank exits 75 (resumable), no group
+        # starts another run, and the same command then finishes the sweep.
         sweep, out = self.write_sweep("sweep-stop", self.SMALL + ["base.epochs=3", "experts.epochs=1"], [0])
         cmd = mpirun(2) + [SMOE, "sweep", sweep, "--out", out, "--ranks-per-run", "1"]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
-                             start_new_session=True)
-        first = os.path.join(out, "experts.gamma-0.1_seed-0", "run.json")
-        deadline = time.time() + 120
-        while not os.path.exists(first):
-            self.assertIsNone(p.poll(), "the sweep ended before its first run started")
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.02)
-        ranks = subprocess.run(["pgrep", "-f", "^%s sweep %s" % (SMOE, sweep)], capture_output=True, text=True)
-        for pid in ranks.stdout.split():
-            os.kill(int(pid), signal.SIGTERM)
-        _, err = p.communicate(timeout=300)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(ENV, SMOE_FAULT="termjob:base-epoch-1"),
+                           timeout=HANG)
+        err = p.stderr
         self.assertEqual(p.returncode, 75, err)
         self.assertIn("smoe sweep: stopped on a signal; run the same command again to continue (exit 75)", err)
         self.assertFalse(os.path.exists(os.path.join(out, "experts.gamma-0.3_seed-0", "report.json")))
-        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 0, r.stderr)
         for g in ("0.1", "0.3"):
             self.assertTrue(os.path.exists(os.path.join(out, "experts.gamma-%s_seed-0" % g, "report.json")))
@@ -1041,7 +1012,7 @@ class Pipeline(unittest.TestCase):
     def test_sweep_refuses_groups_larger_than_the_job(self):
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", os.path.join(SRC, "configs/sweeps/royer-table6-ensembling.yaml"),
                                         "--out", os.path.join(self.tmp, "never"), "--ranks-per-run", "3"],
-                           capture_output=True, text=True, env=ENV, timeout=120)
+                           capture_output=True, text=True, env=ENV, timeout=HANG)
         self.assertEqual(r.returncode, 1)
         self.assertIn("smoe: error: smoe sweep: --ranks-per-run 3 is not between 0 and the job's 2 ranks", r.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "never")))

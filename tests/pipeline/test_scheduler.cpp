@@ -3,15 +3,17 @@
 #include <iostream>
 #include <random>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <future>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "comm/thread_communicator.h"
 #include "common/expect_error.h"
+#include "common/hang_guard.h"
 #include "pipeline/scheduler.h"
 #include "pipeline/stall_inspector.h"
 
@@ -22,60 +24,70 @@ namespace {
 
 class Farm : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
+// Every worker's first task waits until min(ranks, tasks) workers hold
+// one: a worker busy with a task cannot ask for another, so the first tasks
+// go to distinct workers, the coordinator's among them, whatever the
+// threads' speed. A scheduler that fed one worker only would hang here
+// (caught by the hang bound).
 TEST_P(Farm, EveryTaskRunsExactlyOnceAndIsRecorded) {
   auto [ranks, tasks] = GetParam();
   std::mutex mu;
+  std::condition_variable all_busy;
   std::multiset<int64_t> ran;
   std::map<int64_t, int> recorded;
   std::set<int> workers;
+  const size_t first_wave = static_cast<size_t>(std::min(ranks, tasks));
   std::vector<int64_t> ids;
   for (int64_t t = 0; t < tasks; ++t) ids.push_back(t);
-  comm::run_ranks(ranks, [&](comm::Communicator& c) {
-    run_tasks(
-        c, ids,
-        [&](int64_t t) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(t % 3 == 0 ? 20 : 2));  // uneven costs
-          std::lock_guard<std::mutex> lock(mu);
-          ran.insert(t);
-          workers.insert(c.rank());
-          return json{{"task", t}, {"rank", c.rank()}};
-        },
-        [&](int64_t t, int rank, const json& r) {
-          EXPECT_EQ(r["task"], t);
-          EXPECT_EQ(r["rank"], rank);
-          std::lock_guard<std::mutex> lock(mu);
-          recorded[t] = rank;
-        });
+  testing::within_hang_bound("run_tasks", [&] {
+    comm::run_ranks(ranks, [&](comm::Communicator& c) {
+      run_tasks(
+          c, ids,
+          [&](int64_t t) {
+            std::unique_lock<std::mutex> lock(mu);
+            ran.insert(t);
+            if (workers.insert(c.rank()).second) {
+              all_busy.notify_all();
+              all_busy.wait(lock, [&] { return workers.size() >= first_wave; });
+            }
+            return json{{"task", t}, {"rank", c.rank()}};
+          },
+          [&](int64_t t, int rank, const json& r) {
+            EXPECT_EQ(r["task"], t);
+            EXPECT_EQ(r["rank"], rank);
+            std::lock_guard<std::mutex> lock(mu);
+            recorded[t] = rank;
+          });
+    });
   });
   EXPECT_EQ(ran.size(), static_cast<size_t>(tasks));
   for (int64_t t = 0; t < tasks; ++t) {
     EXPECT_EQ(ran.count(t), 1u) << t;
     EXPECT_TRUE(recorded.count(t)) << t;
   }
-  if (tasks >= 4 * ranks) {
-    EXPECT_EQ(workers.size(), static_cast<size_t>(ranks));  // the coordinator works too
-  }
+  EXPECT_EQ(workers.size(), first_wave);  // every rank works, the coordinator too
 }
 
 INSTANTIATE_TEST_SUITE_P(RanksAndTasks, Farm,
                          ::testing::Values(std::make_tuple(1, 5), std::make_tuple(2, 9), std::make_tuple(3, 20),
                                            std::make_tuple(4, 2), std::make_tuple(3, 0)));
 
+// Every rank ends with the error instead of waiting for ever (the hang
+// bound is the only clock here).
 TEST(Farm, AFailingTaskEndsEveryRankWithItsError) {
-  auto start = std::chrono::steady_clock::now();
-  EXPECT_ERROR(comm::run_ranks(3,
-                               [](comm::Communicator& c) {
-                                 run_tasks(
-                                     c, {0, 1, 2, 3, 4, 5},
-                                     [](int64_t t) -> json {
-                                       if (t == 4) fail("task {} failed", t);
-                                       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-                                       return json{{"ok", true}};
-                                     },
-                                     [](int64_t, int, const json&) {});
-                               }),
+  EXPECT_ERROR(testing::within_hang_bound("run_tasks with a failing task",
+                                          [] {
+                                            comm::run_ranks(3, [](comm::Communicator& c) {
+                                              run_tasks(
+                                                  c, {0, 1, 2, 3, 4, 5},
+                                                  [](int64_t t) -> json {
+                                                    if (t == 4) fail("task {} failed", t);
+                                                    return json{{"ok", true}};
+                                                  },
+                                                  [](int64_t, int, const json&) {});
+                                            });
+                                          }),
                "task 4 failed");
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
 // Tasks that wait for others (a sweep run that starts from an earlier run's
@@ -134,15 +146,11 @@ TEST(Farm, AHaltingResultEndsTheHandOut) {
 // ends every rank at once instead of leaving rank 0's worker and the other
 // ranks waiting for replies for ever.
 TEST(Farm, AFailureToRecordAResultEndsEveryRank) {
-  auto done = std::async(std::launch::async, [] {
+  const std::string error = testing::within_hang_bound("run_tasks when the scheduler fails", [] {
     try {
       comm::run_ranks(2, [](comm::Communicator& c) {
         run_tasks(
-            c, {0, 1, 2, 3},
-            [](int64_t t) {
-              std::this_thread::sleep_for(std::chrono::milliseconds(5));
-              return json{{"ok", true}};
-            },
+            c, {0, 1, 2, 3}, [](int64_t) { return json{{"ok", true}}; },
             [](int64_t t, int, const json&) { fail("cannot write run.json while recording task {}", t); });
       });
     } catch (const Error& e) {
@@ -150,11 +158,7 @@ TEST(Farm, AFailureToRecordAResultEndsEveryRank) {
     }
     return std::string("no error");
   });
-  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
-    ADD_FAILURE() << "run_tasks hangs when the scheduler fails";
-    std::_Exit(1);  // the ranks' threads cannot be joined
-  }
-  EXPECT_NE(done.get().find("cannot write run.json while recording task"), std::string::npos);
+  EXPECT_NE(error.find("cannot write run.json while recording task"), std::string::npos) << error;
 }
 
 }  // namespace
@@ -187,32 +191,34 @@ TEST(StallInspector, VerdictNamesTheStalledRankItsStageAndItsLastActivity) {
             "allreduce); aborting the job");
 }
 
-// The inspector threads of two ranks: rank 1 stops making progress; rank 0's
-// inspector aborts with rank 1's status within about the timeout.
-TEST(StallInspector, AStuckRankEndsTheJobWithinTheTimeout) {
+// The inspector threads of two ranks: rank 1 reports no progress for 1000 s
+// (the timeout is 60 s); rank 0's inspector, from the heartbeats it
+// receives, aborts naming rank 1 and its status. The statuses are fixed, not
+// read off the clock, so the verdict does not depend on how fast the threads
+// run; rank 1 is heard every 0.05 s, far inside the timeout, so it is never
+// "silent" unless the machine stops for a minute.
+TEST(StallInspector, AStuckRankEndsTheJobNamingItsStatus) {
   std::mutex mu;
+  std::condition_variable cv;
   std::string verdict;
-  std::atomic<bool> spoken{false};
-  auto start = std::chrono::steady_clock::now();
-  comm::run_ranks(2, [&](comm::Communicator& c) {
-    auto began = std::chrono::steady_clock::now();
-    auto my_status = [&, rank = c.rank()] {
-      const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-      return rank == 1 ? status(since, false, "gate", "stuck on purpose") : status(0.01, false, "gate", "working");
-    };
-    {
-      StallInspector inspector(c, {0.3, 0.05}, my_status, [&](const std::string& why) {
+  testing::within_hang_bound("the stall inspector", [&] {
+    comm::run_ranks(2, [&](comm::Communicator& c) {
+      auto my_status = [rank = c.rank()] {
+        return rank == 1 ? status(1000, false, "gate", "stuck on purpose") : status(0.01, false, "gate", "working");
+      };
+      StallInspector inspector(c, {60, 0.05}, my_status, [&](const std::string& why) {
         std::lock_guard<std::mutex> lock(mu);
         verdict = why;
-        spoken = true;
+        cv.notify_all();
       });
-      // Both ranks live until rank 0's inspector has spoken (or 5 s).
-      for (int i = 0; i < 100 && !spoken; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+      // Both ranks live (and beat) until rank 0's inspector has spoken.
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return !verdict.empty(); });
+    });
   });
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
-  EXPECT_NE(verdict.find("stall: rank 1 made no progress for"), std::string::npos) << verdict;
-  EXPECT_NE(verdict.find("in stage gate (last: stuck on purpose)"), std::string::npos) << verdict;
+  EXPECT_EQ(verdict,
+            "stall: rank 1 made no progress for 1000 s in stage gate (last: stuck on purpose); aborting the job "
+            "(runtime.stall_timeout_s = 60)");
 }
 
 }  // namespace

@@ -6,8 +6,8 @@
 # users submit: slurm/train.sbatch on the quick config with 2 tasks x 1 cpu
 # and 1 task x 2 cpus (the cores and threads each rank reports), the scaling
 # array, and slurm/resubmit.sbatch through real time-limit expiries in the
-# middle of the base stage (same hashes as an uninterrupted run, at most one
-# epoch redone). It stops exactly the daemons it started, also when it fails.
+# middle of the base stage, reached at a named point (same hashes as an
+# uninterrupted run, at most one epoch redone). It stops exactly the daemons it started, also when it fails.
 # Needs root (it installs packages and runs the daemons).
 set -euo pipefail
 SRC="${SMOE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -49,7 +49,8 @@ chmod 0400 "$T/munge.key"
 munged --force --key-file="$T/munge.key" --socket="$T/munge/munge.socket.2" --pid-file="$T/munged.pid" \
   --log-file="$T/log/munged.log" --seed-file="$T/munge.seed" --foreground >"$T/log/munged.out" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do [ -S "$T/munge/munge.socket.2" ] && break; sleep 0.1; done
+# Waits for daemons to come up poll with a bound only a hang reaches.
+for _ in $(seq 1200); do [ -S "$T/munge/munge.socket.2" ] && break; sleep 0.1; done
 
 host="$(hostname -s)"
 cpus="$(nproc)"
@@ -88,7 +89,7 @@ slurmctld -D -f "$SLURM_CONF" -i >"$T/log/slurmctld.out" 2>&1 &
 pids+=($!)
 slurmd -D -f "$SLURM_CONF" >"$T/log/slurmd.out" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do
+for _ in $(seq 600); do
   state="$(sinfo -h -o %T 2>/dev/null || true)"
   case "$state" in idle*) break ;; esac
   sleep 0.2
@@ -105,7 +106,7 @@ jobid="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run" SMOE="$BIN/smoe" \
   SMOE_ARGS="--set data.path=$data --set base.epochs=2 --set experts.epochs=1 -q" \
   sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$T/work/job-%j.out" --chdir="$SRC" slurm/train.sbatch)"
 echo "test_slurm: submitted job $jobid"
-deadline=$((SECONDS + 900))
+deadline=$((SECONDS + 1800))  # hang detection
 while squeue -h -j "$jobid" 2>/dev/null | grep -q .; do
   [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $jobid did not finish in time"; cat "$T"/work/job-*.out; exit 1; }
   sleep 1
@@ -128,7 +129,7 @@ assert [x["cores"] for x in ranks] == [1, 1], ranks
 assert ranks[0]["affinity"] != ranks[1]["affinity"], ranks
 PY
 
-wait_job() {  # job id, seconds
+wait_job() {  # job id, seconds (hang detection: the jobs take seconds to minutes)
   local deadline=$((SECONDS + $2))
   while squeue -h -j "$1" 2>/dev/null | grep -q .; do
     [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $1 did not finish in time"; cat "$T"/work/*.out; exit 1; }
@@ -142,7 +143,7 @@ if [ "$cpus" -ge 2 ]; then
   job_c2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run_c2" SMOE="$BIN/smoe" \
     SMOE_ARGS="--set data.path=$data --set data.limit_train=1000 --set base.epochs=1 --set experts.epochs=1 --set ensembler.epochs=1 -q" \
     sbatch --parsable --ntasks=1 --ntasks-per-node=1 --cpus-per-task=2 --output="$T/work/c2-%j.out" --chdir="$SRC" slurm/train.sbatch)"
-  wait_job "$job_c2" 600
+  wait_job "$job_c2" 1800
   /usr/bin/python3 - "$run_c2/report.json" <<'PY'
 import json, sys
 ranks = json.load(open(sys.argv[1]))["provenance"]["ranks"]
@@ -155,35 +156,45 @@ fi
 array="$(BASE_RUN="$run" SMOE="$BIN/smoe" SCALING_DIR="$T/work" \
   sbatch --parsable --array=1,2 --ntasks=2 --output="$T/work/scaling-%A_%a.out" --chdir="$SRC" slurm/scaling.sbatch)"
 echo "test_slurm: submitted scaling array $array"
-wait_job "$array" 900
+wait_job "$array" 1800
 "$SRC/launch/scaling" --table "$T/work/scaling-P1" "$T/work/scaling-P2" --out "$T/work/scaling.csv"
 for p in 1 2; do
   grep -q "^$p," "$T/work/scaling.csv" || { echo "test_slurm: no P=$p row in the scaling table"; cat "$T"/work/scaling-*.out; exit 1; }
 done
 
-# A job whose base stage outlasts its time limit: Slurm signals the batch
-# script before the limit (--signal=B:USR1@80 with --time=2: 40 s into each
-# start, well inside the base stage even on a loaded machine), the script
-# stops smoe (which exits 75 at the next step) and requeues the job, which
-# resumes after the last finished epoch, as many times as it takes. The run
-# ends with the hashes of the same run made uninterrupted.
+# A job that reaches its time limit inside the base stage, at a named point
+# whatever the machine's speed: rank 0 waits right after base epoch 2's
+# checkpoint (SMOE_FAULT=wait:base-epoch-2:0) until Slurm signals the batch
+# script before the limit (--signal=B:USR1@80 with --time=2: 40 s into the
+# start); the script stops smoe (which exits 75 at the next step, in epoch 3)
+# and requeues the job, which resumes after epoch 2 and no longer passes
+# that point. Should a start run into its limit elsewhere (a machine so slow
+# that 40 s do not cover a start), it requeues again: any number of requeues
+# ends with the hashes of the same run made uninterrupted. The deadlines in
+# this file are hang detection: each job here takes seconds to about a minute.
 run2="$T/work/run-requeue"
-requeue_args="--set data.path=$data --set data.limit_train=1500 --set base.epochs=90 --set experts.epochs=1 --set ensembler.epochs=1"
+requeue_args="--set data.path=$data --set data.limit_train=1500 --set base.epochs=5 --set experts.epochs=1 --set ensembler.epochs=1"
 job2="$(CONFIG=configs/fmnist-quick.yaml RUN_DIR="$run2" SMOE="$BIN/smoe" SMOE_ARGS="$requeue_args" \
+  SMOE_FAULT=wait:base-epoch-2:0 \
   sbatch --parsable --ntasks=2 --cpus-per-task=1 --time=2 --signal=B:USR1@80 \
   --output="$T/work/requeue-%j.out" --chdir="$SRC" slurm/resubmit.sbatch)"
-echo "test_slurm: submitted job $job2 (time limit 2 min, signalled after 40 s, base stage longer than that)"
-deadline=$((SECONDS + 900))
+echo "test_slurm: submitted job $job2 (time limit 2 min, signalled 40 s into a start; it waits for the signal after base epoch 2)"
+gone() {  # pgrep pattern: true once no process matches
+  ! pgrep -f "$1" >/dev/null
+}
+deadline=$((SECONDS + 1800))
 restarts_seen=0
 while squeue -h -j "$job2" 2>/dev/null | grep -q .; do
-  [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $job2 did not finish in time"; cat "$T"/work/requeue-*.out; exit 1; }
+  [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $job2 did not finish in time (hang)"; cat "$T"/work/requeue-*.out; exit 1; }
   # Slurm holds a requeued job (BeginTime) before it may start again: release
-  # it once the old step's processes and slurmstepd are gone (a restarted job
-  # whose step starts before the old slurmstepd is gone sees its launch aborted).
+  # it once the old step's processes and slurmstepd are gone and slurmctld
+  # lists no step of it (a restarted job whose step starts before the old
+  # slurmstepd is gone sees its launch aborted).
   if squeue -h -j "$job2" -o %T 2>/dev/null | grep -q PENDING; then
-    for _ in $(seq 120); do pgrep -f "run-dir $run2" >/dev/null || break; sleep 0.5; done
-    for _ in $(seq 120); do pgrep -f "slurmstepd: \\[$job2\\.0\\]" >/dev/null || break; sleep 0.5; done
-    sleep 2
+    while ! gone "run-dir $run2" || ! gone "slurmstepd: \\[$job2\\.0\\]" || squeue -h -s -j "$job2" 2>/dev/null | grep -q .; do
+      [ $SECONDS -lt $deadline ] || { echo "test_slurm: job $job2's old step never ended (hang)"; exit 1; }
+      sleep 0.5
+    done
     scontrol update JobId="$job2" StartTime=now 2>/dev/null || true
     restarts_seen=$((restarts_seen + 1))
   fi
@@ -209,7 +220,7 @@ assert ra["moe"] == rb["moe"] and ra["base"] == rb["base"], "the requeued run's 
 log = open(out).read()
 stops = [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"reached the job in epoch (\d+): it resumes after epoch (\d+)", log)]
 resumes = [int(m.group(1)) for m in re.finditer(r"resuming after epoch (\d+) of", log)]
-assert stops, "smoe never stopped inside the base stage"
+assert (3, 2) in stops, "smoe never stopped in base epoch 3 after waiting at base-epoch-2: %s" % stops
 for stopped_in, kept in stops:
     assert stopped_in - kept == 1, (stopped_in, kept)   # at most the epoch in progress is redone
 print("test_slurm: time-limit requeues: stopped in epochs %s, resumed after %s; base and report equal the uninterrupted run's; "
