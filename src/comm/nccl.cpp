@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 
 namespace smoe::comm {
@@ -28,7 +30,10 @@ bool nccl_plugin_built() {
 #endif
 }
 
-std::unique_ptr<Communicator> open_nccl(Communicator& bootstrap, int device) {
+namespace {
+
+// The plugin's handle, opened once per process; throws with every path tried.
+void* plugin_handle() {
   SMOE_CHECK(nccl_plugin_built(),
              "this smoe was built without the NCCL plugin (configure with -DSMOE_WITH_NCCL=ON and a CUDA toolkit)");
   std::vector<std::string> candidates;
@@ -45,12 +50,30 @@ std::unique_ptr<Communicator> open_nccl(Communicator& bootstrap, int device) {
   }
   SMOE_CHECK(handle, "cannot load the NCCL plugin libsmoe_nccl.so (set SMOE_NCCL_PLUGIN):{}",
              errors.empty() ? " not found beside the executable" : errors);
-  auto create = reinterpret_cast<NcclCreateFn>(dlsym(handle, kNcclCreateSymbol));
+  return handle;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> open_nccl(Communicator& bootstrap, int device) {
+  auto create = reinterpret_cast<NcclCreateFn>(dlsym(plugin_handle(), kNcclCreateSymbol));
   SMOE_CHECK(create, "NCCL plugin has no symbol {}", kNcclCreateSymbol);
   char error[512] = {0};
   Communicator* comm = create(&bootstrap, device, error, sizeof error);
   SMOE_CHECK(comm, "{}", error);
   return std::unique_ptr<Communicator>(comm);
+}
+
+std::string nccl_plugin_versions() {
+  try {
+    auto versions = reinterpret_cast<NcclVersionsFn>(dlsym(plugin_handle(), kNcclVersionsSymbol));
+    SMOE_CHECK(versions, "NCCL plugin has no symbol {}", kNcclVersionsSymbol);
+    char json[2048] = {0};
+    versions(json, sizeof json);
+    return json;
+  } catch (const std::exception& e) {
+    return nlohmann::json{{"error", e.what()}}.dump();
+  }
 }
 
 }  // namespace smoe::comm

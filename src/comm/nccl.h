@@ -22,8 +22,17 @@ bool nccl_plugin_built();
 // plugin, NCCL, the CUDA runtime or a CUDA device is missing.
 std::unique_ptr<Communicator> open_nccl(Communicator& bootstrap, int device);
 
-// The plugin's entry point (C linkage so that dlsym finds it).
+// What the plugin sees of NCCL and CUDA on this machine, one JSON object:
+// {"nccl": "2.22.3", "cuda_runtime": "12.4", "cuda_driver": "12.8",
+//  "gpus": ["NVIDIA H100 80GB HBM3", ...]} (driver "none" and no GPUs on a
+// machine without a driver), or {"error": "..."} when the plugin is not built
+// or does not load. Never throws.
+std::string nccl_plugin_versions();
+
+// The plugin's entry points (C linkage so that dlsym finds them).
 using NcclCreateFn = Communicator* (*)(Communicator* bootstrap, int device, char* error, size_t error_size);
 constexpr const char* kNcclCreateSymbol = "smoe_nccl_create";
+using NcclVersionsFn = void (*)(char* json, size_t json_size);
+constexpr const char* kNcclVersionsSymbol = "smoe_nccl_versions";
 
 }  // namespace smoe::comm

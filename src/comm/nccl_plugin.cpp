@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "comm/nccl.h"
@@ -191,4 +192,34 @@ extern "C" smoe::comm::Communicator* smoe_nccl_create(smoe::comm::Communicator* 
     std::snprintf(error, error_size, "%s", e.what());
     return nullptr;
   }
+}
+
+// NCCL's version and the CUDA runtime's, the driver's (what the installed
+// driver supports, "none" without one) and the GPUs' names, as JSON.
+extern "C" void smoe_nccl_versions(char* json, size_t json_size) {
+  int nccl = 0, runtime = 0, driver = 0, count = 0;
+  ncclGetVersion(&nccl);
+  cudaRuntimeGetVersion(&runtime);
+  const bool has_driver = cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0;
+  std::string gpus;
+  if (has_driver && cudaGetDeviceCount(&count) == cudaSuccess)
+    for (int d = 0; d < count; ++d) {
+      cudaDeviceProp prop{};
+      if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) continue;
+      std::string name = prop.name;
+      for (auto& c : name)
+        if (c == '"' || c == '\\') c = ' ';
+      gpus += (gpus.empty() ? "\"" : ", \"") + name + "\"";
+    }
+  cudaGetLastError();  // a failed query leaves nothing behind for the next call
+  // NCCL encodes 2.x.y as x*100 + y + 20000 (since 2.9) and CUDA x.y as x*1000 + y*10.
+  const int nccl_major = nccl >= 10000 ? nccl / 10000 : nccl / 1000;
+  const int nccl_minor = nccl >= 10000 ? (nccl % 10000) / 100 : (nccl % 1000) / 100;
+  const int nccl_patch = nccl % 100;
+  const std::string driver_text =
+      has_driver ? std::to_string(driver / 1000) + "." + std::to_string((driver % 1000) / 10) : "none";
+  std::snprintf(json, json_size,
+                "{\"nccl\": \"%d.%d.%d\", \"cuda_runtime\": \"%d.%d\", \"cuda_driver\": \"%s\", \"gpus\": [%s]}",
+                nccl_major, nccl_minor, nccl_patch, runtime / 1000, (runtime % 1000) / 10, driver_text.c_str(),
+                gpus.c_str());
 }

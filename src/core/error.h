@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join, which fmt 11 moved out of format.h
 
 #include <stdexcept>
 #include <string>

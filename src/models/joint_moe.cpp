@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <optional>
 
 #include "core/error.h"
 
@@ -62,7 +63,7 @@ JointOutputs JointMoeImpl::run(const at::Tensor& images, const at::Tensor& noise
   const int64_t B = images.size(0), K = num_experts();
   const bool hidden = gate_->needs_expert_hidden();
   JointOutputs o;
-  c10::optional<torch::NoGradGuard> no_grad;
+  std::optional<torch::NoGradGuard> no_grad;
   if (!experts_grad) no_grad.emplace();
   // What the gate and the experts read: the shared trunk's features (frozen
   // with the experts), or the images.

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "models/torch_compat.h"
 
 namespace nn = torch::nn;
 
@@ -18,7 +19,7 @@ int64_t conv_macs(const nn::Conv2dImpl& conv, Shape& in) {
   const auto& o = conv.options;
   const int64_t k0 = (*o.kernel_size())[0], k1 = (*o.kernel_size())[1];
   const int64_t s0 = (*o.stride())[0], s1 = (*o.stride())[1];
-  const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+  const auto& pad = compat::variant_get<torch::ExpandingArray<2>>(o.padding());
   const int64_t h = conv_out(in[1], k0, s0, (*pad)[0]), w = conv_out(in[2], k1, s1, (*pad)[1]);
   const int64_t macs = o.out_channels() * h * w * (o.in_channels() / o.groups()) * k0 * k1;
   in = {o.out_channels(), h, w};

@@ -62,7 +62,7 @@ void calibrate_batchnorm(torch::nn::Module& net, const std::function<void(const 
     if (bn->is_training()) bns.push_back(bn);
   for (auto* bn : bns) {
     bn->reset_running_stats();
-    bn->options.momentum(c10::nullopt);  // cumulative average over the calibration batches
+    bn->options.momentum({});  // cumulative average over the calibration batches
   }
   const auto device = net.parameters().front().device();
   for (const auto& b : data::make_batches(ids, micro_batch, false)) {

@@ -1,6 +1,5 @@
 #include "train/precision.h"
 
-#include <ATen/autocast_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/Device.h>
 
@@ -10,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "models/torch_compat.h"
 
 namespace smoe::train {
 
@@ -87,18 +87,11 @@ PrecisionPlan plan_training_precision(const std::string& requested, const c10::D
 AutocastScope::AutocastScope(const std::string& precision, const c10::Device& device) {
   if (precision != "bfloat16") return;
   active_ = true;
-  cuda_ = device.is_cuda();
-  if (cuda_) {
-    was_enabled_ = at::autocast::is_enabled();
-    dtype_before_ = static_cast<int>(at::autocast::get_autocast_gpu_dtype());
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-  } else {
-    was_enabled_ = at::autocast::is_cpu_enabled();
-    dtype_before_ = static_cast<int>(at::autocast::get_autocast_cpu_dtype());
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
-  }
+  type_ = static_cast<int>(device.type());
+  was_enabled_ = compat::autocast_enabled(device.type());
+  dtype_before_ = static_cast<int>(compat::autocast_dtype(device.type()));
+  compat::set_autocast_dtype(device.type(), at::kBFloat16);
+  compat::set_autocast_enabled(device.type(), true);
   at::autocast::increment_nesting();
 }
 
@@ -107,13 +100,9 @@ AutocastScope::~AutocastScope() {
   // The casts of the weights cached for this forward pass are dropped when
   // the outermost scope ends (the weights change at the next step).
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  if (cuda_) {
-    at::autocast::set_enabled(was_enabled_);
-    at::autocast::set_autocast_gpu_dtype(static_cast<at::ScalarType>(dtype_before_));
-  } else {
-    at::autocast::set_cpu_enabled(was_enabled_);
-    at::autocast::set_autocast_cpu_dtype(static_cast<at::ScalarType>(dtype_before_));
-  }
+  const auto type = static_cast<c10::DeviceType>(type_);
+  compat::set_autocast_enabled(type, was_enabled_);
+  compat::set_autocast_dtype(type, static_cast<at::ScalarType>(dtype_before_));
 }
 
 }  // namespace smoe::train

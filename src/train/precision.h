@@ -68,8 +68,9 @@ class AutocastScope {
   AutocastScope& operator=(const AutocastScope&) = delete;
 
  private:
-  bool active_ = false, cuda_ = false, was_enabled_ = false;
-  int dtype_before_ = 0;
+  bool active_ = false, was_enabled_ = false;
+  int type_ = 0;          // c10::DeviceType of the device
+  int dtype_before_ = 0;  // at::ScalarType autocast used before
 };
 
 }  // namespace smoe::train

@@ -793,7 +793,13 @@ class Pipeline(unittest.TestCase):
         r = subprocess.run([SMOE, "--version"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout, r"^smoe \d+\.\d+\.\d+ \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\), libtorch [\d.]+, "
-                                   r".*MPI.*, HDF5 [\d.]+\n$")
+                                   r".*MPI.*, HDF5 [\d.]+, (CPU only|CUDA \d+\.\d+.*)\n$")
+        # The CUDA matrix entry (launch/test-matrix.sh trixie-cuda) is a CUDA build with the NCCL plugin:
+        # --version names CUDA, cuDNN and NCCL, and the driver (none on a machine without a GPU).
+        version = r.stdout
+        if os.environ.get("SMOE_MATRIX_ENTRY") == "trixie-cuda":
+            self.assertRegex(r.stdout, r", CUDA \d+\.\d+, cuDNN \d+\.\d+\.\d+, NCCL \d+\.\d+\.\d+ "
+                                       r"\(CUDA runtime \d+\.\d+, driver (none|\d+\.\d+)\), GPUs: ")
         r = subprocess.run([SMOE], capture_output=True, text=True)
         self.assertEqual(r.returncode, 2)
         self.assertEqual(r.stdout, "")
@@ -810,6 +816,11 @@ class Pipeline(unittest.TestCase):
         rep = read_json(os.path.join(self.runs[2], "report.json"))["provenance"]
         for key in ("smoe_version", "git_commit", "libtorch", "mpi", "hdf5"):
             self.assertTrue(rep[key], key)
+        # CUDA's versions: null for a CPU-only libtorch, the CUDA build's otherwise (as --version says).
+        if version.endswith(", CPU only\n"):
+            self.assertIsNone(rep["cuda"])
+        else:
+            self.assertRegex(rep["cuda"]["libtorch_cuda"], r"^\d+\.\d+$")
         self.assertEqual([x["rank"] for x in rep["ranks"]], [0, 1])
         for x in rep["ranks"]:
             self.assertEqual(x["threads"], 1)
