@@ -17,14 +17,12 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <xtensor/xadapt.hpp>
-#include <xtensor/xarray.hpp>
-#include <xtensor/xnpy.hpp>
 
 #include "cluster/distributed_kmeans.h"
 #include "cluster/kmeans.h"
 #include "cluster/quality.h"
 #include "comm/thread_communicator.h"
+#include "common/xtensor_io.h"  // tests/common
 
 namespace {
 

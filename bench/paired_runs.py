@@ -4,7 +4,11 @@ stage times (report.json) and, per stage, the mean of B / A.
 
   /usr/bin/python3 bench/paired_runs.py OLD/bin/smoe NEW/bin/smoe CONFIG PAIRS [--set key=value ...]
 
-Runs under `mpirun -np 2` with one thread per rank in temporary run folders."""
+Runs under `mpirun -np 2` with one thread per rank in temporary run folders.
+A build in another environment (launch/test-matrix.sh's chroots) is named
+with the command that enters it: SMOE_PAIRED_PREFIX_B="chroot DIR" (and
+_A), and SMOE_PAIRED_TMP a folder both see at the same path. Each row also
+prints the report's base and MoE accuracies beside the times."""
 import json
 import os
 import shutil
@@ -16,8 +20,9 @@ import time
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 
 
-def run(binary, config, extra, folder):
-    cmd = ["mpirun", "-np", "2", binary, "train", "--config", config, "--run-dir", folder, "-q",
+def run(label, binary, config, extra, folder):
+    prefix = os.environ.get("SMOE_PAIRED_PREFIX_" + label, "").split()
+    cmd = prefix + ["mpirun", "-np", "2", binary, "train", "--config", config, "--run-dir", folder, "-q",
            "--set", "runtime.threads=1"] + extra
     start = time.time()
     subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
@@ -26,22 +31,22 @@ def run(binary, config, extra, folder):
         report = json.load(f)
     stages = dict(report["stages"])
     stages["wall"] = wall
-    return stages, report["moe"]["bagging"]["accuracy"]
+    return stages, report["base"]["accuracy"], report["moe"]["bagging"]["accuracy"]
 
 
 def main():
     a, b, config, pairs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     extra = sys.argv[5:]
-    tmp = tempfile.mkdtemp(prefix="smoe-paired-")
+    tmp = tempfile.mkdtemp(prefix="smoe-paired-", dir=os.environ.get("SMOE_PAIRED_TMP"))
     rows = {"A": [], "B": []}
     try:
         for i in range(pairs):
             for label, binary in (("A", a), ("B", b)):
                 folder = os.path.join(tmp, "%s%d" % (label, i))
-                stages, acc = run(binary, config, extra, folder)
+                stages, base_acc, acc = run(label, binary, config, extra, folder)
                 rows[label].append(stages)
-                print("%s run %d: wall %.1f s, bagging %.2f %%, stages %s" %
-                      (label, i + 1, stages["wall"], 100 * acc,
+                print("%s run %d: wall %.1f s, base %.2f %%, bagging %.2f %%, stages %s" %
+                      (label, i + 1, stages["wall"], 100 * base_acc, 100 * acc,
                        ", ".join("%s %.1f" % (k, v) for k, v in stages.items() if k != "wall")), flush=True)
                 shutil.rmtree(folder)
     finally:

@@ -2,38 +2,14 @@
 
 find_package(Threads REQUIRED)
 find_package(Torch REQUIRED)
-find_package(MPI REQUIRED COMPONENTS C)
-find_package(HDF5 REQUIRED COMPONENTS C)
-if(POLICY CMP0167)
-  cmake_policy(SET CMP0167 NEW)  # Boost's own BoostConfig.cmake (CMake 3.30 removed FindBoost)
-endif()
-find_package(Boost REQUIRED COMPONENTS program_options)
-find_package(yaml-cpp REQUIRED)
-# yaml-cpp 0.8 (Debian 13) names its target yaml-cpp::yaml-cpp and deprecates
-# the plain name, the only one 0.7 (Debian 12) has.
-add_library(smoe_yaml INTERFACE)
-if(TARGET yaml-cpp::yaml-cpp)
-  target_link_libraries(smoe_yaml INTERFACE yaml-cpp::yaml-cpp)
-else()
-  target_link_libraries(smoe_yaml INTERFACE yaml-cpp)
-endif()
-find_package(spdlog REQUIRED)
-find_package(fmt REQUIRED)
-find_package(nlohmann_json REQUIRED)
-find_package(OpenSSL REQUIRED)
-find_package(ZLIB REQUIRED)
-find_package(GTest REQUIRED)
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(PLPLOT REQUIRED IMPORTED_TARGET plplot)
-find_package(xtensor REQUIRED)
 
 # Which libtorch, and whether smoe can use it: 1.13 or newer, and built with
 # the C++11 ABI like every other library smoe links (Debian's Boost, yaml-cpp,
 # spdlog, fmt, HDF5). The pre-cxx11-ABI builds (older pip wheels, the
 # "libtorch-shared-with-deps" zips) would fail at link time with hundreds of
 # undefined std::__cxx11 symbols; refuse them here in one line.
-# The version is read from the headers smoe compiles against (Debian's
-# TorchConfigVersion.cmake says 1.13.0 for 1.13.1).
+# The version is read from the headers smoe compiles against (TORCH_VERSION
+# in the code), else from TorchConfigVersion.cmake.
 set(SMOE_TORCH_VERSION "${Torch_VERSION}")
 foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)
   foreach(_h torch/headeronly/version.h torch/csrc/api/include/torch/version.h torch/version.h)
@@ -76,6 +52,31 @@ if(_torch_std AND _torch_std GREATER CMAKE_CXX_STANDARD)
 endif()
 message(STATUS "smoe: libtorch ${SMOE_TORCH_VERSION} (${Torch_DIR}), CUDA ${SMOE_TORCH_CUDA}, "
                "C++11 ABI ${SMOE_TORCH_CXX11_ABI}, C++${CMAKE_CXX_STANDARD}")
+
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(HDF5 REQUIRED COMPONENTS C)
+if(POLICY CMP0167)
+  cmake_policy(SET CMP0167 NEW)  # Boost's own BoostConfig.cmake (CMake 3.30 removed FindBoost)
+endif()
+find_package(Boost REQUIRED COMPONENTS program_options)
+find_package(yaml-cpp REQUIRED)
+# yaml-cpp 0.8 (Debian 13) names its target yaml-cpp::yaml-cpp and deprecates
+# the plain name, the only one 0.7 (Debian 12) has.
+add_library(smoe_yaml INTERFACE)
+if(TARGET yaml-cpp::yaml-cpp)
+  target_link_libraries(smoe_yaml INTERFACE yaml-cpp::yaml-cpp)
+else()
+  target_link_libraries(smoe_yaml INTERFACE yaml-cpp)
+endif()
+find_package(spdlog REQUIRED)
+find_package(fmt REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(GTest REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PLPLOT REQUIRED IMPORTED_TARGET plplot)
+find_package(xtensor REQUIRED)
 
 # libtorch's exported flags carry -D_GLIBCXX_USE_CXX11_ABI=1; keep them on
 # every target so that nothing is built with the other ABI.

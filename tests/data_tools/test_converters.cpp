@@ -3,12 +3,11 @@
 
 #include <array>
 #include <filesystem>
-#include <xtensor/xarray.hpp>
-#include <xtensor/xnpy.hpp>
 
 #include "common/expect_error.h"
 #include "common/source_files.h"
 #include "common/temp_dir.h"
+#include "common/xtensor_io.h"
 #include "data/dataset.h"
 #include "data_tools/converters.h"
 #include "data_tools/dataset_writer.h"
