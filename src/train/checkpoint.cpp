@@ -1,5 +1,8 @@
 #include "train/checkpoint.h"
 
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -18,10 +21,39 @@ StateDict state_dict(const torch::nn::Module& m) {
   return out;
 }
 
+namespace {
+
+// torch::pickle_save's format (a zip archive with data.pkl and one record per
+// storage) without TorchScript's type tags: pickle_save wraps every dict in
+// torch.jit._pickle.restore_type_tag, a global that PyTorch's torch.load
+// refuses by default since 2.6 (weights_only=True). Untagged, a checkpoint is
+// a plain dict of tensors that any torch.load reads, and libtorch's own
+// unpickler still reads it as a dict of tensors.
+std::vector<char> pickle_untagged(const c10::IValue& value) {
+  std::vector<char> data;
+  torch::jit::Pickler pickler([&](const char* bytes, size_t n) { data.insert(data.end(), bytes, bytes + n); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
+                              /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(value);
+  pickler.stop();
+  std::vector<char> out;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* bytes, size_t n) {
+    const char* p = static_cast<const char*>(bytes);
+    out.insert(out.end(), p, p + n);
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", data.data(), data.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  return out;
+}
+
+}  // namespace
+
 std::string save_state(const StateDict& state, const std::string& path) {
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [k, v] : state) dict.insert(k, v.cpu().contiguous());
-  std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  std::vector<char> bytes = pickle_untagged(c10::IValue(dict));
   std::string_view view(bytes.data(), bytes.size());
   write_file_atomic(path, view);
   return sha256_hex(view);

@@ -1,6 +1,6 @@
 // Checkpoints are state dicts (name -> tensor) in PyTorch's torch.save
-// format (torch::pickle_save), written atomically; Python opens them with
-// torch.load. Saving the same weights twice gives the same bytes, so a
+// format (torch::pickle_save's, without TorchScript's type tags), written
+// atomically; Python opens them with torch.load, weights_only or not. Saving the same weights twice gives the same bytes, so a
 // checkpoint's SHA-256 identifies its weights.
 #pragma once
 

@@ -4,6 +4,7 @@ Python interop of the checkpoints, the report's contents and bad inputs."""
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -553,10 +554,14 @@ class Pipeline(unittest.TestCase):
         self.assertIn("features file %s (config key 'cluster.features') has 100 rows but the training split has 3000 "
                       "samples" % short, r.stderr)
         self.assertFalse(os.path.exists(bad_run))
-        r = self.train(1, bad_run, "--set", "cluster.features=" + one_entry)
-        self.assertIn("features file %s: libtorch cannot read a dict of one entry; save the tensor itself" % one_entry,
-                      r.stderr)
-        self.assertFalse(os.path.exists(bad_run))
+        # libtorch 1.13's unpickler cannot read a Python dict of one entry
+        # (SETITEM): smoe says so before anything is written. Later libtorch
+        # reads it, and the check does not apply.
+        if re.search(r", libtorch 1\.", subprocess.run([SMOE, "--version"], capture_output=True, text=True).stdout):
+            r = self.train(1, bad_run, "--set", "cluster.features=" + one_entry)
+            self.assertIn("features file %s: libtorch cannot read a dict of one entry; save the tensor itself"
+                          % one_entry, r.stderr)
+            self.assertFalse(os.path.exists(bad_run))
         # HDF5 on 2 ranks and torch on 1 give the same g0 (the base model and
         # embeddings are reused: --redo-from cluster).
         records = {}
