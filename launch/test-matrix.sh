@@ -12,6 +12,10 @@
 #   cross-version  runs move between releases: tests/compat/cross_version.sh
 #                with this machine's build (1.13) and sid's (2.14), each
 #                resuming and evaluating the other's run (builds both first)
+#   sid-exec CMD...  runs CMD here with the sid chroot ready for
+#                `chroot /var/cache/smoe-ci/sid ...` (its mounts, the work
+#                tree at its own path inside), after the sid entry built it:
+#                how docs/build.md times 1.13 against 2.14
 #
 # A chroot is made with debootstrap from the machine's Debian mirror and kept
 # under $SMOE_CI_CACHE (default /var/cache/smoe-ci/ENTRY), outside the clone;
@@ -27,22 +31,28 @@ shift || true
 case "$entry" in
   bookworm)
     SMOE_BUILD_DIR="${SMOE_BUILD_DIR:-$root/build}" exec "$here/test.sh" "$@" ;;
-  sid | cross-version) suite=sid components=main torch_pkgs="libtorch-dev python3-torch" extra="" cmake_args="" ;;
+  sid | cross-version | sid-exec) suite=sid components=main torch_pkgs="libtorch-dev python3-torch" extra="" cmake_args="" ;;
   trixie-cuda)
     suite=trixie components=main,contrib,non-free
     torch_pkgs="libtorch-cuda-dev python3-torch-cuda"
     extra="nvidia-cuda-toolkit libnccl-dev binutils"
     cmake_args="-DSMOE_WITH_NCCL=ON -DSMOE_CUDA_ROOT=/usr" ;;
-  *) echo "test-matrix: unknown entry '$entry' (expected bookworm, sid, trixie-cuda or cross-version)" >&2; exit 2 ;;
+  *) echo "test-matrix: unknown entry '$entry' (expected bookworm, sid, trixie-cuda, cross-version or sid-exec)" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" != 0 ]; then echo "test-matrix: $entry needs root (debootstrap, chroot, mounts)" >&2; exit 1; fi
 cache="${SMOE_CI_CACHE:-/var/cache/smoe-ci}"
 chroot_name="$entry"
-[ "$entry" = cross-version ] && chroot_name=sid
+case "$entry" in cross-version | sid-exec) chroot_name=sid ;; esac
 dir="$cache/$chroot_name"
 mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
+
+# One run per chroot at a time; mounts a killed run left behind are removed.
+mkdir -p "$cache"
+exec 9>"$cache/$chroot_name.lock"
+flock -n 9 || { echo "test-matrix: another run is using $dir" >&2; exit 1; }
+{ findmnt -rn -o TARGET | grep "^$dir/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
 
 mounted=()
 unmount_all() {
@@ -76,6 +86,7 @@ if [ ! -f "$dir/.smoe-chroot-ready" ]; then
   touch "$dir/.smoe-chroot-ready"
 fi
 cp /etc/resolv.conf "$dir/etc/resolv.conf"
+cp /etc/hosts "$dir/etc/hosts"   # this host's name resolves inside too (Slurm's controller address)
 
 mount_in "$dir/proc" -t proc proc
 mount_in "$dir/sys" -t sysfs sys
@@ -94,6 +105,16 @@ echo "test-matrix: $chroot_name chroot ready in $(( $(date +%s) - start )) s"
 
 # git refuses a repository owned by another user; the bind mount keeps the owner.
 in_chroot git config --global --add safe.directory /smoe
+if [ "$entry" = sid-exec ]; then
+  mount_in "$dir$root" --bind "$root"
+  "$@"
+  exit
+fi
+
+# A clean build of the work tree each time (ccache, cached in the chroot, keeps a repeat fast);
+# SMOE_MATRIX_KEEP_BUILD=1 builds incrementally instead, and cross-version
+# reuses the sid entry's build of the same tree.
+if [ -z "${SMOE_MATRIX_KEEP_BUILD:-}" ] && [ "$entry" != cross-version ]; then rm -rf "$dir/build"; fi
 # shellcheck disable=SC2086
 in_chroot SMOE_BUILD_DIR=/build /bin/bash -c "cd /smoe && ./launch/build.sh $cmake_args"
 if [ "$entry" = cross-version ]; then

@@ -4,7 +4,6 @@
 #include <torch/torch.h>
 
 #include <limits>
-#include <optional>
 
 #include "core/error.h"
 
@@ -63,28 +62,32 @@ JointOutputs JointMoeImpl::run(const at::Tensor& images, const at::Tensor& noise
   const int64_t B = images.size(0), K = num_experts();
   const bool hidden = gate_->needs_expert_hidden();
   JointOutputs o;
-  std::optional<torch::NoGradGuard> no_grad;
-  if (!experts_grad) no_grad.emplace();
-  // What the gate and the experts read: the shared trunk's features (frozen
-  // with the experts), or the images.
-  const at::Tensor x = trunk_ ? trunk_->forward(images) : images;
+  // The trunk and the experts run without autograd when they are frozen
+  // (experts_grad false); the gate always with the caller's mode.
+  const bool experts_mode = experts_grad && c10::GradMode::is_enabled();
   GateFeatures f;
-  f.inputs = x;
   f.noise = noise;
   std::vector<at::Tensor> logits(static_cast<size_t>(K)), hiddens;
-  if (hidden) {  // the attentive gate needs every expert on every sample first
-    for (int64_t e = 0; e < K; ++e) {
-      HiddenAndLogits out = experts_[static_cast<size_t>(e)]->forward_hidden(x);
-      hiddens.push_back(out.hidden);
-      logits[static_cast<size_t>(e)] = out.logits;
+  at::Tensor x;
+  {
+    c10::AutoGradMode mode(experts_mode);
+    // What the gate and the experts read: the shared trunk's features
+    // (frozen with the experts), or the images.
+    x = trunk_ ? trunk_->forward(images) : images;
+    if (hidden) {  // the attentive gate needs every expert on every sample first
+      for (int64_t e = 0; e < K; ++e) {
+        HiddenAndLogits out = experts_[static_cast<size_t>(e)]->forward_hidden(x);
+        hiddens.push_back(out.hidden);
+        logits[static_cast<size_t>(e)] = out.logits;
+      }
+      f.expert_hidden = torch::stack(hiddens, 1);  // [B, K, H]
     }
-    f.expert_hidden = torch::stack(hiddens, 1);  // [B, K, H]
   }
-  no_grad.reset();
+  f.inputs = x;
   o.gate_logits = gate_->forward(f);
   route(o);
   if (!hidden) {
-    if (!experts_grad) no_grad.emplace();
+    c10::AutoGradMode mode(experts_mode);
     for (int64_t e = 0; e < K; ++e) {
       Expert& ex = experts_[static_cast<size_t>(e)];
       if (top_k_ == 0 || dense) {
@@ -98,7 +101,6 @@ JointOutputs JointMoeImpl::run(const at::Tensor& images, const at::Tensor& noise
       logits[static_cast<size_t>(e)] =
           torch::zeros({B, out.size(1)}, out.options()).index_copy(0, rows, out);
     }
-    no_grad.reset();
   }
   int64_t C = 0;
   for (const auto& l : logits)

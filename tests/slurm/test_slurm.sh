@@ -89,6 +89,11 @@ MpiDefault=none
 NodeName=$host CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
+# Slurm 23 and later initialise a cgroup plugin even with proctrack/linuxproc
+# and stop when /sys/fs/cgroup is not mounted (a chroot, a container):
+# without cgroups, as above, say so (22.05 has no such key).
+slurm_major="$(slurmd -V 2>/dev/null | sed -n 's/^slurm[^0-9]*\([0-9]*\)\..*/\1/p')"
+if [ "${slurm_major:-0}" -ge 23 ]; then echo "CgroupPlugin=disabled" >"$T/cgroup.conf"; fi
 export SLURM_CONF="$T/slurm.conf"
 slurmctld -D -f "$SLURM_CONF" -i >"$T/log/slurmctld.out" 2>&1 &
 pids+=($!)
@@ -97,6 +102,10 @@ pids+=($!)
 for _ in $(seq 600); do
   state="$(sinfo -h -o %T 2>/dev/null || true)"
   case "$state" in idle*) break ;; esac
+  # A daemon that exited will not come up: say why now, not at the bound.
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "test_slurm: a Slurm daemon exited at start"; tail -20 "$T"/log/*.log; exit 1; }
+  done
   sleep 0.2
 done
 sinfo -h -o '%P %T %c' || true
