@@ -4,6 +4,7 @@
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <filesystem>
 #include <sstream>
@@ -101,17 +102,46 @@ void load_module(torch::nn::Module& m, const std::string& path) {
   for (auto& b : m.named_buffers(true)) assign(b.key(), b.value());
 }
 
+namespace {
+
+// An optimiser state starts with the libtorch that wrote it: libtorch's own
+// archive keys each parameter's state in a way that differs between
+// releases (a 1.13 state loaded by 2.14 lands on other parameters), so a
+// state from another release is refused, not misread.
+constexpr const char* kOptimizerHeader = "smoe-optimizer-state libtorch ";
+
+std::string major_minor(const std::string& version) {
+  const auto first = version.find('.');
+  const auto second = first == std::string::npos ? std::string::npos : version.find('.', first + 1);
+  return version.substr(0, second);
+}
+
+}  // namespace
+
 std::string optimizer_state(torch::optim::Optimizer& opt) {
   torch::serialize::OutputArchive archive;
   opt.save(archive);
   std::ostringstream out;
+  out << kOptimizerHeader << TORCH_VERSION << "\n";
   archive.save_to(out);
   return out.str();
 }
 
 void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& origin) {
+  std::string archive_bytes = bytes;
+  const std::string header = kOptimizerHeader;
+  if (bytes.compare(0, header.size(), header) == 0) {  // states written before the header carry none
+    const auto end = bytes.find('\n');
+    SMOE_CHECK(end != std::string::npos, "{}: not an optimiser state of this model (a truncated header)", origin);
+    const std::string written_by = bytes.substr(header.size(), end - header.size());
+    SMOE_CHECK(major_minor(written_by) == major_minor(TORCH_VERSION),
+               "{}: the optimiser state was written by libtorch {} and this smoe runs libtorch {}, whose optimiser "
+               "states do not match: resume with libtorch {}, or redo the stage (--redo-from)",
+               origin, written_by, TORCH_VERSION, written_by);
+    archive_bytes = bytes.substr(end + 1);
+  }
   try {
-    std::istringstream in(bytes);
+    std::istringstream in(archive_bytes);
     torch::serialize::InputArchive archive;
     archive.load_from(in);
     opt.load(archive);

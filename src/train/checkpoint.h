@@ -30,7 +30,10 @@ void load_module(torch::nn::Module& m, const std::string& path);
 
 // An optimiser's state (momenta; Adam's moments and step counts) as bytes
 // (torch::serialize's archive format), and back: with the weights, what a
-// training run resumed mid-way needs to continue exactly.
+// training run resumed mid-way needs to continue exactly. The bytes start
+// with the libtorch release that wrote them; a state from another release
+// (libtorch's archive maps states to parameters differently across releases)
+// is refused with both versions named.
 std::string optimizer_state(torch::optim::Optimizer& opt);
 void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& origin);
 

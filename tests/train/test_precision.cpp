@@ -1,11 +1,11 @@
 #include <gtest/gtest.h>
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
 #include "common/expect_error.h"
 #include "core/config.h"
+#include "models/torch_compat.h"
 #include "train/expert_trainer.h"
 #include "train/precision.h"
 
@@ -42,11 +42,11 @@ TEST(Precision, AutocastScopeRunsConvolutionsInBfloat16) {
       AutocastScope inner("bfloat16", cpu);
       EXPECT_EQ(conv->forward(x).scalar_type(), at::kBFloat16);
     }
-    EXPECT_TRUE(at::autocast::is_cpu_enabled());  // the outer scope still holds
+    EXPECT_TRUE(compat::autocast_enabled(c10::DeviceType::CPU));  // the outer scope still holds
     y = conv->forward(x);
     EXPECT_EQ(y.scalar_type(), at::kBFloat16);
   }
-  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  EXPECT_FALSE(compat::autocast_enabled(c10::DeviceType::CPU));
   EXPECT_EQ(conv->forward(x).scalar_type(), at::kFloat);
   y.to(at::kFloat).sum().backward();
   EXPECT_EQ(conv->weight.grad().scalar_type(), at::kFloat);

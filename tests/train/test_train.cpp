@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -75,6 +76,29 @@ TEST(Checkpoint, RoundTripIsExactAndBytesAreDeterministic) {
   load_module(*b, tmp / "a.pt");
   for (const auto& p : a->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), b->named_parameters()[p.key()]));
   EXPECT_EQ(save_module(*b, tmp / "b.pt"), h1);
+}
+
+// An optimiser state round-trips within one libtorch release; one written by
+// another release is refused with both versions named, never applied to the
+// wrong parameters (libtorch's archives key states differently across releases).
+TEST(Checkpoint, OptimizerStateNamesTheLibtorchThatWroteIt) {
+  torch::manual_seed(0);
+  torch::nn::Linear net(3, 2);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  net(torch::randn({4, 3})).sum().backward();
+  opt.step();
+  const std::string bytes = optimizer_state(opt);
+  ASSERT_EQ(bytes.rfind("smoe-optimizer-state libtorch " TORCH_VERSION "\n", 0), 0u);
+
+  torch::optim::SGD fresh(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  load_optimizer_state(fresh, bytes, "epoch-001.pt");
+  EXPECT_EQ(optimizer_state(fresh), bytes);
+
+  std::string other = bytes;
+  other.replace(other.find(TORCH_VERSION), std::string(TORCH_VERSION).size(), "0.9.0");
+  EXPECT_ERROR(load_optimizer_state(fresh, other, "epoch-001.pt"),
+               "epoch-001.pt: the optimiser state was written by libtorch 0.9.0 and this smoe runs libtorch "
+               TORCH_VERSION);
 }
 
 TEST(Checkpoint, BadFilesAreNamed) {
