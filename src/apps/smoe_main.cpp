@@ -153,14 +153,17 @@ int cmd_table(const std::vector<std::string>& argv) {
 int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& cmd, const Args& a) {
   const int rank = comm.rank();
 
-  // Phase 1: config and run folder, decided by rank 0 and shared.
+  // Phase 1: config, checks, device, then the run folder: decided by rank 0
+  // (the device by every rank) and shared; nothing is written until every
+  // check has passed on every rank.
   std::string error, manifest, config_yaml;
   Config cfg;
   pipeline::RunDir run;
   pipeline::RunLock lock;  // one job per run folder, held by rank 0 until the end
+  // What earlier checks of the shards found (data/integrity.h).
+  const std::string shards_cache = (std::filesystem::path(a.run_dir) / "shards_verified.json").string();
+  data::VerifyCache shards;
   if (comm.is_root()) {
-    // What earlier checks of the shards found (data/integrity.h).
-    const std::string shards_cache = (std::filesystem::path(a.run_dir) / "shards_verified.json").string();
     try {
       if (cmd == "train") {
         cfg = Config::load(a.config, a.sets);
@@ -174,13 +177,8 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
         lock = pipeline::RunLock::acquire(a.run_dir);
         // Check the registry names, the scheme, the dataset and given
         // checkpoints before creating anything.
-        auto shards = data::load_verify_cache(shards_cache);
+        shards = data::load_verify_cache(shards_cache);
         pipeline::check_inputs(cfg, shards);
-        auto mode = a.resume  ? pipeline::OpenMode::resume
-                    : a.force ? pipeline::OpenMode::force
-                              : pipeline::OpenMode::fresh;
-        run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
-        data::save_verify_cache(shards, shards_cache);
       } else {
         // A folder that holds no run gets no lock file beside it.
         pipeline::RunDir::existing(a.run_dir);
@@ -189,11 +187,9 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
         cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), a.sets);
         auto diffs = pipeline::config_differences(run.saved_config_yaml(), cfg);
         SMOE_CHECK(diffs.empty(), "smoe eval: only eval.* and runtime.* keys may change ({})", fmt::join(diffs, "; "));
-        auto shards = data::load_verify_cache(shards_cache);
+        shards = data::load_verify_cache(shards_cache);
         pipeline::check_shards(cfg, data::Manifest::load(cfg.data.path), shards);
-        data::save_verify_cache(shards, shards_cache);
       }
-      manifest = run.manifest_text();
       config_yaml = cfg.to_yaml(false);
     } catch (const std::exception& e) {
       error = e.what();
@@ -204,12 +200,40 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
     if (comm.is_root()) throw Error(error);
     return 1;
   }
-  comm.broadcast_bytes(manifest, 0);
   comm.broadcast_bytes(config_yaml, 0);
-  if (!comm.is_root()) {
-    cfg = Config::from_yaml_text(config_yaml, "rank 0's config", {});
-    run = pipeline::RunDir::attach(a.run_dir, manifest);
+  if (!comm.is_root()) cfg = Config::from_yaml_text(config_yaml, "rank 0's config", {});
+
+  // Every rank's device (collective; the same error on every rank).
+  pipeline::RuntimeInfo rt;
+  try {
+    rt = pipeline::setup_runtime(cfg.runtime, comm, mpi.local_rank(), mpi.local_size());
+    comm.set_device_collectives(!rt.device_shared);
+  } catch (const std::exception& e) {
+    if (comm.is_root()) throw;
+    return 1;
   }
+
+  if (comm.is_root()) {
+    try {
+      if (cmd == "train") {
+        auto mode = a.resume  ? pipeline::OpenMode::resume
+                    : a.force ? pipeline::OpenMode::force
+                              : pipeline::OpenMode::fresh;
+        run = pipeline::RunDir::open_root(a.run_dir, cfg, mode, a.redo_from);
+      }
+      data::save_verify_cache(shards, shards_cache);
+      manifest = run.manifest_text();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  comm.broadcast_bytes(error, 0);
+  if (!error.empty()) {
+    if (comm.is_root()) throw Error(error);
+    return 1;
+  }
+  comm.broadcast_bytes(manifest, 0);
+  if (!comm.is_root()) run = pipeline::RunDir::attach(a.run_dir, manifest);
   // Every rank must see the run folder rank 0 wrote (a shared file system).
   std::string unseen;
   if (!comm.is_root() && !pipeline::wait_for_file(run.file("run.json"), 10.0))
@@ -227,10 +251,10 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
   try {
     log::init({rank, comm.size(), run.file(rank == 0 ? "log.jsonl" : fmt::format("log.rank-{}.jsonl", rank)), a.verbose,
                a.quiet});
-    auto rt = pipeline::setup_runtime(cfg.runtime, rank, comm.size(), mpi.local_rank(), mpi.local_size());
     log::info("smoe {}: {} rank{} ({}), {} thread{} per rank, device {}, run folder {}", cmd, comm.size(),
               comm.size() == 1 ? "" : "s", comm.name(), rt.threads, rt.threads == 1 ? "" : "s", rt.device_name(),
               a.run_dir);
+    for (const auto& note : rt.notes) log::warn("{}", note);
     // No failure may leave the job waiting for ever (pipeline/stall_inspector.h).
     const double stall = cfg.runtime.stall_timeout_s;
     pipeline::StallInspector inspector(comm, {stall, std::clamp(stall / 6, 0.05, 10.0)});

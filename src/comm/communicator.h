@@ -89,6 +89,11 @@ class Communicator {
   // "mpi", "nccl", "threads", ...
   virtual std::string name() const = 0;
 
+  // Whether collectives take CUDA buffers as they are (NCCL); if not, the
+  // tensor adapters (tensor_collectives.h) stage device tensors through host
+  // copies.
+  virtual bool takes_device_buffers() const { return false; }
+
   virtual void barrier() = 0;
   virtual void broadcast(Buffer buf, int root) = 0;
   virtual void allreduce(Buffer buf, ReduceOp op) = 0;

@@ -17,6 +17,8 @@ std::string DeviceRouter::name() const { return device_ ? host_->name() + "+" + 
 
 Communicator& DeviceRouter::pick(const Buffer& b) {
   if (!b.device.cuda) return *host_;
+  SMOE_CHECK(device_collectives_, "rank {}: a CUDA buffer reached the communicator while device collectives are off",
+             rank());
   if (!device_) {
     device_ = factory_(*host_, b.device.index);
     device_index_ = b.device.index;

@@ -24,6 +24,11 @@ class DeviceRouter final : public Communicator {
   int rank() const override { return host_->rank(); }
   int size() const override { return host_->size(); }
   std::string name() const override;
+  // CUDA buffers reach the device communicator unless device collectives
+  // were turned off (ranks sharing a GPU, which NCCL refuses): then the
+  // tensor adapters stage them through the host communicator.
+  bool takes_device_buffers() const override { return device_collectives_; }
+  void set_device_collectives(bool on) { device_collectives_ = on; }
   // Time spent inside a collective or a blocking receive is waiting on other
   // ranks, not a stall of this one (core/heartbeat.h).
   void barrier() override {
@@ -60,6 +65,7 @@ class DeviceRouter final : public Communicator {
   DeviceFactory factory_;
   std::unique_ptr<Communicator> device_;
   int device_index_ = -1;
+  bool device_collectives_ = true;
 };
 
 }  // namespace smoe::comm

@@ -40,19 +40,39 @@ at::ScalarType scalar_type_for(DType t) {
   return at::kByte;
 }
 
+// Runs `collective` on the tensor's memory where the communicator takes it
+// (host tensors; CUDA ones with NCCL), else on a contiguous host copy that is
+// copied back when `write_back`.
+template <class Fn>
+void on_buffer(Communicator& comm, const at::Tensor& t, bool write_back, Fn collective) {
+  if (t.is_cpu() || (t.is_cuda() && comm.takes_device_buffers())) {
+    collective(buffer_of(t));
+    return;
+  }
+  at::Tensor host = t.to(at::kCPU).contiguous();
+  collective(buffer_of(host));
+  if (write_back) t.copy_(host);
+}
+
 }  // namespace
 
 Buffer buffer_of(const at::Tensor& t) {
   SMOE_CHECK(t.defined(), "communicator: undefined tensor");
   SMOE_CHECK(t.is_contiguous(), "communicator: tensor must be contiguous");
+  SMOE_CHECK(t.is_cpu() || t.is_cuda(), "communicator: a tensor on {} has no buffer a communicator can take; stage it "
+             "through the host (tensor_collectives.h)", t.device().str());
   Device d;
   if (t.is_cuda()) d = Device{true, t.get_device()};
   return Buffer{t.data_ptr(), static_cast<size_t>(t.numel()), dtype_for(t.scalar_type()), d};
 }
 
-void allreduce(Communicator& comm, const at::Tensor& t, ReduceOp op) { comm.allreduce(buffer_of(t), op); }
+void allreduce(Communicator& comm, const at::Tensor& t, ReduceOp op) {
+  on_buffer(comm, t, true, [&](Buffer b) { comm.allreduce(b, op); });
+}
 
-void broadcast(Communicator& comm, const at::Tensor& t, int root) { comm.broadcast(buffer_of(t), root); }
+void broadcast(Communicator& comm, const at::Tensor& t, int root) {
+  on_buffer(comm, t, comm.rank() != root, [&](Buffer b) { comm.broadcast(b, root); });
+}
 
 void allreduce_in_chunks(Communicator& comm, const at::Tensor& t, int64_t rows, ReduceOp op) {
   SMOE_CHECK(rows >= 1, "allreduce_in_chunks: chunk of {} rows", rows);
@@ -60,10 +80,10 @@ void allreduce_in_chunks(Communicator& comm, const at::Tensor& t, int64_t rows, 
   for (int64_t start = 0; start < n; start += rows) {
     at::Tensor part = t.narrow(0, start, std::min(rows, n - start));
     if (part.is_contiguous()) {
-      comm.allreduce(buffer_of(part), op);
+      allreduce(comm, part, op);
     } else {
       at::Tensor c = part.contiguous();
-      comm.allreduce(buffer_of(c), op);
+      allreduce(comm, c, op);
       part.copy_(c);
     }
   }
@@ -87,7 +107,7 @@ at::Tensor broadcast_tensor(Communicator& comm, const at::Tensor& t, int root) {
     std::vector<int64_t> sizes(header.begin() + 2, header.end());
     out = at::empty(sizes, at::TensorOptions().dtype(scalar_type_for(static_cast<DType>(header[0]))));
   }
-  if (out.numel() > 0) comm.broadcast(buffer_of(out), root);
+  if (out.numel() > 0) broadcast(comm, out, root);
   return out;
 }
 
@@ -172,7 +192,7 @@ void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
 }
 
 void ExactSum::allreduce(Communicator& comm) {
-  comm.allreduce(buffer_of(flat_), ReduceOp::sum);
+  comm::allreduce(comm, flat_, ReduceOp::sum);
   check_bound(flat_[total_].item<int64_t>(), fmt::format(" over {} ranks", comm.size()).c_str());
 }
 

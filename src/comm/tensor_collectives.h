@@ -1,6 +1,7 @@
 // libtorch adapters for the Communicator: tensors in, Buffers out. Host
 // tensors go through MPI (or threads), CUDA tensors through NCCL when the
-// communicator is a DeviceRouter.
+// communicator takes device buffers (a DeviceRouter with device collectives
+// on); any other device tensor goes through a host copy.
 #pragma once
 
 #include <ATen/core/Tensor.h>

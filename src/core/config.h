@@ -161,7 +161,7 @@ struct EvalConfig {
 
 struct RuntimeConfig {
   int64_t threads;     // intra-op threads per rank; 0 = cores / ranks on the node
-  std::string device;  // auto | cpu | cuda
+  std::string device;  // auto | cpu | cuda | privateuseone
   int64_t log_every;   // steps between progress lines
   double stall_timeout_s;  // abort the job when a rank makes no progress this long (0 = never)
   int64_t memory_budget_mb;  // per rank, for smoe's caches: data splits and trunk features

@@ -271,8 +271,10 @@ Schema describe(Config& c) {
         "intra-op threads per rank (0: SLURM_CPUS_PER_TASK inside Slurm, else the cores the rank is bound to, else the "
         "node's cores divided by its ranks)")
       .at_least(0);
-  s.add("runtime.device", c.runtime.device, std::string("auto"), "auto uses CUDA when available")
-      .one_of({"auto", "cpu", "cuda"});
+  s.add("runtime.device", c.runtime.device, std::string("auto"),
+        "the device type (auto: CUDA when available; privateuseone: an out-of-tree libtorch backend, such as the "
+        "tests' fake accelerator); each rank's device follows from the devices it sees (any Slurm GPU binding)")
+      .one_of({"auto", "cpu", "cuda", "privateuseone"});
   s.add("runtime.log_every", c.runtime.log_every, int64_t{50}, "training steps between progress lines").at_least(1);
   s.add("runtime.memory_budget_mb", c.runtime.memory_budget_mb, int64_t{8192},
         "RAM per rank for smoe's caches (MiB): a data split loads whole when it fits (data.storage auto), then "

@@ -1,39 +1,113 @@
 #include "pipeline/runtime.h"
 
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "comm/communicator.h"
+#include "comm/nccl.h"
 #include "core/affinity.h"
 #include "core/error.h"
+#include "pipeline/cuda_device_id.h"
+#include "pipeline/device_choice.h"
+#include "pipeline/provenance.h"
 
 namespace smoe::pipeline {
+namespace {
 
-RuntimeInfo setup_runtime(const RuntimeConfig& c, int rank, int world, int local_rank, int local_size) {
+int device_count(c10::DeviceType type) {
+  if (type == c10::kCPU) return 1;
+  if (type == c10::kCUDA) return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  return c10::impl::hasDeviceGuardImpl(type) ? c10::impl::getDeviceGuardImpl(type)->deviceCount() : 0;
+}
+
+}  // namespace
+
+c10::DeviceType wanted_device_type(const std::string& wanted, int cuda_devices) {
+  if (wanted == "auto") return cuda_devices > 0 ? c10::kCUDA : c10::kCPU;
+  c10::DeviceType type;
+  try {
+    type = c10::Device(wanted).type();
+  } catch (const std::exception&) {
+    fail("runtime.device: '{}' is not a device type (auto, cpu, cuda, privateuseone)", wanted);
+  }
+  SMOE_CHECK(wanted.find(':') == std::string::npos,
+             "runtime.device: '{}' names a device; name its type ({}): each rank's device follows from what it sees",
+             wanted, c10::DeviceTypeName(type, true));
+  return type;
+}
+
+std::vector<std::string> visible_devices(c10::DeviceType type) {
+  std::vector<std::string> ids;
+  const int n = device_count(type);
+  for (int i = 0; i < n; ++i)
+    ids.push_back(type == c10::kCUDA  ? cuda_device_id(i)
+                  : type == c10::kCPU ? fmt::format("cpu@{}", host_name())
+                                      : fmt::format("{}:{}@{}", c10::DeviceTypeName(type, true), i, host_name()));
+  return ids;
+}
+
+RuntimeInfo setup_runtime(const RuntimeConfig& c, comm::Communicator& comm, int local_rank, int local_size) {
   RuntimeInfo r;
-  r.rank = rank;
-  r.world = world;
+  r.rank = comm.rank();
+  r.world = comm.size();
   r.local_rank = local_rank;
   r.local_size = std::max(local_size, 1);
   r.threads = threads_for_rank(static_cast<int>(c.threads), r.local_size);
   at::set_num_threads(r.threads);
-  const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-  r.device = choose_device(c.device, gpus, rank, local_rank, r.local_size);
-  // The rank's GPU becomes the current device at start-up, so that nothing
-  // (a default "cuda" tensor, a library's context) lands on GPU 0 by accident.
-  if (r.device.is_cuda()) c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(r.device);
-  return r;
-}
 
-c10::Device choose_device(const std::string& wanted, int cuda_devices, int rank, int local_rank, int local_size) {
-  SMOE_CHECK(wanted != "cuda" || cuda_devices > 0, "runtime.device is cuda but no CUDA device is available on rank {}",
-             rank);
-  if (wanted == "cpu" || cuda_devices == 0) return c10::Device(c10::kCPU);
-  SMOE_CHECK(local_size <= cuda_devices,
-             "runtime.device: {} ranks on the node of rank {} but {} GPU{} (local ranks 0 and {} would share cuda:0); "
-             "NCCL needs one GPU per rank: start at most {} rank{} per node, or set runtime.device=cpu",
-             local_size, rank, cuda_devices, cuda_devices == 1 ? "" : "s", cuda_devices, cuda_devices,
-             cuda_devices == 1 ? "" : "s");
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  // Each rank: its device type and what it sees of it; an error is shared
+  // below rather than thrown, so that no rank waits for one that left.
+  std::string error;
+  c10::DeviceType type = c10::kCPU;
+  std::vector<std::string> visible;
+  try {
+    type = wanted_device_type(c.device, device_count(c10::kCUDA));
+    visible = visible_devices(type);
+    SMOE_CHECK(!visible.empty(), "runtime.device is {} but no {} device is available on rank {} (host {})", c.device,
+               c10::DeviceTypeName(type, true), r.rank, host_name());
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  nlohmann::json mine = {{"host", host_name()}, {"local_rank", local_rank}, {"visible", visible}, {"error", error}};
+  std::vector<nlohmann::json> all;
+  for (const auto& s : comm.allgather_bytes(mine.dump())) all.push_back(nlohmann::json::parse(s));
+  for (const auto& j : all)
+    if (!j["error"].get<std::string>().empty()) throw Error(j["error"].get<std::string>());
+
+  std::vector<NodeRank> node;
+  for (const auto& j : all)
+    if (j["host"] == mine["host"]) node.push_back({j["local_rank"].get<int>(), j["visible"]});
+  const DeviceChoice choice = choose_device_index(node, local_rank);
+  r.device = type == c10::kCPU ? c10::Device(c10::kCPU) : c10::Device(type, static_cast<c10::DeviceIndex>(choice.index));
+  r.device_id = choice.id;
+
+  // Sharing, anywhere in the job, moves every rank's device collectives to
+  // the host communicator: NCCL's communicator spans all ranks.
+  int shares = type != c10::kCPU && !choice.shared_with.empty() ? 1 : 0;
+  comm.allreduce(comm::host_buffer(&shares, 1), comm::ReduceOp::max);
+  r.device_shared = shares > 0;
+  if (r.device_shared && r.rank == 0)
+    r.notes.push_back(fmt::format(
+        "runtime.device: ranks share a {} device (rank 0's: {}, with local ranks {}); collectives on device tensors go "
+        "through {} with host copies (NCCL needs one device per rank)",
+        c10::DeviceTypeName(type, true), choice.id,
+        choice.shared_with.empty() ? std::string("none") : fmt::format("{}", fmt::join(choice.shared_with, ", ")),
+        comm.name()));
+
+  // NCCL, when CUDA collectives will need it: checked now, before anything
+  // is written, rather than at the first collective.
+  if (type == c10::kCUDA && r.world > 1 && !r.device_shared) {
+    const auto v = nlohmann::json::parse(comm::nccl_plugin_versions());
+    SMOE_CHECK(!v.contains("error"),
+               "runtime.device is cuda on {} ranks, which needs smoe's NCCL plugin: {} (rebuild with NCCL's headers, "
+               "or set runtime.device=cpu)",
+               r.world, v.value("error", std::string()));
+  }
+  // The rank's device becomes the current one, so that nothing (a default
+  // "cuda" tensor, a library's context) lands on device 0 by accident.
+  if (type != c10::kCPU) c10::impl::getDeviceGuardImpl(type)->setDevice(r.device);
+  return r;
 }
 
 }  // namespace smoe::pipeline

@@ -1,13 +1,24 @@
 // Per-rank runtime: intra-op threads (ranks x threads must not exceed the
-// node's cores) and the device (local rank r uses GPU r when CUDA is
-// available and allowed; one GPU per rank).
+// node's cores) and the device. runtime.device names a device type (auto,
+// cpu, cuda, privateuseone); which device of that type a rank uses follows
+// from what the ranks of its node see (pipeline/device_choice.h), so any
+// Slurm GPU binding works.
+//
+// Two ranks on one device is allowed, deliberately: NCCL refuses it
+// ("duplicate GPU"), so then every rank's collectives on device tensors go
+// through the host communicator (MPI) instead, and rank 0 says so at start.
 #pragma once
 
 #include <c10/core/Device.h>
 
 #include <string>
+#include <vector>
 
 #include "core/config.h"
+
+namespace smoe::comm {
+class Communicator;
+}
 
 namespace smoe::pipeline {
 
@@ -18,17 +29,23 @@ struct RuntimeInfo {
   int local_size = 1;
   int threads = 1;
   c10::Device device = c10::Device(c10::kCPU);
+  std::string device_id;        // the device's UUID (CUDA), or type:index@host
+  bool device_shared = false;   // some ranks of the job share a device: no NCCL
+  std::vector<std::string> notes;  // for the log, once it is open
   std::string device_name() const { return device.str(); }
 };
 
-// Applies runtime.threads and runtime.device; returns what was chosen.
-RuntimeInfo setup_runtime(const RuntimeConfig& config, int rank, int world, int local_rank, int local_size);
+// Applies runtime.threads and runtime.device. Collective over `comm`: every
+// rank calls it, and every rank throws the same error (naming the rank that
+// met it) when one rank cannot get its device, or a device collective would
+// need the NCCL plugin and it does not load. Writes nothing.
+RuntimeInfo setup_runtime(const RuntimeConfig& config, comm::Communicator& comm, int local_rank, int local_size);
 
-// The device of a rank (runtime.device: auto | cpu | cuda) on a node with
-// `cuda_devices` GPUs and `local_size` ranks: the CPU, or GPU local_rank.
-// Two ranks never share a GPU — NCCL refuses it ("duplicate GPU") — so more
-// ranks on a node than GPUs is an error at start-up that names the ranks and
-// the devices, unless runtime.device is cpu.
-c10::Device choose_device(const std::string& wanted, int cuda_devices, int rank, int local_rank, int local_size);
+// The device type runtime.device names on a machine with `cuda_devices` GPUs
+// (auto: CUDA when there is one). Throws on a name that is no device type.
+c10::DeviceType wanted_device_type(const std::string& wanted, int cuda_devices);
+
+// The ids of the devices of `type` this process sees, in index order.
+std::vector<std::string> visible_devices(c10::DeviceType type);
 
 }  // namespace smoe::pipeline

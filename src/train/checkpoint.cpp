@@ -53,7 +53,9 @@ std::vector<char> pickle_untagged(const c10::IValue& value) {
 
 std::string save_state(const StateDict& state, const std::string& path) {
   c10::Dict<std::string, at::Tensor> dict;
-  for (const auto& [k, v] : state) dict.insert(k, v.cpu().contiguous());
+  // Each tensor in a storage of its own on the host: the same bytes whichever
+  // device the model is on, and whether or not its tensors share storage.
+  for (const auto& [k, v] : state) dict.insert(k, v.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous());
   std::vector<char> bytes = pickle_untagged(c10::IValue(dict));
   std::string_view view(bytes.data(), bytes.size());
   write_file_atomic(path, view);
@@ -116,6 +118,30 @@ std::string major_minor(const std::string& version) {
   return version.substr(0, second);
 }
 
+// The optimiser's state (SGD's momentum, Adam's and AdamW's moments) onto
+// the device of its parameters (smoe's optimisers have all theirs on one).
+void move_state_to_parameters(torch::optim::Optimizer& opt) {
+  if (opt.param_groups().empty() || opt.param_groups().front().params().empty()) return;
+  const c10::Device d = opt.param_groups().front().params().front().device();
+  auto placed = [&](const at::Tensor& t) { return t.defined() && t.device() != d ? t.to(d) : t; };
+  for (auto& entry : opt.state()) {
+    torch::optim::OptimizerParamState* state = entry.second.get();
+    if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(state)) {
+      sgd->momentum_buffer(placed(sgd->momentum_buffer()));
+    } else if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(state)) {
+      adam->exp_avg(placed(adam->exp_avg()));
+      adam->exp_avg_sq(placed(adam->exp_avg_sq()));
+      adam->max_exp_avg_sq(placed(adam->max_exp_avg_sq()));
+    } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(state)) {
+      adamw->exp_avg(placed(adamw->exp_avg()));
+      adamw->exp_avg_sq(placed(adamw->exp_avg_sq()));
+      adamw->max_exp_avg_sq(placed(adamw->max_exp_avg_sq()));
+    } else {
+      fail("optimiser state: cannot place the state of an optimiser other than SGD, Adam and AdamW");
+    }
+  }
+}
+
 }  // namespace
 
 std::string optimizer_state(torch::optim::Optimizer& opt) {
@@ -142,9 +168,13 @@ void load_optimizer_state(torch::optim::Optimizer& opt, const std::string& bytes
   }
   try {
     std::istringstream in(archive_bytes);
+    // Read onto the host (libtorch 1.13's archives map only to the CPU, CUDA
+    // and HPU), then moved to the device of this rank's parameters,
+    // whichever device wrote it.
     torch::serialize::InputArchive archive;
-    archive.load_from(in);
+    archive.load_from(in, c10::Device(c10::kCPU));
     opt.load(archive);
+    move_state_to_parameters(opt);
   } catch (const std::exception& e) {
     const std::string what = e.what();
     fail("{}: not an optimiser state of this model ({})", origin, what.substr(0, what.find('\n')));

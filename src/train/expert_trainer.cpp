@@ -8,6 +8,7 @@
 #include "core/heartbeat.h"
 #include "core/rng.h"
 #include "train/losses.h"
+#include "train/tensors.h"
 
 namespace smoe::train {
 namespace {
@@ -154,11 +155,13 @@ LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_
                           const RowsOf& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
                           const OptimConfig& optim, uint64_t seed, const std::string& name) {
   stacking.train();
+  const c10::Device device = stacking.parameters().empty() ? c10::Device(c10::kCPU) : stacking.parameters().front().device();
   return sgd_loop(stacking.parameters(), quiet_loop(name, labels.size(0), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
-                    at::Tensor out = stacking.forward(base_logits(ids), expert_logits(ids));
-                    at::Tensor ce = cross_entropy(out, index_rows(labels, ids), 0.0);
-                    return (index_rows(weights, ids) * ce).sum() / static_cast<double>(ids.size());
+                    at::Tensor out =
+                        stacking.forward(to_device(base_logits(ids), device), to_device(expert_logits(ids), device));
+                    at::Tensor ce = cross_entropy(out, rows_to(labels, ids, device), 0.0);
+                    return (rows_to(weights, ids, device) * ce).sum() / static_cast<double>(ids.size());
                   });
 }
 

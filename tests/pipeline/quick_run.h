@@ -49,10 +49,11 @@ inline Config quick_config(const std::string& data, const std::vector<std::strin
 }
 
 // Trains `config` into run folder `run_dir` on `ranks` thread ranks (or
-// resumes it, with OpenMode::resume); returns report.json (null when the
+// resumes it, with OpenMode::resume), on `device`; returns report.json (null when the
 // scheme writes none).
 inline nlohmann::json train_quick(const Config& config, const std::string& run_dir, int ranks = 2,
-                                  pipeline::OpenMode mode = pipeline::OpenMode::fresh) {
+                                  pipeline::OpenMode mode = pipeline::OpenMode::fresh,
+                                  c10::Device device = c10::Device(c10::kCPU)) {
   comm::run_ranks(ranks, [&](comm::Communicator& comm) {
     pipeline::RunDir run;
     std::string manifest;
@@ -65,6 +66,7 @@ inline nlohmann::json train_quick(const Config& config, const std::string& run_d
     pipeline::RuntimeInfo rt;
     rt.rank = comm.rank();
     rt.world = comm.size();
+    rt.device = device;
     pipeline::Pipeline p(config, comm, run, rt);
     p.train();
   });

@@ -20,6 +20,9 @@ BIN = os.environ.get("SMOE_BIN", os.path.join(SRC, "build/bin"))
 SMOE = os.path.join(BIN, "smoe")
 QUICK = os.path.join(SRC, "configs/fmnist-quick.yaml")
 FASHION = "/usr/share/datasets/fashion-mnist"
+# The tests' fake accelerator (tests/common/fake_accelerator.cpp), preloaded into the ranks.
+FAKE_ACCELERATOR = os.path.join(os.environ.get("SMOE_LIB", os.path.join(SRC, "build/lib")),
+                                "libsmoe_fake_accelerator.so")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1")
 
@@ -678,17 +681,50 @@ class Pipeline(unittest.TestCase):
     @unittest.skipUnless(visible_gpus() > 0, "no CUDA device here: the GPU path runs on GPU machines only")
     def test_gpu_run_with_nccl_estep(self):
         gpus = visible_gpus()
-        if gpus == 1:  # two ranks would share the one GPU: refused at start-up, by design
-            r = self.train(2, os.path.join(self.tmp, "gpu-shared"), "--set", "runtime.device=cuda")
-            self.assertNotEqual(r.returncode, 0)
-            self.assertIn("2 ranks on the node of rank 0 but 1 GPU", r.stderr)
+        if gpus == 1:  # two ranks share the one GPU, deliberately: collectives through MPI
+            run = os.path.join(self.tmp, "gpu-shared")
+            r = self.train(2, run, "--set", "runtime.device=cuda")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(read_json(os.path.join(run, "report.json"))["runtime"]["devices"], ["cuda:0", "cuda:0"])
+            self.assertIn("ranks share a cuda device", read_text(os.path.join(run, "log.jsonl")))
         ranks = min(2, gpus)
         run = os.path.join(self.tmp, "gpu")
         r = self.train(ranks, run, "--set", "runtime.device=cuda", "--set", "scheme=em", "--set", "em.steps=1")
         self.assertEqual(r.returncode, 0, r.stderr)
         rep = read_json(os.path.join(run, "report.json"))
-        self.assertEqual(rep["runtime"]["devices"], ["cuda:%d" % i for i in range(ranks)])
+        self.assertEqual(rep["runtime"]["devices"], ["cuda:%d" % (i % gpus) for i in range(ranks)])
         self.assertTrue(rep["em"][0]["estep"]["device"].startswith("cuda"))
+
+    # The GPU path on a machine without GPU: two ranks on the fake
+    # accelerator's one device (shared, so their collectives go through MPI),
+    # whose operators fail on any tensor left on the CPU. Its kernels are the
+    # CPU's: the same results as the CPU run on two ranks, bit for bit.
+    @unittest.skipUnless(os.path.exists(FAKE_ACCELERATOR), "the fake accelerator is not built")
+    def test_fake_accelerator_gives_the_cpu_results(self):
+        run = os.path.join(self.tmp, "fake")
+        cmd = (mpirun(2) + ["-x", "LD_PRELOAD=" + FAKE_ACCELERATOR, SMOE, "train", "--config", QUICK, "--run-dir", run]
+               + self.common + ["--set", "runtime.device=privateuseone"])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG, env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        fake, cpu = (read_json(os.path.join(d, "report.json")) for d in (run, self.runs[2]))
+        self.assertEqual(fake["runtime"]["devices"], ["privateuseone:0", "privateuseone:0"])
+        self.assertIn("ranks share a privateuseone device", read_text(os.path.join(run, "log.jsonl")))
+        for key in ("base", "moe", "anytime", "cluster_quality", "routing", "specialisation"):
+            self.assertEqual(fake[key], cpu[key], key)
+        self.assertEqual(stage_hashes(run), stage_hashes(self.runs[2]))
+
+    def test_a_device_that_is_not_here_stops_every_rank_before_the_run_folder(self):
+        cases = [("privateuseone", "runtime.device is privateuseone but no privateuseone device is available on rank 0")]
+        if visible_gpus() == 0:
+            cases.append(("cuda", "runtime.device is cuda but no cuda device is available on rank 0"))
+        for device, message in cases:
+            run = os.path.join(self.tmp, "no-" + device)
+            r = self.train(2, run, "--set", "runtime.device=" + device)
+            self.assertNotEqual(r.returncode, 0)
+            errors = [line for line in r.stderr.splitlines() if line.startswith("smoe: error")]
+            self.assertEqual(len(errors), 1, r.stderr)
+            self.assertIn(message, errors[0])
+            self.assertFalse(os.path.exists(run), device)
 
     def test_base_checkpoint_and_sampled_batches(self):
         # A base model given by checkpoint is loaded, not trained: same base accuracy as its run.

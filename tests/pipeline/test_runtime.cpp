@@ -1,96 +1,195 @@
-// Where each rank runs: one GPU per rank, and a deliberate error when a node
-// has more ranks than GPUs (NCCL refuses two ranks on one device).
+// Where each rank runs: the device follows from what the ranks of a node see,
+// whatever the Slurm GPU binding; ranks that share a device are found by the
+// device's id and run with their collectives through the host; errors reach
+// every rank before anything is written.
 #include <gtest/gtest.h>
 
-#include <functional>
+#include <mutex>
 #include <thread>
 
+#include <torch/cuda.h>
+
 #include "comm/router.h"
+#include "comm/tensor_collectives.h"
 #include "comm/thread_communicator.h"
 #include "common/expect_error.h"
+#include "common/fake_accelerator.h"
 #include "common/fake_device.h"
+#include "pipeline/device_choice.h"
+#include "pipeline/rank_use.h"
 #include "pipeline/runtime.h"
 
 namespace smoe::pipeline {
 namespace {
 
-TEST(Runtime, EachRankGetsItsOwnGpu) {
-  EXPECT_EQ(choose_device("auto", 4, 5, 1, 4), c10::Device(c10::kCUDA, 1));
-  EXPECT_EQ(choose_device("cuda", 2, 3, 1, 2), c10::Device(c10::kCUDA, 1));
-  EXPECT_EQ(choose_device("cpu", 4, 0, 0, 4), c10::Device(c10::kCPU));
-  EXPECT_EQ(choose_device("auto", 0, 0, 0, 8), c10::Device(c10::kCPU));  // no GPU: the CPU
+// One node: each local rank's visible device ids.
+std::vector<NodeRank> node_of(const std::vector<std::vector<std::string>>& views) {
+  std::vector<NodeRank> node;
+  for (size_t r = 0; r < views.size(); ++r) node.push_back({static_cast<int>(r), views[r]});
+  return node;
 }
 
-TEST(Runtime, MoreRanksOnANodeThanGpusIsAnErrorAtStartUp) {
-  // Two ranks, one GPU (the GPU machine's case): both would use cuda:0.
-  EXPECT_ERROR(choose_device("auto", 1, 1, 1, 2),
-               "runtime.device: 2 ranks on the node of rank 1 but 1 GPU (local ranks 0 and 1 would share cuda:0); "
-               "NCCL needs one GPU per rank: start at most 1 rank per node, or set runtime.device=cpu");
-  // Every rank of the node says so, not only those that would share.
-  EXPECT_ERROR(choose_device("cuda", 2, 7, 1, 3),
-               "3 ranks on the node of rank 7 but 2 GPUs (local ranks 0 and 2 would share cuda:0)");
-  EXPECT_ERROR(choose_device("cuda", 0, 2, 0, 1), "runtime.device is cuda but no CUDA device is available on rank 2");
-  // The CPU is always possible.
-  EXPECT_EQ(choose_device("cpu", 1, 1, 1, 2), c10::Device(c10::kCPU));
-}
-
-// One node's start-up played out on thread-ranks: each rank picks its device
-// with `place`, then makes its first CUDA collective through a DeviceRouter
-// whose device communicator refuses, as NCCL does, two ranks on one GPU.
-// Returns each rank's error ("" when it ran) and counts the communicators made.
-struct NodeStart {
-  std::vector<std::string> errors;
-  std::vector<int64_t> sums;
-  int device_communicators = 0;
-};
-NodeStart start_node(int ranks, const std::function<c10::Device(int rank)>& place) {
-  NodeStart out;
-  out.errors.resize(static_cast<size_t>(ranks));
-  out.sums.resize(static_cast<size_t>(ranks));
-  testing::FakeDevice::Group devices;
-  comm::ThreadGroup group(ranks);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        const c10::Device device = place(r);
-        comm::DeviceRouter router(group.communicator(r), [&](comm::Communicator& host, int index) {
-          return std::make_unique<testing::FakeDevice>(host, index, devices);
-        });
-        int64_t v = r + 1;
-        router.allreduce(comm::Buffer{&v, 1, comm::DType::i64, comm::Device{true, device.index()}},
-                         comm::ReduceOp::sum);
-        out.sums[static_cast<size_t>(r)] = v;
-      } catch (const Error& e) {
-        out.errors[static_cast<size_t>(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  out.device_communicators = devices.created.load();
+// Each rank's (index, id, ranks it shares with).
+std::vector<std::tuple<int, std::string, std::vector<int>>> choices(const std::vector<std::vector<std::string>>& v) {
+  std::vector<std::tuple<int, std::string, std::vector<int>>> out;
+  const auto node = node_of(v);
+  for (size_t r = 0; r < v.size(); ++r) {
+    const DeviceChoice c = choose_device_index(node, static_cast<int>(r));
+    out.emplace_back(c.index, c.id, c.shared_with);
+  }
   return out;
 }
 
-TEST(Runtime, OneGpuPerRankRunsAndSharingIsRefusedBeforeAnyCommunicator) {
-  // Two ranks, two GPUs: each its own device, the collective sums.
-  auto ok = start_node(2, [](int r) { return choose_device("auto", 2, r, r, 2); });
-  EXPECT_EQ(ok.errors, (std::vector<std::string>{"", ""}));
-  EXPECT_EQ(ok.sums, (std::vector<int64_t>{3, 3}));
-  EXPECT_EQ(ok.device_communicators, 2);
-  // The old placement (local rank mod GPUs) put ranks 0 and 2 on cuda:0 and
-  // died in the device communicator's start: the fake catches that defect.
-  auto modulo = start_node(3, [](int r) { return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(r % 2)); });
-  for (const auto& e : modulo.errors) EXPECT_NE(e.find("duplicate GPU: 2 ranks on device 0"), std::string::npos) << e;
-  EXPECT_EQ(modulo.device_communicators, 0);
-  // smoe's decision: every rank of the node stops at start-up with one line
-  // naming the ranks and the device, before any device communicator exists.
-  auto shared = start_node(3, [](int r) { return choose_device("auto", 2, r, r, 3); });
-  for (int r = 0; r < 3; ++r)
-    EXPECT_EQ(shared.errors[static_cast<size_t>(r)],
-              fmt::format("runtime.device: 3 ranks on the node of rank {} but 2 GPUs (local ranks 0 and 2 would share "
-                          "cuda:0); NCCL needs one GPU per rank: start at most 2 ranks per node, or set "
-                          "runtime.device=cpu",
-                          r));
-  EXPECT_EQ(shared.device_communicators, 0);
+using Row = std::tuple<int, std::string, std::vector<int>>;
+const std::vector<std::string> kFour = {"A", "B", "C", "D"};
+
+TEST(DeviceChoice, EveryRankSeesEveryGpu) {
+  // --gpus-per-node=4 (or no binding): local rank r takes GPU r.
+  EXPECT_EQ(choices({kFour, kFour, kFour, kFour}),
+            (std::vector<Row>{{0, "A", {}}, {1, "B", {}}, {2, "C", {}}, {3, "D", {}}}));
+}
+
+TEST(DeviceChoice, OneGpuBoundToEachTask) {
+  // --gpus-per-task=1, --gpu-bind=single:1 or a per-rank CUDA_VISIBLE_DEVICES:
+  // every rank sees one device, as its index 0. The old rule (local rank as
+  // the index) sent rank 1 to cuda:1, which it cannot see.
+  EXPECT_EQ(choices({{"A"}, {"B"}, {"C"}, {"D"}}),
+            (std::vector<Row>{{0, "A", {}}, {0, "B", {}}, {0, "C", {}}, {0, "D", {}}}));
+}
+
+TEST(DeviceChoice, SubsetsOfTheNodesGpus) {
+  // Two GPUs per task (--gpus-per-task=2): each rank takes the first of its own.
+  EXPECT_EQ(choices({{"A", "B"}, {"C", "D"}}), (std::vector<Row>{{0, "A", {}}, {0, "C", {}}}));
+  // Two ranks per pair of GPUs (CUDA_VISIBLE_DEVICES=0,1 and 2,3): shared out in order.
+  EXPECT_EQ(choices({{"A", "B"}, {"A", "B"}, {"C", "D"}, {"C", "D"}}),
+            (std::vector<Row>{{0, "A", {}}, {1, "B", {}}, {0, "C", {}}, {1, "D", {}}}));
+}
+
+TEST(DeviceChoice, MoreRanksThanGpusShareAndSayWithWhom) {
+  // Two ranks, one GPU (the GPU machine lent to this project).
+  EXPECT_EQ(choices({{"A"}, {"A"}}), (std::vector<Row>{{0, "A", {1}}, {0, "A", {0}}}));
+  // Three ranks, two GPUs: ranks 0 and 2 share A.
+  EXPECT_EQ(choices({{"A", "B"}, {"A", "B"}, {"A", "B"}}),
+            (std::vector<Row>{{0, "A", {2}}, {1, "B", {}}, {0, "A", {0}}}));
+  // The same GPU under two indices: rank 1 takes B as its index 1, rank 2
+  // sees only B (as its index 0). Arithmetic on indices misses it; ids do not.
+  EXPECT_EQ(choices({{"A", "B"}, {"A", "B"}, {"B"}}), (std::vector<Row>{{0, "A", {}}, {1, "B", {2}}, {0, "B", {1}}}));
+}
+
+TEST(DeviceChoice, NoDeviceOrUnknownRank) {
+  EXPECT_EQ(choices({{}, {"A"}}), (std::vector<Row>{{-1, "", {}}, {0, "A", {}}}));
+  EXPECT_ERROR(choose_device_index(node_of({{"A"}}), 3), "local rank 3 is not among its node's 1 ranks");
+}
+
+TEST(Runtime, DeviceTypes) {
+  EXPECT_EQ(wanted_device_type("auto", 2), c10::kCUDA);
+  EXPECT_EQ(wanted_device_type("auto", 0), c10::kCPU);  // no GPU: the CPU
+  EXPECT_EQ(wanted_device_type("cpu", 4), c10::kCPU);
+  EXPECT_EQ(wanted_device_type("privateuseone", 0), c10::kPrivateUse1);
+  EXPECT_ERROR(wanted_device_type("cuda:1", 2), "runtime.device: 'cuda:1' names a device; name its type (cuda)");
+  EXPECT_ERROR(wanted_device_type("gpu", 2), "runtime.device: 'gpu' is not a device type");
+}
+
+// setup_runtime on `ranks` thread ranks of one node; each rank's result or error.
+struct Started {
+  std::vector<RuntimeInfo> infos;
+  std::vector<std::string> errors;
+};
+Started start(int ranks, const std::string& device) {
+  Started out;
+  out.infos.resize(static_cast<size_t>(ranks));
+  out.errors.resize(static_cast<size_t>(ranks));
+  RuntimeConfig c{1, device, 50, 0.0, 64};
+  comm::run_ranks(ranks, [&](comm::Communicator& comm) {
+    const auto r = static_cast<size_t>(comm.rank());
+    try {
+      out.infos[r] = setup_runtime(c, comm, comm.rank(), ranks);
+    } catch (const Error& e) {
+      out.errors[r] = e.what();
+    }
+  });
+  return out;
+}
+
+TEST(Runtime, CpuRanks) {
+  const Started s = start(2, "cpu");
+  for (const auto& info : s.infos) {
+    EXPECT_EQ(info.device, c10::Device(c10::kCPU));
+    EXPECT_FALSE(info.device_shared);  // the CPU is not a device that NCCL would refuse to share
+  }
+  EXPECT_EQ(s.errors, (std::vector<std::string>{"", ""}));
+}
+
+TEST(Runtime, AMissingDeviceStopsEveryRankWithTheSameLine) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has a GPU";
+  const Started s = start(2, "cuda");
+  for (const auto& e : s.errors) EXPECT_NE(e.find("runtime.device is cuda but no cuda device is available on rank 0"), std::string::npos) << e;
+}
+
+TEST(Runtime, RanksSharingTheFakeAcceleratorRunTheirCollectivesThroughTheHost) {
+  // The fake accelerator (linked into this binary) has one device: two ranks
+  // share it, deliberately, and say so.
+  const Started s = start(2, "privateuseone");
+  EXPECT_EQ(s.errors, (std::vector<std::string>{"", ""}));
+  for (const auto& info : s.infos) {
+    EXPECT_EQ(info.device, c10::Device(c10::kPrivateUse1, 0));
+    EXPECT_TRUE(info.device_shared);
+  }
+  ASSERT_EQ(s.infos[0].notes.size(), 1u);
+  EXPECT_NE(s.infos[0].notes[0].find("ranks share a privateuseone device"), std::string::npos) << s.infos[0].notes[0];
+  EXPECT_TRUE(s.infos[1].notes.empty());  // said once
+
+  // A collective on device tensors goes through host copies and lands back
+  // on the device.
+  const long calls = testing::fake_accelerator_calls();
+  comm::run_ranks(2, [&](comm::Communicator& comm) {
+    at::Tensor t = at::full({3}, comm.rank() + 1.0, at::TensorOptions().device(testing::fake_accelerator()));
+    comm::allreduce(comm, t);
+    EXPECT_EQ(t.device(), c10::Device(c10::kPrivateUse1, 0));
+    EXPECT_TRUE(at::equal(t.cpu(), at::full({3}, 3.0)));
+  });
+  EXPECT_GT(testing::fake_accelerator_calls(), calls);  // at::full ran on the device
+}
+
+TEST(Runtime, ARouterWithDeviceCollectivesOffRefusesCudaBuffers) {
+  testing::FakeDevice::Group devices;
+  comm::ThreadGroup group(1);
+  comm::DeviceRouter router(group.communicator(0), [&](comm::Communicator& host, int index) {
+    return std::make_unique<testing::FakeDevice>(host, index, devices);
+  });
+  EXPECT_TRUE(router.takes_device_buffers());
+  router.set_device_collectives(false);
+  int64_t v = 1;
+  EXPECT_ERROR(router.allreduce(comm::Buffer{&v, 1, comm::DType::i64, comm::Device{true, 0}}, comm::ReduceOp::sum),
+               "a CUDA buffer reached the communicator while device collectives are off");
+  EXPECT_EQ(devices.created.load(), 0);
+}
+
+// More ranks than a stage can use is reported with the idle share.
+TEST(RankUse, BaseStageMicroBatchesAgainstRanks) {
+  // The paper configs before: batch = micro-batch = 128, one rank works per step.
+  EXPECT_EQ(base_rank_use(128, 128, 8).work, 1);
+  EXPECT_DOUBLE_EQ(base_rank_use(128, 128, 8).idle, 0.875);
+  EXPECT_EQ(base_idle_warning(128, 128, 8),
+            "base: 8 ranks but 1 micro-batch per step (base.batch_size 128 / base.micro_batch 128): 88% of the ranks' "
+            "time idles; set base.micro_batch to 16 or less to use every rank (results depend on micro_batch, not on "
+            "the rank count)");
+  EXPECT_DOUBLE_EQ(base_rank_use(128, 32, 8).idle, 0.5);
+  EXPECT_DOUBLE_EQ(base_rank_use(100, 32, 4).idle, 0.0);  // 4 micro-batches, the last one short
+  EXPECT_EQ(base_idle_warning(128, 16, 8), "");
+  EXPECT_EQ(base_idle_warning(128, 128, 1), "");
+}
+
+TEST(RankUse, ExpertsStageExpertsAgainstRanks) {
+  // The paper's 20 experts on 32 ranks: 12 ranks idle.
+  EXPECT_DOUBLE_EQ(experts_rank_use(20, 32).idle, 0.375);
+  EXPECT_EQ(experts_idle_warning(20, 32),
+            "experts: 32 ranks but 20 experts to train (experts.count): 12 ranks idle through the stage (38% of the "
+            "ranks' time); start at most 20 ranks for this stage");
+  EXPECT_EQ(experts_idle_warning(4, 5), "experts: 5 ranks but 4 experts to train (experts.count): 1 rank idles "
+                                        "through the stage (20% of the ranks' time); start at most 4 ranks for this "
+                                        "stage");
+  EXPECT_EQ(experts_idle_warning(20, 8), "");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "comm/tensor_collectives.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "pipeline/rank_use.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
@@ -72,13 +73,19 @@ class BaseStage : public Stage {
     auto on_epoch_end = [&](int64_t epoch, const train::BaseTrainStats& st, torch::optim::Optimizer& opt) {
       checkpoints.save(*s.base, opt, epoch, {{"loss", st.final_loss}, {"train_accuracy", st.final_train_accuracy}});
     };
+    // More ranks than micro-batches per step leave ranks idle (pipeline/rank_use.h).
+    const RankUse use = base_rank_use(o.optim.batch_size, o.micro_batch, s.comm.size());
+    const std::string idle = base_idle_warning(o.optim.batch_size, o.micro_batch, s.comm.size());
+    if (!idle.empty() && s.comm.is_root()) log::warn("{}", idle);
     const auto stats = train::train_base(s.base, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
     // Identical on every rank by construction; rank 0's copy is made authoritative anyway.
     broadcast_module(s.comm, *s.base, 0);
     json record = {{"final_loss", checkpoints.last().value("loss", 0.0)},
                    {"train_accuracy", checkpoints.last().value("train_accuracy", 0.0)},
                    {"resumed_after_epoch", start},
-                   {"precision", stats.precision}};
+                   {"precision", stats.precision},
+                   {"micro_batches_per_step", use.work},
+                   {"idle_rank_share", use.idle}};
     if (s.comm.is_root()) record["sha256"] = train::save_module(*s.base, s.store.base_path());
     checkpoints.finish();
     return record;

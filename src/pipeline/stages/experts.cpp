@@ -18,6 +18,7 @@
 #include "core/rng.h"
 #include "core/stop.h"
 #include "pipeline/fault.h"
+#include "pipeline/rank_use.h"
 #include "pipeline/run_state.h"
 #include "pipeline/scheduler.h"
 #include "pipeline/stage.h"
@@ -284,10 +285,15 @@ class ExpertsStage : public Stage {
   std::vector<std::string> keys() const override { return {"experts.", "ensembler."}; }
   std::vector<std::string> record_prefixes() const override { return {"expert/"}; }
   json run(RunState& s) override {
+    // More ranks than experts leave ranks idle (pipeline/rank_use.h).
+    const std::string idle = experts_idle_warning(s.cfg.experts.count, s.comm.size());
+    if (!idle.empty() && s.comm.is_root()) log::warn("{}", idle);
     s.prepare_expert_inputs();
     s.targets = &s.open_g0();
     run_expert_round(s, 0);
-    json record = {{"trunk_cache_seconds", s.trunk_cache_seconds}, {"trunk_cache_mode", s.trunk_cache_mode()}};
+    json record = {{"trunk_cache_seconds", s.trunk_cache_seconds},
+                   {"trunk_cache_mode", s.trunk_cache_mode()},
+                   {"idle_rank_share", experts_rank_use(s.cfg.experts.count, s.comm.size()).idle}};
     if (s.expert_inputs->cached()) record["trunk_cache_bytes"] = s.expert_inputs->cache()->bytes();
     return record;
   }

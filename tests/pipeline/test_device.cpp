@@ -1,0 +1,133 @@
+// The GPU path without a GPU: the quick pipeline on the fake accelerator
+// (tests/common/fake_accelerator.cpp), a device whose operators fail, as
+// CUDA's do, when a tensor they get is still on the CPU. Its kernels are the
+// CPU's, so a run on it must give the CPU run's results bit for bit: the
+// same checkpoints (run.json's hashes) and the same report.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "common/fake_accelerator.h"
+#include "common/temp_dir.h"
+#include "quick_run.h"
+#include "train/checkpoint.h"
+
+namespace smoe::testing {
+namespace {
+
+// What describes the run rather than its results: times, memory, where it
+// ran and on how many ranks. (An optimiser state's bytes record the device
+// its tensors were on, as libtorch's archives do; it loads onto the rank's
+// device, see ResumeLoadsTheOptimiserStateOntoTheRanksDevice.)
+bool measures_the_machine(const std::string& key) {
+  static const std::set<std::string> keys = {"seconds",       "stages",         "peak_rss_mb",       "inference_time",
+                                             "runtime",       "ranks",          "rank",              "images_per_second",
+                                             "rows_on_rank_0", "device",        "provenance",        "optim_sha256"};
+  return keys.count(key) || key.find("seconds") != std::string::npos;
+}
+
+nlohmann::json results_only(const nlohmann::json& j) {
+  if (j.is_array()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& e : j) out.push_back(results_only(e));
+    return out;
+  }
+  if (!j.is_object()) return j;
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [k, v] : j.items())
+    if (!measures_the_machine(k)) out[k] = results_only(v);
+  return out;
+}
+
+// What a run computed: every stage's record in run.json (hashes of what it
+// wrote included) and the report, less what measures the machine.
+nlohmann::json results(const std::string& run_dir, const nlohmann::json& report) {
+  return {{"done", results_only(run_json(run_dir)["done"])}, {"report", results_only(report)}};
+}
+
+// The first place where two JSON documents differ, for a readable failure.
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b) {
+  const nlohmann::json patch = nlohmann::json::diff(a, b);
+  return patch.empty() ? "" : patch[0].dump();
+}
+
+class OnTheFakeAccelerator : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::set_num_threads(1); }
+  // The fake accelerator's run on P ranks against the CPU's on P ranks
+  // (what depends on P, such as a data-parallel epoch's batch-norm
+  // statistics before calibration, is the same on both).
+  void same_as_cpu(const std::vector<std::string>& overrides) {
+    const Config c = quick_config(quick_dataset(tmp.path()), overrides);
+    const std::string name = std::to_string(runs++);
+    for (int ranks : {1, 2}) {
+      const std::string cpu_dir = tmp.path() + "/cpu" + name + "-" + std::to_string(ranks);
+      const std::string fake_dir = tmp.path() + "/fake" + name + "-" + std::to_string(ranks);
+      const nlohmann::json cpu = results(cpu_dir, train_quick(c, cpu_dir, ranks));
+      const long calls = fake_accelerator_calls();
+      const nlohmann::json fake =
+          results(fake_dir, train_quick(c, fake_dir, ranks, pipeline::OpenMode::fresh, fake_accelerator()));
+      EXPECT_GT(fake_accelerator_calls(), calls + 1000);  // it did run there
+      EXPECT_EQ(first_difference(cpu, fake), "") << ranks << " ranks";
+    }
+  }
+  TempDir tmp;
+  int runs = 0;
+};
+
+TEST_F(OnTheFakeAccelerator, AlgorithmOne) { same_as_cpu({}); }
+
+TEST_F(OnTheFakeAccelerator, EmMode) { same_as_cpu({"scheme=em", "em.steps=2"}); }
+
+TEST_F(OnTheFakeAccelerator, JointScheme) {
+  same_as_cpu({"scheme=joint", "experts.arch=small_cnn", "experts.branch_after=0", "gate.kind=cnn", "model.width=3",
+               "model.hidden=[12,8]", "joint.epochs=1", "joint.batch_size=64", "joint.micro_batch=16",
+               "joint.importance=0.2", "joint.similarity_same=0.05", "joint.similarity_diff=0.02"});
+}
+
+// A resumed job puts every rank's optimiser state on that rank's device,
+// whichever device wrote it: written on the CPU, loaded by an optimiser on
+// the device (its next step would fail on CPU buffers), and the other way.
+TEST(OptimiserState, LoadsOntoTheDeviceOfItsParameters) {
+  for (const auto& [from, to] : {std::pair{c10::Device(c10::kCPU), fake_accelerator()},
+                                 std::pair{fake_accelerator(), c10::Device(c10::kCPU)}}) {
+    at::Tensor w = torch::ones({3}, torch::TensorOptions().device(from)).requires_grad_(true);
+    torch::optim::SGD written({w}, torch::optim::SGDOptions(0.1).momentum(0.9));
+    w.sum().backward();
+    written.step();
+    const std::string bytes = train::optimizer_state(written);
+
+    at::Tensor v = w.detach().to(to).requires_grad_(true);
+    torch::optim::SGD loaded({v}, torch::optim::SGDOptions(0.1).momentum(0.9));
+    train::load_optimizer_state(loaded, bytes, "state");
+    ASSERT_EQ(loaded.state().size(), 1u);
+    const auto& momentum =
+        static_cast<torch::optim::SGDParamState&>(*loaded.state().begin()->second).momentum_buffer();
+    EXPECT_EQ(momentum.device(), to);
+    v.sum().backward();
+    loaded.step();
+    EXPECT_TRUE(torch::allclose(v.detach().cpu(), w.detach().cpu() - 0.1 * (0.9 + 1)));
+  }
+}
+
+// A job stopped after the base stage's first epoch resumes on the fake
+// accelerator to the CPU's uninterrupted result.
+TEST_F(OnTheFakeAccelerator, ResumesToTheUninterruptedResult) {
+  const Config c = quick_config(quick_dataset(tmp.path()), {"base.epochs=2"});
+  const nlohmann::json whole = results(tmp.path() + "/whole", train_quick(c, tmp.path() + "/whole", 2));
+  const std::string stopped = tmp.path() + "/stopped";
+  setenv("SMOE_FAULT", "stage:base-epoch-1", 1);
+  EXPECT_ANY_THROW(train_quick(c, stopped, 2, pipeline::OpenMode::fresh, fake_accelerator()));
+  unsetenv("SMOE_FAULT");
+  const nlohmann::json resumed =
+      results(stopped, train_quick(c, stopped, 2, pipeline::OpenMode::resume, fake_accelerator()));
+  EXPECT_EQ(run_json(stopped)["done"]["base"]["resumed_after_epoch"], 1);
+  nlohmann::json a = whole, b = resumed;
+  for (auto* j : {&a, &b}) (*j)["done"]["base"].erase("resumed_after_epoch");
+  EXPECT_EQ(first_difference(a, b), "");
+}
+
+}  // namespace
+}  // namespace smoe::testing
