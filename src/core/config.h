@@ -56,7 +56,7 @@ struct OptimConfig {
   int64_t warmup_epochs;
   double label_smoothing;
   double grad_clip;  // largest global L2 norm of the gradient (0 = no clipping)
-  std::string precision;  // float32 | bfloat16 (autocast of the forward pass, train/precision.h)
+  std::string precision;  // float32 | bfloat16 | float16 | auto (autocast of the forward pass, train/precision.h)
   bool channels_last;     // convolution weights in channels-last memory format while training
 };
 

@@ -36,8 +36,10 @@ void describe_optim(Schema& s, const std::string& p, OptimConfig& o, const Optim
   s.add(p + ".precision", o.precision, std::string("float32"),
         "bfloat16: the forward passes autocast to bfloat16 (weights, gradients and optimiser state stay float32) "
         "where the hardware computes it natively (AVX-512 BF16 or AMX CPUs, GPUs of compute capability 8.0+); "
-        "elsewhere float32 runs and the report says why")
-      .one_of({"float32", "bfloat16"});
+        "float16: autocast to float16 on GPUs, with dynamic loss scaling (on a CPU the passes run in float32, the "
+        "scaler still on); auto: the fastest the device computes natively (bfloat16, else float16 on a GPU, else "
+        "float32); where a request cannot run, float32 runs and the report says why")
+      .one_of({"float32", "bfloat16", "float16", "auto"});
   s.add(p + ".channels_last", o.channels_last, false,
         "convolution weights in channels-last memory format while training (oneDNN's and cuDNN's preferred "
         "layout: the same arithmetic in another summation order; checkpoints are saved in the usual layout)");

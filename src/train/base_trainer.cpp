@@ -13,6 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/losses.h"
 #include "train/optim.h"
+#include "train/loss_scaler.h"
 #include "train/precision.h"
 
 namespace smoe::train {
@@ -103,6 +104,8 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
   BaseTrainStats stats;
   const PrecisionPlan precision = plan_training_precision(o.optim.precision, device);
   stats.precision = precision.used;
+  LossScaler scaler(precision.loss_scaling, {});
+  if (o.loss_scale > 0) scaler.restore(o.loss_scale, o.loss_scale_good_steps);
   Progress progress("base", (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);
   int64_t global_step = start_epoch * steps_per_epoch;
   StopScope stop_scope;  // SIGTERM / SIGUSR1 stop at the next step boundary
@@ -138,6 +141,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
                                   epoch + 1, epoch));
       set_lr(*opt, schedule.lr(global_step));
       int64_t local = 0;
+      int overflowed = 0;  // a float16 micro-batch of this rank whose gradients overflowed
       while (next < mine.size() && mine_step[next] == static_cast<int64_t>(s)) {
         data::Batch b = *loader.next();
         ++next;
@@ -149,14 +153,24 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
           loss = cross_entropy(logits, y, o.optim.label_smoothing).sum();
         }
         opt->zero_grad();
-        loss.backward();
-        grad_sum.add(gradients_of(params), "gradient of parameter");
+        scaler.scaled(loss).backward();
+        if (scaler.unscale(params))
+          grad_sum.add(gradients_of(params), "gradient of parameter");
+        else
+          overflowed = 1;
         loss_sum += loss.detach();
         correct += (logits.argmax(1) == y).sum();
         seen += static_cast<double>(x.size(0));
         local += x.size(0);
       }
-      apply_exact_sum(grad_sum, params, comm, static_cast<int64_t>(batches[s].size()), o.optim, *opt);
+      // With loss scaling, every rank skips the step when one rank's
+      // gradients overflowed (the ranks agree, so their weights stay equal).
+      if (scaler.enabled()) comm.allreduce(comm::host_buffer(&overflowed, 1), comm::ReduceOp::max);
+      if (overflowed)
+        grad_sum.zero();
+      else
+        apply_exact_sum(grad_sum, params, comm, static_cast<int64_t>(batches[s].size()), o.optim, *opt);
+      scaler.update(overflowed != 0);
       stats.images += local;
       nlohmann::json fields = nlohmann::json::object();
       if (progress.due())
@@ -174,6 +188,9 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
               100 * stats.final_train_accuracy);
     log::event("base_epoch",
                {{"epoch", epoch + 1}, {"loss", stats.final_loss}, {"train_accuracy", stats.final_train_accuracy}});
+    stats.loss_scale = scaler.scale();
+    stats.loss_scale_good_steps = scaler.good_steps();
+    stats.skipped_steps = scaler.skipped_steps();
     if (on_epoch_end) on_epoch_end(epoch + 1, stats, *opt);
   }
   stats.seconds = progress.seconds();  // the training loop alone

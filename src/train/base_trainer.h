@@ -34,6 +34,9 @@ struct BaseTrainOptions {
   uint64_t seed = 0;
   int64_t log_every = 50;
   int64_t prefetch = 2;
+  // Resuming: the loss scaler's state after start_epoch (float16; 0: fresh).
+  double loss_scale = 0;
+  int64_t loss_scale_good_steps = 0;
 };
 
 struct BaseTrainStats {
@@ -42,6 +45,9 @@ struct BaseTrainStats {
   double final_train_accuracy = 0;  // on the (augmented) training batches of the last epoch
   int64_t images = 0;               // processed by this rank
   std::string precision = "float32";  // what the forward passes ran in (train/precision.h)
+  double loss_scale = 1;               // float16's loss scaler after the last step (train/loss_scaler.h)
+  int64_t loss_scale_good_steps = 0;
+  int64_t skipped_steps = 0;           // steps skipped for gradients that overflowed
 };
 
 // Called on every rank after each epoch (1-based; the stage saves a checkpoint there).

@@ -38,6 +38,8 @@ LoopSpec expert_loop(const ExpertTrainOptions& o, int64_t n) {
   spec.log_every = o.log_every;
   spec.start_epoch = o.start_epoch;
   spec.optimizer_state = o.optimizer_state;
+  spec.loss_scale = o.loss_scale;
+  spec.loss_scale_good_steps = o.loss_scale_good_steps;
   spec.on_epoch_end = o.on_epoch_end;
   spec.stop_on_signal = o.stop_on_signal;
   return spec;

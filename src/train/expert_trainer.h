@@ -66,6 +66,8 @@ struct ExpertTrainOptions {
   // Resuming after an epoch, and the per-epoch hook (train/sgd_loop.h).
   int64_t start_epoch = 0;
   std::string optimizer_state;
+  double loss_scale = 0;  // the loss scaler's state then (float16; 0: fresh)
+  int64_t loss_scale_good_steps = 0;
   LoopEpochHook on_epoch_end;
   bool stop_on_signal = false;  // LoopSpec::stop_on_signal
 };

@@ -1,5 +1,6 @@
-// How a training loop's forward passes run (issue #14). Reduced precision
-// (<section>.precision): bfloat16
+// How a training loop's forward passes run (issues #14, #27). Reduced
+// precision (<section>.precision): float16 on GPUs, with dynamic loss
+// scaling (train/loss_scaler.h); auto picks the fastest native type; or bfloat16
 // autocast of the forward pass (convolutions and matrix products in
 // bfloat16; BatchNorm statistics, losses, gradients, optimiser state and
 // checkpoints stay float32), where the hardware computes bfloat16 natively —
@@ -22,9 +23,10 @@ struct Device;
 namespace smoe::train {
 
 struct PrecisionPlan {
-  std::string requested = "float32";  // float32 | bfloat16
+  std::string requested = "float32";  // float32 | bfloat16 | float16 | auto
   std::string used = "float32";       // what the forward passes run in
   std::string reason;                 // why used differs from requested (empty when it does not)
+  bool loss_scaling = false;          // dynamic loss scaling (float16; train/loss_scaler.h)
 };
 
 // Whether this CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 in
@@ -57,8 +59,8 @@ class ChannelsLastScope {
   std::vector<at::Tensor> params_;
 };
 
-// Autocast to bfloat16 on `device` for its lifetime when `precision` is
-// "bfloat16" (nothing otherwise). Wrap the forward pass and the loss; run
+// Autocast to bfloat16 or float16 on `device` for its lifetime when
+// `precision` (a plan's `used`) is one of them (nothing otherwise). Wrap the forward pass and the loss; run
 // backward() outside.
 class AutocastScope {
  public:

@@ -12,6 +12,7 @@
 #include "data/sampler.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
+#include "train/loss_scaler.h"
 #include "train/precision.h"
 
 namespace smoe::train {
@@ -34,6 +35,13 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
   ChannelsLastScope channels_last(params, s.optim.channels_last);
   auto opt = make_optimizer(params, s.optim);
   if (!s.optimizer_state.empty()) load_optimizer_state(*opt, s.optimizer_state, s.stage + " progress checkpoint");
+  LossScaler scaler(precision.loss_scaling, {});
+  if (s.loss_scale > 0) scaler.restore(s.loss_scale, s.loss_scale_good_steps);
+  auto note_scaler = [&] {
+    stats.loss_scale = scaler.scale();
+    stats.loss_scale_good_steps = scaler.good_steps();
+    stats.skipped_steps = scaler.skipped_steps();
+  };
   Progress progress(s.stage, (s.optim.epochs - s.start_epoch) * steps_per_epoch, s.log_every);
   int64_t step = s.start_epoch * steps_per_epoch;
   for (int64_t epoch = s.start_epoch; epoch < s.optim.epochs; ++epoch) {
@@ -55,9 +63,14 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
         loss = batch_loss(ids, epoch);
       }
       opt->zero_grad();
-      loss.backward();
-      clip_gradients(params, s.optim);
-      opt->step();
+      scaler.scaled(loss).backward();
+      // A float16 step whose gradients overflowed is skipped (the scaler halves its scale).
+      const bool finite = scaler.unscale(params);
+      if (finite) {
+        clip_gradients(params, s.optim);
+        opt->step();
+      }
+      scaler.update(!finite);
       loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach().to(torch::kDouble);
       ++batches;
       stats.samples += static_cast<int64_t>(ids.size());
@@ -68,10 +81,12 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
     stats.final_loss = batches ? loss_sum.item<double>() / batches : 0;
     if (s.on_epoch_end) {
       stats.steps = step;
+      note_scaler();
       s.on_epoch_end(epoch + 1, *opt, stats);
     }
   }
   stats.steps = step;
+  note_scaler();
   stats.seconds = progress.seconds();
   return stats;
 }

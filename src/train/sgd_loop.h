@@ -35,6 +35,9 @@ struct LoopSpec {
   // saved after epoch start_epoch (the parameters already hold its weights).
   int64_t start_epoch = 0;
   std::string optimizer_state;
+  // and the loss scaler's state then (float16; 0: a fresh scaler).
+  double loss_scale = 0;
+  int64_t loss_scale_good_steps = 0;
   LoopEpochHook on_epoch_end;
   // Throw Stopped (core/stop.h) at the next batch after SIGTERM or SIGUSR1
   // reached this process (inside a StopScope; this rank alone, no collective).
@@ -47,6 +50,11 @@ struct LoopStats {
   int64_t steps = 0;
   int64_t samples = 0;
   std::string precision = "float32";  // what the forward passes ran in (train/precision.h)
+  // Dynamic loss scaling (float16, train/loss_scaler.h): the scale after the
+  // last step, the good steps since it last changed, the steps skipped.
+  double loss_scale = 1;
+  int64_t loss_scale_good_steps = 0;
+  int64_t skipped_steps = 0;
 };
 
 // batch_loss(ids, epoch) returns the scalar loss of a batch.

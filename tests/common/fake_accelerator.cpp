@@ -30,6 +30,12 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#if __has_include(<ATen/detail/PrivateUse1HooksInterface.h>)
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/PrivateUse1HooksInterface.h>
+#define SMOE_FAKE_HAS_HOOKS 1
+#endif
+
 #if __has_include(<ATen/ops/_reshape_alias_native.h>)
 #include <ATen/ops/_reshape_alias_native.h>
 #define SMOE_FAKE_HAS_RESHAPE_ALIAS 1
@@ -108,6 +114,30 @@ struct Allocator final : c10::Allocator {
 };
 
 Allocator allocator;
+
+#ifdef SMOE_FAKE_HAS_HOOKS
+// libtorch 2.x asks a PrivateUse1 backend, through these hooks, whether it
+// is there (isAvailable, from 2.7 on) and for its random generator.
+struct Hooks final : at::PrivateUse1HooksInterface {
+  bool isBuilt() const { return true; }      // overrides where the base declares it
+  bool isAvailable() const { return true; }  // (2.7 and later), is unused before
+  const at::Generator& getDefaultGenerator(c10::DeviceIndex) const override {
+    static at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(c10::default_rng_seed_val);
+    return gen;
+  }
+  at::Device getDeviceFromPtr(void*) const override { return c10::Device(kFake, current_device); }
+  bool hasPrimaryContext(c10::DeviceIndex) const override { return true; }
+};
+struct RegisterHooks {
+  RegisterHooks() {
+    // Named as libtorch 1.13 names the device type, so that
+    // runtime.device=privateuseone means the same on every release; a
+    // registered backend is also what 2.x's accelerator queries look for.
+    c10::register_privateuse1_backend("privateuseone");
+    at::RegisterPrivateUse1HooksInterface(new Hooks);
+  }
+} register_hooks;
+#endif
 struct RegisterAllocator {
   RegisterAllocator() { c10::SetAllocator(kFake, &allocator); }
 } register_allocator;

@@ -87,6 +87,26 @@ TEST_F(OnTheFakeAccelerator, JointScheme) {
                "joint.importance=0.2", "joint.similarity_same=0.05", "joint.similarity_diff=0.02"});
 }
 
+// float16 off a GPU: float32 passes with dynamic loss scaling in every
+// loop, the data-parallel base stage's included (each micro-batch unscaled
+// before the exact sum). Scaling by powers of two is exact: the float32
+// run's results, on the CPU and on the fake accelerator.
+TEST_F(OnTheFakeAccelerator, Float16WithLossScalingGivesTheFloat32Results) {
+  const std::string data = quick_dataset(tmp.path());
+  const Config full = quick_config(data, {});
+  const Config half = quick_config(data, {"base.precision=float16", "experts.precision=float16",
+                                          "ensembler.precision=float16", "gate.precision=float16"});
+  const nlohmann::json a = results(tmp.path() + "/f32", train_quick(full, tmp.path() + "/f32", 2));
+  for (const c10::Device& device : {c10::Device(c10::kCPU), fake_accelerator()}) {
+    const std::string dir = tmp.path() + "/f16-" + device.str();
+    nlohmann::json b = results(dir, train_quick(half, dir, 2, pipeline::OpenMode::fresh, device));
+    EXPECT_EQ(b["done"]["base"]["skipped_steps"], 0);
+    EXPECT_EQ(first_difference(a["report"], b["report"]), "") << device;
+    for (const auto& [stage, rec] : a["done"].items())
+      if (rec.contains("sha256")) EXPECT_EQ(b["done"][stage]["sha256"], rec["sha256"]) << stage << " " << device;
+  }
+}
+
 // A resumed job puts every rank's optimiser state on that rank's device,
 // whichever device wrote it: written on the CPU, loaded by an optimiser on
 // the device (its next step would fail on CPU buffers), and the other way.

@@ -7,7 +7,9 @@
 #include "core/config.h"
 #include "models/torch_compat.h"
 #include "train/expert_trainer.h"
+#include "train/loss_scaler.h"
 #include "train/precision.h"
+#include "train/sgd_loop.h"
 
 namespace smoe::train {
 namespace {
@@ -24,7 +26,54 @@ TEST(Precision, PlanFollowsTheInstructionSet) {
     EXPECT_EQ(bf.used, "float32");
     EXPECT_NE(bf.reason.find("avx512_bf16"), std::string::npos) << bf.reason;
   }
-  EXPECT_ERROR(plan_precision("fp8", cpu), "expected float32 or bfloat16");
+  EXPECT_ERROR(plan_precision("fp8", cpu), "expected float32, bfloat16, float16 or auto");
+  // float16: loss scaling wherever it is asked for; float32 passes off a GPU.
+  const PrecisionPlan half = plan_precision("float16", cpu);
+  EXPECT_TRUE(half.loss_scaling);
+  EXPECT_EQ(half.used, "float32");
+  EXPECT_NE(half.reason.find("loss scaling still on"), std::string::npos) << half.reason;
+  // auto: the fastest native type, silently.
+  const PrecisionPlan best = plan_precision("auto", cpu);
+  EXPECT_EQ(best.used, cpu_has_native_bf16() ? "bfloat16" : "float32");
+  EXPECT_FALSE(best.loss_scaling);
+  EXPECT_EQ(best.reason, "");
+}
+
+// The dynamic loss scaler, PyTorch's GradScaler rule: scaled loss, exact
+// unscaling, a skipped step and a halved scale on an inf or a nan, a doubled
+// scale after growth_interval good steps in a row.
+TEST(LossScaler, SkipsHalvesAndGrows) {
+  LossScaler s(true, {1024.0, 2.0, 0.5, 3});
+  at::Tensor w = torch::ones({2}).requires_grad_(true);
+  s.scaled((w * torch::tensor({3.0f, 5.0f})).sum()).backward();
+  EXPECT_TRUE(at::equal(w.grad(), torch::tensor({3.0f * 1024, 5.0f * 1024})));
+  EXPECT_TRUE(s.unscale({w}));
+  EXPECT_TRUE(at::equal(w.grad(), torch::tensor({3.0f, 5.0f})));  // exact: the scale is a power of two
+  s.update(false);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 1024.0);
+  s.update(false);  // the third good step in a row
+  EXPECT_EQ(s.scale(), 2048.0);
+  for (float bad : {INFINITY, NAN}) {
+    w.mutable_grad() = torch::tensor({1.0f, bad});
+    EXPECT_FALSE(s.unscale({w}));
+    s.update(true);
+  }
+  EXPECT_EQ(s.scale(), 512.0);
+  EXPECT_EQ(s.skipped_steps(), 2);
+  s.update(false);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 512.0);  // a skipped step restarted the count
+  s.restore(64.0, 2);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 128.0);
+  // Disabled (float32, bfloat16): nothing changes.
+  LossScaler off;
+  EXPECT_FALSE(off.enabled());
+  at::Tensor l = torch::tensor(2.5f);
+  EXPECT_TRUE(off.scaled(l).equal(l));
+  w.mutable_grad() = torch::tensor({1.0f, INFINITY});
+  EXPECT_TRUE(off.unscale({w}));
 }
 
 // The autocast scope itself, whatever the CPU (oneDNN's reference kernels
@@ -89,6 +138,55 @@ LoopStats train_toy(Toy& t, const std::string& precision, models::Backbone& expe
   o.seed = 5;
   o.log_every = 1000;
   return train_expert(*expert, ExpertInputs(RowCache::from_rows(t.features)), t.labels, t.weights, o);
+}
+
+// float16 off a GPU: float32 passes with the loss scaler on. Scaling by a
+// power of two and back is exact, so the expert is the float32 one bit for
+// bit, and its loop reports the scale.
+TEST(LossScaler, AFloat16RequestOnTheCpuTrainsTheFloat32Weights) {
+  Toy t = toy();
+  models::Backbone a{nullptr}, b{nullptr};
+  const LoopStats full = train_toy(t, "float32", a);
+  const LoopStats half = train_toy(t, "float16", b);
+  EXPECT_EQ(half.precision, "float32");
+  EXPECT_EQ(half.loss_scale, 65536.0);
+  EXPECT_EQ(half.skipped_steps, 0);
+  EXPECT_EQ(full.loss_scale, 1.0);
+  for (size_t i = 0; i < a->parameters().size(); ++i)
+    EXPECT_TRUE(at::equal(a->parameters()[i], b->parameters()[i])) << i;
+}
+
+// A step whose gradients overflow is skipped, the scale halves, and the loop
+// goes on: the weights are those of the other steps alone.
+TEST(LossScaler, AnSgdLoopSkipsTheStepThatOverflowed) {
+  auto run = [](const std::string& precision, bool overflow) {
+    at::Tensor w = torch::zeros({2}).requires_grad_(true);
+    LoopSpec spec;
+    spec.stage = "toy";
+    spec.n = 4;
+    spec.optim = Config::defaults().experts.optim;
+    spec.optim.epochs = 1;
+    spec.optim.batch_size = 1;
+    spec.optim.lr = 0.1;
+    spec.optim.momentum = 0;
+    spec.optim.weight_decay = 0;
+    spec.optim.schedule = "constant";
+    spec.optim.precision = precision;
+    spec.log_every = 1000;
+    int calls = 0;
+    LoopStats st = sgd_loop({w}, spec, [&](const std::vector<int64_t>&, int64_t) {
+      ++calls;
+      if (calls == 2) return overflow ? (w * INFINITY).sum() : (w * 0).sum();  // no step either way
+      return (w - 1).pow(2).sum();
+    });
+    return std::make_pair(w.detach().clone(), st);
+  };
+  const auto [w_half, half] = run("float16", true);
+  const auto [w_full, full] = run("float32", false);
+  EXPECT_EQ(half.skipped_steps, 1);
+  EXPECT_EQ(half.loss_scale, 32768.0);
+  EXPECT_TRUE(at::equal(w_half, w_full)) << w_half << w_full;
+  EXPECT_TRUE(torch::isfinite(w_half).all().item<bool>());
 }
 
 // Where the CPU lacks bfloat16 instructions a bfloat16 request trains in

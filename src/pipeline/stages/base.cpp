@@ -70,8 +70,16 @@ class BaseStage : public Stage {
     // its last finished epoch, with the uninterrupted run's weights.
     EpochCheckpoints checkpoints(s, "base", o.optim.epochs);
     const int64_t start = checkpoints.resume(*s.base);
+    if (checkpoints.last().is_object()) {  // float16's loss scaler resumes where it was
+      o.loss_scale = checkpoints.last().value("loss_scale", 0.0);
+      o.loss_scale_good_steps = checkpoints.last().value("loss_scale_good_steps", int64_t{0});
+    }
     auto on_epoch_end = [&](int64_t epoch, const train::BaseTrainStats& st, torch::optim::Optimizer& opt) {
-      checkpoints.save(*s.base, opt, epoch, {{"loss", st.final_loss}, {"train_accuracy", st.final_train_accuracy}});
+      checkpoints.save(*s.base, opt, epoch,
+                       {{"loss", st.final_loss},
+                        {"train_accuracy", st.final_train_accuracy},
+                        {"loss_scale", st.loss_scale},
+                        {"loss_scale_good_steps", st.loss_scale_good_steps}});
     };
     // More ranks than micro-batches per step leave ranks idle (pipeline/rank_use.h).
     const RankUse use = base_rank_use(o.optim.batch_size, o.micro_batch, s.comm.size());
@@ -84,6 +92,7 @@ class BaseStage : public Stage {
                    {"train_accuracy", checkpoints.last().value("train_accuracy", 0.0)},
                    {"resumed_after_epoch", start},
                    {"precision", stats.precision},
+                   {"skipped_steps", stats.skipped_steps},
                    {"micro_batches_per_step", use.work},
                    {"idle_rank_share", use.idle}};
     if (s.comm.is_root()) record["sha256"] = train::save_module(*s.base, s.store.base_path());

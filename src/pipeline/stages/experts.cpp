@@ -128,6 +128,8 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
       train::load_module(module, progress.weights_path);
       o.start_epoch = p.at("epoch").get<int64_t>();
       o.optimizer_state = read_file(progress.optim_path);
+      o.loss_scale = p.value("loss_scale", 0.0);
+      o.loss_scale_good_steps = p.value("loss_scale_good_steps", int64_t{0});
       samples_before = p.value("samples", int64_t{0});
       log::info("{} resuming after epoch {} of {} ({})", o.name, o.start_epoch, o.optim.epochs,
                 progress.weights_path);
@@ -147,6 +149,8 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
                                                {"sha256", sha},
                                                {"optim_sha256", sha256_hex(bytes)},
                                                {"samples", samples_before + st.samples},
+                                               {"loss_scale", st.loss_scale},
+                                               {"loss_scale_good_steps", st.loss_scale_good_steps},
                                                {"fingerprint", progress.fingerprint}}
                                               .dump() +
                                           "\n");
