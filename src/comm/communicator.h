@@ -27,7 +27,8 @@ enum class ReduceOp { sum, max, min };
 
 struct Device {
   bool cuda = false;
-  int index = -1;  // CUDA device ordinal when cuda
+  int index = -1;          // CUDA device ordinal when cuda
+  void* stream = nullptr;  // CUDA: the stream that produced the data (a cudaStream_t; null: the legacy default)
 };
 
 // A contiguous array of `count` elements of `dtype` on `device`.

@@ -1,11 +1,15 @@
 // libsmoe_nccl.so: the NCCL communicator (see nccl.h). Handles CUDA buffers
 // only; control messages, barriers and byte gathers are delegated to the
-// bootstrap (MPI) communicator. Collectives run on the legacy default stream,
-// which is libtorch's current stream unless a caller changed it, and are
-// waited for before returning — by polling the stream and NCCL's
+// bootstrap (MPI) communicator. Collectives run on the stream the buffer
+// names (libtorch's current stream of the tensor's device, so that they
+// follow the kernels that produced the data), and are
+// waited for before returning — by polling that stream and NCCL's
 // asynchronous error state, never by a blocking synchronisation, so that an
 // NCCL failure or a dead peer ends in an error (and ncclCommAbort) within
-// SMOE_NCCL_TIMEOUT_S seconds (default 600) instead of a hang. Every CUDA and
+// SMOE_NCCL_TIMEOUT_S seconds (default 600) instead of a hang. The
+// communicator's creation is bounded the same way (non-blocking
+// ncclCommInitRankConfig, NCCL 2.14 and later): a rank that never joins
+// ends the job instead of hanging it. Every CUDA and
 // NCCL return code is checked and reported with rank, file and line.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -90,7 +94,31 @@ class NcclCommunicator final : public Communicator {
     ncclUniqueId id;
     if (bootstrap.rank() == 0) SMOE_NCCL_CHECK(ncclGetUniqueId(&id));
     bootstrap.broadcast(Buffer{&id, sizeof id, DType::u8, Device{}}, 0);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    const ncclResult_t init = ncclCommInitRankConfig(&comm_, bootstrap.size(), id, bootstrap.rank(), &config);
+    if (init != ncclInProgress) SMOE_NCCL_CHECK(init);
+    const auto start = std::chrono::steady_clock::now();
+    for (ncclResult_t state = ncclInProgress; state == ncclInProgress;) {
+      SMOE_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+      if (state != ncclSuccess && state != ncclInProgress) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail("NCCL communicator creation failed on rank {}: {}", bootstrap.rank(), ncclGetErrorString(state));
+      }
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s_) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail("NCCL communicator creation on rank {} did not complete in {:.0f} s (a rank did not join; "
+             "SMOE_NCCL_TIMEOUT_S)",
+             bootstrap.rank(), timeout_s_);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+#else
     SMOE_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank()));
+#endif
   }
   ~NcclCommunicator() override {
     if (!comm_) return;
@@ -107,20 +135,21 @@ class NcclCommunicator final : public Communicator {
 
   void broadcast(Buffer buf, int root) override {
     check_device(buf, "broadcast");
-    SMOE_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, buf.count, nccl_type(buf.dtype), root, comm_, nullptr));
-    wait("broadcast");
+    SMOE_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, buf.count, nccl_type(buf.dtype), root, comm_, stream(buf)));
+    wait("broadcast", stream(buf));
   }
   void allreduce(Buffer buf, ReduceOp op) override {
     check_device(buf, "allreduce");
-    SMOE_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, buf.count, nccl_type(buf.dtype), nccl_op(op), comm_, nullptr));
-    wait("allreduce");
+    SMOE_NCCL_CHECK(
+        ncclAllReduce(buf.data, buf.data, buf.count, nccl_type(buf.dtype), nccl_op(op), comm_, stream(buf)));
+    wait("allreduce", stream(buf));
   }
   void allgather(Buffer send, Buffer recv) override {
     check_device(send, "allgather");
     check_device(recv, "allgather");
     SMOE_CHECK(recv.count == send.count * static_cast<size_t>(size()), "allgather: receive buffer size");
-    SMOE_NCCL_CHECK(ncclAllGather(send.data, recv.data, send.count, nccl_type(send.dtype), comm_, nullptr));
-    wait("allgather");
+    SMOE_NCCL_CHECK(ncclAllGather(send.data, recv.data, send.count, nccl_type(send.dtype), comm_, stream(send)));
+    wait("allgather", stream(send));
   }
   std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
     return boot_.gather_bytes(bytes, root);
@@ -139,11 +168,13 @@ class NcclCommunicator final : public Communicator {
   // Waits for the collective just enqueued: polls the stream and NCCL's
   // asynchronous error; on an error or past the timeout, aborts the NCCL
   // communicator (which unblocks its kernels) and throws.
-  void wait(const char* op) {
+  static cudaStream_t stream(const Buffer& b) { return static_cast<cudaStream_t>(b.device.stream); }
+
+  void wait(const char* op, cudaStream_t stream) {
     const auto start = std::chrono::steady_clock::now();
     auto pause = std::chrono::microseconds(20);
     for (;;) {
-      const cudaError_t q = cudaStreamQuery(nullptr);
+      const cudaError_t q = cudaStreamQuery(stream);
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) SMOE_CUDA_CHECK(q);
       ncclResult_t async = ncclSuccess;

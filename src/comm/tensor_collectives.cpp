@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "comm/cuda_stream.h"
 #include "core/error.h"
 
 namespace smoe::comm {
@@ -62,7 +63,7 @@ Buffer buffer_of(const at::Tensor& t) {
   SMOE_CHECK(t.is_cpu() || t.is_cuda(), "communicator: a tensor on {} has no buffer a communicator can take; stage it "
              "through the host (tensor_collectives.h)", t.device().str());
   Device d;
-  if (t.is_cuda()) d = Device{true, t.get_device()};
+  if (t.is_cuda()) d = Device{true, t.get_device(), current_cuda_stream(t.get_device())};
   return Buffer{t.data_ptr(), static_cast<size_t>(t.numel()), dtype_for(t.scalar_type()), d};
 }
 
