@@ -67,9 +67,26 @@ Batch make_batch(const Dataset& ds, const std::vector<int64_t>& ids, const Trans
   return b;
 }
 
+namespace {
+
+Batch made(const Dataset& ds, const std::vector<int64_t>& ids, const Transform& t, bool pin) {
+  Batch b = make_batch(ds, ids, t);
+  if (pin) {
+    b.images = b.images.pin_memory();
+    b.labels = b.labels.pin_memory();
+  }
+  return b;
+}
+
+}  // namespace
+
 BatchLoader::BatchLoader(std::shared_ptr<const Dataset> ds, std::vector<std::vector<int64_t>> batches, Transform t,
-                         int64_t prefetch)
-    : ds_(std::move(ds)), batches_(std::move(batches)), transform_(t), prefetch_(static_cast<size_t>(prefetch)) {
+                         int64_t prefetch, bool pin_memory)
+    : ds_(std::move(ds)),
+      batches_(std::move(batches)),
+      transform_(t),
+      prefetch_(static_cast<size_t>(prefetch)),
+      pin_memory_(pin_memory) {
   if (prefetch_ > 0 && !batches_.empty()) worker_ = std::thread([this] { run(); });
 }
 
@@ -85,7 +102,7 @@ BatchLoader::~BatchLoader() {
 void BatchLoader::run() {
   try {
     for (size_t i = 0; i < batches_.size(); ++i) {
-      Batch b = make_batch(*ds_, batches_[i], transform_);
+      Batch b = made(*ds_, batches_[i], transform_, pin_memory_);
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || ready_.size() < prefetch_; });
       if (stop_) return;
@@ -103,7 +120,7 @@ void BatchLoader::run() {
 std::optional<Batch> BatchLoader::next() {
   if (prefetch_ == 0) {
     if (next_ >= batches_.size()) return std::nullopt;
-    return make_batch(*ds_, batches_[next_++], transform_);
+    return made(*ds_, batches_[next_++], transform_, pin_memory_);
   }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return !ready_.empty() || error_ || produced_ == batches_.size(); });

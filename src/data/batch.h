@@ -41,8 +41,11 @@ Batch make_batch(const Dataset& ds, const std::vector<int64_t>& ids, const Trans
 // `prefetch` batches ready. Errors on the loader thread are rethrown by next().
 class BatchLoader {
  public:
+  // pin_memory: batches in page-locked host memory (for a CUDA device: their
+  // copies to it then run asynchronously, overlapping the compute; see
+  // train/tensors.h's to_device).
   BatchLoader(std::shared_ptr<const Dataset> ds, std::vector<std::vector<int64_t>> batches, Transform t,
-              int64_t prefetch);
+              int64_t prefetch, bool pin_memory = false);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
@@ -58,6 +61,7 @@ class BatchLoader {
   std::vector<std::vector<int64_t>> batches_;
   Transform transform_;
   size_t prefetch_;
+  bool pin_memory_ = false;
   size_t next_ = 0;  // next batch handed out (synchronous mode)
 
   std::mutex mu_;

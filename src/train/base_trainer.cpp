@@ -15,6 +15,7 @@
 #include "train/optim.h"
 #include "train/loss_scaler.h"
 #include "train/precision.h"
+#include "train/tensors.h"
 
 namespace smoe::train {
 
@@ -127,7 +128,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
     t.crop_padding = o.crop_padding;
     t.hflip = o.hflip;
     t.seed = derive_seed(o.seed, "base-augment", {uint64_t(epoch)});
-    data::BatchLoader loader(train, mine, t, o.prefetch);
+    data::BatchLoader loader(train, mine, t, o.prefetch, /*pin_memory=*/device.is_cuda());
 
     // Running sums stay tensors: reading them forces a device sync, so that
     // happens only for progress lines and at the end of the epoch.
@@ -145,7 +146,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
       while (next < mine.size() && mine_step[next] == static_cast<int64_t>(s)) {
         data::Batch b = *loader.next();
         ++next;
-        at::Tensor x = b.images.to(device), y = b.labels.to(device);
+        at::Tensor x = to_device(b.images, device), y = to_device(b.labels, device);
         at::Tensor logits, loss;
         {
           AutocastScope autocast(precision.used, device);

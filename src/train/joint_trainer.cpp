@@ -17,6 +17,7 @@
 #include "train/checkpoint.h"
 #include "train/moe_losses.h"
 #include "train/optim.h"
+#include "train/tensors.h"
 
 namespace smoe::train {
 namespace {
@@ -124,7 +125,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         pos += size;
       }
     }
-    data::BatchLoader loader(train, mine, data::Transform{}, o.prefetch);
+    data::BatchLoader loader(train, mine, data::Transform{}, o.prefetch, /*pin_memory=*/device.is_cuda());
     const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(device);
     at::Tensor loss_sum = torch::zeros({}, dopt), correct = torch::zeros({}, dopt);
     at::Tensor top1_count = torch::zeros({K}, dopt);
@@ -142,8 +143,8 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         data::Batch b = *loader.next();
         const uint64_t index = static_cast<uint64_t>(mine_index[next]);
         Live l;
-        l.x = b.images.to(device);
-        l.y = b.labels.to(device);
+        l.x = to_device(b.images, device);
+        l.y = to_device(b.labels, device);
         l.pos = mine_pos[next];
         l.index = mine_index[next++];
         Mix mix;
