@@ -20,9 +20,10 @@
 #      reports and logs beside it.
 #
 #   launch/gpu-check.sh               (OUT defaults to .gpu-check/out)
-#   launch/gpu-check.sh --build-only  steps 1 and 3 without a GPU: a rehearsal
-#                                     of the prefix and the build on a machine
-#                                     without smoe's libraries (docs/gpu-check.md)
+#   launch/gpu-check.sh --rehearse    without a GPU: steps 1 and 3, then the
+#                                     quick config on 2 ranks on the CPU through
+#                                     the prefix's mpirun — a rehearsal on a
+#                                     machine without smoe's libraries (docs/gpu.md)
 # Environment: PYTHON (default python3), OUT, SMOE_GPU_CHECK_JOBS (build jobs).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,7 +37,8 @@ elapsed() { echo $(( $(date +%s) - start )); }
 
 # 1. The prefix.
 prefix="$work/prefix"
-if [ ! -f "$prefix/.unpacked" ]; then
+listed=$(cd "$work" && ls debs 2>/dev/null | sort || true)
+if [ "$(cat "$prefix/.unpacked" 2>/dev/null)" != "$listed" ]; then  # not yet, or other packages
   shopt -s nullglob
   debs=("$work"/debs/*.deb)
   if [ ${#debs[@]} -eq 0 ]; then
@@ -64,7 +66,7 @@ if [ ! -f "$prefix/.unpacked" ]; then
   for cmd in mpirun mpiexec mpicc mpicxx mpic++ orterun; do
     if [ ! -e "$prefix/usr/bin/$cmd" ] && [ -e "$prefix/usr/bin/$cmd.openmpi" ]; then ln -s "$cmd.openmpi" "$prefix/usr/bin/$cmd"; fi
   done
-  touch "$prefix/.unpacked"
+  echo "$listed" > "$prefix/.unpacked"
   say "${#debs[@]} packages unpacked into $prefix ($(du -sh "$prefix" | cut -f1)) in $(elapsed) s"
 fi
 lib="$prefix/usr/lib/x86_64-linux-gnu"
@@ -75,12 +77,17 @@ export LD_LIBRARY_PATH="$lib:$lib/openmpi/lib:$lib/hdf5/serial${LD_LIBRARY_PATH:
 export PKG_CONFIG_PATH="$lib/pkgconfig:$prefix/usr/share/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$prefix"
 export CPATH="$prefix/usr/include/x86_64-linux-gnu${CPATH:+:$CPATH}"  # Debian's multiarch headers (opensslconf.h)
+# PLplot's data, its cairo driver, fontconfig's configuration.
+for d in "$prefix"/usr/share/plplot*; do export PLPLOT_LIB="$d"; done
+for d in "$lib"/plplot*/drivers; do export PLPLOT_DRV_DIR="$d"; done
+export FONTCONFIG_FILE="$prefix/etc/fonts/fonts.conf"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_plm_rsh_agent=false  # one node: no ssh (a machine without it refuses to start otherwise)
 mpirun --version | head -1 | sed 's/^/gpu-check: /'
 
 # 2. A GPU?
 build_only=false
-[ "${1:-}" = --build-only ] && build_only=true
+[ "${1:-}" = --rehearse ] && build_only=true
 gpus=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
 if [ "$gpus" = 0 ] && ! $build_only; then
   say "no GPU here (nvidia-smi lists none): the prefix is ready; nothing more to check on this machine"
@@ -112,14 +119,6 @@ cmake --build "$build" -j "${SMOE_GPU_CHECK_JOBS:-$(nproc)}" --target smoe smoe-
   { tail -30 "$out/build.log"; say "build failed"; exit 1; }
 say "built in $(elapsed) s: $("$build/bin/smoe" --version | head -1)"
 "$build/bin/smoe" --version > "$out/version.txt"
-if $build_only; then
-  say "--build-only: built; the checks need a GPU"
-  exit 0
-fi
-
-# 4. The checks.
-"$build/bin/test_comm_gpu" --gtest_brief=1 > "$out/test_comm_gpu.log" 2>&1 && comm_gpu=passed || comm_gpu=FAILED
-say "test_comm_gpu: $comm_gpu"
 data="$work/fmnist"
 [ -f "$data/manifest.json" ] || "$build/bin/smoe-data" convert fashion-mnist "$work/fashion-mnist" "$data" > /dev/null
 runs="$work/runs"
@@ -138,6 +137,17 @@ train() {  # name ranks args...
     tail -5 "$out/$name.log"
   fi
 }
+if $build_only; then
+  train rehearsal-cpu-2-ranks 2 --set runtime.device=cpu --set runtime.threads=1
+  [ -f "$out/rehearsal-cpu-2-ranks.report.json" ] || exit 1
+  [ -f "$runs/rehearsal-cpu-2-ranks/accuracy_vs_macs.png" ] || { say "no plot written"; exit 1; }
+  say "--rehearse: built, and the quick config ran on 2 ranks with the prefix's MPI, HDF5 and PLplot; the checks need a GPU"
+  exit 0
+fi
+
+# 4. The checks.
+"$build/bin/test_comm_gpu" --gtest_brief=1 > "$out/test_comm_gpu.log" 2>&1 && comm_gpu=passed || comm_gpu=FAILED
+say "test_comm_gpu: $comm_gpu"
 train cuda 1 --set runtime.device=cuda
 train cpu 1 --set runtime.device=cpu --set runtime.threads=8
 train cuda-2-ranks-one-gpu 2 --set runtime.device=cuda

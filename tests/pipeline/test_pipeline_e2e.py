@@ -130,6 +130,13 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(reports[3]["runtime"]["devices"], ["cpu", "cpu", "cpu"])
         # With two ranks both of them trained experts.
         self.assertEqual(sorted({e["rank"] for e in reports[2]["experts"]}), [0, 1])
+        # Five ranks are more than the base stage's 3 micro-batches per step
+        # (96 / 32) and the 4 experts: both stages say so, with the idle share.
+        log5 = read_text(os.path.join(self.runs[5], "log.jsonl"))
+        self.assertIn("base: 5 ranks but 3 micro-batches per step (base.batch_size 96 / base.micro_batch 32): "
+                      "40% of the ranks' time idles", log5)
+        self.assertIn("experts: 5 ranks but 4 experts to train (experts.count): 1 rank idles", log5)
+        self.assertNotIn("ranks' time idles", read_text(os.path.join(self.runs[3], "log.jsonl")))
 
     def test_report_contents_and_files(self):
         run = self.runs[2]
