@@ -165,6 +165,7 @@ struct RuntimeConfig {
   int64_t log_every;   // steps between progress lines
   double stall_timeout_s;  // abort the job when a rank makes no progress this long (0 = never)
   int64_t memory_budget_mb;  // per rank, for smoe's caches: data splits and trunk features
+  int64_t device_memory_budget_mb;  // per rank, for caches on a GPU: the experts' trunk features
 };
 
 // The pseudo-labelling stage (DFCP-MoE Section 3.1.4; scheme dfcp).

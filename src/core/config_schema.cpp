@@ -282,6 +282,10 @@ Schema describe(Config& c) {
         "RAM per rank for smoe's caches (MiB): a data split loads whole when it fits (data.storage auto), then "
         "the trunk features stay in RAM when they fit in what is left (experts.trunk_cache auto)")
       .at_least(1);
+  s.add("runtime.device_memory_budget_mb", c.runtime.device_memory_budget_mb, int64_t{2048},
+        "device memory per rank for smoe's caches when runtime.device is not the CPU (MiB): the experts' trunk "
+        "features, cached in RAM, are kept on the device too when they fit, so that batches need no copy (0: never)")
+      .at_least(0);
   s.add("runtime.stall_timeout_s", c.runtime.stall_timeout_s, 1800.0,
         "abort the job, naming the rank, when a rank makes no progress (or every rank waits) this long; 0 = never")
       .at_least(0);

@@ -143,9 +143,12 @@ void RunState::prepare_expert_inputs() {
     auto cache = train::build_trunk_cache(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,
                                           memory ? train::RowCacheMode::memory : train::RowCacheMode::disk,
                                           run.file("cache"));
+    // On a GPU the cached rows go to the device too when they fit its budget.
+    const bool on_device = !rt.device.is_cpu() && memory && bytes <= cfg.runtime.device_memory_budget_mb * kMiB &&
+                           cache->keep_on(rt.device);
     trunk_cache_seconds = t.seconds();
-    log::info("experts   trunk features cached in {} ({:.1f} MiB{}) in {}", train::mode_name(cache->mode()),
-              static_cast<double>(bytes) / kMiB,
+    log::info("experts   trunk features cached in {}{} ({:.1f} MiB{}) in {}", train::mode_name(cache->mode()),
+              on_device ? " on " + rt.device.str() : "", static_cast<double>(bytes) / kMiB,
               memory ? "" : fmt::format(", over the {} MiB left of runtime.memory_budget_mb", budget_left / kMiB),
               format_duration(trunk_cache_seconds));
     expert_inputs = std::make_unique<train::ExpertInputs>(std::move(cache));

@@ -264,6 +264,12 @@ void RowCache::locate(int64_t id, int64_t& owner, int64_t& slot_row) const {
   slot_row = (b / ranks_) * batch_ + id % batch_;
 }
 
+bool RowCache::keep_on(const c10::Device& device) {
+  if (mode_ != RowCacheMode::memory) return false;
+  blocks_ = blocks_.to(device);
+  return true;
+}
+
 at::Tensor RowCache::rows(const std::vector<int64_t>& ids) const {
   const int64_t n = static_cast<int64_t>(ids.size());
   std::vector<int64_t> shape = {n};
@@ -275,7 +281,7 @@ at::Tensor RowCache::rows(const std::vector<int64_t>& ids) const {
       locate(ids[i], owner, slot_row);
       where[i] = owner * slots_ * batch_ + slot_row;
     }
-    return blocks_.index_select(0, torch::tensor(where, torch::kLong)).view(shape);
+    return blocks_.index_select(0, torch::tensor(where, torch::kLong).to(blocks_.device())).view(shape);
   }
   at::Tensor out = torch::empty({n, row_});
   const size_t row_bytes = static_cast<size_t>(row_) * sizeof(float);

@@ -63,8 +63,14 @@ class RowCache {
   static std::unique_ptr<RowCache> from_rows(const at::Tensor& rows);
   ~RowCache();
 
-  // Rows of `ids` (any order), float [n, shape...], on the CPU.
+  // Rows of `ids` (any order), float [n, shape...], on the CPU — or on the
+  // device the cache was kept on.
   at::Tensor rows(const std::vector<int64_t>& ids) const;
+  // Memory mode: keeps the rows on `device` (a GPU's memory, when they fit
+  // the budget the caller checked), so that batches need no copy; false (and
+  // nothing moved) in disk mode.
+  bool keep_on(const c10::Device& device);
+  c10::Device device() const { return blocks_.defined() ? blocks_.device() : c10::Device(c10::kCPU); }
   // Column j of rows [n, J] (float [n]), read in batches of `batch` rows:
   // what one expert needs of g0 or q.
   at::Tensor column(int64_t j, int64_t batch) const;

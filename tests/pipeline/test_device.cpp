@@ -25,7 +25,7 @@ bool measures_the_machine(const std::string& key) {
   static const std::set<std::string> keys = {"seconds",       "stages",         "peak_rss_mb",       "inference_time",
                                              "runtime",       "ranks",          "rank",              "images_per_second",
                                              "rows_on_rank_0", "device",        "provenance",        "optim_sha256"};
-  return keys.count(key) || key.find("seconds") != std::string::npos;
+  return keys.count(key) || key.find("seconds") != std::string::npos || key.find("device") != std::string::npos;
 }
 
 nlohmann::json results_only(const nlohmann::json& j) {
@@ -78,6 +78,19 @@ class OnTheFakeAccelerator : public ::testing::Test {
 };
 
 TEST_F(OnTheFakeAccelerator, AlgorithmOne) { same_as_cpu({}); }
+
+// The experts' trunk features, cached in RAM, are kept on the device when
+// they fit runtime.device_memory_budget_mb (the same results either way,
+// AlgorithmOne above); with a budget of 0 they stay on the host.
+TEST_F(OnTheFakeAccelerator, TrunkFeaturesOnTheDeviceWithinItsBudget) {
+  const std::string data = quick_dataset(tmp.path());
+  for (const auto& [budget, where] : {std::pair{"2048", "privateuseone:0"}, std::pair{"0", "cpu"}}) {
+    const std::string dir = tmp.path() + "/budget-" + budget;
+    train_quick(quick_config(data, {std::string("runtime.device_memory_budget_mb=") + budget}), dir, 1,
+                pipeline::OpenMode::fresh, fake_accelerator());
+    EXPECT_EQ(run_json(dir)["done"]["experts"]["trunk_cache_device"], where) << budget;
+  }
+}
 
 TEST_F(OnTheFakeAccelerator, EmMode) { same_as_cpu({"scheme=em", "em.steps=2"}); }
 

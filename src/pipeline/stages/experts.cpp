@@ -298,7 +298,10 @@ class ExpertsStage : public Stage {
     json record = {{"trunk_cache_seconds", s.trunk_cache_seconds},
                    {"trunk_cache_mode", s.trunk_cache_mode()},
                    {"idle_rank_share", experts_rank_use(s.cfg.experts.count, s.comm.size()).idle}};
-    if (s.expert_inputs->cached()) record["trunk_cache_bytes"] = s.expert_inputs->cache()->bytes();
+    if (s.expert_inputs->cached()) {
+      record["trunk_cache_bytes"] = s.expert_inputs->cache()->bytes();
+      record["trunk_cache_device"] = s.expert_inputs->cache()->device().str();
+    }
     return record;
   }
 };
