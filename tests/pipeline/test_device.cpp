@@ -115,8 +115,11 @@ TEST_F(OnTheFakeAccelerator, Float16WithLossScalingGivesTheFloat32Results) {
     nlohmann::json b = results(dir, train_quick(half, dir, 2, pipeline::OpenMode::fresh, device));
     EXPECT_EQ(b["done"]["base"]["skipped_steps"], 0);
     EXPECT_EQ(first_difference(a["report"], b["report"]), "") << device;
-    for (const auto& [stage, rec] : a["done"].items())
-      if (rec.contains("sha256")) EXPECT_EQ(b["done"][stage]["sha256"], rec["sha256"]) << stage << " " << device;
+    for (const auto& [stage, rec] : a["done"].items()) {
+      if (rec.contains("sha256")) {
+        EXPECT_EQ(b["done"][stage]["sha256"], rec["sha256"]) << stage << " " << device;
+      }
+    }
   }
 }
 

@@ -99,7 +99,7 @@ Started start(int ranks, const std::string& device) {
   Started out;
   out.infos.resize(static_cast<size_t>(ranks));
   out.errors.resize(static_cast<size_t>(ranks));
-  RuntimeConfig c{1, device, 50, 0.0, 64};
+  RuntimeConfig c{1, device, 50, 0.0, 64, 0};
   comm::run_ranks(ranks, [&](comm::Communicator& comm) {
     const auto r = static_cast<size_t>(comm.rank());
     try {
