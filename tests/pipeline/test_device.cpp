@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <functional>
 #include <set>
 
 #include "common/fake_accelerator.h"
@@ -76,6 +77,31 @@ class OnTheFakeAccelerator : public ::testing::Test {
   TempDir tmp;
   int runs = 0;
 };
+
+// What makes the fake a test of placement: an operator given a device
+// tensor and a CPU one fails as on a GPU (a 0-dim CPU tensor, a scalar,
+// excepted as CUDA excepts it); explicit copies work.
+TEST(FakeAccelerator, AnOperatorGivenACpuTensorFailsAsOnAGpu) {
+  const at::Tensor d = torch::ones({2, 3}, torch::TensorOptions().device(fake_accelerator()));
+  const at::Tensor h = torch::ones({2, 3});
+  auto fails = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const c10::Error& e) {
+      return std::string(e.what()).find("Expected all tensors to be on the same device") != std::string::npos;
+    }
+    return false;
+  };
+  EXPECT_TRUE(fails([&] { (void)(d + h); }));
+  EXPECT_TRUE(fails([&] { (void)d.index_select(0, torch::tensor({1}, torch::kLong)); }));
+  EXPECT_TRUE(fails([&] { (void)torch::mm(d, h.t()); }));
+  torch::nn::Linear on_device(3, 4);
+  on_device->to(fake_accelerator());
+  EXPECT_TRUE(fails([&] { (void)on_device->forward(h); }));
+  EXPECT_EQ((d * torch::tensor(2.0f)).device(), fake_accelerator());  // a CPU scalar is fine
+  EXPECT_TRUE(at::equal((d + h.to(fake_accelerator())).cpu(), h * 2));
+  EXPECT_EQ(on_device->forward(h.to(fake_accelerator())).device(), fake_accelerator());
+}
 
 TEST_F(OnTheFakeAccelerator, AlgorithmOne) { same_as_cpu({}); }
 
