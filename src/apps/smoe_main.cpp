@@ -147,6 +147,15 @@ int cmd_table(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// Rank 0's error (empty: none) reaches every rank: rank 0 throws it (it is
+// printed once), the others return true and end quietly.
+bool root_error_ends_job(comm::Communicator& comm, std::string error) {
+  comm.broadcast_bytes(error, 0);
+  if (error.empty()) return false;
+  if (comm.is_root()) throw Error(error);
+  return true;
+}
+
 // train and eval: every rank runs this. Errors that every rank meets alike
 // (config, run folder) are printed once by rank 0; any other error is
 // printed by the rank that met it, and ends the whole job.
@@ -195,11 +204,7 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
       error = e.what();
     }
   }
-  comm.broadcast_bytes(error, 0);
-  if (!error.empty()) {
-    if (comm.is_root()) throw Error(error);
-    return 1;
-  }
+  if (root_error_ends_job(comm, error)) return 1;
   comm.broadcast_bytes(config_yaml, 0);
   if (!comm.is_root()) cfg = Config::from_yaml_text(config_yaml, "rank 0's config", {});
 
@@ -208,7 +213,7 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
   try {
     rt = pipeline::setup_runtime(cfg.runtime, comm, mpi.local_rank(), mpi.local_size());
     comm.set_device_collectives(!rt.device_shared);
-  } catch (const std::exception& e) {
+  } catch (const std::exception&) {
     if (comm.is_root()) throw;
     return 1;
   }
@@ -227,11 +232,7 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
       error = e.what();
     }
   }
-  comm.broadcast_bytes(error, 0);
-  if (!error.empty()) {
-    if (comm.is_root()) throw Error(error);
-    return 1;
-  }
+  if (root_error_ends_job(comm, error)) return 1;
   comm.broadcast_bytes(manifest, 0);
   if (!comm.is_root()) run = pipeline::RunDir::attach(a.run_dir, manifest);
   // Every rank must see the run folder rank 0 wrote (a shared file system).
