@@ -45,6 +45,11 @@ RuntimeInfo setup_runtime(const RuntimeConfig& config, comm::Communicator& comm,
 // (auto: CUDA when there is one). Throws on a name that is no device type.
 c10::DeviceType wanted_device_type(const std::string& wanted, int cuda_devices);
 
+// Why a job cannot run its device collectives (empty when it can): CUDA on
+// more than one rank, no device shared, needs the NCCL plugin, whose
+// versions (comm::nccl_plugin_versions(), JSON) then hold no error.
+std::string nccl_refusal(c10::DeviceType type, int world, bool shared, const std::string& plugin_versions);
+
 // The ids of the devices of `type` this process sees, in index order.
 std::vector<std::string> visible_devices(c10::DeviceType type);
 

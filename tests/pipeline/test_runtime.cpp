@@ -9,6 +9,7 @@
 
 #include <torch/cuda.h>
 
+#include "comm/nccl.h"
 #include "comm/router.h"
 #include "comm/tensor_collectives.h"
 #include "comm/thread_communicator.h"
@@ -88,6 +89,23 @@ TEST(Runtime, DeviceTypes) {
   EXPECT_EQ(wanted_device_type("privateuseone", 0), c10::kPrivateUse1);
   EXPECT_ERROR(wanted_device_type("cuda:1", 2), "runtime.device: 'cuda:1' names a device; name its type (cuda)");
   EXPECT_ERROR(wanted_device_type("gpu", 2), "runtime.device: 'gpu' is not a device type");
+}
+
+// CUDA on several ranks needs the NCCL plugin: without it every rank stops
+// at start-up (setup_runtime, before the run folder) with this line.
+TEST(Runtime, CudaCollectivesWithoutTheNcclPluginAreRefused) {
+  const std::string missing = R"({"error": "libsmoe_nccl.so: cannot open shared object file"})";
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, missing),
+            "runtime.device is cuda on 2 ranks, which needs smoe's NCCL plugin: libsmoe_nccl.so: cannot open shared "
+            "object file (rebuild with NCCL's headers, or set runtime.device=cpu)");
+  EXPECT_NE(nccl_refusal(c10::kCUDA, 4, false, "not json").find("its versions are unreadable"), std::string::npos);
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, R"({"nccl": "2.22.3"})"), "");  // the plugin loads
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 1, false, missing), "");                   // one rank: no collective
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, true, missing), "");                    // a shared GPU: MPI
+  EXPECT_EQ(nccl_refusal(c10::kCPU, 2, false, missing), "");
+  // This build's own answer: a CPU-only build has no plugin.
+  if (!comm::nccl_plugin_built())
+    EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions()), "");
 }
 
 // setup_runtime on `ranks` thread ranks of one node; each rank's result or error.
