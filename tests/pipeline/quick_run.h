@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -55,6 +56,10 @@ inline nlohmann::json train_quick(const Config& config, const std::string& run_d
                                   pipeline::OpenMode mode = pipeline::OpenMode::fresh,
                                   c10::Device device = c10::Device(c10::kCPU)) {
   comm::run_ranks(ranks, [&](comm::Communicator& comm) {
+    // Each rank sets its intra-op threads, as smoe's ranks do at start-up
+    // (pipeline/runtime.h): OpenMP's thread count is per thread, and a rank
+    // thread would otherwise run its kernels on the default count.
+    at::set_num_threads(1);
     pipeline::RunDir run;
     std::string manifest;
     if (comm.is_root()) {
