@@ -47,9 +47,10 @@ std::vector<std::string> visible_devices(c10::DeviceType type) {
   return ids;
 }
 
-std::string nccl_refusal(c10::DeviceType type, int world, bool shared, const std::string& plugin_versions) {
-  if (type != c10::kCUDA || world <= 1 || shared) return "";
-  const auto v = nlohmann::json::parse(plugin_versions, nullptr, false);
+std::string nccl_refusal(c10::DeviceType type, int world, bool shared,
+                         const std::function<std::string()>& plugin_versions) {
+  if (type != c10::kCUDA || world <= 1 || shared) return "";  // no NCCL collective: the plugin stays unloaded
+  const auto v = nlohmann::json::parse(plugin_versions(), nullptr, false);
   if (!v.is_discarded() && !v.contains("error")) return "";
   return fmt::format(
       "runtime.device is cuda on {} ranks, which needs smoe's NCCL plugin: {} (rebuild with NCCL's headers, or set "
@@ -107,10 +108,8 @@ RuntimeInfo setup_runtime(const RuntimeConfig& c, comm::Communicator& comm, int 
 
   // NCCL, when CUDA collectives will need it: checked now, before anything
   // is written, rather than at the first collective.
-  if (type == c10::kCUDA && r.world > 1 && !r.device_shared) {
-    const std::string refusal = nccl_refusal(type, r.world, r.device_shared, comm::nccl_plugin_versions());
-    SMOE_CHECK(refusal.empty(), "{}", refusal);
-  }
+  const std::string refusal = nccl_refusal(type, r.world, r.device_shared, comm::nccl_plugin_versions);
+  SMOE_CHECK(refusal.empty(), "{}", refusal);
   // The rank's device becomes the current one, so that nothing (a default
   // "cuda" tensor, a library's context) lands on device 0 by accident.
   if (type != c10::kCPU) c10::impl::getDeviceGuardImpl(type)->setDevice(r.device);

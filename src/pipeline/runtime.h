@@ -11,6 +11,7 @@
 
 #include <c10/core/Device.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,9 @@ c10::DeviceType wanted_device_type(const std::string& wanted, int cuda_devices);
 
 // Why a job cannot run its device collectives (empty when it can): CUDA on
 // more than one rank, no device shared, needs the NCCL plugin, whose
-// versions (comm::nccl_plugin_versions(), JSON) then hold no error.
-std::string nccl_refusal(c10::DeviceType type, int world, bool shared, const std::string& plugin_versions);
+// versions (comm::nccl_plugin_versions, JSON; asked only then) hold no error.
+std::string nccl_refusal(c10::DeviceType type, int world, bool shared,
+                         const std::function<std::string()>& plugin_versions);
 
 // The ids of the devices of `type` this process sees, in index order.
 std::vector<std::string> visible_devices(c10::DeviceType type);

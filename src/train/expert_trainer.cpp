@@ -13,10 +13,6 @@
 namespace smoe::train {
 namespace {
 
-at::Tensor index_rows(const at::Tensor& t, const std::vector<int64_t>& ids) {
-  return t.index_select(0, torch::tensor(ids, torch::kLong).to(t.device()));
-}
-
 // The small loops (ensemblers, gate) print one progress line, at the end.
 LoopSpec quiet_loop(const std::string& stage, int64_t n, const OptimConfig& optim, uint64_t seed) {
   LoopSpec spec;
@@ -180,7 +176,7 @@ LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& input
                      const OptimConfig& optim, uint64_t seed) {
   return train_gate(
       gate, [&](const std::vector<int64_t>& ids) { return inputs.rows(torch::tensor(ids, torch::kLong)); },
-      [&](const std::vector<int64_t>& ids) { return index_rows(targets, ids); }, targets.size(0), optim, seed);
+      [&](const std::vector<int64_t>& ids) { return rows_to(targets, ids, targets.device()); }, targets.size(0), optim, seed);
 }
 
 namespace {

@@ -94,18 +94,18 @@ TEST(Runtime, DeviceTypes) {
 // CUDA on several ranks needs the NCCL plugin: without it every rank stops
 // at start-up (setup_runtime, before the run folder) with this line.
 TEST(Runtime, CudaCollectivesWithoutTheNcclPluginAreRefused) {
-  const std::string missing = R"({"error": "libsmoe_nccl.so: cannot open shared object file"})";
+  auto missing = [] { return std::string(R"({"error": "libsmoe_nccl.so: cannot open shared object file"})"); };
   EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, missing),
             "runtime.device is cuda on 2 ranks, which needs smoe's NCCL plugin: libsmoe_nccl.so: cannot open shared "
             "object file (rebuild with NCCL's headers, or set runtime.device=cpu)");
-  EXPECT_NE(nccl_refusal(c10::kCUDA, 4, false, "not json").find("its versions are unreadable"), std::string::npos);
-  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, R"({"nccl": "2.22.3"})"), "");  // the plugin loads
+  EXPECT_NE(nccl_refusal(c10::kCUDA, 4, false, [] { return std::string("not json"); }).find("its versions are unreadable"), std::string::npos);
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, [] { return std::string(R"({"nccl": "2.22.3"})"); }), "");  // the plugin loads
   EXPECT_EQ(nccl_refusal(c10::kCUDA, 1, false, missing), "");                   // one rank: no collective
   EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, true, missing), "");                    // a shared GPU: MPI
   EXPECT_EQ(nccl_refusal(c10::kCPU, 2, false, missing), "");
   // This build's own answer: a CPU-only build has no plugin.
   if (!comm::nccl_plugin_built())
-    EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions()), "");
+    EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions), "");
 }
 
 // setup_runtime on `ranks` thread ranks of one node; each rank's result or error.
