@@ -6,21 +6,16 @@
 
 #include "core/error.h"
 #include "models/base_tail_gate.h"
+#include "models/init_lock.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
 
 namespace smoe::pipeline {
-namespace {
 
 // Seeding torch's one global generator and drawing a model's initial
 // weights from it must not interleave with another thread doing the same
 // (ranks as threads in tests): one model is built at a time.
-std::recursive_mutex& init_mutex() {
-  static std::recursive_mutex m;
-  return m;
-}
-
-}  // namespace
+using models::init_mutex;
 
 models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
   models::NetworkSpec s;

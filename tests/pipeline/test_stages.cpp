@@ -6,6 +6,8 @@
 #include <filesystem>
 
 #include "common/expect_error.h"
+#include "common/temp_dir.h"
+#include "data/integrity.h"
 #include "pipeline/quick_run.h"
 #include "core/config.h"
 #include "pipeline/stage.h"
@@ -136,6 +138,31 @@ TEST(Schemes, EveryShippedConfigPassesItsSchemesChecks) {
     ++checked;
   }
   EXPECT_GE(checked, 20);
+}
+
+
+// Ranks that are threads share torch's one generator: a check that builds a
+// module to ask it something (EM's "is this gate trainable", the joint
+// scheme's expert and gate) must draw nothing from it, or another rank's
+// seeded model gets other weights whenever the two interleave (seen as a
+// base model that differed from run to run on the fake accelerator).
+TEST(StageChecks, DrawNothingFromTheGlobalGenerator) {
+  testing::TempDir tmp;
+  const std::string data = testing::quick_dataset(tmp.path());
+  const std::vector<std::vector<std::string>> configs = {
+      {"scheme=em", "em.steps=1"},
+      {"scheme=joint", "experts.arch=small_cnn", "experts.branch_after=0", "gate.kind=cnn"},
+      {}};
+  for (const auto& sets : configs) {
+    const Config c = testing::quick_config(data, sets);
+    auto next_draw = [](const std::function<void()>& between) {
+      torch::manual_seed(7);
+      between();
+      return torch::rand({1}).item<float>();
+    };
+    data::VerifyCache shards;
+    EXPECT_EQ(next_draw([&] { check_inputs(c, shards); }), next_draw([] {})) << c.scheme;
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "comm/tensor_collectives.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "models/init_lock.h"
 #include "pipeline/rank_use.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -41,6 +42,7 @@ class BaseStage : public Stage {
     if (c.base.checkpoint.empty()) return;
     // The given base model must load into the configured architecture (the
     // errors name the file and the mismatched tensors).
+    const models::ProbeScope probe;  // built to be loaded: no draw from the ranks' generator
     models::Backbone base(network_spec(c, m));
     train::load_module(*base, c.base.checkpoint);
   }

@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "models/init_lock.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
@@ -111,6 +112,7 @@ class EmStage : public Stage {
     // The M-step refits the gate: a fixed routing cannot follow q.
     const auto& initial = *cluster::initial_gates().get(c.cluster.method);
     const std::string kind = initial.gate_kind(c.gate.kind);
+    const models::ProbeScope probe;  // a gate built to be asked: no draw from the ranks' generator
     SMOE_CHECK(
         models::gate_kinds().get(kind)({2, 2, c.experts.count})->trainable(),
         "config key 'cluster.method': '{}' routes with the fixed gate '{}', which EM cannot refit (scheme '{}'); "

@@ -3,6 +3,7 @@
 // regularisers (train/joint_trainer.h), data-parallel over every rank with
 // exact gradient sums, a checkpoint after every epoch (joint_training.h).
 // The model is saved as joint.pt.
+#include "models/init_lock.h"
 #include "models/joint_moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -32,6 +33,7 @@ class JointStage : public Stage {
   void check_inputs(const Config& c, const data::Manifest& m) const override {
     // Gates that read the base model's outputs have nothing to read here.
     const models::NetworkSpec spec = network_spec(c, m);
+    const models::ProbeScope probe;  // an expert and a gate built to be asked: no draw from the ranks' generator
     const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
     const models::GateSpec g = joint_gate_spec(c, spec, hidden);
     SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
