@@ -20,12 +20,25 @@
 //
 // bench/base_efficiency.sh prints the base stage's parallel efficiency
 // T1 / (2 T2) (smoe train --until base) and then these pieces.
+//
+// On an accelerator (--device cuda, or privateuseone for the tests' fake
+// one) it times the pieces a device computes, as smoe's loops run them:
+// the base step and the expert step on a batch already on the device, in
+// --precision float32 | bfloat16 | float16 (autocast; float16 with dynamic
+// loss scaling) and with --channels-last 1 or 0. --json FILE writes those
+// rates for launch/gpu-check.sh, which pairs them with the same loop in
+// PyTorch (bench/throughput_pytorch.py):
+//
+//   bench_throughput DATASET_DIR --device cuda [--precision float16] [--channels-last 1] [--json out.json]
 #include <torch/torch.h>
 
 #include <fmt/format.h>
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "comm/mpi_communicator.h"
@@ -37,7 +50,9 @@
 #include "models/fused_branch.h"
 #include "models/network.h"
 #include "train/base_trainer.h"
+#include "train/loss_scaler.h"
 #include "train/optim.h"
+#include "train/precision.h"
 
 using namespace smoe;
 using Clock = std::chrono::steady_clock;
@@ -52,12 +67,58 @@ int64_t flag(int argc, char** argv, const std::string& name, int64_t fallback) {
   return fallback;
 }
 
+std::string text_flag(int argc, char** argv, const std::string& name, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (argv[i] == name) return argv[i + 1];
+  return fallback;
+}
+
+// Images/s of `steps` training steps of `net` (after 3 warm-up steps) on
+// `images`, `labels` already on the network's device, `micro` images per
+// forward pass, in `precision` (autocast to its `used` type, dynamic loss
+// scaling when it says so) and, when `channels_last`, with the convolution weights and the
+// input in channels-last layout: smoe's training step (train/sgd_loop.cpp,
+// train/base_trainer.cpp) without a loader or an exchange. The clock stops
+// after a value is read back, so that an accelerator's queue is drained.
+double step_rate(models::BackboneImpl& net, at::Tensor images, const at::Tensor& labels, int64_t micro, int64_t steps,
+                 const OptimConfig& optim, const train::PrecisionPlan& precision, bool channels_last,
+                 const c10::Device& device) {
+  net.train();
+  const train::ChannelsLastScope layout(net.parameters(), channels_last);
+  if (layout.active()) images = images.contiguous(at::MemoryFormat::ChannelsLast);
+  auto opt = train::make_optimizer(net.parameters(), optim);
+  train::LossScaler scaler(precision.loss_scaling, {});
+  const int64_t n = images.size(0);
+  auto step = [&] {
+    opt->zero_grad();
+    for (int64_t s = 0; s < n; s += micro) {
+      const int64_t m = std::min(micro, n - s);
+      at::Tensor loss;
+      {
+        const train::AutocastScope autocast(precision.used, device);
+        loss = torch::nn::functional::cross_entropy(net.forward(images.narrow(0, s, m)), labels.narrow(0, s, m));
+      }
+      scaler.scaled(loss).backward();
+    }
+    const bool finite = scaler.unscale(net.parameters());
+    if (finite) opt->step();
+    scaler.update(!finite);
+  };
+  for (int i = 0; i < 3; ++i) step();
+  (void)net.parameters().front().sum().item<float>();
+  const auto t0 = Clock::now();
+  for (int64_t i = 0; i < steps; ++i) step();
+  (void)net.parameters().front().sum().item<float>();
+  return static_cast<double>(steps * n) / seconds_since(t0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: bench_throughput DATASET_DIR [--width W] [--batch B] [--micro M] [--steps S] "
-                         "[--threads T]\n");
+                         "[--threads T] [--experts K] [--augment 0|1] [--epochs E] [--device D] "
+                         "[--precision float32|bfloat16|float16] [--channels-last 0|1] [--cudnn-benchmark 0|1] [--json FILE]\n");
     return 2;
   }
   comm::MpiRuntime mpi(&argc, &argv);
@@ -67,6 +128,24 @@ int main(int argc, char** argv) {
                 micro = flag(argc, argv, "--micro", 64), steps = flag(argc, argv, "--steps", 40);
   at::set_num_threads(static_cast<int>(flag(argc, argv, "--threads", 1)));
   torch::manual_seed(0);
+  const std::string device_name = text_flag(argc, argv, "--device", "cpu");
+  const std::string json_path = text_flag(argc, argv, "--json", "");
+  const bool channels_last = flag(argc, argv, "--channels-last", 0) != 0;
+  std::optional<c10::Device> parsed;
+  try {
+    parsed = c10::Device(device_name);
+  } catch (const c10::Error&) {
+    std::fprintf(stderr, "bench_throughput: --device '%s' is no device (cpu, cuda, cuda:N)\n", device_name.c_str());
+    return 2;
+  }
+  const c10::Device device = *parsed;
+  const train::PrecisionPlan plan = train::plan_precision(text_flag(argc, argv, "--precision", "float32"), device);
+  // On an accelerator: the pieces it computes (steps), not the host's.
+  const bool steps_only = !device.is_cpu();
+  // cuDNN's autotuner: off by default, as in smoe's runs (reproducible
+  // kernels); --cudnn-benchmark 1 here and in the PyTorch side both.
+  const bool cudnn_benchmark = flag(argc, argv, "--cudnn-benchmark", 0) != 0;
+  at::globalContext().setBenchmarkCuDNN(cudnn_benchmark);
 
   data::DatasetOptions dopt;
   dopt.limit = std::max<int64_t>(steps * B, 4096);
@@ -76,6 +155,63 @@ int main(int argc, char** argv) {
   spec.num_classes = ds->num_classes();
   spec.width = width;
   const int64_t per_rank = std::max<int64_t>(1, B / P);  // images a rank computes per step
+
+  // Base step alone, on one batch in memory (on the device), micro-batches of `micro`.
+  models::Backbone net(spec);
+  net->to(device);
+  OptimConfig optim = Config::defaults().base.optim;
+  optim.lr = 0.05;
+  std::vector<int64_t> ids(static_cast<size_t>(per_rank));
+  std::iota(ids.begin(), ids.end(), 0);
+  data::Batch batch = data::make_batch(*ds, ids, data::Transform{});
+  const at::Tensor images = batch.images.to(device), labels = batch.labels.to(device);
+  const double base_rate =
+      step_rate(*net, images, labels, micro, steps, optim, plan, channels_last, device);
+
+  // One expert's step on trunk features in memory (the blocks after 3).
+  const int64_t branch = 3;
+  at::Tensor feats;
+  {
+    torch::NoGradGuard no_grad;
+    net->eval();
+    feats = net->blocks(images, 0, branch).contiguous();
+  }
+  models::Backbone expert(spec, branch);
+  expert->to(device);
+  const double expert_rate =
+      step_rate(*expert, feats, labels, per_rank, steps, optim, plan, channels_last, device);
+
+  if (steps_only || !json_path.empty()) {
+    const nlohmann::json rates = {{"device", device.str()},   {"precision", plan.used},
+                                  {"channels_last", channels_last}, {"width", width},
+                                  {"cudnn_benchmark", cudnn_benchmark}, {"loss_scaling", plan.loss_scaling},
+                                  {"batch", per_rank},        {"micro", micro},
+                                  {"steps", steps},           {"base_step_images_per_s", base_rate},
+                                  {"expert_step_images_per_s", expert_rate}};
+    if (rank == 0) {
+      const std::string why = plan.reason.empty() ? "" : " (" + plan.reason + ")";
+      std::printf("tiny-ResNet-10 width %lld, batch %lld (micro %lld) on %s, %s%s%s\n", static_cast<long long>(width),
+                  static_cast<long long>(per_rank), static_cast<long long>(micro), device.str().c_str(),
+                  plan.used.c_str(), channels_last ? ", channels-last" : "", why.c_str());
+      std::printf("%-44s %12.0f\n", "base step (forward, backward, optimiser)", base_rate);
+      std::printf("%-44s %12.0f\n", "expert step (blocks 3-4 on trunk features)", expert_rate);
+      if (!json_path.empty()) {
+        // The batch itself beside the rates (float32 images, then int64
+        // labels), so that the PyTorch side times the same images.
+        const std::string batch_file = json_path + ".batch";
+        const at::Tensor x = batch.images.contiguous(), y = batch.labels.to(torch::kLong).contiguous();
+        std::ofstream raw(batch_file, std::ios::binary);
+        raw.write(static_cast<const char*>(x.data_ptr()), static_cast<std::streamsize>(x.nbytes()));
+        raw.write(static_cast<const char*>(y.data_ptr()), static_cast<std::streamsize>(y.nbytes()));
+        nlohmann::json out = rates;
+        out["batch_file"] = batch_file;
+        out["image_shape"] = spec.input;
+        out["num_classes"] = spec.num_classes;
+        std::ofstream(json_path) << out.dump(2) << "\n";
+      }
+    }
+    if (steps_only) return 0;
+  }
 
   // Loader alone: this rank's share of `steps` steps.
   auto loader_rate = [&](bool augment) {
@@ -93,37 +229,13 @@ int main(int argc, char** argv) {
   };
   const double load_plain = loader_rate(false), load_aug = loader_rate(true);
 
-  // Base step alone, on one batch in memory, micro-batches of `micro`.
-  models::Backbone net(spec);
-  net->train();
-  OptimConfig optim = Config::defaults().base.optim;
-  optim.lr = 0.05;
-  auto opt = train::make_optimizer(net->parameters(), optim);
-  std::vector<int64_t> ids(static_cast<size_t>(per_rank));
-  std::iota(ids.begin(), ids.end(), 0);
-  data::Batch batch = data::make_batch(*ds, ids, data::Transform{});
-  auto step = [&] {
-    opt->zero_grad();
-    for (int64_t s = 0; s < per_rank; s += micro) {
-      const int64_t n = std::min(micro, per_rank - s);
-      at::Tensor loss = torch::nn::functional::cross_entropy(net->forward(batch.images.narrow(0, s, n)),
-                                                            batch.labels.narrow(0, s, n));
-      loss.backward();
-    }
-    opt->step();
-  };
-  for (int i = 0; i < 3; ++i) step();
-  auto t0 = Clock::now();
-  for (int64_t i = 0; i < steps; ++i) step();
-  const double base_rate = static_cast<double>(steps * per_rank) / seconds_since(t0);
-
   // Exchange alone: the exact sum of this model's gradients over every rank.
   std::vector<at::Tensor> params = net->parameters();
   comm::ExactSum sum(params);
   std::vector<at::Tensor> grads;
   for (auto& p : params) grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
   comm->barrier();
-  t0 = Clock::now();
+  auto t0 = Clock::now();
   for (int64_t i = 0; i < steps; ++i) {
     sum.add(grads);
     sum.allreduce(*comm);
@@ -133,27 +245,6 @@ int main(int argc, char** argv) {
   const double exchange_s = seconds_since(t0) / static_cast<double>(steps);
   int64_t numel = 0;
   for (auto& p : params) numel += p.numel();
-
-  // One expert's step on trunk features in memory.
-  const int64_t branch = 3;
-  models::Backbone expert(spec, branch);
-  expert->train();
-  auto eopt = train::make_optimizer(expert->parameters(), optim);
-  at::Tensor feats;
-  {
-    torch::NoGradGuard no_grad;
-    net->eval();
-    feats = net->blocks(batch.images, 0, branch).contiguous();
-  }
-  auto estep = [&] {
-    eopt->zero_grad();
-    torch::nn::functional::cross_entropy(expert->forward(feats), batch.labels).backward();
-    eopt->step();
-  };
-  for (int i = 0; i < 3; ++i) estep();
-  t0 = Clock::now();
-  for (int64_t i = 0; i < steps; ++i) estep();
-  const double expert_rate = static_cast<double>(steps * per_rank) / seconds_since(t0);
 
   // K experts' steps as one (experts.fuse = K).
   const int64_t K = flag(argc, argv, "--experts", 4);

@@ -15,7 +15,9 @@
 #      stage there) and on the CPU (the accuracies side by side); two ranks
 #      on the one GPU (shared deliberately: collectives through MPI); and the
 #      quick config's base and experts stages with bfloat16, float16 (loss
-#      scaling) and channels-last;
+#      scaling) and channels-last; bench_throughput's base and expert steps
+#      against the same steps in that Python's PyTorch, paired, in float32,
+#      bfloat16, float16 and float16 + channels-last;
 #   5. writes $OUT/summary.md, the block to paste into the README, with the
 #      reports and logs beside it.
 #
@@ -113,9 +115,9 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_cmake;$prefix/usr;$lib/cmake" \
   -DMPI_C_COMPILER="$prefix/usr/bin/mpicc" -DHDF5_ROOT="$lib/hdf5/serial" \
   -DSMOE_WITH_NCCL="$with_nccl" -DSMOE_CUDA_ROOT="$cuda_root" \
-  -DSMOE_BUILD_BENCH=OFF > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; say "cmake failed"; exit 1; }
+  -DSMOE_BUILD_BENCH=ON > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; say "cmake failed"; exit 1; }
 grep 'smoe: libtorch' "$out/cmake.log" | sed 's/^-- /gpu-check: /'
-cmake --build "$build" -j "${SMOE_GPU_CHECK_JOBS:-$(nproc)}" --target smoe smoe-data test_comm_gpu > "$out/build.log" 2>&1 ||
+cmake --build "$build" -j "${SMOE_GPU_CHECK_JOBS:-$(nproc)}" --target smoe smoe-data test_comm_gpu bench_throughput > "$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; say "build failed"; exit 1; }
 say "built in $(elapsed) s: $("$build/bin/smoe" --version | head -1)"
 "$build/bin/smoe" --version > "$out/version.txt"
@@ -137,7 +139,23 @@ train() {  # name ranks args...
     tail -5 "$out/$name.log"
   fi
 }
+# smoe's training steps against the same steps in this machine's PyTorch,
+# paired (bench/throughput_vs_pytorch.sh); without a torch in Python, said.
+throughput() {  # device pairs steps
+  if ! "$py" -c 'import torch' 2>/dev/null; then
+    say "throughput: $py has no torch: the comparison with PyTorch left out"
+    return 0
+  fi
+  if PYTHON="$py" STEPS="$3" "$root/bench/throughput_vs_pytorch.sh" "$build/bin/bench_throughput" "$data" "$1" "$2" \
+       > "$out/throughput.md" 2> "$out/throughput.log"; then
+    say "throughput: done ($out/throughput.md)"
+  else
+    say "throughput: FAILED ($out/throughput.log)"
+    tail -5 "$out/throughput.log"
+  fi
+}
 if $build_only; then
+  throughput cpu 1 5
   train rehearsal-cpu-2-ranks 2 --set runtime.device=cpu --set runtime.threads=1
   [ -f "$out/rehearsal-cpu-2-ranks.report.json" ] || exit 1
   [ -f "$runs/rehearsal-cpu-2-ranks/accuracy_vs_macs.png" ] || { say "no plot written"; exit 1; }
@@ -156,6 +174,8 @@ for v in "bf16:bfloat16:false" "fp16:float16:false" "fp16-cl:float16:true"; do
   train "cuda-$name" 1 --set runtime.device=cuda --until experts --set base.precision="$precision" \
     --set experts.precision="$precision" --set base.channels_last="$cl" --set experts.channels_last="$cl"
 done
+
+throughput cuda 3 200
 
 # 5. The summary.
 "$py" - "$out" "$runs" "$card" "$torch_version" "$comm_gpu" "$(elapsed)" <<'EOF' > "$out/summary.md"
@@ -186,6 +206,12 @@ for name in ("cuda-bf16", "cuda-fp16", "cuda-fp16-cl"):
     done = json.load(open(p))["done"]
     print("- %s: base %.1f s (%s), experts %.1f s" % (name, done["base"].get("seconds", 0), done["base"].get("precision"),
           done.get("experts", {}).get("seconds", 0)))
+throughput = os.path.join(out, "throughput.md")
+if os.path.exists(throughput):
+    print()
+    print("Training steps against the same steps in this machine's PyTorch (bench/throughput_vs_pytorch.sh, 3 pairs):")
+    print()
+    print(open(throughput).read().rstrip())
 EOF
 cat "$out/summary.md"
 say "done in $(elapsed) s; $out/summary.md"
