@@ -11,6 +11,7 @@
 #include "core/memory.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "data/sampler.h"
 #include "train/checkpoint.h"
 
 namespace smoe::pipeline {
@@ -93,6 +94,13 @@ at::Tensor RunState::base_logits(const std::vector<int64_t>& ids) {
   return rows.narrow(1, D, rows.size(1) - D).contiguous();
 }
 
+data::BatchLoader RunState::test_loader(const std::vector<std::vector<int64_t>>& batches) const {
+  std::vector<std::vector<int64_t>> mine;
+  for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), comm.rank(), comm.size()))
+    mine.push_back(batches[static_cast<size_t>(i)]);
+  return data::BatchLoader(test, std::move(mine), data::Transform{}, cfg.data.prefetch, rt.device.is_cuda());
+}
+
 train::RowCacheMode RunState::reserve_rows(int64_t bytes) {
   return take_budget(bytes) ? train::RowCacheMode::memory : train::RowCacheMode::disk;
 }
@@ -157,7 +165,7 @@ void RunState::prepare_expert_inputs() {
     t.augment = cfg.experts.augment;
     t.crop_padding = cfg.data.crop_padding;
     t.hflip = cfg.data.hflip;
-    expert_inputs = std::make_unique<train::ExpertInputs>(base, train, cfg.experts.branch_after, t);
+    expert_inputs = std::make_unique<train::ExpertInputs>(base, train, cfg.experts.branch_after, t, cfg.data.prefetch);
   }
 }
 

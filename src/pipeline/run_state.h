@@ -12,6 +12,7 @@
 
 #include "comm/communicator.h"
 #include "core/config.h"
+#include "data/batch.h"
 #include "data/dataset.h"
 #include "models/gate.h"
 #include "models/network.h"
@@ -60,6 +61,10 @@ struct RunState {
   int64_t embedding_width() const;
   // The embed stage's rows (opened on first use after a resume).
   train::RowCache& open_embeddings();
+  // This rank's share of the test batches `batches` (batch i on rank
+  // i mod P), read ahead on a loader thread (data.prefetch batches), in
+  // pinned memory when the device is a GPU: the evaluations' input.
+  data::BatchLoader test_loader(const std::vector<std::vector<int64_t>>& batches) const;
   // Rows of `ids`: the gate's features (pre-logits, normalised when
   // cluster.normalize, and logits), and the base model's logits.
   models::GateFeatures gate_features(const std::vector<int64_t>& ids);

@@ -41,19 +41,62 @@ LoopSpec expert_loop(const ExpertTrainOptions& o, int64_t n) {
   return spec;
 }
 
+// The seed of an expert task's augmentation in `epoch`.
+uint64_t augment_seed(const ExpertTrainOptions& o, int64_t epoch) {
+  return derive_seed(o.seed, "augment", {uint64_t(epoch)});
+}
+
+// Each epoch's batches announced to live inputs, with the augmentation
+// seed batch_loss passes for that epoch.
+std::function<void(const std::vector<std::vector<int64_t>>&, int64_t)> announce_to(const ExpertInputs& inputs,
+                                                                                   const ExpertTrainOptions& o) {
+  if (inputs.cached()) return {};
+  return [&inputs, &o](const std::vector<std::vector<int64_t>>& batches, int64_t epoch) {
+    inputs.prefetch(batches, augment_seed(o, epoch));
+  };
+}
+
 }  // namespace
 
 ExpertInputs::ExpertInputs(std::shared_ptr<const RowCache> cache) : cache_(std::move(cache)) {}
 
 ExpertInputs::ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
-                           data::Transform transform)
-    : base_(std::move(base)), ds_(std::move(ds)), branch_after_(branch_after), transform_(transform) {}
+                           data::Transform transform, int64_t prefetch)
+    : base_(std::move(base)),
+      ds_(std::move(ds)),
+      branch_after_(branch_after),
+      transform_(transform),
+      prefetch_(prefetch) {}
+
+ExpertInputs::~ExpertInputs() = default;
+
+void ExpertInputs::prefetch(std::vector<std::vector<int64_t>> batches, uint64_t seed) const {
+  loader_.reset();  // an earlier epoch's loader stops first
+  if (cache_ || prefetch_ <= 0) return;
+  announced_ = std::move(batches);
+  announced_seed_ = seed;
+  next_announced_ = 0;
+  data::Transform t = transform_;
+  t.seed = seed;
+  loader_ = std::make_unique<data::BatchLoader>(ds_, announced_, t, prefetch_,
+                                                /*pin_memory=*/base_->parameters().front().device().is_cuda());
+}
 
 int64_t ExpertInputs::size() const { return cache_ ? cache_->size() : ds_->size(); }
 
-at::Tensor ExpertInputs::get(const std::vector<int64_t>& ids, uint64_t augment_seed) const {
+at::Tensor ExpertInputs::get(const std::vector<int64_t>& ids, uint64_t seed) const {
+  if (loader_ && next_announced_ < announced_.size() && announced_[next_announced_] == ids && announced_seed_ == seed) {
+    ++next_announced_;
+    std::optional<data::Batch> b = loader_->next();
+    SMOE_ASSERT(b.has_value(), "expert inputs: the loader ended before batch {} of {}", next_announced_,
+                announced_.size());
+    torch::NoGradGuard no_grad;
+    base_->eval();
+    return base_->blocks(to_device(b->images, base_->parameters().front().device()), 0, branch_after_);
+  }
+  loader_.reset();  // asked for something else: what was announced no longer holds
   data::Transform t = transform_;
-  t.seed = augment_seed;
+  t.seed = seed;
   return compute(ids, t);
 }
 
@@ -89,13 +132,14 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
   }
   LoopSpec spec = expert_loop(o, inputs.size());
   spec.sample_weights = sample ? &w : nullptr;
+  spec.on_epoch_batches = announce_to(inputs, o);
   expert.train();
   const auto device = expert.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;
   // Labels and weights where the expert is, so that a batch indexes them in place.
   const at::Tensor labels_d = labels.to(device), weights_d = weights.to(device);
   return sgd_loop(expert.parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
-    at::Tensor x = inputs.get(ids, derive_seed(o.seed, "augment", {uint64_t(epoch)}));
+    at::Tensor x = inputs.get(ids, augment_seed(o, epoch));
     at::Tensor idx = torch::tensor(ids, torch::kLong).to(device);
     at::Tensor ce = cross_entropy(expert.forward(x.to(device)), labels_d.index_select(0, idx), smoothing);
     if (sample) return ce.mean();
@@ -113,7 +157,8 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
                  weights.size(1) == K,
              "fused expert training: {} inputs, {} labels, weights of {} dims for {} experts", inputs.size(),
              labels.size(0), weights.dim(), K);
-  const LoopSpec spec = expert_loop(o, inputs.size());
+  LoopSpec spec = expert_loop(o, inputs.size());
+  spec.on_epoch_batches = announce_to(inputs, o);
   fused.train();
   const auto device = fused.parameters().front().device();
   const double smoothing = o.optim.label_smoothing;
@@ -122,7 +167,7 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
   at::Tensor epoch_losses;
   int64_t loss_epoch = -1, batches = 0;
   LoopStats stats = sgd_loop(fused.parameters(), spec, [&](const std::vector<int64_t>& ids, int64_t epoch) {
-    at::Tensor x = inputs.get(ids, derive_seed(o.seed, "augment", {uint64_t(epoch)}));
+    at::Tensor x = inputs.get(ids, augment_seed(o, epoch));
     at::Tensor idx = torch::tensor(ids, torch::kLong).to(device);
     const int64_t B = static_cast<int64_t>(ids.size());
     at::Tensor logits = fused.forward(x.to(device));  // [B, K, classes]

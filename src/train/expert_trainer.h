@@ -26,12 +26,21 @@ namespace smoe::train {
 
 // The expert's inputs (the trunk's output) for any training ids: from the
 // trunk cache (row_cache.h: in RAM or spilled to disk), or computed per
-// batch (with augmentation when training the experts on augmented data).
+// batch (live: with augmentation when training the experts on augmented
+// data). Live, the host's part of a batch (reading, augmenting, normalising;
+// in pinned memory for a CUDA trunk) is built ahead on a loader thread for
+// the batches announced by prefetch(), while the device runs the trunk and
+// the expert on the current one.
 class ExpertInputs {
  public:
   explicit ExpertInputs(std::shared_ptr<const RowCache> cache);
   ExpertInputs(models::Backbone base, std::shared_ptr<const data::Dataset> ds, int64_t branch_after,
-               data::Transform transform);
+               data::Transform transform, int64_t prefetch = 2);
+  ~ExpertInputs();
+  // Live: the next get() calls will ask for `batches`, in order, with
+  // `augment_seed`; a loader thread starts building them (nothing when
+  // cached, or with prefetch 0). A get() off that list is computed directly.
+  void prefetch(std::vector<std::vector<int64_t>> batches, uint64_t seed) const;
   // Trunk outputs of `ids`; `augment_seed` drives augmentation in live mode.
   at::Tensor get(const std::vector<int64_t>& ids, uint64_t augment_seed) const;
   // Un-augmented trunk outputs of `ids`.
@@ -48,6 +57,12 @@ class ExpertInputs {
   std::shared_ptr<const data::Dataset> ds_;
   int64_t branch_after_ = 0;
   data::Transform transform_;
+  int64_t prefetch_ = 2;
+  // The batches announced by prefetch(), their loader and the next one's index.
+  mutable std::vector<std::vector<int64_t>> announced_;
+  mutable uint64_t announced_seed_ = 0;
+  mutable size_t next_announced_ = 0;
+  mutable std::unique_ptr<data::BatchLoader> loader_;
 };
 
 // Logits [N, classes] of `net` on the un-augmented inputs of every training

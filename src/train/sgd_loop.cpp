@@ -52,7 +52,9 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
     // progress lines and at the end of the epoch.
     at::Tensor loss_sum;
     int64_t batches = 0;
-    for (const auto& ids : data::make_batches(order, B, false)) {
+    const std::vector<std::vector<int64_t>> batches_of_epoch = data::make_batches(order, B, false);
+    if (s.on_epoch_batches) s.on_epoch_batches(batches_of_epoch, epoch);
+    for (const auto& ids : batches_of_epoch) {
       if (s.stop_on_signal && stop_requested())
         throw Stopped(fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) arrived in epoch {}: it resumes after epoch {}",
                                   s.stage, epoch + 1, epoch));

@@ -39,6 +39,10 @@ struct LoopSpec {
   double loss_scale = 0;
   int64_t loss_scale_good_steps = 0;
   LoopEpochHook on_epoch_end;
+  // Called at the start of each epoch with its batches in the order
+  // batch_loss will be asked for them: an input source that builds batches
+  // on the host (augmentation) starts preparing them on a loader thread.
+  std::function<void(const std::vector<std::vector<int64_t>>& batches, int64_t epoch)> on_epoch_batches;
   // Throw Stopped (core/stop.h) at the next batch after SIGTERM or SIGUSR1
   // reached this process (inside a StopScope; this rank alone, no collective).
   bool stop_on_signal = false;

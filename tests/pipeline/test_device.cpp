@@ -118,6 +118,10 @@ TEST_F(OnTheFakeAccelerator, TrunkFeaturesOnTheDeviceWithinItsBudget) {
   }
 }
 
+// experts.augment: no trunk cache; each batch is read and augmented on the
+// host by a loader thread, ahead, and the trunk runs on the device.
+TEST_F(OnTheFakeAccelerator, AugmentedExperts) { same_as_cpu({"experts.augment=true"}); }
+
 TEST_F(OnTheFakeAccelerator, EmMode) { same_as_cpu({"scheme=em", "em.steps=2"}); }
 
 TEST_F(OnTheFakeAccelerator, JointScheme) {

@@ -23,6 +23,7 @@
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
+#include "train/tensors.h"
 
 using nlohmann::json;
 
@@ -229,12 +230,12 @@ json evaluate_test(RunState& s, int64_t round) {
   std::iota(all_ids.begin(), all_ids.end(), 0);
   auto batches = data::make_batches(all_ids, s.cfg.eval.batch_size, false);
   eval::Tally tally(K, models::ensemblers().names(), o);  // MoeModel::forward runs every ensembler
-  for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
+  data::BatchLoader loader = s.test_loader(batches);  // the next batches read while the device computes
+  while (std::optional<data::Batch> x = loader.next()) {
     heartbeat::beat("test batch");
-    data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
-    models::MoeOutputs out = moe.forward(x.images.to(s.rt.device));
+    models::MoeOutputs out = moe.forward(train::to_device(x->images, s.rt.device));
     eval::TestOutputs t;
-    t.labels = x.labels.cpu();
+    t.labels = x->labels;
     t.base_logits = out.base_logits.cpu();
     t.gate = out.gate_probs.cpu();
     t.expert_logits = out.expert_logits.cpu();

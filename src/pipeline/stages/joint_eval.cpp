@@ -27,6 +27,7 @@
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
+#include "train/tensors.h"
 
 using nlohmann::json;
 
@@ -64,12 +65,12 @@ class JointEvalStage : public Stage {
     std::iota(ids.begin(), ids.end(), 0);
     auto batches = data::make_batches(ids, s.cfg.eval.batch_size, false);
     eval::JointTally tally(K, C);
-    for (int64_t i : data::round_robin(static_cast<int64_t>(batches.size()), s.comm.rank(), s.comm.size())) {
+    data::BatchLoader loader = s.test_loader(batches);  // the next batches read while the device computes
+    while (std::optional<data::Batch> x = loader.next()) {
       heartbeat::beat("test batch");
-      data::Batch x = data::make_batch(*s.test, batches[static_cast<size_t>(i)], data::Transform{});
       // Every expert on every sample: the per-expert figures; g, the mixture and top-k as routed.
-      models::JointOutputs out = moe->forward_dense(x.images.to(s.rt.device));
-      tally.add(x.labels.to(s.rt.device), out.gate_probs, out.expert_logits, out.mixture);
+      models::JointOutputs out = moe->forward_dense(train::to_device(x->images, s.rt.device));
+      tally.add(train::to_device(x->labels, s.rt.device), out.gate_probs, out.expert_logits, out.mixture);
     }
     std::vector<int64_t> counts = tally.pack();
     s.comm.allreduce(comm::host_buffer(counts), comm::ReduceOp::sum);
