@@ -7,8 +7,10 @@ stage times (report.json) and, per stage, the mean of B / A.
 Runs under `mpirun -np 2` with one thread per rank in temporary run folders.
 A build in another environment (launch/test-matrix.sh's chroots) is named
 with the command that enters it: SMOE_PAIRED_PREFIX_B="chroot DIR" (and
-_A), and SMOE_PAIRED_TMP a folder both see at the same path. Each row also
-prints the report's base and MoE accuracies beside the times."""
+_A), and SMOE_PAIRED_TMP a folder both see at the same path;
+SMOE_PAIRED_SET_B="key=value ..." (and _A) sets keys for one side only
+(e.g. runtime.device). Each row also prints the report's base and MoE
+accuracies beside the times."""
 import json
 import os
 import shutil
@@ -24,6 +26,8 @@ def run(label, binary, config, extra, folder):
     prefix = os.environ.get("SMOE_PAIRED_PREFIX_" + label, "").split()
     cmd = prefix + ["mpirun", "-np", "2", binary, "train", "--config", config, "--run-dir", folder, "-q",
            "--set", "runtime.threads=1"] + extra
+    for kv in os.environ.get("SMOE_PAIRED_SET_" + label, "").split():
+        cmd += ["--set", kv]
     start = time.time()
     subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
     wall = time.time() - start
