@@ -9,7 +9,7 @@ ratio of the large run's peak to the small run's.
   /usr/bin/python3 bench/memory_scaling.py --single --n 100000 --budget-mb 2048   (one run: stage times and peaks)
 
 The ratio the issue asks for is at most 1.2 for every stage; a stage above it
-still holds something that grows with N (see the README's memory section)."""
+still holds something that grows with N (docs/memory.md)."""
 import argparse
 import json
 import os
