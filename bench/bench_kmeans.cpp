@@ -46,8 +46,9 @@ at::Tensor load_npy(const char* path, const std::string& type, at::ScalarType dt
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr,
-                 "usage: bench_kmeans X.npy K [--max-iter N] [--tol T] [--restarts R] [--seed S] [--threads N] [--ranks P]\n");
+    std::fprintf(
+        stderr,
+        "usage: bench_kmeans X.npy K [--max-iter N] [--tol T] [--restarts R] [--seed S] [--threads N] [--ranks P]\n");
     return 2;
   }
   smoe::cluster::KMeansOptions o;
@@ -119,15 +120,16 @@ int main(int argc, char** argv) {
     smoe::comm::run_ranks(P, [&](smoe::comm::Communicator& c) {
       const int64_t from = n * c.rank() / P, to = n * (c.rank() + 1) / P;
       auto q = smoe::cluster::cluster_quality(x.narrow(0, from, to - from), torch::arange(from, to, torch::kLong),
-                                              assign.narrow(0, from, to - from), labels.narrow(0, from, to - from),
-                                              o.k, C, c, quality_options);
+                                              assign.narrow(0, from, to - from), labels.narrow(0, from, to - from), o.k,
+                                              C, c, quality_options);
       if (c.rank() == 0) quality = q;
     });
   }
   if (centroids_path && r.centroids.defined()) {
     at::Tensor c = r.centroids.to(torch::kFloat).contiguous();
-    xt::xarray<float> out = xt::adapt(c.data_ptr<float>(), static_cast<size_t>(c.numel()), xt::no_ownership(),
-                                      std::vector<size_t>{static_cast<size_t>(c.size(0)), static_cast<size_t>(c.size(1))});
+    xt::xarray<float> out =
+        xt::adapt(c.data_ptr<float>(), static_cast<size_t>(c.numel()), xt::no_ownership(),
+                  std::vector<size_t>{static_cast<size_t>(c.size(0)), static_cast<size_t>(c.size(1))});
     xt::dump_npy(centroids_path, out);
   }
   int64_t iters = 0;

@@ -36,9 +36,9 @@
 
 #include <chrono>
 #include <cstdio>
-#include <optional>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "comm/mpi_communicator.h"
@@ -116,9 +116,11 @@ double step_rate(models::BackboneImpl& net, at::Tensor images, const at::Tensor&
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_throughput DATASET_DIR [--width W] [--batch B] [--micro M] [--steps S] "
-                         "[--threads T] [--experts K] [--augment 0|1] [--epochs E] [--device D] "
-                         "[--precision float32|bfloat16|float16] [--channels-last 0|1] [--cudnn-benchmark 0|1] [--json FILE]\n");
+    std::fprintf(
+        stderr,
+        "usage: bench_throughput DATASET_DIR [--width W] [--batch B] [--micro M] [--steps S] "
+        "[--threads T] [--experts K] [--augment 0|1] [--epochs E] [--device D] "
+        "[--precision float32|bfloat16|float16] [--channels-last 0|1] [--cudnn-benchmark 0|1] [--json FILE]\n");
     return 2;
   }
   comm::MpiRuntime mpi(&argc, &argv);
@@ -165,8 +167,7 @@ int main(int argc, char** argv) {
   std::iota(ids.begin(), ids.end(), 0);
   data::Batch batch = data::make_batch(*ds, ids, data::Transform{});
   const at::Tensor images = batch.images.to(device), labels = batch.labels.to(device);
-  const double base_rate =
-      step_rate(*net, images, labels, micro, steps, optim, plan, channels_last, device);
+  const double base_rate = step_rate(*net, images, labels, micro, steps, optim, plan, channels_last, device);
 
   // One expert's step on trunk features in memory (the blocks after 3).
   const int64_t branch = 3;
@@ -178,15 +179,19 @@ int main(int argc, char** argv) {
   }
   models::Backbone expert(spec, branch);
   expert->to(device);
-  const double expert_rate =
-      step_rate(*expert, feats, labels, per_rank, steps, optim, plan, channels_last, device);
+  const double expert_rate = step_rate(*expert, feats, labels, per_rank, steps, optim, plan, channels_last, device);
 
   if (steps_only || !json_path.empty()) {
-    const nlohmann::json rates = {{"device", device.str()},   {"precision", plan.used},
-                                  {"channels_last", channels_last}, {"width", width},
-                                  {"cudnn_benchmark", cudnn_benchmark}, {"loss_scaling", plan.loss_scaling},
-                                  {"batch", per_rank},        {"micro", micro},
-                                  {"steps", steps},           {"base_step_images_per_s", base_rate},
+    const nlohmann::json rates = {{"device", device.str()},
+                                  {"precision", plan.used},
+                                  {"channels_last", channels_last},
+                                  {"width", width},
+                                  {"cudnn_benchmark", cudnn_benchmark},
+                                  {"loss_scaling", plan.loss_scaling},
+                                  {"batch", per_rank},
+                                  {"micro", micro},
+                                  {"steps", steps},
+                                  {"base_step_images_per_s", base_rate},
                                   {"expert_step_images_per_s", expert_rate}};
     if (rank == 0) {
       const std::string why = plan.reason.empty() ? "" : " (" + plan.reason + ")";
@@ -286,12 +291,12 @@ int main(int argc, char** argv) {
   const double loop_rate = static_cast<double>(steps * B * o.optim.epochs) / st.seconds;
 
   if (rank == 0) {
-    std::printf("tiny-ResNet-10 width %lld, %lld x %lldx%lld images, batch %lld (micro %lld), %d rank%s, %d thread%s "
-                "each\n",
-                static_cast<long long>(width), static_cast<long long>(spec.input[0]),
-                static_cast<long long>(spec.input[1]), static_cast<long long>(spec.input[2]),
-                static_cast<long long>(B), static_cast<long long>(micro), P, P == 1 ? "" : "s",
-                at::get_num_threads(), at::get_num_threads() == 1 ? "" : "s");
+    std::printf(
+        "tiny-ResNet-10 width %lld, %lld x %lldx%lld images, batch %lld (micro %lld), %d rank%s, %d thread%s "
+        "each\n",
+        static_cast<long long>(width), static_cast<long long>(spec.input[0]), static_cast<long long>(spec.input[1]),
+        static_cast<long long>(spec.input[2]), static_cast<long long>(B), static_cast<long long>(micro), P,
+        P == 1 ? "" : "s", at::get_num_threads(), at::get_num_threads() == 1 ? "" : "s");
     std::printf("%-44s %12s\n", "piece (per rank unless said)", "images/s");
     std::printf("%-44s %12.0f\n", "loader, no augmentation", load_plain);
     std::printf("%-44s %12.0f\n", "loader, crop + flip", load_aug);

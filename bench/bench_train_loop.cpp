@@ -9,8 +9,8 @@
 //   bench_train_loop DATASET_DIR [threads=1] [epochs=1] [limit=20000] [rounds=3]
 #include <torch/torch.h>
 
-#include <algorithm>
 #include <sched.h>
+#include <algorithm>
 
 #include <chrono>
 #include <cstdio>
@@ -100,10 +100,10 @@ int main(int argc, char** argv) {
     return rate;
   };
   // The machine is noisy: interleave the two and compare paired runs.
-  std::printf("threads %d on cores %s (loader thread included), %lld images x %lld epoch(s), batch 128, "
-              "tiny-ResNet-10 width 16\n",
-              threads, cpu_list(affinity_cpus()).c_str(), static_cast<long long>(ds->size()),
-              static_cast<long long>(epochs));
+  std::printf(
+      "threads %d on cores %s (loader thread included), %lld images x %lld epoch(s), batch 128, "
+      "tiny-ResNet-10 width 16\n",
+      threads, cpu_list(affinity_cpus()).c_str(), static_cast<long long>(ds->size()), static_cast<long long>(epochs));
   std::printf("%6s %14s %14s %8s\n", "round", "bare_img/s", "smoe_img/s", "ratio");
   std::vector<double> ratios;
   for (int round = 0; round < rounds; ++round) {

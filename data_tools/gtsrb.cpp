@@ -55,8 +55,8 @@ int64_t parse_int(const std::string& text, const std::string& csv, int64_t line,
   } catch (const std::exception&) {
     used = 0;
   }
-  SMOE_CHECK(used == text.size() && !text.empty(), "{}:{}: column {} is '{}', expected an integer", csv, line,
-             column, text);
+  SMOE_CHECK(used == text.size() && !text.empty(), "{}:{}: column {} is '{}', expected an integer", csv, line, column,
+             text);
   return v;
 }
 
@@ -70,8 +70,10 @@ std::vector<Record> read_csv(const fs::path& csv, int64_t classes) {
   std::map<std::string, size_t> col;
   for (size_t i = 0; i < header.size(); ++i) col[header[i]] = i;
   for (const char* need : {"Filename", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"})
-    SMOE_CHECK(col.count(need), "{}: no column '{}' in the header (a GTSRB CSV has Filename;Width;Height;Roi.X1;"
-               "Roi.Y1;Roi.X2;Roi.Y2;ClassId)", csv.string(), need);
+    SMOE_CHECK(col.count(need),
+               "{}: no column '{}' in the header (a GTSRB CSV has Filename;Width;Height;Roi.X1;"
+               "Roi.Y1;Roi.X2;Roi.Y2;ClassId)",
+               csv.string(), need);
   std::vector<Record> out;
   for (int64_t n = 2; std::getline(in, line); ++n) {
     if (line.empty() || line == "\r") continue;
@@ -79,8 +81,12 @@ std::vector<Record> read_csv(const fs::path& csv, int64_t classes) {
     SMOE_CHECK(cells.size() >= header.size(), "{}:{}: {} columns, the header has {}", csv.string(), n, cells.size(),
                header.size());
     auto num = [&](const char* c) { return parse_int(cells[col[c]], csv.string(), n, c); };
-    Record r{(csv.parent_path() / cells[col["Filename"]]).string(), num("Roi.X1"), num("Roi.Y1"), num("Roi.X2"),
-             num("Roi.Y2"), num("ClassId")};
+    Record r{(csv.parent_path() / cells[col["Filename"]]).string(),
+             num("Roi.X1"),
+             num("Roi.Y1"),
+             num("Roi.X2"),
+             num("Roi.Y2"),
+             num("ClassId")};
     SMOE_CHECK(r.label >= 0 && r.label < classes, "{}:{}: ClassId {} out of range [0, {})", csv.string(), n, r.label,
                classes);
     out.push_back(std::move(r));
@@ -94,16 +100,15 @@ std::vector<uint8_t> load(const Record& r, int size, bool roi) {
   SMOE_CHECK(fs::is_regular_file(r.path), "{}: listed in its CSV but missing", r.path);
   const std::string bytes = read_file(r.path);
   int w = 0, h = 0, c = 0;
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
-      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &w, &h,
-                            &c, 3),
-      stbi_image_free);
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                                                                         static_cast<int>(bytes.size()), &w, &h, &c, 3),
+                                                   stbi_image_free);
   SMOE_CHECK(pixels, "{}: cannot decode image: {}", r.path, stbi_failure_reason());
   int64_t x1 = 0, y1 = 0, x2 = w, y2 = h;
   if (roi) {
     SMOE_CHECK(0 <= r.x1 && r.x1 < r.x2 && r.x2 <= w && 0 <= r.y1 && r.y1 < r.y2 && r.y2 <= h,
-               "{}: region of interest ({}, {})-({}, {}) is not inside the {}x{} image", r.path, r.x1, r.y1, r.x2,
-               r.y2, w, h);
+               "{}: region of interest ({}, {})-({}, {}) is not inside the {}x{} image", r.path, r.x1, r.y1, r.x2, r.y2,
+               w, h);
     x1 = r.x1, y1 = r.y1, x2 = r.x2, y2 = r.y2;
   }
   std::vector<uint8_t> hwc(static_cast<size_t>(size * size * 3));
@@ -113,7 +118,8 @@ std::vector<uint8_t> load(const Record& r, int size, bool roi) {
              "{}: cannot resize the image", r.path);
   std::vector<uint8_t> chw(hwc.size());
   for (int ch = 0; ch < 3; ++ch)
-    for (int p = 0; p < size * size; ++p) chw[static_cast<size_t>(ch * size * size + p)] = hwc[static_cast<size_t>(p * 3 + ch)];
+    for (int p = 0; p < size * size; ++p)
+      chw[static_cast<size_t>(ch * size * size + p)] = hwc[static_cast<size_t>(p * 3 + ch)];
   return chw;
 }
 

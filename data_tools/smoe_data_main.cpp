@@ -38,20 +38,21 @@ int cmd_convert(const std::vector<std::string>& args) {
   data_tools::ConvertOptions o;
   std::string format, src, out, compression;
   po::options_description opts("smoe-data convert FORMAT SRC OUT");
-  opts.add_options()("help,h", "this help")                                                              //
-      ("format", po::value(&format)->required(), "source format")                                        //
-      ("src", po::value(&src)->required(), "source file or folder")                                      //
-      ("out", po::value(&out)->required(), "output dataset folder")                                      //
-      ("shard-size", po::value(&o.writer.shard_size)->default_value(10000), "images per shard")          //
+  opts.add_options()("help,h", "this help")                                                      //
+      ("format", po::value(&format)->required(), "source format")                                //
+      ("src", po::value(&src)->required(), "source file or folder")                              //
+      ("out", po::value(&out)->required(), "output dataset folder")                              //
+      ("shard-size", po::value(&o.writer.shard_size)->default_value(10000), "images per shard")  //
       ("chunk", po::value(&o.writer.shard.chunk_images)->default_value(0),
-       "images per HDF5 chunk (0: about 256 KiB of pixels, at most 256 images)")  //
+       "images per HDF5 chunk (0: about 256 KiB of pixels, at most 256 images)")                         //
       ("compression", po::value(&compression)->default_value("gzip-1"), "none, gzip or gzip-1..gzip-9")  //
       ("name", po::value(&o.name), "dataset name (default from the format)")                             //
       ("force", po::bool_switch(&o.writer.force), "replace OUT if it exists")                            //
       ("cifar100-labels", po::value(&o.cifar100_labels)->default_value("fine"), "fine or coarse")        //
       ("layout", po::value(&o.npy_layout)->default_value("auto"), "npy images: auto, nchw or nhwc")      //
-      ("channels", po::value(&o.image_channels)->default_value(0), "image-folder: 1 or 3 (0 = from the first image)")  //
-      ("size", po::value(&o.image_size)->default_value(32), "gtsrb: images resized to SIZE x SIZE pixels")            //
+      ("channels", po::value(&o.image_channels)->default_value(0),
+       "image-folder: 1 or 3 (0 = from the first image)")                                                   //
+      ("size", po::value(&o.image_size)->default_value(32), "gtsrb: images resized to SIZE x SIZE pixels")  //
       ("no-roi", po::bool_switch(), "gtsrb: keep the whole frame instead of cropping to the sign's region");
   po::positional_options_description pos;
   pos.add("format", 1).add("src", 1).add("out", 1);

@@ -22,15 +22,15 @@
 #include "core/log.h"
 #include "core/memory.h"
 #include "core/stop.h"
+#include "data/manifest.h"
 #include "eval/run_plot.h"
 #include "eval/run_table.h"
-#include "data/manifest.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/provenance.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/run_lock.h"
-#include "pipeline/scheduler.h"
 #include "pipeline/runtime.h"
+#include "pipeline/scheduler.h"
 #include "pipeline/stage.h"
 #include "pipeline/stall_inspector.h"
 #include "pipeline/sweep.h"
@@ -47,7 +47,8 @@ const char* kUsage =
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
     "  smoe config --keys\n"
     "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
-    "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its table\n"
+    "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its "
+    "table\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -67,14 +68,16 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   po::options_description opts("smoe " + cmd);
   opts.add_options()("help,h", "this help");
   if (cmd == "train" || cmd == "config")
-    opts.add_options()("config", po::value(&a.config), "experiment YAML file (default: every key's default, then --set)");
+    opts.add_options()("config", po::value(&a.config),
+                       "experiment YAML file (default: every key's default, then --set)");
   if (cmd != "config") opts.add_options()("run-dir", po::value(&a.run_dir)->required(), "run folder");
   opts.add_options()("set", po::value(&a.sets)->composing(), "override a config key: --set experts.count=8");
   if (cmd == "train")
     opts.add_options()("resume", po::bool_switch(&a.resume), "continue the run in --run-dir")  //
         ("force", po::bool_switch(&a.force), "delete the run in --run-dir and start over")     //
         ("redo-from", po::value(&a.redo_from),
-         "with --resume: redo this stage and every later one of the scheme (base, embed, cluster, gate, experts, em)")  //
+         "with --resume: redo this stage and every later one of the scheme (base, embed, cluster, gate, experts, "
+         "em)")  //
         ("until", po::value(&a.until),
          "stop after this stage of the scheme (e.g. base: train the base model only); --resume continues");
   if (cmd == "config")
@@ -116,8 +119,8 @@ int cmd_table(const std::vector<std::string>& argv) {
   std::vector<std::string> paths, metrics;
   std::string csv, plot;
   po::options_description opts("smoe table [options] RUN_OR_FOLDER ...");
-  opts.add_options()("help,h", "this help")                                                               //
-      ("csv", po::value(&csv), "also write the table as CSV (mean and std columns) to this file")          //
+  opts.add_options()("help,h", "this help")                                                        //
+      ("csv", po::value(&csv), "also write the table as CSV (mean and std columns) to this file")  //
       ("plot", po::value(&plot),
        "also draw accuracy against MACs to this PNG: per cell the base model, the MoE and the anytime curve, "
        "with ± std error bars")  //
@@ -238,9 +241,10 @@ int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const std::string& 
   // Every rank must see the run folder rank 0 wrote (a shared file system).
   std::string unseen;
   if (!comm.is_root() && !pipeline::wait_for_file(run.file("run.json"), 10.0))
-    unseen = fmt::format("rank {} on host {} does not see the run folder {} that rank 0 wrote: put it on a file system "
-                         "every node shares",
-                         rank, pipeline::host_name(), a.run_dir);
+    unseen = fmt::format(
+        "rank {} on host {} does not see the run folder {} that rank 0 wrote: put it on a file system "
+        "every node shares",
+        rank, pipeline::host_name(), a.run_dir);
   std::vector<std::string> unseen_all = comm.allgather_bytes(unseen);
   for (const auto& u : unseen_all)
     if (!u.empty()) {
@@ -320,7 +324,7 @@ class SweepDriver {
     group_ = std::make_unique<comm::DeviceRouter>(mpi.split_world(world.rank() / per_run));
     leaders_ = mpi.split_world(group_->is_root() ? 0 : -1);
     const int first = world.rank() - group_->rank();
-    where_ = groups_ == 1 ? std::string()
+    where_ = groups_ == 1          ? std::string()
              : group_->size() == 1 ? fmt::format("[rank {}] ", first)
                                    : fmt::format("[ranks {}-{}] ", first, first + group_->size() - 1);
   }
@@ -365,7 +369,9 @@ class SweepDriver {
 
  private:
   std::string dir_of(size_t i) const { return (std::filesystem::path(out_) / sweep_.runs[i].name).string(); }
-  bool has(size_t i, const char* file) const { return std::filesystem::exists(std::filesystem::path(dir_of(i)) / file); }
+  bool has(size_t i, const char* file) const {
+    return std::filesystem::exists(std::filesystem::path(dir_of(i)) / file);
+  }
 
   // World rank 0: the runs still to do, and the run each must wait for (the
   // one whose folder it will start from, when that one is not finished yet).
@@ -506,12 +512,12 @@ int sweep_plan(const pipeline::Sweep& sweep, const std::string& out) {
                                                               : "to do";
     done += state == "finished";
     fresh += st.from < 0;
-    std::cout << fmt::format("{:>4}  {}  [{}]  {}\n", i + 1, sweep.runs[i].name, state,
-                             st.from < 0 ? std::string("from scratch")
-                             : st.redo_from.empty()
-                                 ? "reuses every stage of " + sweep.runs[static_cast<size_t>(st.from)].name
-                                 : fmt::format("reuses {}'s stages before {}", sweep.runs[static_cast<size_t>(st.from)].name,
-                                               st.redo_from));
+    std::cout << fmt::format(
+        "{:>4}  {}  [{}]  {}\n", i + 1, sweep.runs[i].name, state,
+        st.from < 0 ? std::string("from scratch")
+        : st.redo_from.empty()
+            ? "reuses every stage of " + sweep.runs[static_cast<size_t>(st.from)].name
+            : fmt::format("reuses {}'s stages before {}", sweep.runs[static_cast<size_t>(st.from)].name, st.redo_from));
   }
   std::cout << fmt::format("{} runs ({} finished); {} from scratch, {} reusing an earlier run's stages\n",
                            sweep.runs.size(), done, fresh, sweep.runs.size() - fresh);
@@ -523,7 +529,7 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   int per_run = 0;
   bool verbose = false, quiet = false, dry_run = false;
   po::options_description opts("smoe sweep SWEEP_FILE --out DIR");
-  opts.add_options()("help,h", "this help")                                                    //
+  opts.add_options()("help,h", "this help")                                                       //
       ("sweep", po::value(&file)->required(), "the sweep file (YAML: config, set, grid, seeds)")  //
       ("out", po::value(&out)->required(), "the sweep folder: one run folder per run")            //
       ("ranks-per-run", po::value(&per_run)->default_value(0),
@@ -531,7 +537,7 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
        "free up (default 0: all ranks, one run at a time)")  //
       ("dry-run", po::bool_switch(&dry_run),
        "print the runs, what each reuses and what is already done, then stop (no MPI, nothing written)")  //
-      ("verbose,v", po::bool_switch(&verbose), "debug messages")                                        //
+      ("verbose,v", po::bool_switch(&verbose), "debug messages")                                          //
       ("quiet,q", po::bool_switch(&quiet), "warnings and errors only");
   po::positional_options_description pos;
   pos.add("sweep", 1);
@@ -549,8 +555,9 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   std::string error;
   pipeline::Sweep sweep;
   try {
-    SMOE_CHECK(per_run >= 0 && per_run <= world.size(), "smoe sweep: --ranks-per-run {} is not between 0 and the job's {} rank{}",
-               per_run, world.size(), world.size() == 1 ? "" : "s");
+    SMOE_CHECK(per_run >= 0 && per_run <= world.size(),
+               "smoe sweep: --ranks-per-run {} is not between 0 and the job's {} rank{}", per_run, world.size(),
+               world.size() == 1 ? "" : "s");
     sweep = pipeline::load_sweep(file);
   } catch (const std::exception& e) {
     error = e.what();

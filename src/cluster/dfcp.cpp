@@ -62,7 +62,8 @@ DfcpResult dfcp_cluster(const at::Tensor& x_in, const at::Tensor& ids, const KMe
   SMOE_CHECK(k_max >= K, "config key 'cluster.dfcp.k_max' is {} but experts.count is {}: stage 1 needs k_max >= K",
              k_max, K);
   SMOE_CHECK(!o.thetas.empty(), "config key 'cluster.dfcp.thetas' is empty");
-  for (double t : o.thetas) SMOE_CHECK(t > 0, "config key 'cluster.dfcp.thetas': every threshold must be > 0, got {}", t);
+  for (double t : o.thetas)
+    SMOE_CHECK(t > 0, "config key 'cluster.dfcp.thetas': every threshold must be > 0, got {}", t);
   at::Tensor x = x_in.to(torch::kFloat).contiguous();
   int64_t n = x.size(0);
   comm.allreduce(comm::host_buffer(&n, 1), comm::ReduceOp::sum);

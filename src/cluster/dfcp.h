@@ -35,9 +35,9 @@ std::pair<at::Tensor, at::Tensor> reference_clusters(const at::Tensor& centroids
 at::Tensor assign_to_references(const at::Tensor& x, const at::Tensor& references, double threshold);
 
 struct DfcpResult {
-  at::Tensor centroids;  ///< float [K, d]: means of the final clusters
-  at::Tensor assign;     ///< int64 [n_r]: this rank's rows' clusters, -1 for outliers
-  nlohmann::json record; ///< stage-1 and stage-2 sweeps, the choices, coverage
+  at::Tensor centroids;   ///< float [K, d]: means of the final clusters
+  at::Tensor assign;      ///< int64 [n_r]: this rank's rows' clusters, -1 for outliers
+  nlohmann::json record;  ///< stage-1 and stage-2 sweeps, the choices, coverage
 };
 
 // Collective: x [n_r, d] this rank's rows, ids their global ids.

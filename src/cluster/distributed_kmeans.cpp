@@ -79,9 +79,8 @@ at::Tensor seeding_rows(const at::Tensor& x, const at::Tensor& ids, int64_t n, i
     all_ids = comm::broadcast_tensor(comm, comm::gather_rows(comm, keep_ids.contiguous(), 0), 0);
     all = comm::broadcast_tensor(comm, comm::gather_rows(comm, keep.cpu().contiguous(), 0), 0);
   }
-  if (all_ids.numel() > 1 && !(all_ids.narrow(0, 1, all_ids.numel() - 1) > all_ids.narrow(0, 0, all_ids.numel() - 1))
-                                  .all()
-                                  .item<bool>())
+  if (all_ids.numel() > 1 &&
+      !(all_ids.narrow(0, 1, all_ids.numel() - 1) > all_ids.narrow(0, 0, all_ids.numel() - 1)).all().item<bool>())
     all = all.index_select(0, all_ids.argsort().to(all.device()));
   return all.to(x.device());
 }
@@ -98,7 +97,8 @@ at::Tensor farthest_rows(const at::Tensor& x, const at::Tensor& ids, const at::T
     at::Tensor dd = dist.to(torch::kDouble).cpu();
     // Sort by (distance desc, id asc): stable sort by id, then by distance.
     at::Tensor by_id = ids.argsort();
-    at::Tensor order = by_id.index_select(0, dd.index_select(0, by_id).argsort(/*stable=*/true, 0, /*descending=*/true));
+    at::Tensor order =
+        by_id.index_select(0, dd.index_select(0, by_id).argsort(/*stable=*/true, 0, /*descending=*/true));
     const int64_t take = std::min(e, n);
     at::Tensor top = order.narrow(0, 0, take);
     cand_d.narrow(0, 0, take).copy_(dd.index_select(0, top));
@@ -168,7 +168,8 @@ KMeansResult kmeans(const at::Tensor& input, const at::Tensor& ids_in, const Dis
   at::Tensor col_sums = torch::zeros({1, d}, torch::kLong);
   add_fixed_rows(x_cpu, torch::zeros({n_local}, torch::kLong), scale, col_sums);
   comm::allreduce(comm, col_sums, comm::ReduceOp::sum);
-  const double mean_sq = exact_total(comm, x_sq, max_abs * max_abs * static_cast<double>(d * n)) / static_cast<double>(n);
+  const double mean_sq =
+      exact_total(comm, x_sq, max_abs * max_abs * static_cast<double>(d * n)) / static_cast<double>(n);
   const at::Tensor mean = col_sums.to(torch::kDouble) / scale / static_cast<double>(n);
   const double mean_var = (mean_sq - mean.pow(2).sum().item<double>()) / static_cast<double>(d);
   const double tol = o.tol * std::max(mean_var, 0.0);

@@ -15,10 +15,10 @@ std::shared_ptr<const InitialGate> make_per_class_initial_gate();  // per_class_
 std::shared_ptr<const InitialGate> make_dfcp_initial_gate();       // dfcp_gate.cpp
 
 Registry<std::shared_ptr<const InitialGate>>& initial_gates() {
-  static Registry<std::shared_ptr<const InitialGate>> registry(
-      "initial gate", "cluster.method",
-      {{"kmeans", make_kmeans_initial_gate()}, {"per_class", make_per_class_initial_gate()},
-       {"dfcp", make_dfcp_initial_gate()}});
+  static Registry<std::shared_ptr<const InitialGate>> registry("initial gate", "cluster.method",
+                                                               {{"kmeans", make_kmeans_initial_gate()},
+                                                                {"per_class", make_per_class_initial_gate()},
+                                                                {"dfcp", make_dfcp_initial_gate()}});
   return registry;
 }
 

@@ -12,7 +12,7 @@
 namespace smoe::cluster {
 // Nearest centroid of each row and its squared distance, block by block.
 std::pair<at::Tensor, at::Tensor> nearest_centroids(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& c,
-                                                 int64_t block_rows) {
+                                                    int64_t block_rows) {
   const int64_t n = x.size(0);
   at::Tensor labels = torch::empty({n}, x.options().dtype(torch::kLong));
   at::Tensor dist = torch::empty({n}, x.options());
@@ -28,7 +28,6 @@ std::pair<at::Tensor, at::Tensor> nearest_centroids(const at::Tensor& x, const a
   }
   return {labels, dist};
 }
-
 
 at::Tensor squared_distances(const at::Tensor& x, const at::Tensor& c) {
   return squared_distances(x, x.pow(2).sum(1), c);

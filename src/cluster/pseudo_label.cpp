@@ -82,7 +82,8 @@ TauChoice PseudoLabeler::choose_tau(const at::Tensor& ref_x, const at::Tensor& r
     const double t = k / 100.0;
     at::Tensor labelled = sim >= t;
     const double tp = (labelled & right).sum().item<double>(), n_lab = labelled.sum().item<double>();
-    const double precision = n_lab > 0 ? tp / n_lab : 0, recall = tp / static_cast<double>(std::max<int64_t>(val_x.size(0), 1));
+    const double precision = n_lab > 0 ? tp / n_lab : 0,
+                 recall = tp / static_cast<double>(std::max<int64_t>(val_x.size(0), 1));
     const double f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0;
     if (f1 > best.f1) best = {t, f1, precision, recall};
   }

@@ -110,9 +110,10 @@ class NcclCommunicator final : public Communicator {
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s_) {
         ncclCommAbort(comm_);
         comm_ = nullptr;
-        fail("NCCL communicator creation on rank {} did not complete in {:.0f} s (a rank did not join; "
-             "SMOE_NCCL_TIMEOUT_S)",
-             bootstrap.rank(), timeout_s_);
+        fail(
+            "NCCL communicator creation on rank {} did not complete in {:.0f} s (a rank did not join; "
+            "SMOE_NCCL_TIMEOUT_S)",
+            bootstrap.rank(), timeout_s_);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -249,8 +250,7 @@ extern "C" void smoe_nccl_versions(char* json, size_t json_size) {
   const int nccl_patch = nccl % 100;
   const std::string driver_text =
       has_driver ? std::to_string(driver / 1000) + "." + std::to_string((driver % 1000) / 10) : "none";
-  std::snprintf(json, json_size,
-                "{\"nccl\": \"%d.%d.%d\", \"cuda_runtime\": \"%d.%d\", \"cuda_driver\": \"%s\", \"gpus\": [%s]}",
-                nccl_major, nccl_minor, nccl_patch, runtime / 1000, (runtime % 1000) / 10, driver_text.c_str(),
-                gpus.c_str());
+  std::snprintf(
+      json, json_size, "{\"nccl\": \"%d.%d.%d\", \"cuda_runtime\": \"%d.%d\", \"cuda_driver\": \"%s\", \"gpus\": [%s]}",
+      nccl_major, nccl_minor, nccl_patch, runtime / 1000, (runtime % 1000) / 10, driver_text.c_str(), gpus.c_str());
 }

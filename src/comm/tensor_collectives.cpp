@@ -60,8 +60,10 @@ void on_buffer(Communicator& comm, const at::Tensor& t, bool write_back, Fn coll
 Buffer buffer_of(const at::Tensor& t) {
   SMOE_CHECK(t.defined(), "communicator: undefined tensor");
   SMOE_CHECK(t.is_contiguous(), "communicator: tensor must be contiguous");
-  SMOE_CHECK(t.is_cpu() || t.is_cuda(), "communicator: a tensor on {} has no buffer a communicator can take; stage it "
-             "through the host (tensor_collectives.h)", t.device().str());
+  SMOE_CHECK(t.is_cpu() || t.is_cuda(),
+             "communicator: a tensor on {} has no buffer a communicator can take; stage it "
+             "through the host (tensor_collectives.h)",
+             t.device().str());
   Device d;
   if (t.is_cuda()) d = Device{true, t.get_device(), current_cuda_stream(t.get_device())};
   return Buffer{t.data_ptr(), static_cast<size_t>(t.numel()), dtype_for(t.scalar_type()), d};

@@ -3,9 +3,9 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cstdlib>
-#include <fmt/format.h>
 
 namespace smoe {
 

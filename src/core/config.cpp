@@ -262,7 +262,7 @@ std::vector<std::string> split_assignments(const std::string& text) {
 }
 
 const std::set<std::string>& optim_keys() {
-  static const std::set<std::string> keys{"optimizer",     "epochs",          "batch_size", "lr",         "momentum",
+  static const std::set<std::string> keys{"optimizer",     "epochs",          "batch_size", "lr",          "momentum",
                                           "weight_decay",  "nesterov",        "schedule",   "step_epochs", "step_gamma",
                                           "warmup_epochs", "label_smoothing", "grad_clip"};
   return keys;
@@ -295,7 +295,8 @@ void Config::validate() const {
   const int64_t depth = model.depth;
   SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "config key 'model.depth': expected 10, 18 or 34, got {}",
              depth);
-  for (const OptimConfig* o : {&base.optim, &gate.optim, &experts.optim, &ensembler.optim, &joint.optim, &distill.optim, &finetune.optim}) {
+  for (const OptimConfig* o :
+       {&base.optim, &gate.optim, &experts.optim, &ensembler.optim, &joint.optim, &distill.optim, &finetune.optim}) {
     SMOE_CHECK(o->warmup_epochs <= std::max<int64_t>(o->epochs, 0) || o->epochs == 0,
                "config: warmup_epochs ({}) exceeds epochs ({})", o->warmup_epochs, o->epochs);
   }

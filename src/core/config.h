@@ -19,19 +19,19 @@ class Node;
 namespace smoe {
 
 struct DataConfig {
-  std::string path;          // dataset folder (manifest.json + shards)
-  std::string train_split;   //
-  std::string test_split;    //
-  int64_t limit_train;       // 0 = every sample
-  int64_t limit_test;        // 0 = every sample
-  std::string storage;       // auto | memory | stream
-  int64_t cache_mb;          // HDF5 chunk cache per shard when streaming
-  std::string verify;        // hash | size | off: shards checked against the manifest
-  int64_t prefetch;          // batches prepared ahead on the loader thread
-  int64_t crop_padding;      // augmentation: random crop after zero padding
-  bool hflip;                // augmentation: random horizontal flip
-  double label_noise;        // share of training labels flipped to another class (symmetric noise)
-  double trusted_fraction;   // share of training samples in the trusted labelled subset (never noisy)
+  std::string path;         // dataset folder (manifest.json + shards)
+  std::string train_split;  //
+  std::string test_split;   //
+  int64_t limit_train;      // 0 = every sample
+  int64_t limit_test;       // 0 = every sample
+  std::string storage;      // auto | memory | stream
+  int64_t cache_mb;         // HDF5 chunk cache per shard when streaming
+  std::string verify;       // hash | size | off: shards checked against the manifest
+  int64_t prefetch;         // batches prepared ahead on the loader thread
+  int64_t crop_padding;     // augmentation: random crop after zero padding
+  bool hflip;               // augmentation: random horizontal flip
+  double label_noise;       // share of training labels flipped to another class (symmetric noise)
+  double trusted_fraction;  // share of training samples in the trusted labelled subset (never noisy)
 };
 
 struct ModelConfig {
@@ -55,7 +55,7 @@ struct OptimConfig {
   double step_gamma;
   int64_t warmup_epochs;
   double label_smoothing;
-  double grad_clip;  // largest global L2 norm of the gradient (0 = no clipping)
+  double grad_clip;       // largest global L2 norm of the gradient (0 = no clipping)
   std::string precision;  // float32 | bfloat16 | float16 | auto (autocast of the forward pass, train/precision.h)
   bool channels_last;     // convolution weights in channels-last memory format while training
 };
@@ -69,18 +69,18 @@ struct BaseConfig {
 };
 
 struct ClusterConfig {
-  std::string method;  // initial-gate strategy (cluster/initial_gate.h): kmeans | per_class | ...
+  std::string method;    // initial-gate strategy (cluster/initial_gate.h): kmeans | per_class | ...
   std::string features;  // a file of per-sample features to cluster instead of the embeddings ("" = embeddings)
   int64_t restarts;
   int64_t max_iter;
   double tol;
-  bool normalize;  // L2-normalise embeddings before clustering
+  bool normalize;             // L2-normalise embeddings before clustering
   int64_t silhouette_sample;  // rows the cluster-quality report's silhouette is computed on
   // DFCP-MoE's double-stage clustering (cluster.method dfcp; docs/dfcp.md).
-  int64_t dfcp_k_max;                // stage 1: K-means for K = experts.count .. k_max, lowest DBI wins (0: 2 x experts)
-  int64_t dfcp_neighbours;           // stage 2: a reference cluster is a nearest neighbour of at least this many
-  std::vector<double> dfcp_thetas;   // stage 2: thresholds swept, in units of the references' mean radius
-  double dfcp_min_coverage;          // stage 2: the share of rows a threshold must keep
+  int64_t dfcp_k_max;               // stage 1: K-means for K = experts.count .. k_max, lowest DBI wins (0: 2 x experts)
+  int64_t dfcp_neighbours;          // stage 2: a reference cluster is a nearest neighbour of at least this many
+  std::vector<double> dfcp_thetas;  // stage 2: thresholds swept, in units of the references' mean radius
+  double dfcp_min_coverage;         // stage 2: the share of rows a threshold must keep
 };
 
 struct GateConfig {
@@ -91,17 +91,17 @@ struct GateConfig {
 };
 
 struct ExpertsConfig {
-  int64_t count;          // K
-  std::string arch;       // expert architecture (models/expert.h): branch | ...
-  std::vector<std::string> archs;  // per expert (expert k: archs[k mod size]); empty: arch for all
+  int64_t count;                    // K
+  std::string arch;                 // expert architecture (models/expert.h): branch | ...
+  std::vector<std::string> archs;   // per expert (expert k: archs[k mod size]); empty: arch for all
   std::vector<std::string> optims;  // per expert: "key=value ..." over optim's keys (expert k: optims[k mod size])
-  double gamma;           // clip(g0, gamma, 1)
-  int64_t branch_after;   // blocks of the base shared (frozen) by every expert
-  int64_t depth;          // branch experts: tiny_resnet depth of their blocks (0: the base's)
-  int64_t fuse;           // experts trained together per task, as grouped convolutions (1: one by one)
-  std::string weighting;  // reweight | sample
-  bool augment;           // crop + flip augmentation (disables the trunk cache)
-  std::string trunk_cache;  // auto | memory | disk | off: where the frozen trunk's features are kept
+  double gamma;                     // clip(g0, gamma, 1)
+  int64_t branch_after;             // blocks of the base shared (frozen) by every expert
+  int64_t depth;                    // branch experts: tiny_resnet depth of their blocks (0: the base's)
+  int64_t fuse;                     // experts trained together per task, as grouped convolutions (1: one by one)
+  std::string weighting;            // reweight | sample
+  bool augment;                     // crop + flip augmentation (disables the trunk cache)
+  std::string trunk_cache;          // auto | memory | disk | off: where the frozen trunk's features are kept
   OptimConfig optim;
 };
 
@@ -127,11 +127,11 @@ struct RegularizerConfig {
 
 // scheme joint: gate and experts trained together, end to end.
 struct JointConfig {
-  int64_t micro_batch;   // rank-count-invariant gradient sums are over micro-batches
-  int64_t top_k;         // experts each sample is routed to (0 = all: dense soft routing)
-  double gate_lr_scale;  // the gate's learning rate is this times joint.lr
-  double mixup;          // alpha of mixup's Beta(alpha, alpha) (0 = off)
-  bool conditional;      // DFCP-MoE's conditional training: expert e learns only from the classes it owns
+  int64_t micro_batch;               // rank-count-invariant gradient sums are over micro-batches
+  int64_t top_k;                     // experts each sample is routed to (0 = all: dense soft routing)
+  double gate_lr_scale;              // the gate's learning rate is this times joint.lr
+  double mixup;                      // alpha of mixup's Beta(alpha, alpha) (0 = off)
+  bool conditional;                  // DFCP-MoE's conditional training: expert e learns only from the classes it owns
   std::vector<int64_t> class_owner;  // conditional: the expert owning each class (empty: contiguous blocks)
   RegularizerConfig reg;
   OptimConfig optim;
@@ -155,16 +155,16 @@ struct FinetuneConfig {
 struct EvalConfig {
   std::vector<double> taus;
   int64_t batch_size;
-  bool class_oracle;  // per_class only: route by the true class too
+  bool class_oracle;       // per_class only: route by the true class too
   int64_t timing_samples;  // test samples the report's inference times are measured on (0: not measured)
 };
 
 struct RuntimeConfig {
-  int64_t threads;     // intra-op threads per rank; 0 = cores / ranks on the node
-  std::string device;  // auto | cpu | cuda | privateuseone
-  int64_t log_every;   // steps between progress lines
-  double stall_timeout_s;  // abort the job when a rank makes no progress this long (0 = never)
-  int64_t memory_budget_mb;  // per rank, for smoe's caches: data splits and trunk features
+  int64_t threads;                  // intra-op threads per rank; 0 = cores / ranks on the node
+  std::string device;               // auto | cpu | cuda | privateuseone
+  int64_t log_every;                // steps between progress lines
+  double stall_timeout_s;           // abort the job when a rank makes no progress this long (0 = never)
+  int64_t memory_budget_mb;         // per rank, for smoe's caches: data splits and trunk features
   int64_t device_memory_budget_mb;  // per rank, for caches on a GPU: the experts' trunk features
 };
 

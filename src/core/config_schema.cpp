@@ -166,7 +166,8 @@ Schema describe(Config& c) {
         "dfcp stage 2: clusters are ranked by how many others count them among their this-many nearest clusters; "
         "the experts.count best become the reference clusters")
       .at_least(1);
-  s.add("cluster.dfcp.thetas", c.cluster.dfcp_thetas, std::vector<double>{0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0},
+  s.add("cluster.dfcp.thetas", c.cluster.dfcp_thetas,
+        std::vector<double>{0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0},
         "dfcp stage 2: distance thresholds swept, in units of the reference clusters' mean radius; a row joins its "
         "nearest reference centroid when closer than the threshold, else it is an outlier");
   s.add("cluster.dfcp.min_coverage", c.cluster.dfcp_min_coverage, 0.9,
@@ -175,9 +176,11 @@ Schema describe(Config& c) {
       .at_least(0)
       .at_most(1);
 
-  s.add("gate.kind", c.gate.kind, std::string("linear"), "gate: linear (on the base model's pre-logits); scheme joint: cnn (a small CNN on the images), attentive "
-        "(attends to the experts' last hidden layers), noisy (cnn + learned Gaussian noise in training, Shazeer et al.) "
-        "or tempered (cnn / a learned temperature in [0.5, 5] + N(0, 0.1^2) noise in training, LEMUR)");
+  s.add(
+      "gate.kind", c.gate.kind, std::string("linear"),
+      "gate: linear (on the base model's pre-logits); scheme joint: cnn (a small CNN on the images), attentive "
+      "(attends to the experts' last hidden layers), noisy (cnn + learned Gaussian noise in training, Shazeer et al.) "
+      "or tempered (cnn / a learned temperature in [0.5, 5] + N(0, 0.1^2) noise in training, LEMUR)");
   s.add("gate.temperature", c.gate.temperature, 0.1, "T in g0(k|x) = softmax_k(-|x - c_k|^2 / T)").above(0);
   s.add("gate.hard", c.gate.hard, false, "one-hot g0 (nearest centroid) instead of the softmax");
   describe_optim(s, "gate", c.gate.optim, {20, 256, 0.05, 0.0, "cosine"});
@@ -185,7 +188,8 @@ Schema describe(Config& c) {
   s.add("experts.count", c.experts.count, int64_t{4}, "number of experts K").at_least(1);
   s.add("experts.arch", c.experts.arch, std::string("branch"),
         "expert architecture: branch (the base model's blocks after branch_after, started from its weights) or "
-        "small_cnn (Krishnamurthy et al.'s one convolution and two hidden layers), alexnet, densenet, bagnet or mlp (LEMUR's "
+        "small_cnn (Krishnamurthy et al.'s one convolution and two hidden layers), alexnet, densenet, bagnet or mlp "
+        "(LEMUR's "
         "families, models/backbones.h); all but branch start from scratch");
   s.add("experts.archs", c.experts.archs, std::vector<std::string>{},
         "heterogeneous experts: expert k's architecture is archs[k mod size] (e.g. [alexnet, densenet, bagnet, "

@@ -13,8 +13,8 @@ namespace smoe::detail {
 
 using FieldPtr = std::variant<bool*, int64_t*, double*, std::string*, std::vector<int64_t>*, std::vector<double>*,
                               std::vector<std::string>*>;
-using FieldValue =
-    std::variant<bool, int64_t, double, std::string, std::vector<int64_t>, std::vector<double>, std::vector<std::string>>;
+using FieldValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>, std::vector<double>,
+                                std::vector<std::string>>;
 
 struct Field {
   std::string key;

@@ -3,8 +3,8 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -42,8 +42,8 @@ VerifyCache load_verify_cache(const std::string& path) {
   try {
     const json j = json::parse(read_file(path));
     for (const auto& [file, e] : j.items())
-      cache[file] = FileStamp{e.at("bytes").get<int64_t>(), e.at("mtime_ns").get<int64_t>(),
-                              e.at("sha256").get<std::string>()};
+      cache[file] =
+          FileStamp{e.at("bytes").get<int64_t>(), e.at("mtime_ns").get<int64_t>(), e.at("sha256").get<std::string>()};
   } catch (const std::exception&) {
     cache.clear();  // a damaged cache only costs a re-check
   }

@@ -89,7 +89,8 @@ json Manifest::to_json() const {
   for (const auto& s : splits) {
     json shards_json = json::array();
     for (const auto& sh : s.shards)
-      shards_json.push_back({{"file", sh.file}, {"offset", sh.offset}, {"count", sh.count}, {"sha256", sh.sha256}, {"bytes", sh.bytes}});
+      shards_json.push_back(
+          {{"file", sh.file}, {"offset", sh.offset}, {"count", sh.count}, {"sha256", sh.sha256}, {"bytes", sh.bytes}});
     splits_json[s.name] = {{"count", s.count},
                            {"class_counts", s.class_counts},
                            {"mean", s.mean},

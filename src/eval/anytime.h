@@ -39,9 +39,9 @@ struct Point {
 struct RuleCount {
   int64_t samples = 0;
   int64_t correct = 0;
-  int64_t early_exits = 0;      // answered by the base model alone
-  std::vector<int64_t> runs;    // [K] samples that ran expert k
-  int64_t ensembler_runs = 0;   // experts run through an ensembler
+  int64_t early_exits = 0;     // answered by the base model alone
+  std::vector<int64_t> runs;   // [K] samples that ran expert k
+  int64_t ensembler_runs = 0;  // experts run through an ensembler
   void add(const RuleCount& other);
 };
 // The rule's point: accuracy, and MACs from the counts

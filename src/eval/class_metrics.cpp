@@ -23,8 +23,9 @@ double ap_from_groups(int64_t groups, int64_t total_pos, Next next) {
     auto [pos, neg] = next(g);
     tp += pos;
     fp += neg;
-    if (pos > 0) ap += static_cast<double>(pos) / static_cast<double>(total_pos) * static_cast<double>(tp) /
-                       static_cast<double>(tp + fp);
+    if (pos > 0)
+      ap += static_cast<double>(pos) / static_cast<double>(total_pos) * static_cast<double>(tp) /
+            static_cast<double>(tp + fp);
   }
   return ap;
 }
@@ -73,7 +74,9 @@ ClassCount count_classes(const at::Tensor& probs_in, const at::Tensor& labels_in
   at::Tensor total = torch::bincount(y, {}, C).to(torch::kLong).contiguous();
   at::Tensor hit = torch::bincount(y.masked_select(p.argmax(1) == y), {}, C).to(torch::kLong).contiguous();
   if (n == 0) hit = torch::zeros({C}, torch::kLong);
-  auto vec = [](const at::Tensor& t) { return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()); };
+  auto vec = [](const at::Tensor& t) {
+    return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+  };
   out.positives = vec(pos);
   out.negatives = vec(neg);
   out.total = vec(total);
@@ -101,7 +104,8 @@ ClassMetrics class_metrics(const ClassCount& count) {
     }
   }
   m.map = ap_n ? ap_sum / static_cast<double>(ap_n) : std::numeric_limits<double>::quiet_NaN();
-  m.balanced_accuracy = recall_n ? recall_sum / static_cast<double>(recall_n) : std::numeric_limits<double>::quiet_NaN();
+  m.balanced_accuracy =
+      recall_n ? recall_sum / static_cast<double>(recall_n) : std::numeric_limits<double>::quiet_NaN();
   return m;
 }
 

@@ -104,7 +104,8 @@ nlohmann::json JointTally::report(const JointCosts& costs) const {
   nlohmann::json r;
   r["mixture"] = rule(mixture_, mixture_macs);
   r["top1"] = rule(top1_, top1_macs);
-  for (auto [key, count] : {std::pair<const char*, const ClassCount*>{"mixture", &mixture_classes_}, {"top1", &top1_classes_}}) {
+  for (auto [key, count] :
+       {std::pair<const char*, const ClassCount*>{"mixture", &mixture_classes_}, {"top1", &top1_classes_}}) {
     const ClassMetrics m = class_metrics(*count);
     r[key]["map"] = std::isfinite(m.map) ? nlohmann::json(m.map) : nlohmann::json(nullptr);
     r[key]["balanced_accuracy"] =

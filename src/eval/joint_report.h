@@ -18,8 +18,8 @@
 namespace smoe::eval {
 
 struct JointCosts {
-  double gate = 0;                  // MACs per input
-  std::vector<double> experts;      // [K]
+  double gate = 0;                      // MACs per input
+  std::vector<double> experts;          // [K]
   bool gate_runs_every_expert = false;  // the attentive gate: every expert runs whatever the routing
 };
 
@@ -42,8 +42,8 @@ class JointTally {
 
   int64_t experts_, classes_;
   int64_t samples_ = 0, mixture_ = 0, top1_ = 0, top2_ = 0;
-  std::vector<int64_t> alone_;      // [K] correct when expert k answers alone
-  std::vector<int64_t> top2_runs_;  // [K] samples whose top-2 includes expert k with g > 0
+  std::vector<int64_t> alone_;         // [K] correct when expert k answers alone
+  std::vector<int64_t> top2_runs_;     // [K] samples whose top-2 includes expert k with g > 0
   std::vector<int64_t> mixture_runs_;  // [K] samples with g(k|x) > 0 (a top-k gate's zeros run nothing)
   SpecialisationCount spec_;
   ClassCount mixture_classes_, top1_classes_;  // mAP and balanced accuracy of the mixture and of top-1 routing

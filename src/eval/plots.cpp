@@ -114,13 +114,12 @@ void plot_series(const std::string& path, const std::string& title, const std::s
   PLFLT lw, lh;
   std::vector<PLINT> zero(series.size(), 0);
   std::vector<PLFLT> zerof(series.size(), 0.0);
-  const PLINT where = outside ? (PL_POSITION_RIGHT | PL_POSITION_OUTSIDE)
-                              : (PL_POSITION_BOTTOM | PL_POSITION_RIGHT);
+  const PLINT where = outside ? (PL_POSITION_RIGHT | PL_POSITION_OUTSIDE) : (PL_POSITION_BOTTOM | PL_POSITION_RIGHT);
   pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, where, outside ? 0.01 : 0.02, outside ? 0.0 : 0.02,
-           0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, series.size() > 8 ? 0.7 : 1.0,
-           2.0, outside ? 0.0 : 1.0, colors.data(),
-           text.data(), zero.data(), zero.data(), zerof.data(), zerof.data(), colors.data(), line_styles.data(),
-           widths.data(), colors.data(), scales.data(), symbol_numbers.data(), symbols.data());
+           0.1, 0, 1, 1, 0, 0, static_cast<PLINT>(series.size()), opt.data(), 1.0, series.size() > 8 ? 0.7 : 1.0, 2.0,
+           outside ? 0.0 : 1.0, colors.data(), text.data(), zero.data(), zero.data(), zerof.data(), zerof.data(),
+           colors.data(), line_styles.data(), widths.data(), colors.data(), scales.data(), symbol_numbers.data(),
+           symbols.data());
   png.close();
 }
 

@@ -10,9 +10,9 @@ namespace smoe::eval {
 struct Series {
   std::string label;
   std::vector<double> x, y;
-  bool line = false;  // polyline through the points, else markers only
-  int color = 1;      // PLplot colour-map-0 index
-  int marker = 17;    // PLplot symbol code
+  bool line = false;         // polyline through the points, else markers only
+  int color = 1;             // PLplot colour-map-0 index
+  int marker = 17;           // PLplot symbol code
   std::vector<double> yerr;  // error bars: y ± yerr (empty: none)
 };
 

@@ -225,12 +225,14 @@ json specialisation_json(const SpecialisationCount& count, int64_t K, int64_t C)
                            {"unit", "bits"}};
   std::vector<std::vector<int64_t>> routing(static_cast<size_t>(K));
   for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < C; ++c) routing[static_cast<size_t>(k)].push_back(count.routing[static_cast<size_t>(k * C + c)]);
+    for (int64_t c = 0; c < C; ++c)
+      routing[static_cast<size_t>(k)].push_back(count.routing[static_cast<size_t>(k * C + c)]);
   out["routing"] = routing;
   return out;
 }
 
-void write_routing_plot(const std::string& routing_png, const json& report, const std::vector<std::string>& class_names) {
+void write_routing_plot(const std::string& routing_png, const json& report,
+                        const std::vector<std::string>& class_names) {
   const auto routing = report["routing"].get<std::vector<std::vector<int64_t>>>();
   std::vector<std::string> rows, cols;
   for (size_t k = 0; k < routing.size(); ++k) rows.push_back(fmt::format("expert {}", k));

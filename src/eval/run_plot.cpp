@@ -52,9 +52,10 @@ void plot_table(const RunTable& t, const std::string& path, const std::string& t
     // A table of one or two cells shows every MoE variant; larger ones the
     // bagged top-1 MoE only, so that the legend stays readable.
     const bool all_variants = t.cells.size() <= 2;
-    static const std::vector<std::pair<std::string, std::string>> kVariants = {
-        {"bagging", "MoE, bagging"}, {"no_ensembling", "MoE, top-1 alone"}, {"stacking", "MoE, stacking"},
-        {"top2", "MoE, top-2"}};
+    static const std::vector<std::pair<std::string, std::string>> kVariants = {{"bagging", "MoE, bagging"},
+                                                                               {"no_ensembling", "MoE, top-1 alone"},
+                                                                               {"stacking", "MoE, stacking"},
+                                                                               {"top2", "MoE, top-2"}};
     Samples base;
     std::vector<Samples> moe(kVariants.size());
     std::vector<Samples> anytime;
@@ -84,7 +85,8 @@ void plot_table(const RunTable& t, const std::string& path, const std::string& t
     if (!curve.x.empty()) series.push_back(std::move(curve));
     static const int kMarkers[] = {17, 5, 2, 3};  // filled circle, x, +, *
     for (size_t v = 0; v < (all_variants ? kVariants.size() : 1); ++v) {
-      Series m{label + (all_variants ? kVariants[v].second : std::string("MoE")), {}, {}, false, color, kMarkers[v], {}};
+      Series m{
+          label + (all_variants ? kVariants[v].second : std::string("MoE")), {}, {}, false, color, kMarkers[v], {}};
       append(m, {moe[v]}, cell.dirs.size());
       if (!m.x.empty()) series.push_back(std::move(m));
     }

@@ -144,7 +144,8 @@ const nlohmann::json* report_value(const nlohmann::json& report, const std::stri
 RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths) {
   RunRow r;
   r.dir = dir;
-  const std::string config = (fs::path(dir) / "config.yaml").string(), report = (fs::path(dir) / "report.json").string();
+  const std::string config = (fs::path(dir) / "config.yaml").string(),
+                    report = (fs::path(dir) / "report.json").string();
   SMOE_CHECK(fs::is_regular_file(config), "{}: missing (not an smoe run folder?)", config);
   SMOE_CHECK(fs::is_regular_file(report), "{}: missing (the run has not finished its evaluation)", report);
   try {
@@ -207,7 +208,8 @@ RunTable make_table(const std::vector<RunRow>& runs, const std::vector<std::stri
     t.metrics.assign(metrics.begin(), metrics.end());
   } else {
     for (const auto& m : order)
-      if (metrics.count(m) && std::find(t.metrics.begin(), t.metrics.end(), m) == t.metrics.end()) t.metrics.push_back(m);
+      if (metrics.count(m) && std::find(t.metrics.begin(), t.metrics.end(), m) == t.metrics.end())
+        t.metrics.push_back(m);
   }
   for (const auto& r : runs) {
     std::vector<std::string> values;
@@ -253,7 +255,8 @@ std::string to_markdown(const RunTable& t) {
     out += "|";
     for (const auto& v : c.values) out += " " + v + " |";
     out += fmt::format(" {} |", c.dirs.size());
-    for (const auto& m : t.metrics) out += " " + mean_std(c.metrics.count(m) ? c.metrics.at(m) : std::vector<double>{}) + " |";
+    for (const auto& m : t.metrics)
+      out += " " + mean_std(c.metrics.count(m) ? c.metrics.at(m) : std::vector<double>{}) + " |";
     out += "\n";
   }
   return out;

@@ -22,8 +22,8 @@ struct Specialisation {
 struct SpecialisationCount {
   static constexpr double kScale = 4294967296.0;  // 2^32
   int64_t samples = 0;
-  int64_t entropy = 0;         // sum_x H(g(.|x)) in bits, fixed point
-  std::vector<int64_t> usage;  // [K] sum_x g(k|x), fixed point
+  int64_t entropy = 0;           // sum_x H(g(.|x)) in bits, fixed point
+  std::vector<int64_t> usage;    // [K] sum_x g(k|x), fixed point
   std::vector<int64_t> routing;  // [K * C] Count(E = argmax g, Y)
   void add(const SpecialisationCount& other);
 };

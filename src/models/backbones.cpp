@@ -105,8 +105,7 @@ class DenseNetImpl : public ExpertModule {
     at::Tensor y = stem->forward(x);
     size_t i = 0;
     for (int b = 0; b < 2; ++b) {
-      for (int l = 0; l < kLayers; ++l, ++i)
-        y = torch::cat({y, convs[i]->forward(torch::relu(bns[i]->forward(y)))}, 1);
+      for (int l = 0; l < kLayers; ++l, ++i) y = torch::cat({y, convs[i]->forward(torch::relu(bns[i]->forward(y)))}, 1);
       if (b == 0) {
         y = trans->forward(torch::relu(trans_bn->forward(y)));
         if (pool.on) y = torch::avg_pool2d(y, 2, 2);
@@ -149,8 +148,8 @@ class BagNetImpl : public ExpertModule {
   HiddenAndLogits forward_hidden(const at::Tensor& x) override {
     at::Tensor y = x;
     for (auto& l : layers) y = torch::relu(l->forward(y));
-    at::Tensor h = y.mean({2, 3});                   // pooled local features
-    return {h, head->forward(y).mean({2, 3})};      // local class evidence, averaged
+    at::Tensor h = y.mean({2, 3});              // pooled local features
+    return {h, head->forward(y).mean({2, 3})};  // local class evidence, averaged
   }
   at::Tensor forward(const at::Tensor& x) override { return forward_hidden(x).logits; }
   int64_t forward_macs() const override { return macs_; }

@@ -27,7 +27,9 @@ CnnGateImpl::CnnGateImpl(const GateSpec& spec) {
 }
 
 AttentiveGateImpl::AttentiveGateImpl(const GateSpec& spec)
-    : experts_(spec.experts), hidden_(spec.hidden.size() == 2 ? spec.hidden[1] : 0), expert_hidden_(spec.expert_hidden) {
+    : experts_(spec.experts),
+      hidden_(spec.hidden.size() == 2 ? spec.hidden[1] : 0),
+      expert_hidden_(spec.expert_hidden) {
   SMOE_CHECK(expert_hidden_ > 0,
              "gate.kind attentive: the expert architecture has no hidden layer to attend to (experts.arch small_cnn "
              "or branch have one)");
@@ -38,8 +40,8 @@ AttentiveGateImpl::AttentiveGateImpl(const GateSpec& spec)
 
 at::Tensor AttentiveGateImpl::forward(const GateFeatures& f) {
   SMOE_ASSERT(f.expert_hidden.defined(), "attentive gate called without the experts' hidden layers");
-  at::Tensor q = query->forward(net->hidden(f.inputs));  // [B, h]
-  at::Tensor k = key->forward(f.expert_hidden);          // [B, K, h]
+  at::Tensor q = query->forward(net->hidden(f.inputs));                                       // [B, h]
+  at::Tensor k = key->forward(f.expert_hidden);                                               // [B, K, h]
   return torch::bmm(k, q.unsqueeze(2)).squeeze(2) / std::sqrt(static_cast<double>(hidden_));  // [B, K]
 }
 

@@ -3,8 +3,8 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
-#include "models/network.h"
 #include "models/backbones.h"
+#include "models/network.h"
 #include "models/small_cnn.h"
 
 namespace smoe::models {
@@ -37,22 +37,21 @@ Expert small_cnn_expert(const ExpertSpec& s) {
 }  // namespace
 
 Registry<ExpertFactory>& expert_architectures() {
-  static Registry<ExpertFactory> registry(
-      "expert architecture", "experts.arch",
-      // The base model's blocks after branch_after and its head (Algorithm 1).
-      {{"branch",
-        [](const ExpertSpec& s) -> Expert {
-          NetworkSpec spec = s.base;
-          if (s.depth > 0) spec.depth = s.depth;
-          return Backbone(spec, s.branch_after).ptr();
-        }},
-       // Krishnamurthy et al.'s small CNN, on the images or the trunk's features.
-       {"small_cnn", small_cnn_expert},
-       // Heterogeneous families (LEMUR): models/backbones.h.
-       {"alexnet", backbone_expert<make_alexnet_expert>},
-       {"densenet", backbone_expert<make_densenet_expert>},
-       {"bagnet", backbone_expert<make_bagnet_expert>},
-       {"mlp", backbone_expert<make_mlp_expert>}});
+  static Registry<ExpertFactory> registry("expert architecture", "experts.arch",
+                                          // The base model's blocks after branch_after and its head (Algorithm 1).
+                                          {{"branch",
+                                            [](const ExpertSpec& s) -> Expert {
+                                              NetworkSpec spec = s.base;
+                                              if (s.depth > 0) spec.depth = s.depth;
+                                              return Backbone(spec, s.branch_after).ptr();
+                                            }},
+                                           // Krishnamurthy et al.'s small CNN, on the images or the trunk's features.
+                                           {"small_cnn", small_cnn_expert},
+                                           // Heterogeneous families (LEMUR): models/backbones.h.
+                                           {"alexnet", backbone_expert<make_alexnet_expert>},
+                                           {"densenet", backbone_expert<make_densenet_expert>},
+                                           {"bagnet", backbone_expert<make_bagnet_expert>},
+                                           {"mlp", backbone_expert<make_mlp_expert>}});
   return registry;
 }
 

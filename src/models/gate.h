@@ -109,10 +109,10 @@ struct GateSpec {
   int64_t embedding_dim = 0;
   int64_t classes = 0;
   int64_t experts = 0;
-  std::vector<int64_t> input;    // [C, H, W] of GateFeatures::inputs
-  int64_t width = 16;            // small-CNN gates: channels of the convolution
-  std::vector<int64_t> hidden;   // small-CNN gates: the two hidden layers
-  int64_t expert_hidden = 0;     // attentive gate: size of the experts' last hidden layer
+  std::vector<int64_t> input;   // [C, H, W] of GateFeatures::inputs
+  int64_t width = 16;           // small-CNN gates: channels of the convolution
+  std::vector<int64_t> hidden;  // small-CNN gates: the two hidden layers
+  int64_t expert_hidden = 0;    // attentive gate: size of the experts' last hidden layer
 };
 using GateFactory = std::function<Gate(const GateSpec&)>;
 // gate.kind -> factory. Built in: "linear", "class_routing" (used by

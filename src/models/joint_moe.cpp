@@ -16,12 +16,14 @@ JointMoeImpl::JointMoeImpl(Gate gate, std::vector<Expert> experts, int64_t top_k
   SMOE_CHECK(top_k_ >= 0 && top_k_ <= static_cast<int64_t>(experts_.size()),
              "config key 'joint.top_k' is {}: expected 0 (all) to experts.count ({})", top_k_, experts_.size());
   gate_ = register_module("gate", std::move(gate));
-  SMOE_CHECK(gate_->reads_inputs(), "a jointly trained MoE needs a gate that reads the experts' input (attentive, cnn, noisy, tempered)");
+  SMOE_CHECK(gate_->reads_inputs(),
+             "a jointly trained MoE needs a gate that reads the experts' input (attentive, cnn, noisy, tempered)");
   for (size_t e = 0; e < experts_.size(); ++e) register_module(fmt::format("expert{:03d}", e), experts_[e]);
 }
 
 void JointMoeImpl::set_gate(Gate gate) {
-  SMOE_CHECK(gate->reads_inputs(), "a jointly trained MoE needs a gate that reads the experts' input (attentive, cnn, noisy, tempered)");
+  SMOE_CHECK(gate->reads_inputs(),
+             "a jointly trained MoE needs a gate that reads the experts' input (attentive, cnn, noisy, tempered)");
   gate_ = replace_module("gate", std::move(gate));
 }
 
@@ -98,8 +100,7 @@ JointOutputs JointMoeImpl::run(const at::Tensor& images, const at::Tensor& noise
       at::Tensor rows = o.routed.select(1, e).nonzero().squeeze(1);
       if (rows.numel() == 0) continue;
       at::Tensor out = ex->forward(x.index_select(0, rows));
-      logits[static_cast<size_t>(e)] =
-          torch::zeros({B, out.size(1)}, out.options()).index_copy(0, rows, out);
+      logits[static_cast<size_t>(e)] = torch::zeros({B, out.size(1)}, out.options()).index_copy(0, rows, out);
     }
   }
   int64_t C = 0;

@@ -15,7 +15,7 @@ struct NetworkSpec {
   int64_t width = 16;                        // channels of the first stage
   std::vector<int64_t> input = {1, 28, 28};  // C, H, W
   int64_t num_classes = 10;
-  std::vector<int64_t> hidden = {128, 64};   // small_cnn experts and gates: the two hidden layers
+  std::vector<int64_t> hidden = {128, 64};  // small_cnn experts and gates: the two hidden layers
 
   static constexpr int64_t kBlocks = 5;  // stem + 4 stages
   // Checks the values and names the bad one.

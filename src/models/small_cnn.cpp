@@ -38,9 +38,7 @@ int64_t SmallCnnImpl::macs() const {
   return m;
 }
 
-SmallCnnExpertImpl::SmallCnnExpertImpl(const SmallCnnSpec& spec) {
-  net = register_module("net", SmallCnn(spec));
-}
+SmallCnnExpertImpl::SmallCnnExpertImpl(const SmallCnnSpec& spec) { net = register_module("net", SmallCnn(spec)); }
 
 HiddenAndLogits SmallCnnExpertImpl::forward_hidden(const at::Tensor& x) {
   at::Tensor h = net->hidden(x);

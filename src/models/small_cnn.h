@@ -16,11 +16,11 @@
 namespace smoe::models {
 
 struct SmallCnnSpec {
-  std::vector<int64_t> input;      // C, H, W of what it reads (images, or a trunk's features)
-  int64_t channels = 16;           // of the convolution
-  std::vector<int64_t> hidden;     // the two hidden layers
-  int64_t outputs = 0;             // classes or experts; 0: no output layer (the attentive gate)
-  bool last_hidden_relu = true;    // the attentive gate's query layer has no activation
+  std::vector<int64_t> input;    // C, H, W of what it reads (images, or a trunk's features)
+  int64_t channels = 16;         // of the convolution
+  std::vector<int64_t> hidden;   // the two hidden layers
+  int64_t outputs = 0;           // classes or experts; 0: no output layer (the attentive gate)
+  bool last_hidden_relu = true;  // the attentive gate's query layer has no activation
   void validate() const;
 };
 

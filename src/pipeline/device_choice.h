@@ -24,9 +24,9 @@ struct NodeRank {
 };
 
 struct DeviceChoice {
-  int index = -1;                 // into the rank's visible devices; -1: it sees none
-  std::string id;                 // the chosen device's id
-  std::vector<int> shared_with;   // other local ranks that chose the same device
+  int index = -1;                // into the rank's visible devices; -1: it sees none
+  std::string id;                // the chosen device's id
+  std::vector<int> shared_with;  // other local ranks that chose the same device
 };
 
 // The ranks that see the same list of devices share them out in local-rank

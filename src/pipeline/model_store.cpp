@@ -5,9 +5,9 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "models/base_tail_gate.h"
 #include "models/init_lock.h"
-#include "core/rng.h"
 #include "train/checkpoint.h"
 
 namespace smoe::pipeline {
@@ -83,7 +83,8 @@ models::Backbone ModelStore::build_base() const {
 }
 
 models::Gate ModelStore::build_gate(c10::Device device) const {
-  std::lock_guard<std::recursive_mutex> lock(init_mutex());  // draws from the global stream: not inside another's seeding
+  std::lock_guard<std::recursive_mutex> lock(
+      init_mutex());  // draws from the global stream: not inside another's seeding
   const std::string kind = initial_->gate_kind(cfg_.gate.kind);
   models::Gate g = models::gate_kinds().get(kind)({spec_.prelogit_dim(), spec_.num_classes, cfg_.experts.count});
   g->to(device);
@@ -99,7 +100,8 @@ models::Expert ModelStore::build_expert(int64_t k) const {
 }
 
 models::Expert ModelStore::build_expert_unseeded(int64_t k) const {
-  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))({spec_, cfg_.experts.branch_after, k, cfg_.experts.depth});
+  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))(
+      {spec_, cfg_.experts.branch_after, k, cfg_.experts.depth});
   e->to(device_);
   return e;
 }
@@ -194,8 +196,8 @@ std::shared_ptr<models::JointMoeImpl> ModelStore::build_joint_moe(const std::str
   models::Trunk trunk{nullptr};
   if (cfg_.experts.branch_after > 0) trunk = models::Trunk(spec_, cfg_.experts.branch_after);
   lock.unlock();
-  auto moe = std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k,
-                                                    std::move(trunk));
+  auto moe =
+      std::make_shared<models::JointMoeImpl>(std::move(gate), std::move(experts), cfg_.joint.top_k, std::move(trunk));
   moe->to(device_);
   return moe;
 }

@@ -88,7 +88,7 @@ class ModelStore {
   // checkpoint of a stage after `epoch` epochs (ext: "pt" weights, "optim"
   // the optimiser's state).
   std::string joint_path(const std::string& stage) const;  // joint.pt, distill.pt
-  std::string pseudo_labels_path() const;  // pseudo_labels.pt (scheme dfcp)
+  std::string pseudo_labels_path() const;                  // pseudo_labels.pt (scheme dfcp)
   std::string progress_dir(const std::string& stage) const;
   std::string progress_path(const std::string& stage, int64_t epoch, const std::string& ext) const;
   // A gate of `kind` for a jointly trained MoE (reads the images).

@@ -60,13 +60,10 @@ std::string version_line() {
 
 nlohmann::json provenance(comm::Communicator& comm, const RuntimeInfo& rt) {
   const std::vector<int> cpus = affinity_cpus();
-  const nlohmann::json mine = {{"rank", comm.rank()},
-                               {"host", host_name()},
-                               {"pid", static_cast<int64_t>(getpid())},
-                               {"affinity", cpu_list(cpus)},
-                               {"cores", cpus.size()},
-                               {"threads", rt.threads},
-                               {"device", rt.device_name()}};
+  const nlohmann::json mine = {
+      {"rank", comm.rank()},        {"host", host_name()},  {"pid", static_cast<int64_t>(getpid())},
+      {"affinity", cpu_list(cpus)}, {"cores", cpus.size()}, {"threads", rt.threads},
+      {"device", rt.device_name()}};
   nlohmann::json ranks = nlohmann::json::array();
   for (const auto& text : comm.allgather_bytes(mine.dump())) ranks.push_back(nlohmann::json::parse(text));
   return {{"smoe_version", build::version()},

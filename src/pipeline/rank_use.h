@@ -14,9 +14,9 @@
 namespace smoe::pipeline {
 
 struct RankUse {
-  int64_t work = 0;   // units one step (base) or the stage (experts) can spread
+  int64_t work = 0;  // units one step (base) or the stage (experts) can spread
   int ranks = 1;
-  double idle = 0;    // the share of rank time with nothing to do, at best
+  double idle = 0;  // the share of rank time with nothing to do, at best
   bool wasteful() const { return idle > 0; }
 };
 

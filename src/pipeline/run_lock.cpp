@@ -7,7 +7,6 @@
 
 #include <cerrno>
 #include <chrono>
-#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -15,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -58,7 +58,8 @@ nlohmann::json read_owner(const std::string& path) {
 std::string describe(const nlohmann::json& o) {
   if (!o.contains("host")) return "another job";
   std::string s = fmt::format("host {} pid {}", o.value("host", "?"), o.value("pid", int64_t{0}));
-  if (!o.value("slurm_job", std::string()).empty()) s += fmt::format(" (Slurm job {})", o["slurm_job"].get<std::string>());
+  if (!o.value("slurm_job", std::string()).empty())
+    s += fmt::format(" (Slurm job {})", o["slurm_job"].get<std::string>());
   return s + fmt::format(" since {}", o.value("since", "?"));
 }
 
@@ -108,8 +109,7 @@ RunLock RunLock::acquire(const std::string& run_dir) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   if (rc == 0) {
     const nlohmann::json before = read_owner(lock.path_);
-    if (before.contains("pid"))
-      log::debug("run lock  {}: the last holder ({}) is gone", lock.path_, describe(before));
+    if (before.contains("pid")) log::debug("run lock  {}: the last holder ({}) is gone", lock.path_, describe(before));
     if (writable) write_all(fd, owner_record(), lock.path_);
     lock.fd_ = fd;
     return lock;

@@ -148,9 +148,9 @@ void RunState::prepare_expert_inputs() {
     const int64_t peak = bytes + bytes / comm.size() + row_bytes * cfg.eval.batch_size;
     const bool memory = want == "memory" || (want == "auto" && take_budget(peak));
     Progress t("trunk", 1, 1);
-    auto cache = train::build_trunk_cache(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,
-                                          memory ? train::RowCacheMode::memory : train::RowCacheMode::disk,
-                                          run.file("cache"));
+    auto cache =
+        train::build_trunk_cache(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,
+                                 memory ? train::RowCacheMode::memory : train::RowCacheMode::disk, run.file("cache"));
     // On a GPU the cached rows go to the device too when they fit its budget.
     const bool on_device = !rt.device.is_cpu() && memory && bytes <= cfg.runtime.device_memory_budget_mb * kMiB &&
                            cache->keep_on(rt.device);

@@ -47,7 +47,7 @@ struct RunState {
   // rows' offsets: in RAM within the budget, else read by rows from the run
   // folder. No rank gathers them.
   std::unique_ptr<train::RowCache> g0, q;
-  const train::RowCache* targets = nullptr;  // what the experts fit: g0, or q of the current EM round
+  const train::RowCache* targets = nullptr;            // what the experts fit: g0, or q of the current EM round
   std::unique_ptr<train::ExpertInputs> expert_inputs;  // the frozen trunk's outputs
   double trunk_cache_seconds = 0;
 

@@ -1,8 +1,8 @@
 #include "pipeline/runtime.h"
 
 #include <c10/core/impl/DeviceGuardImplInterface.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
 #include "comm/nccl.h"
@@ -90,7 +90,8 @@ RuntimeInfo setup_runtime(const RuntimeConfig& c, comm::Communicator& comm, int 
   for (const auto& j : all)
     if (j["host"] == mine["host"]) node.push_back({j["local_rank"].get<int>(), j["visible"]});
   const DeviceChoice choice = choose_device_index(node, local_rank);
-  r.device = type == c10::kCPU ? c10::Device(c10::kCPU) : c10::Device(type, static_cast<c10::DeviceIndex>(choice.index));
+  r.device =
+      type == c10::kCPU ? c10::Device(c10::kCPU) : c10::Device(type, static_cast<c10::DeviceIndex>(choice.index));
   r.device_id = choice.id;
 
   // Sharing, anywhere in the job, moves every rank's device collectives to

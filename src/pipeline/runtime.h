@@ -30,8 +30,8 @@ struct RuntimeInfo {
   int local_size = 1;
   int threads = 1;
   c10::Device device = c10::Device(c10::kCPU);
-  std::string device_id;        // the device's UUID (CUDA), or type:index@host
-  bool device_shared = false;   // some ranks of the job share a device: no NCCL
+  std::string device_id;           // the device's UUID (CUDA), or type:index@host
+  bool device_shared = false;      // some ranks of the job share a device: no NCCL
   std::vector<std::string> notes;  // for the log, once it is open
   std::string device_name() const { return device.str(); }
 };

@@ -80,8 +80,8 @@ bool declares(const std::vector<std::string>& keys, const std::string& key) {
 }  // namespace
 
 bool key_never_changes_results(const std::string& key) {
-  return starts_with(key, "runtime.") || key == "data.prefetch" || key == "data.storage" ||
-         key == "data.cache_mb" || key == "data.verify";
+  return starts_with(key, "runtime.") || key == "data.prefetch" || key == "data.storage" || key == "data.cache_mb" ||
+         key == "data.verify";
 }
 
 size_t first_stage_using(const std::vector<StagePlan>& plan, const std::string& key) {
@@ -110,19 +110,19 @@ void check_config(const Config& c) {
   models::expert_architectures().get(c.experts.arch);
   for (const auto& arch : c.experts.archs) models::expert_architectures().get(arch);
   models::ensemblers().get(c.ensembler.kind);
-  SMOE_CHECK(c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() &&
-                                      c.model.arch == "tiny_resnet"),
-             "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "
-             "(experts.arch: branch, model.arch: tiny_resnet, no experts.archs)",
-             c.experts.depth);
+  SMOE_CHECK(
+      c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() && c.model.arch == "tiny_resnet"),
+      "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "
+      "(experts.arch: branch, model.arch: tiny_resnet, no experts.archs)",
+      c.experts.depth);
   SMOE_CHECK(c.experts.depth == 0 || c.experts.depth == 10 || c.experts.depth == 18 || c.experts.depth == 34,
              "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
-  SMOE_CHECK(c.experts.fuse == 1 || (c.experts.arch == "branch" && c.experts.archs.empty() &&
-                                     c.experts.optims.empty() && c.experts.weighting == "reweight" &&
-                                     c.experts.optim.grad_clip == 0),
-             "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
-             "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
-             c.experts.fuse);
+  SMOE_CHECK(
+      c.experts.fuse == 1 || (c.experts.arch == "branch" && c.experts.archs.empty() && c.experts.optims.empty() &&
+                              c.experts.weighting == "reweight" && c.experts.optim.grad_clip == 0),
+      "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
+      "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
+      c.experts.fuse);
   SMOE_CHECK(c.experts.fuse == 1 || !c.experts.optim.channels_last,
              "config key 'experts.channels_last' with experts.fuse {}: fused experts' grouped convolutions run in "
              "the usual layout (set one or the other)",

@@ -26,8 +26,8 @@
 namespace smoe::pipeline {
 
 struct SweepRun {
-  std::string name;                  // folder name under the sweep folder
-  std::vector<std::string> sets;     // the sweep's set, the grid point and the seed, as key=value
+  std::string name;               // folder name under the sweep folder
+  std::vector<std::string> sets;  // the sweep's set, the grid point and the seed, as key=value
   Config config;
 };
 

@@ -11,9 +11,9 @@
 #include "data/batch.h"
 #include "data/sampler.h"
 #include "train/checkpoint.h"
+#include "train/loss_scaler.h"
 #include "train/losses.h"
 #include "train/optim.h"
-#include "train/loss_scaler.h"
 #include "train/precision.h"
 #include "train/tensors.h"
 
@@ -138,8 +138,9 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s, ++global_step) {
       if (stop_requested_anywhere(comm))
-        throw Stopped(fmt::format("base: a stop signal (SIGTERM or SIGUSR1) reached the job in epoch {}: it resumes after epoch {}",
-                                  epoch + 1, epoch));
+        throw Stopped(fmt::format(
+            "base: a stop signal (SIGTERM or SIGUSR1) reached the job in epoch {}: it resumes after epoch {}",
+            epoch + 1, epoch));
       set_lr(*opt, schedule.lr(global_step));
       int64_t local = 0;
       int overflowed = 0;  // a float16 micro-batch of this rank whose gradients overflowed

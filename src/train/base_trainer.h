@@ -13,9 +13,9 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "comm/tensor_collectives.h"
 #include "core/config.h"
 #include "data/dataset.h"
-#include "comm/tensor_collectives.h"
 #include "models/network.h"
 
 namespace torch::optim {
@@ -40,14 +40,14 @@ struct BaseTrainOptions {
 };
 
 struct BaseTrainStats {
-  double seconds = 0;               // the training loop, without BatchNorm calibration
-  double final_loss = 0;            // mean training loss of the last epoch
-  double final_train_accuracy = 0;  // on the (augmented) training batches of the last epoch
-  int64_t images = 0;               // processed by this rank
+  double seconds = 0;                 // the training loop, without BatchNorm calibration
+  double final_loss = 0;              // mean training loss of the last epoch
+  double final_train_accuracy = 0;    // on the (augmented) training batches of the last epoch
+  int64_t images = 0;                 // processed by this rank
   std::string precision = "float32";  // what the forward passes ran in (train/precision.h)
-  double loss_scale = 1;               // float16's loss scaler after the last step (train/loss_scaler.h)
+  double loss_scale = 1;              // float16's loss scaler after the last step (train/loss_scaler.h)
   int64_t loss_scale_good_steps = 0;
-  int64_t skipped_steps = 0;           // steps skipped for gradients that overflowed
+  int64_t skipped_steps = 0;  // steps skipped for gradients that overflowed
 };
 
 // Called on every rank after each epoch (1-based; the stage saves a checkpoint there).

@@ -55,7 +55,8 @@ std::string save_state(const StateDict& state, const std::string& path) {
   c10::Dict<std::string, at::Tensor> dict;
   // Each tensor in a storage of its own on the host: the same bytes whichever
   // device the model is on, and whether or not its tensors share storage.
-  for (const auto& [k, v] : state) dict.insert(k, v.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous());
+  for (const auto& [k, v] : state)
+    dict.insert(k, v.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous());
   std::vector<char> bytes = pickle_untagged(c10::IValue(dict));
   std::string_view view(bytes.data(), bytes.size());
   write_file_atomic(path, view);

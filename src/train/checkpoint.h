@@ -1,7 +1,7 @@
 // Checkpoints are state dicts (name -> tensor) in PyTorch's torch.save
 // format (torch::pickle_save's, without TorchScript's type tags), written
-// atomically; Python opens them with torch.load, weights_only or not. Saving the same weights twice gives the same bytes, so a
-// checkpoint's SHA-256 identifies its weights.
+// atomically; Python opens them with torch.load, weights_only or not. Saving the same weights twice gives the same
+// bytes, so a checkpoint's SHA-256 identifies its weights.
 #pragma once
 
 #include <torch/nn/module.h>

@@ -153,10 +153,10 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
                               std::vector<double>* expert_losses) {
   const int64_t K = fused.count();
   SMOE_CHECK(o.weighting == "reweight", "experts trained together need weighting: reweight, not '{}'", o.weighting);
-  SMOE_CHECK(labels.size(0) == inputs.size() && weights.dim() == 2 && weights.size(0) == inputs.size() &&
-                 weights.size(1) == K,
-             "fused expert training: {} inputs, {} labels, weights of {} dims for {} experts", inputs.size(),
-             labels.size(0), weights.dim(), K);
+  SMOE_CHECK(
+      labels.size(0) == inputs.size() && weights.dim() == 2 && weights.size(0) == inputs.size() && weights.size(1) == K,
+      "fused expert training: {} inputs, {} labels, weights of {} dims for {} experts", inputs.size(), labels.size(0),
+      weights.dim(), K);
   LoopSpec spec = expert_loop(o, inputs.size());
   spec.on_epoch_batches = announce_to(inputs, o);
   fused.train();
@@ -194,11 +194,12 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
   return stats;
 }
 
-LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_logits,
-                          const RowsOf& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
-                          const OptimConfig& optim, uint64_t seed, const std::string& name) {
+LoopStats train_ensembler(models::EnsemblerModule& stacking, const RowsOf& base_logits, const RowsOf& expert_logits,
+                          const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
+                          const std::string& name) {
   stacking.train();
-  const c10::Device device = stacking.parameters().empty() ? c10::Device(c10::kCPU) : stacking.parameters().front().device();
+  const c10::Device device =
+      stacking.parameters().empty() ? c10::Device(c10::kCPU) : stacking.parameters().front().device();
   return sgd_loop(stacking.parameters(), quiet_loop(name, labels.size(0), optim, seed),
                   [&](const std::vector<int64_t>& ids, int64_t) {
                     at::Tensor out =
@@ -221,7 +222,8 @@ LoopStats train_gate(models::GateModule& gate, const models::GateFeatures& input
                      const OptimConfig& optim, uint64_t seed) {
   return train_gate(
       gate, [&](const std::vector<int64_t>& ids) { return inputs.rows(torch::tensor(ids, torch::kLong)); },
-      [&](const std::vector<int64_t>& ids) { return rows_to(targets, ids, targets.device()); }, targets.size(0), optim, seed);
+      [&](const std::vector<int64_t>& ids) { return rows_to(targets, ids, targets.device()); }, targets.size(0), optim,
+      seed);
 }
 
 namespace {

@@ -107,9 +107,9 @@ using GateRowsOf = std::function<models::GateFeatures(const std::vector<int64_t>
 
 // These two small loops print one progress line, at the end.
 // Fits d_k on frozen logits: minimises sum_x w(x) CE(d_k(base(x), e_k(x)), y).
-LoopStats train_ensembler(models::EnsemblerModule& ensembler, const RowsOf& base_logits,
-                          const RowsOf& expert_logits, const at::Tensor& labels, const at::Tensor& weights,
-                          const OptimConfig& optim, uint64_t seed, const std::string& name);
+LoopStats train_ensembler(models::EnsemblerModule& ensembler, const RowsOf& base_logits, const RowsOf& expert_logits,
+                          const at::Tensor& labels, const at::Tensor& weights, const OptimConfig& optim, uint64_t seed,
+                          const std::string& name);
 
 // Fits the gate g on the base model's outputs by minimising KL(target || g)
 // over n rows (targets [n, K]: g0, or q in EM mode), reading the features
@@ -126,7 +126,6 @@ struct GateFit {
   double kl = 0;
   double top1_agreement = 0;
 };
-GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n,
-                 int64_t batch);
+GateFit gate_fit(models::GateModule& gate, const GateRowsOf& features, const RowsOf& targets, int64_t n, int64_t batch);
 
 }  // namespace smoe::train

@@ -26,8 +26,8 @@ namespace {
 struct Live {
   models::JointOutputs out;
   at::Tensor x, y, nll;  // x after mixup; nll per sample (mixed between the two labels)
-  int64_t pos = 0;    // its first row's position in the global batch
-  int64_t index = 0;  // its index among the epoch's micro-batches
+  int64_t pos = 0;       // its first row's position in the global batch
+  int64_t index = 0;     // its index among the epoch's micro-batches
 };
 
 // Mixup (Zhang et al.): lambda ~ Beta(alpha, alpha) and a partner
@@ -105,8 +105,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
   for (int64_t epoch = start_epoch; epoch < o.optim.epochs; ++epoch) {
     set_modes();
     Progress epoch_clock(o.stage, 1, 1);
-    auto batches =
-        data::make_batches(data::permutation(N, derive_seed(o.seed, o.stage, {uint64_t(epoch)})), B, true);
+    auto batches = data::make_batches(data::permutation(N, derive_seed(o.seed, o.stage, {uint64_t(epoch)})), B, true);
     // This rank's micro-batches in step order: micro-batch g of the epoch goes to rank g % P.
     std::vector<std::vector<int64_t>> mine;
     std::vector<int64_t> mine_step, mine_pos, mine_index;
@@ -134,8 +133,9 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
     size_t next = 0;
     for (size_t s = 0; s < batches.size(); ++s) {
       if (stop_requested_anywhere(comm))
-        throw Stopped(fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) reached the job in epoch {}: it resumes after epoch {}", o.stage,
-                                  epoch + 1, epoch));
+        throw Stopped(
+            fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) reached the job in epoch {}: it resumes after epoch {}",
+                        o.stage, epoch + 1, epoch));
       const int64_t global_step = epoch * steps_per_epoch + static_cast<int64_t>(s);
       set_lr(*opt, schedule.lr(global_step), lr_scales);
       std::vector<Live> live;
@@ -180,8 +180,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
         if (o.mixup > 0)
           l.nll = mix.lambda * l.nll +
                   (1 - mix.lambda) * models::mixture_nll(l.out.mixture, l.y.index_select(0, mix.partner), eps);
-        top1_count.index_add_(0, l.out.gate_probs.detach().argmax(1),
-                              torch::ones({l.x.size(0)}, dopt));
+        top1_count.index_add_(0, l.out.gate_probs.detach().argmax(1), torch::ones({l.x.size(0)}, dopt));
         loss_sum += l.nll.detach().sum().to(torch::kDouble);
         correct += (l.out.mixture.argmax(1) == l.y).sum().to(torch::kDouble);
         seen += static_cast<double>(l.x.size(0));
@@ -211,7 +210,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
           const int64_t C = train->num_classes();
           at::Tensor slots = torch::zeros({per_step, K, C + 1}, dopt);
           for (const auto& l : live) {
-            at::Tensor routed = l.out.routed.to(torch::kDouble);                                       // [b, K]
+            at::Tensor routed = l.out.routed.to(torch::kDouble);                                    // [b, K]
             at::Tensor probs = torch::softmax(l.out.expert_logits.detach(), 2).to(torch::kDouble);  // [b, K, C]
             at::Tensor slot = slots[l.index - static_cast<int64_t>(s) * per_step];
             slot.narrow(1, 0, C).copy_((probs * routed.unsqueeze(2)).sum(0));
@@ -258,8 +257,8 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
                                                    (l.out.gate_probs * grad_p.to(l.out.gate_probs.scalar_type())).sum();
           if (div_grad.defined()) {
             at::Tensor probs = torch::softmax(l.out.expert_logits, 2) * l.out.routed.unsqueeze(2);  // [b, K, C]
-            surrogate = surrogate + static_cast<double>(B) *
-                                        (probs * div_grad.to(probs.scalar_type()).unsqueeze(0)).sum();
+            surrogate =
+                surrogate + static_cast<double>(B) * (probs * div_grad.to(probs.scalar_type()).unsqueeze(0)).sum();
           }
           opt->zero_grad();
           surrogate.backward();
@@ -269,8 +268,7 @@ JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<con
       }
       apply_exact_sum(grad_sum, params, comm, static_cast<int64_t>(batches[s].size()), o.optim, *opt);
       nlohmann::json fields = nlohmann::json::object();
-      if (progress.due())
-        fields = {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum.item<double>() / seen : 0.0}};
+      if (progress.due()) fields = {{"epoch", epoch + 1}, {"loss", seen > 0 ? loss_sum.item<double>() / seen : 0.0}};
       progress.step(static_cast<int64_t>(batches[s].size()), fields);
     }
     std::vector<double> tot = {loss_sum.item<double>(), correct.item<double>(), seen, similarity_sum};

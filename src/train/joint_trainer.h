@@ -58,16 +58,16 @@ struct JointTrainOptions {
 };
 
 struct JointEpochStats {
-  int64_t epoch = 0;          // 1-based, the epoch just finished
-  double loss = 0;            // mean NLL of the mixture over the epoch's samples
-  double train_error = 0;     // of the mixture, on the epoch's training batches
-  double importance = 0;      // mean L_imp over the epoch's steps
-  double balance = 0;         // mean L_bal over the epoch's steps
-  double diversity = 0;       // mean L_div over the epoch's steps
-  double similarity = 0;      // mean L_s over the epoch's steps
-  std::vector<double> load;   // [K] share of the epoch's samples whose largest gate value is expert e's
-  double seconds = 0;         // this epoch
-  int64_t images = 0;         // this rank's, this epoch
+  int64_t epoch = 0;         // 1-based, the epoch just finished
+  double loss = 0;           // mean NLL of the mixture over the epoch's samples
+  double train_error = 0;    // of the mixture, on the epoch's training batches
+  double importance = 0;     // mean L_imp over the epoch's steps
+  double balance = 0;        // mean L_bal over the epoch's steps
+  double diversity = 0;      // mean L_div over the epoch's steps
+  double similarity = 0;     // mean L_s over the epoch's steps
+  std::vector<double> load;  // [K] share of the epoch's samples whose largest gate value is expert e's
+  double seconds = 0;        // this epoch
+  int64_t images = 0;        // this rank's, this epoch
 };
 
 // Called on every rank after each epoch (the stage saves a checkpoint there).

@@ -62,11 +62,12 @@ at::Tensor similarity_grad_rows(const at::Tensor& dist_rows, const at::Tensor& a
   const double scale = 1.0 / static_cast<double>(B * B);
   at::Tensor d = dist_rows.to(torch::kDouble), p_all = all_probs.detach().to(torch::kDouble);
   at::Tensor p_rows = row_probs.detach().to(torch::kDouble);
-  at::Tensor dp = d.mm(p_all);                  // [r, K]: (D P)_i
-  at::Tensor dp_sum = dp.sum(1, true);          // [r, 1]: (D P 1)_i
+  at::Tensor dp = d.mm(p_all);          // [r, K]: (D P)_i
+  at::Tensor dp_sum = dp.sum(1, true);  // [r, 1]: (D P 1)_i
   // tr(M) B^2 = sum_i P_i . (D P)_i and sum(M) B^2 = sum_i (P_i . 1)(D P 1)_i; D is symmetric,
   // so d tr(M) / dP_i = 2 (D P)_i / B^2 and d sum(M) / dP_i = 2 (D P 1)_i 1 / B^2.
-  *partial = scale * (c.trace * (p_rows * dp).sum().item<double>() + c.sum * (p_rows.sum(1, true) * dp_sum).sum().item<double>());
+  *partial = scale * (c.trace * (p_rows * dp).sum().item<double>() +
+                      c.sum * (p_rows.sum(1, true) * dp_sum).sum().item<double>());
   return 2 * scale * (c.trace * dp + c.sum * dp_sum.expand({-1, K}));
 }
 
@@ -75,7 +76,7 @@ at::Tensor diversity_loss(const at::Tensor& sums, const at::Tensor& counts, doub
   if (K < 2) return torch::zeros({}, sums.options());
   at::Tensor m = sums / counts.clamp_min(1).unsqueeze(1);  // [K, C] mean outputs
   at::Tensor unit = m / m.norm(2, 1, true).clamp_min(1e-12);
-  at::Tensor cos = unit.mm(unit.t());                      // [K, K]
+  at::Tensor cos = unit.mm(unit.t());  // [K, K]
   // mean over the K(K-1)/2 pairs e < f: the off-diagonal sum halves.
   return lambda * (cos.sum() - cos.trace()) / static_cast<double>(K * (K - 1));
 }

@@ -43,9 +43,9 @@ PrecisionPlan plan_precision(const std::string& requested, const c10::Device& de
   if (requested == "auto") {
     // The fastest the device computes natively: no reason to give when
     // that is float32.
-    p.used = device.is_cuda() ? (cuda_has_native_bf16() ? "bfloat16" : "float16")
+    p.used = device.is_cuda()                           ? (cuda_has_native_bf16() ? "bfloat16" : "float16")
              : device.is_cpu() && cpu_has_native_bf16() ? "bfloat16"
-                                                         : "float32";
+                                                        : "float32";
     p.loss_scaling = p.used == "float16";
     return p;
   }
@@ -79,9 +79,10 @@ ChannelsLastScope::ChannelsLastScope(std::vector<at::Tensor> params, bool enable
     if (p.dim() == 4 && p.device().is_cpu() && p.size(0) < 8) {
       static std::once_flag once;
       std::call_once(once, [&] {
-        log::warn("channels_last not applied: a convolution has {} output channels (fewer than 8), where "
-                  "libtorch 1.13's oneDNN channels-last kernels write out of bounds",
-                  p.size(0));
+        log::warn(
+            "channels_last not applied: a convolution has {} output channels (fewer than 8), where "
+            "libtorch 1.13's oneDNN channels-last kernels write out of bounds",
+            p.size(0));
       });
       return;
     }

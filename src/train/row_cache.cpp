@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <torch/torch.h>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <numeric>
-#include <torch/torch.h>
 
 #include "comm/tensor_collectives.h"
 #include "comm/thread_communicator.h"
@@ -192,8 +192,8 @@ std::unique_ptr<RowCache> RowCache::build(int64_t n, std::vector<int64_t> shape,
   return c;
 }
 
-std::unique_ptr<RowCache> RowCache::build_local(int64_t n, std::vector<int64_t> shape, int64_t batch,
-                                                RowCacheMode mode, const std::string& file, const Compute& compute) {
+std::unique_ptr<RowCache> RowCache::build_local(int64_t n, std::vector<int64_t> shape, int64_t batch, RowCacheMode mode,
+                                                const std::string& file, const Compute& compute) {
   comm::ThreadGroup self(1);
   return build(n, std::move(shape), batch, *self.communicator(0), mode, file, compute);
 }
@@ -202,8 +202,7 @@ std::unique_ptr<RowCache> RowCache::write(const std::string& file, int64_t n, st
                                           const at::Tensor& ids, const at::Tensor& rows, comm::Communicator& comm,
                                           RowCacheMode mode) {
   const int64_t row = numel_of(shape);
-  SMOE_CHECK(ids.dim() == 1 && rows.size(0) == ids.size(0), "row cache: {} ids for {} rows", ids.numel(),
-             rows.size(0));
+  SMOE_CHECK(ids.dim() == 1 && rows.size(0) == ids.size(0), "row cache: {} ids for {} rows", ids.numel(), rows.size(0));
   const at::Tensor flat = rows.reshape({rows.size(0), row}).to(torch::kFloat).cpu().contiguous();
   const at::Tensor id = ids.to(torch::kLong).cpu().contiguous();
   const int64_t* p = id.data_ptr<int64_t>();
@@ -309,7 +308,8 @@ void RowCache::for_each_batch(int64_t batch, const std::function<void(int64_t st
 at::Tensor RowCache::column(int64_t j, int64_t batch) const {
   SMOE_ASSERT(j >= 0 && j < row_, "row cache: column {} of rows of {}", j, row_);
   at::Tensor out = torch::empty({n_});
-  for_each_batch(batch, [&](int64_t start, const at::Tensor& r) { out.narrow(0, start, r.size(0)).copy_(r.select(1, j)); });
+  for_each_batch(batch,
+                 [&](int64_t start, const at::Tensor& r) { out.narrow(0, start, r.size(0)).copy_(r.select(1, j)); });
   return out;
 }
 

@@ -43,13 +43,13 @@ class RowCache {
   // Disk mode writes them to `file`; with keep_file the file is the result
   // (written whatever the mode, and loaded whole in memory mode), else it
   // goes with the cache.
-  static std::unique_ptr<RowCache> build(int64_t n, std::vector<int64_t> shape, int64_t batch,
-                                         comm::Communicator& comm, RowCacheMode mode, const std::string& file,
-                                         const Compute& compute, bool keep_file = false);
+  static std::unique_ptr<RowCache> build(int64_t n, std::vector<int64_t> shape, int64_t batch, comm::Communicator& comm,
+                                         RowCacheMode mode, const std::string& file, const Compute& compute,
+                                         bool keep_file = false);
   // The same computed by this rank alone (no collective): in disk mode the
   // file goes with the cache. An expert task's logits on the training set.
-  static std::unique_ptr<RowCache> build_local(int64_t n, std::vector<int64_t> shape, int64_t batch,
-                                               RowCacheMode mode, const std::string& file, const Compute& compute);
+  static std::unique_ptr<RowCache> build_local(int64_t n, std::vector<int64_t> shape, int64_t batch, RowCacheMode mode,
+                                               const std::string& file, const Compute& compute);
   // Opens the rows a build with keep_file left in `file` (memory: loads them).
   static std::unique_ptr<RowCache> open(const std::string& file, int64_t n, std::vector<int64_t> shape,
                                         RowCacheMode mode);

@@ -11,8 +11,8 @@
 #include "core/stop.h"
 #include "data/sampler.h"
 #include "train/checkpoint.h"
-#include "train/optim.h"
 #include "train/loss_scaler.h"
+#include "train/optim.h"
 #include "train/precision.h"
 
 namespace smoe::train {
@@ -56,8 +56,9 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
     if (s.on_epoch_batches) s.on_epoch_batches(batches_of_epoch, epoch);
     for (const auto& ids : batches_of_epoch) {
       if (s.stop_on_signal && stop_requested())
-        throw Stopped(fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) arrived in epoch {}: it resumes after epoch {}",
-                                  s.stage, epoch + 1, epoch));
+        throw Stopped(
+            fmt::format("{}: a stop signal (SIGTERM or SIGUSR1) arrived in epoch {}: it resumes after epoch {}",
+                        s.stage, epoch + 1, epoch));
       set_lr(*opt, schedule.lr(step++));
       at::Tensor loss;
       {

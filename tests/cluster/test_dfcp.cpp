@@ -34,7 +34,8 @@ std::pair<at::Tensor, at::Tensor> blobs_with_outliers() {
   at::Tensor centres = torch::tensor({{0.0f, 0.0f}, {8.0f, 0.0f}, {0.0f, 8.0f}});
   at::Tensor labels = torch::arange(180, torch::kLong) % 3;
   at::Tensor x = centres.index_select(0, labels) + 0.5 * torch::randn({180, 2});
-  at::Tensor far = torch::tensor({{4.0f, 4.0f}, {-5.0f, 3.5f}, {4.0f, -4.5f}, {12.0f, 4.0f}, {-4.0f, -4.0f}, {4.0f, 12.0f}});
+  at::Tensor far =
+      torch::tensor({{4.0f, 4.0f}, {-5.0f, 3.5f}, {4.0f, -4.5f}, {12.0f, 4.0f}, {-4.0f, -4.0f}, {4.0f, 12.0f}});
   return {torch::cat({x, far}), torch::cat({labels, torch::full({6}, -1, torch::kLong)})};
 }
 

@@ -21,7 +21,7 @@ std::pair<at::Tensor, at::Tensor> blobs(int64_t n, uint64_t seed) {
 TEST(PseudoLabels, SeparableClassesAreRecoveredAndFarSamplesAreOutliers) {
   auto [trusted_x, trusted_y] = blobs(20, 1);  // 60 trusted samples
   auto [val_x, val_y] = blobs(10, 2);
-  auto [x, y] = blobs(200, 3);                // the samples to label
+  auto [x, y] = blobs(200, 3);  // the samples to label
   PseudoLabelOptions o;
   o.dim = 16;
   o.steps = 300;

@@ -23,8 +23,8 @@ TEST(ClusterQuality, ContingencyPurityNmiAriByHand) {
   EXPECT_DOUBLE_EQ(per[0], 0.5);
   EXPECT_DOUBLE_EQ(per[1], 1.0);
   // MI = sum p_ij ln(p_ij / (p_i p_j)); H(U) = ln 2; H(V) of (1/4, 3/4).
-  const double mi = 0.25 * std::log(0.25 / (0.5 * 0.25)) + 0.25 * std::log(0.25 / (0.5 * 0.75)) +
-                    0.5 * std::log(0.5 / (0.5 * 0.75));
+  const double mi =
+      0.25 * std::log(0.25 / (0.5 * 0.25)) + 0.25 * std::log(0.25 / (0.5 * 0.75)) + 0.5 * std::log(0.5 / (0.5 * 0.75));
   const double hu = std::log(2.0), hv = -(0.25 * std::log(0.25) + 0.75 * std::log(0.75));
   EXPECT_NEAR(normalized_mutual_info(t), mi / ((hu + hv) / 2), 1e-12);
   // Pairs together in both: 1 (the two 1s of cluster 1); sum C(a,2) = 2,
@@ -72,8 +72,8 @@ TEST(ClusterQuality, CollectiveScoresAreTheSameOnAnyRankCount) {
   EXPECT_EQ(dumps[2], dumps[0]);
   auto q = nlohmann::json::parse(dumps[0]);
   EXPECT_EQ(q["outliers"], 18);
-  EXPECT_NEAR(q["davies_bouldin"].get<double>(),
-              davies_bouldin(x.index({assign >= 0}), assign.index({assign >= 0}), 3), 1e-5);
+  EXPECT_NEAR(q["davies_bouldin"].get<double>(), davies_bouldin(x.index({assign >= 0}), assign.index({assign >= 0}), 3),
+              1e-5);
 }
 
 }  // namespace

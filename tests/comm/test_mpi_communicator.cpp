@@ -44,7 +44,8 @@ TEST(MpiCommunicator, GatherHasNoMessageCap) {
   if (world->rank() == 0) {
     ASSERT_EQ(parts.size(), static_cast<size_t>(world->size()));
     for (int r = 0; r < world->size(); ++r)
-      EXPECT_EQ(parts[static_cast<size_t>(r)], std::string(static_cast<size_t>(r) * 1000 + 3, static_cast<char>('a' + r)));
+      EXPECT_EQ(parts[static_cast<size_t>(r)],
+                std::string(static_cast<size_t>(r) * 1000 + 3, static_cast<char>('a' + r)));
   } else {
     EXPECT_TRUE(parts.empty());
   }

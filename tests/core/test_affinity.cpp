@@ -9,11 +9,11 @@ namespace {
 
 TEST(Affinity, ThreadsFollowTheConfigThenSlurmThenTheRanksCores) {
   // choose_threads(configured, SLURM_CPUS_PER_TASK, affinity cores, online cores, local ranks)
-  EXPECT_EQ(choose_threads(3, 8, 2, 32, 2), 3);   // a config value is respected
-  EXPECT_EQ(choose_threads(0, 8, 32, 32, 2), 8);  // inside Slurm: the task's cpus
-  EXPECT_EQ(choose_threads(0, 0, 4, 32, 2), 4);   // bound to 4 of 32 cores: those 4
-  EXPECT_EQ(choose_threads(0, 0, 32, 32, 2), 16); // unbound: the node's cores shared
-  EXPECT_EQ(choose_threads(0, 0, 2, 2, 3), 1);    // never 0
+  EXPECT_EQ(choose_threads(3, 8, 2, 32, 2), 3);    // a config value is respected
+  EXPECT_EQ(choose_threads(0, 8, 32, 32, 2), 8);   // inside Slurm: the task's cpus
+  EXPECT_EQ(choose_threads(0, 0, 4, 32, 2), 4);    // bound to 4 of 32 cores: those 4
+  EXPECT_EQ(choose_threads(0, 0, 32, 32, 2), 16);  // unbound: the node's cores shared
+  EXPECT_EQ(choose_threads(0, 0, 2, 2, 3), 1);     // never 0
 }
 
 TEST(Affinity, TheMaskIsReadAndPrintedAsRanges) {

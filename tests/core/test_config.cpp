@@ -104,7 +104,8 @@ TEST(Config, OutOfRangeValues) {
 // optims[k mod size] applied; a bad entry is named with its key.
 TEST(Config, PerExpertOptimiserSettings) {
   Config c = Config::from_yaml_text(
-      "experts:\n  lr: 0.02\n  epochs: 4\n  optims: ['lr=0.05', 'optimizer=adamw lr=0.001 step_epochs=[1, 2] epochs=2']\n",
+      "experts:\n  lr: 0.02\n  epochs: 4\n  optims: ['lr=0.05', 'optimizer=adamw lr=0.001 step_epochs=[1, 2] "
+      "epochs=2']\n",
       "f.yaml", {});
   EXPECT_EQ(c.expert_optim(0).lr, 0.05);
   EXPECT_EQ(c.expert_optim(0).epochs, 4);

@@ -342,7 +342,8 @@ TEST(Gtsrb, PpmAndCsvCroppedToTheSignAndResized) {
     auto img = image_of(tmp / "out", "train", id);
     for (int c = 0; c < 3; ++c)
       for (int p = 0; p < 36; ++p)
-        ASSERT_NEAR(img[static_cast<size_t>(c * 36 + p)], kSignColour[id < 3 ? 0 : 1][c], 1) << id << " " << c << " " << p;
+        ASSERT_NEAR(img[static_cast<size_t>(c * 36 + p)], kSignColour[id < 3 ? 0 : 1][c], 1)
+            << id << " " << c << " " << p;
   }
   // --no-roi keeps the frame: the corner is the border's colour.
   o.gtsrb_roi = false;
@@ -361,7 +362,8 @@ TEST(Gtsrb, BadSourcesFailNamingTheFileAndWriteNothing) {
   EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()),
                "00000_00000.ppm: region of interest (2, 2)-(30, 6) is not inside the 10x8 image");
   testing::write_raw(csv, header + "00000_00000.ppm;10;8;2;2;8;6;7\n");
-  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()), "GT-00001.csv:2: ClassId 7 out of range [0, 2)");
+  EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()),
+               "GT-00001.csv:2: ClassId 7 out of range [0, 2)");
   testing::write_raw(csv, header + "gone.ppm;10;8;2;2;8;6;1\n");
   EXPECT_ERROR(convert("gtsrb", tmp / "src", tmp / "out", small_shards()), "gone.ppm: listed in its CSV but missing");
   testing::write_raw(csv, "Filename;Width;Height;ClassId\n00000_00000.ppm;10;8;1\n");

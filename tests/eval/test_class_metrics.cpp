@@ -22,12 +22,9 @@ TEST(ClassMetrics, AveragePrecisionByHand) {
 TEST(ClassMetrics, BinnedCountsGiveTheExactApAndBalancedAccuracy) {
   // Five samples, three classes; predictions 0, 1, 0, 1, 1 for labels 0, 0, 0, 1, 2:
   // recalls 2/3, 1, 0.
-  at::Tensor probs = torch::tensor({{0.70, 0.20, 0.10},
-                                    {0.30, 0.60, 0.10},
-                                    {0.50, 0.30, 0.20},
-                                    {0.05, 0.90, 0.05},
-                                    {0.20, 0.45, 0.35}},
-                                   torch::kDouble);
+  at::Tensor probs = torch::tensor(
+      {{0.70, 0.20, 0.10}, {0.30, 0.60, 0.10}, {0.50, 0.30, 0.20}, {0.05, 0.90, 0.05}, {0.20, 0.45, 0.35}},
+      torch::kDouble);
   at::Tensor labels = torch::tensor({0, 0, 0, 1, 2}, torch::kLong);
   // Counted in two batches, as ranks would.
   ClassCount count = count_classes(probs.narrow(0, 0, 2), labels.narrow(0, 0, 2), score_bins(3));

@@ -4,10 +4,10 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "core/atomic_file.h"
-#include <nlohmann/json.hpp>
 
 #include "eval/run_plot.h"
 #include "eval/run_table.h"
@@ -17,13 +17,16 @@ namespace {
 
 void write_run(const std::string& dir, int seed, int experts, double bagging, double base) {
   std::filesystem::create_directories(dir);
-  write_file_atomic(dir + "/config.yaml", "seed: " + std::to_string(seed) + "\nexperts:\n  count: " +
-                                              std::to_string(experts) + "\nruntime:\n  threads: " +
-                                              std::to_string(seed + 1) + "\n");
+  write_file_atomic(dir + "/config.yaml", "seed: " + std::to_string(seed) +
+                                              "\nexperts:\n  count: " + std::to_string(experts) +
+                                              "\nruntime:\n  threads: " + std::to_string(seed + 1) + "\n");
   write_file_atomic(dir + "/report.json",
-                    "{\"base\": {\"accuracy\": " + std::to_string(base) + ", \"macs\": 10},"
-                    " \"moe\": {\"bagging\": {\"accuracy\": " + std::to_string(bagging) + ", \"macs\": 42}},"
-                    " \"anytime\": [{\"accuracy\": 0.5}], \"experts\": [{\"accuracy\": 0.1}]}\n");
+                    "{\"base\": {\"accuracy\": " + std::to_string(base) +
+                        ", \"macs\": 10},"
+                        " \"moe\": {\"bagging\": {\"accuracy\": " +
+                        std::to_string(bagging) +
+                        ", \"macs\": 42}},"
+                        " \"anytime\": [{\"accuracy\": 0.5}], \"experts\": [{\"accuracy\": 0.1}]}\n");
 }
 
 TEST(RunTable, GroupsBySeedlessConfigAndGivesMeanAndSampleStd) {
@@ -111,7 +114,8 @@ TEST(RunTable, RunFoldersListInNumericOrderAndPlot) {
   std::vector<RunRow> none{runs[0]};
   write_file_atomic(dirs[0] + "/report.json", "{\"experts\": []}");
   none[0] = read_run(dirs[0]);
-  EXPECT_ERROR(plot_table(make_table(none), tmp / "none.png", "t"), "none.png: the runs hold no accuracy with its MACs");
+  EXPECT_ERROR(plot_table(make_table(none), tmp / "none.png", "t"),
+               "none.png: the runs hold no accuracy with its MACs");
 }
 
 TEST(RunTable, BadRunFoldersFailNamingTheFile) {

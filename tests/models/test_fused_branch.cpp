@@ -81,7 +81,8 @@ TEST(FusedBranch, UnstackRestoresEachExpertExactly) {
 TEST(FusedBranch, RefusesExpertsOfDifferentArchitectures) {
   auto a = make_experts(spec_of("tiny_resnet", 10), 3, 1);
   auto b = make_experts(spec_of("tiny_resnet", 18), 3, 1);
-  EXPECT_ERROR(FusedBranch(std::vector<std::shared_ptr<BackboneImpl>>{a[0], b[0]}), "one architecture and branch point");
+  EXPECT_ERROR(FusedBranch(std::vector<std::shared_ptr<BackboneImpl>>{a[0], b[0]}),
+               "one architecture and branch point");
   EXPECT_ERROR(FusedBranch(std::vector<std::shared_ptr<BackboneImpl>>{}), "none given");
 }
 

@@ -169,7 +169,9 @@ TEST(Experts, TheBranchArchitectureIsTheBasesTailAndStartsFromItsWeights) {
   base->eval();
   e->eval();
   EXPECT_TRUE(torch::allclose(e->forward(base->blocks(x, 0, 3)), base->forward(x)));
-  EXPECT_ERROR(expert_architectures().get("vit"), "experts.arch: unknown expert architecture 'vit' (known: alexnet, bagnet, branch, densenet, mlp, small_cnn)");
+  EXPECT_ERROR(
+      expert_architectures().get("vit"),
+      "experts.arch: unknown expert architecture 'vit' (known: alexnet, bagnet, branch, densenet, mlp, small_cnn)");
 }
 
 }  // namespace

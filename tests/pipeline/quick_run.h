@@ -3,12 +3,12 @@
 // ranks as threads, the way `smoe train` runs it under mpirun.
 #pragma once
 
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 

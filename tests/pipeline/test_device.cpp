@@ -23,9 +23,9 @@ namespace {
 // its tensors were on, as libtorch's archives do; it loads onto the rank's
 // device, see ResumeLoadsTheOptimiserStateOntoTheRanksDevice.)
 bool measures_the_machine(const std::string& key) {
-  static const std::set<std::string> keys = {"seconds",       "stages",         "peak_rss_mb",       "inference_time",
-                                             "runtime",       "ranks",          "rank",              "images_per_second",
-                                             "rows_on_rank_0", "device",        "provenance",        "optim_sha256"};
+  static const std::set<std::string> keys = {"seconds",        "stages", "peak_rss_mb", "inference_time",
+                                             "runtime",        "ranks",  "rank",        "images_per_second",
+                                             "rows_on_rank_0", "device", "provenance",  "optim_sha256"};
   return keys.count(key) || key.find("seconds") != std::string::npos || key.find("device") != std::string::npos;
 }
 
@@ -157,8 +157,8 @@ TEST_F(OnTheFakeAccelerator, Float16WithLossScalingGivesTheFloat32Results) {
 // whichever device wrote it: written on the CPU, loaded by an optimiser on
 // the device (its next step would fail on CPU buffers), and the other way.
 TEST(OptimiserState, LoadsOntoTheDeviceOfItsParameters) {
-  for (const auto& [from, to] : {std::pair{c10::Device(c10::kCPU), fake_accelerator()},
-                                 std::pair{fake_accelerator(), c10::Device(c10::kCPU)}}) {
+  for (const auto& [from, to] :
+       {std::pair{c10::Device(c10::kCPU), fake_accelerator()}, std::pair{fake_accelerator(), c10::Device(c10::kCPU)}}) {
     at::Tensor w = torch::ones({3}, torch::TensorOptions().device(from)).requires_grad_(true);
     torch::optim::SGD written({w}, torch::optim::SGDOptions(0.1).momentum(0.9));
     w.sum().backward();
@@ -169,8 +169,7 @@ TEST(OptimiserState, LoadsOntoTheDeviceOfItsParameters) {
     torch::optim::SGD loaded({v}, torch::optim::SGDOptions(0.1).momentum(0.9));
     train::load_optimizer_state(loaded, bytes, "state");
     ASSERT_EQ(loaded.state().size(), 1u);
-    const auto& momentum =
-        static_cast<torch::optim::SGDParamState&>(*loaded.state().begin()->second).momentum_buffer();
+    const auto& momentum = static_cast<torch::optim::SGDParamState&>(*loaded.state().begin()->second).momentum_buffer();
     EXPECT_EQ(momentum.device(), to);
     v.sum().backward();
     loaded.step();

@@ -33,7 +33,8 @@ TEST_F(Fault, FiresAtItsPointOnItsRankOnly) {
   inject_stage_fault("cluster", 0);
   inject_stage_fault("base", 1);
   inject_stage_fault("cluster-done", 1);
-  EXPECT_ERROR(inject_stage_fault("cluster", 1), "injected fault in stage cluster on rank 1 (SMOE_FAULT=stage:cluster:1)");
+  EXPECT_ERROR(inject_stage_fault("cluster", 1),
+               "injected fault in stage cluster on rank 1 (SMOE_FAULT=stage:cluster:1)");
   set("stage:recorded-expert/002");  // every rank; a run.json key as the point
   inject_stage_fault("recorded-expert/001", 0);
   EXPECT_ERROR(inject_stage_fault("recorded-expert/002", 0), "injected fault in stage recorded-expert/002 on rank 0");

@@ -20,10 +20,18 @@ namespace smoe::testing {
 namespace {
 
 Config joint_config(const std::string& data, std::vector<std::string> extra = {}) {
-  std::vector<std::string> o = {"scheme=joint",        "experts.arch=small_cnn", "experts.branch_after=0",
-                                "experts.count=3",     "gate.kind=cnn",          "model.width=3",
-                                "model.hidden=[12,8]", "joint.epochs=2",         "joint.batch_size=64",
-                                "joint.micro_batch=16", "joint.importance=0.2",  "joint.similarity_same=0.05",
+  std::vector<std::string> o = {"scheme=joint",
+                                "experts.arch=small_cnn",
+                                "experts.branch_after=0",
+                                "experts.count=3",
+                                "gate.kind=cnn",
+                                "model.width=3",
+                                "model.hidden=[12,8]",
+                                "joint.epochs=2",
+                                "joint.batch_size=64",
+                                "joint.micro_batch=16",
+                                "joint.importance=0.2",
+                                "joint.similarity_same=0.05",
                                 "joint.similarity_diff=0.02"};
   o.insert(o.end(), extra.begin(), extra.end());
   return quick_config(data, o);
@@ -64,9 +72,9 @@ TEST_F(JointScheme, SameCheckpointOnOneTwoAndThreeRanks) {
 // gradient clipping and a faster gate: still the same weights on 1 and 3 ranks.
 TEST_F(JointScheme, NoisyTopTwoWithMixupIsRankCountInvariant) {
   const std::string data = quick_dataset(tmp.path());
-  const Config c = joint_config(data, {"gate.kind=noisy", "joint.top_k=2", "joint.mixup=0.2", "joint.load_balance=0.01",
-                                       "joint.gate_lr_scale=2", "joint.optimizer=adamw", "joint.grad_clip=1",
-                                       "joint.diversity=0.05"});
+  const Config c = joint_config(
+      data, {"gate.kind=noisy", "joint.top_k=2", "joint.mixup=0.2", "joint.load_balance=0.01", "joint.gate_lr_scale=2",
+             "joint.optimizer=adamw", "joint.grad_clip=1", "joint.diversity=0.05"});
   nlohmann::json one = train_quick(c, tmp.path() + "/r1", 1), three = train_quick(c, tmp.path() + "/r3", 3);
   EXPECT_EQ(joint_sha(tmp.path() + "/r1"), joint_sha(tmp.path() + "/r3"));
   EXPECT_EQ(one["mixture"], three["mixture"]);
@@ -91,8 +99,8 @@ TEST_F(JointScheme, HeterogeneousExpertsAreRankCountInvariantAndResumeInBothSche
 
   // Per-expert optimiser settings (experts.optims) too: expert 1 (alexnet)
   // trains two epochs with AdamW.
-  const Config alg1 = quick_config(
-      data, {"experts.archs=[branch, alexnet, bagnet]", "experts.optims=['lr=0.02', 'optimizer=adamw lr=0.002 epochs=2']"});
+  const Config alg1 = quick_config(data, {"experts.archs=[branch, alexnet, bagnet]",
+                                          "experts.optims=['lr=0.02', 'optimizer=adamw lr=0.002 epochs=2']"});
   nlohmann::json a1 = train_quick(alg1, tmp.path() + "/a1", 1), a2 = train_quick(alg1, tmp.path() + "/a2", 2);
   EXPECT_EQ(a1["experts"][1]["optimizer"], "adamw");
   EXPECT_EQ(a1["experts"][1]["lr"], 0.002);
@@ -153,7 +161,8 @@ TEST_F(JointScheme, ASharedTrunkWithFullyConnectedExpertsTrainsAndIsRankCountInv
   train_quick(cfg(0), tmp.path() + "/t0", 1);
   const auto trained = train::load_state(tmp.path() + "/t1/joint.pt");
   const auto initial = train::load_state(tmp.path() + "/t0/joint.pt");
-  ASSERT_TRUE(trained.count("trunk.block0.conv.weight") || trained.count("trunk.block0.weight")) << "no trunk in joint.pt";
+  ASSERT_TRUE(trained.count("trunk.block0.conv.weight") || trained.count("trunk.block0.weight"))
+      << "no trunk in joint.pt";
   int moved = 0, trunk_tensors = 0;
   for (const auto& [name, t] : trained)
     if (name.rfind("trunk.", 0) == 0 && t.is_floating_point()) {
@@ -173,9 +182,9 @@ TEST_F(JointScheme, ASharedTrunkWithFullyConnectedExpertsTrainsAndIsRankCountInv
 TEST_F(JointScheme, FineTuningAlgorithmOneKeepsTheTrunkAndMovesTheExpertsOrOnlyTheGate) {
   const std::string data = quick_dataset(tmp.path());
   auto cfg = [&](bool freeze) {
-    return quick_config(data, {"scheme=algorithm1_finetune", "finetune.epochs=1", "finetune.batch_size=64",
-                               "joint.micro_batch=16", "finetune.lr=0.001",
-                               std::string("finetune.freeze_experts=") + (freeze ? "true" : "false")});
+    return quick_config(
+        data, {"scheme=algorithm1_finetune", "finetune.epochs=1", "finetune.batch_size=64", "joint.micro_batch=16",
+               "finetune.lr=0.001", std::string("finetune.freeze_experts=") + (freeze ? "true" : "false")});
   };
   nlohmann::json one = train_quick(cfg(false), tmp.path() + "/f1", 1);
   nlohmann::json two = train_quick(cfg(false), tmp.path() + "/f2", 2);
@@ -267,8 +276,8 @@ TEST_F(JointScheme, ConditionalTrainingLeavesAnExpertWithoutItsClassesUntouched)
   EXPECT_GT(same, 0);
   EXPECT_GT(moved, 0);
   // An owner list of the wrong length is refused.
-  EXPECT_ANY_THROW(train_quick(joint_config(data, {"joint.conditional=true", "joint.class_owner=[0,1]"}),
-                               tmp.path() + "/bad", 1));
+  EXPECT_ANY_THROW(
+      train_quick(joint_config(data, {"joint.conditional=true", "joint.class_owner=[0,1]"}), tmp.path() + "/bad", 1));
 }
 
 TEST_F(JointScheme, DistillationTrainsOnlyTheGate) {
@@ -306,8 +315,9 @@ TEST_F(JointScheme, RefusesConfigsItCannotRun) {
   data::VerifyCache cache;
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"experts.branch_after=5"}), cache),
                "config key 'experts.branch_after' is 5: scheme 'joint' shares at most 4 blocks as its trunk");
-  EXPECT_ERROR(pipeline::check_inputs(quick_config(data, {"scheme=algorithm1_finetune", "experts.branch_after=0"}), cache),
-               "config key 'experts.branch_after' is 0: scheme 'algorithm1_finetune' fine-tunes Algorithm 1's MoE");
+  EXPECT_ERROR(
+      pipeline::check_inputs(quick_config(data, {"scheme=algorithm1_finetune", "experts.branch_after=0"}), cache),
+      "config key 'experts.branch_after' is 0: scheme 'algorithm1_finetune' fine-tunes Algorithm 1's MoE");
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=linear"}), cache),
                "config key 'gate.kind' is 'linear': scheme 'joint' needs a gate that reads the images");
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=nope"}), cache), "unknown gate kind 'nope'");

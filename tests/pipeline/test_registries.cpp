@@ -193,11 +193,13 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
                "cluster.method: unknown initial gate 'spectral' (known: dfcp, kmeans, per_class)");
   EXPECT_ERROR(check("gate.kind=switch"),
                "gate.kind: unknown gate kind 'switch' (known: attentive, class_routing, cnn, linear, noisy, tempered)");
-  EXPECT_ERROR(check("experts.arch=resnext"),
-               "experts.arch: unknown expert architecture 'resnext' (known: alexnet, bagnet, branch, densenet, mlp, small_cnn)");
+  EXPECT_ERROR(
+      check("experts.arch=resnext"),
+      "experts.arch: unknown expert architecture 'resnext' (known: alexnet, bagnet, branch, densenet, mlp, small_cnn)");
   EXPECT_ERROR(check("ensembler.kind=voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");
   EXPECT_ERROR(check("scheme=lemur"),
-               "scheme: unknown training scheme 'lemur' (known: algorithm1, algorithm1_finetune, dfcp, em, joint, joint_distill)");
+               "scheme: unknown training scheme 'lemur' (known: algorithm1, algorithm1_finetune, dfcp, em, joint, "
+               "joint_distill)");
 }
 
 }  // namespace

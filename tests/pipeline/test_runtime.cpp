@@ -98,14 +98,16 @@ TEST(Runtime, CudaCollectivesWithoutTheNcclPluginAreRefused) {
   EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, missing),
             "runtime.device is cuda on 2 ranks, which needs smoe's NCCL plugin: libsmoe_nccl.so: cannot open shared "
             "object file (rebuild with NCCL's headers, or set runtime.device=cpu)");
-  EXPECT_NE(nccl_refusal(c10::kCUDA, 4, false, [] { return std::string("not json"); }).find("its versions are unreadable"), std::string::npos);
-  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, [] { return std::string(R"({"nccl": "2.22.3"})"); }), "");  // the plugin loads
-  EXPECT_EQ(nccl_refusal(c10::kCUDA, 1, false, missing), "");                   // one rank: no collective
-  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, true, missing), "");                    // a shared GPU: MPI
+  EXPECT_NE(
+      nccl_refusal(c10::kCUDA, 4, false, [] { return std::string("not json"); }).find("its versions are unreadable"),
+      std::string::npos);
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, false, [] { return std::string(R"({"nccl": "2.22.3"})"); }),
+            "");                                               // the plugin loads
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 1, false, missing), "");  // one rank: no collective
+  EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, true, missing), "");   // a shared GPU: MPI
   EXPECT_EQ(nccl_refusal(c10::kCPU, 2, false, missing), "");
   // This build's own answer: a CPU-only build has no plugin.
-  if (!comm::nccl_plugin_built())
-    EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions), "");
+  if (!comm::nccl_plugin_built()) EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions), "");
 }
 
 // setup_runtime on `ranks` thread ranks of one node; each rank's result or error.
@@ -141,7 +143,8 @@ TEST(Runtime, CpuRanks) {
 TEST(Runtime, AMissingDeviceStopsEveryRankWithTheSameLine) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has a GPU";
   const Started s = start(2, "cuda");
-  for (const auto& e : s.errors) EXPECT_NE(e.find("runtime.device is cuda but no cuda device is available on rank 0"), std::string::npos) << e;
+  for (const auto& e : s.errors)
+    EXPECT_NE(e.find("runtime.device is cuda but no cuda device is available on rank 0"), std::string::npos) << e;
 }
 
 TEST(Runtime, RanksSharingTheFakeAcceleratorRunTheirCollectivesThroughTheHost) {
@@ -204,9 +207,10 @@ TEST(RankUse, ExpertsStageExpertsAgainstRanks) {
   EXPECT_EQ(experts_idle_warning(20, 32),
             "experts: 32 ranks but 20 experts to train (experts.count): 12 ranks idle through the stage (38% of the "
             "ranks' time); start at most 20 ranks for this stage");
-  EXPECT_EQ(experts_idle_warning(4, 5), "experts: 5 ranks but 4 experts to train (experts.count): 1 rank idles "
-                                        "through the stage (20% of the ranks' time); start at most 4 ranks for this "
-                                        "stage");
+  EXPECT_EQ(experts_idle_warning(4, 5),
+            "experts: 5 ranks but 4 experts to train (experts.count): 1 rank idles "
+            "through the stage (20% of the ranks' time); start at most 4 ranks for this "
+            "stage");
   EXPECT_EQ(experts_idle_warning(20, 8), "");
 }
 

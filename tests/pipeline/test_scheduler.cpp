@@ -150,7 +150,10 @@ TEST(Farm, AFailureToRecordAResultEndsEveryRank) {
     try {
       comm::run_ranks(2, [](comm::Communicator& c) {
         run_tasks(
-            c, {0, 1, 2, 3}, [](int64_t) { return json{{"ok", true}}; },
+            c, {0, 1, 2, 3},
+            [](int64_t) {
+              return json{{"ok", true}};
+            },
             [](int64_t t, int, const json&) { fail("cannot write run.json while recording task {}", t); });
       });
     } catch (const Error& e) {

@@ -7,9 +7,9 @@
 
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
+#include "core/config.h"
 #include "data/integrity.h"
 #include "pipeline/quick_run.h"
-#include "core/config.h"
 #include "pipeline/stage.h"
 
 namespace smoe::pipeline {
@@ -95,11 +95,12 @@ TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
   // experts.depth sets the depth of branch experts of a tiny-ResNet, nothing else.
   EXPECT_ERROR(check_config(with({"experts.depth=18", "experts.arch=small_cnn"})),
                "config key 'experts.depth' is 18: it sets the depth of branch experts of a tiny_resnet base");
-  EXPECT_ERROR(check_config(with({"experts.depth=12"})), "config key 'experts.depth': expected 0, 10, 18 or 34, got 12");
+  EXPECT_ERROR(check_config(with({"experts.depth=12"})),
+               "config key 'experts.depth': expected 0, 10, 18 or 34, got 12");
   check_config(with({"experts.depth=34"}));
   // experts.fuse stacks branch experts of one optimiser trained on reweighted samples.
-  for (const char* other : {"experts.weighting=sample", "experts.arch=small_cnn", "experts.grad_clip=1",
-                            "experts.optims=['lr=0.1']"})
+  for (const char* other :
+       {"experts.weighting=sample", "experts.arch=small_cnn", "experts.grad_clip=1", "experts.optims=['lr=0.1']"})
     EXPECT_ERROR(check_config(with({"experts.fuse=2", other})),
                  "config key 'experts.fuse' is 2: experts trained together need experts.arch: branch");
   check_config(with({"experts.fuse=3", "experts.depth=18"}));
@@ -139,7 +140,6 @@ TEST(Schemes, EveryShippedConfigPassesItsSchemesChecks) {
   }
   EXPECT_GE(checked, 20);
 }
-
 
 // Ranks that are threads share torch's one generator: a check that builds a
 // module to ask it something (EM's "is this gate trainable", the joint

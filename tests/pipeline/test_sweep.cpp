@@ -26,8 +26,8 @@ TEST(Sweep, TheGridTimesTheSeedsInOrderWithTheirOverrides) {
   EXPECT_EQ(s.runs[1].name, "experts.count-2_ensembler.kind-bagging_seed-1");
   EXPECT_EQ(s.runs[2].name, "experts.count-2_ensembler.kind-stacking_seed-0");
   EXPECT_EQ(s.runs[7].name, "experts.count-4_ensembler.kind-stacking_seed-1");
-  EXPECT_EQ(s.runs[7].sets, (std::vector<std::string>{"data.limit_train=600", "experts.count=4",
-                                                      "ensembler.kind=stacking", "seed=1"}));
+  EXPECT_EQ(s.runs[7].sets,
+            (std::vector<std::string>{"data.limit_train=600", "experts.count=4", "ensembler.kind=stacking", "seed=1"}));
   EXPECT_EQ(s.runs[7].config.experts.count, 4);
   EXPECT_EQ(s.runs[7].config.data.limit_train, 600);
   EXPECT_EQ(s.runs[7].config.seed, 1);
@@ -81,11 +81,13 @@ TEST(Sweep, BadSweepFilesFailNamingTheFileAndTheKey) {
   EXPECT_ERROR(load_sweep(tmp / "a.yaml"), "a.yaml: unknown key 'gird' (expected config, set, grid, seeds)");
   write_file_atomic(tmp / "b.yaml", "grid: {experts.count: [2]}\n");
   EXPECT_ERROR(load_sweep(tmp / "b.yaml"), "b.yaml: 'config' (the base config file) is missing");
-  write_file_atomic(tmp / "c.yaml", "config: " + testing::source_dir() + "/configs/fmnist-quick.yaml\n"
-                                     "grid: {experts.count: []}\n");
+  write_file_atomic(tmp / "c.yaml", "config: " + testing::source_dir() +
+                                        "/configs/fmnist-quick.yaml\n"
+                                        "grid: {experts.count: []}\n");
   EXPECT_ERROR(load_sweep(tmp / "c.yaml"), "c.yaml: grid key 'experts.count' needs a non-empty list of values");
-  write_file_atomic(tmp / "d.yaml", "config: " + testing::source_dir() + "/configs/fmnist-quick.yaml\n"
-                                     "grid: {experts.count: [0]}\n");
+  write_file_atomic(tmp / "d.yaml", "config: " + testing::source_dir() +
+                                        "/configs/fmnist-quick.yaml\n"
+                                        "grid: {experts.count: [0]}\n");
   EXPECT_ERROR(load_sweep(tmp / "d.yaml"), "d.yaml: run experts.count-0_seed-0: config key 'experts.count'");
 }
 

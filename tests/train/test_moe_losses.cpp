@@ -15,9 +15,7 @@ namespace smoe::train {
 namespace {
 
 // P for B = 3 samples, K = 2 experts.
-at::Tensor tiny_probs() {
-  return torch::tensor({{0.5, 0.5}, {0.9, 0.1}, {0.2, 0.8}}, torch::kDouble);
-}
+at::Tensor tiny_probs() { return torch::tensor({{0.5, 0.5}, {0.9, 0.1}, {0.2, 0.8}}, torch::kDouble); }
 
 TEST(MoeLosses, ImportanceIsWTimesTheSquaredCoefficientOfVariation) {
   // I = (1.6, 1.4): mean 1.5, unbiased std sqrt(0.1^2 + 0.1^2) = 0.1414; CV^2 = 0.02 / 2.25.

@@ -96,9 +96,9 @@ TEST(Checkpoint, OptimizerStateNamesTheLibtorchThatWroteIt) {
 
   std::string other = bytes;
   other.replace(other.find(TORCH_VERSION), std::string(TORCH_VERSION).size(), "0.9.0");
-  EXPECT_ERROR(load_optimizer_state(fresh, other, "epoch-001.pt"),
-               "epoch-001.pt: the optimiser state was written by libtorch 0.9.0 and this smoe runs libtorch "
-               TORCH_VERSION);
+  EXPECT_ERROR(
+      load_optimizer_state(fresh, other, "epoch-001.pt"),
+      "epoch-001.pt: the optimiser state was written by libtorch 0.9.0 and this smoe runs libtorch " TORCH_VERSION);
 }
 
 TEST(Checkpoint, BadFilesAreNamed) {
@@ -247,8 +247,7 @@ TEST(BaseTrainer, ChannelsLastIsRankCountInvariantToo) {
   for (const auto& [name, w] : one) {
     EXPECT_TRUE(torch::equal(w, three.at(name))) << name;
     EXPECT_TRUE(w.is_contiguous()) << name;
-    if (w.is_floating_point())
-      EXPECT_LT((w - usual.at(name)).abs().max().item<double>(), 1e-3) << name;
+    if (w.is_floating_point()) EXPECT_LT((w - usual.at(name)).abs().max().item<double>(), 1e-3) << name;
   }
 }
 
@@ -331,9 +330,9 @@ TEST(RowCache, RowsWrittenByAnyRanksInAnyOrderMakeOneFileInIdOrder) {
     auto assign = RowCache::write(tmp / "assign.f32", 3, {}, torch::tensor({2, 0, 1}), torch::tensor({7, 5, 6}), c,
                                   RowCacheMode::disk);
     EXPECT_TRUE(torch::equal(assign->rows({0, 1, 2}), torch::tensor({5.f, 6.f, 7.f})));
-    EXPECT_ERROR(RowCache::write(tmp / "bad.f32", 3, {}, torch::tensor({0, 3}), torch::zeros({2}), c,
-                                 RowCacheMode::disk),
-                 "id 3 outside [0, 3)");
+    EXPECT_ERROR(
+        RowCache::write(tmp / "bad.f32", 3, {}, torch::tensor({0, 3}), torch::zeros({2}), c, RowCacheMode::disk),
+        "id 3 outside [0, 3)");
   });
 }
 
@@ -374,11 +373,15 @@ TEST(Experts, LiveInputsBuiltAheadTrainTheSameExpert) {
   augment.crop_padding = 2;
   augment.hflip = true;
   const int64_t branch = 2;
-  const at::Tensor labels = data::make_batch(*ds, [&] {
-    std::vector<int64_t> all(static_cast<size_t>(ds->size()));
-    std::iota(all.begin(), all.end(), 0);
-    return all;
-  }(), data::Transform{}).labels;
+  const at::Tensor labels = data::make_batch(
+                                *ds,
+                                [&] {
+                                  std::vector<int64_t> all(static_cast<size_t>(ds->size()));
+                                  std::iota(all.begin(), all.end(), 0);
+                                  return all;
+                                }(),
+                                data::Transform{})
+                                .labels;
   const at::Tensor weights = torch::ones({ds->size()});
   auto trained = [&](int64_t prefetch) {
     const ExpertInputs inputs(base, ds, branch, augment, prefetch);
@@ -463,7 +466,8 @@ TEST(Experts, TrainedTogetherEqualTrainedOneByOne) {
       v->push_back(std::make_shared<models::BackboneImpl>(spec, branch));
       v->back()->copy_from(*base);
     }
-    losses_alone.push_back(train_expert(*alone.back(), inputs, labels, weights.select(1, k).contiguous(), o).final_loss);
+    losses_alone.push_back(
+        train_expert(*alone.back(), inputs, labels, weights.select(1, k).contiguous(), o).final_loss);
   }
   models::FusedBranch fused(together);
   std::vector<double> losses;
@@ -484,7 +488,11 @@ TEST(Experts, TrainedTogetherEqualTrainedOneByOne) {
           << "expert " << k << " " << b.key();
   }
   // The experts did learn different things (their weights differ).
-  EXPECT_GT((together[0]->named_parameters()["fc.weight"] - together[1]->named_parameters()["fc.weight"]).abs().max().item<double>(), 1e-3);
+  EXPECT_GT((together[0]->named_parameters()["fc.weight"] - together[1]->named_parameters()["fc.weight"])
+                .abs()
+                .max()
+                .item<double>(),
+            1e-3);
   o.weighting = "sample";
   EXPECT_ERROR(train_experts_fused(*fused, inputs, labels, weights, o), "need weighting: reweight");
 }

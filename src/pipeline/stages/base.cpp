@@ -87,7 +87,8 @@ class BaseStage : public Stage {
     const RankUse use = base_rank_use(o.optim.batch_size, o.micro_batch, s.comm.size());
     const std::string idle = base_idle_warning(o.optim.batch_size, o.micro_batch, s.comm.size());
     if (!idle.empty() && s.comm.is_root()) log::warn("{}", idle);
-    const auto stats = train::train_base(s.base, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
+    const auto stats =
+        train::train_base(s.base, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
     // Identical on every rank by construction; rank 0's copy is made authoritative anyway.
     broadcast_module(s.comm, *s.base, 0);
     json record = {{"final_loss", checkpoints.last().value("loss", 0.0)},

@@ -5,7 +5,6 @@
 // strategy fitted (centroids, ...). No rank gathers a per-sample tensor.
 #include <torch/torch.h>
 
-
 #include "cluster/distributed_kmeans.h"
 #include "cluster/initial_gate.h"
 #include "cluster/quality.h"

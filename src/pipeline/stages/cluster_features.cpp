@@ -35,8 +35,9 @@ at::Tensor load_torch_features(const std::string& path) {
         t = item.value().toTensor();
   }
   SMOE_CHECK(t.defined(), "features file {}: expected a tensor [N, D] or a dict with a tensor 'features'", path);
-  SMOE_CHECK(t.dim() == 2 && t.is_floating_point(), "features file {}: expected a float tensor [N, D], got a {}-d {} one",
-             path, t.dim(), c10::toString(t.scalar_type()));
+  SMOE_CHECK(t.dim() == 2 && t.is_floating_point(),
+             "features file {}: expected a float tensor [N, D], got a {}-d {} one", path, t.dim(),
+             c10::toString(t.scalar_type()));
   return t.to(torch::kFloat).contiguous();
 }
 

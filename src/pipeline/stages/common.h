@@ -7,10 +7,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <string>
-#include <vector>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace torch::nn {
 class Module;

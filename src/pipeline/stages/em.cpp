@@ -185,9 +185,8 @@ class EmStage : public Stage {
         "em        round {} E-step: experts {:.1f} s, allreduce {:.3f} s ({} bytes on {}; q {} MiB in {}), "
         "{} samples changed their top expert",
         r, stats["expert_eval_seconds"].get<double>(), stats["allreduce_seconds"].get<double>(),
-        stats["allreduce_bytes"].get<int64_t>(), s.rt.device_name(),
-        static_cast<double>(q->bytes()) / 1048576.0, train::mode_name(q->mode()),
-        stats["changed_top_expert"].get<int64_t>());
+        stats["allreduce_bytes"].get<int64_t>(), s.rt.device_name(), static_cast<double>(q->bytes()) / 1048576.0,
+        train::mode_name(q->mode()), stats["changed_top_expert"].get<int64_t>());
     // q replaces the previous round's (which `previous` may be: it is no longer read).
     s.drop_rows(s.q);
     s.q = std::move(q);

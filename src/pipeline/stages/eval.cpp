@@ -53,9 +53,8 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
   for (int64_t k = 0; k < K; ++k) {
     json r = s.run.record(expert_task_key(k, 0));
     json e = {{"id", k}};
-    for (const char* key :
-         {"arch", "optimizer", "lr", "epochs", "macs", "predicted_cost", "gate_mass", "train_samples_effective",
-          "seconds", "rank", "checkpoint_sha256", "logits_mode"})
+    for (const char* key : {"arch", "optimizer", "lr", "epochs", "macs", "predicted_cost", "gate_mass",
+                            "train_samples_effective", "seconds", "rank", "checkpoint_sha256", "logits_mode"})
       if (r.contains(key)) e[key] = r[key];
     for (const auto& [key, value] : r.items())
       if (key.size() > 7 && key.compare(key.size() - 7, 7, "_sha256") == 0) e[key] = value;
@@ -111,7 +110,7 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
   report["precision"] = {
       {"base", s.run.done("base") ? s.run.record("base").value("precision", "float32") : "float32"},
       {"experts", s.run.done(expert_task_key(0, 0)) ? s.run.record(expert_task_key(0, 0)).value("precision", "float32")
-                                                     : "float32"}};
+                                                    : "float32"}};
   json em = json::array();
   for (int64_t r = 1; r <= s.final_round(); ++r) em.push_back(s.run.record(fmt::format("em/{}", r)));
   report["em_steps"] = s.final_round();
@@ -123,7 +122,8 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
 // its best tau), each through its own sparse path (MoeModel::predict).
 json time_inference(RunState& s, models::MoeModel& moe, const json& report) {
   const json& summary = report["anytime_summary"];
-  const json tau_json = summary["tau_at_base_accuracy"].is_null() ? summary["best_tau"] : summary["tau_at_base_accuracy"];
+  const json tau_json =
+      summary["tau_at_base_accuracy"].is_null() ? summary["best_tau"] : summary["tau_at_base_accuracy"];
   const double tau = tau_json.is_null() ? 0.0 : tau_json.get<double>();
   using P = models::MoeModel::Predict;
   const std::string& ens = s.cfg.ensembler.kind;
@@ -151,8 +151,8 @@ json time_per_sample(RunState& s, const std::vector<std::pair<std::string, Timed
     model(batches.front()).argmax(1).cpu();  // warm-up
     const auto t0 = std::chrono::steady_clock::now();
     for (const auto& x : batches) model(x).argmax(1).cpu();
-    const double v = 1000.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                     static_cast<double>(n);
+    const double v =
+        1000.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / static_cast<double>(n);
     ms[name] = v;
     line += fmt::format("{}{} {:.3f}", line.empty() ? "" : ", ", name, v);
   }
@@ -230,7 +230,7 @@ json evaluate_test(RunState& s, int64_t round) {
   std::iota(all_ids.begin(), all_ids.end(), 0);
   auto batches = data::make_batches(all_ids, s.cfg.eval.batch_size, false);
   eval::Tally tally(K, models::ensemblers().names(), o);  // MoeModel::forward runs every ensembler
-  data::BatchLoader loader = s.test_loader(batches);  // the next batches read while the device computes
+  data::BatchLoader loader = s.test_loader(batches);      // the next batches read while the device computes
   while (std::optional<data::Batch> x = loader.next()) {
     heartbeat::beat("test batch");
     models::MoeOutputs out = moe.forward(train::to_device(x->images, s.rt.device));

@@ -23,8 +23,8 @@
 #include "pipeline/scheduler.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
-#include "train/checkpoint.h"
 #include "train/base_trainer.h"
+#include "train/checkpoint.h"
 #include "train/expert_trainer.h"
 #include "train/losses.h"
 #include "train/tensors.h"
@@ -91,8 +91,8 @@ struct TaskProgress {
 };
 
 TaskProgress task_progress(const RunState& s, int64_t task, const std::string& fingerprint) {
-  const std::string stem = fmt::format("{}/{}-{:03d}.progress", s.store.round_dir(0),
-                                       s.cfg.experts.fuse == 1 ? "expert" : "group", task);
+  const std::string stem =
+      fmt::format("{}/{}-{:03d}.progress", s.store.round_dir(0), s.cfg.experts.fuse == 1 ? "expert" : "group", task);
   return {stem + ".json", stem + ".pt", stem + ".optim", fingerprint};
 }
 
@@ -119,11 +119,10 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
   int64_t samples_before = 0;
   if (std::filesystem::exists(progress.json_path)) {
     json p = json::parse(read_file(progress.json_path), nullptr, false);
-    const bool usable = !p.is_discarded() && p.value("fingerprint", "") == progress.fingerprint &&
-                        std::filesystem::exists(progress.weights_path) &&
-                        sha256_file(progress.weights_path) == p.value("sha256", "") &&
-                        std::filesystem::exists(progress.optim_path) &&
-                        sha256_file(progress.optim_path) == p.value("optim_sha256", "");
+    const bool usable =
+        !p.is_discarded() && p.value("fingerprint", "") == progress.fingerprint &&
+        std::filesystem::exists(progress.weights_path) && sha256_file(progress.weights_path) == p.value("sha256", "") &&
+        std::filesystem::exists(progress.optim_path) && sha256_file(progress.optim_path) == p.value("optim_sha256", "");
     if (usable) {
       train::load_module(module, progress.weights_path);
       o.start_epoch = p.at("epoch").get<int64_t>();
@@ -131,8 +130,7 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
       o.loss_scale = p.value("loss_scale", 0.0);
       o.loss_scale_good_steps = p.value("loss_scale_good_steps", int64_t{0});
       samples_before = p.value("samples", int64_t{0});
-      log::info("{} resuming after epoch {} of {} ({})", o.name, o.start_epoch, o.optim.epochs,
-                progress.weights_path);
+      log::info("{} resuming after epoch {} of {} ({})", o.name, o.start_epoch, o.optim.epochs, progress.weights_path);
     } else {
       log::info("{}: {} is from another run or damaged; starting over", o.name, progress.json_path);
       remove_progress(progress);
@@ -152,8 +150,8 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
                                                {"loss_scale", st.loss_scale},
                                                {"loss_scale_good_steps", st.loss_scale_good_steps},
                                                {"fingerprint", progress.fingerprint}}
-                                              .dump() +
-                                          "\n");
+                                                  .dump() +
+                                              "\n");
     inject_stage_fault(fmt::format("{}-epoch-{}", fault_name, epoch), s.comm.rank());
   };
   return samples_before;
@@ -336,10 +334,11 @@ void run_expert_round(RunState& s, int64_t round) {
               s.comm.size() == 1 ? "" : "s",
               cfg.experts.fuse > 1 ? fmt::format(", {} at a time ({} tasks)", cfg.experts.fuse, pending.size()) : "");
   if (s.comm.is_root() && round == 0 && cfg.experts.fuse > 1 && task_count(cfg) < s.comm.size())
-    log::warn("experts.fuse {} makes {} expert tasks for {} ranks: {} rank{} will have no expert to train "
-              "(set experts.fuse to at most experts.count / ranks = {})",
-              cfg.experts.fuse, task_count(cfg), s.comm.size(), s.comm.size() - task_count(cfg),
-              s.comm.size() - task_count(cfg) == 1 ? "" : "s", std::max<int64_t>(1, cfg.experts.count / s.comm.size()));
+    log::warn(
+        "experts.fuse {} makes {} expert tasks for {} ranks: {} rank{} will have no expert to train "
+        "(set experts.fuse to at most experts.count / ranks = {})",
+        cfg.experts.fuse, task_count(cfg), s.comm.size(), s.comm.size() - task_count(cfg),
+        s.comm.size() - task_count(cfg) == 1 ? "" : "s", std::max<int64_t>(1, cfg.experts.count / s.comm.size()));
   // The fingerprint an expert task's per-epoch checkpoint must match, from rank 0.
   std::string fingerprint = s.comm.is_root() && round == 0 ? task_fingerprint(s) : std::string();
   s.comm.broadcast_bytes(fingerprint, 0);
@@ -352,7 +351,8 @@ void run_expert_round(RunState& s, int64_t round) {
       s.comm, pending, [&](int64_t t) { return train_expert_task(s, t, round, fingerprint); },
       [&](int64_t, int, const json& result) {
         if (result.contains("stopped") && stopped.empty()) stopped = result["stopped"].get<std::string>();
-        for (const auto& r : result.at("experts")) s.run.mark_done(expert_task_key(r.at("id").get<int64_t>(), round), r);
+        for (const auto& r : result.at("experts"))
+          s.run.mark_done(expert_task_key(r.at("id").get<int64_t>(), round), r);
       });
   s.comm.broadcast_bytes(stopped, 0);
   if (stopped.empty() && train::stop_requested_anywhere(s.comm))

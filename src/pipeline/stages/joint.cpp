@@ -19,9 +19,21 @@ class JointStage : public Stage {
  public:
   std::string name() const override { return "joint"; }
   std::vector<std::string> keys() const override {
-    return {"seed",          "data.path",    "data.train_split",     "data.test_split", "data.limit_train",
-            "data.limit_test", "data.label_noise", "data.trusted_fraction", "model.",     "experts.count",        "experts.arch",    "experts.archs", "experts.branch_after",
-            "gate.kind",     "joint."};
+    return {"seed",
+            "data.path",
+            "data.train_split",
+            "data.test_split",
+            "data.limit_train",
+            "data.limit_test",
+            "data.label_noise",
+            "data.trusted_fraction",
+            "model.",
+            "experts.count",
+            "experts.arch",
+            "experts.archs",
+            "experts.branch_after",
+            "gate.kind",
+            "joint."};
   }
   void check(const Config& c) const override {
     // branch_after = n > 0: a shared trunk of n blocks of model.arch, trained with the gate and the experts.
@@ -34,10 +46,12 @@ class JointStage : public Stage {
     // Gates that read the base model's outputs have nothing to read here.
     const models::NetworkSpec spec = network_spec(c, m);
     const models::ProbeScope probe;  // an expert and a gate built to be asked: no draw from the ranks' generator
-    const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
+    const int64_t hidden =
+        models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
     const models::GateSpec g = joint_gate_spec(c, spec, hidden);
     SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
-               "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (attentive, cnn, noisy, tempered)",
+               "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (attentive, cnn, noisy, "
+               "tempered)",
                c.gate.kind, c.scheme);
   }
   json run(RunState& s) override {

@@ -47,8 +47,7 @@ class JointEvalStage : public Stage {
     auto in_scheme = [&](const char* st) { return std::find(plan.begin(), plan.end(), st) != plan.end(); };
     const bool distilled = in_scheme("distill"), finetuned = in_scheme("finetune");
     const std::string stage = finetuned ? "finetune" : distilled ? "distill" : "joint";
-    const std::string gate_kind =
-        finetuned ? "algorithm1" : distilled ? s.cfg.distill.gate_kind : s.cfg.gate.kind;
+    const std::string gate_kind = finetuned ? "algorithm1" : distilled ? s.cfg.distill.gate_kind : s.cfg.gate.kind;
     torch::NoGradGuard no_grad;
     std::shared_ptr<models::JointMoeImpl> moe;
     if (finetuned) {
@@ -160,17 +159,17 @@ class JointEvalStage : public Stage {
         }
         load.push_back(e);
       }
-      eval::plot_series(s.run.file(prefix + "load.png"), s.test->manifest().name + ": expert load during training", "epoch",
-                        "training samples whose largest gate is the expert's (%)", load);
+      eval::plot_series(s.run.file(prefix + "load.png"), s.test->manifest().name + ": expert load during training",
+                        "epoch", "training samples whose largest gate is the expert's (%)", load);
     }
-    log::info("eval      mixture {:.2f}% at {:.3f} MMACs | top-1 {:.2f}% at {:.3f} | top-2 {:.2f}% | train error {:.2f}% | "
-              "H_gate {:.3f}, H_usage {:.3f}, I(E;Y) {:.3f} bits",
-              100 * report["mixture"]["accuracy"].get<double>(), report["mixture"]["macs"].get<double>() / 1e6,
-              100 * report["top1"]["accuracy"].get<double>(), report["top1"]["macs"].get<double>() / 1e6,
-              100 * report["top2"]["accuracy"].get<double>(), 100 * report["train_error"].get<double>(),
-              report["specialisation"]["gate_entropy"].get<double>(),
-              report["specialisation"]["usage_entropy"].get<double>(),
-              report["specialisation"]["mutual_information"].get<double>());
+    log::info(
+        "eval      mixture {:.2f}% at {:.3f} MMACs | top-1 {:.2f}% at {:.3f} | top-2 {:.2f}% | train error {:.2f}% | "
+        "H_gate {:.3f}, H_usage {:.3f}, I(E;Y) {:.3f} bits",
+        100 * report["mixture"]["accuracy"].get<double>(), report["mixture"]["macs"].get<double>() / 1e6,
+        100 * report["top1"]["accuracy"].get<double>(), report["top1"]["macs"].get<double>() / 1e6,
+        100 * report["top2"]["accuracy"].get<double>(), 100 * report["train_error"].get<double>(),
+        report["specialisation"]["gate_entropy"].get<double>(), report["specialisation"]["usage_entropy"].get<double>(),
+        report["specialisation"]["mutual_information"].get<double>());
     log::info("eval      report: {}", s.run.file("report.json"));
     return json();
   }

@@ -81,8 +81,10 @@ class PseudoLabelStage : public Stage {
            ? val_v
            : fit_v)
           .push_back(i);
-    SMOE_CHECK(fit_v.size() >= 2 && !val_v.empty(), "pseudo_label: {} trusted samples are too few to hold out a "
-               "validation share", T);
+    SMOE_CHECK(fit_v.size() >= 2 && !val_v.empty(),
+               "pseudo_label: {} trusted samples are too few to hold out a "
+               "validation share",
+               T);
     at::Tensor fit = torch::tensor(fit_v, torch::kLong), val = torch::tensor(val_v, torch::kLong);
 
     cluster::PseudoLabelOptions po;
@@ -135,10 +137,12 @@ class PseudoLabelStage : public Stage {
                 {"given_label_accuracy", share(g == t, others)},
                 {"training_label_accuracy", share(labels == t, others)}};
       record["sha256"] = train::save_state({{"labels", labels}, {"pseudo", pseudo}}, s.store.pseudo_labels_path());
-      log::info("pseudo    {} trusted samples, tau {:.2f} (F1 {:.3f}): {:.1f}% outliers; labels right {:.2f}% given -> "
-                "{:.2f}% pseudo-labelled ({:.2f}% of those labelled)",
-                T, tau.tau, tau.f1, 100 * record["outliers"].get<double>(), 100 * record["given_label_accuracy"].get<double>(),
-                100 * record["training_label_accuracy"].get<double>(), 100 * record["pseudo_label_accuracy"].get<double>());
+      log::info(
+          "pseudo    {} trusted samples, tau {:.2f} (F1 {:.3f}): {:.1f}% outliers; labels right {:.2f}% given -> "
+          "{:.2f}% pseudo-labelled ({:.2f}% of those labelled)",
+          T, tau.tau, tau.f1, 100 * record["outliers"].get<double>(),
+          100 * record["given_label_accuracy"].get<double>(), 100 * record["training_label_accuracy"].get<double>(),
+          100 * record["pseudo_label_accuracy"].get<double>());
     }
     relabel(s, comm::broadcast_tensor(s.comm, labels, 0));
     return record;
