@@ -10,7 +10,7 @@ set -euo pipefail
 # only bookworm's list carries; elsewhere the distribution's default clang.
 codename="$( (. /etc/os-release && echo "${VERSION_CODENAME:-unknown}") 2>/dev/null || echo unknown)"
 case "$codename" in
-  bookworm) CLANG=(clang-14 libclang-rt-14-dev) ;;
+  bookworm) CLANG=(clang-14 libclang-rt-14-dev clang-format-14) ;;  # clang-format 14: launch/check-format.sh
   trixie | forky | sid) CLANG=(clang libclang-rt-dev) ;;
   *) echo "install-deps: Debian release '$codename' not known (expected bookworm, trixie or sid); trying bookworm's list" >&2
      CLANG=(clang-14 libclang-rt-14-dev) ;;
