@@ -3,7 +3,7 @@
 //   smoe train  [--config FILE] --run-dir DIR [--set key=value ...] [--resume | --force]
 //   smoe eval   --run-dir DIR [--set eval.taus=[...] ...]
 //   smoe config --print [--config FILE] [--set key=value ...]
-//   smoe config --keys
+//   smoe config --keys [--markdown]
 //   smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...
 //   smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]
 //   smoe --version
@@ -25,6 +25,7 @@
 #include "data/manifest.h"
 #include "eval/run_plot.h"
 #include "eval/run_table.h"
+#include "pipeline/config_reference.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/provenance.h"
 #include "pipeline/run_dir.h"
@@ -45,7 +46,7 @@ const char* kUsage =
     "  smoe train  [--config FILE] --run-dir DIR [--set key=value ...] [--resume | --force]\n"
     "  smoe eval   --run-dir DIR [--set key=value ...]\n"
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
-    "  smoe config --keys\n"
+    "  smoe config --keys [--markdown]\n"
     "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
     "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its "
     "table\n"
@@ -55,7 +56,7 @@ const char* kUsage =
 struct Args {
   std::string config, run_dir, redo_from, until;
   std::vector<std::string> sets;
-  bool resume = false, force = false, verbose = false, quiet = false, print = false, keys = false;
+  bool resume = false, force = false, verbose = false, quiet = false, print = false, keys = false, markdown = false;
 };
 
 bool wants_help(const std::vector<std::string>& args) {
@@ -82,7 +83,8 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
          "stop after this stage of the scheme (e.g. base: train the base model only); --resume continues");
   if (cmd == "config")
     opts.add_options()("print", po::bool_switch(&a.print), "print the resolved config as YAML")  //
-        ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc");
+        ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc")(
+            "markdown", po::bool_switch(&a.markdown), "with --keys: the Markdown of docs/configuration.md");
   if (cmd != "config")
     opts.add_options()("verbose,v", po::bool_switch(&a.verbose), "debug messages")  //
         ("quiet,q", po::bool_switch(&a.quiet), "warnings and errors only");
@@ -103,8 +105,15 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
 
 int cmd_config(const Args& a) {
   if (a.keys) {
-    for (const auto& k : config_keys())
-      std::cout << fmt::format("{:<28} {:<14} {:<22} {}\n", k.key, k.type, k.default_value, k.doc);
+    if (a.markdown) {
+      std::cout << pipeline::config_reference_markdown();
+      return 0;
+    }
+    for (const auto& r : pipeline::config_reference()) {
+      const KeyInfo& k = r.info;
+      std::cout << fmt::format("{:<28} {:<14} {:<22} {}{}\n", k.key, k.type, k.default_value, k.doc,
+                               r.accepted.empty() ? "" : fmt::format(" (one of: {})", fmt::join(r.accepted, ", ")));
+    }
     return 0;
   }
   SMOE_CHECK(a.print, "smoe config: give --print or --keys");

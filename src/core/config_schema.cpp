@@ -70,10 +70,11 @@ Schema describe(Config& c) {
   Schema s;
   s.add("seed", c.seed, int64_t{0}, "run seed; every random stream derives from it").at_least(0);
   s.add("scheme", c.scheme, std::string("algorithm1"),
-        "training scheme, an ordered list of stages: algorithm1 (Royer et al. Algorithm 1), em (Algorithm 1, then "
-        "em.steps EM rounds), joint (gate and experts trained together, Krishnamurthy et al.) or joint_distill "
-        "(joint, then the gate distilled with the experts frozen) or algorithm1_finetune (Algorithm 1, then its MoE "
-        "trained further as a jointly trained one: stage finetune)");
+        "training scheme, an ordered list of stages (each scheme's: docs/configuration.md): algorithm1 (Royer et "
+        "al. Algorithm 1), em (Algorithm 1, then em.steps EM rounds), dfcp (DFCP-MoE: labels relabelled from a "
+        "trusted subset before clustering), joint (gate and experts trained together, Krishnamurthy et al.), "
+        "joint_distill (joint, then the gate distilled with the experts frozen) or algorithm1_finetune (Algorithm 1, "
+        "then its MoE trained further as a jointly trained one: stage finetune)");
 
   s.add("data.path", c.data.path, std::string(), "dataset folder made by smoe-data convert");
   s.add("data.train_split", c.data.train_split, std::string("train"), "split to train on");

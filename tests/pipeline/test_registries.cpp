@@ -12,6 +12,7 @@
 #include "models/ensembler.h"
 #include "models/expert.h"
 #include "models/gate.h"
+#include "pipeline/config_reference.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "quick_run.h"
@@ -200,6 +201,37 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
   EXPECT_ERROR(check("scheme=lemur"),
                "scheme: unknown training scheme 'lemur' (known: algorithm1, algorithm1_finetune, dfcp, em, joint, "
                "joint_distill)");
+}
+
+// ------------------------------------------------------ configuration reference
+// docs/configuration.md is what `smoe config --keys --markdown` prints: a
+// key added, renamed or re-documented, or a name registered, changes both.
+TEST(ConfigReference, TheDocsPageIsTheGeneratedOne) {
+  const std::string page = read_file(source_dir() + "/docs/configuration.md");
+  EXPECT_TRUE(page == pipeline::config_reference_markdown())
+      << "docs/configuration.md differs from the code's reference: regenerate it with "
+         "build/bin/smoe config --keys --markdown > docs/configuration.md";
+}
+
+// A key that names a registry entry lists the registry's names, a new one
+// included, under every key that names that registry's entries; every key
+// has a doc.
+TEST(ConfigReference, ListsEveryRegisteredNameUnderItsKeys) {
+  Registered reg(models::gate_kinds(), "mlp", models::GateFactory([](const models::GateSpec& s) -> models::Gate {
+                   return std::make_shared<MlpGateImpl>(s.embedding_dim, s.experts);
+                 }));
+  std::map<std::string, std::vector<std::string>> accepted;
+  for (const auto& r : pipeline::config_reference()) {
+    EXPECT_FALSE(r.info.doc.empty()) << r.info.key;
+    accepted[r.info.key] = r.accepted;
+  }
+  for (const char* key : {"gate.kind", "distill.gate_kind"}) {
+    const auto& names = accepted.at(key);
+    EXPECT_NE(std::find(names.begin(), names.end(), "mlp"), names.end()) << key;
+  }
+  for (const std::string& key : pipeline::registry_keys())
+    EXPECT_TRUE(accepted.count(key)) << key << ": not a config key";
+  EXPECT_EQ(accepted.at("scheme"), pipeline::schemes().names());
 }
 
 }  // namespace

@@ -1,0 +1,86 @@
+#include "pipeline/config_reference.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <map>
+
+#include "cluster/initial_gate.h"
+#include "models/ensembler.h"
+#include "models/expert.h"
+#include "models/gate.h"
+#include "pipeline/stage.h"
+
+namespace smoe::pipeline {
+namespace {
+
+// Key -> the names it accepts: each registry under its own key, and the
+// other keys that name entries of the same registry.
+std::map<std::string, std::vector<std::string>> accepted_names() {
+  std::map<std::string, std::vector<std::string>> out;
+  out[schemes().key()] = schemes().names();
+  out[cluster::initial_gates().key()] = cluster::initial_gates().names();
+  out[models::gate_kinds().key()] = models::gate_kinds().names();
+  out["distill.gate_kind"] = models::gate_kinds().names();
+  out[models::expert_architectures().key()] = models::expert_architectures().names();
+  out["experts.archs"] = models::expert_architectures().names();
+  out[models::ensemblers().key()] = models::ensemblers().names();
+  return out;
+}
+
+// A table cell: no line breaks, no unescaped pipes.
+std::string cell(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '|')
+      out += "\\|";
+    else if (ch == '\n')
+      out += ' ';
+    else
+      out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> registry_keys() {
+  std::vector<std::string> out;
+  for (const auto& [key, names] : accepted_names()) out.push_back(key);
+  return out;
+}
+
+std::vector<KeyReference> config_reference() {
+  const auto accepted = accepted_names();
+  std::vector<KeyReference> out;
+  for (KeyInfo& k : config_keys()) {
+    KeyReference r{std::move(k), {}};
+    if (auto it = accepted.find(r.info.key); it != accepted.end()) r.accepted = it->second;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string config_reference_markdown() {
+  std::string s =
+      "# Configuration reference\n\n"
+      "Every key of a smoe config, its type, its default and what it does; for a key that names an\n"
+      "implementation, the names this build registers. Generated: `smoe config --keys --markdown >\n"
+      "docs/configuration.md` (a test fails when this page and the code differ). A config file is YAML\n"
+      "with these keys nested by their dots; `--set key=value` overrides one.\n\n"
+      "| key | type | default | accepted names | what |\n"
+      "| --- | --- | --- | --- | --- |\n";
+  for (const KeyReference& r : config_reference()) {
+    std::string names;
+    for (const auto& n : r.accepted) names += (names.empty() ? "" : ", ") + fmt::format("`{}`", n);
+    s += fmt::format("| `{}` | {} | `{}` | {} | {} |\n", r.info.key, cell(r.info.type), cell(r.info.default_value),
+                     names, cell(r.info.doc));
+  }
+  s += "\n## Schemes\n\nThe stages each `scheme` runs, in order (`--until STAGE` stops after one, `--redo-from STAGE` "
+       "redoes from one).\n\n| scheme | stages |\n| --- | --- |\n";
+  for (const std::string& name : schemes().names())
+    s += fmt::format("| `{}` | {} |\n", name, fmt::join(schemes().get(name), ", "));
+  return s;
+}
+
+}  // namespace smoe::pipeline
