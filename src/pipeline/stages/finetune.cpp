@@ -29,7 +29,9 @@ class FinetuneStage : public Stage {
                "a shared trunk",
                c.scheme);
   }
+  void restore(RunState& s) override { s.joint_model = {"finetune", "algorithm1", true}; }
   json run(RunState& s) override {
+    restore(s);
     auto moe = s.store.build_finetune_moe(*s.base);
     train::JointTrainOptions o = joint_train_options(s, "finetune", s.cfg.finetune.optim, s.cfg.finetune.reg);
     o.freeze_experts = s.cfg.finetune.freeze_experts;

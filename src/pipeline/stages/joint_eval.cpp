@@ -41,13 +41,12 @@ class JointEvalStage : public Stage {
   bool recorded() const override { return false; }
   json run(RunState& s) override {
     Progress clock("eval", 1, 1);
-    // From the scheme, not from run.json: only rank 0's copy of run.json
-    // knows what this job has finished, and every rank must load the same model.
-    const auto& plan = schemes().get(s.cfg.scheme);
-    auto in_scheme = [&](const char* st) { return std::find(plan.begin(), plan.end(), st) != plan.end(); };
-    const bool distilled = in_scheme("distill"), finetuned = in_scheme("finetune");
-    const std::string stage = finetuned ? "finetune" : distilled ? "distill" : "joint";
-    const std::string gate_kind = finetuned ? "algorithm1" : distilled ? s.cfg.distill.gate_kind : s.cfg.gate.kind;
+    // The model the scheme's latest training stage handed over (the same on
+    // every rank: each rank ran, or restored, the same stages).
+    const std::string stage = s.joint_model.stage, gate_kind = s.joint_model.gate_kind;
+    SMOE_CHECK(!stage.empty(), "scheme '{}': joint_eval comes after no stage that trains a jointly trained MoE",
+               s.cfg.scheme);
+    const bool finetuned = s.joint_model.finetuned;
     torch::NoGradGuard no_grad;
     std::shared_ptr<models::JointMoeImpl> moe;
     if (finetuned) {
