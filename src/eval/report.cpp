@@ -244,7 +244,7 @@ void write_report_plots(const std::string& accuracy_png, const std::string& rout
                         const std::string& dataset, const std::vector<std::string>& class_names) {
   // Accuracy (%) against MMACs, and the routing table.
   auto series_of = [](const std::string& label, const std::vector<Point>& ps, bool line, int color, int marker) {
-    Series s{label, {}, {}, line, color, marker};
+    Series s{label, {}, {}, line, color, marker, {}};
     for (const auto& p : ps) {
       s.x.push_back(p.macs / 1e6);
       s.y.push_back(100 * p.accuracy);

@@ -35,11 +35,9 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "pipeline/protocol.h"
 
 namespace smoe::pipeline {
-
-constexpr int kRequestTag = 1001;
-constexpr int kReplyTag = 1002;
 
 using TaskFn = std::function<nlohmann::json(int64_t task)>;
 using DoneFn = std::function<void(int64_t task, int rank, const nlohmann::json& result)>;

@@ -25,10 +25,9 @@
 
 #include "comm/communicator.h"
 #include "core/heartbeat.h"
+#include "pipeline/protocol.h"
 
 namespace smoe::pipeline {
-
-constexpr int kHeartbeatTag = 1003;
 
 struct StallOptions {
   double timeout_s = 1800;  // 0: off

@@ -247,7 +247,9 @@ TEST(BaseTrainer, ChannelsLastIsRankCountInvariantToo) {
   for (const auto& [name, w] : one) {
     EXPECT_TRUE(torch::equal(w, three.at(name))) << name;
     EXPECT_TRUE(w.is_contiguous()) << name;
-    if (w.is_floating_point()) EXPECT_LT((w - usual.at(name)).abs().max().item<double>(), 1e-3) << name;
+    if (w.is_floating_point()) {
+      EXPECT_LT((w - usual.at(name)).abs().max().item<double>(), 1e-3) << name;
+    }
   }
 }
 
