@@ -25,18 +25,9 @@ class BaseStage : public Stage {
  public:
   std::string name() const override { return "base"; }
   std::vector<std::string> keys() const override {
-    return {"seed",
-            "data.path",
-            "data.train_split",
-            "data.test_split",
-            "data.limit_train",
-            "data.limit_test",
-            "data.crop_padding",
-            "data.hflip",
-            "data.label_noise",
-            "data.trusted_fraction",
-            "model.",
-            "base."};
+    std::vector<std::string> keys = first_stage_keys();
+    keys.insert(keys.end(), {"data.crop_padding", "data.hflip", "base."});
+    return keys;
   }
   void check_inputs(const Config& c, const data::Manifest& m) const override {
     if (c.base.checkpoint.empty()) return;
@@ -107,6 +98,18 @@ class BaseStage : public Stage {
 }  // namespace
 
 std::unique_ptr<Stage> make_base_stage() { return std::make_unique<BaseStage>(); }
+
+std::vector<std::string> first_stage_keys() {
+  return {"seed",
+          "data.path",
+          "data.train_split",
+          "data.test_split",
+          "data.limit_train",
+          "data.limit_test",
+          "data.label_noise",
+          "data.trusted_fraction",
+          "model."};
+}
 
 void broadcast_module(comm::Communicator& comm, torch::nn::Module& m, int root) {
   torch::NoGradGuard no_grad;

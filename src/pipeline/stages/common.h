@@ -29,6 +29,11 @@ struct RunState;
 // round r-1 on q_r).
 void run_expert_round(RunState& state, int64_t round);
 
+// The keys that decide a scheme's first training stage's data and model:
+// the seed, the splits and their limits, the label noise and trusted subset,
+// and the model section (the base and joint stages add their own).
+std::vector<std::string> first_stage_keys();
+
 // Collective: round `round`'s MoE on the test split; the report (without the
 // run's bookkeeping) on rank 0, null elsewhere.
 nlohmann::json evaluate_test(RunState& state, int64_t round);

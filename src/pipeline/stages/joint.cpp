@@ -19,21 +19,10 @@ class JointStage : public Stage {
  public:
   std::string name() const override { return "joint"; }
   std::vector<std::string> keys() const override {
-    return {"seed",
-            "data.path",
-            "data.train_split",
-            "data.test_split",
-            "data.limit_train",
-            "data.limit_test",
-            "data.label_noise",
-            "data.trusted_fraction",
-            "model.",
-            "experts.count",
-            "experts.arch",
-            "experts.archs",
-            "experts.branch_after",
-            "gate.kind",
-            "joint."};
+    std::vector<std::string> keys = first_stage_keys();
+    keys.insert(keys.end(),
+                {"experts.count", "experts.arch", "experts.archs", "experts.branch_after", "gate.kind", "joint."});
+    return keys;
   }
   void check(const Config& c) const override {
     // branch_after = n > 0: a shared trunk of n blocks of model.arch, trained with the gate and the experts.
