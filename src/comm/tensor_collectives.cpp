@@ -156,7 +156,7 @@ ExactSum::ExactSum(const std::vector<at::Tensor>& like) {
   auto options = at::TensorOptions().dtype(at::kLong);
   if (!like.empty()) options = options.device(like[0].device());
   total_ = total;
-  flat_ = at::zeros({total + 1}, options);
+  flat_ = at::zeros({total + 2}, options);
 }
 
 void ExactSum::check_bound(int64_t bound, const char* where) const {
@@ -177,26 +177,47 @@ void ExactSum::add(const std::vector<at::Tensor>& terms, const char* what) {
   flat.reserve(terms.size());
   for (const auto& t : terms) flat.push_back(t.detach().reshape({-1}).to(at::kFloat));
   at::Tensor v = at::cat(flat);
-  const double max_abs = v.numel() ? v.abs().max().item<double>() : 0.0;
-  if (!std::isfinite(max_abs) || max_abs > kMaxAbs) {
-    for (size_t i = 0; i < flat.size(); ++i) {
-      const double m = flat[i].numel() ? flat[i].abs().max().item<double>() : 0.0;
-      SMOE_CHECK(std::isfinite(m), "{} {} is not finite (nan or inf): training diverged; lower the learning rate", what,
-                 i);
-      SMOE_CHECK(m <= kMaxAbs, "{} {} reaches {} (above {}): training diverged; lower the learning rate", what, i, m,
-                 kMaxAbs);
-    }
-  }
   what_ = what;
-  at::Tensor sums = flat_.narrow(0, 0, total_), bound = flat_.narrow(0, total_, 1);
-  sums.add_(v.mul_(static_cast<float>(std::ldexp(1.0, kFractionBits))).round_().to(at::kLong));
-  bound.add_(static_cast<int64_t>(std::ceil(std::ldexp(max_abs, 20))));
-  check_bound(bound.item<int64_t>(), "");
+  const float scale = static_cast<float>(std::ldexp(1.0, kFractionBits));
+  at::Tensor sums = flat_.narrow(0, 0, total_), bound = flat_.narrow(0, total_, 1),
+             bad_adds = flat_.narrow(0, total_ + 1, 1);
+  at::Tensor max_abs = v.numel() ? v.abs().max().to(at::kDouble) : at::zeros({}, v.options().dtype(at::kDouble));
+  if (v.is_cpu()) {
+    const double m = max_abs.item<double>();
+    if (!std::isfinite(m) || m > kMaxAbs) {
+      for (size_t i = 0; i < flat.size(); ++i) {
+        const double mi = flat[i].numel() ? flat[i].abs().max().item<double>() : 0.0;
+        SMOE_CHECK(std::isfinite(mi), "{} {} is not finite (nan or inf): training diverged; lower the learning rate",
+                   what, i);
+        SMOE_CHECK(mi <= kMaxAbs, "{} {} reaches {} (above {}): training diverged; lower the learning rate", what, i,
+                   mi, kMaxAbs);
+      }
+    }
+    sums.add_(v.mul_(scale).round_().to(at::kLong));
+    bound.add_(static_cast<int64_t>(std::ceil(std::ldexp(m, 20))));
+    check_bound(bound.item<int64_t>(), "");
+    return;
+  }
+  // On a device: no host read. A bad term is counted, its values zeroed and
+  // its bound capped, so that every conversion stays defined; allreduce()
+  // reports it.
+  const at::Tensor bad = max_abs.isfinite().logical_not().logical_or(max_abs > kMaxAbs);
+  bad_adds.add_(bad.to(at::kLong).reshape({1}));
+  bound.add_(at::ceil(max_abs.nan_to_num(kMaxAbs, kMaxAbs, kMaxAbs).clamp_max(kMaxAbs) * std::ldexp(1.0, 20))
+                 .to(at::kLong)
+                 .reshape({1}));
+  sums.add_(v.nan_to_num_(0, 0, 0).clamp_(-kMaxAbs, kMaxAbs).mul_(scale).round_().to(at::kLong));
 }
 
 void ExactSum::allreduce(Communicator& comm) {
   comm::allreduce(comm, flat_, ReduceOp::sum);
-  check_bound(flat_[total_].item<int64_t>(), fmt::format(" over {} ranks", comm.size()).c_str());
+  const at::Tensor tail = flat_.narrow(0, total_, 2).cpu();  // the step's one host read
+  const int64_t bound = tail[0].item<int64_t>(), bad_adds = tail[1].item<int64_t>();
+  SMOE_CHECK(bad_adds == 0,
+             "exact sum of {}s over {} ranks: {} addition{} held a value that is not finite (nan or inf) or above {}: "
+             "training diverged; lower the learning rate",
+             what_, comm.size(), bad_adds, bad_adds == 1 ? "" : "s", kMaxAbs);
+  check_bound(bound, fmt::format(" over {} ranks", comm.size()).c_str());
 }
 
 void ExactSum::result_into(const std::vector<at::Tensor>& out, double divisor) const {

@@ -50,12 +50,20 @@ class ExactSum {
   // allreduce() fail with a clear error once it reaches 2^23 instead of
   // letting the int64 sums wrap around silently.
   static constexpr double kMaxTotal = 1 << 23;
+  //
+  // On the host, add() refuses a bad term at once (not finite, or above
+  // kMaxAbs), naming it. On a device it reads nothing back, so that a
+  // training step keeps the device's queue full: a bad term is counted in a
+  // last int64 slot (its values zeroed, its bound capped), and allreduce()
+  // — one host read per step — reports it.
 
   // Shapes of the tensors to be summed (e.g. every parameter's gradient).
   explicit ExactSum(const std::vector<at::Tensor>& like);
   // Adds terms[i] into accumulator i. `what` names the terms in errors.
+  // Reads nothing back from a device (see above).
   void add(const std::vector<at::Tensor>& terms, const char* what = "value");
-  // Sums the accumulators over all ranks.
+  // Sums the accumulators over all ranks; then fails, on every rank, if a
+  // term added on a device was bad or the bound reached kMaxTotal.
   void allreduce(Communicator& comm);
   // Writes accumulator i / divisor into out[i] (float tensors of the same shape).
   void result_into(const std::vector<at::Tensor>& out, double divisor) const;
@@ -64,7 +72,7 @@ class ExactSum {
  private:
   void check_bound(int64_t bound, const char* where) const;
 
-  at::Tensor flat_;  // int64 [total + 1]: the sums, then the magnitude bound
+  at::Tensor flat_;  // int64 [total + 2]: the sums, the magnitude bound, the count of bad additions
   int64_t total_ = 0;
   std::string what_ = "value";
   std::vector<int64_t> offsets_;  // start of each tensor in flat_

@@ -64,8 +64,11 @@ c10::DeviceIndex device_count() {
 
 thread_local c10::DeviceIndex current_device = 0;
 
-// Counts what the tests want to see: operators that ran on the device.
+// Counts what the tests want to see: operators that ran on the device, and
+// host reads of device values (a copy to the CPU, .item()): where a GPU
+// would make the host wait.
 std::atomic<long> fallback_calls{0};
+std::atomic<long> host_reads{0};
 
 struct Guard final : c10::impl::DeviceGuardImplInterface {
   c10::DeviceType type() const override { return kFake; }
@@ -167,6 +170,7 @@ at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, c10::op
 // Copies between the CPU and the device, or on the device: memory is host
 // memory on both sides, so a CPU copy between the aliases does it.
 at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blocking) {
+  if (on_fake(self) && dst.device().is_cpu()) ++host_reads;
   host_alias(dst).copy_(host_alias(self), non_blocking);
   return dst;
 }
@@ -305,6 +309,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const size_t args = schema.arguments().size();
   check_devices(op, *stack, args);
   ++fallback_calls;
+  if (schema.name() == "aten::_local_scalar_dense") ++host_reads;  // .item()
   const size_t first = stack->size() - args;
   std::vector<c10::IValue> originals(stack->begin() + static_cast<std::ptrdiff_t>(first), stack->end());
   c10::optional<c10::Device> device;
@@ -348,6 +353,9 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 // How many operators ran through the fake device's CPU fallback so far
 // (C linkage: tests find it with dlsym, the product never does).
 extern "C" long smoe_fake_accelerator_calls() { return fallback_calls.load(); }
+
+// How many times a device value was read back to the host so far.
+extern "C" long smoe_fake_accelerator_host_reads() { return host_reads.load(); }
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("empty.memory_format", empty_memory_format);

@@ -7,6 +7,7 @@
 #include <c10/core/Device.h>
 
 extern "C" long smoe_fake_accelerator_calls();
+extern "C" long smoe_fake_accelerator_host_reads();
 
 namespace smoe::testing {
 
@@ -14,5 +15,8 @@ inline c10::Device fake_accelerator() { return c10::Device(c10::kPrivateUse1, 0)
 
 // Operators that ran on the fake device so far (through its CPU fallback).
 inline long fake_accelerator_calls() { return smoe_fake_accelerator_calls(); }
+// Device values read back by the host so far (copies to the CPU, .item()):
+// each is a point where a GPU's queue drains and the host waits.
+inline long fake_accelerator_host_reads() { return smoe_fake_accelerator_host_reads(); }
 
 }  // namespace smoe::testing

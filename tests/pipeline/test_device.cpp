@@ -10,6 +10,9 @@
 #include <functional>
 #include <set>
 
+#include "comm/tensor_collectives.h"
+#include "comm/thread_communicator.h"
+#include "common/expect_error.h"
 #include "common/fake_accelerator.h"
 #include "common/temp_dir.h"
 #include "quick_run.h"
@@ -151,6 +154,28 @@ TEST_F(OnTheFakeAccelerator, Float16WithLossScalingGivesTheFloat32Results) {
       }
     }
   }
+}
+
+// The data-parallel step's exact gradient sum reads nothing back from the
+// device while micro-batches are added (a GPU would wait at every read): a
+// bad gradient is reported by the step's allreduce, its one read, instead.
+TEST(ExactSumOnADevice, ReadsNothingBackUntilTheStepsAllreduce) {
+  const auto on_device = torch::TensorOptions().device(fake_accelerator());
+  comm::ExactSum sum({torch::zeros({5}, on_device)});
+  const long reads = fake_accelerator_host_reads();
+  for (int i = 0; i < 3; ++i) sum.add({torch::full({5}, 0.25f, on_device)}, "gradient of parameter");
+  EXPECT_EQ(fake_accelerator_host_reads(), reads);
+  comm::run_ranks(1, [&](comm::Communicator& c) { sum.allreduce(c); });
+  at::Tensor out = torch::zeros({5}, on_device);
+  sum.result_into({out}, 1.0);
+  EXPECT_TRUE(torch::equal(out.cpu(), torch::full({5}, 0.75f)));
+
+  sum.zero();
+  sum.add({torch::full({5}, NAN, on_device)}, "gradient of parameter");
+  sum.add({torch::full({5}, 3e6f, on_device)}, "gradient of parameter");
+  EXPECT_ERROR(comm::run_ranks(1, [&](comm::Communicator& c) { sum.allreduce(c); }),
+               "exact sum of gradient of parameters over 1 ranks: 2 additions held a value that is not finite (nan or "
+               "inf) or above 1048576: training diverged");
 }
 
 // A resumed job puts every rank's optimiser state on that rank's device,
