@@ -65,7 +65,7 @@ Buffer buffer_of(const at::Tensor& t) {
              "through the host (tensor_collectives.h)",
              t.device().str());
   Device d;
-  if (t.is_cuda()) d = Device{true, t.get_device(), current_cuda_stream(t.get_device())};
+  if (t.is_cuda()) d = Device{true, static_cast<int>(t.get_device()), current_cuda_stream(t.get_device())};
   return Buffer{t.data_ptr(), static_cast<size_t>(t.numel()), dtype_for(t.scalar_type()), d};
 }
 

@@ -321,7 +321,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     c10::IValue& v = (*stack)[i];
     if (arg.kwarg_only() && arg.alias_info() && arg.alias_info()->isWrite() && v.isTensor() && on_fake(v.toTensor())) {
       device = v.toTensor().device();
-      outs.emplace_back(v.toTensor(), v.toTensor().to(c10::kCPU));
+      outs.emplace_back(v.toTensor(), host_alias(v.toTensor()).clone());  // not a host read of the program's
       v = outs.back().second;
     } else {
       v = to_host(v, device);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -60,7 +61,10 @@ class FakeDevice final : public comm::Communicator {
   void send(int dest, int tag, std::string_view payload) override { host_.send(dest, tag, payload); }
   comm::Message recv(int source, int tag) override { return host_.recv(source, tag); }
   std::optional<comm::Message> try_recv(int source, int tag) override { return host_.try_recv(source, tag); }
-  [[noreturn]] void abort(int code, const std::string& why) override { host_.abort(code, why); }
+  [[noreturn]] void abort(int code, const std::string& why) override {
+    host_.abort(code, why);
+    std::abort();  // the host communicator does not return either
+  }
 
  private:
   static comm::Buffer on_host(comm::Buffer b) {

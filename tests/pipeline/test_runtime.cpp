@@ -107,7 +107,9 @@ TEST(Runtime, CudaCollectivesWithoutTheNcclPluginAreRefused) {
   EXPECT_EQ(nccl_refusal(c10::kCUDA, 2, true, missing), "");   // a shared GPU: MPI
   EXPECT_EQ(nccl_refusal(c10::kCPU, 2, false, missing), "");
   // This build's own answer: a CPU-only build has no plugin.
-  if (!comm::nccl_plugin_built()) EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions), "");
+  if (!comm::nccl_plugin_built()) {
+    EXPECT_NE(nccl_refusal(c10::kCUDA, 2, false, comm::nccl_plugin_versions), "");
+  }
 }
 
 // setup_runtime on `ranks` thread ranks of one node; each rank's result or error.
