@@ -175,6 +175,8 @@ at::Tensor BackboneImpl::forward(const at::Tensor& x) {
 }
 
 Shape input_shape_of(const NetworkSpec& spec, int64_t block) {
+  SMOE_CHECK(block >= 0 && block <= NetworkSpec::kBlocks, "the input of block {}: a network has blocks 0 to {}", block,
+             NetworkSpec::kBlocks - 1);
   // Output shape of each block: the stem keeps the resolution; tiny-ResNet
   // stages 2-4 halve it with stride-2 3x3 convolutions (ceil), the plain
   // CNN's blocks 1 and 2 with 2x2 max pooling (floor).

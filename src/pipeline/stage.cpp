@@ -5,6 +5,7 @@
 #include "models/ensembler.h"
 #include "models/expert.h"
 #include "models/gate.h"
+#include "models/network.h"
 
 namespace smoe::pipeline {
 
@@ -110,6 +111,13 @@ void check_config(const Config& c) {
   models::expert_architectures().get(c.experts.arch);
   for (const auto& arch : c.experts.archs) models::expert_architectures().get(arch);
   models::ensemblers().get(c.ensembler.kind);
+  // An expert reads what the base model's first branch_after blocks output:
+  // there is nothing after the last block (a larger value used to reach the
+  // experts stage and fail there with an allocation of exabytes).
+  SMOE_CHECK(c.experts.branch_after <= models::NetworkSpec::kBlocks,
+             "config key 'experts.branch_after' is {}: model.arch {} has {} blocks (0 to {}: the experts read the "
+             "output of that many blocks)",
+             c.experts.branch_after, c.model.arch, models::NetworkSpec::kBlocks, models::NetworkSpec::kBlocks);
   SMOE_CHECK(
       c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() && c.model.arch == "tiny_resnet"),
       "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "

@@ -92,6 +92,10 @@ TEST(Schemes, ConfigsASchemeCannotRunAreRejected) {
                "config key 'eval.class_oracle': cluster.method 'kmeans' has no class oracle");
   check_config(with({"cluster.method=per_class", "eval.class_oracle=true"}));
   check_config(with({"scheme=em", "em.steps=3"}));
+  // Experts read the output of at most every block of the model.
+  EXPECT_ERROR(check_config(with({"experts.branch_after=6"})),
+               "config key 'experts.branch_after' is 6: model.arch tiny_resnet has 5 blocks (0 to 5");
+  check_config(with({"experts.branch_after=5"}));
   // experts.depth sets the depth of branch experts of a tiny-ResNet, nothing else.
   EXPECT_ERROR(check_config(with({"experts.depth=18", "experts.arch=small_cnn"})),
                "config key 'experts.depth' is 18: it sets the depth of branch experts of a tiny_resnet base");
