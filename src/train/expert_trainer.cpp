@@ -41,6 +41,13 @@ LoopSpec expert_loop(const ExpertTrainOptions& o, int64_t n) {
   return spec;
 }
 
+// The frozen trunk's output on host `images`, computed on the trunk's device.
+at::Tensor frozen_trunk(models::Backbone& base, const at::Tensor& images, int64_t branch_after) {
+  torch::NoGradGuard no_grad;
+  base->eval();
+  return base->blocks(to_device(images, base->parameters().front().device()), 0, branch_after);
+}
+
 // The seed of an expert task's augmentation in `epoch`.
 uint64_t augment_seed(const ExpertTrainOptions& o, int64_t epoch) {
   return derive_seed(o.seed, "augment", {uint64_t(epoch)});
@@ -90,9 +97,7 @@ at::Tensor ExpertInputs::get(const std::vector<int64_t>& ids, uint64_t seed) con
     std::optional<data::Batch> b = loader_->next();
     SMOE_ASSERT(b.has_value(), "expert inputs: the loader ended before batch {} of {}", next_announced_,
                 announced_.size());
-    torch::NoGradGuard no_grad;
-    base_->eval();
-    return base_->blocks(to_device(b->images, base_->parameters().front().device()), 0, branch_after_);
+    return frozen_trunk(base_, b->images, branch_after_);
   }
   loader_.reset();  // asked for something else: what was announced no longer holds
   data::Transform t = transform_;
@@ -104,10 +109,7 @@ at::Tensor ExpertInputs::plain(const std::vector<int64_t>& ids) const { return c
 
 at::Tensor ExpertInputs::compute(const std::vector<int64_t>& ids, const data::Transform& t) const {
   if (cache_) return cache_->rows(ids);
-  torch::NoGradGuard no_grad;
-  data::Batch b = data::make_batch(*ds_, ids, t);
-  base_->eval();
-  return base_->blocks(b.images.to(base_->parameters().front().device()), 0, branch_after_);
+  return frozen_trunk(base_, data::make_batch(*ds_, ids, t).images, branch_after_);
 }
 
 std::unique_ptr<RowCache> logits_of(models::ExpertModule& net, const ExpertInputs& inputs, int64_t classes,
