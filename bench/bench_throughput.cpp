@@ -43,7 +43,6 @@
 
 #include "comm/mpi_communicator.h"
 #include "comm/tensor_collectives.h"
-#include "core/config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
@@ -53,6 +52,7 @@
 #include "train/loss_scaler.h"
 #include "train/optim.h"
 #include "train/precision.h"
+#include "train/trainer_options.h"
 
 using namespace smoe;
 using Clock = std::chrono::steady_clock;
@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
   // Base step alone, on one batch in memory (on the device), micro-batches of `micro`.
   models::Backbone net(spec);
   net->to(device);
-  OptimConfig optim = Config::defaults().base.optim;
+  OptimConfig optim = BaseConfig{}.optim;
   optim.lr = 0.05;
   std::vector<int64_t> ids(static_cast<size_t>(per_rank));
   std::iota(ids.begin(), ids.end(), 0);

@@ -22,6 +22,7 @@
 #include "data/sampler.h"
 #include "train/base_trainer.h"
 #include "train/optim.h"
+#include "train/trainer_options.h"
 
 using namespace smoe;
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
   models::NetworkSpec spec;
   spec.input = ds->shape();
   spec.num_classes = ds->num_classes();
-  OptimConfig optim = Config::defaults().base.optim;
+  OptimConfig optim = BaseConfig{}.optim;
   optim.epochs = epochs;
   optim.batch_size = 128;
   optim.lr = 0.05;

@@ -17,12 +17,12 @@
 #include "comm/mpi_communicator.h"
 #include "comm/router.h"
 #include "core/atomic_file.h"
-#include "core/config.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/stop.h"
 #include "eval/run_plot.h"
 #include "eval/run_table.h"
+#include "pipeline/config.h"
 #include "pipeline/config_reference.h"
 #include "pipeline/job.h"
 #include "pipeline/provenance.h"
@@ -51,6 +51,13 @@ struct Args {
   pipeline::JobRequest job;                            // train and eval
   bool print = false, keys = false, markdown = false;  // config
 };
+
+// Every config key at its default, flattened: what `smoe table` assumes for
+// a key that a run's config.yaml predates.
+const std::map<std::string, std::string>& config_defaults() {
+  static const std::map<std::string, std::string> defaults = flat_yaml(Config::defaults().to_yaml(false));
+  return defaults;
+}
 
 bool wants_help(const std::vector<std::string>& args) {
   return std::find_if(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; }) !=
@@ -141,7 +148,7 @@ int cmd_table(const std::vector<std::string>& argv) {
   SMOE_CHECK(!paths.empty(), "smoe table: give run folders (or folders holding them)");
   std::vector<eval::RunRow> runs;
   for (const auto& p : paths)
-    for (const auto& dir : eval::find_runs(p)) runs.push_back(eval::read_run(dir, metrics));
+    for (const auto& dir : eval::find_runs(p)) runs.push_back(eval::read_run(dir, metrics, config_defaults()));
   SMOE_CHECK(std::any_of(runs.begin(), runs.end(), [](const eval::RunRow& r) { return !r.metrics.empty(); }),
              "smoe table: none of the {} runs has {}", runs.size(),
              metrics.empty() ? std::string("an accuracy in its report.json") : "the metrics asked for");
@@ -209,7 +216,7 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   if (world.is_root()) {
     std::vector<eval::RunRow> runs;
     for (size_t i = 0; i < sweep.runs.size(); ++i)
-      runs.push_back(eval::read_run((std::filesystem::path(out) / sweep.runs[i].name).string()));
+      runs.push_back(eval::read_run((std::filesystem::path(out) / sweep.runs[i].name).string(), {}, config_defaults()));
     const eval::RunTable t = eval::make_table(runs);
     std::cout << eval::to_markdown(t);
     write_file_atomic((std::filesystem::path(out) / "table.csv").string(), eval::to_csv(t));

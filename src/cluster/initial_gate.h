@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/dfcp_options.h"
 #include "cluster/kmeans.h"
 #include "comm/communicator.h"
 #include "core/registry.h"
@@ -24,15 +25,6 @@
 namespace smoe::cluster {
 
 using Tensors = std::map<std::string, at::Tensor>;
-
-// DFCP-MoE's double-stage clustering (dfcp_gate.cpp, docs/dfcp.md).
-struct DfcpOptions {
-  int64_t k_max = 0;       ///< stage 1: K from experts to k_max (0: 2 x experts)
-  int64_t neighbours = 3;  ///< stage 2: nearest clusters that vote for a reference
-  std::vector<double> thetas{0.5, 0.75, 1, 1.25, 1.5,
-                             2,   2.5,  3, 4,    5};  ///< stage 2: thresholds / the references' mean radius
-  double min_coverage = 0.9;                          ///< stage 2: share of rows a threshold must keep
-};
 
 struct InitialGateInputs {
   at::Tensor embedding;  // float [n, D] pre-logits (L2-normalised when cluster.normalize)

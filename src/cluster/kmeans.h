@@ -11,16 +11,9 @@
 #include <utility>
 #include <vector>
 
-namespace smoe::cluster {
+#include "cluster/kmeans_options.h"
 
-struct KMeansOptions {
-  int64_t k = 4;              ///< number of clusters
-  int64_t restarts = 4;       ///< independent seedings; the lowest inertia wins
-  int64_t max_iter = 100;     ///< Lloyd iterations per restart
-  double tol = 1e-4;          ///< stop when the squared centre shift < tol x mean feature variance
-  uint64_t seed = 0;          ///< drives every random choice
-  int64_t block_rows = 4096;  ///< rows per distance block: the block's distances stay in cache for the argmin
-};
+namespace smoe::cluster {
 
 struct KMeansStats {
   double inertia = 0;

@@ -18,20 +18,13 @@
 #include <cstdint>
 #include <memory>
 
+#include "cluster/pseudo_label_options.h"
+
 namespace torch::nn {
 class Module;
 }
 
 namespace smoe::cluster {
-
-struct PseudoLabelOptions {
-  int64_t dim = 64;          ///< projection output dimension
-  int64_t steps = 600;       ///< training steps
-  int64_t batch_size = 256;  ///< pairs per step
-  double lr = 1e-3;          ///< Adam
-  double margin = 1.0;       ///< contrastive margin m
-  uint64_t seed = 0;         ///< initialisation and pairs
-};
 
 struct TauChoice {
   double tau = 0, f1 = 0, precision = 0, recall = 0;

@@ -25,9 +25,12 @@ template <typename Entry>
 class Registry {
  public:
   // what: "initial gate"; key: the config key that names an entry
-  // ("cluster.method"); builtins: the built-in entries, by name.
-  Registry(std::string what, std::string key, std::vector<std::pair<std::string, Entry>> builtins = {})
-      : what_(std::move(what)), key_(std::move(key)) {
+  // ("cluster.method"); builtins: the built-in entries, by name;
+  // other_keys: further config keys whose values name entries
+  // ("distill.gate_kind"), for the configuration reference.
+  Registry(std::string what, std::string key, std::vector<std::pair<std::string, Entry>> builtins = {},
+           std::vector<std::string> other_keys = {})
+      : what_(std::move(what)), key_(std::move(key)), other_keys_(std::move(other_keys)) {
     for (auto& [name, entry] : builtins) add(name, std::move(entry));
   }
   Registry(const Registry&) = delete;
@@ -63,6 +66,12 @@ class Registry {
     return out;
   }
   const std::string& key() const { return key_; }
+  // Every config key whose values name this registry's entries.
+  std::vector<std::string> keys() const {
+    std::vector<std::string> out{key_};
+    out.insert(out.end(), other_keys_.begin(), other_keys_.end());
+    return out;
+  }
 
  private:
   std::string join_names() const {
@@ -72,6 +81,7 @@ class Registry {
   }
 
   std::string what_, key_;
+  std::vector<std::string> other_keys_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;
 };

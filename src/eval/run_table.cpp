@@ -12,8 +12,8 @@
 #include <sstream>
 
 #include "core/atomic_file.h"
-#include "core/config.h"
 #include "core/error.h"
+#include "core/options.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -141,7 +141,8 @@ const nlohmann::json* report_value(const nlohmann::json& report, const std::stri
   return node;
 }
 
-RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths) {
+RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths,
+                const std::map<std::string, std::string>& defaults) {
   RunRow r;
   r.dir = dir;
   const std::string config = (fs::path(dir) / "config.yaml").string(),
@@ -154,7 +155,6 @@ RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_p
     fail("{}: invalid YAML at line {}: {}", config, e.mark.line + 1, e.msg);
   }
   // A key added to smoe after the run was made ran at its default.
-  static const std::map<std::string, std::string> defaults = flat_yaml(Config::defaults().to_yaml(false));
   for (const auto& [k, v] : defaults) r.config.emplace(k, v);
   json j;
   try {

@@ -27,7 +27,11 @@ struct RunRow {
 const nlohmann::json* report_value(const nlohmann::json& report, const std::string& path);
 
 // Reads one finished run folder (config.yaml and report.json); fails naming the file.
-RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths = {});
+// defaults: every config key at its default, flattened (flat_yaml of the
+// default config's YAML): a key added to smoe after the run was made ran at
+// its default.
+RunRow read_run(const std::string& dir, const std::vector<std::string>& metric_paths = {},
+                const std::map<std::string, std::string>& defaults = {});
 // The run folders under `path`: itself when it holds a report.json, else its
 // sub-folders that do (sorted by name, numbers in numeric order:
 // experts.count-2 before experts.count-10); fails when there are none.

@@ -51,7 +51,8 @@ Registry<ExpertFactory>& expert_architectures() {
                                            {"alexnet", backbone_expert<make_alexnet_expert>},
                                            {"densenet", backbone_expert<make_densenet_expert>},
                                            {"bagnet", backbone_expert<make_bagnet_expert>},
-                                           {"mlp", backbone_expert<make_mlp_expert>}});
+                                           {"mlp", backbone_expert<make_mlp_expert>}},
+                                          {"experts.archs"});
   return registry;
 }
 

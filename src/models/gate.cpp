@@ -73,7 +73,8 @@ Registry<GateFactory>& gate_kinds() {
        {"cnn", [](const GateSpec& s) -> Gate { return std::make_shared<CnnGateImpl>(s); }},
        {"attentive", [](const GateSpec& s) -> Gate { return std::make_shared<AttentiveGateImpl>(s); }},
        {"noisy", [](const GateSpec& s) -> Gate { return std::make_shared<NoisyGateImpl>(s); }},
-       {"tempered", [](const GateSpec& s) -> Gate { return std::make_shared<TemperedGateImpl>(s); }}});
+       {"tempered", [](const GateSpec& s) -> Gate { return std::make_shared<TemperedGateImpl>(s); }}},
+      {"distill.gate_kind"});
   return registry;
 }
 

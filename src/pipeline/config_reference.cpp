@@ -14,17 +14,20 @@
 namespace smoe::pipeline {
 namespace {
 
-// Key -> the names it accepts: each registry under its own key, and the
-// other keys that name entries of the same registry.
+// Key -> the names it accepts, under every key each registry says names
+// its entries (Registry::keys()).
+template <typename Registry>
+void add_names(const Registry& r, std::map<std::string, std::vector<std::string>>& out) {
+  for (const std::string& key : r.keys()) out[key] = r.names();
+}
+
 std::map<std::string, std::vector<std::string>> accepted_names() {
   std::map<std::string, std::vector<std::string>> out;
-  out[schemes().key()] = schemes().names();
-  out[cluster::initial_gates().key()] = cluster::initial_gates().names();
-  out[models::gate_kinds().key()] = models::gate_kinds().names();
-  out["distill.gate_kind"] = models::gate_kinds().names();
-  out[models::expert_architectures().key()] = models::expert_architectures().names();
-  out["experts.archs"] = models::expert_architectures().names();
-  out[models::ensemblers().key()] = models::ensemblers().names();
+  add_names(schemes(), out);
+  add_names(cluster::initial_gates(), out);
+  add_names(models::gate_kinds(), out);
+  add_names(models::expert_architectures(), out);
+  add_names(models::ensemblers(), out);
   return out;
 }
 

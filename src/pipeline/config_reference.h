@@ -1,4 +1,4 @@
-// The configuration reference: every key of the schema (core/config.h's
+// The configuration reference: every key of the configuration (config.h's
 // config_keys(): type, default, doc) and, for a key whose value names an
 // entry of a registry (a scheme, an initial gate, a gate kind, an expert
 // architecture, an ensembler), the names registered in this build, taken
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
+#include "pipeline/config.h"
 
 namespace smoe::pipeline {
 

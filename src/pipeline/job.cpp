@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/stop.h"
 #include "data/integrity.h"
 #include "data/manifest.h"
+#include "pipeline/config.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/provenance.h"
 #include "pipeline/run_dir.h"

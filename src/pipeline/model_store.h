@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "cluster/initial_gate.h"
-#include "core/config.h"
 #include "data/manifest.h"
 #include "models/ensembler.h"
 #include "models/expert.h"
@@ -26,6 +25,7 @@
 #include "models/joint_moe.h"
 #include "models/moe.h"
 #include "models/network.h"
+#include "pipeline/config.h"
 #include "pipeline/run_dir.h"
 
 namespace smoe::pipeline {

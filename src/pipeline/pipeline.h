@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "core/config.h"
+#include "pipeline/config.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"
 #include "pipeline/stage.h"

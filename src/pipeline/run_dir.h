@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/config.h"
+#include "pipeline/config.h"
 
 namespace smoe::pipeline {
 

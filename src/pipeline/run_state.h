@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "core/config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "pipeline/config.h"
 #include "pipeline/model_store.h"
 #include "pipeline/run_dir.h"
 #include "pipeline/runtime.h"

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
+#include "pipeline/config.h"
 
 namespace smoe::comm {
 class Communicator;

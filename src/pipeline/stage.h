@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
 #include "core/registry.h"
 #include "data/integrity.h"
 #include "data/manifest.h"
+#include "pipeline/config.h"
 
 namespace smoe::pipeline {
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
+#include "pipeline/config.h"
 
 namespace smoe::pipeline {
 

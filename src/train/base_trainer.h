@@ -14,9 +14,9 @@
 
 #include "comm/communicator.h"
 #include "comm/tensor_collectives.h"
-#include "core/config.h"
 #include "data/dataset.h"
 #include "models/network.h"
+#include "train/optim_options.h"
 
 namespace torch::optim {
 class Optimizer;

@@ -12,13 +12,13 @@
 #include <memory>
 #include <string>
 
-#include "core/config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "models/ensembler.h"
 #include "models/fused_branch.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "train/optim_options.h"
 #include "train/row_cache.h"
 #include "train/sgd_loop.h"
 

@@ -28,9 +28,10 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "core/config.h"
 #include "data/dataset.h"
 #include "models/joint_moe.h"
+#include "train/optim_options.h"
+#include "train/regularizer_options.h"
 
 namespace torch::optim {
 class Optimizer;

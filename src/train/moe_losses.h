@@ -25,7 +25,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "core/config.h"
+#include "train/regularizer_options.h"
 
 namespace smoe::train {
 

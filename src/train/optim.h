@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "core/config.h"
+#include "train/optim_options.h"
 
 namespace smoe::train {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
+#include "train/optim_options.h"
 
 namespace torch::optim {
 class Optimizer;

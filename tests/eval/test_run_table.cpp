@@ -36,7 +36,7 @@ TEST(RunTable, GroupsBySeedlessConfigAndGivesMeanAndSampleStd) {
   write_run(tmp / "sweep/b-s0", 0, 8, 0.85, 0.70);
   std::filesystem::create_directories(tmp / "sweep/unfinished");  // no report.json: not a run yet
   std::vector<RunRow> runs;
-  for (const auto& d : find_runs(tmp / "sweep")) runs.push_back(read_run(d));
+  for (const auto& d : find_runs(tmp / "sweep")) runs.push_back(read_run(d, {}, {{"gate.temperature", "0.1"}}));
   ASSERT_EQ(runs.size(), 3u);
   EXPECT_EQ(runs[0].metrics.count("anytime.accuracy"), 0u);  // arrays are not cells
   const RunTable t = make_table(runs);

@@ -3,8 +3,8 @@
 #include <sstream>
 #include <vector>
 
-#include "core/config.h"
 #include "fuzz_common.h"
+#include "pipeline/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size), yaml, line;

@@ -92,7 +92,9 @@ TEST(JointMoe, APlainGateStartsFromTheAttentiveGatesTrunk) {
   EXPECT_EQ(plain->init_from(*attentive), 6);  // conv, fc1, fc2: weights and biases
   auto theirs = attentive->named_parameters();
   for (const auto& p : plain->named_parameters()) {
-    if (theirs.contains(p.key())) EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << p.key();
+    if (theirs.contains(p.key())) {
+      EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << p.key();
+    }
   }
 }
 

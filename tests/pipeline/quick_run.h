@@ -15,7 +15,7 @@
 #include "comm/thread_communicator.h"
 #include "common/make_dataset.h"
 #include "core/atomic_file.h"
-#include "core/config.h"
+#include "pipeline/config.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/run_dir.h"
 

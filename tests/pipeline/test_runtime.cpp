@@ -121,7 +121,12 @@ Started start(int ranks, const std::string& device) {
   Started out;
   out.infos.resize(static_cast<size_t>(ranks));
   out.errors.resize(static_cast<size_t>(ranks));
-  RuntimeConfig c{1, device, 50, 0.0, 64, 0};
+  RuntimeConfig c;
+  c.threads = 1;
+  c.device = device;
+  c.stall_timeout_s = 0;
+  c.memory_budget_mb = 64;
+  c.device_memory_budget_mb = 0;
   comm::run_ranks(ranks, [&](comm::Communicator& comm) {
     const auto r = static_cast<size_t>(comm.rank());
     try {

@@ -7,8 +7,8 @@
 
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
-#include "core/config.h"
 #include "data/integrity.h"
+#include "pipeline/config.h"
 #include "pipeline/quick_run.h"
 #include "pipeline/stage.h"
 

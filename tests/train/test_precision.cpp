@@ -4,12 +4,12 @@
 #include <cmath>
 
 #include "common/expect_error.h"
-#include "core/config.h"
 #include "models/torch_compat.h"
 #include "train/expert_trainer.h"
 #include "train/loss_scaler.h"
 #include "train/precision.h"
 #include "train/sgd_loop.h"
+#include "train/trainer_options.h"
 
 namespace smoe::train {
 namespace {
@@ -129,7 +129,7 @@ LoopStats train_toy(Toy& t, const std::string& precision, models::Backbone& expe
   expert = models::Backbone(t.spec, 3);
   expert->copy_from(*t.base);
   ExpertTrainOptions o;
-  o.optim = Config::defaults().experts.optim;
+  o.optim = ExpertsConfig{}.optim;
   o.optim.epochs = 8;
   o.optim.lr = 0.1;
   o.optim.batch_size = 32;
@@ -164,7 +164,7 @@ TEST(LossScaler, AnSgdLoopSkipsTheStepThatOverflowed) {
     LoopSpec spec;
     spec.stage = "toy";
     spec.n = 4;
-    spec.optim = Config::defaults().experts.optim;
+    spec.optim = ExpertsConfig{}.optim;
     spec.optim.epochs = 1;
     spec.optim.batch_size = 1;
     spec.optim.lr = 0.1;

@@ -18,6 +18,7 @@
 #include "train/expert_trainer.h"
 #include "train/losses.h"
 #include "train/optim.h"
+#include "train/trainer_options.h"
 
 namespace smoe::train {
 namespace {
@@ -41,7 +42,7 @@ TEST(Losses, ClipWeightedCrossEntropyAndKl) {
 }
 
 TEST(Schedule, WarmupCosineAndSteps) {
-  OptimConfig o = Config::defaults().base.optim;
+  OptimConfig o = BaseConfig{}.optim;
   o.lr = 1.0;
   o.epochs = 10;
   o.warmup_epochs = 1;
@@ -196,7 +197,7 @@ std::map<std::string, at::Tensor> train_on(int ranks, const std::string& dir, bo
     models::Backbone net(spec);
     net->copy_from(*init);
     BaseTrainOptions o;
-    o.optim = Config::defaults().base.optim;
+    o.optim = BaseConfig{}.optim;
     o.optim.epochs = 2;
     o.optim.batch_size = 24;
     o.optim.lr = 0.05;
@@ -345,7 +346,7 @@ TEST(Gate, KlFitMatchesTheTargets) {
   at::Tensor target = torch::softmax(x.mm(w) * 2, 1);
   models::LinearGateImpl gate(6, 3);
   models::GateFeatures f{x, torch::zeros({400, 2})};
-  OptimConfig o = Config::defaults().gate.optim;
+  OptimConfig o = GateConfig{}.optim;
   o.epochs = 40;
   o.lr = 0.5;
   o.batch_size = 50;
@@ -390,7 +391,7 @@ TEST(Experts, LiveInputsBuiltAheadTrainTheSameExpert) {
     models::Backbone expert(tiny(), branch);
     expert->copy_from(*base);
     ExpertTrainOptions o;
-    o.optim = Config::defaults().experts.optim;
+    o.optim = ExpertsConfig{}.optim;
     o.optim.epochs = 2;
     o.optim.batch_size = 16;
     o.seed = 11;
@@ -424,7 +425,7 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
     models::Backbone expert(spec, branch);
     expert->copy_from(*base);
     ExpertTrainOptions o;
-    o.optim = Config::defaults().experts.optim;
+    o.optim = ExpertsConfig{}.optim;
     o.optim.epochs = 15;
     o.optim.lr = 0.1;
     o.optim.batch_size = 20;
@@ -453,7 +454,7 @@ TEST(Experts, TrainedTogetherEqualTrainedOneByOne) {
   at::Tensor labels = torch::randint(0, spec.num_classes, {N}, torch::kLong);
   at::Tensor weights = torch::rand({N, K}).clamp_min(0.1);
   ExpertTrainOptions o;
-  o.optim = Config::defaults().experts.optim;
+  o.optim = ExpertsConfig{}.optim;
   o.optim.epochs = 3;
   o.optim.lr = 0.05;
   o.optim.batch_size = 16;

@@ -70,17 +70,12 @@ class ClusterStage : public Stage {
     in.labels = s.train_labels().index_select(0, in.ids);
     in.comm = &s.comm;
     in.num_classes = s.train->num_classes();
+    in.kmeans = s.cfg.cluster.kmeans;
     in.kmeans.k = s.cfg.experts.count;
-    in.kmeans.restarts = s.cfg.cluster.restarts;
-    in.kmeans.max_iter = s.cfg.cluster.max_iter;
-    in.kmeans.tol = s.cfg.cluster.tol;
     in.kmeans.seed = derive_seed(s.cfg.seed, "cluster");
     in.temperature = s.cfg.gate.temperature;
     in.hard = s.cfg.gate.hard;
-    in.dfcp.k_max = s.cfg.cluster.dfcp_k_max;
-    in.dfcp.neighbours = s.cfg.cluster.dfcp_neighbours;
-    in.dfcp.thetas = s.cfg.cluster.dfcp_thetas;
-    in.dfcp.min_coverage = s.cfg.cluster.dfcp_min_coverage;
+    in.dfcp = s.cfg.cluster.dfcp;
     cluster::InitialGateFit fit = s.store.initial_gate().fit(in);
     json features = "embeddings";
     if (!s.cfg.cluster.features.empty()) {

@@ -87,12 +87,7 @@ class PseudoLabelStage : public Stage {
                T);
     at::Tensor fit = torch::tensor(fit_v, torch::kLong), val = torch::tensor(val_v, torch::kLong);
 
-    cluster::PseudoLabelOptions po;
-    po.dim = s.cfg.pseudo.dim;
-    po.steps = s.cfg.pseudo.steps;
-    po.batch_size = s.cfg.pseudo.batch_size;
-    po.lr = s.cfg.pseudo.lr;
-    po.margin = s.cfg.pseudo.margin;
+    cluster::PseudoLabelOptions po = s.cfg.pseudo.labeler;
     po.seed = derive_seed(seed, "pseudo");
     cluster::PseudoLabeler labeler(rows.size(1), po);
     if (s.comm.is_root()) labeler.fit(t_rows.index_select(0, fit), t_labels.index_select(0, fit));

@@ -1,20 +1,19 @@
-#include "core/config.h"
+#include "core/options.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
-#include <cctype>
-#include <map>
 #include <set>
 #include <sstream>
 
-#include "core/atomic_file.h"
-#include "core/config_schema.h"
 #include "core/error.h"
 
 namespace smoe {
+namespace options {
 namespace {
 
-using detail::Field;
+using options::Field;
 
 std::string describe_node(const YAML::Node& n) {
   if (n.IsScalar()) return "'" + n.Scalar() + "'";
@@ -93,22 +92,13 @@ void assign(const Field& f, const YAML::Node& n, const std::string& origin) {
       f.ptr);
 }
 
-void assign_default(const Field& f) {
-  std::visit(
-      [&](auto* ptr) {
-        using T = std::remove_pointer_t<decltype(ptr)>;
-        *ptr = std::get<T>(f.def);
-      },
-      f.ptr);
-}
-
 std::string scalar_yaml(const std::string& s) {
   YAML::Emitter e;
   e << YAML::DoubleQuoted << s;
   return e.c_str();
 }
 
-std::string value_yaml(const detail::FieldPtr& ptr) {
+std::string value_yaml(const options::FieldPtr& ptr) {
   return std::visit(
       [](auto* p) -> std::string {
         using T = std::remove_pointer_t<decltype(p)>;
@@ -133,28 +123,14 @@ std::string value_yaml(const detail::FieldPtr& ptr) {
       ptr);
 }
 
-std::string type_name(const detail::FieldPtr& ptr) {
+std::string type_name(const options::FieldPtr& ptr) {
   static const char* names[] = {"bool", "int", "float", "string", "list of int", "list of float", "list of string"};
   return names[ptr.index()];
 }
 
-std::map<std::string, const Field*> index_of(const std::vector<Field>& fields) {
-  std::map<std::string, const Field*> idx;
-  for (const auto& f : fields) idx[f.key] = &f;
-  return idx;
-}
-
-bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
-  for (const auto& f : fields)
-    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 && f.key[prefix.size()] == '.')
-      return true;
-  return false;
-}
-
 // `seen`: every key (and section) met so far in this file; YAML itself
 // accepts a key twice and keeps the last, which would hide a typo'd config.
-void merge_node(const std::vector<Field>& fields, const std::map<std::string, const Field*>& idx,
-                const YAML::Node& node, const std::string& prefix, const std::string& origin,
+void merge_node(const Table& table, const YAML::Node& node, const std::string& prefix, const std::string& origin,
                 std::set<std::string>& seen) {
   for (const auto& kv : node) {
     SMOE_CHECK(kv.first.IsScalar(), "{}: a config key must be a plain name{}, got {}", origin,
@@ -162,13 +138,12 @@ void merge_node(const std::vector<Field>& fields, const std::map<std::string, co
     std::string name = kv.first.as<std::string>();
     std::string key = prefix.empty() ? name : prefix + "." + name;
     SMOE_CHECK(seen.insert(key).second, "config key '{}' ({}): given twice", key, origin);
-    auto it = idx.find(key);
-    if (it != idx.end()) {
-      assign(*it->second, kv.second, origin);
-    } else if (is_section(fields, key)) {
+    if (const Field* f = table.find(key)) {
+      assign(*f, kv.second, origin);
+    } else if (table.is_section(key)) {
       if (!kv.second.IsMap())
         fail("config key '{}' ({}): expected a mapping of keys, got {}", key, origin, describe_node(kv.second));
-      merge_node(fields, idx, kv.second, key, origin, seen);
+      merge_node(table, kv.second, key, origin, seen);
     } else {
       fail("config key '{}' ({}): unknown key", key, origin);
     }
@@ -177,137 +152,46 @@ void merge_node(const std::vector<Field>& fields, const std::map<std::string, co
 
 }  // namespace
 
-Config Config::defaults() {
-  Config c;
-  auto schema = detail::describe(c);
-  for (const auto& f : schema.fields()) assign_default(f);
-  return c;
+const Field* Table::find(const std::string& key) const {
+  for (const Field& f : fields_)
+    if (f.key == key) return &f;
+  return nullptr;
 }
 
-void Config::merge(const YAML::Node& node, const std::string& origin) {
+bool Table::is_section(const std::string& prefix) const {
+  for (const Field& f : fields_)
+    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 && f.key[prefix.size()] == '.')
+      return true;
+  return false;
+}
+
+void merge(const Table& table, const YAML::Node& node, const std::string& origin) {
   if (node.IsNull()) return;
   SMOE_CHECK(node.IsMap(), "{}: expected a YAML mapping of config keys at the top level", origin);
-  auto schema = detail::describe(*this);
   std::set<std::string> seen;
-  merge_node(schema.fields(), index_of(schema.fields()), node, "", origin, seen);
+  merge_node(table, node, "", origin, seen);
 }
 
-void Config::set(const std::string& assignment, const std::string& origin) {
+void set(const Table& table, const std::string& assignment, const std::string& origin) {
   auto eq = assignment.find('=');
   SMOE_CHECK(eq != std::string::npos && eq > 0, "{} '{}': expected key=value", origin, assignment);
   std::string key = assignment.substr(0, eq);
   std::string text = assignment.substr(eq + 1);
-  auto schema = detail::describe(*this);
-  auto idx = index_of(schema.fields());
-  auto it = idx.find(key);
-  SMOE_CHECK(it != idx.end(), "config key '{}' ({}): unknown key", key, origin);
+  const Field* f = table.find(key);
+  SMOE_CHECK(f != nullptr, "config key '{}' ({}): unknown key", key, origin);
   YAML::Node value;
   try {
     value = text.empty() ? YAML::Node(YAML::NodeType::Null) : YAML::Load(text);
   } catch (const YAML::Exception& e) {
     fail("config key '{}' ({}): cannot parse value '{}': {}", key, origin, text, e.msg);
   }
-  assign(*it->second, value, origin);
+  assign(*f, value, origin);
 }
 
-Config Config::from_yaml_text(const std::string& text, const std::string& origin,
-                              const std::vector<std::string>& overrides) {
-  Config c = defaults();
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    fail("{}: invalid YAML at line {}: {}", origin, e.mark.line + 1, e.msg);
-  }
-  try {
-    c.merge(root, origin);
-  } catch (const YAML::Exception& e) {  // a node of a shape the checks above did not foresee
-    fail("{}: invalid config at line {}: {}", origin, e.mark.line + 1, e.msg);
-  }
-  for (const auto& o : overrides) c.set(o);
-  c.validate();
-  return c;
-}
-
-Config Config::load(const std::string& yaml_path, const std::vector<std::string>& overrides) {
-  if (yaml_path.empty()) {
-    Config c = defaults();
-    for (const auto& o : overrides) c.set(o);
-    c.validate();
-    return c;
-  }
-  return from_yaml_text(read_file(yaml_path), yaml_path, overrides);
-}
-
-namespace {
-
-// "lr=0.1 step_epochs=[3, 4]" -> {"lr=0.1", "step_epochs=[3, 4]"}: split on
-// spaces outside brackets.
-std::vector<std::string> split_assignments(const std::string& text) {
-  std::vector<std::string> out;
-  std::string cur;
-  int depth = 0;
-  for (char ch : text) {
-    if (ch == '[' || ch == '{') ++depth;
-    if (ch == ']' || ch == '}') --depth;
-    if (std::isspace(static_cast<unsigned char>(ch)) && depth == 0) {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += ch;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
-const std::set<std::string>& optim_keys() {
-  static const std::set<std::string> keys{"optimizer",     "epochs",          "batch_size", "lr",          "momentum",
-                                          "weight_decay",  "nesterov",        "schedule",   "step_epochs", "step_gamma",
-                                          "warmup_epochs", "label_smoothing", "grad_clip"};
-  return keys;
-}
-
-}  // namespace
-
-OptimConfig Config::expert_optim(int64_t k) const {
-  if (experts.optims.empty()) return experts.optim;
-  const std::string& text = experts.optims[static_cast<size_t>(k) % experts.optims.size()];
-  Config copy = *this;
-  for (const std::string& a : split_assignments(text)) {
-    const auto eq = a.find('=');
-    const std::string key = eq == std::string::npos ? a : a.substr(0, eq);
-    SMOE_CHECK(eq != std::string::npos && optim_keys().count(key),
-               "config key 'experts.optims': '{}' in '{}' is not key=value over an optimiser key ({})", a, text,
-               fmt::format("{}", fmt::join(optim_keys(), ", ")));
-    copy.set("experts." + a, "experts.optims '" + text + "'");
-  }
-  return copy.experts.optim;
-}
-
-void Config::validate() const {
-  for (size_t k = 0; k < experts.optims.size(); ++k) {
-    const OptimConfig o = expert_optim(static_cast<int64_t>(k));
-    SMOE_CHECK(o.warmup_epochs <= std::max<int64_t>(o.epochs, 0) || o.epochs == 0,
-               "config key 'experts.optims' ('{}'): warmup_epochs ({}) exceeds epochs ({})", experts.optims[k],
-               o.warmup_epochs, o.epochs);
-  }
-  const int64_t depth = model.depth;
-  SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "config key 'model.depth': expected 10, 18 or 34, got {}",
-             depth);
-  for (const OptimConfig* o :
-       {&base.optim, &gate.optim, &experts.optim, &ensembler.optim, &joint.optim, &distill.optim, &finetune.optim}) {
-    SMOE_CHECK(o->warmup_epochs <= std::max<int64_t>(o->epochs, 0) || o->epochs == 0,
-               "config: warmup_epochs ({}) exceeds epochs ({})", o->warmup_epochs, o->epochs);
-  }
-}
-
-std::string Config::to_yaml(bool with_docs) const {
-  Config copy = *this;
-  auto schema = detail::describe(copy);
+std::string to_yaml(const Table& table, bool with_docs) {
   std::ostringstream out;
   std::vector<std::string> open;  // current section path
-  for (const auto& f : schema.fields()) {
+  for (const Field& f : table.fields()) {
     std::vector<std::string> parts;
     std::stringstream ss(f.key);
     for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
@@ -325,17 +209,17 @@ std::string Config::to_yaml(bool with_docs) const {
   return out.str();
 }
 
-std::vector<KeyInfo> config_keys() {
-  Config c = Config::defaults();
+std::vector<KeyInfo> key_infos(const Table& table) {
   std::vector<KeyInfo> keys;
-  auto schema = detail::describe(c);
-  for (const auto& f : schema.fields()) {
+  for (const Field& f : table.fields()) {
     std::string doc = f.doc;
     if (!f.choices.empty()) doc += fmt::format(" ({})", fmt::join(f.choices, " | "));
     keys.push_back({f.key, type_name(f.ptr), value_yaml(f.ptr), doc});
   }
   return keys;
 }
+
+}  // namespace options
 
 namespace {
 

@@ -2,7 +2,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/expect_error.h"
-#include "core/config.h"
+#include "pipeline/config.h"
 
 namespace smoe {
 namespace {
