@@ -42,14 +42,14 @@ int main(int argc, char** argv) {
   const size_t batches = argc > 2 ? std::stoul(argv[2]) : 400;
   struct Mode {
     const char* name;
-    std::string storage;
+    StorageMode storage;
     int64_t cache_mb;
     bool chunk_aware;
   };
-  const Mode modes[] = {{"memory (split read whole)", "memory", 0, false},
-                        {"stream, chunk cache sized to shard", "stream", 256, false},
-                        {"stream, chunk-aware order, 8 MiB cache", "stream", 8, true},
-                        {"stream, HDF5 default 1 MiB cache", "stream", 1, false}};
+  const Mode modes[] = {{"memory (split read whole)", StorageMode::memory, 0, false},
+                        {"stream, chunk cache sized to shard", StorageMode::stream, 256, false},
+                        {"stream, chunk-aware order, 8 MiB cache", StorageMode::stream, 8, true},
+                        {"stream, HDF5 default 1 MiB cache", StorageMode::stream, 1, false}};
   std::printf("%-42s %-8s %14s %14s\n", "storage", "augment", "images/s", "prefetch=2");
   uint64_t seed = 1;
   for (const auto& m : modes) {
@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
         double r = run(ds, order, augment, prefetch, n);
         // Memory mode pays its load once per process: report it separately, not per batch.
         rate[prefetch ? 1 : 0] = r;
-        if (!augment && prefetch == 0 && m.storage == "memory")
+        if (!augment && prefetch == 0 && m.storage == StorageMode::memory)
           std::printf("  (memory mode loads the split in %.2f s)\n", open_s);
       }
       std::printf("%-42s %-8s %14.0f %14.0f\n", m.name, augment ? "yes" : "no", rate[0], rate[1]);

@@ -57,36 +57,48 @@ std::vector<T> list_as(const Field& f, const YAML::Node& n, const std::string& o
   return out;
 }
 
-// Assigns a YAML value to the field it names, checking type and range.
+// Assigns a YAML value to a member of type T, checking type and range.
+template <typename T>
+void assign_to(const Field& f, T* ptr, const YAML::Node& n, const std::string& origin) {
+  if constexpr (std::is_same_v<T, bool>) {
+    *ptr = scalar_as<bool>(f, n, origin, "true or false");
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    int64_t v = scalar_as<int64_t>(f, n, origin, "an integer");
+    check_range(f, static_cast<double>(v), origin);
+    *ptr = v;
+  } else if constexpr (std::is_same_v<T, double>) {
+    double v = scalar_as<double>(f, n, origin, "a number");
+    check_range(f, v, origin);
+    *ptr = v;
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (n.IsNull()) {
+      *ptr = "";
+      return;
+    }
+    std::string v = scalar_as<std::string>(f, n, origin, "a string");
+    if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), v) == f.choices.end())
+      key_error(f, origin, fmt::format("expected one of {}, got '{}'", fmt::join(f.choices, " | "), v));
+    *ptr = v;
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    *ptr = list_as<int64_t>(f, n, origin, "integers");
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    *ptr = list_as<std::string>(f, n, origin, "strings");
+  } else {
+    *ptr = list_as<double>(f, n, origin, "numbers");
+  }
+}
+
+// Assigns a YAML value to the field it names.
 void assign(const Field& f, const YAML::Node& n, const std::string& origin) {
   std::visit(
-      [&](auto* ptr) {
-        using T = std::remove_pointer_t<decltype(ptr)>;
-        if constexpr (std::is_same_v<T, bool>) {
-          *ptr = scalar_as<bool>(f, n, origin, "true or false");
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          int64_t v = scalar_as<int64_t>(f, n, origin, "an integer");
-          check_range(f, static_cast<double>(v), origin);
-          *ptr = v;
-        } else if constexpr (std::is_same_v<T, double>) {
-          double v = scalar_as<double>(f, n, origin, "a number");
-          check_range(f, v, origin);
-          *ptr = v;
-        } else if constexpr (std::is_same_v<T, std::string>) {
-          if (n.IsNull()) {
-            *ptr = "";
-            return;
-          }
-          std::string v = scalar_as<std::string>(f, n, origin, "a string");
-          if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), v) == f.choices.end())
-            key_error(f, origin, fmt::format("expected one of {}, got '{}'", fmt::join(f.choices, " | "), v));
-          *ptr = v;
-        } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-          *ptr = list_as<int64_t>(f, n, origin, "integers");
-        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-          *ptr = list_as<std::string>(f, n, origin, "strings");
+      [&](const auto& held) {
+        using P = std::decay_t<decltype(held)>;
+        if constexpr (std::is_same_v<P, EnumRef>) {
+          const std::string v = n.IsNull() ? std::string() : scalar_as<std::string>(f, n, origin, "a string");
+          if (!held.set(v))
+            key_error(f, origin, fmt::format("expected one of {}, got '{}'", fmt::join(held.names, " | "), v));
         } else {
-          *ptr = list_as<double>(f, n, origin, "numbers");
+          assign_to(f, held, n, origin);
         }
       },
       f.ptr);
@@ -98,33 +110,42 @@ std::string scalar_yaml(const std::string& s) {
   return e.c_str();
 }
 
+template <typename T>
+std::string pointee_yaml(const T* p) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return *p ? "true" : "false";
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    return std::to_string(*p);
+  } else if constexpr (std::is_same_v<T, double>) {
+    return number_text(*p);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return scalar_yaml(*p);
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    std::vector<std::string> items;
+    for (const auto& v : *p) items.push_back(scalar_yaml(v));
+    return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
+  } else {
+    std::vector<std::string> items;
+    for (auto v : *p) items.push_back(fmt::format("{}", v));
+    return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
+  }
+}
+
 std::string value_yaml(const options::FieldPtr& ptr) {
   return std::visit(
-      [](auto* p) -> std::string {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, bool>) {
-          return *p ? "true" : "false";
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          return std::to_string(*p);
-        } else if constexpr (std::is_same_v<T, double>) {
-          return number_text(*p);
-        } else if constexpr (std::is_same_v<T, std::string>) {
-          return scalar_yaml(*p);
-        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-          std::vector<std::string> items;
-          for (const auto& v : *p) items.push_back(scalar_yaml(v));
-          return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
+      [](const auto& held) -> std::string {
+        if constexpr (std::is_same_v<std::decay_t<decltype(held)>, EnumRef>) {
+          return scalar_yaml(held.get());
         } else {
-          std::vector<std::string> items;
-          for (auto v : *p) items.push_back(fmt::format("{}", v));
-          return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
+          return pointee_yaml(held);
         }
       },
       ptr);
 }
 
 std::string type_name(const options::FieldPtr& ptr) {
-  static const char* names[] = {"bool", "int", "float", "string", "list of int", "list of float", "list of string"};
+  static const char* names[] = {"bool",        "int",           "float",          "string",
+                                "list of int", "list of float", "list of string", "string"};
   return names[ptr.index()];
 }
 

@@ -23,9 +23,13 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -45,8 +49,36 @@ struct KeyInfo {
 
 namespace options {
 
+// An enum-like option is an enum class with its names declared once, beside
+// it, by an overload of option_names found by argument-dependent lookup:
+//
+//   enum class Weighting { reweight, sample };
+//   inline const options::Names<Weighting>& option_names(Weighting) {
+//     static const options::Names<Weighting> n{{Weighting::reweight, "reweight"}, {Weighting::sample, "sample"}};
+//     return n;
+//   }
+//
+// The config reads and prints the names; past the config, code compares
+// enumerators, never strings. name(v) gives a value's name (logs, reports).
+template <typename E>
+using Names = std::vector<std::pair<E, std::string_view>>;
+
+template <typename E>
+std::string name(E value) {
+  for (const auto& [v, n] : option_names(E{}))
+    if (v == value) return std::string(n);
+  return "?";
+}
+
+// The type-erased view of an enum member the table keeps.
+struct EnumRef {
+  std::function<std::string()> get;
+  std::function<bool(const std::string&)> set;  // false: not one of the names
+  std::vector<std::string> names;
+};
+
 using FieldPtr = std::variant<bool*, int64_t*, double*, std::string*, std::vector<int64_t>*, std::vector<double>*,
-                              std::vector<std::string>*>;
+                              std::vector<std::string>*, EnumRef>;
 
 // One key bound to one member, with its doc and checks.
 struct Field {
@@ -85,8 +117,24 @@ class Table {
   Field& key(const std::string& name, T& member, std::string doc) {
     Field f;
     f.key = prefix_ + name;
-    f.ptr = &member;
     f.doc = std::move(doc);
+    if constexpr (std::is_enum_v<T>) {
+      EnumRef ref;
+      for (const auto& [value, text] : option_names(T{})) ref.names.emplace_back(text);
+      ref.get = [&member] { return options::name(member); };
+      ref.set = [&member](const std::string& text) {
+        for (const auto& [value, n] : option_names(T{}))
+          if (n == text) {
+            member = value;
+            return true;
+          }
+        return false;
+      };
+      f.choices = ref.names;
+      f.ptr = std::move(ref);
+    } else {
+      f.ptr = &member;
+    }
     fields_.push_back(std::move(f));
     return fields_.back();  // a deque: earlier references stay valid
   }

@@ -50,10 +50,9 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string
 
   const int64_t img = ds->image_bytes();
   const int64_t bytes = ds->size_ * img;
-  bool memory = options.storage == "memory" ||
-                (options.storage == "auto" && bytes <= options.memory_budget_mb * (int64_t{1} << 20));
-  SMOE_CHECK(options.storage == "auto" || options.storage == "memory" || options.storage == "stream",
-             "storage must be auto, memory or stream, got '{}'", options.storage);
+  const bool memory =
+      options.storage == StorageMode::memory ||
+      (options.storage == StorageMode::automatic && bytes <= options.memory_budget_mb * (int64_t{1} << 20));
 
   ds->labels_.resize(static_cast<size_t>(ds->size_));
   if (memory) ds->storage_->pixels.resize(static_cast<size_t>(bytes));

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "data/data_options.h"
 #include "data/manifest.h"
 
 namespace smoe::data {
@@ -16,7 +17,7 @@ namespace smoe::data {
 class ShardReader;
 
 struct DatasetOptions {
-  std::string storage = "auto";     // auto | memory | stream
+  StorageMode storage = StorageMode::automatic;
   int64_t memory_budget_mb = 8192;  // 'auto' streams splits larger than this
   int64_t cache_mb = 256;           // chunk cache per shard when streaming
   int64_t cache_budget_mb = 0;      // streaming: all the split's chunk caches together (0 = no limit)

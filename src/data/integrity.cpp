@@ -29,13 +29,6 @@ std::optional<FileStamp> stamp_of(const std::string& path) {
 
 }  // namespace
 
-VerifyMode parse_verify_mode(const std::string& name, const std::string& key) {
-  if (name == "hash") return VerifyMode::hash;
-  if (name == "size") return VerifyMode::size;
-  if (name == "off") return VerifyMode::off;
-  fail("config key '{}' must be hash, size or off, got '{}'", key, name);
-}
-
 VerifyCache load_verify_cache(const std::string& path) {
   VerifyCache cache;
   if (!fs::exists(path)) return cache;

@@ -14,14 +14,13 @@
 #include <map>
 #include <string>
 
+#include "data/data_options.h"
 #include "data/manifest.h"
 
 namespace smoe::data {
 
-enum class VerifyMode { off, size, hash };
-
-// Parses "hash", "size" or "off"; throws naming `key` for anything else.
-VerifyMode parse_verify_mode(const std::string& name, const std::string& key = "data.verify");
+// VerifyMode (hash, size, off) is declared with the data.verify key, in
+// data/data_options.h.
 
 // What an earlier check saw of a file that matched its manifest.
 struct FileStamp {

@@ -138,15 +138,15 @@ void RunState::prepare_expert_inputs() {
   // The frozen trunk's outputs, computed once (shared out among the ranks)
   // and reused by every expert and epoch — unless the experts train on
   // augmented images, which the trunk must see one batch at a time.
-  const std::string& want = cfg.experts.trunk_cache;
-  if (want != "off" && !cfg.experts.augment) {
+  const TrunkCache want = cfg.experts.trunk_cache;
+  if (want != TrunkCache::off && !cfg.experts.augment) {
     // In RAM a rank holds every row plus its own share (padded to whole
     // batches) during the allgather. Every rank decides alike: the same
     // config, splits and budget.
     const int64_t bytes = train::trunk_cache_bytes(base, train->size(), cfg.experts.branch_after);
     const int64_t row_bytes = bytes / std::max<int64_t>(train->size(), 1);
     const int64_t peak = bytes + bytes / comm.size() + row_bytes * cfg.eval.batch_size;
-    const bool memory = want == "memory" || (want == "auto" && take_budget(peak));
+    const bool memory = want == TrunkCache::memory || (want == TrunkCache::automatic && take_budget(peak));
     Progress t("trunk", 1, 1);
     auto cache =
         train::build_trunk_cache(base, *train, cfg.experts.branch_after, cfg.eval.batch_size, comm,

@@ -127,7 +127,7 @@ void check_config(const Config& c) {
              "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
   SMOE_CHECK(
       c.experts.fuse == 1 || (c.experts.arch == "branch" && c.experts.archs.empty() && c.experts.optims.empty() &&
-                              c.experts.weighting == "reweight" && c.experts.optim.grad_clip == 0),
+                              c.experts.weighting == Weighting::reweight && c.experts.optim.grad_clip == 0),
       "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
       "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
       c.experts.fuse);
@@ -147,7 +147,7 @@ void check_config(const Config& c) {
 }
 
 void check_shards(const Config& c, const data::Manifest& m, data::VerifyCache& shards) {
-  const auto mode = data::parse_verify_mode(c.data.verify);
+  const auto mode = c.data.verify;
   data::verify_split(c.data.path, m, c.data.train_split, c.data.limit_train, mode, shards);
   data::verify_split(c.data.path, m, c.data.test_split, c.data.limit_test, mode, shards);
 }

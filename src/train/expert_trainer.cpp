@@ -126,7 +126,7 @@ LoopStats train_expert(models::ExpertModule& expert, const ExpertInputs& inputs,
                        const at::Tensor& weights, const ExpertTrainOptions& o) {
   SMOE_CHECK(labels.size(0) == inputs.size() && weights.size(0) == inputs.size(),
              "expert training: {} inputs, {} labels, {} weights", inputs.size(), labels.size(0), weights.size(0));
-  const bool sample = o.weighting == "sample";
+  const bool sample = o.weighting == Weighting::sample;
   std::vector<double> w;
   if (sample) {
     at::Tensor wd = weights.to(torch::kDouble).cpu().contiguous();
@@ -154,7 +154,8 @@ LoopStats train_experts_fused(models::FusedBranchImpl& fused, const ExpertInputs
                               const at::Tensor& weights, const ExpertTrainOptions& o,
                               std::vector<double>* expert_losses) {
   const int64_t K = fused.count();
-  SMOE_CHECK(o.weighting == "reweight", "experts trained together need weighting: reweight, not '{}'", o.weighting);
+  SMOE_CHECK(o.weighting == Weighting::reweight, "experts trained together need weighting: reweight, not '{}'",
+             options::name(o.weighting));
   SMOE_CHECK(
       labels.size(0) == inputs.size() && weights.dim() == 2 && weights.size(0) == inputs.size() && weights.size(1) == K,
       "fused expert training: {} inputs, {} labels, weights of {} dims for {} experts", inputs.size(), labels.size(0),

@@ -18,9 +18,9 @@
 #include "models/fused_branch.h"
 #include "models/gate.h"
 #include "models/network.h"
-#include "train/optim_options.h"
 #include "train/row_cache.h"
 #include "train/sgd_loop.h"
+#include "train/trainer_options.h"
 
 namespace smoe::train {
 
@@ -74,8 +74,8 @@ std::unique_ptr<RowCache> logits_of(models::ExpertModule& net, const ExpertInput
 
 struct ExpertTrainOptions {
   OptimConfig optim;
-  std::string weighting = "reweight";  // reweight | sample
-  uint64_t seed = 0;                   // the expert's own stream
+  Weighting weighting = Weighting::reweight;
+  uint64_t seed = 0;  // the expert's own stream
   int64_t log_every = 50;
   std::string name = "expert";
   // Resuming after an epoch, and the per-epoch hook (train/sgd_loop.h).

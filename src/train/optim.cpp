@@ -16,8 +16,8 @@ Schedule::Schedule(const OptimConfig& o, int64_t steps_per_epoch)
 
 double Schedule::lr(int64_t step) const {
   if (step < warmup_) return o_.lr * static_cast<double>(step + 1) / static_cast<double>(warmup_);
-  if (o_.schedule == "constant") return o_.lr;
-  if (o_.schedule == "step") {
+  if (o_.schedule == LrSchedule::constant) return o_.lr;
+  if (o_.schedule == LrSchedule::step) {
     const int64_t epoch = step / per_epoch_;
     double lr = o_.lr;
     for (int64_t e : o_.step_epochs)
@@ -31,21 +31,22 @@ double Schedule::lr(int64_t step) const {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<std::vector<at::Tensor>>& groups,
                                                         const OptimConfig& o) {
-  if (o.optimizer == "adam" || o.optimizer == "adamw") {
-    std::vector<torch::optim::OptimizerParamGroup> g;
-    for (const auto& params : groups) g.emplace_back(params);
-    if (o.optimizer == "adamw") {
+  std::vector<torch::optim::OptimizerParamGroup> g;
+  for (const auto& params : groups) g.emplace_back(params);
+  switch (o.optimizer) {
+    case OptimizerKind::adamw: {
       torch::optim::AdamWOptions opts(o.lr);
       opts.weight_decay(o.weight_decay);
       return std::make_unique<torch::optim::AdamW>(g, opts);
     }
-    torch::optim::AdamOptions opts(o.lr);
-    opts.weight_decay(o.weight_decay);
-    return std::make_unique<torch::optim::Adam>(g, opts);
+    case OptimizerKind::adam: {
+      torch::optim::AdamOptions opts(o.lr);
+      opts.weight_decay(o.weight_decay);
+      return std::make_unique<torch::optim::Adam>(g, opts);
+    }
+    case OptimizerKind::sgd:
+      break;
   }
-  SMOE_CHECK(o.optimizer == "sgd", "unknown optimizer '{}' (known: adam, adamw, sgd)", o.optimizer);
-  std::vector<torch::optim::OptimizerParamGroup> g;
-  for (const auto& params : groups) g.emplace_back(params);
   torch::optim::SGDOptions opts(o.lr);
   opts.momentum(o.momentum).weight_decay(o.weight_decay).nesterov(o.nesterov && o.momentum > 0);
   return std::make_unique<torch::optim::SGD>(g, opts);

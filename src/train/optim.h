@@ -23,7 +23,7 @@ class Schedule {
   int64_t per_epoch_, total_, warmup_;
 };
 
-// o.optimizer: "sgd", "adam" (betas 0.9 and 0.999, L2 weight decay) or
+// o.optimizer: sgd, adam (betas 0.9 and 0.999, L2 weight decay) or
 // "adamw" (decoupled weight decay). With `groups`, one parameter group each
 // whose learning rate is lr x its scale (set_lr keeps the ratios).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const OptimConfig& o);

@@ -13,15 +13,29 @@
 
 namespace smoe {
 
+enum class OptimizerKind { sgd, adam, adamw };
+inline const options::Names<OptimizerKind>& option_names(OptimizerKind) {
+  static const options::Names<OptimizerKind> n{
+      {OptimizerKind::sgd, "sgd"}, {OptimizerKind::adam, "adam"}, {OptimizerKind::adamw, "adamw"}};
+  return n;
+}
+
+enum class LrSchedule { cosine, step, constant };
+inline const options::Names<LrSchedule>& option_names(LrSchedule) {
+  static const options::Names<LrSchedule> n{
+      {LrSchedule::cosine, "cosine"}, {LrSchedule::step, "step"}, {LrSchedule::constant, "constant"}};
+  return n;
+}
+
 struct OptimConfig {
-  std::string optimizer = "sgd";  // sgd | adam | adamw
+  OptimizerKind optimizer = OptimizerKind::sgd;
   int64_t epochs = 1;
   int64_t batch_size = 128;
   double lr = 0.1;
   double momentum = 0.9;  // SGD momentum (adam: beta1 stays 0.9)
   double weight_decay = 0;
   bool nesterov = true;
-  std::string schedule = "cosine";   // cosine | step | constant
+  LrSchedule schedule = LrSchedule::cosine;
   std::vector<int64_t> step_epochs;  // epochs at which 'step' multiplies lr by step_gamma
   double step_gamma = 0.1;
   int64_t warmup_epochs = 0;
@@ -32,29 +46,28 @@ struct OptimConfig {
   bool channels_last = false;  // convolution weights in channels-last memory format while training
 
   // A trainer's defaults.
-  static OptimConfig with(int64_t epochs, int64_t batch_size, double lr, double weight_decay, std::string schedule,
-                          std::string optimizer = "sgd") {
+  static OptimConfig with(int64_t epochs, int64_t batch_size, double lr, double weight_decay, LrSchedule schedule,
+                          OptimizerKind optimizer = OptimizerKind::sgd) {
     OptimConfig o;
     o.epochs = epochs;
     o.batch_size = batch_size;
     o.lr = lr;
     o.weight_decay = weight_decay;
-    o.schedule = std::move(schedule);
-    o.optimizer = std::move(optimizer);
+    o.schedule = schedule;
+    o.optimizer = optimizer;
     return o;
   }
 
   void describe(options::Table& t) {
     t.key("optimizer", optimizer,
-          "sgd (momentum, Nesterov), adam (betas 0.9, 0.999; weight decay as L2) or adamw (decoupled weight decay)")
-        .one_of({"sgd", "adam", "adamw"});
+          "sgd (momentum, Nesterov), adam (betas 0.9, 0.999; weight decay as L2) or adamw (decoupled weight decay)");
     t.key("epochs", epochs, "training epochs").at_least(0);
     t.key("batch_size", batch_size, "mini-batch size (samples per step)").at_least(1);
     t.key("lr", lr, "peak learning rate").above(0);
     t.key("momentum", momentum, "SGD momentum").at_least(0).at_most(1);
     t.key("weight_decay", weight_decay, "L2 weight decay").at_least(0);
     t.key("nesterov", nesterov, "Nesterov momentum");
-    t.key("schedule", schedule, "learning-rate schedule").one_of({"cosine", "step", "constant"});
+    t.key("schedule", schedule, "learning-rate schedule");
     t.key("step_epochs", step_epochs, "epochs where 'step' multiplies lr by step_gamma").at_least(1);
     t.key("step_gamma", step_gamma, "lr factor at each step epoch").above(0);
     t.key("warmup_epochs", warmup_epochs, "linear warm-up epochs").at_least(0);

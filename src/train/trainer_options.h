@@ -16,10 +16,27 @@
 
 namespace smoe {
 
+// How an expert's loss follows the initial gate (experts.weighting).
+enum class Weighting { reweight, sample };
+inline const options::Names<Weighting>& option_names(Weighting) {
+  static const options::Names<Weighting> n{{Weighting::reweight, "reweight"}, {Weighting::sample, "sample"}};
+  return n;
+}
+
+// Where the frozen trunk's features are kept (experts.trunk_cache).
+enum class TrunkCache { automatic, memory, disk, off };
+inline const options::Names<TrunkCache>& option_names(TrunkCache) {
+  static const options::Names<TrunkCache> n{{TrunkCache::automatic, "auto"},
+                                            {TrunkCache::memory, "memory"},
+                                            {TrunkCache::disk, "disk"},
+                                            {TrunkCache::off, "off"}};
+  return n;
+}
+
 struct BaseConfig {
   std::string checkpoint;  // load this state dict instead of training
   bool augment = true;     // crop + flip augmentation of the training batches
-  OptimConfig optim = OptimConfig::with(10, 128, 0.1, 5e-4, "cosine");
+  OptimConfig optim = OptimConfig::with(10, 128, 0.1, 5e-4, LrSchedule::cosine);
   int64_t micro_batch = 32;       // rank-count-invariant gradient sums are over micro-batches
   int64_t bn_calibration = 4096;  // samples used to recompute BatchNorm statistics
 
@@ -40,7 +57,7 @@ struct GateConfig {
   std::string kind = "linear";  // gate kind (models/gate.h): linear | ...
   double temperature = 0.1;     // T in g0 = softmax(-d^2 / T)
   bool hard = false;            // one-hot g0 instead of the softmax
-  OptimConfig optim = OptimConfig::with(20, 256, 0.05, 0.0, "cosine");
+  OptimConfig optim = OptimConfig::with(20, 256, 0.05, 0.0, LrSchedule::cosine);
 
   void describe(options::Table& t) {
     t.key("kind", kind,
@@ -54,18 +71,18 @@ struct GateConfig {
 };
 
 struct ExpertsConfig {
-  int64_t count = 4;                   // K
-  std::string arch = "branch";         // expert architecture (models/expert.h): branch | ...
-  std::vector<std::string> archs;      // per expert (expert k: archs[k mod size]); empty: arch for all
-  std::vector<std::string> optims;     // per expert: "key=value ..." over optim's keys (expert k: optims[k mod size])
-  double gamma = 0.1;                  // clip(g0, gamma, 1)
-  int64_t branch_after = 3;            // blocks of the base shared (frozen) by every expert
-  int64_t depth = 0;                   // branch experts: tiny_resnet depth of their blocks (0: the base's)
-  int64_t fuse = 1;                    // experts trained together per task, as grouped convolutions (1: one by one)
-  std::string weighting = "reweight";  // reweight | sample
-  bool augment = false;                // crop + flip augmentation (disables the trunk cache)
-  std::string trunk_cache = "auto";    // auto | memory | disk | off: where the frozen trunk's features are kept
-  OptimConfig optim = OptimConfig::with(5, 128, 0.02, 5e-4, "cosine");
+  int64_t count = 4;                // K
+  std::string arch = "branch";      // expert architecture (models/expert.h): branch | ...
+  std::vector<std::string> archs;   // per expert (expert k: archs[k mod size]); empty: arch for all
+  std::vector<std::string> optims;  // per expert: "key=value ..." over optim's keys (expert k: optims[k mod size])
+  double gamma = 0.1;               // clip(g0, gamma, 1)
+  int64_t branch_after = 3;         // blocks of the base shared (frozen) by every expert
+  int64_t depth = 0;                // branch experts: tiny_resnet depth of their blocks (0: the base's)
+  int64_t fuse = 1;                 // experts trained together per task, as grouped convolutions (1: one by one)
+  Weighting weighting = Weighting::reweight;
+  bool augment = false;  // crop + flip augmentation (disables the trunk cache)
+  TrunkCache trunk_cache = TrunkCache::automatic;
+  OptimConfig optim = OptimConfig::with(5, 128, 0.02, 5e-4, LrSchedule::cosine);
 
   void describe(options::Table& t) {
     t.key("count", count, "number of experts K").at_least(1);
@@ -96,20 +113,18 @@ struct ExpertsConfig {
           "group; needs weighting: reweight, one architecture and optimiser for all). 1: one task per expert")
         .at_least(1);
     t.key("weighting", weighting,
-          "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k")
-        .one_of({"reweight", "sample"});
+          "reweight: loss weighted by w_k; sample: batches drawn with probability proportional to w_k");
     t.key("augment", augment, "augment the experts' training batches (turns the trunk cache off)");
     t.key("trunk_cache", trunk_cache,
           "the frozen trunk's features, computed once (not with augmentation): memory (every rank), disk (spilled "
-          "to the run folder), auto (memory within runtime.memory_budget_mb, else disk), off (recomputed per batch)")
-        .one_of({"auto", "memory", "disk", "off"});
+          "to the run folder), auto (memory within runtime.memory_budget_mb, else disk), off (recomputed per batch)");
     t.inline_section(optim);
   }
 };
 
 struct EnsemblerConfig {
   std::string kind = "bagging";  // ensembler (models/ensembler.h): bagging | stacking | ...
-  OptimConfig optim = OptimConfig::with(2, 256, 0.01, 0.0, "cosine");
+  OptimConfig optim = OptimConfig::with(2, 256, 0.01, 0.0, LrSchedule::cosine);
 
   void describe(options::Table& t) {
     t.key("kind", kind, "how d_k combines base and expert in the anytime model and the E-step: bagging or stacking");
@@ -136,7 +151,7 @@ struct JointConfig {
   bool conditional = false;          // DFCP-MoE's conditional training: expert e learns only from the classes it owns
   std::vector<int64_t> class_owner;  // conditional: the expert owning each class (empty: contiguous blocks)
   RegularizerConfig reg;
-  OptimConfig optim = OptimConfig::with(20, 512, 1e-3, 0.0, "constant", "adam");
+  OptimConfig optim = OptimConfig::with(20, 512, 1e-3, 0.0, LrSchedule::constant, OptimizerKind::adam);
 
   void describe(options::Table& t) {
     t.key("micro_batch", micro_batch,
@@ -166,7 +181,7 @@ struct JointConfig {
 struct DistillConfig {
   std::string gate_kind = "cnn";  // the gate that replaces an attentive one
   RegularizerConfig reg;
-  OptimConfig optim = OptimConfig::with(10, 512, 1e-3, 0.0, "constant", "adam");
+  OptimConfig optim = OptimConfig::with(10, 512, 1e-3, 0.0, LrSchedule::constant, OptimizerKind::adam);
 
   void describe(options::Table& t) {
     t.key("gate_kind", gate_kind,
@@ -182,7 +197,7 @@ struct DistillConfig {
 struct FinetuneConfig {
   bool freeze_experts = false;  // train only the gate on the frozen experts (Krishnamurthy et al. Section 4.2)
   RegularizerConfig reg;
-  OptimConfig optim = OptimConfig::with(2, 256, 1e-4, 0.0, "constant", "adam");
+  OptimConfig optim = OptimConfig::with(2, 256, 1e-4, 0.0, LrSchedule::constant, OptimizerKind::adam);
 
   void describe(options::Table& t) {
     t.key("freeze_experts", freeze_experts,

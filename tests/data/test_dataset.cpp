@@ -72,7 +72,7 @@ TEST(Manifest, RejectsMalformedFiles) {
   EXPECT_ERROR(Manifest::load(tmp / "ds"), "manifest.json: invalid JSON");
 }
 
-class Storage : public ::testing::TestWithParam<std::string> {};
+class Storage : public ::testing::TestWithParam<StorageMode> {};
 
 TEST_P(Storage, ReadsImagesByGlobalIdInAnyOrder) {
   testing::TempDir tmp;
@@ -80,7 +80,7 @@ TEST_P(Storage, ReadsImagesByGlobalIdInAnyOrder) {
   DatasetOptions o;
   o.storage = GetParam();
   auto ds = Dataset::open(tmp / "ds", "train", o);
-  EXPECT_EQ(ds->in_memory(), GetParam() == "memory");
+  EXPECT_EQ(ds->in_memory(), GetParam() == StorageMode::memory);
   EXPECT_EQ(ds->size(), 100);
   std::vector<int64_t> ids = {99, 0, 33, 32, 31, 64, 33};
   std::vector<uint8_t> out(ids.size() * 64);
@@ -95,7 +95,7 @@ TEST_P(Storage, ReadsImagesByGlobalIdInAnyOrder) {
   EXPECT_ERROR(ds->read(&bad, 1, out.data()), "sample id 100 outside split 'train' of 100 samples");
 }
 
-INSTANTIATE_TEST_SUITE_P(MemoryAndStream, Storage, ::testing::Values("memory", "stream"));
+INSTANTIATE_TEST_SUITE_P(MemoryAndStream, Storage, ::testing::Values(StorageMode::memory, StorageMode::stream));
 
 TEST(Dataset, LimitKeepsTheFirstSamples) {
   testing::TempDir tmp;
@@ -122,7 +122,7 @@ TEST(Dataset, LabelNoiseSparesTheTrustedSamplesAndRelabellingSharesTheImages) {
   o.label_noise = 0.4;
   o.trusted_fraction = 0.1;
   o.noise_seed = 5;
-  o.storage = "stream";
+  o.storage = StorageMode::stream;
   auto ds = Dataset::open(tmp / "ds", "train", o);
   int64_t flipped = 0, trusted = 0;
   for (int64_t i = 0; i < ds->size(); ++i) {

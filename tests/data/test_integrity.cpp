@@ -92,11 +92,19 @@ TEST_F(Shards, MissingShardNamed) {
                shard(3) + ": shard named in the manifest is missing or not a file");
 }
 
-TEST(VerifyMode, ParsesNamesAndRejectsOthers) {
-  EXPECT_EQ(parse_verify_mode("hash"), VerifyMode::hash);
-  EXPECT_EQ(parse_verify_mode("size"), VerifyMode::size);
-  EXPECT_EQ(parse_verify_mode("off"), VerifyMode::off);
-  EXPECT_ERROR(parse_verify_mode("md5"), "config key 'data.verify' must be hash, size or off, got 'md5'");
+// data.verify is read into the enum by its name, printed back by it, and
+// anything else is refused naming the key and the names.
+TEST(VerifyMode, TheKeyReadsNamesAndRejectsOthers) {
+  DataConfig c;
+  auto table = options::table_of(c);
+  EXPECT_EQ(c.verify, VerifyMode::hash);
+  options::set(table, "verify=size", "--set");
+  EXPECT_EQ(c.verify, VerifyMode::size);
+  options::set(table, "verify=off", "--set");
+  EXPECT_EQ(c.verify, VerifyMode::off);
+  EXPECT_EQ(options::name(c.verify), "off");
+  EXPECT_ERROR(options::set(table, "verify=md5", "--set"),
+               "config key 'verify' (--set): expected one of hash | size | off, got 'md5'");
 }
 
 TEST(VerifyCache, DamagedCacheIsEmpty) {

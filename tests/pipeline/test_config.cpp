@@ -10,7 +10,7 @@ namespace {
 TEST(Config, DefaultsAreDeclaredForEveryKey) {
   Config c = Config::defaults();
   EXPECT_EQ(c.experts.count, 4);
-  EXPECT_EQ(c.experts.weighting, "reweight");
+  EXPECT_EQ(c.experts.weighting, Weighting::reweight);
   EXPECT_EQ(c.ensembler.kind, "bagging");
   EXPECT_EQ(c.em.steps, 0);
   EXPECT_FALSE(c.eval.taus.empty());
@@ -109,8 +109,8 @@ TEST(Config, PerExpertOptimiserSettings) {
       "f.yaml", {});
   EXPECT_EQ(c.expert_optim(0).lr, 0.05);
   EXPECT_EQ(c.expert_optim(0).epochs, 4);
-  EXPECT_EQ(c.expert_optim(0).optimizer, "sgd");
-  EXPECT_EQ(c.expert_optim(1).optimizer, "adamw");
+  EXPECT_EQ(c.expert_optim(0).optimizer, OptimizerKind::sgd);
+  EXPECT_EQ(c.expert_optim(1).optimizer, OptimizerKind::adamw);
   EXPECT_EQ(c.expert_optim(1).lr, 0.001);
   EXPECT_EQ(c.expert_optim(1).epochs, 2);
   EXPECT_EQ(c.expert_optim(1).step_epochs, (std::vector<int64_t>{1, 2}));

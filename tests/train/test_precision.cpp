@@ -170,7 +170,7 @@ TEST(LossScaler, AnSgdLoopSkipsTheStepThatOverflowed) {
     spec.optim.lr = 0.1;
     spec.optim.momentum = 0;
     spec.optim.weight_decay = 0;
-    spec.optim.schedule = "constant";
+    spec.optim.schedule = LrSchedule::constant;
     spec.optim.precision = precision;
     spec.log_every = 1000;
     int calls = 0;

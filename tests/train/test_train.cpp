@@ -46,14 +46,14 @@ TEST(Schedule, WarmupCosineAndSteps) {
   o.lr = 1.0;
   o.epochs = 10;
   o.warmup_epochs = 1;
-  o.schedule = "cosine";
+  o.schedule = LrSchedule::cosine;
   Schedule s(o, 10);
   EXPECT_NEAR(s.lr(0), 0.1, 1e-12);
   EXPECT_NEAR(s.lr(9), 1.0, 1e-12);
   EXPECT_NEAR(s.lr(10), 1.0, 1e-12);
   EXPECT_NEAR(s.lr(55), 0.5, 1e-12);  // half-way through the cosine
   EXPECT_NEAR(s.lr(100), 0.0, 1e-12);
-  o.schedule = "step";
+  o.schedule = LrSchedule::step;
   o.warmup_epochs = 0;
   o.step_epochs = {3, 6};
   o.step_gamma = 0.1;
@@ -421,7 +421,7 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
   at::Tensor features = torch::randn({200, in[0], in[1], in[2]});
   at::Tensor labels = (torch::arange(200) % 2).to(torch::kLong);
   at::Tensor w = (labels == 0).to(torch::kFloat);
-  for (const std::string mode : {"reweight", "sample"}) {
+  for (const Weighting mode : {Weighting::reweight, Weighting::sample}) {
     models::Backbone expert(spec, branch);
     expert->copy_from(*base);
     ExpertTrainOptions o;
@@ -432,11 +432,11 @@ TEST(Experts, WeightsSteerWhatAnExpertLearns) {
     o.weighting = mode;
     o.log_every = 1000;
     auto stats = train_expert(*expert, ExpertInputs(RowCache::from_rows(features)), labels, w, o);
-    EXPECT_EQ(stats.samples, mode == "sample" ? 15 * 100 : 15 * 200) << mode;
+    EXPECT_EQ(stats.samples, mode == Weighting::sample ? 15 * 100 : 15 * 200) << options::name(mode);
     expert->eval();
     torch::NoGradGuard no_grad;
     double frac0 = (expert->forward(features).argmax(1) == 0).to(torch::kDouble).mean().item<double>();
-    EXPECT_GT(frac0, 0.95) << mode;
+    EXPECT_GT(frac0, 0.95) << options::name(mode);
   }
 }
 
@@ -496,7 +496,7 @@ TEST(Experts, TrainedTogetherEqualTrainedOneByOne) {
                 .max()
                 .item<double>(),
             1e-3);
-  o.weighting = "sample";
+  o.weighting = Weighting::sample;
   EXPECT_ERROR(train_experts_fused(*fused, inputs, labels, weights, o), "need weighting: reweight");
 }
 

@@ -41,7 +41,7 @@ namespace {
 // about its gate mass. Heterogeneous experts (experts.archs) differ in MACs,
 // and experts.optims may give them different epochs.
 double predicted_cost(const RunState& s, int64_t k, double macs, int64_t round, double mass) {
-  const double samples = s.cfg.experts.weighting == "sample" ? mass : static_cast<double>(s.train->size());
+  const double samples = s.cfg.experts.weighting == Weighting::sample ? mass : static_cast<double>(s.train->size());
   const double epochs = static_cast<double>(round == 0 ? s.cfg.expert_optim(k).epochs : s.cfg.em.expert_epochs);
   return macs * samples * std::max(epochs, 1.0);
 }
@@ -238,7 +238,7 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
     const at::Tensor& w = weights[i];
     json result = {{"id", k},
                    {"arch", expert_arch(cfg, k)},
-                   {"optimizer", o.optim.optimizer},
+                   {"optimizer", options::name(o.optim.optimizer)},
                    {"lr", o.optim.lr},
                    {"epochs", o.optim.epochs},
                    {"macs", expert->forward_macs()},
