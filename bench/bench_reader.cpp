@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
     // The slow mode reads fewer batches.
     const size_t n = m.cache_mb == 1 ? std::min<size_t>(batches, 20) : batches;
     for (bool augment : {false, true}) {
-      double rate[2];
+      double rate[2] = {0, 0};
       for (int64_t prefetch : {0, 2}) {
         // A fresh open (cold chunk cache) and a fresh order for every run.
         DatasetOptions o;

@@ -564,6 +564,20 @@ class Pipeline(unittest.TestCase):
         self.assertIn("features file %s (config key 'cluster.features') has 100 rows but the training split has 3000 "
                       "samples" % short, r.stderr)
         self.assertFalse(os.path.exists(bad_run))
+        # So is one whose rows hold NaN (issue #31: it used to be refused only
+        # when the cluster stage started, after the base model had trained).
+        nan = feats.copy()
+        nan[2500, 3] = np.nan
+        nan_h5, nan_pt = os.path.join(self.tmp, "nan.h5"), os.path.join(self.tmp, "nan.pt")
+        with h5py.File(nan_h5, "w") as f:
+            f["features"] = nan
+        torch.save(torch.from_numpy(nan), nan_pt)
+        for path in (nan_h5, nan_pt):
+            r = self.train(1, bad_run, "--set", "cluster.features=" + path)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertEqual(r.stderr.strip(), "smoe: error: features file %s (config key 'cluster.features'): row "
+                             "2500 holds NaN or inf" % path, path)
+            self.assertFalse(os.path.exists(bad_run))
         # libtorch 1.13's unpickler cannot read a Python dict of one entry
         # (SETITEM): smoe says so before anything is written. Later libtorch
         # reads it, and the check does not apply.

@@ -5,8 +5,11 @@
 // file is read whole and must fit the rank's memory budget.
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
+#include <numeric>
 
 #include "core/error.h"
 #include "data/feature_file.h"
@@ -44,21 +47,36 @@ at::Tensor load_torch_features(const std::string& path) {
 }  // namespace
 
 int64_t check_cluster_features(const std::string& path, int64_t samples) {
-  int64_t rows = 0, dim = 0;
+  auto check_rows = [&](int64_t rows) {
+    SMOE_CHECK(rows >= samples,
+               "features file {} (config key 'cluster.features') has {} rows but the training split has {} samples: "
+               "row i must be training sample i",
+               path, rows, samples);
+  };
+  // A row of the run's that holds NaN or inf is refused before any stage
+  // runs (not when the cluster stage reads it, after the base model has
+  // trained). The HDF5 file is scanned in blocks: memory stays bounded.
+  auto refuse_row = [&](int64_t row) {
+    fail("features file {} (config key 'cluster.features'): row {} holds NaN or inf", path, row);
+  };
   if (is_torch_file(path)) {
     const at::Tensor t = load_torch_features(path);
-    rows = t.size(0);
-    dim = t.size(1);
-  } else {
-    data::FeatureFile f(path);
-    rows = f.rows();
-    dim = f.dim();
+    check_rows(t.size(0));
+    const at::Tensor bad = (~torch::isfinite(t.narrow(0, 0, samples))).any(1).nonzero();
+    if (bad.numel() > 0) refuse_row(bad[0][0].item<int64_t>());
+    return t.size(1);
   }
-  SMOE_CHECK(rows >= samples,
-             "features file {} (config key 'cluster.features') has {} rows but the training split has {} samples: "
-             "row i must be training sample i",
-             path, rows, samples);
-  return dim;
+  data::FeatureFile f(path);
+  check_rows(f.rows());
+  const int64_t block = std::max<int64_t>(1, (int64_t{16} << 20) / (4 * std::max<int64_t>(f.dim(), 1)));
+  for (int64_t first = 0; first < samples; first += block) {
+    std::vector<int64_t> ids(static_cast<size_t>(std::min(block, samples - first)));
+    std::iota(ids.begin(), ids.end(), first);
+    const std::vector<float> values = f.read_rows(ids);
+    const auto it = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+    if (it != values.end()) refuse_row(first + (it - values.begin()) / f.dim());
+  }
+  return f.dim();
 }
 
 at::Tensor cluster_feature_rows(RunState& s, const at::Tensor& ids, const at::Tensor& embedding_rows) {
