@@ -3,7 +3,7 @@
 //   smoe train  [--config FILE] --run-dir DIR [--set key=value ...] [--resume | --force]
 //   smoe eval   --run-dir DIR [--set eval.taus=[...] ...]
 //   smoe config --print [--config FILE] [--set key=value ...]
-//   smoe config --keys [--markdown]
+//   smoe config --keys [--markdown | --json]
 //   smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...
 //   smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]
 //   smoe --version
@@ -40,7 +40,7 @@ const char* kUsage =
     "  smoe train  [--config FILE] --run-dir DIR [--set key=value ...] [--resume | --force]\n"
     "  smoe eval   --run-dir DIR [--set key=value ...]\n"
     "  smoe config --print [--config FILE] [--set key=value ...]\n"
-    "  smoe config --keys [--markdown]\n"
+    "  smoe config --keys [--markdown | --json]\n"
     "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
     "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its "
     "table\n"
@@ -48,8 +48,8 @@ const char* kUsage =
     "Run `smoe COMMAND --help` for a command's options.\n";
 
 struct Args {
-  pipeline::JobRequest job;                            // train and eval
-  bool print = false, keys = false, markdown = false;  // config
+  pipeline::JobRequest job;                                          // train and eval
+  bool print = false, keys = false, markdown = false, json = false;  // config
 };
 
 // Every config key at its default, flattened: what `smoe table` assumes for
@@ -84,7 +84,8 @@ Args parse(const std::string& cmd, const std::vector<std::string>& argv, bool& h
   if (cmd == "config")
     opts.add_options()("print", po::bool_switch(&a.print), "print the resolved config as YAML")  //
         ("keys", po::bool_switch(&a.keys), "list every key with its type, default and doc")(
-            "markdown", po::bool_switch(&a.markdown), "with --keys: the Markdown of docs/configuration.md");
+            "markdown", po::bool_switch(&a.markdown), "with --keys: the Markdown of docs/configuration.md")(
+            "json", po::bool_switch(&a.json), "with --keys: JSON, with each key's range and accepted names");
   if (cmd != "config")
     opts.add_options()("verbose,v", po::bool_switch(&a.job.verbose), "debug messages")  //
         ("quiet,q", po::bool_switch(&a.job.quiet), "warnings and errors only");
@@ -107,6 +108,10 @@ int cmd_config(const Args& a) {
   if (a.keys) {
     if (a.markdown) {
       std::cout << pipeline::config_reference_markdown();
+      return 0;
+    }
+    if (a.json) {
+      std::cout << pipeline::config_reference_json();
       return 0;
     }
     for (const auto& r : pipeline::config_reference()) {

@@ -235,7 +235,7 @@ std::vector<KeyInfo> key_infos(const Table& table) {
   for (const Field& f : table.fields()) {
     std::string doc = f.doc;
     if (!f.choices.empty()) doc += fmt::format(" ({})", fmt::join(f.choices, " | "));
-    keys.push_back({f.key, type_name(f.ptr), value_yaml(f.ptr), doc});
+    keys.push_back({f.key, type_name(f.ptr), value_yaml(f.ptr), doc, f.min, f.max, f.min_exclusive, f.choices});
   }
   return keys;
 }

@@ -43,8 +43,11 @@ namespace smoe {
 struct KeyInfo {
   std::string key;
   std::string type;
-  std::string default_value;  // the value in the table's struct, as YAML
-  std::string doc;            // with the accepted strings appended, if any
+  std::string default_value;         // the value in the table's struct, as YAML
+  std::string doc;                   // with the accepted strings appended, if any
+  std::optional<double> min, max;    // the range (numbers, and each element of a list of numbers)
+  bool min_exclusive = false;        // min itself is refused
+  std::vector<std::string> choices;  // the accepted strings, if the key lists them
 };
 
 namespace options {

@@ -51,11 +51,13 @@ class Registry {
     std::lock_guard<std::mutex> lock(mu_);
     return entries_.count(name) != 0;
   }
-  // The entry called `name`, or an error naming the key and the known names.
-  const Entry& get(const std::string& name) const {
+  // The entry called `name`, or an error naming the key (`key`: another
+  // key that names this registry's entries) and the known names.
+  const Entry& get(const std::string& name, const std::string& key = {}) const {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(name);
-    if (it == entries_.end()) fail("{}: unknown {} '{}' (known: {})", key_, what_, name, join_names());
+    if (it == entries_.end())
+      fail("{}: unknown {} '{}' (known: {})", key.empty() ? key_ : key, what_, name, join_names());
     return it->second;  // entries are never moved once added (std::map)
   }
   // Registered names in alphabetical order.

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "cluster/initial_gate.h"
 #include "models/ensembler.h"
@@ -62,6 +63,22 @@ std::vector<KeyReference> config_reference() {
     out.push_back(std::move(r));
   }
   return out;
+}
+
+std::string config_reference_json() {
+  nlohmann::json out = nlohmann::json::array();
+  for (const KeyReference& r : config_reference()) {
+    nlohmann::json k = {{"key", r.info.key},
+                        {"type", r.info.type},
+                        {"default", r.info.default_value},
+                        {"doc", r.info.doc},
+                        {"min_exclusive", r.info.min_exclusive},
+                        {"accepted", r.accepted.empty() ? r.info.choices : r.accepted}};
+    k["min"] = r.info.min ? nlohmann::json(*r.info.min) : nlohmann::json(nullptr);
+    k["max"] = r.info.max ? nlohmann::json(*r.info.max) : nlohmann::json(nullptr);
+    out.push_back(std::move(k));
+  }
+  return out.dump(1) + "\n";
 }
 
 std::string config_reference_markdown() {

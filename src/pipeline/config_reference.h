@@ -22,6 +22,10 @@ struct KeyReference {
 std::vector<KeyReference> config_reference();
 // The reference as a Markdown page (docs/configuration.md).
 std::string config_reference_markdown();
+// The reference as JSON, for tools (tests/pipeline/test_config_fuzz.py): an
+// array of {key, type, default, doc, min, max, min_exclusive, accepted}, where
+// accepted holds the key's strings or its registry's names.
+std::string config_reference_json();
 // The config keys whose values name registry entries.
 std::vector<std::string> registry_keys();
 

@@ -1,5 +1,6 @@
 #include "pipeline/fault.h"
 
+#include <ATen/ATen.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -25,7 +26,8 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::set<std::string>& known_actions() {
-  static const std::set<std::string> actions{"stage", "kill", "killjob", "term", "termjob", "wait", "hang", "expert"};
+  static const std::set<std::string> actions{"stage", "kill", "killjob", "term",  "termjob",
+                                             "wait",  "hang", "torch",   "expert"};
   return actions;
 }
 
@@ -37,7 +39,7 @@ std::vector<std::string> fault_fields() {
   for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
   SMOE_CHECK(parts.size() >= 2 && parts.size() <= 3 && known_actions().count(parts[0]),
              "SMOE_FAULT={}: expected ACTION:POINT[:RANK] with ACTION one of stage, kill, killjob, term, termjob, "
-             "wait, hang (or expert:K)",
+             "wait, hang, torch (or expert:K)",
              f);
   return parts;
 }
@@ -137,6 +139,10 @@ void inject_stage_fault(const std::string& point, int rank) {
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   if (f[0] == "stage")
     fail("injected fault in stage {} on rank {} (SMOE_FAULT={})", point, rank, std::getenv("SMOE_FAULT"));
+  if (f[0] == "torch") {  // a real libtorch error, with its multi-line message and backtrace
+    const at::Tensor t = at::zeros({2, 3});
+    (void)t.view({4});
+  }
 }
 
 void inject_expert_fault(int64_t expert) {

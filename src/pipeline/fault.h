@@ -16,6 +16,9 @@
 //   wait     blocks there until SIGTERM or SIGUSR1 arrives, then goes on
 //            (a job that reaches its time limit exactly there)
 //   hang     stops making progress there for ever (the stall inspector's case)
+//   torch    makes a real libtorch error there (a view of the wrong size):
+//            its multi-line message and backtrace, as a libtorch failure
+//            inside a stage would give
 //   expert:K the rank that trains expert K throws
 //
 // Points:

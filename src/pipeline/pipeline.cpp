@@ -5,12 +5,31 @@
 #include "core/log.h"
 #include "core/memory.h"
 #include "core/progress.h"
+#include "core/stop.h"
 #include "pipeline/fault.h"
 #include "pipeline/run_state.h"
 
 using nlohmann::json;
 
 namespace smoe::pipeline {
+namespace {
+
+// A failure inside a stage that is not smoe's own (smoe's errors are one
+// line naming the culprit already): a libtorch error, whose message may run
+// over many lines with a backtrace, or another library's exception. The
+// user reads one line naming the stage, the rank, the message's first line
+// and the keys the stage reads; the whole message goes to log.jsonl.
+std::string stage_failure(const Stage& stage, int rank, std::string message, const std::string& whole) {
+  message = message.substr(0, message.find('\n'));
+  if (message.size() > 300) message = message.substr(0, 300) + "...";
+  log::event("stage_failure", {{"stage", stage.name()}, {"rank", rank}, {"message", whole}});
+  std::string keys;
+  for (const std::string& k : stage.keys()) keys += (keys.empty() ? "" : ", ") + k + (k.back() == '.' ? "*" : "");
+  return fmt::format("stage {} failed on rank {}: {} (the stage reads {}; the whole message is in the rank's log)",
+                     stage.name(), rank, message, keys.empty() ? "no config key" : keys);
+}
+
+}  // namespace
 
 Pipeline::Pipeline(Config config, comm::Communicator& comm, RunDir& run, RuntimeInfo runtime) {
   check_config(config);
@@ -30,11 +49,22 @@ void Pipeline::run_stage(Stage& stage) {
   }
   log::info("{:<9} starting", name);
   heartbeat::stage(name);
-  inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=ACTION:NAME[:RANK] (pipeline/fault.h)
   Progress clock(name, 1, 1);
   memory::release_free_memory();
   memory::reset_peak();
-  json record = stage.run(s);
+  json record;
+  try {
+    inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=ACTION:NAME[:RANK] (pipeline/fault.h)
+    record = stage.run(s);
+  } catch (const Error&) {
+    throw;
+  } catch (const Stopped&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Error(stage_failure(stage, s.comm.rank(), e.what_without_backtrace(), e.what()));
+  } catch (const std::exception& e) {
+    throw Error(stage_failure(stage, s.comm.rank(), e.what(), e.what()));
+  }
   if (record.is_null()) record = json::object();
   record["seconds"] = clock.seconds();
   record["peak_rss_mb"] = ranks_peak_rss_mb(s.comm);

@@ -109,7 +109,7 @@ void check_config(const Config& c) {
   cluster::initial_gates().get(c.cluster.method);
   models::gate_kinds().get(c.gate.kind);
   models::expert_architectures().get(c.experts.arch);
-  for (const auto& arch : c.experts.archs) models::expert_architectures().get(arch);
+  for (const auto& arch : c.experts.archs) models::expert_architectures().get(arch, "experts.archs");
   models::ensemblers().get(c.ensembler.kind);
   // An expert reads what the base model's first branch_after blocks output:
   // there is nothing after the last block (a larger value used to reach the

@@ -125,6 +125,13 @@ TEST(Config, PerExpertOptimiserSettings) {
                "config key 'experts.optims' ('epochs=1 warmup_epochs=2'): warmup_epochs (2) exceeds epochs (1)");
 }
 
+// A warm-up longer than the training it warms is refused naming the
+// trainer's section (it used to say only "config: warmup_epochs ...").
+TEST(Config, WarmupLongerThanTheTrainingNamesItsSection) {
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"distill.epochs=1", "distill.warmup_epochs=2"}),
+               "config key 'distill.warmup_epochs' is 2: more than distill.epochs (1)");
+}
+
 TEST(Config, MalformedInputs) {
   EXPECT_ERROR(Config::from_yaml_text("experts: [1, 2\n", "bad.yaml", {}), "bad.yaml: invalid YAML at line");
   EXPECT_ERROR(Config::from_yaml_text("", "f", {"experts.count"}), "--set 'experts.count': expected key=value");

@@ -322,7 +322,25 @@ TEST_F(JointScheme, RefusesConfigsItCannotRun) {
                "config key 'gate.kind' is 'linear': scheme 'joint' needs a gate that reads the images");
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"gate.kind=nope"}), cache), "unknown gate kind 'nope'");
   EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"scheme=joint_distill", "distill.gate_kind=nope"}), cache),
-               "unknown gate kind 'nope'");
+               "distill.gate_kind: unknown gate kind 'nope'");
+  // Keys checked against each other and against the dataset at load (issue
+  // #31), not when the joint stage builds its model or starts training.
+  const int64_t experts = joint_config(data, {}).experts.count;
+  // (found by tests/pipeline/test_config_fuzz.py: the default joint batch of
+  // 512 on a run of 300 samples failed when the joint stage started)
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"joint.batch_size=100000"}), cache),
+               "config key 'joint.batch_size' is 100000 but the run trains on");
+  EXPECT_ERROR(pipeline::check_inputs(joint_config(data, {"joint.top_k=" + std::to_string(experts + 1)}), cache),
+               fmt::format("config key 'joint.top_k' is {}: more than experts.count ({}) experts cannot be chosen",
+                           experts + 1, experts));
+  EXPECT_ERROR(
+      pipeline::check_inputs(joint_config(data, {"joint.conditional=true", "joint.class_owner=[0, 1]"}), cache),
+      "config key 'joint.class_owner' has 2 entries but the dataset has 4 classes (one owner per class)");
+  EXPECT_ERROR(
+      pipeline::check_inputs(
+          joint_config(data, {"joint.conditional=true", fmt::format("joint.class_owner=[0, 0, 0, {}]", experts)}),
+          cache),
+      fmt::format("config key 'joint.class_owner' names expert {}: experts are 0 to {}", experts, experts - 1));
 }
 
 }  // namespace

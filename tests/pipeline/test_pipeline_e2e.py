@@ -441,6 +441,26 @@ class Pipeline(unittest.TestCase):
                              [e["checkpoint_sha256"] for e in reference["experts"]], stage)
             shutil.rmtree(run)
 
+    def test_a_libtorch_error_in_a_stage_is_one_line_and_its_trace_goes_to_the_log(self):
+        # A real libtorch error (SMOE_FAULT=torch: a view of the wrong size) in
+        # the cluster stage on a worker: the user reads one line naming the
+        # stage, the rank, libtorch's message and the stage's keys; libtorch's
+        # whole message (with its backtrace, on libtorch 2.x) is in the log.
+        run = os.path.join(self.tmp, "torch-error")
+        shutil.copytree(self.runs[2], run)
+        r = self.train(2, run, "--resume", "--redo-from", "cluster", env=dict(ENV, SMOE_FAULT="torch:cluster:1"))
+        self.assertNotEqual(r.returncode, 0)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("smoe: error")]
+        self.assertEqual(errors, ["smoe: error on rank 1: stage cluster failed on rank 1: shape '[4]' is invalid for "
+                                  "input of size 6 (the stage reads cluster.*, experts.count, gate.temperature, "
+                                  "gate.hard; the whole message is in the rank's log)"], r.stderr)
+        self.assertNotIn("Exception raised from", r.stderr)
+        events = [json.loads(line) for line in read_text(os.path.join(run, "log.rank-1.jsonl")).splitlines()]
+        failures = [e for e in events if e.get("event") == "stage_failure"]
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0]["stage"], "cluster")
+        self.assertIn("shape '[4]' is invalid for input of size 6", failures[0]["message"])
+
     def test_a_stalled_rank_ends_the_job_naming_it(self):
         # A rank stuck in its own work (not waiting on anyone) for longer than
         # runtime.stall_timeout_s: the stall inspector aborts the whole job
@@ -575,8 +595,9 @@ class Pipeline(unittest.TestCase):
         for path in (nan_h5, nan_pt):
             r = self.train(1, bad_run, "--set", "cluster.features=" + path)
             self.assertNotEqual(r.returncode, 0)
-            self.assertEqual(r.stderr.strip(), "smoe: error: features file %s (config key 'cluster.features'): row "
-                             "2500 holds NaN or inf" % path, path)
+            errors = [line for line in r.stderr.splitlines() if line.startswith("smoe: error")]
+            self.assertEqual(errors, ["smoe: error: features file %s (config key 'cluster.features'): row 2500 holds "
+                                      "NaN or inf" % path], r.stderr)
             self.assertFalse(os.path.exists(bad_run))
         # libtorch 1.13's unpickler cannot read a Python dict of one entry
         # (SETITEM): smoe says so before anything is written. Later libtorch

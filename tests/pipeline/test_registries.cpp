@@ -198,6 +198,10 @@ TEST(Registries, UnknownNamesListTheKnownOnes) {
       check("experts.arch=resnext"),
       "experts.arch: unknown expert architecture 'resnext' (known: alexnet, bagnet, branch, densenet, mlp, small_cnn)");
   EXPECT_ERROR(check("ensembler.kind=voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");
+  // A key that names entries of another key's registry is the one named.
+  EXPECT_ERROR(check("experts.archs=[branch, vit]"),
+               "experts.archs: unknown expert architecture 'vit' (known: alexnet, bagnet, branch, densenet, mlp, "
+               "small_cnn)");
   EXPECT_ERROR(check("scheme=lemur"),
                "scheme: unknown training scheme 'lemur' (known: algorithm1, algorithm1_finetune, dfcp, em, joint, "
                "joint_distill)");

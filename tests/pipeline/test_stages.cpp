@@ -155,7 +155,9 @@ TEST(StageChecks, DrawNothingFromTheGlobalGenerator) {
   const std::string data = testing::quick_dataset(tmp.path());
   const std::vector<std::vector<std::string>> configs = {
       {"scheme=em", "em.steps=1"},
-      {"scheme=joint", "experts.arch=small_cnn", "experts.branch_after=0", "gate.kind=cnn"},
+      {"scheme=joint", "experts.arch=small_cnn", "experts.branch_after=0", "gate.kind=cnn", "joint.batch_size=64"},
+      {"scheme=joint_distill", "experts.arch=small_cnn", "experts.branch_after=0", "gate.kind=attentive",
+       "joint.batch_size=64", "distill.batch_size=64"},
       {}};
   for (const auto& sets : configs) {
     const Config c = testing::quick_config(data, sets);

@@ -30,7 +30,10 @@ class BaseStage : public Stage {
     return keys;
   }
   void check_inputs(const Config& c, const data::Manifest& m) const override {
-    if (c.base.checkpoint.empty()) return;
+    if (c.base.checkpoint.empty()) {
+      check_batch_fits(c, m, "base", c.base.optim.batch_size);
+      return;
+    }
     // The given base model must load into the configured architecture (the
     // errors name the file and the mismatched tensors).
     const models::ProbeScope probe;  // built to be loaded: no draw from the ranks' generator

@@ -52,8 +52,7 @@ class ClusterStage : public Stage {
     return {"cluster.", "experts.count", "gate.temperature", "gate.hard"};
   }
   void check_inputs(const Config& c, const data::Manifest& m) const override {
-    const int64_t count = m.split(c.data.train_split).count;
-    const int64_t n = c.data.limit_train > 0 ? std::min(c.data.limit_train, count) : count;
+    const int64_t n = training_samples(c, m);
     SMOE_CHECK(n >= c.experts.count,
                "config key 'experts.count' is {} but the training split '{}' has {} samples: every expert needs at "
                "least one",

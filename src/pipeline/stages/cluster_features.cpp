@@ -79,6 +79,20 @@ int64_t check_cluster_features(const std::string& path, int64_t samples) {
   return f.dim();
 }
 
+int64_t training_samples(const Config& c, const data::Manifest& m) {
+  const int64_t count = m.split(c.data.train_split).count;
+  return c.data.limit_train > 0 ? std::min(c.data.limit_train, count) : count;
+}
+
+void check_batch_fits(const Config& c, const data::Manifest& m, const std::string& section, int64_t batch_size) {
+  const int64_t n = training_samples(c, m);
+  SMOE_CHECK(batch_size <= n,
+             "config key '{}.batch_size' is {} but the run trains on {} samples (the training split '{}'{}): a "
+             "step needs a whole batch",
+             section, batch_size, n, c.data.train_split,
+             c.data.limit_train > 0 ? fmt::format(", data.limit_train {}", c.data.limit_train) : "");
+}
+
 at::Tensor cluster_feature_rows(RunState& s, const at::Tensor& ids, const at::Tensor& embedding_rows) {
   const std::string& path = s.cfg.cluster.features;
   if (path.empty()) return embedding_rows;

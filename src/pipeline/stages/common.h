@@ -63,6 +63,13 @@ at::Tensor cluster_feature_rows(RunState& state, const at::Tensor& ids, const at
 // `samples` rows) and returns D; fails naming the file.
 int64_t check_cluster_features(const std::string& path, int64_t samples);
 
+// The training samples a run uses: the training split, cut to data.limit_train.
+int64_t training_samples(const Config& c, const data::Manifest& m);
+// A trainer that steps on whole batches (the base model's, the jointly
+// trained MoE's) needs at least one: `section`.batch_size against the
+// training samples, checked at load.
+void check_batch_fits(const Config& c, const data::Manifest& m, const std::string& section, int64_t batch_size);
+
 // Collective: every rank takes rank `root`'s parameters and buffers of `m`
 // (a model built on each rank starts as the root's, whatever each rank's
 // random generator did).

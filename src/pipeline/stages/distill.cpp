@@ -5,6 +5,7 @@
 // every expert's features; the distilled gate gives back conditional
 // computation. The experts' weights stay bit-identical. Saved as distill.pt.
 #include "core/log.h"
+#include "models/init_lock.h"
 #include "models/joint_moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
@@ -20,7 +21,18 @@ class DistillStage : public Stage {
  public:
   std::string name() const override { return "distill"; }
   std::vector<std::string> keys() const override { return {"distill."}; }
-  void check(const Config& c) const override { models::gate_kinds().get(c.distill.gate_kind); }
+  void check(const Config& c) const override { models::gate_kinds().get(c.distill.gate_kind, "distill.gate_kind"); }
+  void check_inputs(const Config& c, const data::Manifest& m) const override {
+    check_batch_fits(c, m, "distill", c.distill.optim.batch_size);
+    // The distilled gate routes alone: a kind that reads the experts' features cannot.
+    const models::NetworkSpec spec = network_spec(c, m);
+    const models::ProbeScope probe;  // built to be asked: no draw from the ranks' generator
+    const int64_t hidden =
+        models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
+    SMOE_CHECK(!models::gate_kinds().get(c.distill.gate_kind)(joint_gate_spec(c, spec, hidden))->needs_expert_hidden(),
+               "config key 'distill.gate_kind' is '{}': the distilled gate must route without the experts' features",
+               c.distill.gate_kind);
+  }
   void restore(RunState& s) override { s.joint_model = {"distill", s.cfg.distill.gate_kind}; }
   json run(RunState& s) override {
     auto moe = s.store.load_joint_moe(s.store.joint_path("joint"), s.cfg.gate.kind);

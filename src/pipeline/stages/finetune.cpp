@@ -12,6 +12,7 @@
 #include "models/joint_moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages/common.h"
 #include "pipeline/stages/joint_training.h"
 
 using nlohmann::json;
@@ -28,6 +29,9 @@ class FinetuneStage : public Stage {
                "config key 'experts.branch_after' is 0: scheme '{}' fine-tunes Algorithm 1's MoE, whose experts read "
                "a shared trunk",
                c.scheme);
+  }
+  void check_inputs(const Config& c, const data::Manifest& m) const override {
+    check_batch_fits(c, m, "finetune", c.finetune.optim.batch_size);
   }
   void restore(RunState& s) override { s.joint_model = {"finetune", "algorithm1", true}; }
   json run(RunState& s) override {

@@ -30,8 +30,21 @@ class JointStage : public Stage {
                "config key 'experts.branch_after' is {}: scheme '{}' shares at most {} blocks as its trunk (0: the "
                "experts read the images)",
                c.experts.branch_after, c.scheme, models::NetworkSpec::kBlocks - 1);
+    SMOE_CHECK(c.joint.top_k <= c.experts.count,
+               "config key 'joint.top_k' is {}: more than experts.count ({}) experts cannot be chosen per sample (0: "
+               "every expert)",
+               c.joint.top_k, c.experts.count);
+    for (int64_t owner : c.joint.class_owner)
+      SMOE_CHECK(owner >= 0 && owner < c.experts.count,
+                 "config key 'joint.class_owner' names expert {}: experts are 0 to {} (experts.count {})", owner,
+                 c.experts.count - 1, c.experts.count);
   }
   void check_inputs(const Config& c, const data::Manifest& m) const override {
+    check_batch_fits(c, m, "joint", c.joint.optim.batch_size);
+    SMOE_CHECK(!c.joint.conditional || c.joint.class_owner.empty() ||
+                   static_cast<int64_t>(c.joint.class_owner.size()) == m.num_classes,
+               "config key 'joint.class_owner' has {} entries but the dataset has {} classes (one owner per class)",
+               c.joint.class_owner.size(), m.num_classes);
     // Gates that read the base model's outputs have nothing to read here.
     const models::NetworkSpec spec = network_spec(c, m);
     const models::ProbeScope probe;  // an expert and a gate built to be asked: no draw from the ranks' generator
