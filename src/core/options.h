@@ -73,6 +73,14 @@ std::string name(E value) {
   return "?";
 }
 
+// The enumerator called `text`, if any.
+template <typename E>
+std::optional<E> from_name(std::string_view text) {
+  for (const auto& [v, n] : option_names(E{}))
+    if (n == text) return v;
+  return std::nullopt;
+}
+
 // The type-erased view of an enum member the table keeps.
 struct EnumRef {
   std::function<std::string()> get;

@@ -8,17 +8,18 @@
 #include <vector>
 
 #include "core/options.h"
+#include "models/network_spec.h"
 
 namespace smoe {
 
 struct ModelConfig {
-  std::string arch = "tiny_resnet";         // tiny_resnet | plain_cnn
+  models::NetworkArch arch = models::NetworkArch::tiny_resnet;
   int64_t depth = 10;                       // tiny_resnet depth: 10 | 18 | 34
   int64_t width = 16;                       // channels of the first stage (small_cnn: of its convolution)
   std::vector<int64_t> hidden = {128, 64};  // small_cnn experts and gates: the two hidden layers
 
   void describe(options::Table& t) {
-    t.key("arch", arch, "network family").one_of({"tiny_resnet", "plain_cnn"});
+    t.key("arch", arch, "network family");
     t.key("depth", depth, "tiny_resnet depth (10, 18 or 34)").at_least(10).at_most(34);
     t.key("width", width,
           "channels of the first stage (doubled at every down-sampling); small_cnn: channels of its convolution")

@@ -129,7 +129,7 @@ std::shared_ptr<BlockImpl> make_block(const NetworkSpec& s, int64_t b, int64_t g
   SMOE_CHECK(b >= 0 && b < NetworkSpec::kBlocks && groups >= 1, "block {} x {} groups", b, groups);
   const int64_t w = s.width;
   const int64_t widths[] = {w, w, 2 * w, 4 * w, 8 * w};
-  if (s.arch == "plain_cnn") {
+  if (s.arch == NetworkArch::plain_cnn) {
     const int64_t in = b == 0 ? s.input[0] : widths[b - 1];
     return std::make_shared<ConvBlockImpl>(in, widths[b], /*pool=*/b == 1 || b == 2, groups);
   }
@@ -138,7 +138,6 @@ std::shared_ptr<BlockImpl> make_block(const NetworkSpec& s, int64_t b, int64_t g
 }
 
 void NetworkSpec::validate() const {
-  SMOE_CHECK(arch == "tiny_resnet" || arch == "plain_cnn", "model.arch: unknown architecture '{}'", arch);
   SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "model.depth: expected 10, 18 or 34, got {}", depth);
   SMOE_CHECK(width >= 1, "model.width must be positive, got {}", width);
   SMOE_CHECK(input.size() == 3 && input[0] >= 1 && input[1] >= 8 && input[2] >= 8,
@@ -185,10 +184,10 @@ Shape input_shape_of(const NetworkSpec& spec, int64_t block) {
   Shape s = spec.input;
   for (int64_t b = 0; b < block; ++b) {
     s[0] = widths[b];
-    const bool halve = spec.arch == "plain_cnn" ? (b == 1 || b == 2) : b >= 2;
+    const bool halve = spec.arch == NetworkArch::plain_cnn ? (b == 1 || b == 2) : b >= 2;
     if (halve) {
-      s[1] = spec.arch == "plain_cnn" ? s[1] / 2 : (s[1] + 1) / 2;
-      s[2] = spec.arch == "plain_cnn" ? s[2] / 2 : (s[2] + 1) / 2;
+      s[1] = spec.arch == NetworkArch::plain_cnn ? s[1] / 2 : (s[1] + 1) / 2;
+      s[2] = spec.arch == NetworkArch::plain_cnn ? s[2] / 2 : (s[2] + 1) / 2;
     }
   }
   return s;
@@ -236,7 +235,7 @@ void BackboneImpl::copy_from(BackboneImpl& other) {
   // other lacks: they start as the identity (the last BatchNorm's scale 0,
   // so the block adds nothing to its shortcut), and the network computes
   // what the other computes.
-  const bool deeper = spec_.arch == "tiny_resnet" && spec_.depth > other.spec().depth;
+  const bool deeper = spec_.arch == NetworkArch::tiny_resnet && spec_.depth > other.spec().depth;
   auto src_params = other.named_parameters(true);
   auto src_buffers = other.named_buffers(true);
   for (auto& p : named_parameters(true)) {

@@ -7,10 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "core/options.h"
+
 namespace smoe::models {
 
+// The network family (model.arch).
+enum class NetworkArch { tiny_resnet, plain_cnn };
+inline const options::Names<NetworkArch>& option_names(NetworkArch) {
+  static const options::Names<NetworkArch> n{{NetworkArch::tiny_resnet, "tiny_resnet"},
+                                             {NetworkArch::plain_cnn, "plain_cnn"}};
+  return n;
+}
+
 struct NetworkSpec {
-  std::string arch = "tiny_resnet";          // tiny_resnet | plain_cnn
+  NetworkArch arch = NetworkArch::tiny_resnet;
   int64_t depth = 10;                        // tiny_resnet: 10, 18 or 34
   int64_t width = 16;                        // channels of the first stage
   std::vector<int64_t> input = {1, 28, 28};  // C, H, W

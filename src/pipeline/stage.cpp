@@ -117,12 +117,13 @@ void check_config(const Config& c) {
   SMOE_CHECK(c.experts.branch_after <= models::NetworkSpec::kBlocks,
              "config key 'experts.branch_after' is {}: model.arch {} has {} blocks (0 to {}: the experts read the "
              "output of that many blocks)",
-             c.experts.branch_after, c.model.arch, models::NetworkSpec::kBlocks, models::NetworkSpec::kBlocks);
-  SMOE_CHECK(
-      c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() && c.model.arch == "tiny_resnet"),
-      "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "
-      "(experts.arch: branch, model.arch: tiny_resnet, no experts.archs)",
-      c.experts.depth);
+             c.experts.branch_after, options::name(c.model.arch), models::NetworkSpec::kBlocks,
+             models::NetworkSpec::kBlocks);
+  SMOE_CHECK(c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() &&
+                                      c.model.arch == models::NetworkArch::tiny_resnet),
+             "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "
+             "(experts.arch: branch, model.arch: tiny_resnet, no experts.archs)",
+             c.experts.depth);
   SMOE_CHECK(c.experts.depth == 0 || c.experts.depth == 10 || c.experts.depth == 18 || c.experts.depth == 34,
              "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
   SMOE_CHECK(

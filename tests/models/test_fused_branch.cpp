@@ -10,7 +10,7 @@ namespace {
 
 NetworkSpec spec_of(const std::string& arch, int64_t depth) {
   NetworkSpec s;
-  s.arch = arch;
+  s.arch = *options::from_name<NetworkArch>(arch);
   s.depth = depth;
   s.width = 4;
   s.input = {2, 16, 16};

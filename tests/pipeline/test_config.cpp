@@ -85,6 +85,8 @@ TEST(Config, WrongTypeNamesKeyValueAndExpectation) {
                "config key 'experts' (f.yaml): expected a mapping of keys, got '4'");
   EXPECT_ERROR(Config::from_yaml_text("data:\n  storage: tape\n", "f.yaml", {}),
                "config key 'data.storage' (f.yaml): expected one of auto | memory | stream, got 'tape'");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"model.arch=vgg"}),
+               "config key 'model.arch' (--set): expected one of tiny_resnet | plain_cnn, got 'vgg'");
   // Registry names (ensembler.kind, cluster.method, ...) are checked against
   // their registries: tests/pipeline/test_registries.cpp.
 }
