@@ -141,7 +141,9 @@ void NetworkSpec::validate() const {
   SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "model.depth: expected 10, 18 or 34, got {}", depth);
   SMOE_CHECK(width >= 1, "model.width must be positive, got {}", width);
   SMOE_CHECK(input.size() == 3 && input[0] >= 1 && input[1] >= 8 && input[2] >= 8,
-             "model input must be [C, H, W] with H, W >= 8");
+             "model input must be [C, H, W] with C >= 1 and H, W >= 8 (the network halves them down to 1 x 1), got "
+             "[{}]",
+             fmt::join(input, ", "));
   SMOE_CHECK(num_classes >= 2, "a classifier needs at least 2 classes, got {}", num_classes);
 }
 

@@ -6,6 +6,7 @@
 #include "models/expert.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "pipeline/model_store.h"
 
 namespace smoe::pipeline {
 
@@ -159,6 +160,13 @@ void check_inputs(const Config& c, data::VerifyCache& shards) {
   const data::Manifest m = data::Manifest::load(c.data.path);
   m.split(c.data.train_split);
   m.split(c.data.test_split);
+  // The model the config names, on the dataset's images and classes (checked
+  // here, not when the base stage builds it after the run folder exists).
+  try {
+    network_spec(c, m).validate();
+  } catch (const Error& e) {
+    fail("dataset {} and config key 'model.*': {}", c.data.path, e.what());
+  }
   check_shards(c, m, shards);
   for (const auto& st : scheme_stages(c)) st->check_inputs(c, m);
 }

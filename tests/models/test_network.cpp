@@ -124,6 +124,11 @@ TEST(Network, BadSpecsAreNamed) {
   NetworkSpec s = small();
   s.depth = 12;
   EXPECT_ERROR(Backbone{s}, "model.depth: expected 10, 18 or 34, got 12");
+  s = small();
+  s.input = {1, 4, 4};
+  EXPECT_ERROR(Backbone{s},
+               "model input must be [C, H, W] with C >= 1 and H, W >= 8 (the network halves them down to 1 "
+               "x 1), got [1, 4, 4]");
 }
 
 TEST(Heads, StackingStartsAsTheLogitAverageAndBaggingAveragesProbabilities) {

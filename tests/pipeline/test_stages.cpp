@@ -150,6 +150,23 @@ TEST(Schemes, EveryShippedConfigPassesItsSchemesChecks) {
 // scheme's expert and gate) must draw nothing from it, or another rank's
 // seeded model gets other weights whenever the two interleave (seen as a
 // base model that differed from run to run on the fake accelerator).
+// Images too small for the network's down-samplings are refused at load,
+// naming the dataset and the keys (issue #31: config against data), not when
+// the base stage builds the model after the run folder exists.
+TEST(StageChecks, ImagesTooSmallForTheModelAreRefusedAtLoad) {
+  testing::TempDir tmp;
+  testing::SyntheticSpec spec;
+  spec.train = 64;
+  spec.test = 32;
+  spec.shape = {1, 4, 4};
+  const std::string data = tmp.path() + "/tiny";
+  testing::make_dataset(data, spec);
+  data::VerifyCache shards;
+  EXPECT_ERROR(
+      check_inputs(testing::quick_config(data, {}), shards),
+      "dataset " + data + " and config key 'model.*': model input must be [C, H, W] with C >= 1 and H, W >= 8");
+}
+
 TEST(StageChecks, DrawNothingFromTheGlobalGenerator) {
   testing::TempDir tmp;
   const std::string data = testing::quick_dataset(tmp.path());
