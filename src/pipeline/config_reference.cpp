@@ -10,6 +10,7 @@
 #include "models/ensembler.h"
 #include "models/expert.h"
 #include "models/gate.h"
+#include "pipeline/config.h"
 #include "pipeline/stage.h"
 
 namespace smoe::pipeline {

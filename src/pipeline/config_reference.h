@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "pipeline/config.h"
+#include "core/options.h"
 
 namespace smoe::pipeline {
 
