@@ -179,6 +179,10 @@ const Field* Table::find(const std::string& key) const {
   return nullptr;
 }
 
+void check(const Table& table) {
+  for (const auto& r : table.rules_) r.check(r.prefix);
+}
+
 bool Table::is_section(const std::string& prefix) const {
   for (const Field& f : fields_)
     if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 && f.key[prefix.size()] == '.')

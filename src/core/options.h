@@ -163,14 +163,31 @@ class Table {
     s.describe(*this);
   }
 
+  // A constraint between this struct's keys (or on one key beyond its
+  // range), declared in describe() beside the fields it reads and checked
+  // when a config is loaded (options::check). It gets the struct's key
+  // prefix ("" or "base.", ...) to name its keys, and fails (smoe::fail) with
+  // one line naming the keys, their values and what was expected:
+  //
+  //   t.rule([this](const std::string& at) {
+  //     SMOE_CHECK(warmup_epochs <= epochs, "config key '{}warmup_epochs' is {}: more than {}epochs ({})", ...);
+  //   });
+  void rule(std::function<void(const std::string& prefix)> check) { rules_.push_back({prefix_, std::move(check)}); }
+
   const std::deque<Field>& fields() const { return fields_; }
   const Field* find(const std::string& key) const;
   // Whether some key lies under "prefix.".
   bool is_section(const std::string& prefix) const;
 
  private:
+  friend void check(const Table& table);
+  struct Rule {
+    std::string prefix;
+    std::function<void(const std::string&)> check;
+  };
   std::string prefix_;
   std::deque<Field> fields_;
+  std::vector<Rule> rules_;
 };
 
 // The table of a struct (its describe()).
@@ -186,6 +203,8 @@ Table table_of(S& s) {
 void merge(const Table& table, const YAML::Node& node, const std::string& origin);
 // Applies one "a.b=value" assignment; the value is parsed as YAML.
 void set(const Table& table, const std::string& assignment, const std::string& origin);
+// Runs the table's rules, in declaration order: the first that fails throws.
+void check(const Table& table);
 // The fields' values as nested YAML, each with its doc as a comment.
 std::string to_yaml(const Table& table, bool with_docs);
 // The keys, their types, current values and docs.

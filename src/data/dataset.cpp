@@ -39,28 +39,24 @@ std::shared_ptr<Dataset> Dataset::relabelled(std::vector<int64_t> labels) const 
   return ds;
 }
 
-std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string& split,
-                                       const DatasetOptions& options) {
-  std::shared_ptr<Dataset> ds(new Dataset());
-  ds->manifest_ = Manifest::load(dir);
-  ds->split_ = ds->manifest_.split(split);
-  const SplitInfo& s = ds->split_;
+SplitFootprint split_footprint(const Manifest& m, const std::string& split, const DatasetOptions& options) {
+  const SplitInfo& s = m.split(split);
   SMOE_CHECK(options.limit >= 0, "sample limit must be >= 0, got {}", options.limit);
-  ds->size_ = options.limit > 0 ? std::min(options.limit, s.count) : s.count;
-
-  const int64_t img = ds->image_bytes();
-  const int64_t bytes = ds->size_ * img;
-  const bool memory =
-      options.storage == StorageMode::memory ||
-      (options.storage == StorageMode::automatic && bytes <= options.memory_budget_mb * (int64_t{1} << 20));
-
-  ds->labels_.resize(static_cast<size_t>(ds->size_));
-  if (memory) ds->storage_->pixels.resize(static_cast<size_t>(bytes));
-  std::vector<int64_t> shard_labels;
+  SplitFootprint f;
+  f.samples = options.limit > 0 ? std::min(options.limit, s.count) : s.count;
+  const int64_t img = m.image_bytes();
+  const int64_t pixels = f.samples * img;
+  f.in_memory = options.storage == StorageMode::memory ||
+                (options.storage == StorageMode::automatic && pixels <= options.memory_budget_mb * (int64_t{1} << 20));
+  if (f.in_memory) {
+    f.bytes = pixels;
+    return f;
+  }
   for (const auto& sh : s.shards) {
-    if (sh.offset >= ds->size_) break;
-    const std::string path = (std::filesystem::path(dir) / sh.file).string();
-    const int64_t shard_bytes = sh.count * img;
+    if (sh.offset >= f.samples) {
+      f.shard_cache_bytes.push_back(0);
+      continue;
+    }
     // Every shard's cache fills as random reads reach it: together they
     // stay within the split's share of the memory budget.
     int64_t per_shard = options.cache_mb << 20;
@@ -68,9 +64,36 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string
       per_shard = std::min(per_shard, (options.cache_budget_mb << 20) / static_cast<int64_t>(s.shards.size()));
     // The whole shard, in whole chunks (the cache holds chunks: one short of
     // the shard would evict on every pass), when the budget allows.
-    const int64_t chunk = std::max<int64_t>(ds->manifest_.chunk_images, 1);
+    const int64_t chunk = std::max<int64_t>(m.chunk_images, 1);
     const int64_t shard_in_chunks = (sh.count + chunk - 1) / chunk * chunk * img;
-    size_t cache = memory ? 0 : static_cast<size_t>(std::max<int64_t>(std::min(shard_in_chunks, per_shard), 1 << 20));
+    const int64_t cache = std::max<int64_t>(std::min(shard_in_chunks, per_shard), 1 << 20);
+    f.shard_cache_bytes.push_back(cache);
+    f.bytes += cache;
+  }
+  return f;
+}
+
+std::shared_ptr<Dataset> Dataset::open(const std::string& dir, const std::string& split,
+                                       const DatasetOptions& options) {
+  std::shared_ptr<Dataset> ds(new Dataset());
+  ds->manifest_ = Manifest::load(dir);
+  ds->split_ = ds->manifest_.split(split);
+  const SplitInfo& s = ds->split_;
+  const SplitFootprint footprint = split_footprint(ds->manifest_, split, options);
+  ds->size_ = footprint.samples;
+  const bool memory = footprint.in_memory;
+  const int64_t img = ds->image_bytes();
+  const int64_t bytes = ds->size_ * img;
+
+  ds->labels_.resize(static_cast<size_t>(ds->size_));
+  if (memory) ds->storage_->pixels.resize(static_cast<size_t>(bytes));
+  std::vector<int64_t> shard_labels;
+  for (size_t k = 0; k < s.shards.size(); ++k) {
+    const ShardInfo& sh = s.shards[k];
+    if (sh.offset >= ds->size_) break;
+    const std::string path = (std::filesystem::path(dir) / sh.file).string();
+    const int64_t shard_bytes = sh.count * img;
+    const size_t cache = memory ? 0 : static_cast<size_t>(footprint.shard_cache_bytes[k]);
     auto reader = std::make_unique<ShardReader>(path, ds->shape(), cache);
     if (!memory) ds->cache_bytes_ += static_cast<int64_t>(cache);
     SMOE_CHECK(reader->count() == sh.count, "{}: holds {} samples but the manifest says {}", path, reader->count(),

@@ -35,6 +35,17 @@ struct DatasetOptions {
 // `fraction` of the samples, chosen by a hash of (seed, id)).
 bool is_trusted(uint64_t seed, int64_t id, double fraction);
 
+// What opening a split takes of the memory, decided from its manifest alone
+// (so that a run can check its memory budget before it opens anything):
+// the split's pixels when it is read whole, else one chunk cache per shard.
+struct SplitFootprint {
+  bool in_memory = false;
+  int64_t samples = 0;                     // after DatasetOptions::limit
+  std::vector<int64_t> shard_cache_bytes;  // streaming: each shard's chunk cache (0 past the limit)
+  int64_t bytes = 0;                       // the pixels, or the caches together
+};
+SplitFootprint split_footprint(const Manifest& manifest, const std::string& split, const DatasetOptions& options);
+
 class Dataset {
  public:
   // Opens split `split` of the dataset folder `dir`.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/error.h"
 #include "core/options.h"
 
 namespace smoe {
@@ -16,7 +17,14 @@ struct EvalConfig {
   bool class_oracle = false;      // per_class only: route by the true class too
 
   void describe(options::Table& t) {
-    t.key("taus", taus, "thresholds of the anytime model").at_least(0).at_most(1);
+    t.key("taus", taus, "thresholds of the anytime model, increasing").at_least(0).at_most(1);
+    t.rule([this](const std::string& at) {
+      SMOE_CHECK(!taus.empty(), "config key '{}taus' is empty: the anytime curve needs at least one threshold", at);
+      for (size_t i = 1; i < taus.size(); ++i)
+        SMOE_CHECK(taus[i] > taus[i - 1],
+                   "config key '{}taus': expected increasing thresholds without repeats, got {} after {} (entry {})",
+                   at, taus[i], taus[i - 1], i);
+    });
     t.key("batch_size", batch_size, "evaluation batch size").at_least(1);
     t.key("timing_samples", timing_samples,
           "test samples on which the coordinator measures the wall-clock inference time per sample of the base "

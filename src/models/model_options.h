@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/options.h"
 #include "models/network_spec.h"
 
@@ -21,6 +22,10 @@ struct ModelConfig {
   void describe(options::Table& t) {
     t.key("arch", arch, "network family");
     t.key("depth", depth, "tiny_resnet depth (10, 18 or 34)").at_least(10).at_most(34);
+    t.rule([this](const std::string& at) {
+      SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "config key '{}depth': expected 10, 18 or 34, got {}", at,
+                 depth);
+    });
     t.key("width", width,
           "channels of the first stage (doubled at every down-sampling); small_cnn: channels of its convolution")
         .at_least(1);

@@ -127,18 +127,8 @@ void Config::validate() const {
                "config key 'experts.optims' ('{}'): warmup_epochs ({}) exceeds epochs ({})", experts.optims[k],
                o.warmup_epochs, o.epochs);
   }
-  const int64_t depth = model.depth;
-  SMOE_CHECK(depth == 10 || depth == 18 || depth == 34, "config key 'model.depth': expected 10, 18 or 34, got {}",
-             depth);
-  const std::pair<const char*, const OptimConfig*> sections[] = {
-      {"base", &base.optim},           {"gate", &gate.optim},   {"experts", &experts.optim},
-      {"ensembler", &ensembler.optim}, {"joint", &joint.optim}, {"distill", &distill.optim},
-      {"finetune", &finetune.optim}};
-  for (const auto& [name, o] : sections) {
-    SMOE_CHECK(o->warmup_epochs <= std::max<int64_t>(o->epochs, 0) || o->epochs == 0,
-               "config key '{}.warmup_epochs' is {}: more than {}.epochs ({})", name, o->warmup_epochs, name,
-               o->epochs);
-  }
+  Config copy = *this;
+  options::check(options::table_of(copy));
 }
 
 std::string Config::to_yaml(bool with_docs) const {

@@ -12,33 +12,22 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "data/sampler.h"
+#include "pipeline/memory_plan.h"
 #include "train/checkpoint.h"
 
 namespace smoe::pipeline {
-uint64_t trusted_seed(const Config& c) { return derive_seed(c.seed, "label-noise"); }
+uint64_t trusted_seed(const Config& c) { return split_options(c, 0, 0, true).noise_seed; }
 
 namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-// Opens a split; with data.storage auto it loads whole when it fits in what
-// is left of the rank's memory budget, which it then uses up.
+// Opens a split with the options the memory plan gives it (memory_plan.h);
+// what it keeps in RAM comes off the rank's budget.
 std::shared_ptr<data::Dataset> open_split(const Config& c, const std::string& split, int64_t limit,
                                           int64_t& budget_left, bool training = false) {
   SMOE_CHECK(!c.data.path.empty(), "config key 'data.path' is empty: name the dataset folder (smoe-data convert ...)");
-  data::DatasetOptions o;
-  o.storage = c.data.storage;
-  o.memory_budget_mb = std::max<int64_t>(budget_left / kMiB, 0);
-  o.cache_mb = c.data.cache_mb;
-  // Streamed, the split's HDF5 chunk caches may take a quarter of what is
-  // left (at least 1 MiB a shard).
-  o.cache_budget_mb = std::max<int64_t>(budget_left / 4 / kMiB, 1);
-  o.limit = limit;
-  if (training) {  // label noise on the training split only
-    o.label_noise = c.data.label_noise;
-    o.trusted_fraction = c.data.trusted_fraction;
-    o.noise_seed = trusted_seed(c);
-  }
+  const data::DatasetOptions o = split_options(c, limit, budget_left, training);
   auto ds = data::Dataset::open(c.data.path, split, o);
   budget_left -= ds->in_memory() ? ds->size() * ds->image_bytes() : ds->cache_bytes();
   return ds;

@@ -6,6 +6,7 @@
 #include "models/expert.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/model_store.h"
 
 namespace smoe::pipeline {
@@ -167,6 +168,7 @@ void check_inputs(const Config& c, data::VerifyCache& shards) {
   } catch (const Error& e) {
     fail("dataset {} and config key 'model.*': {}", c.data.path, e.what());
   }
+  check_split_storage(c, m);
   check_shards(c, m, shards);
   for (const auto& st : scheme_stages(c)) st->check_inputs(c, m);
 }

@@ -4,11 +4,13 @@
 // field (core/options.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "core/options.h"
 
 namespace smoe {
@@ -71,6 +73,10 @@ struct OptimConfig {
     t.key("step_epochs", step_epochs, "epochs where 'step' multiplies lr by step_gamma").at_least(1);
     t.key("step_gamma", step_gamma, "lr factor at each step epoch").above(0);
     t.key("warmup_epochs", warmup_epochs, "linear warm-up epochs").at_least(0);
+    t.rule([this](const std::string& at) {
+      SMOE_CHECK(warmup_epochs <= std::max<int64_t>(epochs, 0) || epochs == 0,
+                 "config key '{}warmup_epochs' is {}: more than {}epochs ({})", at, warmup_epochs, at, epochs);
+    });
     t.key("label_smoothing", label_smoothing, "label smoothing of the cross-entropy").at_least(0).at_most(0.99);
     t.key("grad_clip", grad_clip, "clip the gradient's global L2 norm to this (0 = no clipping)").at_least(0);
     t.key("precision", precision,

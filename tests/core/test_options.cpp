@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/expect_error.h"
+#include "core/error.h"
 #include "core/options.h"
 
 namespace smoe {
@@ -16,6 +17,10 @@ struct Inner {
   void describe(options::Table& t) {
     t.key("n", n, "a count").at_least(1);
     t.key("xs", xs, "some numbers").at_least(0).at_most(1);
+    t.rule([this](const std::string& at) {
+      SMOE_CHECK(static_cast<int64_t>(xs.size()) <= n, "config key '{}xs' has {} numbers: more than {}n ({})", at,
+                 xs.size(), at, n);
+    });
   }
 };
 
@@ -76,6 +81,17 @@ TEST(Options, ChecksNameTheFullKey) {
   EXPECT_ERROR(options::merge(t, YAML::Load("inner: 3\n"), "f.yaml"),
                "config key 'inner' (f.yaml): expected a mapping of keys, got '3'");
   EXPECT_ERROR(options::merge(t, YAML::Load("flat:\n  tol: 1\n"), "f.yaml"), "config key 'flat' (f.yaml): unknown key");
+}
+
+// A rule (a check across a struct's keys) runs when the table is checked,
+// after every key is read, and names the keys with the section's prefix.
+TEST(Options, RulesCheckAcrossKeysWithTheSectionPrefix) {
+  Outer o;
+  options::Table t = options::table_of(o);
+  options::set(t, "inner.xs=[0, 0.5, 1]", "--set");  // 3 numbers for n = 3: the rule holds
+  EXPECT_NO_THROW(options::check(t));
+  options::set(t, "inner.n=2", "--set");  // a single key's check passes; the rule does not
+  EXPECT_ERROR(options::check(t), "config key 'inner.xs' has 3 numbers: more than inner.n (2)");
 }
 
 }  // namespace

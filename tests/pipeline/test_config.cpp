@@ -102,6 +102,18 @@ TEST(Config, OutOfRangeValues) {
                "'model.depth': expected 10, 18 or 34, got 12");
 }
 
+// The anytime curve is a list of increasing thresholds: a repeat or an
+// unsorted list is refused naming the entry (issue #31, the taus).
+TEST(Config, AnytimeThresholdsIncreaseWithoutRepeats) {
+  EXPECT_NO_THROW(Config::from_yaml_text("", "f.yaml", {"eval.taus=[0, 0.5, 1]"}));
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"eval.taus=[0, 0.5, 0.2]"}),
+               "config key 'eval.taus': expected increasing thresholds without repeats, got 0.2 after 0.5 (entry 2)");
+  EXPECT_ERROR(Config::from_yaml_text("eval:\n  taus: [0.1, 0.1]\n", "f.yaml", {}),
+               "config key 'eval.taus': expected increasing thresholds without repeats, got 0.1 after 0.1 (entry 1)");
+  EXPECT_ERROR(Config::from_yaml_text("", "f.yaml", {"eval.taus=[]"}),
+               "config key 'eval.taus' is empty: the anytime curve needs at least one threshold");
+}
+
 // experts.optims: expert k's optimiser settings are experts.* with
 // optims[k mod size] applied; a bad entry is named with its key.
 TEST(Config, PerExpertOptimiserSettings) {

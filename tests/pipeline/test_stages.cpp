@@ -2,8 +2,10 @@
 // which changed key forces which stage, which run.json records a stage owns,
 // and the configs a scheme rejects.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "common/expect_error.h"
 #include "common/temp_dir.h"
@@ -165,6 +167,53 @@ TEST(StageChecks, ImagesTooSmallForTheModelAreRefusedAtLoad) {
   EXPECT_ERROR(
       check_inputs(testing::quick_config(data, {}), shards),
       "dataset " + data + " and config key 'model.*': model input must be [C, H, W] with C >= 1 and H, W >= 8");
+}
+
+// Issue #31, config against the machine: a cache that cannot fall back to
+// disk must fit runtime.memory_budget_mb, checked at load before the run
+// folder exists: the splits read whole (data.storage memory), the trunk
+// features (experts.trunk_cache memory) and a torch features file (read
+// whole). The same run with the caches in auto mode passes: what does not
+// fit goes to disk or is streamed.
+TEST(StageChecks, CachesThatMustBeInRamAreCheckedAgainstTheMemoryBudgetAtLoad) {
+  testing::TempDir tmp;
+  testing::SyntheticSpec spec;
+  spec.train = 1024;  // 3 MiB of [3, 32, 32] images
+  spec.test = 64;
+  spec.shape = {3, 32, 32};
+  spec.shard_size = 256;
+  const std::string data = tmp.path() + "/d";
+  testing::make_dataset(data, spec);
+  auto check = [&](const std::vector<std::string>& sets) {
+    data::VerifyCache shards;
+    std::vector<std::string> all = {"data.limit_train=0", "data.limit_test=0"};
+    all.insert(all.end(), sets.begin(), sets.end());
+    check_inputs(testing::quick_config(data, all), shards);
+  };
+  EXPECT_ERROR(check({"data.storage=memory", "runtime.memory_budget_mb=2"}),
+               "config key 'data.storage' is memory: the splits 'train' (3.0 MiB) and 'test' (0.2 MiB) read whole "
+               "need more than runtime.memory_budget_mb (2)");
+  EXPECT_NO_THROW(check({"data.storage=memory", "runtime.memory_budget_mb=4"}));
+  EXPECT_NO_THROW(check({"data.storage=auto", "runtime.memory_budget_mb=2"}));
+
+  // Both splits in RAM leave 0.8 MiB of 4; the trunk features take 8 MiB.
+  EXPECT_ERROR(check({"experts.trunk_cache=memory", "runtime.memory_budget_mb=4"}),
+               "config key 'experts.trunk_cache' is memory, [8, 16, 16] floats a sample at experts.branch_after 3): "
+               "8.0 MiB must be in RAM on every rank, but runtime.memory_budget_mb (4) leaves 0.8 MiB after the "
+               "data splits (3.2 MiB in RAM, 0.0 MiB of chunk caches): raise runtime.memory_budget_mb or set "
+               "experts.trunk_cache auto");
+  EXPECT_NO_THROW(check({"experts.trunk_cache=auto", "runtime.memory_budget_mb=4"}));
+  EXPECT_NO_THROW(check({"experts.trunk_cache=memory", "runtime.memory_budget_mb=12"}));
+
+  // A torch features file of 1024 x 256 floats (1 MiB) is read whole.
+  const std::string features = tmp.path() + "/features.pt";
+  const std::vector<char> bytes = torch::pickle_save(torch::ones({1024, 256}));
+  std::ofstream(features, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  EXPECT_ERROR(check({"cluster.features=" + features, "runtime.memory_budget_mb=4"}),
+               "the features file " + features +
+                   " (config key 'cluster.features', a torch file read whole): 1.0 MiB "
+                   "must be in RAM on every rank");
+  EXPECT_NO_THROW(check({"cluster.features=" + features, "runtime.memory_budget_mb=8"}));
 }
 
 TEST(StageChecks, DrawNothingFromTheGlobalGenerator) {

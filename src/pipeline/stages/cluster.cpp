@@ -57,7 +57,7 @@ class ClusterStage : public Stage {
                "config key 'experts.count' is {} but the training split '{}' has {} samples: every expert needs at "
                "least one",
                c.experts.count, c.data.train_split, n);
-    if (!c.cluster.features.empty()) check_cluster_features(c.cluster.features, n);
+    if (!c.cluster.features.empty()) check_cluster_features(c, m);
   }
   json run(RunState& s) override {
     // Every rank clusters its own rows; any split gives the same centroids

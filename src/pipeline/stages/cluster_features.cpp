@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "data/feature_file.h"
 #include "models/moe.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
@@ -46,7 +47,9 @@ at::Tensor load_torch_features(const std::string& path) {
 
 }  // namespace
 
-int64_t check_cluster_features(const std::string& path, int64_t samples) {
+int64_t check_cluster_features(const Config& c, const data::Manifest& m) {
+  const std::string& path = c.cluster.features;
+  const int64_t samples = training_samples(c, m);
   auto check_rows = [&](int64_t rows) {
     SMOE_CHECK(rows >= samples,
                "features file {} (config key 'cluster.features') has {} rows but the training split has {} samples: "
@@ -60,6 +63,13 @@ int64_t check_cluster_features(const std::string& path, int64_t samples) {
     fail("features file {} (config key 'cluster.features'): row {} holds NaN or inf", path, row);
   };
   if (is_torch_file(path)) {
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path, ec);
+    SMOE_CHECK(!ec, "features file {} (config key 'cluster.features'): {}", path, ec.message());
+    check_fits_budget(
+        c, m, static_cast<int64_t>(bytes),
+        fmt::format("the features file {} (config key 'cluster.features', a torch file read whole)", path),
+        "write the features as HDF5 (dataset /features), which is read by rows");
     const at::Tensor t = load_torch_features(path);
     check_rows(t.size(0));
     const at::Tensor bad = (~torch::isfinite(t.narrow(0, 0, samples))).any(1).nonzero();

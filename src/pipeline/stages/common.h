@@ -59,9 +59,10 @@ std::pair<at::Tensor, at::Tensor> local_embedding_rows(RunState& state);
 // when one is set (L2-normalised with cluster.normalize), else
 // `embedding_rows` themselves (cluster_features.cpp).
 at::Tensor cluster_feature_rows(RunState& state, const at::Tensor& ids, const at::Tensor& embedding_rows);
-// Checks a cluster.features file (readable, a float [N, D], at least
-// `samples` rows) and returns D; fails naming the file.
-int64_t check_cluster_features(const std::string& path, int64_t samples);
+// Checks the cluster.features file (readable, a float [N, D] with a finite
+// row for every training sample; a torch file, read whole, within the
+// memory budget) and returns D; fails naming the file.
+int64_t check_cluster_features(const Config& c, const data::Manifest& m);
 
 // The training samples a run uses: the training split, cut to data.limit_train.
 int64_t training_samples(const Config& c, const data::Manifest& m);
@@ -69,6 +70,10 @@ int64_t training_samples(const Config& c, const data::Manifest& m);
 // trained MoE's) needs at least one: `section`.batch_size against the
 // training samples, checked at load.
 void check_batch_fits(const Config& c, const data::Manifest& m, const std::string& section, int64_t batch_size);
+// experts.trunk_cache memory: the frozen trunk's features of every training
+// sample must fit what the data splits leave of runtime.memory_budget_mb
+// (memory_plan.h), checked at load by the stages that train experts.
+void check_trunk_cache_fits(const Config& c, const data::Manifest& m);
 
 // Collective: every rank takes rank `root`'s parameters and buffers of `m`
 // (a model built on each rank starts as the root's, whatever each rank's

@@ -106,6 +106,7 @@ class EmStage : public Stage {
  public:
   std::string name() const override { return "em"; }
   std::vector<std::string> keys() const override { return {"em.", "scheme"}; }
+  void check_inputs(const Config& c, const data::Manifest& m) const override { check_trunk_cache_fits(c, m); }
   void check(const Config& c) const override {
     SMOE_CHECK(c.em.steps >= 1, "config key 'em.steps': scheme '{}' runs EM rounds, so em.steps must be at least 1",
                c.scheme);

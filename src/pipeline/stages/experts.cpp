@@ -18,6 +18,8 @@
 #include "core/rng.h"
 #include "core/stop.h"
 #include "pipeline/fault.h"
+#include "pipeline/memory_plan.h"
+#include "pipeline/model_store.h"
 #include "pipeline/rank_use.h"
 #include "pipeline/run_state.h"
 #include "pipeline/scheduler.h"
@@ -286,6 +288,7 @@ class ExpertsStage : public Stage {
   std::string name() const override { return "experts"; }
   std::vector<std::string> keys() const override { return {"experts.", "ensembler."}; }
   std::vector<std::string> record_prefixes() const override { return {"expert/"}; }
+  void check_inputs(const Config& c, const data::Manifest& m) const override { check_trunk_cache_fits(c, m); }
   json run(RunState& s) override {
     // More ranks than experts leave ranks idle (pipeline/rank_use.h).
     const std::string idle = experts_idle_warning(s.cfg.experts.count, s.comm.size());
@@ -305,6 +308,18 @@ class ExpertsStage : public Stage {
 };
 
 }  // namespace
+
+void check_trunk_cache_fits(const Config& c, const data::Manifest& m) {
+  if (c.experts.trunk_cache != TrunkCache::memory || c.experts.augment) return;
+  const models::NetworkSpec spec = network_spec(c, m);
+  const models::Shape shape = models::input_shape_of(spec, c.experts.branch_after);
+  const int64_t bytes = train::RowCache::bytes_of(training_samples(c, m), {shape[0], shape[1], shape[2]});
+  check_fits_budget(c, m, bytes,
+                    fmt::format("the trunk features of the {} training samples (config key 'experts.trunk_cache' is "
+                                "memory, [{}, {}, {}] floats a sample at experts.branch_after {})",
+                                training_samples(c, m), shape[0], shape[1], shape[2], c.experts.branch_after),
+                    "set experts.trunk_cache auto (on disk when it does not fit)");
+}
 
 void run_expert_round(RunState& s, int64_t round) {
   std::filesystem::create_directories(s.store.round_dir(round));
