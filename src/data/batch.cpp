@@ -7,6 +7,18 @@
 
 namespace smoe::data {
 
+PixelNormalization pixel_normalization(const Manifest& m) {
+  const auto& stats = m.stats_split();
+  const size_t C = stats.mean.size();
+  PixelNormalization n{std::vector<float>(C), std::vector<float>(C)};
+  for (size_t c = 0; c < C; ++c) {
+    const double sd = stats.std[c] > 0 ? stats.std[c] : 1.0;
+    n.scale[c] = static_cast<float>(1.0 / (255.0 * sd));
+    n.shift[c] = static_cast<float>(-stats.mean[c] / sd);
+  }
+  return n;
+}
+
 Batch make_batch(const Dataset& ds, const std::vector<int64_t>& ids, const Transform& t) {
   const int64_t B = static_cast<int64_t>(ids.size());
   const int64_t C = ds.shape()[0], H = ds.shape()[1], W = ds.shape()[2];
@@ -22,13 +34,7 @@ Batch make_batch(const Dataset& ds, const std::vector<int64_t>& ids, const Trans
   int64_t* lab = b.labels.data_ptr<int64_t>();
   int64_t* idp = b.ids.data_ptr<int64_t>();
 
-  // Per channel: y = x * scale + shift with scale = 1 / (255 std), shift = -mean / std.
-  std::vector<float> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
-  for (int64_t c = 0; c < C; ++c) {
-    double sd = ds.stddev()[static_cast<size_t>(c)] > 0 ? ds.stddev()[static_cast<size_t>(c)] : 1.0;
-    scale[static_cast<size_t>(c)] = static_cast<float>(1.0 / (255.0 * sd));
-    shift[static_cast<size_t>(c)] = static_cast<float>(-ds.mean()[static_cast<size_t>(c)] / sd);
-  }
+  const auto [scale, shift] = pixel_normalization(ds.manifest());
   const int64_t pad = t.augment ? t.crop_padding : 0;
   for (int64_t i = 0; i < B; ++i) {
     const int64_t id = ids[static_cast<size_t>(i)];

@@ -18,6 +18,15 @@
 
 namespace smoe::data {
 
+// How a stored pixel x (0..255) becomes a network input, per channel c, in
+// float: y = x * scale[c] + shift[c], scale = 1 / (255 std), shift =
+// -mean / std, from the manifest's statistics of its statistics split
+// (make_batch's, and an exported model's, models/moe_export.h).
+struct PixelNormalization {
+  std::vector<float> scale, shift;
+};
+PixelNormalization pixel_normalization(const Manifest& manifest);
+
 struct Transform {
   bool augment = false;
   int64_t crop_padding = 0;

@@ -49,34 +49,51 @@ MoeOutputs MoeModel::forward(const at::Tensor& images) {
 }
 
 at::Tensor MoeModel::predict(const at::Tensor& images, Predict rule, const std::string& ensembler, double tau) {
+  return predict_routed(images, rule, ensembler, torch::tensor(tau, torch::kDouble)).probs;
+}
+
+MoeModel::Routed MoeModel::predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler,
+                                          const at::Tensor& tau) {
   torch::NoGradGuard no_grad;
   base_->eval();
   at::Tensor trunk = base_->blocks(images, 0, branch_after_);
   at::Tensor pre = base_->prelogits(base_->blocks(trunk, branch_after_, NetworkSpec::kBlocks));
   at::Tensor base_logits = base_->classify(pre);
   at::Tensor base_probs = torch::softmax(base_logits, 1);
-  if (rule == Predict::base) return base_probs;
+  const int64_t K = num_experts();
+  // Shapes follow from tensors, never from sizes read here: a trace would
+  // keep those as constants.
+  const at::Tensor per_sample = base_probs.select(1, 0);
+  if (rule == Predict::base)
+    return {base_probs, torch::zeros_like(base_probs.narrow(1, 0, 1)).repeat({1, K}),
+            torch::ones_like(per_sample, per_sample.options().dtype(torch::kBool))};
   at::Tensor gate = gate_->probabilities(gate_features(pre, base_logits));
   // Weight of each (sample, expert) pair, zero where the expert does not run.
-  at::Tensor weight;
+  at::Tensor weight, active;
   if (rule == Predict::top1) {
-    weight = torch::one_hot(gate.argmax(1), num_experts()).to(gate.dtype());
+    weight = torch::one_hot(gate.argmax(1), K).to(gate.dtype());
+  } else if (rule == Predict::top2) {
+    const auto top = gate.topk(std::min<int64_t>(2, K), 1);
+    weight = torch::zeros_like(gate).scatter(1, std::get<1>(top), std::get<0>(top));
   } else {
-    at::Tensor active = gate * (1.0 - std::get<0>(base_probs.max(1))).unsqueeze(1) >= tau;
+    active = gate * (1.0 - std::get<0>(base_probs.max(1))).unsqueeze(1) >= tau;
     weight = gate * active.to(gate.dtype());
   }
   at::Tensor out = torch::zeros_like(base_probs);
-  for (int64_t k = 0; k < num_experts(); ++k) {
-    at::Tensor rows = weight.select(1, k).nonzero().reshape(-1);
-    if (rows.numel() == 0) continue;
+  for (int64_t k = 0; k < K; ++k) {
     SMOE_ASSERT(has_expert(k), "MoE prediction without expert {}", k);
+    // Only the samples routed to expert k run it (none: an empty batch).
+    at::Tensor rows = weight.select(1, k).nonzero().reshape(-1);
     at::Tensor logits = experts_[static_cast<size_t>(k)]->forward(trunk.index_select(0, rows));
-    at::Tensor probs = ensembled_probs(k, ensembler, base_logits.index_select(0, rows), logits);
+    at::Tensor probs = rule == Predict::top2 ? torch::softmax(logits, 1)
+                                             : ensembled_probs(k, ensembler, base_logits.index_select(0, rows), logits);
     out.index_add_(0, rows, weight.select(1, k).index_select(0, rows).unsqueeze(1) * probs);
   }
-  if (rule == Predict::top1) return out;
-  at::Tensor early = (weight == 0).all(1).unsqueeze(1);
-  return torch::where(early, base_probs, out);
+  if (rule != Predict::anytime)
+    return {out, weight, torch::zeros_like(per_sample, per_sample.options().dtype(torch::kBool))};
+  // Early exit: no expert is active (eval/anytime.h), whatever their weights.
+  at::Tensor early = active.logical_not().all(1);
+  return {torch::where(early.unsqueeze(1), base_probs, out), weight, early};
 }
 
 at::Tensor MoeModel::ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,

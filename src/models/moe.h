@@ -43,6 +43,10 @@ class MoeModel {
   Backbone& base() { return base_; }
   GateModule& gate() { return *gate_; }
   ExpertModule& expert(int64_t k) { return *experts_.at(static_cast<size_t>(k)); }
+  // Expert k's trained ensemblers, by name.
+  const std::map<std::string, EnsemblerNet>& ensembler_nets(int64_t k) const {
+    return nets_.at(static_cast<size_t>(k));
+  }
 
   // What the gate sees of base outputs: pre-logits [B, D] and logits [B, C].
   GateFeatures gate_features(const at::Tensor& prelogits, const at::Tensor& base_logits) const;
@@ -50,15 +54,27 @@ class MoeModel {
   // images [B, C, H, W] (no grad, eval mode).
   MoeOutputs forward(const at::Tensor& images);
   // The class probabilities [B, C] of one inference rule, computing only
-  // what the rule needs (the path whose time per sample the report measures):
-  // the base model alone (Predict::base); the top-1 MoE, each sample
-  // through the gate's argmax expert and ensembler `ensembler`
-  // (Predict::top1); or the anytime model at `tau`, each sample through the
-  // experts with g_k (1 - max_y phi(y|x)) >= tau, or the base model alone
-  // when there is none (Predict::anytime). Equal to what forward() gives for
-  // the same rule (eval/anytime.h's *_probs).
-  enum class Predict { base, top1, anytime };
+  // what the rule needs (the path whose time per sample the report measures,
+  // and the one smoe export traces): the base model alone (Predict::base);
+  // the top-1 MoE, each sample through the gate's argmax expert and
+  // ensembler `ensembler` (Predict::top1); the two most probable experts'
+  // own probabilities weighted by their gate values (Predict::top2); or the
+  // anytime model at `tau`, each sample through the experts with
+  // g_k (1 - max_y phi(y|x)) >= tau, or the base model alone when there is
+  // none (Predict::anytime). Equal to what forward() gives for the same rule
+  // (eval/anytime.h's *_probs).
+  enum class Predict { base, top1, top2, anytime };
   at::Tensor predict(const at::Tensor& images, Predict rule, const std::string& ensembler = "bagging", double tau = 0);
+  // The same, with what each sample ran: `weight` [B, K] is the weight of
+  // each expert's output (0 where the expert did not run) and `early` [B]
+  // (bool) marks the samples answered by the base model alone. `tau` is a
+  // 0-d tensor and no branch depends on the data (an expert with no sample
+  // runs on an empty batch), so that a trace of it is the rule for any
+  // batch and any tau (models/moe_export.h).
+  struct Routed {
+    at::Tensor probs, weight, early;
+  };
+  Routed predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler, const at::Tensor& tau);
   // e'_k(.|x) [B, C] under ensembler `name`, from expert k's and the base model's logits.
   at::Tensor ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
                              const at::Tensor& expert_logits);

@@ -1,0 +1,137 @@
+// The exported MoE (models/moe_export.h): a TorchScript file that loads
+// without smoe and computes what MoeModel::predict_routed computes, bit for
+// bit, for every rule, several tau and batch sizes other than the traced
+// one; its rule and tau change after loading; bad inputs are refused in one
+// line.
+#include <gtest/gtest.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/temp_dir.h"
+#include "models/moe.h"
+#include "models/moe_export.h"
+
+namespace smoe::models {
+namespace {
+
+NetworkSpec spec() {
+  NetworkSpec s;
+  s.width = 4;
+  s.input = {1, 12, 12};
+  s.num_classes = 3;
+  return s;
+}
+
+struct Exported {
+  testing::TempDir tmp;
+  std::unique_ptr<MoeModel> moe;
+  ExportOptions options;
+  std::string path;
+};
+
+std::unique_ptr<Exported> make_exported(const std::string& ensembler) {
+  torch::manual_seed(11);
+  auto e = std::make_unique<Exported>();
+  const int64_t K = 3, branch = 3;
+  e->moe = std::make_unique<MoeModel>(Backbone(spec()), branch, true,
+                                      gate_kinds().get("linear")({spec().prelogit_dim(), 3, K}), K);
+  for (int64_t k = 0; k < K; ++k)
+    e->moe->set_expert(k, expert_architectures().get("branch")({spec(), branch, k}),
+                       {{"stacking", ensemblers().get("stacking")->build(3)}});
+  e->options.rule = "anytime";
+  e->options.tau = 0.05;
+  e->options.ensembler = ensembler;
+  e->options.input_shape = {1, 12, 12};
+  e->options.pixel_scale = {1.0f / (255.0f * 0.3f)};
+  e->options.pixel_shift = {-0.4f / 0.3f};
+  e->options.classes = {"a", "b", "c"};
+  e->options.provenance = {{"run", "runs/x"}, {"config_sha256", "abc"}};
+  e->path = e->tmp.path() + "/moe.pt";
+  export_moe(*e->moe, e->options, e->path);
+  return e;
+}
+
+at::Tensor pixels(int64_t batch, int64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randint(0, 256, {batch, 1, 12, 12}, torch::kUInt8);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(MoeExport, TheFileComputesWhatSmoeComputesForEveryRuleTauAndBatchSize) {
+  for (const std::string ensembler : {"bagging", "stacking"}) {
+    auto e = make_exported(ensembler);
+    torch::jit::Module file = torch::jit::load(e->path);
+    for (int64_t batch : {1, 7, 64}) {
+      const at::Tensor images = pixels(batch, batch);
+      const at::Tensor x = images.to(torch::kFloat) * e->options.pixel_scale[0] + e->options.pixel_shift[0];
+      for (const auto& rule : export_rules()) {
+        for (double tau : {0.0, 0.02, 0.05, 0.2, 1.0}) {
+          if (rule != "anytime" && tau > 0) continue;
+          file.setattr("rule", rule);
+          file.setattr("tau", tau);
+          const auto got = file.run_method("predict", images).toTuple()->elements();
+          const auto want = e->moe->predict_routed(x, static_cast<MoeModel::Predict>(&rule - &export_rules()[0]),
+                                                   ensembler, torch::tensor(tau, torch::kDouble));
+          const std::string what = fmt::format("{} {} batch {} tau {}", ensembler, rule, batch, tau);
+          EXPECT_TRUE(torch::equal(got[0].toTensor(), want.probs)) << what;
+          EXPECT_TRUE(torch::equal(got[1].toTensor(), want.weight)) << what;
+          EXPECT_TRUE(torch::equal(got[2].toTensor(), want.early)) << what;
+          EXPECT_TRUE(torch::equal(file.forward({images}).toTensor(), want.probs)) << what;
+        }
+      }
+    }
+  }
+}
+
+// Between tau = 0 (every expert with a positive weight runs) and tau = 1
+// (every sample exits early) the routing changes, and the file follows tau
+// set after loading: the test above is not comparing constants.
+TEST(MoeExport, TauSetAfterLoadingChangesTheRouting) {
+  auto e = make_exported("bagging");
+  torch::jit::Module file = torch::jit::load(e->path);
+  const at::Tensor images = pixels(64, 3);
+  file.setattr("tau", 0.0);
+  const at::Tensor early0 = file.run_method("predict", images).toTuple()->elements()[2].toTensor();
+  file.setattr("tau", 1.0);
+  const at::Tensor early1 = file.run_method("predict", images).toTuple()->elements()[2].toTensor();
+  EXPECT_EQ(early0.sum().item<int64_t>(), 0);
+  EXPECT_EQ(early1.sum().item<int64_t>(), 64);
+}
+
+TEST(MoeExport, CarriesItsMetadataAndRefusesBadInputsInOneLine) {
+  auto e = make_exported("stacking");
+  torch::jit::ExtraFilesMap extra = {{"smoe.json", ""}};
+  torch::jit::Module file = torch::jit::load(e->path, c10::nullopt, extra);
+  const auto meta = nlohmann::json::parse(extra["smoe.json"]);
+  EXPECT_EQ(meta["provenance"]["run"], "runs/x");
+  EXPECT_EQ(meta["classes"], (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(file.attr("smoe_config_sha256").toStringRef(), "abc");
+  EXPECT_EQ(file.attr("num_experts").toInt(), 3);
+
+  const std::string shape = error_of([&] { file.forward({torch::zeros({2, 3, 12, 12})}); });
+  EXPECT_NE(shape.find("smoe model: expected images [B, 1, 12, 12] of pixels 0..255, got [2, 3, 12, 12]"),
+            std::string::npos)
+      << shape;
+  file.setattr("rule", std::string("top3"));
+  const std::string rule = error_of([&] { file.forward({pixels(2, 0)}); });
+  EXPECT_NE(rule.find("smoe model: rule must be base, top1, top2 or anytime, got 'top3'"), std::string::npos) << rule;
+
+  ExportOptions bad = e->options;
+  bad.rule = "top3";
+  EXPECT_NE(error_of([&] { export_moe(*e->moe, bad, e->tmp.path() + "/bad.pt"); }).find("rule 'top3'"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(e->tmp.path() + "/bad.pt"));
+}
+
+}  // namespace
+}  // namespace smoe::models
