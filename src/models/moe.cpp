@@ -53,7 +53,7 @@ at::Tensor MoeModel::predict(const at::Tensor& images, Predict rule, const std::
 }
 
 MoeModel::Routed MoeModel::predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler,
-                                          const at::Tensor& tau) {
+                                          const at::Tensor& tau, bool traceable) {
   torch::NoGradGuard no_grad;
   base_->eval();
   at::Tensor trunk = base_->blocks(images, 0, branch_after_);
@@ -65,7 +65,7 @@ MoeModel::Routed MoeModel::predict_routed(const at::Tensor& images, Predict rule
   // keep those as constants.
   const at::Tensor per_sample = base_probs.select(1, 0);
   if (rule == Predict::base)
-    return {base_probs, torch::zeros_like(base_probs.narrow(1, 0, 1)).repeat({1, K}),
+    return {base_probs, torch::zeros_like(base_probs.narrow(1, 0, 1)).expand({-1, K}).contiguous(),
             torch::ones_like(per_sample, per_sample.options().dtype(torch::kBool))};
   at::Tensor gate = gate_->probabilities(gate_features(pre, base_logits));
   // Weight of each (sample, expert) pair, zero where the expert does not run.
@@ -82,8 +82,9 @@ MoeModel::Routed MoeModel::predict_routed(const at::Tensor& images, Predict rule
   at::Tensor out = torch::zeros_like(base_probs);
   for (int64_t k = 0; k < K; ++k) {
     SMOE_ASSERT(has_expert(k), "MoE prediction without expert {}", k);
-    // Only the samples routed to expert k run it (none: an empty batch).
+    // Only the samples routed to expert k run it.
     at::Tensor rows = weight.select(1, k).nonzero().reshape(-1);
+    if (!traceable && rows.numel() == 0) continue;
     at::Tensor logits = experts_[static_cast<size_t>(k)]->forward(trunk.index_select(0, rows));
     at::Tensor probs = rule == Predict::top2 ? torch::softmax(logits, 1)
                                              : ensembled_probs(k, ensembler, base_logits.index_select(0, rows), logits);

@@ -143,11 +143,12 @@ void export_moe(MoeModel& moe, const ExportOptions& o, const std::string& path) 
   const std::pair<const char*, P> rules[] = {{"rule_base", P::base}, {"rule_top1", P::top1}, {"rule_top2", P::top2}};
   for (const auto& [name, rule] : rules)
     add_traced_method(out, name, {example}, [&, rule = rule](Stack in) -> Stack {
-      auto r = moe.predict_routed(in.at(0).toTensor(), rule, o.ensembler, torch::tensor(0.0, torch::kDouble));
+      auto r = moe.predict_routed(in.at(0).toTensor(), rule, o.ensembler, torch::tensor(0.0, torch::kDouble),
+                                      /*traceable=*/true);
       return {c10::ivalue::Tuple::create({r.probs, r.weight, r.early})};
     });
   add_traced_method(out, "rule_anytime", {example, torch::tensor(0.5, torch::kDouble)}, [&](Stack in) -> Stack {
-    auto r = moe.predict_routed(in.at(0).toTensor(), P::anytime, o.ensembler, in.at(1).toTensor());
+    auto r = moe.predict_routed(in.at(0).toTensor(), P::anytime, o.ensembler, in.at(1).toTensor(), true);
     return {c10::ivalue::Tuple::create({r.probs, r.weight, r.early})};
   });
   out.define(kScript);
