@@ -24,6 +24,7 @@
 #include "eval/run_table.h"
 #include "pipeline/config.h"
 #include "pipeline/config_reference.h"
+#include "pipeline/export.h"
 #include "pipeline/job.h"
 #include "pipeline/provenance.h"
 #include "pipeline/stage.h"
@@ -44,6 +45,7 @@ const char* kUsage =
     "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
     "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its "
     "table\n"
+    "  smoe export --run-dir DIR --out FILE [--rule R] [--tau T] [--ensembler E]   the MoE as one TorchScript file\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -231,6 +233,34 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   return 0;
 }
 
+// export: a finished run's MoE as one TorchScript file (pipeline/export.h).
+int cmd_export(const std::vector<std::string>& args) {
+  pipeline::ExportRequest r;
+  double tau = -1;
+  po::options_description opts("smoe export --run-dir DIR --out FILE");
+  opts.add_options()("help,h", "this help")                                          //
+      ("run-dir", po::value(&r.run_dir)->required(), "a finished run folder")        //
+      ("out", po::value(&r.out)->required(), "the TorchScript file to write (.pt)")  //
+      ("rule", po::value(&r.rule)->default_value(r.rule),
+       "forward()'s rule: base, top1, top2 or anytime (an attribute of the file: changeable after loading)")  //
+      ("tau", po::value(&tau),
+       "the anytime threshold in [0, 1] (an attribute too; default: the report's tau at the base model's "
+       "accuracy, else its best tau)")  //
+      ("ensembler", po::value(&r.ensembler),
+       "the ensembler inside top1 and anytime, or none (the expert alone; default: the run's ensembler.kind)")  //
+      ("force", po::bool_switch(&r.force), "replace --out if it exists");
+  if (wants_help(args)) {
+    std::cout << opts;
+    return 0;
+  }
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  if (vm.count("tau")) r.tau = tau;
+  std::cout << pipeline::export_run(r) << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,8 +280,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::string cmd = args[0];
-    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table" || cmd == "sweep",
-               "unknown command '{}' (expected train, eval, config, table or sweep)", cmd);
+    SMOE_CHECK(
+        cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table" || cmd == "sweep" || cmd == "export",
+        "unknown command '{}' (expected train, eval, config, table, sweep or export)", cmd);
+    if (cmd == "export") return cmd_export(std::vector<std::string>(args.begin() + 1, args.end()));
     if (cmd == "table") return cmd_table(std::vector<std::string>(args.begin() + 1, args.end()));
     if (cmd == "sweep") return cmd_sweep(std::vector<std::string>(args.begin() + 1, args.end()), argc, argv);
     bool help = false;

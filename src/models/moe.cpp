@@ -86,8 +86,9 @@ MoeModel::Routed MoeModel::predict_routed(const at::Tensor& images, Predict rule
     at::Tensor rows = weight.select(1, k).nonzero().reshape(-1);
     if (!traceable && rows.numel() == 0) continue;
     at::Tensor logits = experts_[static_cast<size_t>(k)]->forward(trunk.index_select(0, rows));
-    at::Tensor probs = rule == Predict::top2 ? torch::softmax(logits, 1)
-                                             : ensembled_probs(k, ensembler, base_logits.index_select(0, rows), logits);
+    at::Tensor probs = rule == Predict::top2 || ensembler == kNoEnsembler
+                           ? torch::softmax(logits, 1)
+                           : ensembled_probs(k, ensembler, base_logits.index_select(0, rows), logits);
     out.index_add_(0, rows, weight.select(1, k).index_select(0, rows).unsqueeze(1) * probs);
   }
   if (rule != Predict::anytime)

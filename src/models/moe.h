@@ -64,6 +64,9 @@ class MoeModel {
   // none (Predict::anytime). Equal to what forward() gives for the same rule
   // (eval/anytime.h's *_probs).
   enum class Predict { base, top1, top2, anytime };
+  // The `ensembler` of an expert alone: its own probabilities (the report's
+  // "no_ensembling").
+  static constexpr const char* kNoEnsembler = "none";
   at::Tensor predict(const at::Tensor& images, Predict rule, const std::string& ensembler = "bagging", double tau = 0);
   // The same, with what each sample ran: `weight` [B, K] is the weight of
   // each expert's output (0 where the expert did not run) and `early` [B]

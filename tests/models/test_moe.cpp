@@ -76,6 +76,14 @@ TEST(Moe, PredictRunsOnlyTheRoutedExpertsAndMatchesTheDenseForward) {
     at::Tensor expected = out.ensembled.at(name).gather(1, k.view({-1, 1, 1}).expand({-1, 1, 3})).squeeze(1);
     EXPECT_TRUE(torch::allclose(moe.predict(x, MoeModel::Predict::top1, name), expected, 1e-5, 1e-6)) << name;
   }
+  {  // top-2: the two most probable experts' own probabilities, weighted by their gate values
+    auto [g, k] = out.gate_probs.topk(2, 1);
+    at::Tensor own = torch::softmax(out.expert_logits, 2);
+    auto pick = [&](int64_t i) {
+      return own.gather(1, k.select(1, i).view({-1, 1, 1}).expand({-1, 1, 3})).squeeze(1) * g.select(1, i).unsqueeze(1);
+    };
+    EXPECT_TRUE(torch::allclose(moe.predict(x, MoeModel::Predict::top2), pick(0) + pick(1), 1e-5, 1e-6));
+  }
   // tau at the median of the samples' largest alpha (some samples exit
   // early), and at the largest second-largest alpha (a sample runs two experts).
   at::Tensor alpha = out.gate_probs * (1 - std::get<0>(base_probs.max(1))).unsqueeze(1);
