@@ -26,6 +26,7 @@
 #include "pipeline/config_reference.h"
 #include "pipeline/export.h"
 #include "pipeline/job.h"
+#include "pipeline/predict.h"
 #include "pipeline/provenance.h"
 #include "pipeline/stage.h"
 #include "pipeline/sweep.h"
@@ -46,6 +47,7 @@ const char* kUsage =
     "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its "
     "table\n"
     "  smoe export --run-dir DIR --out FILE [--rule R] [--tau T] [--ensembler E]   the MoE as one TorchScript file\n"
+    "  smoe predict --run-dir DIR --input DATASET --out PRED.h5 [--split S] [--rule R] [--tau T] [--probs]\n"
     "  smoe --version\n"
     "Run `smoe COMMAND --help` for a command's options.\n";
 
@@ -261,6 +263,37 @@ int cmd_export(const std::vector<std::string>& args) {
   return 0;
 }
 
+// predict: a finished run's MoE on a dataset folder, rows written per rank
+// (pipeline/predict.h).
+int cmd_predict(const std::vector<std::string>& args, int& argc, char**& argv) {
+  pipeline::PredictRequest r;
+  double tau = -1;
+  po::options_description opts("smoe predict --run-dir DIR --input DATASET --out PRED.h5");
+  opts.add_options()("help,h", "this help")                                                               //
+      ("run-dir", po::value(&r.run_dir)->required(), "a finished run folder")                             //
+      ("input", po::value(&r.input)->required(), "a dataset folder (smoe-data convert makes one)")        //
+      ("split", po::value(&r.split), "the input's split (default: the run's data.test_split)")            //
+      ("out", po::value(&r.out)->required(), "the HDF5 file to write")                                    //
+      ("limit", po::value(&r.limit)->default_value(0), "the first N samples of the split (0: all)")       //
+      ("rule", po::value(&r.rule)->default_value(r.rule), "base, top1, top2 or anytime")                  //
+      ("tau", po::value(&tau), "the anytime threshold (default: the report's tau at the base accuracy)")  //
+      ("ensembler", po::value(&r.ensembler), "inside top1 and anytime, or none (default: the run's)")     //
+      ("probs", po::bool_switch(&r.probs), "also write the class probabilities [N, C]")                   //
+      ("force", po::bool_switch(&r.force), "replace --out if it exists")                                  //
+      ("set", po::value(&r.sets)->composing(), "override a runtime.* or eval.* key: --set runtime.device=cuda");
+  if (wants_help(args)) {
+    std::cout << opts;
+    return 0;
+  }
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  if (vm.count("tau")) r.tau = tau;
+  comm::MpiRuntime mpi(&argc, &argv);
+  comm::DeviceRouter world(mpi.world());
+  return pipeline::run_predict(mpi, world, r);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -280,9 +313,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::string cmd = args[0];
-    SMOE_CHECK(
-        cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table" || cmd == "sweep" || cmd == "export",
-        "unknown command '{}' (expected train, eval, config, table, sweep or export)", cmd);
+    SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table" || cmd == "sweep" ||
+                   cmd == "export" || cmd == "predict",
+               "unknown command '{}' (expected train, eval, config, table, sweep, export or predict)", cmd);
+    if (cmd == "predict") return cmd_predict(std::vector<std::string>(args.begin() + 1, args.end()), argc, argv);
     if (cmd == "export") return cmd_export(std::vector<std::string>(args.begin() + 1, args.end()));
     if (cmd == "table") return cmd_table(std::vector<std::string>(args.begin() + 1, args.end()));
     if (cmd == "sweep") return cmd_sweep(std::vector<std::string>(args.begin() + 1, args.end()), argc, argv);

@@ -18,18 +18,12 @@
 #include "pipeline/stall_inspector.h"
 
 namespace smoe::pipeline {
-namespace {
-
-// Rank 0's error (empty: none) reaches every rank: rank 0 throws it (it is
-// printed once), the others return true and end quietly.
 bool root_error_ends_job(comm::Communicator& comm, std::string error) {
   comm.broadcast_bytes(error, 0);
   if (error.empty()) return false;
   if (comm.is_root()) throw Error(error);
   return true;
 }
-
-}  // namespace
 
 int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const JobRequest& job) {
   const int rank = comm.rank();

@@ -31,6 +31,10 @@ struct JobRequest {
   bool verbose = false, quiet = false;
 };
 
+// Rank 0's error (empty: none) reaches every rank: rank 0 throws it (it is
+// printed once), the others return true and end quietly. Collective.
+bool root_error_ends_job(comm::Communicator& comm, std::string error);
+
 // Every rank of `comm` calls it; returns the exit status (0, kResumableExit
 // or 1). Errors of phase 1 are thrown on rank 0 (for main to print).
 int run_job(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const JobRequest& job);

@@ -281,6 +281,62 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "refused.pt")))
 
+    def test_predict_writes_the_same_file_on_one_and_two_ranks_and_the_report_accuracy(self):
+        # smoe predict on the run's test samples: each rank writes its own
+        # rows at their offsets, and 1 and 2 ranks write the same bytes; the
+        # file's accuracy and early exits are the report's at the same tau.
+        run = self.runs[2]
+        report = read_json(os.path.join(run, "report.json"))
+        point = report["anytime"][3]
+        outs = {}
+        for ranks in (1, 2):
+            outs[ranks] = os.path.join(self.tmp, "predict-np%d.h5" % ranks)
+            cmd = [SMOE, "predict", "--run-dir", run, "--input", self.data, "--out", outs[ranks], "--limit",
+                   str(report["test_samples"]), "--tau", str(point["tau"]), "--probs", "--set", "runtime.threads=1"]
+            r = subprocess.run(mpirun(ranks) + cmd, capture_output=True, text=True, timeout=HANG, env=ENV)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        with open(outs[1], "rb") as a, open(outs[2], "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        with h5py.File(outs[2], "r") as f:
+            self.assertAlmostEqual(f.attrs["accuracy"], point["accuracy"], places=12)
+            self.assertEqual(f.attrs["rule"], b"anytime")
+            early = f["early_exit"][:]
+            self.assertAlmostEqual(early.mean(), point["early_exit_rate"], places=12)
+            expert = f["expert"][:]
+            self.assertTrue(((expert == -1) == (early == 1)).all())  # an early exit ran no expert
+            self.assertTrue(((expert >= -1) & (expert < 4)).all())
+            # An early exit answers with the base model's distribution; the
+            # others with sum_k g_k e'_k over the active experts (eq. 3,
+            # not renormalised), so at most 1.
+            sums = f["probs"][:].sum(1)
+            self.assertTrue(np.allclose(sums[early == 1], 1, atol=1e-5))
+            self.assertTrue((sums <= 1 + 1e-5).all())
+            self.assertTrue((f["probs"][:].argmax(1) == f["prediction"][:]).all())
+        # Bad inputs: one line, no file. Images of another shape (a copy of
+        # the dataset whose manifest says 3 channels), a split it lacks, a
+        # folder that is no dataset.
+        other = os.path.join(self.tmp, "rgb")
+        os.makedirs(other, exist_ok=True)
+        manifest = read_json(os.path.join(self.data, "manifest.json"))
+        manifest["image_shape"] = [3, 28, 28]
+        for holder in [manifest] + list(manifest["splits"].values()):  # the pixel statistics: one per channel
+            for key in ("mean", "std"):
+                if isinstance(holder.get(key), list):
+                    holder[key] = holder[key] * 3
+        with open(os.path.join(other, "manifest.json"), "w") as f:
+            json.dump(manifest, f)
+        out = os.path.join(self.tmp, "refused.h5")
+        for args, message in (
+                (["--input", other], "holds images [3, 28, 28] but the run's model takes [1, 28, 28]"),
+                (["--input", self.data, "--split", "valid"], "has no split 'valid'"),
+                (["--input", run], "is not a dataset folder (no manifest.json")):
+            r = subprocess.run(mpirun(2) + [SMOE, "predict", "--run-dir", run, "--out", out] + args,
+                               capture_output=True, text=True, timeout=HANG, env=ENV)
+            self.assertNotEqual(r.returncode, 0, args)
+            self.assertEqual(len([l for l in r.stderr.splitlines() if "error" in l]), 1, r.stderr)
+            self.assertIn(message, r.stderr)
+            self.assertFalse(os.path.exists(out))
+
     def test_joint_scheme_is_rank_count_invariant_and_resumes_exactly_after_sigkill(self):
         # Krishnamurthy et al.'s jointly trained MoE (attentive gate, both
         # regularisers) under mpirun: 1 and 2 ranks give the same weights; a
@@ -325,7 +381,7 @@ class Pipeline(unittest.TestCase):
                            timeout=HANG)
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
-        self.assertIn("holds a run of scheme 'joint' (a jointly trained MoE), which export does not cover yet", r.stderr)
+        self.assertIn("holds a run of scheme 'joint' (a jointly trained MoE), which smoe export does not cover yet", r.stderr)
         self.assertFalse(os.path.exists(out))
 
     def test_resume_after_sigkill_during_experts(self):
