@@ -243,8 +243,9 @@ int cmd_export(const std::vector<std::string>& args) {
   opts.add_options()("help,h", "this help")                                          //
       ("run-dir", po::value(&r.run_dir)->required(), "a finished run folder")        //
       ("out", po::value(&r.out)->required(), "the TorchScript file to write (.pt)")  //
-      ("rule", po::value(&r.rule)->default_value(r.rule),
-       "forward()'s rule: base, top1, top2 or anytime (an attribute of the file: changeable after loading)")  //
+      ("rule", po::value(&r.rule),
+       "forward()'s rule: base, top1, top2 or anytime (default); for a jointly trained MoE mixture (default), top1 "
+       "or top2 (an attribute of the file: changeable after loading)")  //
       ("tau", po::value(&tau),
        "the anytime threshold in [0, 1] (an attribute too; default: the report's tau at the base model's "
        "accuracy, else its best tau)")  //

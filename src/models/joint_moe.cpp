@@ -55,7 +55,8 @@ void JointMoeImpl::route(JointOutputs& o) const {
     return;
   }
   at::Tensor top = std::get<1>(o.gate_logits.topk(top_k_, 1));  // [B, k]
-  o.routed = torch::zeros_like(o.gate_logits, torch::kBool).scatter_(1, top, true);
+  // (A float scatter: libtorch 1.13's tracer has no scatter_ with a bool value, models/moe_export.h.)
+  o.routed = torch::zeros_like(o.gate_logits).scatter_(1, top, 1.0).to(torch::kBool);
   at::Tensor masked = o.gate_logits.masked_fill(o.routed.logical_not(), -std::numeric_limits<double>::infinity());
   o.gate_probs = torch::softmax(masked, 1);
 }

@@ -12,6 +12,9 @@
 //   may be changed after loading; ensembler, classes, input_shape,
 //   format_version and the provenance (smoe_* strings), read-only by intent.
 //
+// A jointly trained MoE exports the same way, with its own rules
+// (joint_export_rules()).
+//
 // `images` are the stored pixels (0..255, uint8 or float), [B, C, H, W]; the
 // file normalises them as smoe's batches are (data/batch.h).
 #pragma once
@@ -35,10 +38,19 @@ struct ExportOptions {
   std::map<std::string, std::string> provenance;  // stored as attributes smoe_<key>
 };
 
-// The rules an exported model knows, in the order of MoeModel::Predict.
+class JointMoeImpl;
+
+// The rules an exported single-gate MoE knows, in the order of MoeModel::Predict.
 const std::vector<std::string>& export_rules();
+// A jointly trained MoE's (the report's names): "mixture" (sum_e g_e
+// softmax(f_e), eq. 1 of Krishnamurthy et al.), "top1" (the gate's argmax
+// expert alone), "top2" (the two largest gate values, renormalised). Every
+// expert runs on every sample (the evaluation's dense path); tau and the
+// ensembler do not apply, and predict()'s early_exit is all false.
+const std::vector<std::string>& joint_export_rules();
 
 // Writes `moe` (every expert loaded, on the CPU) to `path` atomically.
 void export_moe(MoeModel& moe, const ExportOptions& options, const std::string& path);
+void export_joint_moe(JointMoeImpl& moe, const ExportOptions& options, const std::string& path);
 
 }  // namespace smoe::models

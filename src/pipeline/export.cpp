@@ -20,7 +20,7 @@ namespace smoe::pipeline {
 std::string export_run(const ExportRequest& r) {
   SMOE_CHECK(!r.out.empty(), "smoe export: give --out FILE");
   SMOE_CHECK(r.force || !std::filesystem::exists(r.out), "smoe export: {} exists (--force replaces it)", r.out);
-  const FinishedRun finished = open_finished_run(r.run_dir, "smoe export");
+  const FinishedRun finished = open_finished_run(r.run_dir, "smoe export", /*allow_joint=*/true);
   const RunDir& run = finished.run;
   const Config& cfg = finished.cfg;
   const data::Manifest& manifest = finished.manifest;
@@ -45,11 +45,24 @@ std::string export_run(const ExportRequest& r) {
                   {"exported_by", fmt::format("smoe {} (commit {})", build::version(), build::commit())},
                   {"libtorch", TORCH_VERSION}};
 
-  models::MoeModel moe = load_finished_moe(finished, c10::Device(c10::kCPU));
-  models::export_moe(moe, o, r.out);
-  return fmt::format("smoe export: {} -> {} ({} experts, rule {}, tau {}, ensembler {}; {} classes, input {}x{}x{})",
-                     r.run_dir, r.out, moe.num_experts(), o.rule, o.tau, o.ensembler, o.classes.size(),
-                     o.input_shape[0], o.input_shape[1], o.input_shape[2]);
+  const c10::Device cpu(c10::kCPU);
+  int64_t experts = 0;
+  if (finished.joint) {
+    o.provenance["model"] = finished.joint_stage;
+    o.provenance["gate_kind"] = finished.joint_gate_kind;
+    auto moe = load_finished_joint_moe(finished, cpu);
+    models::export_joint_moe(*moe, o, r.out);
+    experts = moe->num_experts();
+  } else {
+    models::MoeModel moe = load_finished_moe(finished, cpu);
+    models::export_moe(moe, o, r.out);
+    experts = moe.num_experts();
+  }
+  return fmt::format("smoe export: {} -> {} ({} experts, rule {}{}; {} classes, input {}x{}x{})", r.run_dir, r.out,
+                     experts, o.rule,
+                     finished.joint ? fmt::format(", {} gate", finished.joint_gate_kind)
+                                    : fmt::format(", tau {}, ensembler {}", o.tau, o.ensembler),
+                     o.classes.size(), o.input_shape[0], o.input_shape[1], o.input_shape[2]);
 }
 
 }  // namespace smoe::pipeline

@@ -13,10 +13,10 @@ namespace smoe::pipeline {
 struct ExportRequest {
   std::string run_dir;
   std::string out;
-  std::string rule = "anytime";  // base | top1 | top2 | anytime
-  std::optional<double> tau;     // default: the report's tau at the base model's accuracy, else its best tau
-  std::string ensembler;         // default: the run's ensembler.kind
-  bool force = false;            // replace an existing --out
+  std::string rule;           // base | top1 | top2 | anytime (default), or mixture (default) | top1 | top2
+  std::optional<double> tau;  // default: the report's tau at the base model's accuracy, else its best tau
+  std::string ensembler;      // default: the run's ensembler.kind
+  bool force = false;         // replace an existing --out
 };
 
 // Writes the file; returns a one-line summary for the user.

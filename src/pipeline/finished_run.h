@@ -12,6 +12,7 @@
 #include <string>
 
 #include "data/manifest.h"
+#include "models/joint_moe.h"
 #include "models/moe.h"
 #include "pipeline/config.h"
 #include "pipeline/run_dir.h"
@@ -22,16 +23,23 @@ struct FinishedRun {
   RunDir run;
   Config cfg;
   data::Manifest manifest;  // the training dataset's: image shape, classes, pixel statistics
+  // A jointly trained MoE (schemes joint, joint_distill,
+  // algorithm1_finetune): the stage whose checkpoint holds it and its gate
+  // kind, as its report names them.
+  bool joint = false;
+  std::string joint_stage, joint_gate_kind;
 };
 
-// `command` names the caller in the messages ("smoe export").
-FinishedRun open_finished_run(const std::string& run_dir, const std::string& command);
+// `command` names the caller in the messages ("smoe export"); with
+// `allow_joint` false a jointly trained MoE is refused.
+FinishedRun open_finished_run(const std::string& run_dir, const std::string& command, bool allow_joint = false);
 
 // The run's report.json (an empty object if it has none).
 nlohmann::json finished_report(const FinishedRun& finished);
 
 // Which rule of the MoE (MoeModel::predict_routed) to apply, checked:
-// `rule` one of base, top1, top2, anytime; `tau` in [0, 1], by default the
+// `rule` one of base, top1, top2, anytime (default anytime), or for a
+// jointly trained MoE one of mixture, top1, top2 (default mixture); `tau` in [0, 1], by default the
 // report's tau at the base model's accuracy (else its best tau, else 0);
 // `ensembler` a registered one or none (the expert alone), by default the
 // run's ensembler.kind.
@@ -45,5 +53,7 @@ RuleChoice choose_rule(const FinishedRun& finished, const std::string& command, 
 
 // The final round's MoE (every expert), on `device`, in eval mode.
 models::MoeModel load_finished_moe(const FinishedRun& finished, c10::Device device);
+// A jointly trained run's MoE, on `device`, in eval mode.
+std::shared_ptr<models::JointMoeImpl> load_finished_joint_moe(const FinishedRun& finished, c10::Device device);
 
 }  // namespace smoe::pipeline

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/temp_dir.h"
+#include "models/joint_moe.h"
 #include "models/moe.h"
 #include "models/moe_export.h"
 
@@ -124,13 +125,68 @@ TEST(MoeExport, CarriesItsMetadataAndRefusesBadInputsInOneLine) {
       << shape;
   file.setattr("rule", std::string("top3"));
   const std::string rule = error_of([&] { file.forward({pixels(2, 0)}); });
-  EXPECT_NE(rule.find("smoe model: rule must be base, top1, top2 or anytime, got 'top3'"), std::string::npos) << rule;
+  EXPECT_NE(rule.find("smoe model: rule must be base, top1, top2, anytime, got 'top3'"), std::string::npos) << rule;
 
   ExportOptions bad = e->options;
   bad.rule = "top3";
   EXPECT_NE(error_of([&] { export_moe(*e->moe, bad, e->tmp.path() + "/bad.pt"); }).find("rule 'top3'"),
             std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(e->tmp.path() + "/bad.pt"));
+}
+
+// A jointly trained MoE (attentive gate: every expert's hidden layer feeds
+// it; and a top-2 noisy gate) exports with its own rules, and the file's
+// mixture is forward_dense()'s bit for bit, at batch sizes other than the
+// traced one; top1 and top2 are the report's (eval/joint_report.h).
+TEST(MoeExport, AJointlyTrainedMoeComputesItsMixtureAndRules) {
+  NetworkSpec s;
+  s.width = 3;
+  s.hidden = {10, 6};
+  s.input = {1, 12, 12};
+  s.num_classes = 4;
+  for (const auto& [kind, top_k] : std::vector<std::pair<std::string, int64_t>>{{"attentive", 0}, {"noisy", 2}}) {
+    torch::manual_seed(3);
+    GateSpec g;
+    g.experts = 3;
+    g.classes = 4;
+    g.input = s.input;
+    g.width = 3;
+    g.hidden = {10, 6};
+    g.expert_hidden = 6;
+    std::vector<Expert> experts;
+    for (int64_t k = 0; k < 3; ++k) experts.push_back(expert_architectures().get("small_cnn")({s, 0, k}));
+    JointMoeImpl moe(gate_kinds().get(kind)(g), experts, top_k);
+    testing::TempDir tmp;
+    ExportOptions o;
+    o.rule = "mixture";
+    o.input_shape = {1, 12, 12};
+    o.pixel_scale = {1.0f / 255.0f};
+    o.pixel_shift = {0.0f};
+    const std::string path = tmp.path() + "/joint.pt";
+    export_joint_moe(moe, o, path);
+    torch::jit::Module file = torch::jit::load(path);
+    for (int64_t batch : {1, 9}) {
+      const at::Tensor images = pixels(batch, batch);
+      const at::Tensor x = images.to(torch::kFloat) * o.pixel_scale[0] + o.pixel_shift[0];
+      torch::NoGradGuard no_grad;
+      moe.eval();
+      const JointOutputs want = moe.forward_dense(x);
+      file.setattr("rule", std::string("mixture"));
+      EXPECT_TRUE(torch::equal(file.forward({images}).toTensor(), want.mixture)) << kind << " batch " << batch;
+      const at::Tensor top = want.gate_probs.argmax(1);
+      file.setattr("rule", std::string("top1"));
+      const auto top1 = file.run_method("predict", images).toTuple()->elements();
+      EXPECT_TRUE(torch::equal(top1[0].toTensor().argmax(1),
+                               want.expert_logits.argmax(2).gather(1, top.unsqueeze(1)).squeeze(1)))
+          << kind;
+      EXPECT_TRUE(torch::equal(top1[1].toTensor().argmax(1), top)) << kind;
+      file.setattr("rule", std::string("top2"));
+      EXPECT_EQ(file.forward({images}).toTensor().sizes(), (at::IntArrayRef{batch, 4}));
+    }
+    file.setattr("rule", std::string("anytime"));
+    const std::string rule = error_of([&] { file.forward({pixels(2, 0)}); });
+    EXPECT_NE(rule.find("smoe model: rule must be mixture, top1, top2, got 'anytime'"), std::string::npos) << rule;
+  }
 }
 
 }  // namespace
