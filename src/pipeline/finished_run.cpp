@@ -18,7 +18,13 @@ FinishedRun open_finished_run(const std::string& run_dir, const std::string& com
   RunDir run = RunDir::existing(run_dir);
   Config cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), {});
   const auto plan = scheme_plan(cfg);
-  const bool single_gate = std::any_of(plan.begin(), plan.end(), [](const StagePlan& s) { return s.name == "eval"; });
+  // The scheme's final model is the one its last evaluation reads: a jointly
+  // trained MoE when it ends with joint_eval (algorithm1_finetune evaluates
+  // Algorithm 1's MoE first, then the fine-tuned one).
+  auto has = [&](const char* name) {
+    return std::any_of(plan.begin(), plan.end(), [&](const StagePlan& s) { return s.name == name; });
+  };
+  const bool single_gate = !has("joint_eval") && has("eval");
   SMOE_CHECK(single_gate || allow_joint,
              "{}: {} holds a run of scheme '{}' (a jointly trained MoE), which {} does not cover yet; the "
              "single-gate schemes (algorithm1, em, dfcp) are covered",
