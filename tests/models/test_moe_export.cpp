@@ -112,7 +112,7 @@ TEST(MoeExport, TauSetAfterLoadingChangesTheRouting) {
 TEST(MoeExport, CarriesItsMetadataAndRefusesBadInputsInOneLine) {
   auto e = make_exported("stacking");
   torch::jit::ExtraFilesMap extra = {{"smoe.json", ""}};
-  torch::jit::Module file = torch::jit::load(e->path, c10::nullopt, extra);
+  torch::jit::Module file = torch::jit::load(e->path, {}, extra);
   const auto meta = nlohmann::json::parse(extra["smoe.json"]);
   EXPECT_EQ(meta["provenance"]["run"], "runs/x");
   EXPECT_EQ(meta["classes"], (std::vector<std::string>{"a", "b", "c"}));
