@@ -270,17 +270,17 @@ int cmd_predict(const std::vector<std::string>& args, int& argc, char**& argv) {
   pipeline::PredictRequest r;
   double tau = -1;
   po::options_description opts("smoe predict --run-dir DIR --input DATASET --out PRED.h5");
-  opts.add_options()("help,h", "this help")                                                               //
-      ("run-dir", po::value(&r.run_dir)->required(), "a finished run folder")                             //
-      ("input", po::value(&r.input)->required(), "a dataset folder (smoe-data convert makes one)")        //
-      ("split", po::value(&r.split), "the input's split (default: the run's data.test_split)")            //
-      ("out", po::value(&r.out)->required(), "the HDF5 file to write")                                    //
-      ("limit", po::value(&r.limit)->default_value(0), "the first N samples of the split (0: all)")       //
-      ("rule", po::value(&r.rule)->default_value(r.rule), "base, top1, top2 or anytime")                  //
-      ("tau", po::value(&tau), "the anytime threshold (default: the report's tau at the base accuracy)")  //
-      ("ensembler", po::value(&r.ensembler), "inside top1 and anytime, or none (default: the run's)")     //
-      ("probs", po::bool_switch(&r.probs), "also write the class probabilities [N, C]")                   //
-      ("force", po::bool_switch(&r.force), "replace --out if it exists")                                  //
+  opts.add_options()("help,h", "this help")                                                                   //
+      ("run-dir", po::value(&r.run_dir)->required(), "a finished run folder")                                 //
+      ("input", po::value(&r.input)->required(), "a dataset folder (smoe-data convert makes one)")            //
+      ("split", po::value(&r.split), "the input's split (default: the run's data.test_split)")                //
+      ("out", po::value(&r.out)->required(), "the HDF5 file to write")                                        //
+      ("limit", po::value(&r.limit)->default_value(0), "the first N samples of the split (0: all)")           //
+      ("rule", po::value(&r.rule), "base, top1, top2 or anytime (default); mixture (default), top1 or top2")  //
+      ("tau", po::value(&tau), "the anytime threshold (default: the report's tau at the base accuracy)")      //
+      ("ensembler", po::value(&r.ensembler), "inside top1 and anytime, or none (default: the run's)")         //
+      ("probs", po::bool_switch(&r.probs), "also write the class probabilities [N, C]")                       //
+      ("force", po::bool_switch(&r.force), "replace --out if it exists")                                      //
       ("set", po::value(&r.sets)->composing(), "override a runtime.* or eval.* key: --set runtime.device=cuda");
   if (wants_help(args)) {
     std::cout << opts;

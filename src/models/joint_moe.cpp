@@ -121,6 +121,24 @@ JointOutputs JointMoeImpl::forward_frozen_experts(const at::Tensor& x, const at:
 }
 JointOutputs JointMoeImpl::forward_dense(const at::Tensor& x) { return run(x, {}, true, true); }
 
+Prediction JointMoeImpl::predict(const at::Tensor& x, Rule rule) {
+  torch::NoGradGuard no_grad;
+  const JointOutputs r = forward_dense(x);
+  const at::Tensor& g = r.gate_probs;
+  Prediction p;
+  p.early = torch::zeros_like(g.select(1, 0), g.options().dtype(torch::kBool));
+  if (rule == Rule::mixture) {
+    p.probs = r.mixture;
+    p.weight = g;
+    return p;
+  }
+  const auto top = g.topk(rule == Rule::top1 ? 1 : std::min<int64_t>(2, num_experts()), 1);
+  at::Tensor w = rule == Rule::top1 ? torch::ones_like(std::get<0>(top)) : std::get<0>(top);
+  p.weight = torch::zeros_like(g).scatter(1, std::get<1>(top), w / w.sum(1, true));
+  p.probs = (p.weight.unsqueeze(2) * torch::softmax(r.expert_logits, 2)).sum(1);
+  return p;
+}
+
 at::Tensor mixture_nll(const at::Tensor& mixture, const at::Tensor& labels, double smoothing) {
   at::Tensor logp = (mixture + 1e-7).log();
   at::Tensor nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1);

@@ -27,6 +27,7 @@
 #include "models/expert.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "models/prediction.h"
 
 namespace smoe::models {
 
@@ -51,6 +52,13 @@ class JointMoeImpl : public torch::nn::Module {
   // Every expert on every sample whatever the routing (the evaluation's
   // per-expert figures); g and the mixture as forward().
   JointOutputs forward_dense(const at::Tensor& inputs);
+  // The report's rules (eval/joint_report.h) from forward_dense: mixture
+  // (y_hat, weight g), top1 (the gate's argmax expert alone), top2 (the two
+  // largest gate values, renormalised); early is all false. No size read and
+  // no branch on values: a trace of it holds for any batch
+  // (models/moe_export.h).
+  enum class Rule { mixture, top1, top2 };
+  Prediction predict(const at::Tensor& inputs, Rule rule);
   int64_t top_k() const { return top_k_; }
 
   GateModule& gate() { return *gate_; }

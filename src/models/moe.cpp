@@ -52,8 +52,8 @@ at::Tensor MoeModel::predict(const at::Tensor& images, Predict rule, const std::
   return predict_routed(images, rule, ensembler, torch::tensor(tau, torch::kDouble)).probs;
 }
 
-MoeModel::Routed MoeModel::predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler,
-                                          const at::Tensor& tau, bool traceable) {
+Prediction MoeModel::predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler,
+                                    const at::Tensor& tau, bool traceable) {
   torch::NoGradGuard no_grad;
   base_->eval();
   at::Tensor trunk = base_->blocks(images, 0, branch_after_);

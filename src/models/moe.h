@@ -18,6 +18,7 @@
 #include "models/expert.h"
 #include "models/gate.h"
 #include "models/network.h"
+#include "models/prediction.h"
 
 namespace smoe::models {
 
@@ -68,18 +69,15 @@ class MoeModel {
   // "no_ensembling").
   static constexpr const char* kNoEnsembler = "none";
   at::Tensor predict(const at::Tensor& images, Predict rule, const std::string& ensembler = "bagging", double tau = 0);
-  // The same, with what each sample ran: `weight` [B, K] is the weight of
-  // each expert's output (0 where the expert did not run) and `early` [B]
-  // (bool) marks the samples answered by the base model alone. `tau` is a
+  // The same, with what each sample ran (models/prediction.h): `weight`
+  // [B, K] is the weight of each expert's output (0 where the expert did not
+  // run) and `early` [B] marks the samples answered by the base model alone. `tau` is a
   // 0-d tensor. With `traceable`, no branch depends on the data (an expert
   // with no sample runs on an empty batch), so that a trace of it is the
   // rule for any batch and any tau (models/moe_export.h); without, an expert
   // with no sample is skipped (the same result).
-  struct Routed {
-    at::Tensor probs, weight, early;
-  };
-  Routed predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler, const at::Tensor& tau,
-                        bool traceable = false);
+  Prediction predict_routed(const at::Tensor& images, Predict rule, const std::string& ensembler, const at::Tensor& tau,
+                            bool traceable = false);
   // e'_k(.|x) [B, C] under ensembler `name`, from expert k's and the base model's logits.
   at::Tensor ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
                              const at::Tensor& expert_logits);

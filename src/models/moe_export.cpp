@@ -199,7 +199,7 @@ void export_moe(MoeModel& moe, const ExportOptions& o, const std::string& path) 
 }
 
 const std::vector<std::string>& joint_export_rules() {
-  static const std::vector<std::string> rules = {"mixture", "top1", "top2"};
+  static const std::vector<std::string> rules = {"mixture", "top1", "top2"};  // in the order of JointMoeImpl::Rule
   return rules;
 }
 
@@ -216,24 +216,11 @@ void export_joint_moe(JointMoeImpl& moe, const ExportOptions& o, const std::stri
   // gate the unrouted experts have g = 0 exactly, so the mixture is the
   // routed one. Each rule as the report scores it (eval/joint_report.h).
   const at::Tensor example = example_input(o);
-  for (const auto& rule : joint_export_rules())
-    add_traced_method(out, "rule_" + rule, {example}, [&](Stack in) -> Stack {
-      const JointOutputs r = moe.forward_dense(in.at(0).toTensor());
-      const at::Tensor g = r.gate_probs;
-      at::Tensor probs, weight;
-      if (rule == "mixture") {
-        probs = r.mixture;
-        weight = g;
-      } else {
-        const auto top = g.topk(rule == "top1" ? 1 : std::min<int64_t>(2, K), 1);
-        at::Tensor w = std::get<0>(top);
-        if (rule == "top1") w = torch::ones_like(w);
-        w = w / w.sum(1, true);
-        weight = torch::zeros_like(g).scatter(1, std::get<1>(top), w);
-        probs = (weight.unsqueeze(2) * torch::softmax(r.expert_logits, 2)).sum(1);
-      }
-      const at::Tensor early = torch::zeros_like(g.select(1, 0), g.options().dtype(torch::kBool));
-      return {c10::ivalue::Tuple::create({probs, weight, early})};
+  const auto& rules = joint_export_rules();
+  for (size_t i = 0; i < rules.size(); ++i)
+    add_traced_method(out, "rule_" + rules[i], {example}, [&, i](Stack in) -> Stack {
+      const Prediction p = moe.predict(in.at(0).toTensor(), static_cast<JointMoeImpl::Rule>(i));
+      return {c10::ivalue::Tuple::create({p.probs, p.weight, p.early})};
     });
   finish(out, o, joint_export_rules(), K, path);
 }

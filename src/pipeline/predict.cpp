@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <numeric>
 
 #include "comm/mpi_communicator.h"
 #include "comm/router.h"
@@ -56,17 +58,17 @@ Plan check_request(const PredictRequest& r, const FinishedRun& f) {
 
 // This rank's rows [first, last): the expert that ran for each (largest
 // weight, -1 for none), the class, the early exit, the label.
-data::PredictionRows predict_rows(models::MoeModel& moe, const data::Dataset& ds, int64_t first, int64_t last,
-                                  int64_t batch, models::MoeModel::Predict rule, const RuleChoice& choice,
-                                  c10::Device device, bool probs, int64_t& correct) {
+using Rule = std::function<models::Prediction(const at::Tensor&)>;
+
+data::PredictionRows predict_rows(const Rule& predict, const data::Dataset& ds, int64_t first, int64_t last,
+                                  int64_t batch, c10::Device device, bool probs, int64_t& correct) {
   data::PredictionRows out;
   out.first = first;
-  const at::Tensor tau = torch::tensor(choice.tau, torch::kDouble);
   for (int64_t start = first; start < last; start += batch) {
     std::vector<int64_t> ids(static_cast<size_t>(std::min(batch, last - start)));
     std::iota(ids.begin(), ids.end(), start);
     const data::Batch b = data::make_batch(ds, ids, data::Transform{});
-    const auto r = moe.predict_routed(b.images.to(device), rule, choice.ensembler, tau);
+    const models::Prediction r = predict(b.images.to(device));
     const at::Tensor prediction = r.probs.argmax(1).cpu().contiguous();
     const auto top = r.weight.max(1);
     const at::Tensor expert =
@@ -97,7 +99,7 @@ int run_predict(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const PredictRe
   Plan plan;
   if (comm.is_root()) {
     try {
-      plan = check_request(r, open_finished_run(r.run_dir, kCommand));
+      plan = check_request(r, open_finished_run(r.run_dir, kCommand, /*allow_joint=*/true));
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -109,11 +111,12 @@ int run_predict(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const PredictRe
   plan.split = shared.substr(shared.find(' ') + 1);
 
   // Every rank: the run, its runtime settings (with --set runtime.*), its device.
-  FinishedRun f = open_finished_run(r.run_dir, kCommand);
+  FinishedRun f = open_finished_run(r.run_dir, kCommand, /*allow_joint=*/true);
   f.cfg = Config::from_yaml_text(f.run.saved_config_yaml(), f.run.file("config.yaml"), r.sets);
   if (comm.is_root()) {
     const auto diffs = config_differences(f.run.saved_config_yaml(), f.cfg);
-    if (!diffs.empty()) error = fmt::format("{}: only eval.* and runtime.* keys may change ({})", kCommand, fmt::join(diffs, "; "));
+    if (!diffs.empty())
+      error = fmt::format("{}: only eval.* and runtime.* keys may change ({})", kCommand, fmt::join(diffs, "; "));
   }
   if (root_error_ends_job(comm, error)) return 1;
   const RuleChoice choice = choose_rule(f, kCommand, r.rule, r.tau, r.ensembler);
@@ -144,18 +147,32 @@ int run_predict(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const PredictRe
   const data::DatasetOffsets offsets = data::offsets_from_text(where.substr(where.find('\n') + 1));
   int64_t correct = 0;
   try {
-    const auto rules = models::export_rules();
-    const auto rule = static_cast<models::MoeModel::Predict>(
-        std::find(rules.begin(), rules.end(), choice.rule) - rules.begin());
-    models::MoeModel moe = load_finished_moe(f, rt.device);
+    // The rule of the run's model family (finished_run.h checked its name).
+    const auto& rules = f.joint ? models::joint_export_rules() : models::export_rules();
+    const auto index = std::find(rules.begin(), rules.end(), choice.rule) - rules.begin();
+    std::unique_ptr<models::MoeModel> single;
+    std::shared_ptr<models::JointMoeImpl> joint;
+    Rule predict;
+    if (f.joint) {
+      joint = load_finished_joint_moe(f, rt.device);
+      predict = [&, rule = static_cast<models::JointMoeImpl::Rule>(index)](const at::Tensor& x) {
+        return joint->predict(x, rule);
+      };
+    } else {
+      single = std::make_unique<models::MoeModel>(load_finished_moe(f, rt.device));
+      predict = [&, rule = static_cast<models::MoeModel::Predict>(index),
+                 tau = torch::tensor(choice.tau, torch::kDouble)](const at::Tensor& x) {
+        return single->predict_routed(x, rule, choice.ensembler, tau);
+      };
+    }
     data::DatasetOptions o;
     o.limit = plan.rows;
     o.memory_budget_mb = f.cfg.runtime.memory_budget_mb;
     const auto ds = data::Dataset::open(r.input, plan.split, o);
     const int64_t P = comm.size(), me = comm.rank();
     const int64_t first = plan.rows * me / P, last = plan.rows * (me + 1) / P;
-    const data::PredictionRows rows = predict_rows(moe, *ds, first, last, f.cfg.eval.batch_size, rule, choice,
-                                                   rt.device, r.probs, correct);
+    const data::PredictionRows rows =
+        predict_rows(predict, *ds, first, last, f.cfg.eval.batch_size, rt.device, r.probs, correct);
     data::write_prediction_rows(temp, layout, offsets, rows);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "smoe: error%s: %s\n", comm.size() > 1 ? fmt::format(" on rank {}", comm.rank()).c_str() : "",

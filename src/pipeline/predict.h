@@ -1,4 +1,4 @@
-// `smoe predict`: a finished run's MoE on a dataset folder (smoe-data
+// `smoe predict`: a finished run's MoE (of any scheme) on a dataset folder (smoe-data
 // convert makes one from .npy pairs, image folders and the usual formats),
 // one row per sample in an HDF5 file (data/prediction_file.h): the class,
 // the expert that ran (the largest weight; -1 for none), the early-exit flag,
@@ -26,11 +26,11 @@ struct PredictRequest {
   std::string split;  // default: the run's test split
   std::string out;
   int64_t limit = 0;  // the first `limit` samples (0: all)
-  std::string rule = "anytime";
+  std::string rule;   // default: anytime, or mixture for a jointly trained MoE
   std::optional<double> tau;
   std::string ensembler;
   bool probs = false;
-  bool force = false;  // replace an existing --out
+  bool force = false;             // replace an existing --out
   std::vector<std::string> sets;  // runtime.* overrides (device, threads)
 };
 

@@ -394,6 +394,16 @@ class Pipeline(unittest.TestCase):
                 correct = (model(images).argmax(1) == labels).double().mean().item()
             self.assertAlmostEqual(correct, reference[rule]["accuracy"], places=12, msg=rule)
         self.assertEqual(model.smoe_gate_kind, "attentive")
+        # smoe predict with it on 2 ranks: the report's mixture accuracy.
+        pred = os.path.join(self.tmp, "joint-predict.h5")
+        r = subprocess.run(mpirun(2) + [SMOE, "predict", "--run-dir", runs["np2"], "--input", self.data, "--out", pred,
+                                        "--limit", str(reference["test_samples"])],
+                           capture_output=True, text=True, timeout=HANG, env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with h5py.File(pred, "r") as f:
+            self.assertEqual(f.attrs["rule"], b"mixture")
+            self.assertAlmostEqual(f.attrs["accuracy"], reference["mixture"]["accuracy"], places=12)
+            self.assertEqual(f["early_exit"][:].sum(), 0)
 
     def test_resume_after_sigkill_during_experts(self):
         # The whole job (mpirun and every rank) SIGKILLed right after run.json
@@ -1238,6 +1248,16 @@ class Pipeline(unittest.TestCase):
         self.assertIn("base", done)
         self.assertNotIn("embed", done)
         self.assertFalse(os.path.exists(os.path.join(run, "report.json")))
+        # A run that has not finished is no model to export or predict with:
+        # one line naming the stage, no file.
+        out = os.path.join(self.tmp, "until-model")
+        for cmd in (["export", "--out", out + ".pt"],
+                    ["predict", "--input", self.data, "--out", out + ".h5"]):
+            r = subprocess.run([SMOE] + cmd + ["--run-dir", run], capture_output=True, text=True, timeout=HANG)
+            self.assertEqual(r.returncode, 1, cmd)
+            self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+            self.assertIn(run + ": stage 'embed' has not finished; run smoe train --resume first", r.stderr)
+        self.assertFalse(os.path.exists(out + ".pt") or os.path.exists(out + ".h5"))
         r = self.train(2, run, "--resume")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(read_json(os.path.join(run, "report.json"))["moe"],
