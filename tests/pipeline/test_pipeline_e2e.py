@@ -316,6 +316,21 @@ class Pipeline(unittest.TestCase):
             self.assertTrue(np.allclose(sums[early == 1], 1, atol=1e-5))
             self.assertTrue((sums <= 1 + 1e-5).all())
             self.assertTrue((f["probs"][:].argmax(1) == f["prediction"][:]).all())
+            predicted = {k: f[k][:] for k in ("prediction", "expert", "early_exit")}
+        # The exported file, loaded in Python, predicts the same, sample for
+        # sample: its class, its expert and its early exit.
+        exported = os.path.join(self.tmp, "predict-export.pt")
+        r = subprocess.run([SMOE, "export", "--run-dir", run, "--out", exported, "--tau", str(point["tau"])],
+                           capture_output=True, text=True, timeout=HANG)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        images, _ = self.read_test_images(report["test_samples"])
+        with torch.no_grad():
+            probs, weight, early = torch.jit.load(exported).predict(images)
+        top, expert = weight.max(1)
+        expert[top == 0] = -1
+        self.assertTrue(np.array_equal(probs.argmax(1).numpy(), predicted["prediction"]))
+        self.assertTrue(np.array_equal(expert.numpy(), predicted["expert"]))
+        self.assertTrue(np.array_equal(early.numpy().astype(np.uint8), predicted["early_exit"]))
         # Bad inputs: one line, no file. Images of another shape (a copy of
         # the dataset whose manifest says 3 channels), a split it lacks, a
         # folder that is no dataset.
