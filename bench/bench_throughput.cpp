@@ -141,7 +141,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   const c10::Device device = *parsed;
-  const train::PrecisionPlan plan = train::plan_precision(text_flag(argc, argv, "--precision", "float32"), device);
+  const std::string precision = text_flag(argc, argv, "--precision", "float32");
+  const std::optional<Precision> requested = options::from_name<Precision>(precision);
+  if (!requested) {
+    std::fprintf(stderr, "bench_throughput: --precision %s is not float32, bfloat16, float16 or auto\n",
+                 precision.c_str());
+    return 2;
+  }
+  const train::PrecisionPlan plan = train::plan_precision(*requested, device);
   // On an accelerator: the pieces it computes (steps), not the host's.
   const bool steps_only = !device.is_cpu();
   // cuDNN's autotuner: off by default, as in smoe's runs (reproducible
@@ -183,7 +190,7 @@ int main(int argc, char** argv) {
 
   if (steps_only || !json_path.empty()) {
     const nlohmann::json rates = {{"device", device.str()},
-                                  {"precision", plan.used},
+                                  {"precision", options::name(plan.used)},
                                   {"channels_last", channels_last},
                                   {"width", width},
                                   {"cudnn_benchmark", cudnn_benchmark},
@@ -197,7 +204,7 @@ int main(int argc, char** argv) {
       const std::string why = plan.reason.empty() ? "" : " (" + plan.reason + ")";
       std::printf("tiny-ResNet-10 width %lld, batch %lld (micro %lld) on %s, %s%s%s\n", static_cast<long long>(width),
                   static_cast<long long>(per_rank), static_cast<long long>(micro), device.str().c_str(),
-                  plan.used.c_str(), channels_last ? ", channels-last" : "", why.c_str());
+                  options::name(plan.used).c_str(), channels_last ? ", channels-last" : "", why.c_str());
       std::printf("%-44s %12.0f\n", "base step (forward, backward, optimiser)", base_rate);
       std::printf("%-44s %12.0f\n", "expert step (blocks 3-4 on trunk features)", expert_rate);
       if (!json_path.empty()) {

@@ -104,7 +104,7 @@ BaseTrainStats train_base(models::Backbone& net, const std::shared_ptr<const dat
 
   BaseTrainStats stats;
   const PrecisionPlan precision = plan_training_precision(o.optim.precision, device);
-  stats.precision = precision.used;
+  stats.precision = options::name(precision.used);
   LossScaler scaler(precision.loss_scaling, {});
   if (o.loss_scale > 0) scaler.restore(o.loss_scale, o.loss_scale_good_steps);
   Progress progress("base", (o.optim.epochs - start_epoch) * steps_per_epoch, o.log_every);

@@ -29,6 +29,16 @@ inline const options::Names<LrSchedule>& option_names(LrSchedule) {
   return n;
 }
 
+// What a training loop's forward passes run in (train/precision.h).
+enum class Precision { float32, bfloat16, float16, automatic };
+inline const options::Names<Precision>& option_names(Precision) {
+  static const options::Names<Precision> n{{Precision::float32, "float32"},
+                                           {Precision::bfloat16, "bfloat16"},
+                                           {Precision::float16, "float16"},
+                                           {Precision::automatic, "auto"}};
+  return n;
+}
+
 struct OptimConfig {
   OptimizerKind optimizer = OptimizerKind::sgd;
   int64_t epochs = 1;
@@ -42,10 +52,9 @@ struct OptimConfig {
   double step_gamma = 0.1;
   int64_t warmup_epochs = 0;
   double label_smoothing = 0;
-  double grad_clip = 0;  // largest global L2 norm of the gradient (0 = no clipping)
-  std::string precision =
-      "float32";               // float32 | bfloat16 | float16 | auto (autocast of the forward pass, train/precision.h)
-  bool channels_last = false;  // convolution weights in channels-last memory format while training
+  double grad_clip = 0;                      // largest global L2 norm of the gradient (0 = no clipping)
+  Precision precision = Precision::float32;  // autocast of the forward pass (train/precision.h)
+  bool channels_last = false;                // convolution weights in channels-last memory format while training
 
   // A trainer's defaults.
   static OptimConfig with(int64_t epochs, int64_t batch_size, double lr, double weight_decay, LrSchedule schedule,
@@ -84,8 +93,7 @@ struct OptimConfig {
           "where the hardware computes it natively (AVX-512 BF16 or AMX CPUs, GPUs of compute capability 8.0+); "
           "float16: autocast to float16 on GPUs, with dynamic loss scaling (on a CPU the passes run in float32, the "
           "scaler still on); auto: the fastest the device computes natively (bfloat16, else float16 on a GPU, else "
-          "float32); where a request cannot run, float32 runs and the report says why")
-        .one_of({"float32", "bfloat16", "float16", "auto"});
+          "float32); where a request cannot run, float32 runs and the report says why");
     t.key("channels_last", channels_last,
           "convolution weights in channels-last memory format while training (oneDNN's and cuDNN's preferred "
           "layout: the same arithmetic in another summation order; checkpoints are saved in the usual layout)");

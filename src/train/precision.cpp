@@ -35,38 +35,36 @@ bool cuda_has_native_bf16() { return at::detail::getCUDAHooks().supportsBFloat16
 
 }  // namespace
 
-PrecisionPlan plan_precision(const std::string& requested, const c10::Device& device) {
-  SMOE_CHECK(requested == "float32" || requested == "bfloat16" || requested == "float16" || requested == "auto",
-             "precision: expected float32, bfloat16, float16 or auto, got '{}'", requested);
+PrecisionPlan plan_precision(Precision requested, const c10::Device& device) {
   PrecisionPlan p;
   p.requested = p.used = requested;
-  if (requested == "auto") {
+  if (requested == Precision::automatic) {
     // The fastest the device computes natively: no reason to give when
     // that is float32.
-    p.used = device.is_cuda()                           ? (cuda_has_native_bf16() ? "bfloat16" : "float16")
-             : device.is_cpu() && cpu_has_native_bf16() ? "bfloat16"
-                                                        : "float32";
-    p.loss_scaling = p.used == "float16";
+    p.used = device.is_cuda() ? (cuda_has_native_bf16() ? Precision::bfloat16 : Precision::float16)
+             : device.is_cpu() && cpu_has_native_bf16() ? Precision::bfloat16
+                                                        : Precision::float32;
+    p.loss_scaling = p.used == Precision::float16;
     return p;
   }
-  if (requested == "float32") return p;
-  if (requested == "float16") {
+  if (requested == Precision::float32) return p;
+  if (requested == Precision::float16) {
     // The scaler runs wherever float16 was asked for, so that its steps are
     // the same (and tested) on every device.
     p.loss_scaling = true;
     if (!device.is_cuda()) {
-      p.used = "float32";
+      p.used = Precision::float32;
       p.reason = "float16 convolutions run in software off a GPU: float32 forward passes (loss scaling still on)";
     }
     return p;
   }
   if (device.is_cuda()) {
     if (!cuda_has_native_bf16()) {
-      p.used = "float32";
+      p.used = Precision::float32;
       p.reason = "this GPU has no native bfloat16 convolutions (compute capability below 8.0 or cuDNN before 8)";
     }
   } else if (!device.is_cpu() || !cpu_has_native_bf16()) {
-    p.used = "float32";
+    p.used = Precision::float32;
     p.reason = device.is_cpu() ? "this CPU has no bfloat16 instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo)"
                                : "bfloat16 autocast is not known to run natively on " + device.str();
   }
@@ -97,21 +95,23 @@ ChannelsLastScope::~ChannelsLastScope() {
   for (auto& p : params_) p.set_data(p.data().contiguous());
 }
 
-PrecisionPlan plan_training_precision(const std::string& requested, const c10::Device& device) {
+PrecisionPlan plan_training_precision(Precision requested, const c10::Device& device) {
   PrecisionPlan plan = plan_precision(requested, device);
   static std::once_flag once;
   if (!plan.reason.empty())
-    std::call_once(once, [&] { log::warn("{} requested, {} used: {}", plan.requested, plan.used, plan.reason); });
+    std::call_once(once, [&] {
+      log::warn("{} requested, {} used: {}", options::name(plan.requested), options::name(plan.used), plan.reason);
+    });
   return plan;
 }
 
-AutocastScope::AutocastScope(const std::string& precision, const c10::Device& device) {
-  if (precision != "bfloat16" && precision != "float16") return;
+AutocastScope::AutocastScope(Precision precision, const c10::Device& device) {
+  if (precision != Precision::bfloat16 && precision != Precision::float16) return;
   active_ = true;
   type_ = static_cast<int>(device.type());
   was_enabled_ = compat::autocast_enabled(device.type());
   dtype_before_ = static_cast<int>(compat::autocast_dtype(device.type()));
-  compat::set_autocast_dtype(device.type(), precision == "float16" ? at::kHalf : at::kBFloat16);
+  compat::set_autocast_dtype(device.type(), precision == Precision::float16 ? at::kHalf : at::kBFloat16);
   compat::set_autocast_enabled(device.type(), true);
   at::autocast::increment_nesting();
 }

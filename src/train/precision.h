@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "train/optim_options.h"
+
 namespace c10 {
 struct Device;
 }
@@ -23,10 +25,10 @@ struct Device;
 namespace smoe::train {
 
 struct PrecisionPlan {
-  std::string requested = "float32";  // float32 | bfloat16 | float16 | auto
-  std::string used = "float32";       // what the forward passes run in
-  std::string reason;                 // why used differs from requested (empty when it does not)
-  bool loss_scaling = false;          // dynamic loss scaling (float16; train/loss_scaler.h)
+  Precision requested = Precision::float32;
+  Precision used = Precision::float32;  // what the forward passes run in (never automatic)
+  std::string reason;                   // why used differs from requested (empty when it does not)
+  bool loss_scaling = false;            // dynamic loss scaling (float16; train/loss_scaler.h)
 };
 
 // Whether this CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 in
@@ -34,9 +36,9 @@ struct PrecisionPlan {
 bool cpu_has_native_bf16();
 
 // What `requested` runs as on `device`.
-PrecisionPlan plan_precision(const std::string& requested, const c10::Device& device);
+PrecisionPlan plan_precision(Precision requested, const c10::Device& device);
 // plan_precision for a training loop: a fallback's reason is logged once per process.
-PrecisionPlan plan_training_precision(const std::string& requested, const c10::Device& device);
+PrecisionPlan plan_training_precision(Precision requested, const c10::Device& device);
 
 // Keeps the 4-D tensors among `params` (convolution weights) in
 // channels-last memory format for its lifetime when `enable`, so that
@@ -64,7 +66,7 @@ class ChannelsLastScope {
 // backward() outside.
 class AutocastScope {
  public:
-  AutocastScope(const std::string& precision, const c10::Device& device);
+  AutocastScope(Precision precision, const c10::Device& device);
   ~AutocastScope();
   AutocastScope(const AutocastScope&) = delete;
   AutocastScope& operator=(const AutocastScope&) = delete;

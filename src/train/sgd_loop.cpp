@@ -21,7 +21,7 @@ LoopStats sgd_loop(const std::vector<at::Tensor>& params, const LoopSpec& s,
                    const std::function<at::Tensor(const std::vector<int64_t>&, int64_t)>& batch_loss) {
   LoopStats stats;
   const PrecisionPlan precision = plan_training_precision(s.optim.precision, params.front().device());
-  stats.precision = precision.used;
+  stats.precision = options::name(precision.used);
   if (s.optim.epochs == 0 || s.n == 0) return stats;
   int64_t per_epoch = s.n;
   if (s.sample_weights) {

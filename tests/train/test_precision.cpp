@@ -14,27 +14,29 @@
 namespace smoe::train {
 namespace {
 
+Precision named(const std::string& name) { return options::from_name<Precision>(name).value(); }
+
 TEST(Precision, PlanFollowsTheInstructionSet) {
   const c10::Device cpu(c10::kCPU);
-  EXPECT_EQ(plan_precision("float32", cpu).used, "float32");
-  const PrecisionPlan bf = plan_precision("bfloat16", cpu);
-  EXPECT_EQ(bf.requested, "bfloat16");
+  EXPECT_EQ(plan_precision(named("float32"), cpu).used, Precision::float32);
+  const PrecisionPlan bf = plan_precision(named("bfloat16"), cpu);
+  EXPECT_EQ(bf.requested, Precision::bfloat16);
   if (cpu_has_native_bf16()) {
-    EXPECT_EQ(bf.used, "bfloat16");
+    EXPECT_EQ(options::name(bf.used), "bfloat16");
     EXPECT_EQ(bf.reason, "");
   } else {
-    EXPECT_EQ(bf.used, "float32");
+    EXPECT_EQ(options::name(bf.used), "float32");
     EXPECT_NE(bf.reason.find("avx512_bf16"), std::string::npos) << bf.reason;
   }
-  EXPECT_ERROR(plan_precision("fp8", cpu), "expected float32, bfloat16, float16 or auto");
+  // A name that is none of them is refused when the config loads (StageChecks).
   // float16: loss scaling wherever it is asked for; float32 passes off a GPU.
-  const PrecisionPlan half = plan_precision("float16", cpu);
+  const PrecisionPlan half = plan_precision(named("float16"), cpu);
   EXPECT_TRUE(half.loss_scaling);
-  EXPECT_EQ(half.used, "float32");
+  EXPECT_EQ(options::name(half.used), "float32");
   EXPECT_NE(half.reason.find("loss scaling still on"), std::string::npos) << half.reason;
   // auto: the fastest native type, silently.
-  const PrecisionPlan best = plan_precision("auto", cpu);
-  EXPECT_EQ(best.used, cpu_has_native_bf16() ? "bfloat16" : "float32");
+  const PrecisionPlan best = plan_precision(named("auto"), cpu);
+  EXPECT_EQ(options::name(best.used), cpu_has_native_bf16() ? "bfloat16" : "float32");
   EXPECT_FALSE(best.loss_scaling);
   EXPECT_EQ(best.reason, "");
 }
@@ -86,9 +88,9 @@ TEST(Precision, AutocastScopeRunsConvolutionsInBfloat16) {
   at::Tensor x = torch::randn({2, 2, 5, 5});
   at::Tensor y;
   {
-    AutocastScope outer("bfloat16", cpu);
+    AutocastScope outer(Precision::bfloat16, cpu);
     {
-      AutocastScope inner("bfloat16", cpu);
+      AutocastScope inner(Precision::bfloat16, cpu);
       EXPECT_EQ(conv->forward(x).scalar_type(), at::kBFloat16);
     }
     EXPECT_TRUE(compat::autocast_enabled(c10::DeviceType::CPU));  // the outer scope still holds
@@ -100,7 +102,7 @@ TEST(Precision, AutocastScopeRunsConvolutionsInBfloat16) {
   y.to(at::kFloat).sum().backward();
   EXPECT_EQ(conv->weight.grad().scalar_type(), at::kFloat);
   {
-    AutocastScope off("float32", cpu);
+    AutocastScope off(Precision::float32, cpu);
     EXPECT_EQ(conv->forward(x).scalar_type(), at::kFloat);
   }
 }
@@ -133,7 +135,7 @@ LoopStats train_toy(Toy& t, const std::string& precision, models::Backbone& expe
   o.optim.epochs = 8;
   o.optim.lr = 0.1;
   o.optim.batch_size = 32;
-  o.optim.precision = precision;
+  o.optim.precision = named(precision);
   o.optim.channels_last = channels_last;
   o.seed = 5;
   o.log_every = 1000;
@@ -171,7 +173,7 @@ TEST(LossScaler, AnSgdLoopSkipsTheStepThatOverflowed) {
     spec.optim.momentum = 0;
     spec.optim.weight_decay = 0;
     spec.optim.schedule = LrSchedule::constant;
-    spec.optim.precision = precision;
+    spec.optim.precision = named(precision);
     spec.log_every = 1000;
     int calls = 0;
     LoopStats st = sgd_loop({w}, spec, [&](const std::vector<int64_t>&, int64_t) {
