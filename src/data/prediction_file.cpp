@@ -20,7 +20,8 @@ struct Column {
 };
 
 std::vector<Column> columns(const PredictionLayout& l) {
-  std::vector<Column> c = {{"prediction", H5T_STD_I64LE, 1}, {"expert", H5T_STD_I64LE, 1}, {"early_exit", H5T_STD_U8LE, 1}};
+  std::vector<Column> c = {
+      {"prediction", H5T_STD_I64LE, 1}, {"expert", H5T_STD_I64LE, 1}, {"early_exit", H5T_STD_U8LE, 1}};
   if (l.labels) c.push_back({"label", H5T_STD_I64LE, 1});
   if (l.probs) c.push_back({"probs", H5T_IEEE_F32LE, 2});
   return c;
@@ -66,8 +67,8 @@ DatasetOffsets create_prediction_file(const std::string& path, const PredictionL
     SMOE_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), path);
     SMOE_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), path);
     SMOE_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), 0), path);
-    H5Id dset(SMOE_H5_CHECK(H5Dcreate2(file.get(), c.name, c.file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                            path));
+    H5Id dset(SMOE_H5_CHECK(
+        H5Dcreate2(file.get(), c.name, c.file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path));
     const haddr_t at = H5Dget_offset(dset.get());
     SMOE_CHECK(at != HADDR_UNDEF, "{}: dataset {} has no file offset", path, c.name);
     offsets[c.name] = static_cast<int64_t>(at);
@@ -110,15 +111,20 @@ void set_prediction_attributes(const std::string& path, const std::map<std::stri
                                const std::map<std::string, double>& numbers) {
   H5Id file = open_file(path, H5F_ACC_RDWR);
   H5Id scalar(SMOE_H5_CHECK(H5Screate(H5S_SCALAR), path));
-  for (const auto& [key, value] : text) {
+  // (Named, not structured bindings: SMOE_H5_CHECK's lambda cannot capture those in C++17.)
+  for (const auto& kv : text) {
+    const std::string &key = kv.first, &value = kv.second;
     H5Id type(SMOE_H5_CHECK(H5Tcopy(H5T_C_S1), path));
     SMOE_H5_CHECK(H5Tset_size(type.get(), std::max<size_t>(value.size(), 1)), path);
-    H5Id a(SMOE_H5_CHECK(H5Acreate2(file.get(), key.c_str(), type.get(), scalar.get(), H5P_DEFAULT, H5P_DEFAULT), path));
+    H5Id a(
+        SMOE_H5_CHECK(H5Acreate2(file.get(), key.c_str(), type.get(), scalar.get(), H5P_DEFAULT, H5P_DEFAULT), path));
     SMOE_H5_CHECK(H5Awrite(a.get(), type.get(), value.c_str()), path);
   }
-  for (const auto& [key, value] : numbers) {
-    H5Id a(SMOE_H5_CHECK(
-        H5Acreate2(file.get(), key.c_str(), H5T_IEEE_F64LE, scalar.get(), H5P_DEFAULT, H5P_DEFAULT), path));
+  for (const auto& kv : numbers) {
+    const std::string& key = kv.first;
+    const double value = kv.second;
+    H5Id a(SMOE_H5_CHECK(H5Acreate2(file.get(), key.c_str(), H5T_IEEE_F64LE, scalar.get(), H5P_DEFAULT, H5P_DEFAULT),
+                         path));
     SMOE_H5_CHECK(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &value), path);
   }
   SMOE_H5_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), path);
