@@ -89,12 +89,14 @@ std::vector<Timing> time_in_turn(const std::vector<at::Tensor>& batches, int rep
         total[v] += s;
       }
   std::vector<Timing> out;
-  const double images = static_cast<double>(repeats) * static_cast<double>(batches.size()) *
-                        static_cast<double>(batches.front().size(0));
+  const double images =
+      static_cast<double>(repeats) * static_cast<double>(batches.size()) * static_cast<double>(batches.front().size(0));
   for (size_t v = 0; v < variants.size(); ++v) {
     auto& m = ms[v];
     std::sort(m.begin(), m.end());
-    auto at = [&](double q) { return m[std::min(m.size() - 1, static_cast<size_t>(q * static_cast<double>(m.size())))]; };
+    auto at = [&](double q) {
+      return m[std::min(m.size() - 1, static_cast<size_t>(q * static_cast<double>(m.size())))];
+    };
     out.push_back({at(0.5), at(0.99), images / total[v]});
   }
   return out;
@@ -104,8 +106,9 @@ std::vector<Timing> time_in_turn(const std::vector<at::Tensor>& batches, int rep
 
 int main(int argc, char** argv) {
   if (argc < 2 || argv[1][0] == '-') {
-    std::fprintf(stderr, "usage: bench_inference RUN_DIR [--threads 1] [--batches 1,32,256] [--taus ...] "
-                         "[--images 512] [--repeats 3]\n");
+    std::fprintf(stderr,
+                 "usage: bench_inference RUN_DIR [--threads 1] [--batches 1,32,256] [--taus ...] "
+                 "[--images 512] [--repeats 3]\n");
     return 2;
   }
   const std::string run_dir = argv[1];
@@ -139,8 +142,9 @@ int main(int argc, char** argv) {
   std::printf("bench_inference: %s, %lld experts, ensembler %s, %lld test images, %d thread%s, libtorch %s\n\n",
               run_dir.c_str(), static_cast<long long>(moe.num_experts()), ens.c_str(),
               static_cast<long long>(all.size(0)), threads, threads == 1 ? "" : "s", TORCH_VERSION);
-  std::printf("| batch | model | tau | early exits | MACs / base | p50 ms | p99 ms | images/s | dense images/s | "
-              "conditional / dense |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| batch | model | tau | early exits | MACs / base | p50 ms | p99 ms | images/s | dense images/s | "
+      "conditional / dense |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t b : batch_sizes) {
     std::vector<at::Tensor> batches;
     for (int64_t s = 0; s + b <= all.size(0); s += b) batches.push_back(all.narrow(0, s, b).contiguous());
@@ -161,7 +165,8 @@ int main(int argc, char** argv) {
       double e = 0;
       for (const auto& x : batches) e += moe.predict_routed(x, row.rule, ens, tau).early.sum().item<double>();
       early.push_back(e / static_cast<double>(batches.size() * static_cast<size_t>(b)));
-      variants.push_back([&, row, tau](const at::Tensor& x) { return moe.predict_routed(x, row.rule, ens, tau).probs; });
+      variants.push_back(
+          [&, row, tau](const at::Tensor& x) { return moe.predict_routed(x, row.rule, ens, tau).probs; });
       variants.push_back([&, row](const at::Tensor& x) {
         return dense(moe, x, row.rule, ens, row.tau, run.cfg.experts.branch_after);
       });

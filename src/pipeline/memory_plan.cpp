@@ -35,10 +35,9 @@ data::DatasetOptions split_options(const Config& c, int64_t limit, int64_t budge
 MemoryPlan plan_memory(const Config& c, const data::Manifest& m) {
   MemoryPlan p;
   p.budget = c.runtime.memory_budget_mb * kMiB;
-  p.train = data::split_footprint(m, c.data.train_split,
-                                  split_options(c, c.data.limit_train, p.budget, true));
-  p.test = data::split_footprint(
-      m, c.data.test_split, split_options(c, c.data.limit_test, p.budget - p.train.bytes, false));
+  p.train = data::split_footprint(m, c.data.train_split, split_options(c, c.data.limit_train, p.budget, true));
+  p.test =
+      data::split_footprint(m, c.data.test_split, split_options(c, c.data.limit_test, p.budget - p.train.bytes, false));
   return p;
 }
 
@@ -51,8 +50,7 @@ void check_fits_budget(const Config& c, const data::Manifest& m, int64_t bytes, 
              "splits ({} in RAM, {} of chunk caches): raise runtime.memory_budget_mb or {}",
              what, mib(bytes), c.runtime.memory_budget_mb, mib(std::max<int64_t>(left, 0)),
              mib((p.train.in_memory ? p.train.bytes : 0) + (p.test.in_memory ? p.test.bytes : 0)),
-             mib((p.train.in_memory ? 0 : p.train.bytes) + (p.test.in_memory ? 0 : p.test.bytes)),
-             instead);
+             mib((p.train.in_memory ? 0 : p.train.bytes) + (p.test.in_memory ? 0 : p.test.bytes)), instead);
 }
 
 void check_split_storage(const Config& c, const data::Manifest& m) {
@@ -62,8 +60,7 @@ void check_split_storage(const Config& c, const data::Manifest& m) {
              "config key 'data.storage' is memory: the splits '{}' ({}) and '{}' ({}) read whole need more than "
              "runtime.memory_budget_mb ({}) on every rank: raise the budget or set data.storage auto (what does not "
              "fit is streamed)",
-             c.data.train_split, mib(p.train.bytes), c.data.test_split, mib(p.test.bytes),
-             c.runtime.memory_budget_mb);
+             c.data.train_split, mib(p.train.bytes), c.data.test_split, mib(p.test.bytes), c.runtime.memory_budget_mb);
 }
 
 }  // namespace smoe::pipeline
