@@ -235,6 +235,17 @@ int cmd_sweep(const std::vector<std::string>& args, int& argc, char**& argv) {
   return 0;
 }
 
+// Parses `args` into `vm`; false (the options printed) when they ask for --help.
+bool parse_or_help(const po::options_description& opts, const std::vector<std::string>& args, po::variables_map& vm) {
+  if (wants_help(args)) {
+    std::cout << opts;
+    return false;
+  }
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  return true;
+}
+
 // export: a finished run's MoE as one TorchScript file (pipeline/export.h).
 int cmd_export(const std::vector<std::string>& args) {
   pipeline::ExportRequest r;
@@ -252,13 +263,8 @@ int cmd_export(const std::vector<std::string>& args) {
       ("ensembler", po::value(&r.ensembler),
        "the ensembler inside top1 and anytime, or none (the expert alone; default: the run's ensembler.kind)")  //
       ("force", po::bool_switch(&r.force), "replace --out if it exists");
-  if (wants_help(args)) {
-    std::cout << opts;
-    return 0;
-  }
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  po::notify(vm);
+  if (!parse_or_help(opts, args, vm)) return 0;
   if (vm.count("tau")) r.tau = tau;
   std::cout << pipeline::export_run(r) << "\n";
   return 0;
@@ -282,13 +288,8 @@ int cmd_predict(const std::vector<std::string>& args, int& argc, char**& argv) {
       ("probs", po::bool_switch(&r.probs), "also write the class probabilities [N, C]")                       //
       ("force", po::bool_switch(&r.force), "replace --out if it exists")                                      //
       ("set", po::value(&r.sets)->composing(), "override a runtime.* or eval.* key: --set runtime.device=cuda");
-  if (wants_help(args)) {
-    std::cout << opts;
-    return 0;
-  }
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  po::notify(vm);
+  if (!parse_or_help(opts, args, vm)) return 0;
   if (vm.count("tau")) r.tau = tau;
   comm::MpiRuntime mpi(&argc, &argv);
   comm::DeviceRouter world(mpi.world());

@@ -74,12 +74,10 @@ data::PredictionRows predict_rows(const Rule& predict, const data::Dataset& ds, 
     const at::Tensor expert =
         torch::where(std::get<0>(top) > 0, std::get<1>(top), torch::full_like(std::get<1>(top), -1)).cpu().contiguous();
     const at::Tensor early = r.early.to(torch::kUInt8).cpu().contiguous();
-    const int64_t n = static_cast<int64_t>(ids.size());
-    auto append = [n](auto& v, const at::Tensor& t, auto tag) {
+    auto append = [](auto& v, const at::Tensor& t, auto tag) {
       using T = decltype(tag);
       const T* p = t.data_ptr<T>();
       v.insert(v.end(), p, p + t.numel());
-      (void)n;
     };
     append(out.prediction, prediction, int64_t{});
     append(out.expert, expert, int64_t{});
