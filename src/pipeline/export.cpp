@@ -2,18 +2,15 @@
 
 #include <torch/torch.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "core/atomic_file.h"
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "data/batch.h"
 #include "models/moe_export.h"
 #include "pipeline/finished_run.h"
-#include "pipeline/model_store.h"
 
 namespace smoe::pipeline {
 
