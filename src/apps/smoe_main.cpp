@@ -6,12 +6,15 @@
 //   smoe config --keys [--markdown | --json]
 //   smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...
 //   smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]
+//   smoe scaling --config FILE --ranks 1,2,4 [--mode strong|weak] [--stages S,...] --out DIR
+//   smoe scaling --table DIR
 //   smoe --version
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
 #include <boost/program_options.hpp>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "apps/cli.h"
 #include "comm/mpi_communicator.h"
@@ -28,6 +31,7 @@
 #include "pipeline/job.h"
 #include "pipeline/predict.h"
 #include "pipeline/provenance.h"
+#include "pipeline/scaling_study.h"
 #include "pipeline/stage.h"
 #include "pipeline/sweep.h"
 #include "pipeline/sweep_driver.h"
@@ -46,6 +50,9 @@ const char* kUsage =
     "  smoe table  [--csv FILE] [--plot PNG] [--metric PATH ...] RUN_OR_FOLDER ...   mean ± std over seeds\n"
     "  smoe sweep  SWEEP_FILE --out DIR [--ranks-per-run N] [--dry-run]          a grid of overrides x seeds, then its "
     "table\n"
+    "  smoe scaling --config FILE --ranks 1,2,4 [--mode strong|weak] [--stages S,...] --out DIR   a scaling "
+    "study\n"
+    "  smoe scaling --table DIR   a study's table, plots and predictions again\n"
     "  smoe export --run-dir DIR --out FILE [--rule R] [--tau T] [--ensembler E]   the MoE as one TorchScript file\n"
     "  smoe predict --run-dir DIR --input DATASET --out PRED.h5 [--split S] [--rule R] [--tau T] [--probs]\n"
     "  smoe --version\n"
@@ -246,6 +253,75 @@ bool parse_or_help(const po::options_description& opts, const std::vector<std::s
   return true;
 }
 
+// "1,2,4" (and repeated flags) as numbers; fails naming the flag.
+template <typename T>
+std::vector<T> comma_list(const std::vector<std::string>& values, const char* flag) {
+  std::vector<T> out;
+  for (const auto& v : values) {
+    std::stringstream in(v);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      if (item.empty()) continue;
+      if constexpr (std::is_same_v<T, std::string>) {
+        out.push_back(item);
+      } else {
+        size_t used = 0;
+        int n = 0;
+        try {
+          n = std::stoi(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        SMOE_CHECK(used == item.size(), "smoe scaling: {} {}: '{}' is not a whole number", flag, v, item);
+        out.push_back(n);
+      }
+    }
+  }
+  return out;
+}
+
+// scaling: a scaling study over rank counts (pipeline/scaling_study.h), or
+// its outputs again from its folder (pipeline/scaling_table.h).
+int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
+  pipeline::ScalingRequest r;
+  std::vector<std::string> ranks, stages, predict;
+  std::string table;
+  double latency_us = -1, bandwidth = -1;
+  po::options_description opts("smoe scaling --config FILE --ranks 1,2,4 --out DIR  (under mpirun -np 4)");
+  opts.add_options()("help,h", "this help")                                                           //
+      ("config", po::value(&r.config), "experiment YAML file")                                        //
+      ("set", po::value(&r.sets)->composing(), "override a config key for every run")                 //
+      ("ranks", po::value(&ranks)->composing(), "rank counts, e.g. 1,2,4 (at most the job's ranks)")  //
+      ("mode", po::value(&r.mode)->default_value("strong"),
+       "strong: the same work at every P; weak: data.limit_train (N0) x P training samples")  //
+      ("stages", po::value(&stages)->composing(),
+       "the stages to time, e.g. experts,eval (default: every stage of the scheme); earlier ones run once")       //
+      ("out", po::value(&r.out), "the study's folder: P<P>/ run folders, study.json, scaling.md/.csv/.png")       //
+      ("table", po::value(&table), "only write the outputs of the finished study in this folder again (no MPI)")  //
+      ("predict", po::value(&predict)->composing(), "rank counts to predict beyond (default 64,256,1024)")        //
+      ("latency-us", po::value(&latency_us),
+       "collective model: latency per message in microseconds (default: measured on the job's ranks)")  //
+      ("bandwidth-gbs", po::value(&bandwidth),
+       "collective model: bandwidth in GB/s (default: measured on the job's ranks)")  //
+      ("verbose,v", po::bool_switch(&r.verbose), "debug messages")                    //
+      ("quiet,q", po::bool_switch(&r.quiet), "warnings and errors only");
+  po::variables_map vm;
+  if (!parse_or_help(opts, args, vm)) return 0;
+  SMOE_CHECK((latency_us < 0) == (bandwidth < 0), "smoe scaling: give --latency-us and --bandwidth-gbs together");
+  if (latency_us >= 0) {
+    SMOE_CHECK(bandwidth > 0, "smoe scaling: --bandwidth-gbs {} must be positive", bandwidth);
+    r.collectives = {latency_us * 1e-6, 1e-9 / bandwidth, "given"};
+  }
+  if (!predict.empty()) r.predict_at = comma_list<int>(predict, "--predict");
+  if (!table.empty()) return pipeline::write_scaling_study(table, r.collectives, r.predict_at);
+  SMOE_CHECK(!r.out.empty() && !ranks.empty(), "smoe scaling: give --ranks and --out (or --table DIR)");
+  r.ranks = comma_list<int>(ranks, "--ranks");
+  r.stages = comma_list<std::string>(stages, "--stages");
+  comm::MpiRuntime mpi(&argc, &argv);
+  comm::DeviceRouter world(mpi.world());
+  return pipeline::run_scaling(mpi, world, r);
+}
+
 // export: a finished run's MoE as one TorchScript file (pipeline/export.h).
 int cmd_export(const std::vector<std::string>& args) {
   pipeline::ExportRequest r;
@@ -316,8 +392,9 @@ int main(int argc, char** argv) {
     }
     const std::string cmd = args[0];
     SMOE_CHECK(cmd == "train" || cmd == "eval" || cmd == "config" || cmd == "table" || cmd == "sweep" ||
-                   cmd == "export" || cmd == "predict",
-               "unknown command '{}' (expected train, eval, config, table, sweep, export or predict)", cmd);
+                   cmd == "scaling" || cmd == "export" || cmd == "predict",
+               "unknown command '{}' (expected train, eval, config, table, sweep, scaling, export or predict)", cmd);
+    if (cmd == "scaling") return cmd_scaling(std::vector<std::string>(args.begin() + 1, args.end()), argc, argv);
     if (cmd == "predict") return cmd_predict(std::vector<std::string>(args.begin() + 1, args.end()), argc, argv);
     if (cmd == "export") return cmd_export(std::vector<std::string>(args.begin() + 1, args.end()));
     if (cmd == "table") return cmd_table(std::vector<std::string>(args.begin() + 1, args.end()));

@@ -81,6 +81,8 @@ struct Message {
 
 constexpr int kAnySource = -1;
 
+class Traffic;
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -110,6 +112,10 @@ class Communicator {
   // Non-blocking: a matching message if one has arrived. For loops that must
   // not spin on a core (MPI's blocking receive busy-polls).
   virtual std::optional<Message> try_recv(int source, int tag) = 0;
+
+  // What this communicator has moved so far, where it counts (DeviceRouter
+  // does: comm/traffic.h); null where it does not.
+  virtual const Traffic* traffic() const { return nullptr; }
 
   // Ends every rank of the job (MPI_Abort for MPI). Never returns.
   [[noreturn]] virtual void abort(int code, const std::string& why) = 0;

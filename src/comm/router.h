@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "comm/communicator.h"
+#include "comm/traffic.h"
 #include "core/heartbeat.h"
 
 namespace smoe::comm {
@@ -30,30 +31,17 @@ class DeviceRouter final : public Communicator {
   bool takes_device_buffers() const override { return device_collectives_; }
   void set_device_collectives(bool on) { device_collectives_ = on; }
   // Time spent inside a collective or a blocking receive is waiting on other
-  // ranks, not a stall of this one (core/heartbeat.h).
-  void barrier() override {
-    heartbeat::Waiting w("barrier");
-    host_->barrier();
-  }
-  void broadcast(Buffer buf, int root) override {
-    heartbeat::Waiting w("broadcast");
-    pick(buf).broadcast(buf, root);
-  }
-  void allreduce(Buffer buf, ReduceOp op) override {
-    heartbeat::Waiting w("allreduce");
-    pick(buf).allreduce(buf, op);
-  }
+  // ranks, not a stall of this one (core/heartbeat.h). Every call is counted
+  // in traffic() (comm/traffic.h).
+  void barrier() override;
+  void broadcast(Buffer buf, int root) override;
+  void allreduce(Buffer buf, ReduceOp op) override;
   void allgather(Buffer send, Buffer recv) override;
-  std::vector<std::string> gather_bytes(std::string_view bytes, int root) override {
-    heartbeat::Waiting w("gather");
-    return host_->gather_bytes(bytes, root);
-  }
-  void send(int dest, int tag, std::string_view payload) override { host_->send(dest, tag, payload); }
-  Message recv(int source, int tag) override {
-    heartbeat::Waiting w("a message from rank " + std::to_string(source));
-    return host_->recv(source, tag);
-  }
-  std::optional<Message> try_recv(int source, int tag) override { return host_->try_recv(source, tag); }
+  std::vector<std::string> gather_bytes(std::string_view bytes, int root) override;
+  void send(int dest, int tag, std::string_view payload) override;
+  Message recv(int source, int tag) override;
+  std::optional<Message> try_recv(int source, int tag) override;
+  const Traffic* traffic() const override { return &traffic_; }
   [[noreturn]] void abort(int code, const std::string& why) override;
 
   Communicator& host() { return *host_; }
@@ -66,6 +54,7 @@ class DeviceRouter final : public Communicator {
   std::unique_ptr<Communicator> device_;
   int device_index_ = -1;
   bool device_collectives_ = true;
+  Traffic traffic_;
 };
 
 }  // namespace smoe::comm

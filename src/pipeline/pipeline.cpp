@@ -8,6 +8,7 @@
 #include "core/stop.h"
 #include "pipeline/fault.h"
 #include "pipeline/run_state.h"
+#include "pipeline/stage_traffic.h"
 
 using nlohmann::json;
 
@@ -53,6 +54,7 @@ void Pipeline::run_stage(Stage& stage) {
   memory::release_free_memory();
   memory::reset_peak();
   json record;
+  const StageTraffic traffic(s.comm);
   try {
     inject_stage_fault(name, s.comm.rank());  // SMOE_FAULT=ACTION:NAME[:RANK] (pipeline/fault.h)
     record = stage.run(s);
@@ -67,6 +69,7 @@ void Pipeline::run_stage(Stage& stage) {
   }
   if (record.is_null()) record = json::object();
   record["seconds"] = clock.seconds();
+  record["comm"] = traffic.finish(s.comm);
   record["peak_rss_mb"] = ranks_peak_rss_mb(s.comm);
   s.comm.barrier();
   if (stage.recorded() && s.comm.is_root()) s.run.mark_done(name, record);

@@ -12,6 +12,9 @@
 //                       the next run to take part in, or -1 (pipeline/sweep_driver.h)
 //   1012 kSweepExitTag  every rank -> world rank 0, then back: the exit
 //                       statuses of a sweep, and the worst of them
+//   1021 kScalingExitTag  world rank 0 -> the ranks a scaling study's run at P
+//                       left out: the run's exit status, once it ended
+//                       (pipeline/scaling_study.h)
 //
 // A sweep's groups hand runs out with the scheduler's sequence among the
 // groups' first ranks (1001/1002 on their own communicator); inside a run the
@@ -26,5 +29,6 @@ constexpr int kReplyTag = 1002;
 constexpr int kHeartbeatTag = 1003;
 constexpr int kSweepTaskTag = 1011;
 constexpr int kSweepExitTag = 1012;
+constexpr int kScalingExitTag = 1021;
 
 }  // namespace smoe::pipeline

@@ -26,6 +26,12 @@ RankUse base_rank_use(int64_t batch, int64_t micro_batch, int ranks) {
 
 RankUse experts_rank_use(int64_t experts, int ranks) { return use(experts, ranks); }
 
+double packing_efficiency(int64_t work, int ranks) {
+  if (work <= 0 || ranks <= 1) return 1.0;
+  const int64_t rounds = (work + ranks - 1) / ranks;
+  return static_cast<double>(work) / static_cast<double>(rounds * ranks);
+}
+
 std::string base_idle_warning(int64_t batch, int64_t micro_batch, int ranks) {
   const RankUse u = base_rank_use(batch, micro_batch, ranks);
   if (!u.wasteful()) return "";

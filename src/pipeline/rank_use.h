@@ -26,6 +26,12 @@ RankUse base_rank_use(int64_t batch, int64_t micro_batch, int ranks);
 // Experts stage: one task per expert over `ranks`.
 RankUse experts_rank_use(int64_t experts, int ranks);
 
+// The best efficiency `work` equal units can reach on `ranks` ranks, each
+// unit whole on one rank: work / (ranks * ceil(work / ranks)) (20 experts on
+// 8 ranks: 3 rounds of 8 slots for 20 tasks, 0.83). The bound `smoe
+// scaling` warns with; 1 when the units fill every round.
+double packing_efficiency(int64_t work, int ranks);
+
 // The warning for a wasteful use (empty when every rank has work), e.g.
 // "base: 8 ranks but 1 micro-batch per step (base.batch_size 128 /
 // base.micro_batch 128): 88% of the ranks' time idles; set base.micro_batch

@@ -169,6 +169,17 @@ std::string RunDir::saved_config_yaml() const {
 
 void RunDir::save_locked() const { write_file_atomic(file(kManifest), manifest_.dump(2) + "\n"); }
 
+void copy_finished_stages(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  fs::remove_all(to, ec);
+  if (fs::path(to).has_parent_path()) fs::create_directories(fs::path(to).parent_path());
+  fs::copy(from, to, fs::copy_options::recursive);
+  for (const auto& e : fs::directory_iterator(to)) {
+    const std::string n = e.path().filename().string();
+    if (n == "report.json" || n.rfind("log", 0) == 0 || e.path().extension() == ".png") fs::remove(e.path());
+  }
+}
+
 bool wait_for_file(const std::string& path, double seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (!fs::exists(path)) {

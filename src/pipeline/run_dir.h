@@ -71,6 +71,11 @@ std::string expert_task_key(int64_t k, int64_t round);
 std::vector<std::string> config_differences(const std::string& saved_yaml, const Config& now,
                                             size_t allowed_from = static_cast<size_t>(-1));
 
+// `to` (replaced) as a copy of run folder `from` that holds its finished
+// stages only: report.json, the logs and the plots are left behind, so that a
+// run started from it reports what it ran itself.
+void copy_finished_stages(const std::string& from, const std::string& to);
+
 // Whether `path` exists, polled for up to `seconds` (a file another node
 // just wrote may take a moment to appear on a network file system).
 bool wait_for_file(const std::string& path, double seconds);

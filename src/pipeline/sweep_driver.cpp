@@ -152,7 +152,6 @@ class SweepDriver {
 
   // The group's first rank: what run i needs, its folder made ready.
   std::string prepare(size_t i) const {
-    namespace fs = std::filesystem;
     if (has(i, "report.json")) return "done";
     if (has(i, "run.json")) return "resume";
     // Only runs that are finished can lend their folders: others may be
@@ -163,15 +162,7 @@ class SweepDriver {
     const pipeline::SweepStart start = pipeline::sweep_start(sweep_, i, finished);
     if (start.from < 0) return "fresh";
     // Its earlier stages are those of run `from`: start from a copy of its folder.
-    const std::string dir = dir_of(i);
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-    fs::create_directories(out_);
-    fs::copy(dir_of(static_cast<size_t>(start.from)), dir, fs::copy_options::recursive);
-    for (const auto& e : fs::directory_iterator(dir)) {
-      const std::string n = e.path().filename().string();
-      if (n == "report.json" || n.rfind("log", 0) == 0 || e.path().extension() == ".png") fs::remove(e.path());
-    }
+    copy_finished_stages(dir_of(static_cast<size_t>(start.from)), dir_of(i));
     return "copy " + start.redo_from + " " + sweep_.runs[static_cast<size_t>(start.from)].name;
   }
 

@@ -86,6 +86,58 @@ TEST(DeviceRouter, HostBuffersToHostCudaBuffersToDeviceCreatedOnFirstUse) {
   EXPECT_EQ(devices.calls.load(), 4);    // two CUDA collectives on each of two ranks
 }
 
+// What `smoe scaling` reports per stage: each rank's bytes as the ring and
+// chain algorithms move them (comm/traffic.h), counted by the router.
+TEST(DeviceRouter, CountsWhatEachRankMovesAsTheRingAndChainAlgorithmsMoveIt) {
+  ThreadGroup group(3);
+  std::vector<TrafficCounts> counts(3);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 3; ++rank)
+    threads.emplace_back([&, rank] {
+      DeviceRouter router(group.communicator(rank), nullptr);
+      const TrafficCounts before = router.traffic()->snapshot();
+      std::vector<float> v(300, 1.0f);  // 1200 bytes
+      router.allreduce(host_buffer(v), ReduceOp::sum);
+      std::vector<uint8_t> b(100);
+      router.broadcast(host_buffer(b), 1);  // the chain 1 -> 2 -> 0
+      std::vector<int64_t> mine = {rank}, all(3);
+      router.allgather(host_buffer(mine), host_buffer(all));
+      router.gather_bytes(std::string(static_cast<size_t>(10 * (rank + 1)), 'x'), 0);
+      if (rank == 2) router.send(0, 7, "hello");
+      if (rank == 0) {
+        EXPECT_EQ(router.recv(2, 7).payload, "hello");
+      }
+      router.barrier();
+      counts[static_cast<size_t>(rank)] = router.traffic()->snapshot().since(before);
+    });
+  for (auto& t : threads) t.join();
+  for (int rank = 0; rank < 3; ++rank) {
+    const TrafficCounts& c = counts[static_cast<size_t>(rank)];
+    SCOPED_TRACE(rank);
+    EXPECT_EQ(c[Op::allreduce].calls, 1);
+    EXPECT_DOUBLE_EQ(c[Op::allreduce].payload_bytes, 1200);
+    EXPECT_DOUBLE_EQ(c[Op::allreduce].sent_bytes, 2.0 * 2 / 3 * 1200);  // 2 (P-1)/P n
+    EXPECT_DOUBLE_EQ(c[Op::allreduce].recv_bytes, 2.0 * 2 / 3 * 1200);
+    EXPECT_DOUBLE_EQ(c[Op::broadcast].sent_bytes, rank == 0 ? 0 : 100);  // rank 0 ends the chain
+    EXPECT_DOUBLE_EQ(c[Op::broadcast].recv_bytes, rank == 1 ? 0 : 100);  // rank 1 is the root
+    EXPECT_DOUBLE_EQ(c[Op::allgather].sent_bytes, 2 * 8);                // (P-1) n
+    EXPECT_DOUBLE_EQ(c[Op::gather].sent_bytes, rank == 0 ? 0 : 10.0 * (rank + 1));
+    EXPECT_DOUBLE_EQ(c[Op::gather].recv_bytes, rank == 0 ? 20 + 30 : 0);
+    EXPECT_EQ(c[Op::barrier].calls, 1);
+  }
+  EXPECT_DOUBLE_EQ(counts[2][Op::message].sent_bytes, 5);
+  EXPECT_DOUBLE_EQ(counts[0][Op::message].recv_bytes, 5);
+  // One rank moves nothing, whatever it calls.
+  ThreadGroup alone(1);
+  DeviceRouter router(alone.communicator(0), nullptr);
+  std::vector<float> v(300, 1.0f);
+  router.allreduce(host_buffer(v), ReduceOp::sum);
+  router.broadcast(host_buffer(v), 0);
+  EXPECT_EQ(router.traffic()->snapshot()[Op::allreduce].calls, 1);
+  EXPECT_DOUBLE_EQ(router.traffic()->snapshot().sent_bytes(), 0);
+  EXPECT_DOUBLE_EQ(router.traffic()->snapshot().recv_bytes(), 0);
+}
+
 TEST(Nccl, PluginIsBuiltAndRefusesClearlyWithoutAGpu) {
   if (!nccl_plugin_built()) GTEST_SKIP() << "built without NCCL (SMOE_WITH_NCCL=OFF or no CUDA toolkit)";
   run_ranks(1, [](Communicator& c) {

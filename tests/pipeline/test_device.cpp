@@ -26,9 +26,9 @@ namespace {
 // its tensors were on, as libtorch's archives do; it loads onto the rank's
 // device, see ResumeLoadsTheOptimiserStateOntoTheRanksDevice.)
 bool measures_the_machine(const std::string& key) {
-  static const std::set<std::string> keys = {"seconds",        "stages", "peak_rss_mb", "inference_time",
-                                             "runtime",        "ranks",  "rank",        "images_per_second",
-                                             "rows_on_rank_0", "device", "provenance",  "optim_sha256"};
+  static const std::set<std::string> keys = {
+      "seconds",           "stages",         "peak_rss_mb", "inference_time", "runtime",      "ranks", "rank",
+      "images_per_second", "rows_on_rank_0", "device",      "provenance",     "optim_sha256", "comm",  "stage_comm"};
   return keys.count(key) || key.find("seconds") != std::string::npos || key.find("device") != std::string::npos;
 }
 

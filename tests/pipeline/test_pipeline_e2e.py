@@ -1,6 +1,7 @@
 """smoe train / smoe eval end to end on the quick Fashion-MNIST config, under
 mpirun: rank-count invariance, exact resume after SIGKILL, failure handling,
 Python interop of the checkpoints, the report's contents and bad inputs."""
+import csv
 import fcntl
 import json
 import os
@@ -1282,6 +1283,100 @@ class Pipeline(unittest.TestCase):
         self.assertIn("smoe: error: --until experts2: not a stage of scheme 'algorithm1' (base, embed, cluster, gate, "
                       "experts)", r.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "until-bad")))
+
+    def scaling(self, np, *args):
+        return subprocess.run(mpirun(np) + [SMOE, "scaling", "--config", QUICK] + self.common[:-1] + list(args),
+                              capture_output=True, text=True, env=ENV, timeout=HANG)
+
+    @staticmethod
+    def scaling_rows(out):
+        with open(os.path.join(out, "scaling.csv")) as f:
+            return list(csv.DictReader(f))
+
+    def test_scaling_study_strong_and_weak(self):
+        # Strong: every stage of the quick config on 1 and 2 ranks, one after
+        # the other inside one mpirun -np 2.
+        out = os.path.join(self.tmp, "scaling-strong")
+        r = self.scaling(2, "--ranks", "1,2", "--out", out, "--predict", "64,256")
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        rows = self.scaling_rows(out)
+        stages = ["base", "embed", "cluster", "gate", "experts", "eval"]
+        self.assertEqual([(x["stage"], x["ranks"], x["source"]) for x in rows],
+                         [(s, p, src) for s in stages for p, src in
+                          (("1", "measured"), ("2", "measured"), ("64", "predicted"), ("256", "predicted"))])
+        # The table's rows are the runs' reports.
+        for p in (1, 2):
+            report = read_json(os.path.join(out, "P%d" % p, "report.json"))
+            self.assertEqual(report["ranks"], p)
+            for x in rows:
+                if x["ranks"] == str(p):
+                    self.assertAlmostEqual(float(x["seconds"]), report["stages"][x["stage"]],
+                                           delta=1e-5 * report["stages"][x["stage"]], msg=x["stage"])
+                    sent = max(report["stage_comm"][x["stage"]]["sent_bytes"])
+                    self.assertAlmostEqual(float(x["sent_bytes_max"]), sent, delta=1, msg=x["stage"])
+        t = {(x["stage"], x["ranks"]): float(x["seconds"]) for x in rows}
+        e = {(x["stage"], x["ranks"]): float(x["efficiency"]) for x in rows}
+        self.assertAlmostEqual(e[("experts", "2")], t[("experts", "1")] / (2 * t[("experts", "2")]), places=4)
+        # One rank moves nothing; on two, the base stage's allreduces move bytes.
+        self.assertEqual(float([x for x in rows if x["stage"] == "base" and x["ranks"] == "1"][0]["sent_bytes_max"]), 0)
+        self.assertGreater(float([x for x in rows if x["stage"] == "base" and x["ranks"] == "2"][0]["sent_bytes_max"]), 1e6)
+        # The same results at both rank counts, checked by the study itself.
+        self.assertRegex(r.stdout, r"check: the \d+ hashes of run.json .* and the \d+ accuracies of report.json are "
+                                   r"equal at P = 1, 2")
+        self.assertEqual(stage_hashes(os.path.join(out, "P1")), stage_hashes(os.path.join(out, "P2")))
+        # The scheduler's simulation, given the run's own task seconds,
+        # reproduces the experts stage's time within 25 %.
+        replay = [x for x in rows if x["stage"] == "experts" and x["ranks"] == "2"][0]
+        self.assertLess(abs(float(replay["replay_seconds"]) / float(replay["seconds"]) - 1), 0.25, replay)
+        # 4 experts cannot fill 64 ranks; 3 micro-batches per step cannot fill 2.
+        self.assertIn("warning: experts: 4 tasks (one per expert) cannot fill every rank; the best efficiency whole "
+                      "units allow is P=64: 6% (94% idle)", r.stdout)
+        self.assertIn("warning: base: 3 micro-batches per step cannot fill every rank; the best efficiency whole units "
+                      "allow is P=2: 75% (25% idle)", r.stdout)
+        for f in ("scaling.md", "scaling_time.png", "scaling_efficiency.png", "study.json"):
+            self.assertTrue(os.path.getsize(os.path.join(out, f)) > 0, f)
+        # Run again: nothing to redo; the table written again from the runs.
+        r = self.scaling(2, "--ranks", "1,2", "--out", out, "--predict", "64,256")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("scaling: P=1 already finished", r.stdout)
+        self.assertIn("scaling: P=2 already finished", r.stdout)
+        self.assertEqual([x["seconds"] for x in self.scaling_rows(out)], [x["seconds"] for x in rows])
+
+        # Weak: N0 = 1,000 training samples per rank; only the experts and
+        # the evaluation timed, the earlier stages run per P on every rank.
+        weak = os.path.join(self.tmp, "scaling-weak")
+        r = self.scaling(2, "--ranks", "1,2", "--mode", "weak", "--stages", "experts,eval", "--out", weak,
+                         "--set", "data.limit_train=1000")
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        for p in (1, 2):
+            report = read_json(os.path.join(weak, "P%d" % p, "report.json"))
+            self.assertEqual((report["ranks"], report["train_samples"]), (p, 1000 * p))
+        rows = self.scaling_rows(weak)
+        self.assertEqual(sorted({x["stage"] for x in rows}), ["eval", "experts"])
+        t = {(x["stage"], x["ranks"]): float(x["seconds"]) for x in rows}
+        e = {(x["stage"], x["ranks"]): float(x["efficiency"]) for x in rows}
+        self.assertAlmostEqual(e[("experts", "2")], t[("experts", "1")] / t[("experts", "2")], places=4)
+        self.assertIn("weak study: each rank count trains on its own number of samples", r.stdout)
+        # The base stage ran once per P, with both ranks, before the timed stages.
+        self.assertEqual(read_json(os.path.join(weak, "P1", "run.json"))["done"]["base"]["peak_rss_mb"].__len__(), 2)
+
+        # Bad requests: one line each, nothing written.
+        for args, message in (
+                (["--ranks", "1,4", "--out", os.path.join(self.tmp, "s1")], "--ranks asks for 4 ranks but the job has 2"),
+                (["--ranks", "2,1", "--out", os.path.join(self.tmp, "s2")], "--ranks must increase without repeats"),
+                (["--ranks", "1", "--stages", "nope", "--out", os.path.join(self.tmp, "s3")],
+                 "--stages: 'nope' is not a stage of scheme 'algorithm1'"),
+                (["--ranks", "1", "--mode", "weak", "--set", "data.limit_train=0", "--out", os.path.join(self.tmp, "s4")],
+                 "set data.limit_train to the training samples per rank"),
+                (["--ranks", "1,2", "--mode", "weak", "--set", "data.limit_train=40000",
+                  "--out", os.path.join(self.tmp, "s5")], "= 80000 samples, but split 'train'"),
+                (["--ranks", "1,2", "--out", weak], "holds a study with another mode")):
+            r = self.scaling(2, *args)
+            self.assertEqual(r.returncode, 1, args)
+            self.assertIn(message, r.stderr, args)
+            self.assertEqual(r.stderr.count("error"), 1, r.stderr)
+            if not args[-1] == weak:
+                self.assertFalse(os.path.exists(args[args.index("--out") + 1]), args)
 
     def test_sweep_refuses_groups_larger_than_the_job(self):
         r = subprocess.run(mpirun(2) + [SMOE, "sweep", os.path.join(SRC, "configs/sweeps/royer-table6-ensembling.yaml"),

@@ -4,8 +4,8 @@
 # with a private config, state and spool under a temporary folder (no systemd,
 # no cgroups; task/affinity binds the tasks), then through the batch scripts
 # users submit: slurm/train.sbatch on the quick config with 2 tasks x 1 cpu
-# and 1 task x 2 cpus (the cores and threads each rank reports), the scaling
-# array, and slurm/resubmit.sbatch through real time-limit expiries in the
+# and 1 task x 2 cpus (the cores and threads each rank reports), a scaling
+# study (slurm/scaling.sbatch), and slurm/resubmit.sbatch through real time-limit expiries in the
 # middle of the base stage, reached at a named point (same hashes as an
 # uninterrupted run, at most one epoch redone). It stops exactly the daemons it started, also when it fails.
 # Needs root (it installs packages and runs the daemons).
@@ -171,15 +171,30 @@ assert [(x["cores"], x["threads"]) for x in ranks] == [(2, 2)], ranks
 PY
 fi
 
-# The scaling study as a job array over rank counts, reusing the finished run.
-array="$(BASE_RUN="$run" SMOE="$BIN/smoe" SCALING_DIR="$T/work" \
-  sbatch --parsable --array=1,2 --ntasks=2 --output="$T/work/scaling-%A_%a.out" --chdir="$SRC" slurm/scaling.sbatch)"
-echo "test_slurm: submitted scaling array $array"
-wait_job "$array" 1800
-"$SRC/launch/scaling" --table "$T/work/scaling-P1" "$T/work/scaling-P2" --out "$T/work/scaling.csv"
-for p in 1 2; do
-  grep -q "^$p," "$T/work/scaling.csv" || { echo "test_slurm: no P=$p row in the scaling table"; cat "$T"/work/scaling-*.out; exit 1; }
-done
+# A scaling study as one batch job of 2 tasks: strong, P = 1 and 2, only the
+# experts and the evaluation timed (the earlier stages once, on both tasks).
+study="$T/work/scaling"
+job_s="$(CONFIG=configs/fmnist-quick.yaml RANKS=1,2 STAGES=experts,eval OUT="$study" SMOE="$BIN/smoe" \
+  SMOE_ARGS="--set data.path=$data --set data.limit_train=1000 --set base.epochs=1 --set experts.epochs=1 --set ensembler.epochs=1 -q" \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$T/work/scaling-%j.out" --chdir="$SRC" slurm/scaling.sbatch)"
+echo "test_slurm: submitted scaling study $job_s"
+wait_job "$job_s" 1800
+/usr/bin/python3 - "$study" <<'PY' || { cat "$T"/work/scaling-*.out; exit 1; }
+import csv, json, os, sys
+study = sys.argv[1]
+rows = list(csv.DictReader(open(os.path.join(study, "scaling.csv"))))
+measured = [(x["stage"], x["ranks"]) for x in rows if x["source"] == "measured"]
+assert measured == [("experts", "1"), ("experts", "2"), ("eval", "1"), ("eval", "2")], measured
+for x in rows:
+    if x["source"] == "measured":
+        report = json.load(open(os.path.join(study, "P" + x["ranks"], "report.json")))
+        assert report["ranks"] == int(x["ranks"]), (x, report["ranks"])
+        assert abs(float(x["seconds"]) - report["stages"][x["stage"]]) <= 1e-5 * report["stages"][x["stage"]], x
+md = open(os.path.join(study, "scaling.md")).read()
+assert "accuracies of report.json are equal at P = 1, 2" in md, md
+print("test_slurm: scaling study ok:", ", ".join("%s P=%s %.1f s" % (x["stage"], x["ranks"], float(x["seconds"]))
+                                                for x in rows if x["source"] == "measured"))
+PY
 
 # A job that reaches its time limit inside the base stage, at a named point
 # whatever the machine's speed: rank 0 waits right after base epoch 2's

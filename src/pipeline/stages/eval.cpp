@@ -21,6 +21,7 @@
 #include "pipeline/provenance.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stage_traffic.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
 #include "train/tensors.h"
@@ -47,7 +48,7 @@ double pearson(const std::vector<double>& a, const std::vector<double>& b) {
 // The bookkeeping around the report: experts, stage times, the trunk cache,
 // the runtime and the EM rounds.
 void add_run_records(RunState& s, json& report, const std::vector<std::string>& devices, double eval_seconds,
-                     const std::vector<double>& eval_peaks) {
+                     const std::vector<double>& eval_peaks, const json& eval_comm) {
   const int64_t K = s.cfg.experts.count;
   json experts_json = json::array();
   for (int64_t k = 0; k < K; ++k) {
@@ -71,19 +72,17 @@ void add_run_records(RunState& s, json& report, const std::vector<std::string>& 
   if (predicted.size() >= 2) report["scheduler"] = {{"cost_seconds_correlation", pearson(predicted, seconds)}};
   if (s.run.done("cluster") && s.run.record("cluster").contains("quality"))
     report["cluster_quality"] = s.run.record("cluster")["quality"];
-  json stages = json::object();
-  for (const auto& st : scheme_plan(s.cfg))
-    if (st.recorded && s.run.done(st.name)) stages[st.name] = s.run.record(st.name).value("seconds", 0.0);
+  json stages = recorded_stage_field(s, "seconds");
   stages["eval"] = eval_seconds;
   report["stages"] = stages;
   // Each rank's peak resident memory per stage (MiB), as the stage recorded
-  // it when it ran.
-  json peaks = json::object();
-  for (const auto& st : scheme_plan(s.cfg))
-    if (st.recorded && s.run.done(st.name) && s.run.record(st.name).contains("peak_rss_mb"))
-      peaks[st.name] = s.run.record(st.name)["peak_rss_mb"];
+  // it when it ran, and what each stage moved between the ranks.
+  json peaks = recorded_stage_field(s, "peak_rss_mb");
   peaks["eval"] = eval_peaks;
   report["peak_rss_mb"] = peaks;
+  json comm = recorded_stage_field(s, "comm");
+  comm["eval"] = eval_comm;
+  report["stage_comm"] = comm;
   if (s.run.done("experts")) {
     // Without the cache every expert epoch (and its logits pass) would run
     // the trunk on every sample it sees.
@@ -179,16 +178,18 @@ class EvalStage : public Stage {
   }
   json run(RunState& s) override {
     Progress clock("eval", 1, 1);
+    const StageTraffic traffic(s.comm);
     log::info("eval      {} test samples (model of EM round {})", s.test->size(), s.final_round());
     json report = evaluate_test(s, s.final_round());
     // Each rank's device, for the report.
     std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
+    const json eval_comm = traffic.finish(s.comm);
     const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
     const json prov = provenance(s.comm, s.rt);
     if (!s.comm.is_root()) return json();
     const std::string csv = report["anytime_csv"];
     report.erase("anytime_csv");
-    add_run_records(s, report, devices, clock.seconds(), peaks);
+    add_run_records(s, report, devices, clock.seconds(), peaks, eval_comm);
     report["provenance"] = prov;
     write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
     write_file_atomic(s.run.file("anytime.csv"), csv);

@@ -25,6 +25,7 @@
 #include "pipeline/provenance.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
+#include "pipeline/stage_traffic.h"
 #include "pipeline/stages/common.h"
 #include "train/checkpoint.h"
 #include "train/tensors.h"
@@ -41,6 +42,7 @@ class JointEvalStage : public Stage {
   bool recorded() const override { return false; }
   json run(RunState& s) override {
     Progress clock("eval", 1, 1);
+    const StageTraffic traffic(s.comm);
     // The model the scheme's latest training stage handed over (the same on
     // every rank: each rank ran, or restored, the same stages).
     const std::string stage = s.joint_model.stage, gate_kind = s.joint_model.gate_kind;
@@ -77,6 +79,7 @@ class JointEvalStage : public Stage {
     if (s.comm.is_root() && s.cfg.eval.timing_samples > 0 && s.test->size() > 0)
       timing = time_per_sample(s, {{"mixture", [&](const at::Tensor& x) { return moe->forward(x).mixture; }}});
     std::vector<std::string> devices = s.comm.allgather_bytes(s.rt.device_name());
+    const json eval_comm = traffic.finish(s.comm);
     const std::vector<double> peaks = ranks_peak_rss_mb(s.comm);
     const json prov = provenance(s.comm, s.rt);
     if (!s.comm.is_root()) return json();
@@ -105,16 +108,14 @@ class JointEvalStage : public Stage {
     report["test_samples"] = s.test->size();
     report["train_samples"] = s.train->size();
     json training = json::object();
-    json stages = json::object(), rss = json::object();
-    for (const auto& st : scheme_plan(s.cfg)) {
-      if (!st.recorded || !s.run.done(st.name)) continue;
-      const json r = s.run.record(st.name);
-      training[st.name] = r;
-      stages[st.name] = r.value("seconds", 0.0);
-      if (r.contains("peak_rss_mb")) rss[st.name] = r["peak_rss_mb"];
-    }
+    for (const auto& st : scheme_plan(s.cfg))
+      if (st.recorded && s.run.done(st.name)) training[st.name] = s.run.record(st.name);
+    json stages = recorded_stage_field(s, "seconds"), rss = recorded_stage_field(s, "peak_rss_mb"),
+         comm = recorded_stage_field(s, "comm");
     stages["eval"] = clock.seconds();
     rss["eval"] = peaks;
+    comm["eval"] = eval_comm;
+    report["stage_comm"] = comm;
     report["training"] = training;
     report["train_error"] = training[stage].value("train_error", 0.0);
     report["stages"] = stages;
