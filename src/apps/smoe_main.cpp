@@ -284,7 +284,7 @@ std::vector<T> comma_list(const std::vector<std::string>& values, const char* fl
 // its outputs again from its folder (pipeline/scaling_table.h).
 int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
   pipeline::ScalingRequest r;
-  std::vector<std::string> ranks, stages, predict;
+  std::vector<std::string> ranks, stages, predict, work;
   std::string table;
   double latency_us = -1, bandwidth = -1;
   po::options_description opts("smoe scaling --config FILE --ranks 1,2,4 --out DIR  (under mpirun -np 4)");
@@ -299,6 +299,9 @@ int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
       ("out", po::value(&r.out), "the study's folder: P<P>/ run folders, study.json, scaling.md/.csv/.png")       //
       ("table", po::value(&table), "only write the outputs of the finished study in this folder again (no MPI)")  //
       ("predict", po::value(&predict)->composing(), "rank counts to predict beyond (default 64,256,1024)")        //
+      ("work-scale", po::value(&work)->composing(),
+       "with --table: predict for F times the work measured, for one stage (STAGE=F) or every stage (F); e.g. "
+       "the full config's samples x epochs over a short study's")  //
       ("latency-us", po::value(&latency_us),
        "collective model: latency per message in microseconds (default: measured on the job's ranks)")  //
       ("bandwidth-gbs", po::value(&bandwidth),
@@ -313,7 +316,23 @@ int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
     r.collectives = {latency_us * 1e-6, 1e-9 / bandwidth, "given"};
   }
   if (!predict.empty()) r.predict_at = comma_list<int>(predict, "--predict");
-  if (!table.empty()) return pipeline::write_scaling_study(table, r.collectives, r.predict_at);
+  pipeline::WorkScale scale;
+  for (const auto& w : work) {
+    const size_t eq = w.find('=');
+    const std::string stage = eq == std::string::npos ? "" : w.substr(0, eq);
+    const std::string f = eq == std::string::npos ? w : w.substr(eq + 1);
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(f, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SMOE_CHECK(used == f.size() && !f.empty(), "smoe scaling: --work-scale {}: expected STAGE=F or F, F a number", w);
+    scale[stage] = v;
+  }
+  SMOE_CHECK(scale.empty() || !table.empty(), "smoe scaling: --work-scale goes with --table DIR");
+  if (!table.empty()) return pipeline::write_scaling_study(table, r.collectives, r.predict_at, scale);
   SMOE_CHECK(!r.out.empty() && !ranks.empty(), "smoe scaling: give --ranks and --out (or --table DIR)");
   r.ranks = comma_list<int>(ranks, "--ranks");
   r.stages = comma_list<std::string>(stages, "--stages");

@@ -107,19 +107,25 @@ double collective_seconds(const comm::TrafficCounts& calls, int calls_ranks, int
   return s;
 }
 
+std::string report_stage_key(const nlohmann::json& report, const std::string& stage) {
+  // Both evaluation stages (eval, joint_eval) report their time as "eval".
+  if (stage == "joint_eval" && report.contains("stages") && !report["stages"].contains(stage)) return "eval";
+  return stage;
+}
+
 StageMeasure read_stage_measure(const std::string& run_dir, const std::string& stage) {
   namespace fs = std::filesystem;
   const nlohmann::json report = read_json(fs::path(run_dir) / "report.json");
   const nlohmann::json done = read_json(fs::path(run_dir) / "run.json").value("done", nlohmann::json::object());
-  SMOE_CHECK(report.contains("stages") && report["stages"].contains(stage), "{}: report.json has no stage '{}'",
-             run_dir, stage);
+  const std::string key = report_stage_key(report, stage);
+  SMOE_CHECK(report.contains("stages") && report["stages"].contains(key), "{}: report.json has no stage '{}'", run_dir,
+             stage);
   StageMeasure m;
   m.stage = stage;
   m.ranks = report.value("ranks", 1);
-  m.seconds = report["stages"][stage].get<double>();
-  if (report.contains("stage_comm") && report["stage_comm"].contains(stage) &&
-      report["stage_comm"][stage].is_object())
-    m.ops = counts_from_json(report["stage_comm"][stage].value("ops", nlohmann::json::object()));
+  m.seconds = report["stages"][key].get<double>();
+  if (report.contains("stage_comm") && report["stage_comm"].contains(key) && report["stage_comm"][key].is_object())
+    m.ops = counts_from_json(report["stage_comm"][key].value("ops", nlohmann::json::object()));
   const nlohmann::json record = done.value(stage, nlohmann::json::object());
   if (record.contains("micro_batches_per_step")) {
     m.kind = "micro_batches";
@@ -167,8 +173,7 @@ double StageModel::compute(int P) const {
 
 double StageModel::replay(const StageMeasure& run) const {
   if (run.kind != "tasks" || run.task_seconds.empty()) return seconds(run.ranks);
-  return serial * scale(run.ranks) + run.shared_seconds + makespan(run, run.ranks, collectives) +
-         collective(run.ranks);
+  return serial * scale(run.ranks) + run.shared_seconds + makespan(run, run.ranks, collectives) + collective(run.ranks);
 }
 
 StageModel fit_stage(const std::vector<StageMeasure>& runs, const CollectiveModel& collectives, bool weak) {

@@ -55,27 +55,34 @@ struct StageMeasure {
   std::string stage;
   int ranks = 1;
   double seconds = 0;
-  std::string kind = "rows";  // rows | micro_batches | tasks
-  int64_t units = 0;          // micro_batches: per step; tasks: the tasks
+  std::string kind = "rows";                    // rows | micro_batches | tasks
+  int64_t units = 0;                            // micro_batches: per step; tasks: the tasks
   std::vector<double> task_seconds, task_cost;  // tasks: measured, and the scheduler's predicted cost
   double shared_seconds = 0;                    // tasks: the trunk cache, shared out among the ranks
   comm::TrafficCounts ops;                      // rank 0's counts over the stage
 };
+
+// The key of `stage` in report.json's "stages" and "stage_comm".
+std::string report_stage_key(const nlohmann::json& report, const std::string& stage);
 
 // Reads stage `stage` of a finished run folder (report.json, run.json).
 StageMeasure read_stage_measure(const std::string& run_dir, const std::string& stage);
 
 // A stage's model, fitted to its runs at one or more rank counts.
 struct StageModel {
-  StageMeasure base;  // the smallest run: the kind, the units, the tasks
-  double serial = 0;  // rows, micro_batches: seconds that do not shrink with P
+  StageMeasure base;    // the smallest run: the kind, the units, the tasks
+  double serial = 0;    // rows, micro_batches: seconds that do not shrink with P
   double parallel = 0;  // rows, micro_batches: the seconds that do, at P = 1 (one round per unit)
   comm::TrafficCounts calls;
   int calls_ranks = 1;
   CollectiveModel collectives;
   bool weak = false;  // the work grows with P: scale(P) = P / base.ranks, else 1
+  // The work of the run to predict over the work measured (--work-scale:
+  // e.g. the full config's samples x epochs over a short run's): multiplies
+  // the compute and a micro-batch stage's per-step collectives.
+  double work = 1;
 
-  double scale(int P) const { return weak ? static_cast<double>(P) / base.ranks : 1.0; }
+  double scale(int P) const { return (weak ? static_cast<double>(P) / base.ranks : 1.0) * work; }
   double compute(int P) const;
   double collective(int P) const;
   double seconds(int P) const { return compute(P) + collective(P); }

@@ -78,8 +78,8 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
     const data::Manifest m = data::Manifest::load(cfg.data.path);
     const int64_t have = m.split(cfg.data.train_split).count;
     SMOE_CHECK(n0 * r.ranks.back() <= have,
-               "smoe scaling --mode weak: data.limit_train {} x {} ranks = {} samples, but split '{}' of {} has {}",
-               n0, r.ranks.back(), n0 * r.ranks.back(), cfg.data.train_split, cfg.data.path, have);
+               "smoe scaling --mode weak: data.limit_train {} x {} ranks = {} samples, but split '{}' of {} has {}", n0,
+               r.ranks.back(), n0 * r.ranks.back(), cfg.data.train_split, cfg.data.path, have);
     plan["limit_train_per_rank"] = n0;
   }
   json per_rank = json::object();
@@ -96,21 +96,16 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
     json old = json::parse(in, nullptr, false);
     SMOE_CHECK(!old.is_discarded() && old.value("format", "") == "smoe-scaling",
                "smoe scaling: {} is not a study file; give another --out", study.string());
-    for (const char* key : {"config_sha256", "sets", "mode", "stages"})
+    for (const auto& [key, what] : std::vector<std::pair<const char*, const char*>>{
+             {"mode", "mode"}, {"stages", "stage list"}, {"config_sha256", "config"}, {"sets", "overrides"}})
       SMOE_CHECK(old.value(key, json()) == plan[key],
-                 "smoe scaling: {} holds a study with another {} ({}); give another --out", r.out, key,
+                 "smoe scaling: {} holds a study with another {} ({}); give another --out", r.out, what,
                  old.value(key, json()).dump());
   } else if (fs::exists(r.out)) {
     SMOE_CHECK(fs::is_directory(r.out) && fs::is_empty(r.out),
                "smoe scaling: --out {} exists and holds no study; give a new or empty folder", r.out);
   }
   return plan;
-}
-
-// The worse of two exit statuses: an error (1) over a stop (75) over 0.
-int worse(int a, int b) {
-  auto severity = [](int rc) { return rc == 0 ? 0 : rc == kResumableExit ? 1 : 2; };
-  return severity(a) >= severity(b) ? a : b;
 }
 
 class Study {
@@ -148,9 +143,9 @@ class Study {
         world_.barrier();
         resume = true;
       }
-      say(fmt::format("P={}: {} on {} rank{}", P, fmt::join(plan_["stages"].get<std::vector<std::string>>(), ", "),
-                      P, P == 1 ? "" : "s"));
-      rc = worse(rc, job(P, dir, sets_of(P), resume, resume ? first : "", ""));
+      say(fmt::format("P={}: {} on {} rank{}", P, fmt::join(plan_["stages"].get<std::vector<std::string>>(), ", "), P,
+                      P == 1 ? "" : "s"));
+      rc = job(P, dir, sets_of(P), resume, resume ? first : "", "");
       if (rc != 0) return rc;
     }
     return rc;

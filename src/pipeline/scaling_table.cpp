@@ -8,8 +8,8 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -70,8 +70,7 @@ void results_of(const json& j, const std::string& path, bool hashes, std::map<st
 // Compares what each run computed with the baseline's.
 void check_same_results(const std::string& out, const std::vector<int>& ranks, ScalingResult& r) {
   std::map<std::string, std::string> hashes0, acc0;
-  results_of(read_json(fs::path(run_dir(out, ranks[0])) / "run.json").value("done", json::object()), "", true,
-             hashes0);
+  results_of(read_json(fs::path(run_dir(out, ranks[0])) / "run.json").value("done", json::object()), "", true, hashes0);
   results_of(read_json(fs::path(run_dir(out, ranks[0])) / "report.json"), "", false, acc0);
   for (size_t i = 1; i < ranks.size(); ++i) {
     std::map<std::string, std::string> hashes, acc;
@@ -91,9 +90,10 @@ void check_same_results(const std::string& out, const std::vector<int>& ranks, S
     }
   }
   if (r.problems.empty())
-    r.checks.push_back(fmt::format("the {} hashes of run.json (every stage's outputs and checkpoints) and the {} "
-                                   "accuracies of report.json are equal at P = {}",
-                                   hashes0.size(), acc0.size(), fmt::join(ranks, ", ")));
+    r.checks.push_back(
+        fmt::format("the {} hashes of run.json (every stage's outputs and checkpoints) and the {} "
+                    "accuracies of report.json are equal at P = {}",
+                    hashes0.size(), acc0.size(), fmt::join(ranks, ", ")));
 }
 
 void warn_packing(const StageMeasure& m, const std::vector<int>& ranks, ScalingResult& r) {
@@ -121,7 +121,7 @@ std::string percent_error(double predicted, double measured) {
 }  // namespace
 
 ScalingResult scaling_result(const std::string& out, const CollectiveModel& collectives,
-                             const std::vector<int>& predict_at) {
+                             const std::vector<int>& predict_at, const WorkScale& work) {
   const json study = read_json(fs::path(out) / "study.json");
   ScalingResult r;
   r.mode = study.value("mode", "strong");
@@ -129,6 +129,13 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
   const std::vector<std::string> stages = study.at("stages").get<std::vector<std::string>>();
   SMOE_CHECK(!ranks.empty(), "{}/study.json: no rank counts", out);
   r.collectives = collectives;
+  r.work = work;
+  for (const auto& [stage, f] : work) {
+    SMOE_CHECK(stage.empty() || std::find(stages.begin(), stages.end(), stage) != stages.end(),
+               "smoe scaling: --work-scale {}: the study timed no stage '{}' ({})", stage, stage,
+               fmt::join(stages, ", "));
+    SMOE_CHECK(f > 0, "smoe scaling: --work-scale {}={}: the factor must be positive", stage, f);
+  }
   if (!r.collectives.known() && study.contains("collectives")) {
     const json& c = study["collectives"];
     r.collectives.latency_s = c.value("latency_s", -1.0);
@@ -145,7 +152,9 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     for (int P : ranks) {
       measures.push_back(read_stage_measure(run_dir(out, P), stage));
       const json report = read_json(fs::path(run_dir(out, P)) / "report.json");
-      comm.push_back(report.contains("stage_comm") ? report["stage_comm"].value(stage, json::object()) : json::object());
+      comm.push_back(report.contains("stage_comm")
+                         ? report["stage_comm"].value(report_stage_key(report, stage), json::object())
+                         : json::object());
     }
     // Each measured row's model uses only the smaller rank counts' runs (its
     // error is an out-of-sample check; the smallest's is its own); the
@@ -170,7 +179,8 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
       return row;
     };
     for (size_t i = 0; i < ranks.size(); ++i) {
-      std::vector<StageMeasure> earlier(measures.begin(), measures.begin() + static_cast<std::ptrdiff_t>(std::max<size_t>(i, 1)));
+      std::vector<StageMeasure> earlier(measures.begin(),
+                                        measures.begin() + static_cast<std::ptrdiff_t>(std::max<size_t>(i, 1)));
       StageModel m = fit_stage(earlier, r.collectives, r.mode == "weak");
       m.calls = model.calls;  // the collectives as the largest run counted them
       m.calls_ranks = model.calls_ranks;
@@ -181,9 +191,19 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
       if (measures[i].kind == "tasks" && !measures[i].task_seconds.empty()) x.replayed = m.replay(measures[i]);
       r.rows.push_back(x);
     }
-    for (int P : beyond) {
-      const double t = model.seconds(P);
-      r.rows.push_back(row(P, false, t, t));
+    // The predictions: for the measured work, or for the work given.
+    StageModel scaled = model;
+    scaled.work = work.count(stage) ? work.at(stage) : work.count("") ? work.at("") : 1.0;
+    const double p0 = scaled.seconds(P0);
+    std::vector<int> predicted = beyond;
+    if (scaled.work != 1.0) predicted.insert(predicted.begin(), ranks.begin(), ranks.end());
+    for (int P : predicted) {
+      const double t = scaled.seconds(P);
+      ScalingRow x = row(P, false, t, t);
+      const double ratio = t > 0 ? p0 / t : 0.0;
+      x.speedup = r.mode == "weak" ? ratio * P / P0 : ratio;
+      x.efficiency = r.mode == "weak" ? ratio : ratio * P0 / P;
+      r.rows.push_back(x);
     }
     std::vector<int> all = ranks;
     all.insert(all.end(), beyond.begin(), beyond.end());
@@ -196,17 +216,19 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     if (report.contains("runtime")) threads.insert(report["runtime"].value("threads_per_rank", int64_t{0}));
   }
   if (threads.size() > 1)
-    r.warnings.push_back(fmt::format("the runs used different threads per rank ({}): P ranks did not use P times "
-                                     "the cores of one; set runtime.threads",
-                                     fmt::join(threads, ", ")));
+    r.warnings.push_back(
+        fmt::format("the runs used different threads per rank ({}): P ranks did not use P times "
+                    "the cores of one; set runtime.threads",
+                    fmt::join(threads, ", ")));
   else if (threads.size() == 1)
-    r.checks.push_back(fmt::format("{} thread{} per rank at every P", *threads.begin(),
-                                   *threads.begin() == 1 ? "" : "s"));
+    r.checks.push_back(
+        fmt::format("{} thread{} per rank at every P", *threads.begin(), *threads.begin() == 1 ? "" : "s"));
   if (r.mode == "strong" && ranks.size() > 1)
     check_same_results(out, ranks, r);
   else if (r.mode == "weak")
-    r.checks.push_back("weak study: each rank count trains on its own number of samples, so the runs' hashes differ "
-                       "by design (not compared)");
+    r.checks.push_back(
+        "weak study: each rank count trains on its own number of samples, so the runs' hashes differ "
+        "by design (not compared)");
   return r;
 }
 
@@ -216,10 +238,12 @@ std::string scaling_markdown(const ScalingResult& r) {
       "Scaling study ({}): speedup and efficiency against the smallest rank count measured; {}\n\n", r.mode,
       r.mode == "weak" ? "efficiency T(P0)/T(P), the work growing with P" : "efficiency T(P0) P0 / (T(P) P)");
   if (r.collectives.known())
-    md += fmt::format("Collective model: latency {:.1f} us, bandwidth {:.2f} GB/s ({}).\n\n",
-                      r.collectives.latency_s * 1e6,
-                      r.collectives.seconds_per_byte > 0 ? 1e-9 / r.collectives.seconds_per_byte : 0.0,
-                      r.collectives.source);
+    md += fmt::format(
+        "Collective model: latency {:.1f} us, bandwidth {:.2f} GB/s ({}).\n\n", r.collectives.latency_s * 1e6,
+        r.collectives.seconds_per_byte > 0 ? 1e-9 / r.collectives.seconds_per_byte : 0.0, r.collectives.source);
+  for (const auto& [st, f] : r.work)
+    md += fmt::format("The predictions (model rows) are for {:g} times the work measured{}.\n\n", f,
+                      st.empty() ? "" : " in stage " + st);
   std::string stage;
   for (const ScalingRow& x : r.rows) {
     if (x.stage != stage) {
@@ -234,8 +258,8 @@ std::string scaling_markdown(const ScalingResult& r) {
                         x.speedup, x.efficiency, mb(x.sent_bytes), mb(x.recv_bytes), x.comm_seconds, x.predicted,
                         percent_error(x.predicted, x.seconds));
     else
-      md += fmt::format("| {} (model) | {:.2f} | {:.2f} | {:.3f} | | | | {:.2f} | |\n", x.ranks, x.seconds,
-                        x.speedup, x.efficiency, x.predicted);
+      md += fmt::format("| {} (model) | {:.2f} | {:.2f} | {:.3f} | | | | {:.2f} | |\n", x.ranks, x.seconds, x.speedup,
+                        x.efficiency, x.predicted);
   }
   md += "\n";
   for (const ScalingRow& x : r.rows)
@@ -262,9 +286,9 @@ std::string scaling_csv(const ScalingResult& r) {
   return csv;
 }
 
-int write_scaling_study(const std::string& out, const CollectiveModel& collectives,
-                        const std::vector<int>& predict_at) {
-  const ScalingResult r = scaling_result(out, collectives, predict_at);
+int write_scaling_study(const std::string& out, const CollectiveModel& collectives, const std::vector<int>& predict_at,
+                        const WorkScale& work) {
+  const ScalingResult r = scaling_result(out, collectives, predict_at, work);
   const std::string md = scaling_markdown(r);
   write_file_atomic((fs::path(out) / "scaling.md").string(), md);
   write_file_atomic((fs::path(out) / "scaling.csv").string(), scaling_csv(r));
@@ -287,9 +311,8 @@ int write_scaling_study(const std::string& out, const CollectiveModel& collectiv
       efficiency[at].x.push_back(lx);
       efficiency[at].y.push_back(x.efficiency);
     }
-    const ScalingRow& base = *std::find_if(r.rows.begin(), r.rows.end(), [&](const ScalingRow& y) {
-      return y.stage == x.stage;
-    });
+    const ScalingRow& base =
+        *std::find_if(r.rows.begin(), r.rows.end(), [&](const ScalingRow& y) { return y.stage == x.stage; });
     time[at + 1].x.push_back(lx);
     time[at + 1].y.push_back(x.predicted);
     efficiency[at + 1].x.push_back(lx);
@@ -298,8 +321,7 @@ int write_scaling_study(const std::string& out, const CollectiveModel& collectiv
   }
   const std::string title = fmt::format("smoe scaling ({})", r.mode);
   eval::plot_series((fs::path(out) / "scaling_time.png").string(), title, "log2 ranks", "seconds", time);
-  eval::plot_series((fs::path(out) / "scaling_efficiency.png").string(), title, "log2 ranks", "efficiency",
-                    efficiency);
+  eval::plot_series((fs::path(out) / "scaling_efficiency.png").string(), title, "log2 ranks", "efficiency", efficiency);
   std::cout << md << fmt::format("wrote {}/scaling.md, scaling.csv, scaling_time.png, scaling_efficiency.png\n", out);
   if (!r.problems.empty()) {
     std::cerr << fmt::format(

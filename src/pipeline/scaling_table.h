@@ -20,12 +20,21 @@
 // scaled speedup, efficiency P / P0.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "pipeline/scaling_model.h"
 
 namespace smoe::pipeline {
+
+// What the predictions beyond are for, when not for the measured runs
+// themselves: per stage (or "" for every stage) the work of the run to
+// predict over the work measured (`smoe scaling --table DIR --work-scale
+// STAGE=F`; e.g. the full config's samples x epochs over a short run's).
+// The predicted rows then include P0, their speedup and efficiency relative
+// to it.
+using WorkScale = std::map<std::string, double>;
 
 struct ScalingRow {
   std::string stage;
@@ -34,7 +43,7 @@ struct ScalingRow {
   double seconds = 0, speedup = 0, efficiency = 0;
   double sent_bytes = 0, recv_bytes = 0, comm_seconds = 0;  // the busiest rank's (measured rows)
   double predicted = 0;                                     // the model's seconds (every row)
-  double replayed = -1;  // tasks stages, measured rows: StageModel::replay (else -1)
+  double replayed = -1;                                     // tasks stages, measured rows: StageModel::replay (else -1)
 };
 
 struct ScalingResult {
@@ -44,11 +53,12 @@ struct ScalingResult {
   std::vector<std::string> problems;  // what differed (a strong study's runs must not)
   std::vector<std::string> warnings;  // rank counts a stage cannot fill
   CollectiveModel collectives;
+  WorkScale work;
 };
 
 // Reads the study in `out` and computes its rows (no file written).
 ScalingResult scaling_result(const std::string& out, const CollectiveModel& collectives,
-                             const std::vector<int>& predict_at);
+                             const std::vector<int>& predict_at, const WorkScale& work = {});
 
 std::string scaling_markdown(const ScalingResult& r);
 std::string scaling_csv(const ScalingResult& r);
@@ -56,7 +66,7 @@ std::string scaling_csv(const ScalingResult& r);
 // Writes scaling.md, scaling.csv and the plots into `out` and prints the
 // Markdown; returns 0, or 1 when a strong study's runs differ.
 // `collectives`: constants to use instead of study.json's (unknown: those).
-int write_scaling_study(const std::string& out, const CollectiveModel& collectives,
-                        const std::vector<int>& predict_at);
+int write_scaling_study(const std::string& out, const CollectiveModel& collectives, const std::vector<int>& predict_at,
+                        const WorkScale& work = {});
 
 }  // namespace smoe::pipeline

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/expect_error.h"
 #include "common/temp_dir.h"
 #include "core/atomic_file.h"
 #include "pipeline/rank_use.h"
@@ -100,6 +101,12 @@ TEST(ScalingModel, AMicroBatchStageShrinksByWholeRounds) {
   EXPECT_NEAR(model.seconds(64), 3, 1e-12);
 }
 
+// Both evaluation stages report their time as "eval".
+TEST(ScalingModel, TheJointEvaluationIsReportedAsEval) {
+  EXPECT_EQ(report_stage_key(json{{"stages", {{"joint", 1.0}, {"eval", 2.0}}}}, "joint_eval"), "eval");
+  EXPECT_EQ(report_stage_key(json{{"stages", {{"joint", 1.0}, {"eval", 2.0}}}}, "joint"), "joint");
+}
+
 // A study folder as `smoe scaling` leaves it, made by hand.
 class ScalingTable : public ::testing::Test {
  protected:
@@ -125,7 +132,7 @@ class ScalingTable : public ::testing::Test {
                                                  {"stages", {{"base", base_s}, {"experts", experts_s}}},
                                                  {"stage_comm", {{"base", comm}, {"experts", comm}}},
                                                  {"base", {{"accuracy", 0.9}}}}
-                                                 .dump());
+                                                .dump());
     write_file_atomic(dir + "/run.json",
                       json{{"done",
                             {{"base", {{"sha256", "bbbb"}, {"micro_batches_per_step", 4}}},
@@ -164,6 +171,19 @@ TEST_F(ScalingTable, RowsAreTheReportsTimesWithSpeedupEfficiencyAndTheBusiestRan
   ASSERT_EQ(r.warnings.size(), 2u);
   EXPECT_NE(r.warnings[1].find("experts: 2 tasks"), std::string::npos) << r.warnings[1];
   EXPECT_NE(scaling_csv(r).find("base,2,measured,7,"), std::string::npos) << scaling_csv(r);
+}
+
+// Predictions for another amount of work (a short study of a long config):
+// every rank count, the measured ones too, times the factor.
+TEST_F(ScalingTable, PredictionsForTenTimesTheWorkMeasured) {
+  const ScalingResult r = scaling_result(tmp.path(), CollectiveModel{}, {8}, {{"experts", 10.0}});
+  std::vector<std::pair<int, double>> experts;
+  for (const auto& x : r.rows)
+    if (x.stage == "experts" && !x.measured) experts.push_back({x.ranks, x.seconds});
+  // Two tasks of 40 s: 80 s on one rank, 40 s on two or more.
+  EXPECT_EQ(experts, (std::vector<std::pair<int, double>>{{1, 80.0}, {2, 40.0}, {8, 40.0}}));
+  EXPECT_ERROR(scaling_result(tmp.path(), CollectiveModel{}, {8}, {{"nope", 10.0}}),
+               "--work-scale nope: the study timed no stage 'nope' (base, experts)");
 }
 
 // A strong study whose runs computed different things fails; a stage's
