@@ -39,12 +39,13 @@ Expert small_cnn_expert(const ExpertSpec& s) {
 Registry<ExpertFactory>& expert_architectures() {
   static Registry<ExpertFactory> registry("expert architecture", "experts.arch",
                                           // The base model's blocks after branch_after and its head (Algorithm 1).
-                                          {{"branch",
-                                            [](const ExpertSpec& s) -> Expert {
-                                              NetworkSpec spec = s.base;
-                                              if (s.depth > 0) spec.depth = s.depth;
-                                              return Backbone(spec, s.branch_after).ptr();
-                                            }},
+                                          {{"branch", ExpertFactory(
+                                                          [](const ExpertSpec& s) -> Expert {
+                                                            NetworkSpec spec = s.base;
+                                                            if (s.depth > 0) spec.depth = s.depth;
+                                                            return Backbone(spec, s.branch_after).ptr();
+                                                          },
+                                                          /*copies_base_blocks=*/true)},
                                            // Krishnamurthy et al.'s small CNN, on the images or the trunk's features.
                                            {"small_cnn", small_cnn_expert},
                                            // Heterogeneous families (LEMUR): models/backbones.h.

@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <type_traits>
 
 #include "core/registry.h"
 #include "models/network_spec.h"
@@ -49,7 +50,25 @@ struct ExpertSpec {
   int64_t depth = 0;         // "branch": the tiny_resnet depth of its blocks (0: the base's)
 };
 
-using ExpertFactory = std::function<Expert(const ExpertSpec&)>;
+// A registered architecture: how to build one, and what the pipeline may
+// ask of it (so that no check compares experts.arch with a name).
+class ExpertFactory {
+ public:
+  // copies_base_blocks: the expert is the base model's blocks after
+  // branch_after ("branch"): experts.depth sets their depth, and experts.fuse
+  // trains several at once as one grouped network (models/fused_branch.h).
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, ExpertFactory> &&
+                                                    std::is_invocable_r_v<Expert, F, const ExpertSpec&>>>
+  ExpertFactory(F make, bool copies_base_blocks = false)  // NOLINT: a registration names a function
+      : make_(std::move(make)), copies_base_blocks_(copies_base_blocks) {}
+  Expert operator()(const ExpertSpec& s) const { return make_(s); }
+  bool copies_base_blocks() const { return copies_base_blocks_; }
+
+ private:
+  std::function<Expert(const ExpertSpec&)> make_;
+  bool copies_base_blocks_ = false;
+};
+
 // experts.arch -> factory. Built in: "branch", "small_cnn" (models/small_cnn.h),
 // "alexnet", "densenet", "bagnet", "mlp" (models/backbones.h).
 Registry<ExpertFactory>& expert_architectures();

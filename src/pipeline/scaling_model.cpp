@@ -162,18 +162,27 @@ double makespan(const StageMeasure& m, int P, const CollectiveModel& c) {
 }  // namespace
 
 double StageModel::collective(int P) const {
-  return collective_seconds(calls, calls_ranks, P, collectives) * (base.kind == "micro_batches" ? scale(P) : 1.0);
+  if (base.kind != "micro_batches") return collective_seconds(calls, calls_ranks, P, collectives);
+  // A micro-batch stage's allreduces come once a step (more work, more
+  // steps); its broadcasts and the rest once a stage.
+  comm::TrafficCounts per_step, once = calls;
+  per_step.ops[static_cast<size_t>(comm::Op::allreduce)] = calls[comm::Op::allreduce];
+  once.ops[static_cast<size_t>(comm::Op::allreduce)] = comm::OpCount{};
+  return collective_seconds(per_step, calls_ranks, P, collectives) * scale(P) +
+         collective_seconds(once, calls_ranks, P, collectives);
 }
 
+// The serial part is a fixed cost (setting up, calibrating, writing): only
+// the work the ranks share grows with a weak study's P and the work factor.
 double StageModel::compute(int P) const {
   if (base.kind == "tasks" && !base.task_seconds.empty())
-    return (serial + base.shared_seconds * base.ranks / P + makespan(base, P, collectives)) * scale(P);
-  return (serial + parallel * work_share(base, P)) * scale(P);
+    return serial + (base.shared_seconds * base.ranks / P + makespan(base, P, collectives)) * scale(P);
+  return serial + parallel * work_share(base, P) * scale(P);
 }
 
 double StageModel::replay(const StageMeasure& run) const {
   if (run.kind != "tasks" || run.task_seconds.empty()) return seconds(run.ranks);
-  return serial * scale(run.ranks) + run.shared_seconds + makespan(run, run.ranks, collectives) + collective(run.ranks);
+  return serial + run.shared_seconds + makespan(run, run.ranks, collectives) + collective(run.ranks);
 }
 
 StageModel fit_stage(const std::vector<StageMeasure>& runs, const CollectiveModel& collectives, bool weak) {
@@ -184,17 +193,15 @@ StageModel fit_stage(const std::vector<StageMeasure>& runs, const CollectiveMode
   m.calls_ranks = runs.back().ranks;
   m.collectives = collectives;
   m.weak = weak;
-  auto compute_of = [&](const StageMeasure& r) {
-    return std::max(0.0, r.seconds - m.collective(r.ranks)) / m.scale(r.ranks);
-  };
+  auto compute_of = [&](const StageMeasure& r) { return std::max(0.0, r.seconds - m.collective(r.ranks)); };
   if (m.base.kind == "tasks" && !m.base.task_seconds.empty()) {
     m.serial = std::max(0.0, compute_of(m.base) - m.base.shared_seconds - makespan(m.base, m.base.ranks, collectives));
     return m;
   }
-  // compute = serial + parallel w, least squares over the runs.
+  // compute = serial + parallel w scale, least squares over the runs.
   double n = 0, sw = 0, sc = 0, sww = 0, swc = 0;
   for (const auto& r : runs) {
-    const double w = work_share(m.base, r.ranks), c = compute_of(r);
+    const double w = work_share(m.base, r.ranks) * m.scale(r.ranks), c = compute_of(r);
     n += 1;
     sw += w;
     sc += c;
@@ -206,8 +213,12 @@ StageModel fit_stage(const std::vector<StageMeasure>& runs, const CollectiveMode
     m.parallel = (n * swc - sw * sc) / det;
     m.serial = (sc - m.parallel * sw) / n;
   }
-  if (runs.size() < 2 || det <= 1e-12 || m.serial < 0 || m.parallel < 0) {
-    // One run, or a fit that makes no sense (noise): no serial part.
+  if (runs.size() >= 2 && det > 1e-12 && m.parallel < 0) {
+    // More ranks did not shorten it (a stage every rank repeats): all serial.
+    m.serial = sc / n;
+    m.parallel = 0;
+  } else if (runs.size() < 2 || det <= 1e-12 || m.serial < 0) {
+    // One run, or faster than linear (noise, caches): no serial part.
     m.serial = 0;
     m.parallel = sww > 0 ? swc / sww : 0.0;
   }

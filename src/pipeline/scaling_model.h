@@ -13,7 +13,8 @@
 //                  shared out among the ranks, plus the rest, which does not
 //                  shrink.
 // compute(P) = serial + parallel w(P), fitted to the measured times less
-// the model's collective time (fit_stage below).
+// the model's collective time (fit_stage below); the serial part is a fixed
+// cost that neither a weak study nor a work factor grows.
 // Collectives cost what the textbook algorithms of comm/traffic.h cost with
 // a latency a per message and b seconds per byte (Hockney's model):
 //   allreduce (ring)         2 (P-1) (a + n/P b)
@@ -96,12 +97,15 @@ struct StageModel {
 
 // Fits the model to `runs` (the same stage at increasing rank counts; at
 // least one). rows and micro_batches: compute(P) = serial + parallel w(P),
-// w(P) = 1/P or ceil(m/P), least squares over the runs (one run: serial 0).
+// w(P) = 1/P or ceil(m/P), least squares over the runs (one run, or a fit
+// with s < 0: serial 0; a fit with p < 0, a stage more ranks did not
+// shorten: all serial).
 // tasks: the scheduler's makespan for the smallest run's task seconds, its
 // trunk cache shared out, and its remainder as the serial part. The
-// collective calls are the largest run's. Weak (the work N0 P): the
-// compute, and a micro-batch stage's collectives (one allreduce per step),
-// grow with scale(P); the fit is made on the times divided by it.
+// collective calls are the largest run's. The serial part is a fixed cost:
+// a weak study (the work N0 P) and a work factor grow the shared work (p,
+// the tasks, the trunk cache) and a micro-batch stage's allreduces (one per
+// step) by scale(P), not s nor the stage's one-time broadcasts.
 StageModel fit_stage(const std::vector<StageMeasure>& runs, const CollectiveModel& collectives, bool weak = false);
 
 // The modelled seconds of the collectives `calls` (rank 0's counts from a

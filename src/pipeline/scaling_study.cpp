@@ -46,8 +46,11 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
   for (int P : r.predict_at) SMOE_CHECK(P >= 1, "smoe scaling: --predict: {} is not a rank count", P);
   const Config cfg = Config::load(r.config, r.sets);
   check_config(cfg);
-  std::vector<std::string> scheme;
-  for (const auto& st : scheme_plan(cfg)) scheme.push_back(st.name);
+  std::vector<std::string> scheme, fixed_work;
+  for (const auto& st : scheme_plan(cfg)) {
+    scheme.push_back(st.name);
+    if (!st.recorded) fixed_work.push_back(st.name);  // the evaluation: the test split, whatever the training set
+  }
   std::vector<std::string> stages = r.stages.empty() ? scheme : r.stages;
   for (const auto& s : stages)
     SMOE_CHECK(std::find(scheme.begin(), scheme.end(), s) != scheme.end(),
@@ -69,7 +72,8 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
                {"scheme", cfg.scheme},
                {"first_stage", *first},
                {"prefix_until", first == scheme.begin() ? std::string() : *(first - 1)},
-               {"job_ranks", job_ranks}};
+               {"job_ranks", job_ranks},
+               {"fixed_work_stages", fixed_work}};
   if (r.mode == "weak") {
     const int64_t n0 = cfg.data.limit_train;
     SMOE_CHECK(n0 > 0,

@@ -143,6 +143,8 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     r.collectives.source = c.value("source", "");
   }
   const int P0 = ranks.front(), Pmax = ranks.back();
+  std::set<std::string> fixed;  // stages whose work a weak study does not grow (the evaluation)
+  for (const auto& st : study.value("fixed_work_stages", json::array())) fixed.insert(st.get<std::string>());
   std::vector<int> beyond;
   for (int P : predict_at)
     if (P > Pmax) beyond.push_back(P);
@@ -159,7 +161,9 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     // Each measured row's model uses only the smaller rank counts' runs (its
     // error is an out-of-sample check; the smallest's is its own); the
     // predictions beyond use every run.
-    const StageModel model = fit_stage(measures, r.collectives, r.mode == "weak");
+    // A weak study grows the training set; the evaluation's test split stays.
+    const bool grows = r.mode == "weak" && !fixed.count(stage);
+    const StageModel model = fit_stage(measures, r.collectives, grows);
     const double t0 = measures.front().seconds;
     auto row = [&](int P, bool measured, double seconds, double predicted) {
       ScalingRow row;
@@ -168,7 +172,8 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
       row.measured = measured;
       row.seconds = seconds;
       const double ratio = seconds > 0 ? t0 / seconds : 0.0;
-      if (r.mode == "weak") {
+      row.weak = grows;
+      if (grows) {
         row.efficiency = ratio;
         row.speedup = ratio * P / P0;
       } else {
@@ -181,7 +186,7 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     for (size_t i = 0; i < ranks.size(); ++i) {
       std::vector<StageMeasure> earlier(measures.begin(),
                                         measures.begin() + static_cast<std::ptrdiff_t>(std::max<size_t>(i, 1)));
-      StageModel m = fit_stage(earlier, r.collectives, r.mode == "weak");
+      StageModel m = fit_stage(earlier, r.collectives, grows);
       m.calls = model.calls;  // the collectives as the largest run counted them
       m.calls_ranks = model.calls_ranks;
       ScalingRow x = row(ranks[i], true, measures[i].seconds, m.seconds(ranks[i]));
@@ -201,8 +206,8 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
       const double t = scaled.seconds(P);
       ScalingRow x = row(P, false, t, t);
       const double ratio = t > 0 ? p0 / t : 0.0;
-      x.speedup = r.mode == "weak" ? ratio * P / P0 : ratio;
-      x.efficiency = r.mode == "weak" ? ratio : ratio * P0 / P;
+      x.speedup = grows ? ratio * P / P0 : ratio;
+      x.efficiency = grows ? ratio : ratio * P0 / P;
       r.rows.push_back(x);
     }
     std::vector<int> all = ranks;
@@ -236,7 +241,9 @@ std::string scaling_markdown(const ScalingResult& r) {
   std::string md;
   md += fmt::format(
       "Scaling study ({}): speedup and efficiency against the smallest rank count measured; {}\n\n", r.mode,
-      r.mode == "weak" ? "efficiency T(P0)/T(P), the work growing with P" : "efficiency T(P0) P0 / (T(P) P)");
+      r.mode == "weak" ? "efficiency T(P0)/T(P), the work growing with P (the evaluation's test split does not: its "
+                         "efficiency is T(P0) P0 / (T(P) P))"
+                       : "efficiency T(P0) P0 / (T(P) P)");
   if (r.collectives.known())
     md += fmt::format(
         "Collective model: latency {:.1f} us, bandwidth {:.2f} GB/s ({}).\n\n", r.collectives.latency_s * 1e6,
@@ -317,7 +324,7 @@ int write_scaling_study(const std::string& out, const CollectiveModel& collectiv
     time[at + 1].y.push_back(x.predicted);
     efficiency[at + 1].x.push_back(lx);
     const double ratio = x.predicted > 0 ? base.seconds / x.predicted : 0.0;
-    efficiency[at + 1].y.push_back(r.mode == "weak" ? ratio : ratio * base.ranks / x.ranks);
+    efficiency[at + 1].y.push_back(x.weak ? ratio : ratio * base.ranks / x.ranks);
   }
   const std::string title = fmt::format("smoe scaling ({})", r.mode);
   eval::plot_series((fs::path(out) / "scaling_time.png").string(), title, "log2 ranks", "seconds", time);

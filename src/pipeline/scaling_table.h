@@ -17,7 +17,8 @@
 // P0 (the baseline, normally 1). Strong (the same work at every P):
 // speedup T(P0) / T(P), efficiency speedup P0 / P. Weak (work N0 P): the
 // efficiency is T(P0) / T(P) (ideal: a constant time) and the speedup is the
-// scaled speedup, efficiency P / P0.
+// scaled speedup, efficiency P / P0 (for the stages whose work grows: the
+// evaluation's test split does not, and is measured as in a strong study).
 #pragma once
 
 #include <map>
@@ -40,6 +41,7 @@ struct ScalingRow {
   std::string stage;
   int ranks = 0;
   bool measured = true;  // else predicted
+  bool weak = false;     // the stage's work grew with P (weak study, training-set stages)
   double seconds = 0, speedup = 0, efficiency = 0;
   double sent_bytes = 0, recv_bytes = 0, comm_seconds = 0;  // the busiest rank's (measured rows)
   double predicted = 0;                                     // the model's seconds (every row)

@@ -121,19 +121,19 @@ void check_config(const Config& c) {
              "output of that many blocks)",
              c.experts.branch_after, options::name(c.model.arch), models::NetworkSpec::kBlocks,
              models::NetworkSpec::kBlocks);
-  SMOE_CHECK(c.experts.depth == 0 || (c.experts.arch == "branch" && c.experts.archs.empty() &&
-                                      c.model.arch == models::NetworkArch::tiny_resnet),
+  const bool branch_experts =
+      models::expert_architectures().get(c.experts.arch).copies_base_blocks() && c.experts.archs.empty();
+  SMOE_CHECK(c.experts.depth == 0 || (branch_experts && c.model.arch == models::NetworkArch::tiny_resnet),
              "config key 'experts.depth' is {}: it sets the depth of branch experts of a tiny_resnet base "
              "(experts.arch: branch, model.arch: tiny_resnet, no experts.archs)",
              c.experts.depth);
   SMOE_CHECK(c.experts.depth == 0 || c.experts.depth == 10 || c.experts.depth == 18 || c.experts.depth == 34,
              "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
-  SMOE_CHECK(
-      c.experts.fuse == 1 || (c.experts.arch == "branch" && c.experts.archs.empty() && c.experts.optims.empty() &&
-                              c.experts.weighting == Weighting::reweight && c.experts.optim.grad_clip == 0),
-      "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
-      "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
-      c.experts.fuse);
+  SMOE_CHECK(c.experts.fuse == 1 || (branch_experts && c.experts.optims.empty() &&
+                                     c.experts.weighting == Weighting::reweight && c.experts.optim.grad_clip == 0),
+             "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
+             "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
+             c.experts.fuse);
   SMOE_CHECK(c.experts.fuse == 1 || !c.experts.optim.channels_last,
              "config key 'experts.channels_last' with experts.fuse {}: fused experts' grouped convolutions run in "
              "the usual layout (set one or the other)",

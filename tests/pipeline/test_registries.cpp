@@ -125,6 +125,27 @@ TEST(Registries, AnExpertArchitectureIsOneClassAndOneRegistration) {
   EXPECT_DOUBLE_EQ(top1 - base, 32 * 3 + 8 * 4);
 }
 
+// What the pipeline may ask of an architecture comes with its registration,
+// not from its name: experts.depth and experts.fuse apply to an architecture
+// registered as a copy of the base model's blocks, whatever it is called,
+// and to no other.
+TEST(Registries, AnExpertArchitectureSaysWhetherItCopiesTheBaseModelsBlocks) {
+  Registered probe(models::expert_architectures(), "probe",
+                   models::ExpertFactory([](const models::ExpertSpec&) -> models::Expert { return nullptr; }));
+  Registered copy(
+      models::expert_architectures(), "branch_copy",
+      models::ExpertFactory([](const models::ExpertSpec& s) { return models::expert_architectures().get("branch")(s); },
+                            /*copies_base_blocks=*/true));
+  TempDir dir;
+  const std::string data = quick_dataset(dir.path());
+  EXPECT_ERROR(pipeline::check_config(quick_config(data, {"experts.arch=probe", "experts.depth=18"})),
+               "config key 'experts.depth' is 18");
+  EXPECT_ERROR(pipeline::check_config(quick_config(data, {"experts.arch=probe", "experts.fuse=2"})),
+               "config key 'experts.fuse' is 2");
+  pipeline::check_config(quick_config(data, {"experts.arch=branch_copy", "experts.depth=18"}));
+  pipeline::check_config(quick_config(data, {"experts.arch=branch_copy", "experts.fuse=2"}));
+}
+
 // ---------------------------------------------------------------- ensembler
 // The renormalised geometric mean of the two predictions; nothing to train.
 class GeometricMean : public models::Ensembler {

@@ -82,11 +82,21 @@ TEST(ScalingModel, ARowsStageFitsItsSerialPartFromTwoRankCounts) {
   EXPECT_NEAR(two.serial, 2, 1e-12);
   EXPECT_NEAR(two.parallel, 8, 1e-12);
   EXPECT_NEAR(two.seconds(8), 3, 1e-12);
+  // Two ranks no faster than one (a stage every rank repeats): all serial.
+  const StageModel flat = fit_stage({rows(1, 1.0), rows(2, 1.1)}, free_collectives());
+  EXPECT_NEAR(flat.seconds(64), 1.05, 1e-12);
   // One run: nothing serial is known.
   EXPECT_NEAR(fit_stage({rows(1, 10)}, free_collectives()).seconds(2), 5, 1e-12);
-  // Weak: the work doubles with the ranks (normalised: 10 and 6 again).
+  // Weak: each rank's share stays the same as the work grows with P, so two
+  // rank counts cannot tell a serial part from a parallel one: their mean.
   const StageModel weak = fit_stage({rows(1, 10), rows(2, 12)}, free_collectives(), true);
-  EXPECT_NEAR(weak.seconds(4), (2 + 8.0 / 4) * 4, 1e-12);
+  EXPECT_NEAR(weak.seconds(4), 11, 1e-12);
+  // A fixed cost does not grow with the work: 2 s serial and 8 s shared,
+  // ten times the work.
+  StageModel more = two;
+  more.work = 10;
+  EXPECT_NEAR(more.seconds(1), 2 + 80, 1e-12);
+  EXPECT_NEAR(more.seconds(8), 2 + 10, 1e-12);
 }
 
 // Three micro-batches per step: two ranks take two rounds, three or more one.
