@@ -12,8 +12,10 @@
 //
 // `train` and `eval` run under mpirun/srun (one rank per process) or alone.
 #include <boost/program_options.hpp>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "apps/cli.h"
@@ -253,7 +255,20 @@ bool parse_or_help(const po::options_description& opts, const std::vector<std::s
   return true;
 }
 
-// "1,2,4" (and repeated flags) as numbers; fails naming the flag.
+// The number `text` spells whole (no trailing characters), if it does.
+std::optional<double> number_of(const std::string& text) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return used == text.size() ? std::optional<double>(v) : std::nullopt;
+}
+
+// "1,2,4" (and repeated flags) as whole numbers, or as the words
+// themselves; fails naming the flag.
 template <typename T>
 std::vector<T> comma_list(const std::vector<std::string>& values, const char* flag) {
   std::vector<T> out;
@@ -265,15 +280,10 @@ std::vector<T> comma_list(const std::vector<std::string>& values, const char* fl
       if constexpr (std::is_same_v<T, std::string>) {
         out.push_back(item);
       } else {
-        size_t used = 0;
-        int n = 0;
-        try {
-          n = std::stoi(item, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        SMOE_CHECK(used == item.size(), "smoe scaling: {} {}: '{}' is not a whole number", flag, v, item);
-        out.push_back(n);
+        const std::optional<double> n = number_of(item);
+        SMOE_CHECK(n && *n == std::floor(*n) && std::abs(*n) < 1e9, "smoe scaling: {} {}: '{}' is not a whole number",
+                   flag, v, item);
+        out.push_back(static_cast<T>(*n));
       }
     }
   }
@@ -320,16 +330,9 @@ int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
   for (const auto& w : work) {
     const size_t eq = w.find('=');
     const std::string stage = eq == std::string::npos ? "" : w.substr(0, eq);
-    const std::string f = eq == std::string::npos ? w : w.substr(eq + 1);
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(f, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    SMOE_CHECK(used == f.size() && !f.empty(), "smoe scaling: --work-scale {}: expected STAGE=F or F, F a number", w);
-    scale[stage] = v;
+    const std::optional<double> f = number_of(eq == std::string::npos ? w : w.substr(eq + 1));
+    SMOE_CHECK(f.has_value(), "smoe scaling: --work-scale {}: expected STAGE=F or F, F a number", w);
+    scale[stage] = *f;
   }
   SMOE_CHECK(scale.empty() || !table.empty(), "smoe scaling: --work-scale goes with --table DIR");
   if (!table.empty()) return pipeline::write_scaling_study(table, r.collectives, r.predict_at, scale);
