@@ -143,8 +143,16 @@ class Study {
       }
       bool resume = root_says(fs::exists(fs::path(dir) / "run.json"));
       if (!until.empty() && !weak && !resume) {
-        if (world_.is_root()) copy_finished_stages(prefix_dir(r_.out), dir);
-        world_.barrier();
+        // A failed copy (a full disk) ends every rank, not only rank 0.
+        std::string error;
+        if (world_.is_root()) {
+          try {
+            copy_finished_stages(prefix_dir(r_.out), dir);
+          } catch (const std::exception& e) {
+            error = fmt::format("smoe scaling: cannot copy {} to {}: {}", prefix_dir(r_.out), dir, e.what());
+          }
+        }
+        if (root_error_ends_job(world_, error)) return 1;
         resume = true;
       }
       say(fmt::format("P={}: {} on {} rank{}", P, fmt::join(plan_["stages"].get<std::vector<std::string>>(), ", "), P,
@@ -236,10 +244,14 @@ int run_scaling(comm::MpiRuntime& mpi, comm::Communicator& world, const ScalingR
     plan["collectives"] = {{"latency_s", collectives.latency_s},
                            {"seconds_per_byte", collectives.seconds_per_byte},
                            {"source", request.collectives.known() ? "given" : collectives.source}};
-    fs::create_directories(request.out);
-    write_file_atomic((fs::path(request.out) / "study.json").string(), plan.dump(2) + "\n");
+    try {
+      fs::create_directories(request.out);
+      write_file_atomic((fs::path(request.out) / "study.json").string(), plan.dump(2) + "\n");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
   }
-  world.barrier();
+  if (root_error_ends_job(world, error)) return 1;
   Study study(mpi, world, request, plan);
   int rc = study.run();
   if (rc != 0) {
@@ -248,7 +260,15 @@ int run_scaling(comm::MpiRuntime& mpi, comm::Communicator& world, const ScalingR
                                rc == kResumableExit ? "stopped on a signal" : "a run failed", rc);
     return rc;
   }
-  if (world.is_root()) rc = write_scaling_study(request.out, CollectiveModel{}, request.predict_at);
+  // The outputs, by rank 0; an error there ends every rank too.
+  if (world.is_root()) {
+    try {
+      rc = write_scaling_study(request.out, CollectiveModel{}, request.predict_at);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (root_error_ends_job(world, error)) return 1;
   std::string status = std::to_string(rc);
   world.broadcast_bytes(status, 0);
   return std::stoi(status);
