@@ -22,23 +22,19 @@ const char* op_name(Op op) {
   return "?";
 }
 
-double TrafficCounts::sent_bytes() const {
+namespace {
+
+double total(const std::array<OpCount, kOps>& ops, double OpCount::*field) {
   double s = 0;
-  for (const auto& o : ops) s += o.sent_bytes;
+  for (const auto& o : ops) s += o.*field;
   return s;
 }
 
-double TrafficCounts::recv_bytes() const {
-  double s = 0;
-  for (const auto& o : ops) s += o.recv_bytes;
-  return s;
-}
+}  // namespace
 
-double TrafficCounts::seconds() const {
-  double s = 0;
-  for (const auto& o : ops) s += o.seconds;
-  return s;
-}
+double TrafficCounts::sent_bytes() const { return total(ops, &OpCount::sent_bytes); }
+double TrafficCounts::recv_bytes() const { return total(ops, &OpCount::recv_bytes); }
+double TrafficCounts::seconds() const { return total(ops, &OpCount::seconds); }
 
 TrafficCounts TrafficCounts::since(const TrafficCounts& earlier) const {
   TrafficCounts d;

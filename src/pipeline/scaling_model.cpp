@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -15,16 +13,6 @@ namespace smoe::pipeline {
 namespace {
 
 double log2_ceil(int P) { return P <= 1 ? 0.0 : std::ceil(std::log2(static_cast<double>(P))); }
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  SMOE_CHECK(in.good(), "{}: cannot read (did that run finish?)", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error(fmt::format("{}: not JSON: {}", path.string(), e.what()));
-  }
-}
 
 comm::TrafficCounts counts_from_json(const nlohmann::json& ops) {
   comm::TrafficCounts c;
@@ -113,10 +101,8 @@ std::string report_stage_key(const nlohmann::json& report, const std::string& st
   return stage;
 }
 
-StageMeasure read_stage_measure(const std::string& run_dir, const std::string& stage) {
-  namespace fs = std::filesystem;
-  const nlohmann::json report = read_json(fs::path(run_dir) / "report.json");
-  const nlohmann::json done = read_json(fs::path(run_dir) / "run.json").value("done", nlohmann::json::object());
+StageMeasure stage_measure(const nlohmann::json& report, const nlohmann::json& done, const std::string& stage,
+                           const std::string& run_dir) {
   const std::string key = report_stage_key(report, stage);
   SMOE_CHECK(report.contains("stages") && report["stages"].contains(key), "{}: report.json has no stage '{}'", run_dir,
              stage);

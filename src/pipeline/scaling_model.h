@@ -66,8 +66,10 @@ struct StageMeasure {
 // The key of `stage` in report.json's "stages" and "stage_comm".
 std::string report_stage_key(const nlohmann::json& report, const std::string& stage);
 
-// Reads stage `stage` of a finished run folder (report.json, run.json).
-StageMeasure read_stage_measure(const std::string& run_dir, const std::string& stage);
+// Stage `stage` of the finished run in folder `run_dir` (for messages),
+// from its report.json and run.json's "done" records.
+StageMeasure stage_measure(const nlohmann::json& report, const nlohmann::json& done, const std::string& stage,
+                           const std::string& run_dir);
 
 // A stage's model, fitted to its runs at one or more rank counts.
 struct StageModel {

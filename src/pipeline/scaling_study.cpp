@@ -26,7 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string run_dir(const std::string& out, int P) { return (fs::path(out) / fmt::format("P{}", P)).string(); }
 std::string prefix_dir(const std::string& out) { return (fs::path(out) / "prefix").string(); }
 
 // Rank 0: the study checked against the config and the job, before anything
@@ -130,7 +129,7 @@ class Study {
     }
     int rc = 0;
     for (int P : r_.ranks) {
-      const std::string dir = run_dir(r_.out, P);
+      const std::string dir = study_run_dir(r_.out, P);
       if (root_says(fs::exists(fs::path(dir) / "report.json"))) {
         say(fmt::format("P={} already finished ({})", P, dir));
         continue;

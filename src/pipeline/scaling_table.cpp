@@ -33,7 +33,21 @@ json read_json(const fs::path& path) {
   }
 }
 
-std::string run_dir(const std::string& out, int P) { return (fs::path(out) / fmt::format("P{}", P)).string(); }
+// One finished run of the study, read once.
+struct StudyRun {
+  std::string dir;
+  json report, done;  // report.json; run.json's "done" records
+};
+
+std::vector<StudyRun> read_runs(const std::string& out, const std::vector<int>& ranks) {
+  std::vector<StudyRun> runs;
+  for (int P : ranks) {
+    const std::string dir = study_run_dir(out, P);
+    runs.push_back({dir, read_json(fs::path(dir) / "report.json"),
+                    read_json(fs::path(dir) / "run.json").value("done", json::object())});
+  }
+  return runs;
+}
 
 double max_of(const json& per_rank) {
   double m = 0;
@@ -68,15 +82,14 @@ void results_of(const json& j, const std::string& path, bool hashes, std::map<st
 }
 
 // Compares what each run computed with the baseline's.
-void check_same_results(const std::string& out, const std::vector<int>& ranks, ScalingResult& r) {
+void check_same_results(const std::vector<StudyRun>& runs, const std::vector<int>& ranks, ScalingResult& r) {
   std::map<std::string, std::string> hashes0, acc0;
-  results_of(read_json(fs::path(run_dir(out, ranks[0])) / "run.json").value("done", json::object()), "", true, hashes0);
-  results_of(read_json(fs::path(run_dir(out, ranks[0])) / "report.json"), "", false, acc0);
+  results_of(runs[0].done, "", true, hashes0);
+  results_of(runs[0].report, "", false, acc0);
   for (size_t i = 1; i < ranks.size(); ++i) {
     std::map<std::string, std::string> hashes, acc;
-    results_of(read_json(fs::path(run_dir(out, ranks[i])) / "run.json").value("done", json::object()), "", true,
-               hashes);
-    results_of(read_json(fs::path(run_dir(out, ranks[i])) / "report.json"), "", false, acc);
+    results_of(runs[i].done, "", true, hashes);
+    results_of(runs[i].report, "", false, acc);
     for (const auto* pair : {&hashes0, &acc0}) {
       const auto& mine = pair == &hashes0 ? hashes : acc;
       for (const auto& [key, value] : *pair) {
@@ -120,6 +133,8 @@ std::string percent_error(double predicted, double measured) {
 
 }  // namespace
 
+std::string study_run_dir(const std::string& out, int P) { return (fs::path(out) / fmt::format("P{}", P)).string(); }
+
 ScalingResult scaling_result(const std::string& out, const CollectiveModel& collectives,
                              const std::vector<int>& predict_at, const WorkScale& work) {
   const json study = read_json(fs::path(out) / "study.json");
@@ -148,14 +163,14 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
   std::vector<int> beyond;
   for (int P : predict_at)
     if (P > Pmax) beyond.push_back(P);
+  const std::vector<StudyRun> runs = read_runs(out, ranks);
   for (const std::string& stage : stages) {
     std::vector<StageMeasure> measures;
     std::vector<json> comm;
-    for (int P : ranks) {
-      measures.push_back(read_stage_measure(run_dir(out, P), stage));
-      const json report = read_json(fs::path(run_dir(out, P)) / "report.json");
-      comm.push_back(report.contains("stage_comm")
-                         ? report["stage_comm"].value(report_stage_key(report, stage), json::object())
+    for (const StudyRun& run : runs) {
+      measures.push_back(stage_measure(run.report, run.done, stage, run.dir));
+      comm.push_back(run.report.contains("stage_comm")
+                         ? run.report["stage_comm"].value(report_stage_key(run.report, stage), json::object())
                          : json::object());
     }
     // Each measured row's model uses only the smaller rank counts' runs (its
@@ -216,10 +231,8 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
   }
   // The same threads per rank at every P (else P ranks are not P times one).
   std::set<int64_t> threads;
-  for (int P : ranks) {
-    const json report = read_json(fs::path(run_dir(out, P)) / "report.json");
-    if (report.contains("runtime")) threads.insert(report["runtime"].value("threads_per_rank", int64_t{0}));
-  }
+  for (const StudyRun& run : runs)
+    if (run.report.contains("runtime")) threads.insert(run.report["runtime"].value("threads_per_rank", int64_t{0}));
   if (threads.size() > 1)
     r.warnings.push_back(
         fmt::format("the runs used different threads per rank ({}): P ranks did not use P times "
@@ -229,7 +242,7 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     r.checks.push_back(
         fmt::format("{} thread{} per rank at every P", *threads.begin(), *threads.begin() == 1 ? "" : "s"));
   if (r.mode == "strong" && ranks.size() > 1)
-    check_same_results(out, ranks, r);
+    check_same_results(runs, ranks, r);
   else if (r.mode == "weak")
     r.checks.push_back(
         "weak study: each rank count trains on its own number of samples, so the runs' hashes differ "

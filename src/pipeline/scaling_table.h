@@ -58,6 +58,9 @@ struct ScalingResult {
   WorkScale work;
 };
 
+// The run folder of rank count P in study folder `out`: OUT/P<P>.
+std::string study_run_dir(const std::string& out, int P);
+
 // Reads the study in `out` and computes its rows (no file written).
 ScalingResult scaling_result(const std::string& out, const CollectiveModel& collectives,
                              const std::vector<int>& predict_at, const WorkScale& work = {});
