@@ -1,24 +1,25 @@
 // The cluster stage's section, cluster.*: which initial gate (the registry
-// of cluster/initial_gate.h), what it clusters, and the options of the
-// clusterings it may run (K-means's, DFCP's), each declared by its owner.
+// of cluster/initial_gate.h), what it clusters, K-means's options, and the
+// options each initial gate declares in its registration, under its name
+// (DFCP's: cluster.dfcp.*).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include "cluster/dfcp_options.h"
 #include "cluster/kmeans_options.h"
 #include "core/options.h"
+#include "core/variant_options.h"
 
 namespace smoe {
 
 struct ClusterConfig {
   std::string method = "kmeans";  // initial-gate strategy (cluster/initial_gate.h): kmeans | per_class | ...
   std::string features;  // a file of per-sample features to cluster instead of the embeddings ("" = embeddings)
-  cluster::KMeansOptions kmeans;     // restarts, max_iter, tol (k and seed are set by the stage)
-  bool normalize = true;             // L2-normalise embeddings before clustering
-  int64_t silhouette_sample = 2000;  // rows the cluster-quality report's silhouette is computed on
-  cluster::DfcpOptions dfcp;         // cluster.method dfcp (docs/dfcp.md)
+  cluster::KMeansOptions kmeans;                     // restarts, max_iter, tol (k and seed are set by the stage)
+  bool normalize = true;                             // L2-normalise embeddings before clustering
+  int64_t silhouette_sample = 2000;                  // rows the cluster-quality report's silhouette is computed on
+  options::VariantSections methods{"initial gate"};  // cluster.<method>.*: each initial gate's own options
 
   void describe(options::Table& t) {
     t.key("method", method,
@@ -33,7 +34,7 @@ struct ClusterConfig {
     t.key("silhouette_sample", silhouette_sample,
           "training rows (chosen by a hash of their id) the cluster-quality report computes the silhouette on")
         .at_least(2);
-    t.section("dfcp", dfcp);
+    methods.describe(t);
   }
 };
 

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cluster/dfcp_options.h"
 #include "cluster/initial_gate.h"
 
 namespace smoe::cluster {

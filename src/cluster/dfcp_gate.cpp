@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "cluster/dfcp.h"
+#include "cluster/dfcp_options.h"
 #include "cluster/gate_init.h"
 #include "cluster/initial_gate.h"
 #include "core/error.h"
@@ -17,7 +18,7 @@ class DfcpInitialGate : public CentroidInitialGate {
  public:
   InitialGateFit fit(const InitialGateInputs& in) const override {
     SMOE_CHECK(in.comm, "cluster.method dfcp runs collectively");
-    DfcpResult r = dfcp_cluster(in.embedding, in.ids, in.kmeans, in.dfcp, *in.comm);
+    DfcpResult r = dfcp_cluster(in.embedding, in.ids, in.kmeans, options::of<DfcpOptions>(in.options), *in.comm);
     InitialGateFit out;
     const int64_t K = in.kmeans.k;
     at::Tensor g0 = soft_assignment(in.embedding, r.centroids, in.temperature, in.hard);

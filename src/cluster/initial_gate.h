@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "cluster/dfcp_options.h"
 #include "cluster/kmeans.h"
 #include "comm/communicator.h"
 #include "core/registry.h"
+#include "core/variant_options.h"
 #include "models/gate.h"
 
 namespace smoe::cluster {
@@ -32,10 +32,10 @@ struct InitialGateInputs {
   at::Tensor ids;        // int64 [n] the rows' global ids (with comm)
   comm::Communicator* comm = nullptr;
   int64_t num_classes = 0;
-  KMeansOptions kmeans;      // k = experts.count, restarts, iterations, tolerance, seed
-  double temperature = 0.1;  // T in g0 = softmax(-d^2 / T)
-  bool hard = false;         // one-hot g0
-  DfcpOptions dfcp;
+  KMeansOptions kmeans;                                    // k = experts.count, restarts, iterations, tolerance, seed
+  double temperature = 0.1;                                // T in g0 = softmax(-d^2 / T)
+  bool hard = false;                                       // one-hot g0
+  std::shared_ptr<const options::VariantOptions> options;  // the strategy's own (cluster.<method>.*), if any
 };
 
 struct InitialGateFit {
@@ -67,7 +67,8 @@ class CentroidInitialGate : public InitialGate {
   void init_gate(models::GateModule& gate, const Tensors& saved, double temperature) const override;
 };
 
-// cluster.method -> strategy. Built in: "kmeans", "per_class", "dfcp".
+// cluster.method -> strategy. Built in: "kmeans", "per_class", "dfcp" (with
+// its options, cluster.dfcp.*).
 Registry<std::shared_ptr<const InitialGate>>& initial_gates();
 
 }  // namespace smoe::cluster

@@ -57,4 +57,8 @@ Registry<ExpertFactory>& expert_architectures() {
   return registry;
 }
 
+namespace {
+[[maybe_unused]] const bool loads = options::add_variant_loader([] { expert_architectures(); });
+}  // namespace
+
 }  // namespace smoe::models

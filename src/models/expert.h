@@ -48,6 +48,9 @@ struct ExpertSpec {
   int64_t branch_after = 3;  // blocks shared (frozen) with the base
   int64_t index = 0;         // which expert (for per-expert architectures)
   int64_t depth = 0;         // "branch": the tiny_resnet depth of its blocks (0: the base's)
+  // The architecture's own options (experts.<arch>.*, core/variant_options.h),
+  // if it registered any; null: their defaults.
+  std::shared_ptr<const options::VariantOptions> options = nullptr;
 };
 
 // A registered architecture: how to build one, and what the pipeline may

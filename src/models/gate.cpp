@@ -78,4 +78,8 @@ Registry<GateFactory>& gate_kinds() {
   return registry;
 }
 
+namespace {
+[[maybe_unused]] const bool loads = options::add_variant_loader([] { gate_kinds(); });
+}  // namespace
+
 }  // namespace smoe::models

@@ -113,6 +113,9 @@ struct GateSpec {
   int64_t width = 16;           // small-CNN gates: channels of the convolution
   std::vector<int64_t> hidden;  // small-CNN gates: the two hidden layers
   int64_t expert_hidden = 0;    // attentive gate: size of the experts' last hidden layer
+  // The kind's own options (gate.<kind>.*, core/variant_options.h), if it
+  // registered any; null: their defaults.
+  std::shared_ptr<const options::VariantOptions> options = nullptr;
 };
 using GateFactory = std::function<Gate(const GateSpec&)>;
 // gate.kind -> factory. Built in: "linear", "class_routing" (used by

@@ -34,6 +34,7 @@ void Config::describe(options::Table& t) {
   t.section("finetune", finetune);
   t.section("eval", eval);
   t.section("runtime", runtime);
+  stages.describe(t);
 }
 
 void Config::merge(const YAML::Node& node, const std::string& origin) {

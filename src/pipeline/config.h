@@ -14,6 +14,7 @@
 #include "cluster/cluster_options.h"
 #include "cluster/pseudo_label_options.h"
 #include "core/options.h"
+#include "core/variant_options.h"
 #include "data/data_options.h"
 #include "eval/eval_options.h"
 #include "models/model_options.h"
@@ -39,6 +40,9 @@ struct Config {
   FinetuneConfig finetune;
   EvalConfig eval;
   RuntimeConfig runtime;
+  // <stage>.*: the options a stage declares in its registration (a stage
+  // whose section predates this, such as base.*, is a section above).
+  options::VariantSections stages{"stage"};
 
   // Every key, in the order `smoe config --print` shows them.
   void describe(options::Table& t);

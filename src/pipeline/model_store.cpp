@@ -28,8 +28,15 @@ models::NetworkSpec network_spec(const Config& c, const data::Manifest& m) {
   return s;
 }
 
-models::GateSpec joint_gate_spec(const Config& c, const models::NetworkSpec& spec, int64_t expert_hidden) {
+models::GateSpec gate_spec(const Config& c, const models::NetworkSpec& spec, const std::string& kind) {
   models::GateSpec g(spec.prelogit_dim(), spec.num_classes, c.experts.count);
+  g.options = c.gate.kinds.get(kind);
+  return g;
+}
+
+models::GateSpec joint_gate_spec(const Config& c, const models::NetworkSpec& spec, const std::string& kind,
+                                 int64_t expert_hidden) {
+  models::GateSpec g = gate_spec(c, spec, kind);
   // The gate reads the shared trunk's features when there is one.
   g.input = c.experts.branch_after > 0 ? models::input_shape_of(spec, c.experts.branch_after) : spec.input;
   g.width = spec.width;
@@ -41,6 +48,10 @@ models::GateSpec joint_gate_spec(const Config& c, const models::NetworkSpec& spe
 std::string expert_arch(const Config& c, int64_t k) {
   const auto& a = c.experts.archs;
   return a.empty() ? c.experts.arch : a[static_cast<size_t>(k) % a.size()];
+}
+
+models::ExpertSpec expert_spec(const Config& c, const models::NetworkSpec& spec, int64_t k) {
+  return {spec, c.experts.branch_after, k, c.experts.depth, c.experts.architectures.get(expert_arch(c, k))};
 }
 
 ModelStore::ModelStore(const RunDir& run, const Config& config, models::NetworkSpec spec, c10::Device device)
@@ -86,7 +97,7 @@ models::Gate ModelStore::build_gate(c10::Device device) const {
   std::lock_guard<std::recursive_mutex> lock(
       init_mutex());  // draws from the global stream: not inside another's seeding
   const std::string kind = initial_->gate_kind(cfg_.gate.kind);
-  models::Gate g = models::gate_kinds().get(kind)({spec_.prelogit_dim(), spec_.num_classes, cfg_.experts.count});
+  models::Gate g = models::gate_kinds().get(kind)(gate_spec(cfg_, spec_, kind));
   g->to(device);
   return g;
 }
@@ -100,8 +111,7 @@ models::Expert ModelStore::build_expert(int64_t k) const {
 }
 
 models::Expert ModelStore::build_expert_unseeded(int64_t k) const {
-  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))(
-      {spec_, cfg_.experts.branch_after, k, cfg_.experts.depth});
+  models::Expert e = models::expert_architectures().get(expert_arch(cfg_, k))(expert_spec(cfg_, spec_, k));
   e->to(device_);
   return e;
 }
@@ -175,7 +185,7 @@ models::Gate ModelStore::build_joint_gate(const std::string& kind, int64_t exper
     torch::manual_seed(derive_seed(cfg_.seed, init_stream));
   }
   const int64_t hidden = expert_hidden >= 0 ? expert_hidden : build_expert_unseeded(0)->hidden_dim();
-  models::Gate gate = models::gate_kinds().get(kind)(joint_gate_spec(cfg_, spec_, hidden));
+  models::Gate gate = models::gate_kinds().get(kind)(joint_gate_spec(cfg_, spec_, kind, hidden));
   gate->to(device_);
   return gate;
 }

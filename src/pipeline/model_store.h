@@ -34,12 +34,20 @@ namespace smoe::pipeline {
 // image shape and classes.
 models::NetworkSpec network_spec(const Config& config, const data::Manifest& dataset);
 
-// What a gate of a jointly trained MoE is built for: the images of `spec`,
-// the config's K, width and hidden sizes, the experts' hidden size.
-models::GateSpec joint_gate_spec(const Config& config, const models::NetworkSpec& spec, int64_t expert_hidden);
+// What a gate of `kind` in Algorithm 1's MoE is built for: the base
+// model's pre-logits, K, the kind's own options (gate.<kind>.*).
+models::GateSpec gate_spec(const Config& config, const models::NetworkSpec& spec, const std::string& kind);
+// What a gate of `kind` in a jointly trained MoE is built for: the images
+// of `spec`, the config's K, width and hidden sizes, the experts' hidden
+// size, the kind's own options.
+models::GateSpec joint_gate_spec(const Config& config, const models::NetworkSpec& spec, const std::string& kind,
+                                 int64_t expert_hidden);
 
 // Expert k's architecture: experts.archs[k mod size], else experts.arch.
 std::string expert_arch(const Config& config, int64_t k);
+// What expert k is built for: the base model, the shared blocks, the
+// depth, its architecture's own options (experts.<arch>.*).
+models::ExpertSpec expert_spec(const Config& config, const models::NetworkSpec& spec, int64_t k);
 
 class ModelStore {
  public:

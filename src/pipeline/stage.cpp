@@ -57,6 +57,10 @@ Registry<std::vector<std::string>>& schemes() {
   return registry;
 }
 
+namespace {
+[[maybe_unused]] const bool loads = options::add_variant_loader([] { stages(); });
+}  // namespace
+
 std::vector<std::unique_ptr<Stage>> scheme_stages(const Config& config) {
   std::vector<std::unique_ptr<Stage>> out;
   for (const auto& name : schemes().get(config.scheme)) out.push_back(stages().get(name)());

@@ -11,7 +11,10 @@
 // --redo-from S` forgets S and every later stage; a config key that changed
 // since the run started forces the first stage that declares it (and so
 // every later one) to be redone. New stages and schemes register in
-// stages() and schemes() (stage.cpp).
+// stages() and schemes() (stage.cpp); a stage with options of its own names
+// their struct in its registration (core/variant_options.h): its keys are
+// "<stage>.*", it reads them with options<S>(config) and lists "<stage>."
+// in keys().
 #pragma once
 
 #include <functional>
@@ -54,6 +57,13 @@ class Stage {
   // finished (the base stage loads base.pt; most stages leave files that
   // later stages read when they need them).
   virtual void restore(RunState& state) {}
+
+ protected:
+  // This stage's own options, as registered (options::prototype<S>()).
+  template <typename S>
+  const S& options(const Config& config) const {
+    return options::of<S>(config.stages.get(name()));
+  }
 };
 
 using StageFactory = std::function<std::unique_ptr<Stage>()>;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/options.h"
+#include "core/variant_options.h"
 #include "train/optim_options.h"
 #include "train/regularizer_options.h"
 
@@ -58,6 +59,7 @@ struct GateConfig {
   double temperature = 0.1;     // T in g0 = softmax(-d^2 / T)
   bool hard = false;            // one-hot g0 instead of the softmax
   OptimConfig optim = OptimConfig::with(20, 256, 0.05, 0.0, LrSchedule::cosine);
+  options::VariantSections kinds{"gate kind"};  // gate.<kind>.*: each gate kind's own options
 
   void describe(options::Table& t) {
     t.key("kind", kind,
@@ -67,6 +69,7 @@ struct GateConfig {
     t.key("temperature", temperature, "T in g0(k|x) = softmax_k(-|x - c_k|^2 / T)").above(0);
     t.key("hard", hard, "one-hot g0 (nearest centroid) instead of the softmax");
     t.inline_section(optim);
+    kinds.describe(t);
   }
 };
 
@@ -83,6 +86,7 @@ struct ExpertsConfig {
   bool augment = false;  // crop + flip augmentation (disables the trunk cache)
   TrunkCache trunk_cache = TrunkCache::automatic;
   OptimConfig optim = OptimConfig::with(5, 128, 0.02, 5e-4, LrSchedule::cosine);
+  options::VariantSections architectures{"expert architecture"};  // experts.<arch>.*: each one's own options
 
   void describe(options::Table& t) {
     t.key("count", count, "number of experts K").at_least(1);
@@ -119,6 +123,7 @@ struct ExpertsConfig {
           "the frozen trunk's features, computed once (not with augmentation): memory (every rank), disk (spilled "
           "to the run folder), auto (memory within runtime.memory_budget_mb, else disk), off (recomputed per batch)");
     t.inline_section(optim);
+    architectures.describe(t);
   }
 };
 

@@ -74,7 +74,7 @@ class ClusterStage : public Stage {
     in.kmeans.seed = derive_seed(s.cfg.seed, "cluster");
     in.temperature = s.cfg.gate.temperature;
     in.hard = s.cfg.gate.hard;
-    in.dfcp = s.cfg.cluster.dfcp;
+    in.options = s.cfg.cluster.methods.get(s.cfg.cluster.method);
     cluster::InitialGateFit fit = s.store.initial_gate().fit(in);
     json features = "embeddings";
     if (!s.cfg.cluster.features.empty()) {

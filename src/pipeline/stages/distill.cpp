@@ -27,9 +27,9 @@ class DistillStage : public Stage {
     // The distilled gate routes alone: a kind that reads the experts' features cannot.
     const models::NetworkSpec spec = network_spec(c, m);
     const models::ProbeScope probe;  // built to be asked: no draw from the ranks' generator
-    const int64_t hidden =
-        models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
-    SMOE_CHECK(!models::gate_kinds().get(c.distill.gate_kind)(joint_gate_spec(c, spec, hidden))->needs_expert_hidden(),
+    const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))(expert_spec(c, spec, 0))->hidden_dim();
+    const models::GateSpec g = joint_gate_spec(c, spec, c.distill.gate_kind, hidden);
+    SMOE_CHECK(!models::gate_kinds().get(c.distill.gate_kind)(g)->needs_expert_hidden(),
                "config key 'distill.gate_kind' is '{}': the distilled gate must route without the experts' features",
                c.distill.gate_kind);
   }

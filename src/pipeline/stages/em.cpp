@@ -114,8 +114,10 @@ class EmStage : public Stage {
     const auto& initial = *cluster::initial_gates().get(c.cluster.method);
     const std::string kind = initial.gate_kind(c.gate.kind);
     const models::ProbeScope probe;  // a gate built to be asked: no draw from the ranks' generator
+    models::GateSpec g(2, 2, c.experts.count);
+    g.options = c.gate.kinds.get(kind);
     SMOE_CHECK(
-        models::gate_kinds().get(kind)({2, 2, c.experts.count})->trainable(),
+        models::gate_kinds().get(kind)(g)->trainable(),
         "config key 'cluster.method': '{}' routes with the fixed gate '{}', which EM cannot refit (scheme '{}'); "
         "use cluster.method: kmeans",
         c.cluster.method, kind, c.scheme);

@@ -48,9 +48,8 @@ class JointStage : public Stage {
     // Gates that read the base model's outputs have nothing to read here.
     const models::NetworkSpec spec = network_spec(c, m);
     const models::ProbeScope probe;  // an expert and a gate built to be asked: no draw from the ranks' generator
-    const int64_t hidden =
-        models::expert_architectures().get(expert_arch(c, 0))({spec, c.experts.branch_after, 0})->hidden_dim();
-    const models::GateSpec g = joint_gate_spec(c, spec, hidden);
+    const int64_t hidden = models::expert_architectures().get(expert_arch(c, 0))(expert_spec(c, spec, 0))->hidden_dim();
+    const models::GateSpec g = joint_gate_spec(c, spec, c.gate.kind, hidden);
     SMOE_CHECK(models::gate_kinds().get(c.gate.kind)(g)->reads_inputs(),
                "config key 'gate.kind' is '{}': scheme '{}' needs a gate that reads the images (attentive, cnn, noisy, "
                "tempered)",
