@@ -23,18 +23,19 @@ int device_count(c10::DeviceType type) {
 
 }  // namespace
 
-c10::DeviceType wanted_device_type(const std::string& wanted, int cuda_devices) {
-  if (wanted == "auto") return cuda_devices > 0 ? c10::kCUDA : c10::kCPU;
-  c10::DeviceType type;
-  try {
-    type = c10::Device(wanted).type();
-  } catch (const std::exception&) {
-    fail("runtime.device: '{}' is not a device type (auto, cpu, cuda, privateuseone)", wanted);
+c10::DeviceType wanted_device_type(DeviceKind wanted, int cuda_devices) {
+  switch (wanted) {
+    case DeviceKind::automatic:
+      return cuda_devices > 0 ? c10::kCUDA : c10::kCPU;
+    case DeviceKind::cpu:
+      return c10::kCPU;
+    case DeviceKind::cuda:
+      return c10::kCUDA;
+    case DeviceKind::privateuseone:
+      return c10::kPrivateUse1;
   }
-  SMOE_CHECK(wanted.find(':') == std::string::npos,
-             "runtime.device: '{}' names a device; name its type ({}): each rank's device follows from what it sees",
-             wanted, c10::DeviceTypeName(type, true));
-  return type;
+  SMOE_ASSERT(false, "runtime.device: an enumerator without a device type");
+  return c10::kCPU;
 }
 
 std::vector<std::string> visible_devices(c10::DeviceType type) {
@@ -75,8 +76,8 @@ RuntimeInfo setup_runtime(const RuntimeConfig& c, comm::Communicator& comm, int 
   try {
     type = wanted_device_type(c.device, device_count(c10::kCUDA));
     visible = visible_devices(type);
-    SMOE_CHECK(!visible.empty(), "runtime.device is {} but no {} device is available on rank {} (host {})", c.device,
-               c10::DeviceTypeName(type, true), r.rank, host_name());
+    SMOE_CHECK(!visible.empty(), "runtime.device is {} but no {} device is available on rank {} (host {})",
+               options::name(c.device), c10::DeviceTypeName(type, true), r.rank, host_name());
   } catch (const std::exception& e) {
     error = e.what();
   }

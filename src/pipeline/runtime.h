@@ -43,8 +43,8 @@ struct RuntimeInfo {
 RuntimeInfo setup_runtime(const RuntimeConfig& config, comm::Communicator& comm, int local_rank, int local_size);
 
 // The device type runtime.device names on a machine with `cuda_devices` GPUs
-// (auto: CUDA when there is one). Throws on a name that is no device type.
-c10::DeviceType wanted_device_type(const std::string& wanted, int cuda_devices);
+// (auto: CUDA when there is one).
+c10::DeviceType wanted_device_type(DeviceKind wanted, int cuda_devices);
 
 // Why a job cannot run its device collectives (empty when it can): CUDA on
 // more than one rank, no device shared, needs the NCCL plugin, whose

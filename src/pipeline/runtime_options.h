@@ -10,9 +10,19 @@
 
 namespace smoe {
 
+// runtime.device: a device type, or the CUDA devices when there are some.
+enum class DeviceKind { automatic, cpu, cuda, privateuseone };
+inline const options::Names<DeviceKind>& option_names(DeviceKind) {
+  static const options::Names<DeviceKind> n{{DeviceKind::automatic, "auto"},
+                                            {DeviceKind::cpu, "cpu"},
+                                            {DeviceKind::cuda, "cuda"},
+                                            {DeviceKind::privateuseone, "privateuseone"}};
+  return n;
+}
+
 struct RuntimeConfig {
-  int64_t threads = 0;                     // intra-op threads per rank; 0 = cores / ranks on the node
-  std::string device = "auto";             // auto | cpu | cuda | privateuseone
+  int64_t threads = 0;  // intra-op threads per rank; 0 = cores / ranks on the node
+  DeviceKind device = DeviceKind::automatic;
   int64_t log_every = 50;                  // steps between progress lines
   int64_t memory_budget_mb = 8192;         // per rank, for smoe's caches: data splits and trunk features
   int64_t device_memory_budget_mb = 2048;  // per rank, for caches on a GPU: the experts' trunk features
@@ -25,8 +35,8 @@ struct RuntimeConfig {
         .at_least(0);
     t.key("device", device,
           "the device type (auto: CUDA when available; privateuseone: an out-of-tree libtorch backend, such as the "
-          "tests' fake accelerator); each rank's device follows from the devices it sees (any Slurm GPU binding)")
-        .one_of({"auto", "cpu", "cuda", "privateuseone"});
+          "tests' fake accelerator); each rank's device follows from the devices it sees (any Slurm GPU binding), "
+          "so a type is named, never a device (cuda, not cuda:1)");
     t.key("log_every", log_every, "training steps between progress lines").at_least(1);
     t.key("memory_budget_mb", memory_budget_mb,
           "RAM per rank for smoe's caches (MiB): a data split loads whole when it fits (data.storage auto), then "

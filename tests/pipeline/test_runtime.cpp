@@ -83,12 +83,19 @@ TEST(DeviceChoice, NoDeviceOrUnknownRank) {
 }
 
 TEST(Runtime, DeviceTypes) {
-  EXPECT_EQ(wanted_device_type("auto", 2), c10::kCUDA);
-  EXPECT_EQ(wanted_device_type("auto", 0), c10::kCPU);  // no GPU: the CPU
-  EXPECT_EQ(wanted_device_type("cpu", 4), c10::kCPU);
-  EXPECT_EQ(wanted_device_type("privateuseone", 0), c10::kPrivateUse1);
-  EXPECT_ERROR(wanted_device_type("cuda:1", 2), "runtime.device: 'cuda:1' names a device; name its type (cuda)");
-  EXPECT_ERROR(wanted_device_type("gpu", 2), "runtime.device: 'gpu' is not a device type");
+  auto type = [](const std::string& name, int cuda_devices) {
+    Config c;
+    c.set("runtime.device=" + name);
+    return wanted_device_type(c.runtime.device, cuda_devices);
+  };
+  EXPECT_EQ(type("auto", 2), c10::kCUDA);
+  EXPECT_EQ(type("auto", 0), c10::kCPU);  // no GPU: the CPU
+  EXPECT_EQ(type("cpu", 4), c10::kCPU);
+  EXPECT_EQ(type("cuda", 0), c10::kCUDA);  // asked for: setup_runtime then says none is there
+  EXPECT_EQ(type("privateuseone", 0), c10::kPrivateUse1);
+  // The config refuses anything else, a device among them (each rank's follows from what it sees).
+  EXPECT_ERROR(type("cuda:1", 2), "runtime.device");
+  EXPECT_ERROR(type("gpu", 2), "runtime.device");
 }
 
 // CUDA on several ranks needs the NCCL plugin: without it every rank stops
@@ -117,7 +124,7 @@ struct Started {
   std::vector<RuntimeInfo> infos;
   std::vector<std::string> errors;
 };
-Started start(int ranks, const std::string& device) {
+Started start(int ranks, DeviceKind device) {
   Started out;
   out.infos.resize(static_cast<size_t>(ranks));
   out.errors.resize(static_cast<size_t>(ranks));
@@ -139,7 +146,7 @@ Started start(int ranks, const std::string& device) {
 }
 
 TEST(Runtime, CpuRanks) {
-  const Started s = start(2, "cpu");
+  const Started s = start(2, DeviceKind::cpu);
   for (const auto& info : s.infos) {
     EXPECT_EQ(info.device, c10::Device(c10::kCPU));
     EXPECT_FALSE(info.device_shared);  // the CPU is not a device that NCCL would refuse to share
@@ -149,7 +156,7 @@ TEST(Runtime, CpuRanks) {
 
 TEST(Runtime, AMissingDeviceStopsEveryRankWithTheSameLine) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has a GPU";
-  const Started s = start(2, "cuda");
+  const Started s = start(2, DeviceKind::cuda);
   for (const auto& e : s.errors)
     EXPECT_NE(e.find("runtime.device is cuda but no cuda device is available on rank 0"), std::string::npos) << e;
 }
@@ -157,7 +164,7 @@ TEST(Runtime, AMissingDeviceStopsEveryRankWithTheSameLine) {
 TEST(Runtime, RanksSharingTheFakeAcceleratorRunTheirCollectivesThroughTheHost) {
   // The fake accelerator (linked into this binary) has one device: two ranks
   // share it, deliberately, and say so.
-  const Started s = start(2, "privateuseone");
+  const Started s = start(2, DeviceKind::privateuseone);
   EXPECT_EQ(s.errors, (std::vector<std::string>{"", ""}));
   for (const auto& info : s.infos) {
     EXPECT_EQ(info.device, c10::Device(c10::kPrivateUse1, 0));
