@@ -44,9 +44,9 @@ std::string export_run(const ExportRequest& r) {
 
   const c10::Device cpu(c10::kCPU);
   int64_t experts = 0;
-  if (finished.joint) {
-    o.provenance["model"] = finished.joint_stage;
-    o.provenance["gate_kind"] = finished.joint_gate_kind;
+  if (finished.model.joint()) {
+    o.provenance["model"] = finished.model.checkpoint;
+    o.provenance["gate_kind"] = finished.model.gate_kind;
     auto moe = load_finished_joint_moe(finished, cpu);
     models::export_joint_moe(*moe, o, r.out);
     experts = moe->num_experts();
@@ -57,8 +57,8 @@ std::string export_run(const ExportRequest& r) {
   }
   return fmt::format("smoe export: {} -> {} ({} experts, rule {}{}; {} classes, input {}x{}x{})", r.run_dir, r.out,
                      experts, o.rule,
-                     finished.joint ? fmt::format(", {} gate", finished.joint_gate_kind)
-                                    : fmt::format(", tau {}, ensembler {}", o.tau, o.ensembler),
+                     finished.model.joint() ? fmt::format(", {} gate", finished.model.gate_kind)
+                                            : fmt::format(", tau {}, ensembler {}", o.tau, o.ensembler),
                      o.classes.size(), o.input_shape[0], o.input_shape[1], o.input_shape[2]);
 }
 

@@ -18,14 +18,12 @@ FinishedRun open_finished_run(const std::string& run_dir, const std::string& com
   RunDir run = RunDir::existing(run_dir);
   Config cfg = Config::from_yaml_text(run.saved_config_yaml(), run.file("config.yaml"), {});
   const auto plan = scheme_plan(cfg);
-  // The scheme's final model is the one its last evaluation reads: a jointly
-  // trained MoE when it ends with joint_eval (algorithm1_finetune evaluates
-  // Algorithm 1's MoE first, then the fine-tuned one).
-  auto has = [&](const char* name) {
-    return std::any_of(plan.begin(), plan.end(), [&](const StagePlan& s) { return s.name == name; });
-  };
-  const bool single_gate = !has("joint_eval") && has("eval");
-  SMOE_CHECK(single_gate || allow_joint,
+  // The scheme's final model: its last training stage's (algorithm1_finetune
+  // trains Algorithm 1's MoE, then fine-tunes it as a jointly trained one).
+  const std::optional<TrainedModel> model = scheme_model(cfg);
+  SMOE_CHECK(model.has_value(), "{}: {} holds a run of scheme '{}', which trains no mixture of experts", command,
+             run_dir, cfg.scheme);
+  SMOE_CHECK(!model->joint() || allow_joint,
              "{}: {} holds a run of scheme '{}' (a jointly trained MoE), which {} does not cover yet; the "
              "single-gate schemes (algorithm1, em, dfcp) are covered",
              command, run_dir, cfg.scheme, command);
@@ -37,20 +35,7 @@ FinishedRun open_finished_run(const std::string& run_dir, const std::string& com
              "and the pixels' normalisation",
              command, cfg.data.path);
   data::Manifest manifest = data::Manifest::load(cfg.data.path);
-  FinishedRun f{std::move(run), std::move(cfg), std::move(manifest), false, {}, {}};
-  if (!single_gate) {
-    // Which stage's checkpoint holds the model, and its gate kind: what the
-    // joint_eval stage evaluated (a fine-tuned Algorithm 1 under "finetuned").
-    nlohmann::json report = finished_report(f);
-    if (report.contains("finetuned")) report = report["finetuned"];
-    SMOE_CHECK(report.contains("model") && report.contains("gate_kind"),
-               "{}: {} has no report naming its model (report.json); run smoe eval --run-dir {} first", command,
-               run_dir, run_dir);
-    f.joint = true;
-    f.joint_stage = report["model"].get<std::string>();
-    f.joint_gate_kind = report["gate_kind"].get<std::string>();
-  }
-  return f;
+  return FinishedRun{std::move(run), std::move(cfg), std::move(manifest), *model};
 }
 
 nlohmann::json finished_report(const FinishedRun& f) {
@@ -60,11 +45,12 @@ nlohmann::json finished_report(const FinishedRun& f) {
 
 RuleChoice choose_rule(const FinishedRun& f, const std::string& command, const std::string& rule,
                        std::optional<double> tau, const std::string& ensembler) {
-  const auto& rules = f.joint ? models::joint_export_rules() : models::export_rules();
-  RuleChoice c{rule.empty() ? (f.joint ? "mixture" : "anytime") : rule, 0,
+  const bool joint = f.model.joint();
+  const auto& rules = joint ? models::joint_export_rules() : models::export_rules();
+  RuleChoice c{rule.empty() ? (joint ? "mixture" : "anytime") : rule, 0,
                ensembler.empty() ? f.cfg.ensembler.kind : ensembler};
   SMOE_CHECK(std::find(rules.begin(), rules.end(), c.rule) != rules.end(), "{}: --rule '{}' is not one of {}{}",
-             command, c.rule, fmt::join(rules, ", "), f.joint ? " (a jointly trained MoE's rules)" : "");
+             command, c.rule, fmt::join(rules, ", "), joint ? " (a jointly trained MoE's rules)" : "");
   SMOE_CHECK(!tau || (*tau >= 0 && *tau <= 1), "{}: --tau must be in [0, 1], got {}", command, tau.value_or(0));
   SMOE_CHECK(models::ensemblers().has(c.ensembler) || c.ensembler == models::MoeModel::kNoEnsembler,
              "{}: --ensembler '{}' is not one of {}, {} (the expert alone)", command, c.ensembler,
@@ -94,19 +80,12 @@ models::MoeModel load_finished_moe(const FinishedRun& f, c10::Device device) {
 }
 
 std::shared_ptr<models::JointMoeImpl> load_finished_joint_moe(const FinishedRun& f, c10::Device device) {
-  SMOE_ASSERT(f.joint, "{} holds no jointly trained MoE", f.run.root());
+  SMOE_ASSERT(f.model.joint(), "{} holds no jointly trained MoE", f.run.root());
   ModelStore store(f.run, f.cfg, network_spec(f.cfg, f.manifest), device);
-  std::shared_ptr<models::JointMoeImpl> moe;
-  if (f.joint_stage == "finetune") {  // Algorithm 1's MoE fine-tuned: built around the base model, then loaded
-    models::Backbone base = store.build_base();
-    train::load_module(*base, store.base_path());
-    moe = store.build_finetune_moe(*base);
-    train::load_module(*moe, store.joint_path(f.joint_stage));
-  } else {
-    moe = store.load_joint_moe(store.joint_path(f.joint_stage), f.joint_gate_kind);
-  }
-  moe->eval();
-  return moe;
+  if (!f.model.around_base) return store.load_joint_model(f.model, nullptr);
+  models::Backbone base = store.build_base();
+  train::load_module(*base, store.base_path());
+  return store.load_joint_model(f.model, base.get());
 }
 
 }  // namespace smoe::pipeline

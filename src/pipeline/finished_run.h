@@ -16,6 +16,7 @@
 #include "models/moe.h"
 #include "pipeline/config.h"
 #include "pipeline/run_dir.h"
+#include "pipeline/trained_model.h"
 
 namespace smoe::pipeline {
 
@@ -23,11 +24,10 @@ struct FinishedRun {
   RunDir run;
   Config cfg;
   data::Manifest manifest;  // the training dataset's: image shape, classes, pixel statistics
-  // A jointly trained MoE (schemes joint, joint_distill,
-  // algorithm1_finetune): the stage whose checkpoint holds it and its gate
-  // kind, as its report names them.
-  bool joint = false;
-  std::string joint_stage, joint_gate_kind;
+  // The model it holds (the scheme's last training stage's): Algorithm 1's
+  // MoE, or a jointly trained one (schemes joint, joint_distill,
+  // algorithm1_finetune) with its checkpoint's stage and gate kind.
+  TrainedModel model;
 };
 
 // `command` names the caller in the messages ("smoe export"); with

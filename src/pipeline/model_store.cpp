@@ -238,6 +238,21 @@ std::shared_ptr<models::JointMoeImpl> ModelStore::build_finetune_moe(models::Bac
   return moe;
 }
 
+std::shared_ptr<models::JointMoeImpl> ModelStore::load_joint_model(const TrainedModel& model,
+                                                                   models::BackboneImpl* base) const {
+  SMOE_ASSERT(model.joint(), "load_joint_model: the model is Algorithm 1's MoE");
+  std::shared_ptr<models::JointMoeImpl> moe;
+  if (model.around_base) {  // Algorithm 1's MoE fine-tuned: built around the base model, then loaded
+    SMOE_ASSERT(base != nullptr, "load_joint_model: a model built around the base model needs it");
+    moe = build_finetune_moe(*base);
+    train::load_module(*moe, joint_path(model.checkpoint));
+  } else {
+    moe = load_joint_moe(joint_path(model.checkpoint), model.gate_kind);
+  }
+  moe->eval();
+  return moe;
+}
+
 std::shared_ptr<models::JointMoeImpl> ModelStore::load_joint_moe(const std::string& path,
                                                                  const std::string& gate_kind) const {
   auto moe = build_joint_moe(gate_kind);

@@ -27,6 +27,7 @@
 #include "models/network.h"
 #include "pipeline/config.h"
 #include "pipeline/run_dir.h"
+#include "pipeline/trained_model.h"
 
 namespace smoe::pipeline {
 
@@ -114,6 +115,10 @@ class ModelStore {
   // model's embedding of the trunk's features (models/base_tail_gate.h), the
   // trained experts; no top-k (the mixture of every expert). Stage finetune.
   std::shared_ptr<models::JointMoeImpl> build_finetune_moe(models::BackboneImpl& base) const;
+  // The jointly trained MoE `model` names, loaded from its stage's
+  // checkpoint, in eval mode; `base` (the trained base model) for one built
+  // around it.
+  std::shared_ptr<models::JointMoeImpl> load_joint_model(const TrainedModel& model, models::BackboneImpl* base) const;
 
  private:
   const RunDir& run_;

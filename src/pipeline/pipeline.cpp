@@ -46,6 +46,7 @@ void Pipeline::run_stage(Stage& stage) {
   if (stage.recorded() && s.run.done(name)) {
     log::info("{:<9} already done (run.json): skipped", name);
     stage.restore(s);
+    if (auto m = stage.trained_model(s.cfg)) s.model = m;
     return;
   }
   log::info("{:<9} starting", name);
@@ -67,6 +68,7 @@ void Pipeline::run_stage(Stage& stage) {
   } catch (const std::exception& e) {
     throw Error(stage_failure(stage, s.comm.rank(), e.what(), e.what()));
   }
+  if (auto m = stage.trained_model(s.cfg)) s.model = m;
   if (record.is_null()) record = json::object();
   record["seconds"] = clock.seconds();
   record["comm"] = traffic.finish(s.comm);
@@ -95,10 +97,12 @@ void Pipeline::evaluate() {
       SMOE_CHECK(s.run.done(stage->name()), "{}: stage '{}' has not finished; run smoe train --resume first",
                  s.run.root(), stage->name());
   for (auto& stage : stages_) {
-    if (stage->recorded())
+    if (stage->recorded()) {
       stage->restore(s);
-    else
+      if (auto m = stage->trained_model(s.cfg)) s.model = m;
+    } else {
       run_stage(*stage);
+    }
   }
 }
 

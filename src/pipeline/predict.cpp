@@ -146,12 +146,12 @@ int run_predict(comm::MpiRuntime& mpi, comm::DeviceRouter& comm, const PredictRe
   int64_t correct = 0;
   try {
     // The rule of the run's model family (finished_run.h checked its name).
-    const auto& rules = f.joint ? models::joint_export_rules() : models::export_rules();
+    const auto& rules = f.model.joint() ? models::joint_export_rules() : models::export_rules();
     const auto index = std::find(rules.begin(), rules.end(), choice.rule) - rules.begin();
     std::unique_ptr<models::MoeModel> single;
     std::shared_ptr<models::JointMoeImpl> joint;
     Rule predict;
-    if (f.joint) {
+    if (f.model.joint()) {
       joint = load_finished_joint_moe(f, rt.device);
       predict = [&, rule = static_cast<models::JointMoeImpl::Rule>(index)](const at::Tensor& x) {
         return joint->predict(x, rule);

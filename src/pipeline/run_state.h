@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -49,16 +50,10 @@ struct RunState {
   std::unique_ptr<train::RowCache> g0, q;
   const train::RowCache* targets = nullptr;            // what the experts fit: g0, or q of the current EM round
   std::unique_ptr<train::ExpertInputs> expert_inputs;  // the frozen trunk's outputs
-  // The jointly trained MoE the scheme's latest training stage left, which
-  // joint_eval evaluates: the stage that wrote it (its checkpoint is
-  // store.joint_path(stage)), its gate kind, and whether it is Algorithm 1's
-  // MoE fine-tuned (reported beside Algorithm 1's report). Set by the joint,
-  // distill and finetune stages when they run, or when they are skipped as
-  // already done.
-  struct JointModel {
-    std::string stage, gate_kind;
-    bool finetuned = false;
-  } joint_model;
+  // The model the scheme's latest training stage left (Stage::trained_model),
+  // which the evaluation after it evaluates: set by the pipeline when a
+  // stage runs, or is skipped as already done.
+  std::optional<TrainedModel> model;
   double trunk_cache_seconds = 0;
 
   // The last round of the scheme's model (0: Algorithm 1, em.steps in EM mode).

@@ -67,6 +67,13 @@ std::vector<std::unique_ptr<Stage>> scheme_stages(const Config& config) {
   return out;
 }
 
+std::optional<TrainedModel> scheme_model(const Config& config) {
+  std::optional<TrainedModel> model;
+  for (const auto& stage : scheme_stages(config))
+    if (auto m = stage->trained_model(config)) model = m;
+  return model;
+}
+
 std::vector<StagePlan> scheme_plan(const Config& config) {
   std::vector<StagePlan> plan;
   for (const auto& st : scheme_stages(config))

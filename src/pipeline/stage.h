@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "data/integrity.h"
 #include "data/manifest.h"
 #include "pipeline/config.h"
+#include "pipeline/trained_model.h"
 
 namespace smoe::pipeline {
 
@@ -57,6 +59,9 @@ class Stage {
   // finished (the base stage loads base.pt; most stages leave files that
   // later stages read when they need them).
   virtual void restore(RunState& state) {}
+  // The model this stage trains, for the stages after it (RunState::model),
+  // smoe predict and smoe export; none for a stage that trains no MoE.
+  virtual std::optional<TrainedModel> trained_model(const Config& config) const { return std::nullopt; }
 
  protected:
   // This stage's own options, as registered (options::prototype<S>()).
@@ -75,6 +80,9 @@ Registry<std::vector<std::string>>& schemes();
 
 // The stages of config.scheme, built, in order.
 std::vector<std::unique_ptr<Stage>> scheme_stages(const Config& config);
+// The model a finished run of config.scheme holds: its last training
+// stage's; none when no stage trains a model.
+std::optional<TrainedModel> scheme_model(const Config& config);
 
 // What run_dir needs of a scheme: names, keys and records of its stages.
 struct StagePlan {

@@ -20,6 +20,7 @@
 #include "models/expert.h"
 #include "models/gate.h"
 #include "pipeline/config_reference.h"
+#include "pipeline/finished_run.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "quick_run.h"
@@ -271,6 +272,9 @@ TEST(Registries, ATrainingSchemeIsAListOfStagesAndOneRegistration) {
   for (double m : done["g0_mass"]["mass"].get<std::vector<double>>()) total += m;
   EXPECT_NEAR(total, 100.0, 1e-3);  // percent, as its option asked
   EXPECT_EQ(pipeline::scheme_plan(cfg).back().name, "g0_mass");
+  // It trains no MoE: nothing to export or predict with.
+  EXPECT_ERROR(pipeline::open_finished_run(run, "smoe export", true),
+               "holds a run of scheme 'clusters_only', which trains no mixture of experts");
 }
 
 // What a variant's options get from being registered: keys under its name

@@ -37,6 +37,32 @@ TEST(Schemes, AlgorithmOneAndEmAreTwoLists) {
   EXPECT_FALSE(scheme_plan(with({})).back().recorded);  // eval runs every time
 }
 
+// The model a finished run holds (what smoe predict and smoe export load,
+// and what the evaluation after its stage evaluates) is the one its last
+// training stage declares, whatever the stages are called.
+TEST(Schemes, ARunsModelIsItsLastTrainingStages) {
+  auto model = [](const std::vector<std::string>& sets) {
+    Config c;
+    for (const auto& s : sets) c.set(s);
+    return pipeline::scheme_model(c).value();
+  };
+  using Family = pipeline::TrainedModel::Family;
+  for (const char* scheme : {"scheme=algorithm1", "scheme=em", "scheme=dfcp"})
+    EXPECT_EQ(model({scheme}).family, Family::single_gate) << scheme;
+  const auto joint = model({"scheme=joint", "gate.kind=attentive"});
+  EXPECT_EQ(joint.family, Family::joint);
+  EXPECT_EQ(joint.checkpoint, "joint");
+  EXPECT_EQ(joint.gate_kind, "attentive");
+  const auto distilled = model({"scheme=joint_distill", "gate.kind=attentive", "distill.gate_kind=noisy"});
+  EXPECT_EQ(distilled.checkpoint, "distill");
+  EXPECT_EQ(distilled.gate_kind, "noisy");
+  EXPECT_FALSE(distilled.around_base);
+  const auto finetuned = model({"scheme=algorithm1_finetune"});  // Algorithm 1's MoE, then fine-tuned
+  EXPECT_EQ(finetuned.family, Family::joint);
+  EXPECT_EQ(finetuned.checkpoint, "finetune");
+  EXPECT_TRUE(finetuned.around_base);
+}
+
 TEST(Schemes, AChangedKeyForcesTheFirstStageThatDeclaresIt) {
   const auto plan = scheme_plan(with({"scheme=em", "em.steps=1"}));
   auto stage_of = [&](const std::string& key) {

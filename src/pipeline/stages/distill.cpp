@@ -33,10 +33,11 @@ class DistillStage : public Stage {
                "config key 'distill.gate_kind' is '{}': the distilled gate must route without the experts' features",
                c.distill.gate_kind);
   }
-  void restore(RunState& s) override { s.joint_model = {"distill", s.cfg.distill.gate_kind}; }
+  std::optional<TrainedModel> trained_model(const Config& c) const override {
+    return TrainedModel{TrainedModel::Family::joint, "distill", c.distill.gate_kind};
+  }
   json run(RunState& s) override {
     auto moe = s.store.load_joint_moe(s.store.joint_path("joint"), s.cfg.gate.kind);
-    restore(s);
     models::Gate gate = s.store.build_joint_gate(s.cfg.distill.gate_kind, moe->expert(0).hidden_dim(), "distill-init");
     SMOE_CHECK(!gate->needs_expert_hidden(),
                "config key 'distill.gate_kind' is '{}': the distilled gate must route without the experts' features",

@@ -105,6 +105,7 @@ std::unique_ptr<train::RowCache> row_owned_posterior(RunState& s, int64_t round,
 class EmStage : public Stage {
  public:
   std::string name() const override { return "em"; }
+  std::optional<TrainedModel> trained_model(const Config&) const override { return TrainedModel{}; }
   std::vector<std::string> keys() const override { return {"em.", "scheme"}; }
   void check_inputs(const Config& c, const data::Manifest& m) const override { check_trunk_cache_fits(c, m); }
   void check(const Config& c) const override {

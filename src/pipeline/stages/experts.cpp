@@ -286,6 +286,7 @@ json train_expert_task(RunState& s, int64_t task, int64_t round, const std::stri
 class ExpertsStage : public Stage {
  public:
   std::string name() const override { return "experts"; }
+  std::optional<TrainedModel> trained_model(const Config&) const override { return TrainedModel{}; }
   std::vector<std::string> keys() const override { return {"experts.", "ensembler."}; }
   std::vector<std::string> record_prefixes() const override { return {"expert/"}; }
   void check_inputs(const Config& c, const data::Manifest& m) const override { check_trunk_cache_fits(c, m); }

@@ -33,9 +33,10 @@ class FinetuneStage : public Stage {
   void check_inputs(const Config& c, const data::Manifest& m) const override {
     check_batch_fits(c, m, "finetune", c.finetune.optim.batch_size);
   }
-  void restore(RunState& s) override { s.joint_model = {"finetune", "algorithm1", true}; }
+  std::optional<TrainedModel> trained_model(const Config&) const override {
+    return TrainedModel{TrainedModel::Family::joint, "finetune", "algorithm1", /*around_base=*/true};
+  }
   json run(RunState& s) override {
-    restore(s);
     auto moe = s.store.build_finetune_moe(*s.base);
     train::JointTrainOptions o = joint_train_options(s, "finetune", s.cfg.finetune.optim, s.cfg.finetune.reg);
     o.freeze_experts = s.cfg.finetune.freeze_experts;

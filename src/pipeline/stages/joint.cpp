@@ -55,9 +55,10 @@ class JointStage : public Stage {
                "tempered)",
                c.gate.kind, c.scheme);
   }
-  void restore(RunState& s) override { s.joint_model = {"joint", s.cfg.gate.kind}; }
+  std::optional<TrainedModel> trained_model(const Config& c) const override {
+    return TrainedModel{TrainedModel::Family::joint, "joint", c.gate.kind};
+  }
   json run(RunState& s) override {
-    restore(s);
     auto moe = s.store.build_joint_moe(s.cfg.gate.kind);
     broadcast_module(s.comm, *moe, 0);
     train::JointTrainOptions o = joint_train_options(s, "joint", s.cfg.joint.optim, s.cfg.joint.reg);

@@ -45,19 +45,13 @@ class JointEvalStage : public Stage {
     const StageTraffic traffic(s.comm);
     // The model the scheme's latest training stage handed over (the same on
     // every rank: each rank ran, or restored, the same stages).
-    const std::string stage = s.joint_model.stage, gate_kind = s.joint_model.gate_kind;
-    SMOE_CHECK(!stage.empty(), "scheme '{}': joint_eval comes after no stage that trains a jointly trained MoE",
-               s.cfg.scheme);
-    const bool finetuned = s.joint_model.finetuned;
+    SMOE_CHECK(s.model && s.model->joint(),
+               "scheme '{}': joint_eval comes after no stage that trains a jointly trained MoE", s.cfg.scheme);
+    const std::string stage = s.model->checkpoint, gate_kind = s.model->gate_kind;
+    const bool finetuned = s.model->around_base;
     torch::NoGradGuard no_grad;
-    std::shared_ptr<models::JointMoeImpl> moe;
-    if (finetuned) {
-      moe = s.store.build_finetune_moe(*s.base);
-      train::load_module(*moe, s.store.joint_path(stage));
-      moe->eval();
-    } else {
-      moe = s.store.load_joint_moe(s.store.joint_path(stage), gate_kind);
-    }
+    std::shared_ptr<models::JointMoeImpl> moe =
+        s.store.load_joint_model(*s.model, s.base.is_empty() ? nullptr : s.base.get());
     const int64_t K = moe->num_experts(), C = s.test->num_classes();
     log::info("eval      {} test samples ({}, {} gate)", s.test->size(), s.store.joint_path(stage), gate_kind);
 
