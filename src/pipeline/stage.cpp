@@ -150,10 +150,10 @@ void check_config(const Config& c) {
              "the usual layout (set one or the other)",
              c.experts.fuse);
   auto stages = scheme_stages(c);
-  bool em = false;
+  bool em = false;  // a stage of the scheme reads em.steps
   for (const auto& st : stages) {
     st->check(c);
-    em = em || st->name() == "em";
+    em = em || declares(st->keys(), "em.steps");
   }
   SMOE_CHECK(em || c.em.steps == 0,
              "config key 'em.steps' is {} but scheme '{}' has no em stage (set scheme: em to run EM rounds)",
