@@ -295,14 +295,14 @@ std::vector<T> comma_list(const std::vector<std::string>& values, const char* fl
 int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
   pipeline::ScalingRequest r;
   std::vector<std::string> ranks, stages, predict, work;
-  std::string table;
+  std::string table, mode;
   double latency_us = -1, bandwidth = -1;
   po::options_description opts("smoe scaling --config FILE --ranks 1,2,4 --out DIR  (under mpirun -np 4)");
   opts.add_options()("help,h", "this help")                                                           //
       ("config", po::value(&r.config), "experiment YAML file")                                        //
       ("set", po::value(&r.sets)->composing(), "override a config key for every run")                 //
       ("ranks", po::value(&ranks)->composing(), "rank counts, e.g. 1,2,4 (at most the job's ranks)")  //
-      ("mode", po::value(&r.mode)->default_value("strong"),
+      ("mode", po::value(&mode)->default_value("strong"),
        "strong: the same work at every P; weak: data.limit_train (N0) x P training samples")  //
       ("stages", po::value(&stages)->composing(),
        "the stages to time, e.g. experts,eval (default: every stage of the scheme); earlier ones run once")       //
@@ -337,6 +337,9 @@ int cmd_scaling(const std::vector<std::string>& args, int& argc, char**& argv) {
   SMOE_CHECK(scale.empty() || !table.empty(), "smoe scaling: --work-scale goes with --table DIR");
   if (!table.empty()) return pipeline::write_scaling_study(table, r.collectives, r.predict_at, scale);
   SMOE_CHECK(!r.out.empty() && !ranks.empty(), "smoe scaling: give --ranks and --out (or --table DIR)");
+  const auto parsed_mode = options::from_name<pipeline::ScalingMode>(mode);
+  SMOE_CHECK(parsed_mode.has_value(), "smoe scaling: --mode {}: expected strong or weak", mode);
+  r.mode = *parsed_mode;
   r.ranks = comma_list<int>(ranks, "--ranks");
   r.stages = comma_list<std::string>(stages, "--stages");
   comm::MpiRuntime mpi(&argc, &argv);

@@ -18,9 +18,12 @@ Prototypes& prototypes() {
   return p;
 }
 
-// Runs the loaders not run yet (outside the lock: a loader fills a
-// registry, which calls add_prototype).
+// Runs the loaders not run yet, outside the prototypes' lock (a loader
+// fills a registry, which calls add_prototype) but under one of their own,
+// so that a thread never returns while another still runs a loader.
 void run_loaders() {
+  static std::recursive_mutex running;
+  std::lock_guard<std::recursive_mutex> hold(running);
   Prototypes& p = prototypes();
   for (;;) {
     std::function<void()> next;
@@ -68,7 +71,8 @@ bool add_variant_loader(std::function<void()> load) {
 VariantSections::VariantSections(std::string point) : point_(std::move(point)) { sync(); }
 
 VariantSections::VariantSections(const VariantSections& other) : point_(other.point_) {
-  for (const auto& [name, value] : other.values_) values_.emplace(name, std::shared_ptr<VariantOptions>(value->clone()));
+  for (const auto& [name, value] : other.values_)
+    values_.emplace(name, std::shared_ptr<VariantOptions>(value->clone()));
 }
 
 VariantSections& VariantSections::operator=(const VariantSections& other) {

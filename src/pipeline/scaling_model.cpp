@@ -114,10 +114,10 @@ StageMeasure stage_measure(const nlohmann::json& report, const nlohmann::json& d
     m.ops = counts_from_json(report["stage_comm"][key].value("ops", nlohmann::json::object()));
   const nlohmann::json record = done.value(stage, nlohmann::json::object());
   if (record.contains("micro_batches_per_step")) {
-    m.kind = "micro_batches";
+    m.kind = WorkKind::micro_batches;
     m.units = record["micro_batches_per_step"].get<int64_t>();
   } else if (stage == "experts") {
-    m.kind = "tasks";
+    m.kind = WorkKind::tasks;
     m.shared_seconds = record.value("trunk_cache_seconds", 0.0);
     for (int64_t k = 0; done.contains(expert_task_key(k, 0)); ++k) {
       const nlohmann::json& t = done[expert_task_key(k, 0)];
@@ -133,7 +133,7 @@ namespace {
 
 // The work of one rank relative to the whole, as the stage splits it.
 double work_share(const StageMeasure& m, int P) {
-  if (m.kind == "micro_batches" && m.units > 0) return static_cast<double>((m.units + P - 1) / P);
+  if (m.kind == WorkKind::micro_batches && m.units > 0) return static_cast<double>((m.units + P - 1) / P);
   return 1.0 / P;
 }
 
@@ -148,7 +148,7 @@ double makespan(const StageMeasure& m, int P, const CollectiveModel& c) {
 }  // namespace
 
 double StageModel::collective(int P) const {
-  if (base.kind != "micro_batches") return collective_seconds(calls, calls_ranks, P, collectives);
+  if (base.kind != WorkKind::micro_batches) return collective_seconds(calls, calls_ranks, P, collectives);
   // A micro-batch stage's allreduces come once a step (more work, more
   // steps); its broadcasts and the rest once a stage.
   comm::TrafficCounts per_step, once = calls;
@@ -161,13 +161,13 @@ double StageModel::collective(int P) const {
 // The serial part is a fixed cost (setting up, calibrating, writing): only
 // the work the ranks share grows with a weak study's P and the work factor.
 double StageModel::compute(int P) const {
-  if (base.kind == "tasks" && !base.task_seconds.empty())
+  if (base.kind == WorkKind::tasks && !base.task_seconds.empty())
     return serial + (base.shared_seconds * base.ranks / P + makespan(base, P, collectives)) * scale(P);
   return serial + parallel * work_share(base, P) * scale(P);
 }
 
 double StageModel::replay(const StageMeasure& run) const {
-  if (run.kind != "tasks" || run.task_seconds.empty()) return seconds(run.ranks);
+  if (run.kind != WorkKind::tasks || run.task_seconds.empty()) return seconds(run.ranks);
   return serial + run.shared_seconds + makespan(run, run.ranks, collectives) + collective(run.ranks);
 }
 
@@ -180,7 +180,7 @@ StageModel fit_stage(const std::vector<StageMeasure>& runs, const CollectiveMode
   m.collectives = collectives;
   m.weak = weak;
   auto compute_of = [&](const StageMeasure& r) { return std::max(0.0, r.seconds - m.collective(r.ranks)); };
-  if (m.base.kind == "tasks" && !m.base.task_seconds.empty()) {
+  if (m.base.kind == WorkKind::tasks && !m.base.task_seconds.empty()) {
     m.serial = std::max(0.0, compute_of(m.base) - m.base.shared_seconds - makespan(m.base, m.base.ranks, collectives));
     return m;
   }

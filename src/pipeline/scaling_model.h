@@ -34,8 +34,22 @@
 
 #include "comm/communicator.h"
 #include "comm/traffic.h"
+#include "core/options.h"
 
 namespace smoe::pipeline {
+
+// Strong scaling: the same work at every rank count; weak: the training
+// samples grow with it (data.limit_train = N0 x P).
+enum class ScalingMode { strong, weak };
+inline const options::Names<ScalingMode>& option_names(ScalingMode) {
+  static const options::Names<ScalingMode> n{{ScalingMode::strong, "strong"}, {ScalingMode::weak, "weak"}};
+  return n;
+}
+
+// How a stage's work divides among ranks: rows of data (1/P), whole
+// micro-batches of each step (the base stage's ceil(m/P)), or tasks (the
+// experts, as the scheduler packs them).
+enum class WorkKind { rows, micro_batches, tasks };
 
 struct CollectiveModel {
   double latency_s = -1;         // a, per message
@@ -56,7 +70,7 @@ struct StageMeasure {
   std::string stage;
   int ranks = 1;
   double seconds = 0;
-  std::string kind = "rows";                    // rows | micro_batches | tasks
+  WorkKind kind = WorkKind::rows;
   int64_t units = 0;                            // micro_batches: per step; tasks: the tasks
   std::vector<double> task_seconds, task_cost;  // tasks: measured, and the scheduler's predicted cost
   double shared_seconds = 0;                    // tasks: the trunk cache, shared out among the ranks

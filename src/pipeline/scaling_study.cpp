@@ -31,7 +31,6 @@ std::string prefix_dir(const std::string& out) { return (fs::path(out) / "prefix
 // Rank 0: the study checked against the config and the job, before anything
 // is written. What every rank needs travels in the returned JSON (study.json).
 json plan_study(const ScalingRequest& r, int job_ranks) {
-  SMOE_CHECK(r.mode == "strong" || r.mode == "weak", "smoe scaling: --mode {}: expected strong or weak", r.mode);
   SMOE_CHECK(!r.ranks.empty(), "smoe scaling: --ranks: give at least one rank count");
   for (size_t i = 0; i < r.ranks.size(); ++i) {
     SMOE_CHECK(r.ranks[i] >= 1, "smoe scaling: --ranks: {} is not a rank count", r.ranks[i]);
@@ -65,7 +64,7 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
                {"config", r.config},
                {"config_sha256", sha256_hex(cfg.to_yaml(false))},
                {"sets", r.sets},
-               {"mode", r.mode},
+               {"mode", options::name(r.mode)},
                {"ranks", r.ranks},
                {"stages", stages},
                {"scheme", cfg.scheme},
@@ -73,7 +72,7 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
                {"prefix_until", first == scheme.begin() ? std::string() : *(first - 1)},
                {"job_ranks", job_ranks},
                {"fixed_work_stages", fixed_work}};
-  if (r.mode == "weak") {
+  if (r.mode == ScalingMode::weak) {
     const int64_t n0 = cfg.data.limit_train;
     SMOE_CHECK(n0 > 0,
                "smoe scaling --mode weak: set data.limit_train to the training samples per rank (N0; rank count P "
@@ -88,7 +87,7 @@ json plan_study(const ScalingRequest& r, int job_ranks) {
   json per_rank = json::object();
   for (int P : r.ranks) {
     std::vector<std::string> sets = r.sets;
-    if (r.mode == "weak") sets.push_back(fmt::format("data.limit_train={}", cfg.data.limit_train * P));
+    if (r.mode == ScalingMode::weak) sets.push_back(fmt::format("data.limit_train={}", cfg.data.limit_train * P));
     per_rank[std::to_string(P)] = sets;
   }
   plan["run_sets"] = per_rank;
@@ -119,7 +118,7 @@ class Study {
   int run() {
     StopScope stop_scope;
     const std::string first = plan_["first_stage"], until = plan_["prefix_until"];
-    const bool weak = plan_["mode"] == "weak";
+    const bool weak = r_.mode == ScalingMode::weak;
     // A strong study's earlier stages: once, on every rank.
     if (!until.empty() && !weak && !root_says(world_.is_root() && stage_done(prefix_dir(r_.out), until))) {
       say(fmt::format("stages up to {} once, on all {} ranks, in {}", until, world_.size(), prefix_dir(r_.out)));

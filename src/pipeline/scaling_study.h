@@ -40,7 +40,7 @@ struct ScalingRequest {
   std::string config;             // the experiment's YAML file
   std::vector<std::string> sets;  // key=value overrides for every run
   std::vector<int> ranks;         // rank counts, each at most the job's ranks
-  std::string mode = "strong";    // strong | weak
+  ScalingMode mode = ScalingMode::strong;
   std::vector<std::string> stages;
   std::string out;
   CollectiveModel collectives;  // latency or seconds_per_byte < 0: measured

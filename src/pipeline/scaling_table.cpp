@@ -110,15 +110,15 @@ void check_same_results(const std::vector<StudyRun>& runs, const std::vector<int
 }
 
 void warn_packing(const StageMeasure& m, const std::vector<int>& ranks, ScalingResult& r) {
-  if (m.units <= 0 || m.kind == "rows") return;
+  if (m.units <= 0 || m.kind == WorkKind::rows) return;
   std::vector<std::string> caps;
   for (int P : ranks) {
     const double e = packing_efficiency(m.units, P);
     if (e < 1 - 1e-9) caps.push_back(fmt::format("P={}: {:.0f}% ({:.0f}% idle)", P, 100 * e, 100 * (1 - e)));
   }
   if (caps.empty()) return;
-  const std::string what = m.kind == "tasks" ? fmt::format("{} tasks (one per expert)", m.units)
-                                             : fmt::format("{} micro-batches per step", m.units);
+  const std::string what = m.kind == WorkKind::tasks ? fmt::format("{} tasks (one per expert)", m.units)
+                                                     : fmt::format("{} micro-batches per step", m.units);
   r.warnings.push_back(fmt::format("{}: {} cannot fill every rank; the best efficiency whole units allow is {}",
                                    m.stage, what, fmt::join(caps, ", ")));
 }
@@ -139,7 +139,10 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
                              const std::vector<int>& predict_at, const WorkScale& work) {
   const json study = read_json(fs::path(out) / "study.json");
   ScalingResult r;
-  r.mode = study.value("mode", "strong");
+  const std::string mode = study.value("mode", "strong");
+  const auto parsed = options::from_name<ScalingMode>(mode);
+  SMOE_CHECK(parsed.has_value(), "{}/study.json: mode '{}' is neither strong nor weak", out, mode);
+  r.mode = *parsed;
   const std::vector<int> ranks = study.at("ranks").get<std::vector<int>>();
   const std::vector<std::string> stages = study.at("stages").get<std::vector<std::string>>();
   SMOE_CHECK(!ranks.empty(), "{}/study.json: no rank counts", out);
@@ -177,7 +180,7 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     // error is an out-of-sample check; the smallest's is its own); the
     // predictions beyond use every run.
     // A weak study grows the training set; the evaluation's test split stays.
-    const bool grows = r.mode == "weak" && !fixed.count(stage);
+    const bool grows = r.mode == ScalingMode::weak && !fixed.count(stage);
     const StageModel model = fit_stage(measures, r.collectives, grows);
     const double t0 = measures.front().seconds;
     auto row = [&](int P, bool measured, double seconds, double predicted) {
@@ -208,7 +211,7 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
       x.sent_bytes = max_of(comm[i].value("sent_bytes", json()));
       x.recv_bytes = max_of(comm[i].value("recv_bytes", json()));
       x.comm_seconds = max_of(comm[i].value("seconds", json()));
-      if (measures[i].kind == "tasks" && !measures[i].task_seconds.empty()) x.replayed = m.replay(measures[i]);
+      if (measures[i].kind == WorkKind::tasks && !measures[i].task_seconds.empty()) x.replayed = m.replay(measures[i]);
       r.rows.push_back(x);
     }
     // The predictions: for the measured work, or for the work given.
@@ -241,9 +244,9 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
   else if (threads.size() == 1)
     r.checks.push_back(
         fmt::format("{} thread{} per rank at every P", *threads.begin(), *threads.begin() == 1 ? "" : "s"));
-  if (r.mode == "strong" && ranks.size() > 1)
+  if (r.mode == ScalingMode::strong && ranks.size() > 1)
     check_same_results(runs, ranks, r);
-  else if (r.mode == "weak")
+  else if (r.mode == ScalingMode::weak)
     r.checks.push_back(
         "weak study: each rank count trains on its own number of samples, so the runs' hashes differ "
         "by design (not compared)");
@@ -252,11 +255,12 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
 
 std::string scaling_markdown(const ScalingResult& r) {
   std::string md;
-  md += fmt::format(
-      "Scaling study ({}): speedup and efficiency against the smallest rank count measured; {}\n\n", r.mode,
-      r.mode == "weak" ? "efficiency T(P0)/T(P), the work growing with P (the evaluation's test split does not: its "
-                         "efficiency is T(P0) P0 / (T(P) P))"
-                       : "efficiency T(P0) P0 / (T(P) P)");
+  md += fmt::format("Scaling study ({}): speedup and efficiency against the smallest rank count measured; {}\n\n",
+                    options::name(r.mode),
+                    r.mode == ScalingMode::weak
+                        ? "efficiency T(P0)/T(P), the work growing with P (the evaluation's test split does not: its "
+                          "efficiency is T(P0) P0 / (T(P) P))"
+                        : "efficiency T(P0) P0 / (T(P) P)");
   if (r.collectives.known())
     md += fmt::format(
         "Collective model: latency {:.1f} us, bandwidth {:.2f} GB/s ({}).\n\n", r.collectives.latency_s * 1e6,
@@ -339,7 +343,7 @@ int write_scaling_study(const std::string& out, const CollectiveModel& collectiv
     const double ratio = x.predicted > 0 ? base.seconds / x.predicted : 0.0;
     efficiency[at + 1].y.push_back(x.weak ? ratio : ratio * base.ranks / x.ranks);
   }
-  const std::string title = fmt::format("smoe scaling ({})", r.mode);
+  const std::string title = fmt::format("smoe scaling ({})", options::name(r.mode));
   eval::plot_series((fs::path(out) / "scaling_time.png").string(), title, "log2 ranks", "seconds", time);
   eval::plot_series((fs::path(out) / "scaling_efficiency.png").string(), title, "log2 ranks", "efficiency", efficiency);
   std::cout << md << fmt::format("wrote {}/scaling.md, scaling.csv, scaling_time.png, scaling_efficiency.png\n", out);

@@ -49,7 +49,7 @@ struct ScalingRow {
 };
 
 struct ScalingResult {
-  std::string mode;
+  ScalingMode mode = ScalingMode::strong;
   std::vector<ScalingRow> rows;       // stage by stage, rank counts in order
   std::vector<std::string> checks;    // what was found equal across P
   std::vector<std::string> problems;  // what differed (a strong study's runs must not)

@@ -58,7 +58,7 @@ TEST(ScalingModel, CollectivesCostLatencyPlusBytesOverBandwidth) {
 TEST(ScalingModel, TheExpertsStageIsTheSchedulersMakespanPlusWhatDoesNotShrink) {
   StageMeasure m;
   m.stage = "experts";
-  m.kind = "tasks";
+  m.kind = WorkKind::tasks;
   m.ranks = 1;
   m.task_seconds = {4, 3, 2, 1};
   m.task_cost = {4, 3, 2, 1};
@@ -103,7 +103,7 @@ TEST(ScalingModel, ARowsStageFitsItsSerialPartFromTwoRankCounts) {
 TEST(ScalingModel, AMicroBatchStageShrinksByWholeRounds) {
   StageMeasure m = rows(1, 9);
   m.stage = "base";
-  m.kind = "micro_batches";
+  m.kind = WorkKind::micro_batches;
   m.units = 3;
   const StageModel model = fit_stage({m}, free_collectives());
   EXPECT_NEAR(model.seconds(2), 6, 1e-12);
