@@ -11,7 +11,8 @@ namespace smoe::pipeline {
 
 struct TrainedModel {
   enum class Family {
-    single_gate,  // Algorithm 1's MoE (frozen g0, the gate fitted to it, experts and ensemblers): the experts and em stages
+    single_gate,  // Algorithm 1's MoE (frozen g0, the gate fitted to it, experts and ensemblers): the experts and em
+                  // stages
     joint,        // a jointly trained MoE (models/joint_moe.h): joint, distill, finetune
   };
   Family family = Family::single_gate;
