@@ -1,5 +1,5 @@
 // Options a registered variant owns (an initial gate, a gate kind, an expert
-// architecture, a stage): its options struct sits in its own file, beside
+// architecture, an ensembler, a stage): its options struct sits in its own file, beside
 // its class, and is named in its registration, nothing else:
 //
 //   struct MlpGateOptions {

@@ -43,11 +43,16 @@ class Stacking : public Ensembler {
 
 }  // namespace
 
-Registry<std::shared_ptr<const Ensembler>>& ensemblers() {
-  static Registry<std::shared_ptr<const Ensembler>> registry(
+Registry<EnsemblerFactory>& ensemblers() {
+  static Registry<EnsemblerFactory> registry(
       "ensembler", "ensembler.kind",
-      {{"bagging", std::make_shared<Bagging>()}, {"stacking", std::make_shared<Stacking>()}});
+      {{"bagging", std::shared_ptr<const Ensembler>(std::make_shared<Bagging>())},
+       {"stacking", std::shared_ptr<const Ensembler>(std::make_shared<Stacking>())}});
   return registry;
 }
+
+namespace {
+[[maybe_unused]] const bool loads = options::add_variant_loader([] { ensemblers(); });
+}  // namespace
 
 }  // namespace smoe::models

@@ -4,14 +4,19 @@
 // concatenated logits, per expert. Every registered ensembler is evaluated
 // in the report (Table 6 compares them at equal cost); ensembler.kind picks
 // the one the anytime model and the EM E-step use. New kinds register in
-// ensemblers() (ensembler.cpp).
+// ensemblers() (ensembler.cpp); a kind with options of its own registers a
+// factory that makes its rule from them (ensembler.<kind>.*).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
+#include <map>
 #include <memory>
+#include <string>
+#include <type_traits>
 
 #include "core/registry.h"
 
@@ -46,8 +51,31 @@ class Ensembler {
   virtual double macs(int64_t classes) const = 0;
 };
 
+// A registered ensembler: how its rule is made from its own options
+// (ensembler.<kind>.*, core/variant_options.h; null: their defaults). A
+// rule without options registers itself.
+class EnsemblerFactory {
+ public:
+  EnsemblerFactory(std::shared_ptr<const Ensembler> rule)  // NOLINT: a registration names a rule
+      : make_([rule = std::move(rule)](const options::VariantOptions*) { return rule; }) {}
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, EnsemblerFactory> &&
+                                                    std::is_invocable_r_v<std::shared_ptr<const Ensembler>, F,
+                                                                          const options::VariantOptions*>>>
+  EnsemblerFactory(F make)  // NOLINT: a registration names a function
+      : make_(std::move(make)) {}
+  std::shared_ptr<const Ensembler> operator()(const options::VariantOptions* options = nullptr) const {
+    return make_(options);
+  }
+
+ private:
+  std::function<std::shared_ptr<const Ensembler>(const options::VariantOptions*)> make_;
+};
+
+// Every registered rule, by name, made with their options.
+using EnsemblerRules = std::map<std::string, std::shared_ptr<const Ensembler>>;
+
 // ensembler.kind -> rule. Built in: "bagging", "stacking".
-Registry<std::shared_ptr<const Ensembler>>& ensemblers();
+Registry<EnsemblerFactory>& ensemblers();
 
 // Bagging: (softmax(base) + softmax(expert)) / 2 [B, C].
 at::Tensor bagging_probs(const at::Tensor& base_logits, const at::Tensor& expert_logits);

@@ -14,7 +14,9 @@ MoeModel::MoeModel(Backbone base, int64_t branch_after, bool normalize_embedding
       normalize_(normalize_embedding),
       gate_(std::move(gate)),
       experts_(static_cast<size_t>(experts)),
-      nets_(static_cast<size_t>(experts)) {}
+      nets_(static_cast<size_t>(experts)) {
+  for (const auto& name : ensemblers().names()) rules_[name] = ensemblers().get(name)();
+}
 
 void MoeModel::set_expert(int64_t k, Expert expert, std::map<std::string, EnsemblerNet> nets) {
   SMOE_ASSERT(k >= 0 && k < num_experts(), "expert {} of {}", k, num_experts());
@@ -40,7 +42,7 @@ MoeOutputs MoeModel::forward(const at::Tensor& images) {
   for (int64_t k = 0; k < num_experts(); ++k) {
     SMOE_ASSERT(has_expert(k), "MoE forward without expert {}", k);
     logits.push_back(experts_[static_cast<size_t>(k)]->forward(trunk));
-    for (const auto& name : ensemblers().names())
+    for (const auto& [name, rule] : rules_)
       ensembled[name].push_back(ensembled_probs(k, name, out.base_logits, logits.back()));
   }
   out.expert_logits = torch::stack(logits, 1);
@@ -100,7 +102,9 @@ Prediction MoeModel::predict_routed(const at::Tensor& images, Predict rule, cons
 
 at::Tensor MoeModel::ensembled_probs(int64_t k, const std::string& name, const at::Tensor& base_logits,
                                      const at::Tensor& expert_logits) {
-  const auto& rule = ensemblers().get(name);
+  auto r = rules_.find(name);
+  SMOE_CHECK(r != rules_.end(), "ensembler '{}' is not one of this model's rules", name);
+  const auto& rule = r->second;
   const auto& nets = nets_.at(static_cast<size_t>(k));
   auto it = nets.find(name);
   return rule->probs(base_logits, expert_logits, it == nets.end() ? nullptr : it->second.get());
@@ -116,7 +120,9 @@ double MoeModel::expert_macs(int64_t k) const {
 }
 
 double MoeModel::ensembler_macs(const std::string& name) const {
-  return ensemblers().get(name)->macs(base_->spec().num_classes);
+  auto r = rules_.find(name);
+  SMOE_CHECK(r != rules_.end(), "ensembler '{}' is not one of this model's rules", name);
+  return r->second->macs(base_->spec().num_classes);
 }
 
 }  // namespace smoe::models

@@ -39,6 +39,9 @@ class MoeModel {
 
   // Expert k with its trained ensemblers (by ensembler name; bagging needs none).
   void set_expert(int64_t k, Expert expert, std::map<std::string, EnsemblerNet> nets);
+  // The ensembler rules, made with the run's options (a new model has every
+  // registered rule with its defaults).
+  void set_rules(EnsemblerRules rules) { rules_ = std::move(rules); }
   bool has_expert(int64_t k) const { return experts_.at(static_cast<size_t>(k)) != nullptr; }
   int64_t num_experts() const { return static_cast<int64_t>(experts_.size()); }
   Backbone& base() { return base_; }
@@ -95,6 +98,7 @@ class MoeModel {
   Gate gate_;
   std::vector<Expert> experts_;
   std::vector<std::map<std::string, EnsemblerNet>> nets_;
+  EnsemblerRules rules_;
 };
 
 }  // namespace smoe::models

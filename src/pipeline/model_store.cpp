@@ -122,13 +122,20 @@ std::pair<models::Expert, std::map<std::string, models::EnsemblerNet>> ModelStor
   return {expert, build_ensemblers()};
 }
 
+models::EnsemblerRules ModelStore::ensembler_rules() const {
+  models::EnsemblerRules rules;
+  for (const auto& name : models::ensemblers().names())
+    rules[name] = models::ensemblers().get(name)(cfg_.ensembler.rules.get(name).get());
+  return rules;
+}
+
 std::map<std::string, models::EnsemblerNet> ModelStore::build_ensemblers() const {
   // Unseeded (the stream goes on from the caller's seed), but never inside
   // another thread's seeded construction.
   std::lock_guard<std::recursive_mutex> lock(init_mutex());
   std::map<std::string, models::EnsemblerNet> nets;
-  for (const auto& name : models::ensemblers().names())
-    if (auto net = models::ensemblers().get(name)->build(spec_.num_classes)) {
+  for (const auto& [name, rule] : ensembler_rules())
+    if (auto net = rule->build(spec_.num_classes)) {
       net->to(device_);
       nets[name] = net;
     }
@@ -161,6 +168,7 @@ std::map<std::string, models::EnsemblerNet> ModelStore::load_ensemblers(int64_t 
 models::MoeModel ModelStore::load_moe(models::Backbone base, int64_t round, std::vector<int64_t> experts) const {
   models::MoeModel moe(std::move(base), cfg_.experts.branch_after, cfg_.cluster.normalize, load_gate(round, device_),
                        cfg_.experts.count);
+  moe.set_rules(ensembler_rules());
   if (experts.empty())
     for (int64_t k = 0; k < cfg_.experts.count; ++k) experts.push_back(k);
   for (int64_t k : experts) moe.set_expert(k, load_expert(k, round), load_ensemblers(k, round));

@@ -81,6 +81,8 @@ class ModelStore {
   models::Expert build_expert(int64_t k) const;
   // A fresh d_k of every registered ensembler that trains one, by name.
   std::map<std::string, models::EnsemblerNet> build_ensemblers() const;
+  // Every registered ensembler rule, made with its options (ensembler.<kind>.*).
+  models::EnsemblerRules ensembler_rules() const;
   // Expert k and its fresh ensemblers, drawn in one go from the stream of
   // (run seed, k): nothing another thread draws (thread ranks in tests) can
   // fall between the seeding and the last draw.

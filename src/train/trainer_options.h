@@ -130,10 +130,12 @@ struct ExpertsConfig {
 struct EnsemblerConfig {
   std::string kind = "bagging";  // ensembler (models/ensembler.h): bagging | stacking | ...
   OptimConfig optim = OptimConfig::with(2, 256, 0.01, 0.0, LrSchedule::cosine);
+  options::VariantSections rules{"ensembler"};  // ensembler.<kind>.*: each rule's own options
 
   void describe(options::Table& t) {
     t.key("kind", kind, "how d_k combines base and expert in the anytime model and the E-step: bagging or stacking");
     t.inline_section(optim);
+    rules.describe(t);
   }
 };
 

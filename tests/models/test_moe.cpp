@@ -28,7 +28,7 @@ TEST(Moe, ForwardComposesTheBaseTheGateTheExpertsAndTheEnsemblers) {
   std::vector<EnsemblerNet> stackings;
   for (int64_t k = 0; k < K; ++k) {
     experts.push_back(expert_architectures().get("branch")({spec(), branch, k}));
-    stackings.push_back(ensemblers().get("stacking")->build(3));
+    stackings.push_back(ensemblers().get("stacking")()->build(3));
     moe.set_expert(k, experts.back(), {{"stacking", stackings.back()}});
   }
   at::Tensor x = torch::randn({5, 1, 12, 12});
@@ -66,7 +66,7 @@ TEST(Moe, PredictRunsOnlyTheRoutedExpertsAndMatchesTheDenseForward) {
   MoeModel moe(base, branch, true, gate_kinds().get("linear")({spec().prelogit_dim(), 3, K}), K);
   for (int64_t k = 0; k < K; ++k)
     moe.set_expert(k, expert_architectures().get("branch")({spec(), branch, k}),
-                   {{"stacking", ensemblers().get("stacking")->build(3)}});
+                   {{"stacking", ensemblers().get("stacking")()->build(3)}});
   at::Tensor x = torch::randn({16, 1, 12, 12});
   MoeOutputs out = moe.forward(x);
   at::Tensor base_probs = torch::softmax(out.base_logits, 1);

@@ -41,7 +41,7 @@ std::unique_ptr<Exported> make_exported(const std::string& ensembler) {
                                       gate_kinds().get("linear")({spec().prelogit_dim(), 3, K}), K);
   for (int64_t k = 0; k < K; ++k)
     e->moe->set_expert(k, expert_architectures().get("branch")({spec(), branch, k}),
-                       {{"stacking", ensemblers().get("stacking")->build(3)}});
+                       {{"stacking", ensemblers().get("stacking")()->build(3)}});
   e->options.rule = "anytime";
   e->options.tau = 0.05;
   e->options.ensembler = ensembler;

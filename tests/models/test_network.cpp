@@ -140,10 +140,10 @@ TEST(Heads, StackingStartsAsTheLogitAverageAndBaggingAveragesProbabilities) {
   EXPECT_TRUE(torch::allclose(p, (torch::softmax(a, 1) + torch::softmax(b, 1)) / 2));
   EXPECT_NEAR(p.sum().item<double>(), 1.0, 1e-6);
   // The registered rules: bagging is free and untrained, stacking trains d_k (2C x C MACs).
-  EXPECT_EQ(ensemblers().get("bagging")->build(3), nullptr);
-  EXPECT_EQ(ensemblers().get("stacking")->macs(3), 18);
-  auto d = ensemblers().get("stacking")->build(3);
-  EXPECT_TRUE(torch::allclose(ensemblers().get("stacking")->probs(a, b, d.get()), torch::softmax((a + b) / 2, 1)));
+  EXPECT_EQ(ensemblers().get("bagging")()->build(3), nullptr);
+  EXPECT_EQ(ensemblers().get("stacking")()->macs(3), 18);
+  auto d = ensemblers().get("stacking")()->build(3);
+  EXPECT_TRUE(torch::allclose(ensemblers().get("stacking")()->probs(a, b, d.get()), torch::softmax((a + b) / 2, 1)));
   EXPECT_ERROR(ensemblers().get("voting"), "ensembler.kind: unknown ensembler 'voting' (known: bagging, stacking)");
   Gate g = gate_kinds().get("linear")(GateSpec{32, 10, 4});
   EXPECT_EQ(g->forward_macs(), 128);

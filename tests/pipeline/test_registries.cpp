@@ -206,28 +206,50 @@ TEST(Registries, AnExpertArchitectureSaysWhetherItCopiesTheBaseModelsBlocks) {
 }
 
 // ---------------------------------------------------------------- ensembler
-// The renormalised geometric mean of the two predictions; nothing to train.
-class GeometricMean : public models::Ensembler {
+// The renormalised weighted geometric mean of the two predictions, the
+// expert's weight its option; nothing to train.
+struct WeightedGeometricOptions {
+  double expert_weight = 0.5;
+  void describe(options::Table& t) {
+    t.key("expert_weight", expert_weight, "the expert's exponent; the base model's is 1 minus it")
+        .at_least(0)
+        .at_most(1);
+  }
+};
+
+class WeightedGeometricMean : public models::Ensembler {
  public:
+  explicit WeightedGeometricMean(double w) : w_(w) {}
   at::Tensor probs(const at::Tensor& b, const at::Tensor& e, models::EnsemblerModule*) const override {
-    at::Tensor p = torch::sqrt(torch::softmax(b, 1) * torch::softmax(e, 1));
+    at::Tensor p = torch::exp((1 - w_) * torch::log_softmax(b, 1) + w_ * torch::log_softmax(e, 1));
     return p / p.sum(1, true);
   }
   double macs(int64_t classes) const override { return static_cast<double>(classes); }
+  double w_;
 };
 
+models::EnsemblerFactory weighted_geometric() {
+  return models::EnsemblerFactory([](const options::VariantOptions* o) -> std::shared_ptr<const models::Ensembler> {
+    return std::make_shared<WeightedGeometricMean>(options::of<WeightedGeometricOptions>(o).expert_weight);
+  });
+}
+
 TEST(Registries, AnEnsemblerIsOneClassAndOneRegistration) {
-  Registered reg(models::ensemblers(), "geometric",
-                 std::shared_ptr<const models::Ensembler>(std::make_shared<GeometricMean>()));
+  Registered reg(models::ensemblers(), "weighted_geometric", weighted_geometric(),
+                 options::prototype<WeightedGeometricOptions>());
   TempDir dir;
   const std::string run = dir / "run";
-  auto report =
-      train_quick(quick_config(quick_dataset(dir.path()), {"ensembler.kind=geometric", "eval.taus=[0, 1]"}), run);
+  auto report = train_quick(
+      quick_config(quick_dataset(dir.path()), {"ensembler.kind=weighted_geometric",
+                                               "ensembler.weighted_geometric.expert_weight=1", "eval.taus=[0, 1]"}),
+      run);
   // Evaluated beside the built-in rules (Table 6), and used by the anytime model.
-  for (const char* rule : {"no_ensembling", "bagging", "stacking", "geometric", "top2"})
+  for (const char* rule : {"no_ensembling", "bagging", "stacking", "weighted_geometric", "top2"})
     EXPECT_TRUE(report["moe"].contains(rule)) << rule;
-  EXPECT_EQ(report["ensembler"], "geometric");
-  EXPECT_DOUBLE_EQ(report["moe"]["geometric"]["macs"].get<double>(),
+  EXPECT_EQ(report["ensembler"], "weighted_geometric");
+  // Its option, 1: the expert's prediction alone.
+  EXPECT_EQ(report["moe"]["weighted_geometric"]["accuracy"], report["moe"]["no_ensembling"]["accuracy"]);
+  EXPECT_DOUBLE_EQ(report["moe"]["weighted_geometric"]["macs"].get<double>(),
                    report["moe"]["no_ensembling"]["macs"].get<double>() + 4);
   // tau = 0 runs every expert, each with one ensembler: its cost has K x 4 ensembler MACs.
   const double base = report["base"]["macs"];
@@ -320,7 +342,7 @@ TEST(Registries, AVariantsOptionsAreConfigKeysAndNeedNoOtherFile) {
 
   const std::string self = "tests/pipeline/test_registries.cpp";
   for (const char* word : {"id_modulo", "IdModulo", "two_layer", "TwoLayerGate", "linear_probe", "LinearProbeOptions",
-                           "g0_mass", "G0Mass"})
+                           "g0_mass", "G0Mass", "weighted_geometric", "WeightedGeometric"})
     EXPECT_EQ(files_naming(word), std::vector<std::string>{self}) << word;
 }
 
