@@ -93,8 +93,6 @@ class Registry {
     return out;
   }
   const std::string& key() const { return key_; }
-  // The extension point, as its entries' options are filed (VariantSections).
-  const std::string& what() const { return what_; }
   // Every config key whose values name this registry's entries.
   std::vector<std::string> keys() const {
     std::vector<std::string> out{key_};

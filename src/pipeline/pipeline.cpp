@@ -40,13 +40,17 @@ Pipeline::Pipeline(Config config, comm::Communicator& comm, RunDir& run, Runtime
 
 Pipeline::~Pipeline() = default;
 
+void Pipeline::restore_stage(Stage& stage) {
+  stage.restore(*state_);
+  if (auto m = stage.trained_model(state_->cfg)) state_->model = m;
+}
+
 void Pipeline::run_stage(Stage& stage) {
   RunState& s = *state_;
   const std::string name = stage.name();
   if (stage.recorded() && s.run.done(name)) {
     log::info("{:<9} already done (run.json): skipped", name);
-    stage.restore(s);
-    if (auto m = stage.trained_model(s.cfg)) s.model = m;
+    restore_stage(stage);
     return;
   }
   log::info("{:<9} starting", name);
@@ -97,12 +101,10 @@ void Pipeline::evaluate() {
       SMOE_CHECK(s.run.done(stage->name()), "{}: stage '{}' has not finished; run smoe train --resume first",
                  s.run.root(), stage->name());
   for (auto& stage : stages_) {
-    if (stage->recorded()) {
-      stage->restore(s);
-      if (auto m = stage->trained_model(s.cfg)) s.model = m;
-    } else {
+    if (stage->recorded())
+      restore_stage(*stage);
+    else
       run_stage(*stage);
-    }
   }
 }
 

@@ -33,6 +33,8 @@ class Pipeline {
 
  private:
   void run_stage(Stage& stage);
+  // A finished stage skipped: what later stages need from it, and the model it trained.
+  void restore_stage(Stage& stage);
 
   std::unique_ptr<RunState> state_;
   std::vector<std::unique_ptr<Stage>> stages_;

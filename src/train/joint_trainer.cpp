@@ -355,18 +355,23 @@ void log_epoch(const JointTrainOptions& o, const JointEpochStats& last, bool reg
             regularized ? fmt::format(", L_imp {:.4g}, L_bal {:.4g}, L_s {:.4g}, L_div {:.4g}", last.importance,
                                       last.balance, last.similarity, last.diversity)
                         : "");
-  log::event(o.stage + "_epoch", {{"epoch", last.epoch},
-                                  {"loss", last.loss},
-                                  {"train_error", last.train_error},
-                                  {"importance", last.importance},
-                                  {"balance", last.balance},
-                                  {"diversity", last.diversity},
-                                  {"load", last.load},
-                                  {"similarity", last.similarity},
-                                  {"seconds", last.seconds}});
+  nlohmann::json event = stats_json(last);
+  event["seconds"] = last.seconds;
+  log::event(o.stage + "_epoch", event);
 }
 
 }  // namespace
+
+nlohmann::json stats_json(const JointEpochStats& s) {
+  return {{"epoch", s.epoch},
+          {"loss", s.loss},
+          {"train_error", s.train_error},
+          {"importance", s.importance},
+          {"balance", s.balance},
+          {"diversity", s.diversity},
+          {"load", s.load},
+          {"similarity", s.similarity}};
+}
 
 JointEpochStats train_joint(models::JointMoeImpl& moe, const std::shared_ptr<const data::Dataset>& train,
                             comm::Communicator& comm, const JointTrainOptions& o, int64_t start_epoch,

@@ -24,6 +24,7 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,10 @@ struct JointEpochStats {
   double seconds = 0;        // this epoch
   int64_t images = 0;        // this rank's, this epoch
 };
+
+// The epoch's figures as JSON (for the log's events and the progress
+// checkpoints): epoch, loss, train_error, the regularisers, load; not seconds.
+nlohmann::json stats_json(const JointEpochStats& stats);
 
 // Called on every rank after each epoch (the stage saves a checkpoint there).
 using JointEpochHook = std::function<void(const JointEpochStats&, torch::optim::Optimizer&)>;

@@ -37,15 +37,10 @@ json run_joint_training(RunState& s, models::JointMoeImpl& moe, const train::Joi
     seconds += st.seconds;
     images += st.images;
     load_history.push_back(st.load);
-    checkpoints.save(moe, opt, st.epoch,
-                     {{"loss", st.loss},
-                      {"train_error", st.train_error},
-                      {"importance", st.importance},
-                      {"balance", st.balance},
-                      {"diversity", st.diversity},
-                      {"load", st.load},
-                      {"similarity", st.similarity},
-                      {"load_history", load_history}});
+    nlohmann::json fields = train::stats_json(st);
+    fields.erase("epoch");  // the checkpoint records its epoch itself
+    fields["load_history"] = load_history;
+    checkpoints.save(moe, opt, st.epoch, fields);
   };
   train::train_joint(moe, s.train, s.comm, o, start, checkpoints.optimizer_bytes(), on_epoch_end);
 
