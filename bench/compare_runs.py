@@ -1,7 +1,10 @@
-"""Compares two finished run folders of the same config: the report's
-accuracies and MACs (base, every MoE rule, the anytime grid, the envelope,
-the specialisation metrics, the routing table) and the SHA-256 of every
-checkpoint. Prints each difference and exits 1 if there is any.
+"""Compares two finished run folders of the same config: every field of the
+report (every rule's accuracy and MACs, the anytime grid, the envelope, the
+specialisation metrics, the routing table, the experts' records, the
+jointly trained MoE's figures, a fine-tuned section) except those that
+vary from one run to the next (times, memory, traffic, provenance), and
+the SHA-256 of every checkpoint. Prints each difference and exits 1 if
+there is any.
 
   /usr/bin/python3 bench/compare_runs.py RUN_A RUN_B
 
@@ -13,7 +16,44 @@ import json
 import os
 import sys
 
-REPORT_KEYS = ("base", "moe", "anytime", "envelope", "specialisation", "routing", "anytime_summary", "em_steps")
+# Fields that differ between two runs of the same binary: wall-clock and
+# memory figures (any "*seconds" key too), traffic, where and when it ran,
+# which rank took a task.
+VOLATILE = {"stages", "peak_rss_mb", "stage_comm", "comm", "inference_time", "provenance", "runtime", "trunk_cache",
+            "scheduler", "rank", "images_per_second"}
+
+
+def volatile(key):
+    return key in VOLATILE or key.endswith("seconds")
+
+
+def stable(value):
+    """The value without its volatile fields, at any depth."""
+    if isinstance(value, dict):
+        return {k: stable(v) for k, v in value.items() if not volatile(k)}
+    if isinstance(value, list):
+        return [stable(v) for v in value]
+    return value
+
+
+def report_diffs(ra, rb, path=""):
+    """Each field (a dotted path) whose stable value differs."""
+    if isinstance(ra, dict) and isinstance(rb, dict):
+        out = []
+        for k in sorted(set(ra) | set(rb)):
+            out += report_diffs(ra.get(k), rb.get(k), path + "." + k if path else k)
+        return out
+    if isinstance(ra, list) and isinstance(rb, list) and len(ra) == len(rb):
+        return sum((report_diffs(x, y, "%s.%d" % (path, i)) for i, (x, y) in enumerate(zip(ra, rb))), [])
+    return [] if ra == rb else [path]
+
+
+def leaves(value):
+    if isinstance(value, dict):
+        return sum(leaves(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(leaves(v) for v in value)
+    return 1
 
 
 def sha(path):
@@ -31,15 +71,21 @@ def checkpoints(run):
     return out
 
 
+def get(value, path):
+    for k in path.split("."):
+        if isinstance(value, list) and k.isdigit():
+            value = value[int(k)]
+        else:
+            value = value.get(k) if isinstance(value, dict) else None
+    return value
+
+
 def main(a, b):
     ra = json.load(open(os.path.join(a, "report.json")))
     rb = json.load(open(os.path.join(b, "report.json")))
-    diffs = []
-    for key in REPORT_KEYS:
-        if ra.get(key) != rb.get(key):
-            diffs.append("report.json %s: %s != %s" % (key, json.dumps(ra.get(key))[:200], json.dumps(rb.get(key))[:200]))
-    if [e.get("moe") for e in ra.get("em", [])] != [e.get("moe") for e in rb.get("em", [])]:
-        diffs.append("report.json em rounds differ")
+    sa, sb = stable(ra), stable(rb)
+    diffs = ["report.json %s: %s != %s" % (f, json.dumps(get(sa, f))[:200], json.dumps(get(sb, f))[:200])
+             for f in report_diffs(sa, sb)]
     ca, cb = checkpoints(a), checkpoints(b)
     for name in sorted(set(ca) | set(cb)):
         if ca.get(name) != cb.get(name):
@@ -47,7 +93,7 @@ def main(a, b):
     for d in diffs:
         print("DIFFERENT", d)
     print("%d checkpoints and %d report fields compared: %s" %
-          (len(set(ca) | set(cb)), len(REPORT_KEYS), "identical" if not diffs else "%d differences" % len(diffs)))
+          (len(set(ca) | set(cb)), leaves(sa), "identical" if not diffs else "%d differences" % len(diffs)))
     return 1 if diffs else 0
 
 

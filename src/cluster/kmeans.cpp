@@ -3,10 +3,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <limits>
 
-#include "core/error.h"
-#include "core/heartbeat.h"
+#include "cluster/distributed_kmeans.h"
+#include "comm/solo_communicator.h"
 #include "core/rng.h"
 
 namespace smoe::cluster {
@@ -71,78 +70,14 @@ at::Tensor kmeans_plus_plus(const at::Tensor& x, int64_t k, uint64_t seed) {
   return x.index_select(0, torch::tensor(chosen, torch::kLong).to(x.device())).clone();
 }
 
-KMeansResult kmeans(const at::Tensor& input, const KMeansOptions& o) {
-  SMOE_CHECK(input.dim() == 2, "k-means: expected a matrix [n, d], got {} dimensions", input.dim());
-  const int64_t n = input.size(0), d = input.size(1);
-  SMOE_CHECK(o.k >= 1, "k-means: k must be at least 1, got {}", o.k);
-  SMOE_CHECK(n >= o.k, "k-means: number of points ({}) should be at least k ({})", n, o.k);
-  SMOE_CHECK(o.restarts >= 1 && o.max_iter >= 1, "k-means: restarts and max_iter must be at least 1");
-  torch::NoGradGuard no_grad;
-  at::Tensor x = input.to(torch::kFloat).contiguous();
-  at::Tensor x_sq = x.pow(2).sum(1);
-  // scikit-learn's tolerance: relative to the mean variance of the features.
-  // (mean variance = (mean |x|^2 - |mean x|^2) / d, from the norms already computed)
-  const double mean_var =
-      (x_sq.to(torch::kDouble).mean().item<double>() - x.mean(0).to(torch::kDouble).pow(2).sum().item<double>()) /
-      static_cast<double>(d);
-  const double tol = o.tol * std::max(mean_var, 0.0);
-
-  KMeansResult best;
-  best.inertia = std::numeric_limits<double>::infinity();
-  for (int64_t r = 0; r < o.restarts; ++r) {
-    at::Tensor c = kmeans_plus_plus(x, o.k, derive_seed(o.seed, "kmeans++", {static_cast<uint64_t>(r)}));
-    at::Tensor labels, previous, dist;
-    KMeansStats stats;
-    bool settled = false;  // labels (and so centroids) stopped changing
-    for (int64_t it = 0; it < o.max_iter; ++it) {
-      heartbeat::beat("k-means iteration");
-      std::tie(labels, dist) = nearest_centroids(x, x_sq, c, o.block_rows);
-      // Strict convergence: no point changed its cluster.
-      if (previous.defined() && torch::equal(labels, previous)) {
-        settled = true;
-        break;
-      }
-      previous = labels;
-      // M-step: centroids are the means of their points.
-      // Few clusters: one matrix product with the one-hot assignment uses
-      // every core; many clusters: a scatter-add of the rows is cheaper.
-      at::Tensor sums;
-      if (o.k <= 32) {
-        sums = torch::zeros({o.k, n}, x.options()).scatter_(0, labels.unsqueeze(0), 1.0).mm(x);
-      } else {
-        sums = torch::zeros({o.k, d}, x.options());
-        sums.index_add_(0, labels, x);
-      }
-      at::Tensor counts = torch::bincount(labels, {}, o.k).to(x.scalar_type());
-      at::Tensor empty = (counts == 0).nonzero().flatten().cpu();
-      if (empty.numel() > 0) {
-        // An empty cluster takes the point farthest from its centroid.
-        at::Tensor far = dist.argsort(0, /*descending=*/true).cpu();
-        for (int64_t e = 0; e < empty.numel(); ++e) {
-          int64_t j = empty[e].item<int64_t>(), p = far[e].item<int64_t>();
-          sums[j] = x[p];
-          counts[j] = 1;
-        }
-      }
-      at::Tensor next = sums / counts.unsqueeze(1);
-      const double shift = (next - c).pow(2).sum().item<double>();
-      c = next;
-      stats.iterations = it + 1;
-      if (shift <= tol) break;
-    }
-    // Final E-step so that labels and inertia match the returned centroids
-    // (already done when the labels settled).
-    if (!settled) std::tie(labels, dist) = nearest_centroids(x, x_sq, c, o.block_rows);
-    stats.inertia = dist.to(torch::kDouble).sum().item<double>();
-    best.restarts.push_back(stats);
-    if (stats.inertia < best.inertia) {
-      best.inertia = stats.inertia;
-      best.centroids = c;
-      best.assign = labels;
-      best.best_restart = r;
-    }
-  }
-  return best;
+KMeansResult kmeans(const at::Tensor& x, const KMeansOptions& options) {
+  // The distributed K-means on a group of one: one Lloyd loop for every
+  // caller, and the same result as any number of ranks holding these rows.
+  comm::SoloCommunicator solo;
+  DistributedKMeansOptions o;
+  o.kmeans = options;
+  o.seeding_sample = std::max<int64_t>(o.seeding_sample, x.dim() == 2 ? x.size(0) : 0);  // seeded from every row
+  return kmeans(x, torch::arange(x.dim() >= 1 ? x.size(0) : 0, torch::kLong), o, solo);
 }
 
 }  // namespace smoe::cluster

@@ -2,7 +2,9 @@
 // Vassilvitskii 2007, with 2 + ln k local trials per centre as scikit-learn
 // does), several restarts keeping the lowest inertia. Distances are computed
 // by matrix products (|x|^2 - 2 x.c + |c|^2) in libtorch, in blocks of rows,
-// so the same code runs on CPU (BLAS) or GPU. Knows nothing of ranks or files.
+// so the same code runs on CPU (BLAS) or GPU. There is one Lloyd loop, the
+// distributed one (distributed_kmeans.h): kmeans() below runs it on one
+// process holding every row; this header holds the pieces it is made of.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,7 +30,10 @@ struct KMeansResult {
   std::vector<KMeansStats> restarts;  ///< per restart
 };
 
-// x: float [n, d] with n >= k.
+// x: float [n, d] with n >= k, all on this process (no ranks): the
+// distributed K-means on a group of one, seeded from every row; the same
+// result as the rows spread over any number of ranks with a seeding sample
+// of at least n.
 KMeansResult kmeans(const at::Tensor& x, const KMeansOptions& options);
 
 // Squared Euclidean distances [n, k] between rows of x [n, d] and c [k, d].

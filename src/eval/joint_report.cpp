@@ -51,8 +51,7 @@ void JointTally::add(const at::Tensor& labels, const at::Tensor& gate, const at:
   top1_classes_.add(count_classes(top1_probs.cpu(), labels.cpu(), top1_classes_.bins));
 }
 
-template <typename F>
-void JointTally::each_field(F&& f) {
+void JointTally::each_field(const std::function<void(int64_t&)>& f) {
   for (int64_t* v : {&samples_, &mixture_, &top1_, &top2_}) f(*v);
   for (auto& v : alone_) f(v);
   for (auto& v : top2_runs_) f(v);
@@ -63,21 +62,6 @@ void JointTally::each_field(F&& f) {
   for (auto& v : spec_.routing) f(v);
   mixture_classes_.each(f);
   top1_classes_.each(f);
-}
-
-std::vector<int64_t> JointTally::pack() const {
-  std::vector<int64_t> out;
-  const_cast<JointTally*>(this)->each_field([&](int64_t& v) { out.push_back(v); });
-  return out;
-}
-
-void JointTally::unpack(const std::vector<int64_t>& flat) {
-  size_t i = 0;
-  each_field([&](int64_t& v) {
-    SMOE_ASSERT(i < flat.size(), "joint tally: {} values, too few", flat.size());
-    v = flat[i++];
-  });
-  SMOE_ASSERT(i == flat.size(), "joint tally: {} values, expected {}", flat.size(), i);
 }
 
 nlohmann::json JointTally::report(const JointCosts& costs) const {

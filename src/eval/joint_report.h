@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "eval/class_metrics.h"
+#include "eval/packed_counts.h"
 #include "eval/specialisation.h"
 
 namespace smoe::eval {
@@ -23,22 +24,19 @@ struct JointCosts {
   bool gate_runs_every_expert = false;  // the attentive gate: every expert runs whatever the routing
 };
 
-class JointTally {
+class JointTally : public PackedCounts {
  public:
   JointTally(int64_t experts, int64_t num_classes);
   // labels int64 [n]; gate [n, K]; expert_logits [n, K, C]; mixture [n, C].
   void add(const at::Tensor& labels, const at::Tensor& gate, const at::Tensor& expert_logits,
            const at::Tensor& mixture);
-  std::vector<int64_t> pack() const;
-  void unpack(const std::vector<int64_t>& flat);
   int64_t samples() const { return samples_; }
   // "mixture", "top1" ({accuracy, macs, map, balanced_accuracy}), "top2" ({accuracy, macs}), "experts_alone" (accuracy
   // per expert), "specialisation", "routing".
   nlohmann::json report(const JointCosts& costs) const;
 
  private:
-  template <typename F>
-  void each_field(F&& f);
+  void each_field(const std::function<void(int64_t&)>& f) override;
 
   int64_t experts_, classes_;
   int64_t samples_ = 0, mixture_ = 0, top1_ = 0, top2_ = 0;

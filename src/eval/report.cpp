@@ -120,8 +120,7 @@ void Tally::add(const TestOutputs& t) {
   }
 }
 
-template <typename F>
-void Tally::each_field(F&& f) {
+void Tally::each_field(const std::function<void(int64_t&)>& f) {
   auto rule = [&](RuleCount& r) {
     f(r.samples);
     f(r.correct);
@@ -138,21 +137,6 @@ void Tally::each_field(F&& f) {
   for (auto& v : spec_.usage) f(v);
   for (auto& v : spec_.routing) f(v);
   for (auto& [name, count] : classes_) count.each(f);
-}
-
-std::vector<int64_t> Tally::pack() const {
-  std::vector<int64_t> flat;
-  const_cast<Tally*>(this)->each_field([&](int64_t& v) { flat.push_back(v); });
-  return flat;
-}
-
-void Tally::unpack(const std::vector<int64_t>& flat) {
-  size_t i = 0;
-  each_field([&](int64_t& v) {
-    SMOE_ASSERT(i < flat.size(), "tally of {} values is too short", flat.size());
-    v = flat[i++];
-  });
-  SMOE_ASSERT(i == flat.size(), "tally of {} values, expected {}", flat.size(), i);
 }
 
 Report build_report(const Tally& tally, Costs costs) {

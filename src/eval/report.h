@@ -14,6 +14,7 @@
 
 #include "eval/anytime.h"
 #include "eval/class_metrics.h"
+#include "eval/packed_counts.h"
 #include "eval/specialisation.h"
 
 namespace smoe::eval {
@@ -40,13 +41,11 @@ struct ReportOptions {
 // batch by batch and then summed over ranks (pack, allreduce, unpack): no
 // rank holds a per-sample tensor of the whole split, and the sums, being
 // integers, do not depend on how the samples were split among ranks.
-class Tally {
+class Tally : public PackedCounts {
  public:
   // `ensemblers`: the names of TestOutputs::ensembled, in map order.
   Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportOptions& options);
   void add(const TestOutputs& batch);
-  std::vector<int64_t> pack() const;
-  void unpack(const std::vector<int64_t>& flat);
   int64_t samples() const { return base_.samples; }
 
   using Rules = std::vector<std::pair<std::string, RuleCount>>;  // no_ensembling, each ensembler, top2
@@ -60,8 +59,7 @@ class Tally {
   const ReportOptions& options() const { return options_; }
 
  private:
-  template <typename F>
-  void each_field(F&& f);  // visits every integer in pack order
+  void each_field(const std::function<void(int64_t&)>& f) override;
 
   ReportOptions options_;
   int64_t experts_;

@@ -95,23 +95,16 @@ double collective_seconds(const comm::TrafficCounts& calls, int calls_ranks, int
   return s;
 }
 
-std::string report_stage_key(const nlohmann::json& report, const std::string& stage) {
-  // Both evaluation stages (eval, joint_eval) report their time as "eval".
-  if (stage == "joint_eval" && report.contains("stages") && !report["stages"].contains(stage)) return "eval";
-  return stage;
-}
-
 StageMeasure stage_measure(const nlohmann::json& report, const nlohmann::json& done, const std::string& stage,
                            const std::string& run_dir) {
-  const std::string key = report_stage_key(report, stage);
-  SMOE_CHECK(report.contains("stages") && report["stages"].contains(key), "{}: report.json has no stage '{}'", run_dir,
-             stage);
+  SMOE_CHECK(report.contains("stages") && report["stages"].contains(stage), "{}: report.json has no stage '{}'",
+             run_dir, stage);
   StageMeasure m;
   m.stage = stage;
   m.ranks = report.value("ranks", 1);
-  m.seconds = report["stages"][key].get<double>();
-  if (report.contains("stage_comm") && report["stage_comm"].contains(key) && report["stage_comm"][key].is_object())
-    m.ops = counts_from_json(report["stage_comm"][key].value("ops", nlohmann::json::object()));
+  m.seconds = report["stages"][stage].get<double>();
+  if (report.contains("stage_comm") && report["stage_comm"].contains(stage) && report["stage_comm"][stage].is_object())
+    m.ops = counts_from_json(report["stage_comm"][stage].value("ops", nlohmann::json::object()));
   const nlohmann::json record = done.value(stage, nlohmann::json::object());
   if (record.contains("micro_batches_per_step")) {
     m.kind = WorkKind::micro_batches;

@@ -77,9 +77,6 @@ struct StageMeasure {
   comm::TrafficCounts ops;                      // rank 0's counts over the stage
 };
 
-// The key of `stage` in report.json's "stages" and "stage_comm".
-std::string report_stage_key(const nlohmann::json& report, const std::string& stage);
-
 // Stage `stage` of the finished run in folder `run_dir` (for messages),
 // from its report.json and run.json's "done" records.
 StageMeasure stage_measure(const nlohmann::json& report, const nlohmann::json& done, const std::string& stage,

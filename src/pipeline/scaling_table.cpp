@@ -172,9 +172,8 @@ ScalingResult scaling_result(const std::string& out, const CollectiveModel& coll
     std::vector<json> comm;
     for (const StudyRun& run : runs) {
       measures.push_back(stage_measure(run.report, run.done, stage, run.dir));
-      comm.push_back(run.report.contains("stage_comm")
-                         ? run.report["stage_comm"].value(report_stage_key(run.report, stage), json::object())
-                         : json::object());
+      comm.push_back(run.report.contains("stage_comm") ? run.report["stage_comm"].value(stage, json::object())
+                                                       : json::object());
     }
     // Each measured row's model uses only the smaller rank counts' runs (its
     // error is an out-of-sample check; the smallest's is its own); the

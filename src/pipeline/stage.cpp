@@ -22,7 +22,6 @@ std::unique_ptr<Stage> make_eval_stage();
 std::unique_ptr<Stage> make_joint_stage();
 std::unique_ptr<Stage> make_distill_stage();
 std::unique_ptr<Stage> make_finetune_stage();
-std::unique_ptr<Stage> make_joint_eval_stage();
 std::unique_ptr<Stage> make_pseudo_label_stage();
 
 Registry<StageFactory>& stages() {
@@ -37,8 +36,7 @@ Registry<StageFactory>& stages() {
                                           {"eval", make_eval_stage},
                                           {"joint", make_joint_stage},
                                           {"distill", make_distill_stage},
-                                          {"finetune", make_finetune_stage},
-                                          {"joint_eval", make_joint_eval_stage}});
+                                          {"finetune", make_finetune_stage}});
   return registry;
 }
 
@@ -50,10 +48,10 @@ Registry<std::vector<std::string>>& schemes() {
        // DFCP-MoE: the samples relabelled from a trusted subset before clustering.
        {"dfcp", {"base", "embed", "pseudo_label", "cluster", "gate", "experts", "eval"}},
        // Krishnamurthy et al.: gate and experts trained together; then optionally the gate distilled.
-       {"joint", {"joint", "joint_eval"}},
-       {"joint_distill", {"joint", "distill", "joint_eval"}},
+       {"joint", {"joint", "eval"}},
+       {"joint_distill", {"joint", "distill", "eval"}},
        // Algorithm 1, its report, then its MoE trained further as a jointly trained one (report.json's "finetuned").
-       {"algorithm1_finetune", {"base", "embed", "cluster", "gate", "experts", "eval", "finetune", "joint_eval"}}});
+       {"algorithm1_finetune", {"base", "embed", "cluster", "gate", "experts", "eval", "finetune", "eval"}}});
   return registry;
 }
 

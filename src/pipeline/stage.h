@@ -72,10 +72,11 @@ class Stage {
 };
 
 using StageFactory = std::function<std::unique_ptr<Stage>()>;
-// Stage name -> factory. Built in: base, embed, cluster, gate, experts, em, eval,
-// joint, distill, joint_eval.
+// Stage name -> factory. Built in: base, embed, pseudo_label, cluster, gate,
+// experts, em, eval, joint, distill, finetune.
 Registry<StageFactory>& stages();
-// Scheme name -> ordered stage names. Built in: algorithm1, em, joint, joint_distill.
+// Scheme name -> ordered stage names. Built in: algorithm1, em, dfcp, joint,
+// joint_distill, algorithm1_finetune.
 Registry<std::vector<std::string>>& schemes();
 
 // The stages of config.scheme, built, in order.

@@ -297,6 +297,12 @@ TEST(Registries, ATrainingSchemeIsAListOfStagesAndOneRegistration) {
   // It trains no MoE: nothing to export or predict with.
   EXPECT_ERROR(pipeline::open_finished_run(run, "smoe export", true),
                "holds a run of scheme 'clusters_only', which trains no mixture of experts");
+  // The evaluation evaluates the model a training stage handed over: after
+  // none, the scheme is refused before anything runs.
+  Registered no_model(pipeline::schemes(), "clusters_then_eval",
+                      std::vector<std::string>{"base", "embed", "cluster", "eval"});
+  EXPECT_ERROR(pipeline::check_config(quick_config(quick_dataset(dir.path()), {"scheme=clusters_then_eval"})),
+               "scheme 'clusters_then_eval': stage eval comes after no stage that trains an MoE");
 }
 
 // What a variant's options get from being registered: keys under its name

@@ -111,12 +111,6 @@ TEST(ScalingModel, AMicroBatchStageShrinksByWholeRounds) {
   EXPECT_NEAR(model.seconds(64), 3, 1e-12);
 }
 
-// Both evaluation stages report their time as "eval".
-TEST(ScalingModel, TheJointEvaluationIsReportedAsEval) {
-  EXPECT_EQ(report_stage_key(json{{"stages", {{"joint", 1.0}, {"eval", 2.0}}}}, "joint_eval"), "eval");
-  EXPECT_EQ(report_stage_key(json{{"stages", {{"joint", 1.0}, {"eval", 2.0}}}}, "joint"), "joint");
-}
-
 // A study folder as `smoe scaling` leaves it, made by hand.
 class ScalingTable : public ::testing::Test {
  protected:

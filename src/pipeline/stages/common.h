@@ -1,6 +1,7 @@
 // What several stages share: an expert round (Algorithm 1's experts stage is
-// round 0, each EM M-step a later round) and the evaluation of a round's
-// model on the test split (the eval stage, and each EM round's summary).
+// round 0, each EM M-step a later round), the embedding rows the clustering
+// reads, the checks of what a stage trains on, a module's broadcast. (The
+// evaluation on the test split: evaluation.h.)
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,20 +34,6 @@ void run_expert_round(RunState& state, int64_t round);
 // the seed, the splits and their limits, the label noise and trusted subset,
 // and the model section (the base and joint stages add their own).
 std::vector<std::string> first_stage_keys();
-
-// Collective: round `round`'s MoE on the test split; the report (without the
-// run's bookkeeping) on rank 0, null elsewhere.
-nlohmann::json evaluate_test(RunState& state, int64_t round);
-
-// Wall-clock inference time per test sample of each named model (images ->
-// class scores), measured by the calling rank on the first
-// eval.timing_samples test samples in batches of eval.batch_size, with its
-// threads: the batches are read before the clock starts, each batch's
-// predictions are brought back to the host (on a GPU, the wait for the
-// kernels counts), one warm-up batch per model. {samples, batch_size,
-// threads, device, ms_per_sample: {name: ms}}.
-using TimedModel = std::function<at::Tensor(const at::Tensor&)>;
-nlohmann::json time_per_sample(RunState& state, const std::vector<std::pair<std::string, TimedModel>>& models);
 
 // This rank's share of the training samples' pre-logit embeddings: the rows
 // it embedded in this process, or after a resume the same rows read back

@@ -33,6 +33,7 @@
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
+#include "pipeline/stages/evaluation.h"
 #include "train/checkpoint.h"
 #include "train/expert_trainer.h"
 #include "train/losses.h"
@@ -153,7 +154,7 @@ class EmStage : public Stage {
       s.comm.barrier();
       record["mstep_seconds"] = mclock.seconds();
       // Where this round leaves the model.
-      json summary = evaluate_test(s, r);
+      json summary = evaluate_test(s, *make_single_gate_evaluation(s, r));
       if (s.comm.is_root()) {
         record["round"] = r;
         for (const char* key : {"moe", "base", "anytime_summary", "specialisation"}) record[key] = summary[key];

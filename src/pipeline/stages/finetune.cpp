@@ -8,7 +8,7 @@
 // exact gradient sums, a checkpoint per epoch (joint_training.h). With
 // finetune.freeze_experts only the gate trains on the frozen experts (a gate
 // trained on frozen experts: Krishnamurthy et al. Section 4.2). Saved as
-// finetune.pt; joint_eval evaluates it into report.json's "finetuned".
+// finetune.pt; the eval stage after it evaluates it into report.json's "finetuned".
 #include "models/joint_moe.h"
 #include "pipeline/run_state.h"
 #include "pipeline/stage.h"
