@@ -75,17 +75,16 @@ Tally::Tally(int64_t experts, std::vector<std::string> ensemblers, const ReportO
               "no outputs of ensembler '{}'", o.ensembler);
   const RuleCount zero{0, 0, 0, std::vector<int64_t>(static_cast<size_t>(experts), 0), 0};
   base_ = zero;
-  std::vector<std::string> rules = {"no_ensembling"};
-  rules.insert(rules.end(), ensemblers.begin(), ensemblers.end());
-  rules.push_back("top2");
-  for (const auto& name : rules) moe_.emplace_back(name, zero);
+  using Kind = MoeRule::Kind;
+  moe_.push_back({"no_ensembling", Kind::top1, zero, {}});
+  for (const auto& name : ensemblers) moe_.push_back({name, Kind::top1_ensembled, zero, {}});
+  moe_.push_back({"top2", Kind::top2, zero, {}});
   if (o.class_oracle) oracle_ = moe_;
   anytime_.assign(o.taus.size(), zero);
   spec_.usage.assign(static_cast<size_t>(experts), 0);
   spec_.routing.assign(static_cast<size_t>(experts * o.num_classes), 0);
-  const ClassCount none = ClassCount::zeros(o.num_classes);
-  classes_["base"] = none;
-  for (const auto& name : rules) classes_[name] = none;
+  base_classes_ = ClassCount::zeros(o.num_classes);
+  for (auto& rule : moe_) rule.classes = base_classes_;
 }
 
 void Tally::add(const TestOutputs& t) {
@@ -93,13 +92,18 @@ void Tally::add(const TestOutputs& t) {
   at::Tensor expert_probs = torch::softmax(t.expert_logits, 2);
   base_.add(count_base(base_probs, t.labels, experts_));
   auto rules = [&](const at::Tensor& gate, Rules& into) {
-    for (auto& [name, count] : into) {
-      if (name == "no_ensembling")
-        count.add(count_top1(gate, expert_probs, t.labels, false));
-      else if (name == "top2")
-        count.add(count_top2(gate, expert_probs, t.labels));
-      else
-        count.add(count_top1(gate, t.ensembled.at(name), t.labels, true));
+    for (MoeRule& rule : into) {
+      switch (rule.kind) {
+        case MoeRule::Kind::top1:
+          rule.count.add(count_top1(gate, expert_probs, t.labels, false));
+          break;
+        case MoeRule::Kind::top1_ensembled:
+          rule.count.add(count_top1(gate, t.ensembled.at(rule.name), t.labels, true));
+          break;
+        case MoeRule::Kind::top2:
+          rule.count.add(count_top2(gate, expert_probs, t.labels));
+          break;
+      }
     }
   };
   rules(t.gate, moe_);
@@ -111,12 +115,12 @@ void Tally::add(const TestOutputs& t) {
   for (size_t i = 0; i < options_.taus.size(); ++i)
     anytime_[i].add(count_anytime(base_probs, t.gate, ensembled, t.labels, options_.taus[i]));
   spec_.add(count_specialisation(t.gate, t.labels, options_.num_classes));
-  for (auto& [name, count] : classes_) {
-    at::Tensor probs = name == "base"            ? base_probs
-                       : name == "no_ensembling" ? top1_probs(t.gate, expert_probs)
-                       : name == "top2"          ? top2_probs(t.gate, expert_probs)
-                                                 : top1_probs(t.gate, t.ensembled.at(name));
-    count.add(count_classes(probs, t.labels, count.bins));
+  base_classes_.add(count_classes(base_probs, t.labels, base_classes_.bins));
+  for (MoeRule& rule : moe_) {
+    at::Tensor probs = rule.kind == MoeRule::Kind::top1   ? top1_probs(t.gate, expert_probs)
+                       : rule.kind == MoeRule::Kind::top2 ? top2_probs(t.gate, expert_probs)
+                                                          : top1_probs(t.gate, t.ensembled.at(rule.name));
+    rule.classes.add(count_classes(probs, t.labels, rule.classes.bins));
   }
 }
 
@@ -129,14 +133,15 @@ void Tally::each_field(const std::function<void(int64_t&)>& f) {
     for (auto& v : r.runs) f(v);
   };
   rule(base_);
-  for (auto& [name, r] : moe_) rule(r);
-  for (auto& [name, r] : oracle_) rule(r);
+  for (auto& m : moe_) rule(m.count);
+  for (auto& m : oracle_) rule(m.count);
   for (auto& r : anytime_) rule(r);
   f(spec_.samples);
   f(spec_.entropy);
   for (auto& v : spec_.usage) f(v);
   for (auto& v : spec_.routing) f(v);
-  for (auto& [name, count] : classes_) count.each(f);
+  base_classes_.each(f);
+  for (auto& m : moe_) m.classes.each(f);
 }
 
 Report build_report(const Tally& tally, Costs costs) {
@@ -148,11 +153,11 @@ Report build_report(const Tally& tally, Costs costs) {
   // this order for the envelope.
   auto moe_block = [&](const Tally::Rules& rules, std::vector<Point>* keep) {
     json block = json::object();
-    for (const auto& [name, count] : rules) {
-      const double ens = name == "no_ensembling" || name == "top2" ? 0.0 : o.ensembler_macs.at(name);
-      Point p = point_of(count, costs, ens);
-      block[name] = point_json(p);
-      if (&rules == &tally.moe()) add_class_metrics(block[name], tally.classes().at(name));
+    for (const MoeRule& rule : rules) {
+      const double ens = rule.kind == MoeRule::Kind::top1_ensembled ? o.ensembler_macs.at(rule.name) : 0.0;
+      Point p = point_of(rule.count, costs, ens);
+      block[rule.name] = point_json(p);
+      if (&rules == &tally.moe()) add_class_metrics(block[rule.name], rule.classes);
       if (keep) keep->push_back(p);
     }
     return block;
@@ -161,7 +166,7 @@ Report build_report(const Tally& tally, Costs costs) {
   Report r;
   json& report = r.json;
   report["base"] = point_json(base_pt);
-  add_class_metrics(report["base"], tally.classes().at("base"));
+  add_class_metrics(report["base"], tally.base_classes());
   std::vector<Point> moe_points;
   report["moe"] = moe_block(tally.moe(), &moe_points);
   if (o.class_oracle) report["class_oracle"] = moe_block(tally.oracle(), nullptr);

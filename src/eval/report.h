@@ -37,6 +37,17 @@ struct ReportOptions {
   int64_t num_classes = 0;
 };
 
+// One inference rule of the report's "moe" (and "class_oracle") block:
+// top-1 on the experts alone (no_ensembling), top-1 through an ensembler
+// (named after it), or top-2.
+struct MoeRule {
+  enum class Kind { top1, top1_ensembled, top2 };
+  std::string name;  // its key in the report
+  Kind kind = Kind::top1;
+  RuleCount count;
+  ClassCount classes;  // mAP and balanced accuracy ("moe" only; empty in "class_oracle")
+};
+
 // Everything the report needs from the test split, as integer counts added
 // batch by batch and then summed over ranks (pack, allreduce, unpack): no
 // rank holds a per-sample tensor of the whole split, and the sums, being
@@ -48,14 +59,14 @@ class Tally : public PackedCounts {
   void add(const TestOutputs& batch);
   int64_t samples() const { return base_.samples; }
 
-  using Rules = std::vector<std::pair<std::string, RuleCount>>;  // no_ensembling, each ensembler, top2
+  using Rules = std::vector<MoeRule>;  // no_ensembling, each ensembler, top2
   const RuleCount& base() const { return base_; }
   const Rules& moe() const { return moe_; }
   const Rules& oracle() const { return oracle_; }
   const std::vector<RuleCount>& anytime() const { return anytime_; }  // one per tau
   const SpecialisationCount& specialisation() const { return spec_; }
-  // Per-class counts (mAP, balanced accuracy) of "base" and each MoE rule.
-  const std::map<std::string, ClassCount>& classes() const { return classes_; }
+  // Per-class counts (mAP, balanced accuracy) of the base model (each MoE rule's: MoeRule::classes).
+  const ClassCount& base_classes() const { return base_classes_; }
   const ReportOptions& options() const { return options_; }
 
  private:
@@ -67,7 +78,7 @@ class Tally : public PackedCounts {
   Rules moe_, oracle_;
   std::vector<RuleCount> anytime_;
   SpecialisationCount spec_;
-  std::map<std::string, ClassCount> classes_;
+  ClassCount base_classes_;
 };
 
 struct Report {

@@ -138,15 +138,6 @@ void check_config(const Config& c) {
              c.experts.depth);
   SMOE_CHECK(c.experts.depth == 0 || c.experts.depth == 10 || c.experts.depth == 18 || c.experts.depth == 34,
              "config key 'experts.depth': expected 0, 10, 18 or 34, got {}", c.experts.depth);
-  SMOE_CHECK(c.experts.fuse == 1 || (branch_experts && c.experts.optims.empty() &&
-                                     c.experts.weighting == Weighting::reweight && c.experts.optim.grad_clip == 0),
-             "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
-             "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
-             c.experts.fuse);
-  SMOE_CHECK(c.experts.fuse == 1 || !c.experts.optim.channels_last,
-             "config key 'experts.channels_last' with experts.fuse {}: fused experts' grouped convolutions run in "
-             "the usual layout (set one or the other)",
-             c.experts.fuse);
   auto stages = scheme_stages(c);
   bool em = false;  // a stage of the scheme reads em.steps
   for (const auto& st : stages) {

@@ -13,6 +13,7 @@
 #include "pipeline/config.h"
 #include "pipeline/quick_run.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages/epoch_checkpoints.h"
 
 namespace smoe::pipeline {
 namespace {
@@ -261,6 +262,28 @@ TEST(StageChecks, DrawNothingFromTheGlobalGenerator) {
     data::VerifyCache shards;
     EXPECT_EQ(next_draw([&] { check_inputs(c, shards); }), next_draw([] {})) << c.scheme;
   }
+}
+
+// One epoch's checkpoint, as every resumable trainer saves it: the record's
+// hashes name both files; a resume takes them only while both are there and
+// unchanged, and a refusal names the file.
+TEST(EpochFiles, AResumeTakesOnlyTheFilesItsRecordNames) {
+  testing::TempDir dir;
+  const EpochFiles files{dir / "epoch-3.pt", dir / "epoch-3.optim"};
+  torch::manual_seed(1);
+  torch::nn::Linear saved(4, 2);
+  const nlohmann::json record = files.save(*saved, "optimiser state");
+  EXPECT_EQ(files.mismatch(record), "");
+  torch::nn::Linear loaded(4, 2);
+  EXPECT_EQ(files.load(*loaded), "optimiser state");
+  EXPECT_TRUE(torch::equal(loaded->weight, saved->weight));
+
+  std::ofstream(files.optim) << "another run's optimiser state";
+  EXPECT_EQ(files.mismatch(record), files.optim + ": not the file its record names (another run's, or damaged)");
+  std::filesystem::remove(files.weights);
+  EXPECT_EQ(files.mismatch(record), files.weights + ": missing");
+  files.remove();
+  EXPECT_FALSE(std::filesystem::exists(files.optim));
 }
 
 }  // namespace

@@ -1,6 +1,13 @@
-// Per-epoch checkpoints of a training stage (base, joint, distill), so that
-// a killed, preempted or time-limited job resumes from its last finished
-// epoch and ends with the same weights as an uninterrupted run.
+// Per-epoch checkpoints, so that a killed, preempted or time-limited job
+// resumes from its last finished epoch and ends with the same weights as an
+// uninterrupted run. One epoch's files (EpochFiles: the weights and the
+// optimiser's state, with their hashes in the record that names them) are
+// the same for every trainer; where the record lives differs:
+//  - a training stage run by every rank (base, joint, distill, finetune):
+//    EpochCheckpoints below, the record in run.json;
+//  - an expert task, run by whichever rank takes it (experts.cpp): the
+//    record in a file beside the task's checkpoint, since only rank 0
+//    writes run.json.
 //
 // After epoch E rank 0 writes <stage>-progress/epoch-E.pt (weights) and
 // epoch-E.optim (the optimiser's state), then records "<stage>/progress"
@@ -25,6 +32,22 @@ namespace smoe::pipeline {
 
 struct RunState;
 
+// One epoch's checkpoint: the module's weights (`weights`, .pt) and its
+// optimiser's state (`optim`), each written atomically.
+struct EpochFiles {
+  std::string weights, optim;
+
+  // Writes both; returns their hashes as a record's fields {sha256, optim_sha256}.
+  nlohmann::json save(torch::nn::Module& module, const std::string& optimizer_bytes) const;
+  // Empty when both files exist and match `record`'s hashes; else what is
+  // wrong, naming the file.
+  std::string mismatch(const nlohmann::json& record) const;
+  // Loads the weights into `module` and returns the optimiser's state (after
+  // mismatch() found nothing wrong).
+  std::string load(torch::nn::Module& module) const;
+  void remove() const;
+};
+
 class EpochCheckpoints {
  public:
   EpochCheckpoints(RunState& state, std::string stage, int64_t epochs);
@@ -45,6 +68,8 @@ class EpochCheckpoints {
   void finish();
 
  private:
+  EpochFiles files(int64_t epoch) const;
+
   RunState& s_;
   std::string stage_, key_;
   int64_t epochs_;

@@ -25,6 +25,7 @@
 #include "pipeline/scheduler.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages/common.h"
+#include "pipeline/stages/epoch_checkpoints.h"
 #include "train/base_trainer.h"
 #include "train/checkpoint.h"
 #include "train/expert_trainer.h"
@@ -88,14 +89,15 @@ std::string task_name(const Config& cfg, int64_t task, int64_t round) {
 // the same, and starts over otherwise. The files go once the task's final
 // checkpoints are written. (EM M-step tasks are short and kept per task.)
 struct TaskProgress {
-  std::string json_path, weights_path, optim_path;
+  std::string json_path;  // the record
+  EpochFiles files;
   std::string fingerprint;
 };
 
 TaskProgress task_progress(const RunState& s, int64_t task, const std::string& fingerprint) {
   const std::string stem =
       fmt::format("{}/{}-{:03d}.progress", s.store.round_dir(0), s.cfg.experts.fuse == 1 ? "expert" : "group", task);
-  return {stem + ".json", stem + ".pt", stem + ".optim", fingerprint};
+  return {stem + ".json", {stem + ".pt", stem + ".optim"}, fingerprint};
 }
 
 // Rank 0, before the tasks are handed out: what an expert task's checkpoint must match.
@@ -110,7 +112,8 @@ std::string task_fingerprint(RunState& s) {
 
 void remove_progress(const TaskProgress& p) {
   std::error_code ec;
-  for (const auto& f : {p.json_path, p.weights_path, p.optim_path}) std::filesystem::remove(f, ec);
+  std::filesystem::remove(p.json_path, ec);
+  p.files.remove();
 }
 
 // Resumes `module` and the options from task progress that matches, or
@@ -122,17 +125,14 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
   if (std::filesystem::exists(progress.json_path)) {
     json p = json::parse(read_file(progress.json_path), nullptr, false);
     const bool usable =
-        !p.is_discarded() && p.value("fingerprint", "") == progress.fingerprint &&
-        std::filesystem::exists(progress.weights_path) && sha256_file(progress.weights_path) == p.value("sha256", "") &&
-        std::filesystem::exists(progress.optim_path) && sha256_file(progress.optim_path) == p.value("optim_sha256", "");
+        !p.is_discarded() && p.value("fingerprint", "") == progress.fingerprint && progress.files.mismatch(p).empty();
     if (usable) {
-      train::load_module(module, progress.weights_path);
+      o.optimizer_state = progress.files.load(module);
       o.start_epoch = p.at("epoch").get<int64_t>();
-      o.optimizer_state = read_file(progress.optim_path);
       o.loss_scale = p.value("loss_scale", 0.0);
       o.loss_scale_good_steps = p.value("loss_scale_good_steps", int64_t{0});
       samples_before = p.value("samples", int64_t{0});
-      log::info("{} resuming after epoch {} of {} ({})", o.name, o.start_epoch, o.optim.epochs, progress.weights_path);
+      log::info("{} resuming after epoch {} of {} ({})", o.name, o.start_epoch, o.optim.epochs, progress.files.weights);
     } else {
       log::info("{}: {} is from another run or damaged; starting over", o.name, progress.json_path);
       remove_progress(progress);
@@ -142,18 +142,13 @@ int64_t resume_and_checkpoint(RunState& s, const TaskProgress& progress, torch::
   o.on_epoch_end = [&s, progress, &module, epochs, samples_before, fault_name](
                        int64_t epoch, torch::optim::Optimizer& opt, const train::LoopStats& st) {
     if (epoch == epochs) return;  // the task's own checkpoints follow
-    const std::string bytes = train::optimizer_state(opt);
-    write_file_atomic(progress.optim_path, bytes);
-    const std::string sha = train::save_module(module, progress.weights_path);
-    write_file_atomic(progress.json_path, json{{"epoch", epoch},
-                                               {"sha256", sha},
-                                               {"optim_sha256", sha256_hex(bytes)},
-                                               {"samples", samples_before + st.samples},
-                                               {"loss_scale", st.loss_scale},
-                                               {"loss_scale_good_steps", st.loss_scale_good_steps},
-                                               {"fingerprint", progress.fingerprint}}
-                                                  .dump() +
-                                              "\n");
+    json record = progress.files.save(module, train::optimizer_state(opt));
+    record.update({{"epoch", epoch},
+                   {"samples", samples_before + st.samples},
+                   {"loss_scale", st.loss_scale},
+                   {"loss_scale_good_steps", st.loss_scale_good_steps},
+                   {"fingerprint", progress.fingerprint}});
+    write_file_atomic(progress.json_path, record.dump() + "\n");
     inject_stage_fault(fmt::format("{}-epoch-{}", fault_name, epoch), s.comm.rank());
   };
   return samples_before;
@@ -290,6 +285,21 @@ class ExpertsStage : public Stage {
   std::vector<std::string> keys() const override { return {"experts.", "ensembler."}; }
   std::vector<std::string> record_prefixes() const override { return {"expert/"}; }
   void check_inputs(const Config& c, const data::Manifest& m) const override { check_trunk_cache_fits(c, m); }
+  // Experts trained together (experts.fuse) are branches of one grouped
+  // network, stepped by one optimiser.
+  void check(const Config& c) const override {
+    const bool branch_experts =
+        models::expert_architectures().get(c.experts.arch).copies_base_blocks() && c.experts.archs.empty();
+    SMOE_CHECK(c.experts.fuse == 1 || (branch_experts && c.experts.optims.empty() &&
+                                       c.experts.weighting == Weighting::reweight && c.experts.optim.grad_clip == 0),
+               "config key 'experts.fuse' is {}: experts trained together need experts.arch: branch, "
+               "experts.weighting: reweight, no experts.archs, no experts.optims and no experts.grad_clip",
+               c.experts.fuse);
+    SMOE_CHECK(c.experts.fuse == 1 || !c.experts.optim.channels_last,
+               "config key 'experts.channels_last' with experts.fuse {}: fused experts' grouped convolutions run in "
+               "the usual layout (set one or the other)",
+               c.experts.fuse);
+  }
   json run(RunState& s) override {
     // More ranks than experts leave ranks idle (pipeline/rank_use.h).
     const std::string idle = experts_idle_warning(s.cfg.experts.count, s.comm.size());
