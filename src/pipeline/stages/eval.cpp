@@ -53,7 +53,7 @@ json evaluate_test(RunState& s, Evaluation& e) {
   if (!s.comm.is_root()) return json();
   e.unpack(counts);
   SMOE_CHECK(e.samples() == s.test->size(), "evaluation counted {} of {} test samples", e.samples(), s.test->size());
-  json report = e.report(s);
+  json report = e.report();
   report["dataset"] = s.test->manifest().name;
   report["num_experts"] = s.cfg.experts.count;
   report["ranks"] = s.comm.size();
@@ -61,7 +61,7 @@ json evaluate_test(RunState& s, Evaluation& e) {
   report["train_samples"] = s.train->size();
   if (s.cfg.eval.timing_samples > 0 && s.test->size() > 0) {
     json extra = json::object();
-    const Evaluation::TimedModels models = e.timed_models(s, report, extra);
+    const Evaluation::TimedModels models = e.timed_models(report, extra);
     json timing = time_per_sample(s, models);
     timing.update(extra);
     report["inference_time"] = timing;
@@ -138,7 +138,7 @@ class EvalStage : public Stage {
     report["stage_comm"] = comm;
     report["runtime"] = {{"threads_per_rank", s.rt.threads}, {"device", s.rt.device_name()}, {"devices", devices}};
     report["provenance"] = prov;
-    e->write(s, std::move(report));
+    e->write(std::move(report));
     log::info("eval      report: {}", s.run.file("report.json"));
     return json();
   }

@@ -47,20 +47,20 @@ class Evaluation {
   virtual void unpack(const std::vector<int64_t>& counts) = 0;
   virtual int64_t samples() const = 0;
   // Rank 0, once the counts are summed: the family's figures.
-  virtual nlohmann::json report(RunState& state) = 0;
+  virtual nlohmann::json report() = 0;
   // Rank 0: the models to time (time_per_sample) and what the timing adds
   // to the report's "inference_time" (the anytime model's tau).
   using TimedModel = std::function<at::Tensor(const at::Tensor&)>;
   using TimedModels = std::vector<std::pair<std::string, TimedModel>>;
-  virtual TimedModels timed_models(RunState& state, const nlohmann::json& report, nlohmann::json& timing) = 0;
+  virtual TimedModels timed_models(const nlohmann::json& report, nlohmann::json& timing) = 0;
   // Rank 0: adds the family's run records to the report (already holding
   // the run's common ones), writes report.json and the plots, and logs a summary.
-  virtual void write(RunState& state, nlohmann::json report) = 0;
+  virtual void write(nlohmann::json report) = 0;
 };
 
 // The evaluation of `model` as the run state holds it (the base model, the
-// model store); a single-gate model is that of `round` (0: Algorithm 1, r:
-// EM round r).
+// model store), which it reads and writes through until it ends; a
+// single-gate model is that of `round` (0: Algorithm 1, r: EM round r).
 std::unique_ptr<Evaluation> make_evaluation(RunState& state, const TrainedModel& model, int64_t round);
 std::unique_ptr<Evaluation> make_single_gate_evaluation(RunState& state, int64_t round);
 std::unique_ptr<Evaluation> make_joint_evaluation(RunState& state, const TrainedModel& model);

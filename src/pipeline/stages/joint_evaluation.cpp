@@ -48,7 +48,8 @@ class JointEvaluation : public Evaluation {
   void unpack(const std::vector<int64_t>& counts) override { tally_.unpack(counts); }
   int64_t samples() const override { return tally_.samples(); }
 
-  json report(RunState& s) override {
+  json report() override {
+    const RunState& s = s_;
     const int64_t K = moe_->num_experts();
     eval::JointCosts costs;
     // The shared trunk runs on every sample, as the gate does.
@@ -69,11 +70,12 @@ class JointEvaluation : public Evaluation {
   }
 
   // The mixture as it was trained (a top-k gate's experts run only their samples).
-  TimedModels timed_models(RunState&, const json&, json&) override {
+  TimedModels timed_models(const json&, json&) override {
     return {{"mixture", [this](const at::Tensor& x) { return moe_->forward(x).mixture; }}};
   }
 
-  void write(RunState& s, json report) override {
+  void write(json report) override {
+    RunState& s = s_;
     json training = json::object();
     for (const auto& st : scheme_plan(s.cfg))
       if (st.recorded && s.run.done(st.name)) training[st.name] = s.run.record(st.name);

@@ -122,7 +122,7 @@ class SingleGateEvaluation : public Evaluation {
   void unpack(const std::vector<int64_t>& counts) override { tally_.unpack(counts); }
   int64_t samples() const override { return tally_.samples(); }
 
-  json report(RunState& s) override {
+  json report() override {
     // Costs: MACs per image, counted analytically per layer.
     eval::Costs costs;
     costs.base = moe_.base_macs();
@@ -131,20 +131,20 @@ class SingleGateEvaluation : public Evaluation {
     eval::Report r = eval::build_report(tally_, costs);
     anytime_csv_ = r.anytime_csv;
     json report = r.json;
-    report["ensembler"] = s.cfg.ensembler.kind;
+    report["ensembler"] = s_.cfg.ensembler.kind;
     return report;
   }
 
   // The base model, the top-1 MoE and the anytime model at the tau that
   // matches the base model's accuracy (else its best tau), each through its
   // own sparse path (MoeModel::predict).
-  TimedModels timed_models(RunState& s, const json& report, json& timing) override {
+  TimedModels timed_models(const json& report, json& timing) override {
     const json& summary = report["anytime_summary"];
     const json tau_json =
         summary["tau_at_base_accuracy"].is_null() ? summary["best_tau"] : summary["tau_at_base_accuracy"];
     const double tau = tau_json.is_null() ? 0.0 : tau_json.get<double>();
     using P = models::MoeModel::Predict;
-    const std::string ens = s.cfg.ensembler.kind;
+    const std::string ens = s_.cfg.ensembler.kind;
     timing["ensembler"] = ens;
     timing["anytime_tau"] = tau;
     return {{"base", [this](const at::Tensor& x) { return moe_.predict(x, P::base); }},
@@ -152,7 +152,8 @@ class SingleGateEvaluation : public Evaluation {
             {"anytime", [this, ens, tau](const at::Tensor& x) { return moe_.predict(x, P::anytime, ens, tau); }}};
   }
 
-  void write(RunState& s, json report) override {
+  void write(json report) override {
+    RunState& s = s_;
     add_run_records(s, report);
     write_file_atomic(s.run.file("report.json"), report.dump(2) + "\n");
     write_file_atomic(s.run.file("anytime.csv"), anytime_csv_);
